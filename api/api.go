@@ -1,0 +1,136 @@
+// Package api defines the JSON types and paths of the control socket: the HTTP+JSON API
+// that pmgclusterd serves on its unix socket and that the pmgcm CLI uses.
+//
+// It owns only wire types and constants. It must never import any other package of this
+// project, so that both the daemon and the CLI can depend on it.
+package api
+
+import "time"
+
+// Paths of the control-socket API. Keys travel in the "key" query parameter so that
+// slash-separated keys need no path escaping.
+const (
+	// PathStatus answers GET with a Status.
+	PathStatus = "/v1/status"
+	// PathCreate answers POST with a CreateResponse.
+	PathCreate = "/v1/cluster/create"
+	// PathConfig answers GET ?key=K with the raw value (header HeaderVersion),
+	// PUT ?key=K (body: raw value) with a WriteResponse, DELETE ?key=K with a WriteResponse.
+	PathConfig = "/v1/config"
+	// PathConfigList answers GET ?prefix=P with a ConfigList.
+	PathConfigList = "/v1/config/list"
+)
+
+// HeaderVersion carries the version (Raft index of the last change) of a config value.
+const HeaderVersion = "X-Pmgcm-Version"
+
+// Roles and states shown by status, as in the manual's table.
+const (
+	RoleMaster = "master"
+	RoleNode   = "node"
+	RoleNone   = "-"
+
+	StateActive  = "A"
+	StateSyncing = "S"
+	StateDown    = "D"
+)
+
+// Error codes carried in Error.Code. The CLI maps them to its messages and exit codes.
+const (
+	CodeBadRequest    = "bad_request"
+	CodeNotFound      = "not_found"
+	CodeNoCluster     = "no_cluster"
+	CodeClusterExists = "cluster_exists"
+	CodeNotLeader     = "not_leader"
+	CodeNoQuorum      = "no_quorum"
+	CodeConflict      = "version_conflict"
+	CodeTooLarge      = "too_large"
+	CodeUnavailable   = "unavailable"
+	CodeInternal      = "internal"
+)
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"error"`
+	// Hint says what the operator can do next; empty when there is nothing to add.
+	Hint string `json:"hint,omitempty"`
+}
+
+// Status is the answer of PathStatus, and what `pmgcm status -o json` prints.
+type Status struct {
+	// Cluster is nil on a node that is in no cluster.
+	Cluster *Cluster `json:"cluster"`
+	Nodes   []Node   `json:"nodes"`
+}
+
+// Cluster is the cluster identity.
+type Cluster struct {
+	ID        string    `json:"id"`
+	Epoch     uint64    `json:"epoch"`
+	CreatedAt time.Time `json:"created_at"`
+	// LeaderCID is the CID of the current master, 0 when there is none.
+	LeaderCID uint64 `json:"leader_cid"`
+	// Warnings are cluster-wide conditions the operator must know, e.g. lost quorum.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Node is one row of the status table.
+type Node struct {
+	CID   uint64 `json:"cid"`
+	Name  string `json:"name"`
+	IP    string `json:"ip"`
+	Port  int    `json:"port"`
+	Role  string `json:"role"`
+	State string `json:"state"`
+	// Error says why the node is in state D.
+	Error       string `json:"error,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Suffrage is "voter" or "nonvoter" (Raft).
+	Suffrage     string `json:"suffrage,omitempty"`
+	Term         uint64 `json:"term,omitempty"`
+	LastIndex    uint64 `json:"last_index,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	// Local is true for the node that answered the status request.
+	Local bool `json:"local,omitempty"`
+	// Host metrics, read live on the node; absent when the node is down.
+	Sys *SysInfo `json:"sys,omitempty"`
+}
+
+// SysInfo holds host metrics read live on a node.
+type SysInfo struct {
+	UptimeSeconds       float64 `json:"uptime_seconds"`
+	DaemonUptimeSeconds float64 `json:"daemon_uptime_seconds"`
+	Load1               float64 `json:"load1"`
+	MemPercent          float64 `json:"mem_percent"`
+	DiskPercent         float64 `json:"disk_percent"`
+}
+
+// CreateResponse is the answer of PathCreate.
+type CreateResponse struct {
+	ClusterID   string `json:"cluster_id"`
+	CID         uint64 `json:"cid"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// WriteResponse is the answer of a config write.
+type WriteResponse struct {
+	Key string `json:"key"`
+	// Version is the Raft index of the write.
+	Version uint64 `json:"version"`
+}
+
+// ConfigEntry is one configuration entry in a listing.
+type ConfigEntry struct {
+	Key     string `json:"key"`
+	Version uint64 `json:"version"`
+	Size    int    `json:"size"`
+	// Value holds the value when it is valid UTF-8; otherwise ValueBase64 holds it.
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 string  `json:"value_base64,omitempty"`
+}
+
+// ConfigList is the answer of PathConfigList.
+type ConfigList struct {
+	Entries []ConfigEntry `json:"entries"`
+}

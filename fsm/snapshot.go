@@ -1,0 +1,310 @@
+package fsm
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/hashicorp/raft"
+)
+
+// SnapshotFormat is the snapshot format this node writes and reads.
+//
+// A snapshot is newline-delimited JSON:
+//
+//	{"format":1,"applied_index":N}                   header
+//	{"cluster":{...}}                                 at most one
+//	{"member":{...}}                                  one per member, by CID
+//	{"entry":{"key":...,"value":...,"version":...}}   one per entry, by key
+//	{"trailer":{"cluster":true,"members":M,"entries":E,"sha256":"..."}}
+//
+// The trailer's sha256 covers every byte before the trailer line. Nothing
+// may follow the trailer.
+const SnapshotFormat = 1
+
+// maxSnapshotLine bounds one snapshot line: a MaxValueLen value in base64
+// (4/3 of it) plus the key and JSON framing, with room to spare. Apply bounds
+// every other record well below it.
+const maxSnapshotLine = 2 << 20
+
+type snapHeader struct {
+	Format       int    `json:"format"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+type snapTrailer struct {
+	Cluster bool   `json:"cluster"`
+	Members int    `json:"members"`
+	Entries int    `json:"entries"`
+	SHA256  string `json:"sha256"`
+}
+
+// snapRecord is one line after the header; exactly one field is set.
+type snapRecord struct {
+	Cluster *Cluster     `json:"cluster,omitempty"`
+	Member  *Member      `json:"member,omitempty"`
+	Entry   *Entry       `json:"entry,omitempty"`
+	Trailer *snapTrailer `json:"trailer,omitempty"`
+}
+
+func (r snapRecord) fields() int {
+	n := 0
+	for _, set := range []bool{r.Cluster != nil, r.Member != nil, r.Entry != nil, r.Trailer != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
+// fsmSnapshot is a point-in-time copy of the state; it implements
+// raft.FSMSnapshot.
+type fsmSnapshot struct {
+	st      state
+	applied uint64
+}
+
+// Snapshot returns a point-in-time snapshot of the state. It only copies the
+// maps; serialization happens in Persist, concurrently with Apply.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &fsmSnapshot{st: f.st.clone(), applied: f.applied}, nil
+}
+
+// Persist writes the snapshot to sink in SnapshotFormat, then closes the
+// sink, or cancels it on error.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot at index %d: %w", s.applied, err)
+	}
+	return sink.Close()
+}
+
+// Release implements raft.FSMSnapshot; there is nothing to release.
+func (s *fsmSnapshot) Release() {}
+
+func (s *fsmSnapshot) write(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	h := sha256.New()
+	enc := json.NewEncoder(io.MultiWriter(bw, h)) // one value per line
+	enc.SetEscapeHTML(false)
+
+	if err := enc.Encode(snapHeader{Format: SnapshotFormat, AppliedIndex: s.applied}); err != nil {
+		return err
+	}
+	tr := snapTrailer{Cluster: s.st.cluster != nil}
+	if s.st.cluster != nil {
+		if err := enc.Encode(snapRecord{Cluster: s.st.cluster}); err != nil {
+			return err
+		}
+	}
+	for _, m := range s.st.sortedMembers() {
+		if err := enc.Encode(snapRecord{Member: &m}); err != nil {
+			return err
+		}
+		tr.Members++
+	}
+	for _, e := range s.st.sortedEntries() {
+		if err := enc.Encode(snapRecord{Entry: &e}); err != nil {
+			return err
+		}
+		tr.Entries++
+	}
+	tr.SHA256 = hex.EncodeToString(h.Sum(nil))
+	tail := json.NewEncoder(bw) // the trailer is not part of the digest
+	if err := tail.Encode(snapRecord{Trailer: &tr}); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// Restore replaces the whole state with the snapshot read from rc, and sets
+// AppliedIndex to the snapshot's index. On any error (I/O, truncation,
+// corruption, unknown format: wrapping ErrBadSnapshot) the FSM is left
+// unchanged. It closes rc.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, applied, err := readSnapshot(bufio.NewReaderSize(rc, 64<<10))
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.st = st
+	f.applied = applied
+	hook := f.onApply
+	f.mu.Unlock()
+	if hook != nil {
+		hook(applied)
+	}
+	return nil
+}
+
+// snapReader reads and hashes the lines of a snapshot.
+type snapReader struct {
+	r    *bufio.Reader
+	h    hash.Hash
+	line int
+}
+
+// next returns the next line (without its newline). A missing final newline
+// is truncation.
+func (sr *snapReader) next() ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := sr.r.ReadSlice('\n')
+		if len(line)+len(frag) > maxSnapshotLine {
+			return nil, fmt.Errorf("%w: line %d is longer than %d bytes", ErrBadSnapshot, sr.line+1, maxSnapshotLine)
+		}
+		line = append(line, frag...)
+		switch {
+		case err == nil:
+			sr.line++
+			return line[:len(line)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(line) == 0 {
+				return nil, io.EOF
+			}
+			return nil, fmt.Errorf("%w: truncated: line %d has no end", ErrBadSnapshot, sr.line+1)
+		default:
+			return nil, err
+		}
+	}
+}
+
+// strictUnmarshal decodes exactly one JSON value with no unknown fields.
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+func readSnapshot(r *bufio.Reader) (state, uint64, error) {
+	sr := &snapReader{r: r, h: sha256.New()}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: line %d: %s", ErrBadSnapshot, sr.line, fmt.Sprintf(format, args...))
+	}
+
+	line, err := sr.next()
+	if errors.Is(err, io.EOF) {
+		return state{}, 0, fmt.Errorf("%w: empty", ErrBadSnapshot)
+	} else if err != nil {
+		return state{}, 0, err
+	}
+	var ver struct {
+		Format int `json:"format"`
+	}
+	if err := json.Unmarshal(line, &ver); err != nil {
+		return state{}, 0, bad("bad header: %v", err)
+	}
+	if ver.Format != SnapshotFormat {
+		return state{}, 0, fmt.Errorf("%w: snapshot format %d unknown to this node (it reads format %d): upgrade pmgclusterd",
+			ErrBadSnapshot, ver.Format, SnapshotFormat)
+	}
+	var hdr snapHeader
+	if err := strictUnmarshal(line, &hdr); err != nil {
+		return state{}, 0, bad("bad header: %v", err)
+	}
+	sr.h.Write(line)
+	sr.h.Write([]byte{'\n'})
+
+	st := newState()
+	var got snapTrailer
+	for {
+		line, err := sr.next()
+		if errors.Is(err, io.EOF) {
+			return state{}, 0, fmt.Errorf("%w: truncated after line %d: no trailer", ErrBadSnapshot, sr.line)
+		} else if err != nil {
+			return state{}, 0, err
+		}
+		var rec snapRecord
+		if err := strictUnmarshal(line, &rec); err != nil {
+			return state{}, 0, bad("%v", err)
+		}
+		if rec.fields() != 1 {
+			return state{}, 0, bad("record has %d kinds, want 1", rec.fields())
+		}
+		if rec.Trailer != nil {
+			got.SHA256 = hex.EncodeToString(sr.h.Sum(nil))
+			if *rec.Trailer != got {
+				return state{}, 0, bad("trailer %+v does not match the content %+v", *rec.Trailer, got)
+			}
+			break
+		}
+		sr.h.Write(line)
+		sr.h.Write([]byte{'\n'})
+		if err := restoreRecord(&st, rec, &got); err != nil {
+			return state{}, 0, bad("%v", err)
+		}
+	}
+	if _, err := sr.next(); !errors.Is(err, io.EOF) {
+		return state{}, 0, fmt.Errorf("%w: data after the trailer", ErrBadSnapshot)
+	}
+	if len(st.members) > 0 && st.cluster == nil {
+		return state{}, 0, fmt.Errorf("%w: members without a cluster", ErrBadSnapshot)
+	}
+	return st, hdr.AppliedIndex, nil
+}
+
+// restoreRecord adds one record to st, checking it as Apply would.
+func restoreRecord(st *state, rec snapRecord, got *snapTrailer) error {
+	switch {
+	case rec.Cluster != nil:
+		if got.Cluster || got.Members > 0 || got.Entries > 0 {
+			return errors.New("cluster record out of place")
+		}
+		got.Cluster = true
+		st.cluster = rec.Cluster
+	case rec.Member != nil:
+		m := *rec.Member
+		if got.Entries > 0 {
+			return errors.New("member record after the entries")
+		}
+		if err := validateMember(m); err != nil {
+			return err
+		}
+		if st.cluster == nil || m.CID >= st.cluster.NextCID {
+			return fmt.Errorf("member %d: cid was never handed out", m.CID)
+		}
+		if _, dup := st.members[m.CID]; dup {
+			return fmt.Errorf("member %d listed twice", m.CID)
+		}
+		if err := st.checkUnique(m, 0); err != nil {
+			return err
+		}
+		got.Members++
+		st.members[m.CID] = m
+	case rec.Entry != nil:
+		e := *rec.Entry
+		if err := ValidateKey(e.Key); err != nil {
+			return err
+		}
+		if err := validateValue(e.Value); err != nil {
+			return err
+		}
+		if _, dup := st.entries[e.Key]; dup {
+			return fmt.Errorf("key %q listed twice", e.Key)
+		}
+		if e.Value == nil {
+			e.Value = []byte{}
+		}
+		got.Entries++
+		st.entries[e.Key] = e
+	}
+	return nil
+}
