@@ -1,0 +1,63 @@
+package transport
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func TestRaftLayerAppendEntries(t *testing.T) {
+	noLeaks(t)
+	ca := newTestCA(t)
+	a := openMux(t, nodeIdentity(t, ca, "a", loopback))
+	b := openMux(t, nodeIdentity(t, ca, "b", loopback))
+
+	ta := raft.NewNetworkTransport(a.RaftLayer(), 3, time.Second, io.Discard)
+	tb := raft.NewNetworkTransport(b.RaftLayer(), 3, time.Second, io.Discard)
+	if got, want := string(tb.LocalAddr()), b.Addr().String(); got != want {
+		t.Fatalf("raft advertises %s, want %s", got, want)
+	}
+
+	// b answers every AppendEntries with success at the request's term.
+	stop := make(chan struct{})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		for {
+			select {
+			case rpc := <-tb.Consumer():
+				req := rpc.Command.(*raft.AppendEntriesRequest)
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + uint64(len(req.Entries)), Success: true}, nil)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		ta.CloseStreams()
+		tb.CloseStreams()
+		_ = ta.Close()
+		_ = tb.Close()
+		close(stop)
+		<-served
+	})
+
+	req := raft.AppendEntriesRequest{
+		RPCHeader:    raft.RPCHeader{ID: []byte("a"), Addr: []byte(ta.LocalAddr())},
+		Term:         7,
+		PrevLogEntry: 10,
+		PrevLogTerm:  6,
+		Entries:      []*raft.Log{{Index: 11, Term: 7, Type: raft.LogCommand, Data: []byte("set x=1")}},
+	}
+	for i := range 3 { // later RPCs reuse the pooled connection
+		var resp raft.AppendEntriesResponse
+		if err := ta.AppendEntries("b", tb.LocalAddr(), &req, &resp); err != nil {
+			t.Fatalf("AppendEntries #%d: %v", i, err)
+		}
+		if !resp.Success || resp.Term != 7 || resp.LastLog != 11 {
+			t.Fatalf("AppendEntries #%d: response %+v", i, resp)
+		}
+	}
+}
