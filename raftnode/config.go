@@ -1,0 +1,102 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// Config holds the settings of a Node. Build it from DefaultConfig; New validates it.
+type Config struct {
+	// Dir holds raft.db and the snapshots directory.
+	Dir string
+	// LocalID is this node's Raft server ID: its CID as a decimal string.
+	LocalID raft.ServerID
+	// Address is the cluster address ("ip:port") other nodes reach this one at.
+	Address raft.ServerAddress
+	// Bootstrap makes a node with no Raft state the single voter of a new configuration
+	// (a standalone node). A joining node leaves it false and waits to be added.
+	Bootstrap bool
+
+	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout are Raft's timers.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout bounds how long the leader waits before sending an empty heartbeat.
+	CommitTimeout time.Duration
+	// SnapshotInterval and SnapshotThreshold decide when a snapshot is taken;
+	// TrailingLogs is how many log entries stay behind a snapshot.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// SnapshotRetain is how many snapshots are kept on disk.
+	SnapshotRetain int
+	// MaxAppendEntries bounds how many entries one AppendEntries RPC (and one disk
+	// write on the leader) carries: concurrent writes share it (group commit).
+	MaxAppendEntries int
+	// OpenTimeout bounds the wait for the raft.db file lock.
+	OpenTimeout time.Duration
+
+	// Logger receives Raft's logs; nil means no logs.
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns settings that fail over in about a second on a LAN and stay
+// stable on a loaded 2-core machine.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      20 * time.Millisecond,
+		SnapshotInterval:   30 * time.Second,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+		SnapshotRetain:     2,
+		MaxAppendEntries:   256,
+		OpenTimeout:        2 * time.Second,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("raftnode: Dir is required")
+	case c.LocalID == "":
+		return errors.New("raftnode: LocalID is required")
+	case c.Address == "":
+		return errors.New("raftnode: Address is required")
+	case c.OpenTimeout <= 0:
+		return errors.New("raftnode: OpenTimeout must be positive (0 would wait forever for the file lock)")
+	case c.SnapshotRetain < 1:
+		return errors.New("raftnode: SnapshotRetain must be at least 1")
+	}
+	rc := c.raftConfig()
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("raftnode: %w", err)
+	}
+	return nil
+}
+
+func (c Config) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = c.LocalID
+	rc.HeartbeatTimeout = c.HeartbeatTimeout
+	rc.ElectionTimeout = c.ElectionTimeout
+	rc.LeaderLeaseTimeout = c.LeaderLeaseTimeout
+	rc.CommitTimeout = c.CommitTimeout
+	rc.SnapshotInterval = c.SnapshotInterval
+	rc.SnapshotThreshold = c.SnapshotThreshold
+	rc.TrailingLogs = c.TrailingLogs
+	rc.MaxAppendEntries = c.MaxAppendEntries
+	rc.ShutdownOnRemove = false
+	rc.Logger = c.Logger
+	if rc.Logger == nil {
+		rc.Logger = hclog.NewNullLogger()
+	}
+	return rc
+}

@@ -1,0 +1,9 @@
+// Package raftnode owns this node's raft.Raft instance: its stores (raft-boltdb/v2 for the
+// log and stable store, file snapshots), bootstrap of a standalone node, proposing commands,
+// waiting for applied indexes, membership changes (voters and non-voters) and the Raft
+// statistics that status shows.
+//
+// It knows the state machine only as a raft.FSM plus the fsm package's command encoding,
+// and the network only as a raft.StreamLayer. It must never import the cli, daemon or
+// transport packages: the daemon wires those together.
+package raftnode

@@ -1,0 +1,19 @@
+package raftnode
+
+import "errors"
+
+// Sentinel errors returned by this package. Callers match them with errors.Is.
+var (
+	// ErrNotLeader means the command must be sent to the leader; see Node.Leader.
+	ErrNotLeader = errors.New("this node is not the master")
+	// ErrNoLeader means there is no known leader: an election is under way or quorum is lost.
+	ErrNoLeader = errors.New("no master elected")
+	// ErrLocked means another process holds the Raft database open.
+	ErrLocked = errors.New("raft database is locked by another process")
+	// ErrCorrupt means a Raft data file failed its integrity checks.
+	ErrCorrupt = errors.New("raft data is corrupt")
+	// ErrClosed means the node has been closed.
+	ErrClosed = errors.New("raft node is closed")
+	// ErrTimeout means the operation did not finish before its deadline.
+	ErrTimeout = errors.New("raft operation timed out")
+)

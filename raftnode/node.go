@@ -1,0 +1,247 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/pmgcm/pmgcm/fsm"
+)
+
+// defaultApplyTimeout bounds a proposal when the caller's context has no deadline.
+const defaultApplyTimeout = 10 * time.Second
+
+// Node is this node's Raft instance with its stores.
+//
+// Lifecycle: New (no I/O), Open, then Close (idempotent). All methods are safe for
+// concurrent use once Open has returned.
+type Node struct {
+	cfg    Config
+	fsm    *fsm.FSM
+	layer  raft.StreamLayer
+	logger hclog.Logger
+
+	mu        sync.Mutex // guards the fields below and applied waiters
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	closed    bool
+	applied   chan struct{} // closed and replaced on every apply
+
+	// readyTerm is the term in which this node, as leader, has applied a barrier:
+	// from then on its commit index covers every entry of earlier terms.
+	readyTerm uint64
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New returns a Node that will run f over layer. It validates cfg and does no I/O.
+func New(cfg Config, f *fsm.FSM, layer raft.StreamLayer) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if f == nil || layer == nil {
+		return nil, errors.New("raftnode: an FSM and a stream layer are required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	n := &Node{cfg: cfg, fsm: f, layer: layer, logger: logger,
+		applied: make(chan struct{}), done: make(chan struct{})}
+	f.SetOnApply(n.notifyApplied)
+	return n, nil
+}
+
+// DBPath is the file of the Raft log and stable store inside dir.
+func DBPath(dir string) string { return filepath.Join(dir, "raft.db") }
+
+// Open opens the stores, starts Raft and, for a standalone node with no state, bootstraps
+// a one-voter configuration. A locked or corrupt database yields ErrLocked or ErrCorrupt
+// with the file named.
+func (n *Node) Open() (err error) {
+	if err := os.MkdirAll(n.cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("create raft directory: %w", err)
+	}
+	dbPath := DBPath(n.cfg.Dir)
+	_, statErr := os.Stat(dbPath)
+	existed := statErr == nil
+	store, err := openStore(dbPath, n.cfg.OpenTimeout)
+	if err != nil {
+		return err
+	}
+	// A damaged database can make bbolt panic on a page read: report it as corruption
+	// instead of crashing with a stack trace.
+	defer func() {
+		if r := recover(); r != nil {
+			_ = store.Close()
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, r)
+		}
+	}()
+	if existed {
+		if _, err := store.LastIndex(); err != nil {
+			_ = store.Close()
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, err)
+		}
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, n.cfg.SnapshotRetain, n.logger.Named("snapshot"))
+	if err != nil {
+		_ = store.Close()
+		return fmt.Errorf("open snapshot store in %s: %w", n.cfg.Dir, err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  n.layer,
+		MaxPool: 3,
+		Timeout: 5 * time.Second,
+		Logger:  n.logger.Named("transport"),
+	})
+	rc := n.cfg.raftConfig()
+	rc.Logger = n.logger
+	hasState, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		_ = trans.Close()
+		_ = store.Close()
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, err)
+	}
+	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	if err != nil {
+		_ = trans.Close()
+		_ = store.Close()
+		if errors.Is(err, fsm.ErrBadSnapshot) || isSnapshotLoadError(err) {
+			return fmt.Errorf("%w: snapshot in %s: %v", ErrCorrupt, filepath.Join(n.cfg.Dir, "snapshots"), err)
+		}
+		return fmt.Errorf("start raft: %w", err)
+	}
+	if !hasState && n.cfg.Bootstrap {
+		cfg := raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: n.cfg.LocalID, Address: n.cfg.Address,
+		}}}
+		if err := r.BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			_ = r.Shutdown().Error()
+			_ = trans.Close()
+			_ = store.Close()
+			return fmt.Errorf("bootstrap raft: %w", err)
+		}
+	}
+	n.mu.Lock()
+	n.raft, n.store, n.transport = r, store, trans
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go n.watchLeadership()
+	return nil
+}
+
+func openStore(path string, timeout time.Duration) (*raftboltdb.BoltStore, error) {
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:        path,
+		BoltOptions: &bbolt.Options{Timeout: timeout, NoFreelistSync: true},
+	})
+	if err == nil {
+		return store, nil
+	}
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("%w: %s (held for more than %s)", ErrLocked, path, timeout)
+	case errors.Is(err, os.ErrPermission):
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	default:
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+}
+
+func isSnapshotLoadError(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "failed to load any existing snapshots") || strings.Contains(msg, "failed to restore snapshot")
+}
+
+// watchLeadership issues a barrier each time this node becomes leader, so that reads
+// know when its commit index covers every earlier term.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	r := n.raftOrNil()
+	for {
+		select {
+		case <-n.done:
+			return
+		case isLeader := <-r.LeaderCh():
+			if !isLeader {
+				continue
+			}
+			term := r.CurrentTerm()
+			if err := r.Barrier(defaultApplyTimeout).Error(); err != nil {
+				n.logger.Warn("leader barrier failed", "term", term, "error", err)
+				continue
+			}
+			n.mu.Lock()
+			n.readyTerm = term
+			n.mu.Unlock()
+			n.notifyApplied(0)
+		}
+	}
+}
+
+func (n *Node) raftOrNil() *raft.Raft {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	return n.raft
+}
+
+func (n *Node) notifyApplied(uint64) {
+	n.mu.Lock()
+	close(n.applied)
+	n.applied = make(chan struct{})
+	n.mu.Unlock()
+}
+
+// Close shuts Raft down and closes the stores. It is idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	r, store, trans := n.raft, n.store, n.transport
+	close(n.done)
+	n.mu.Unlock()
+	var errs []error
+	if r != nil {
+		errs = append(errs, r.Shutdown().Error())
+	}
+	n.wg.Wait()
+	if trans != nil {
+		errs = append(errs, trans.Close())
+	}
+	if store != nil {
+		errs = append(errs, store.Close())
+	}
+	n.notifyApplied(0)
+	return errors.Join(errs...)
+}
+
+func timeoutFrom(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return defaultApplyTimeout
+}

@@ -1,0 +1,152 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/pmgcm/pmgcm/fsm"
+)
+
+// tcpLayer is a plain TCP raft.StreamLayer for tests on 127.0.0.1.
+type tcpLayer struct{ net.Listener }
+
+func (l tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+func newLayer(t *testing.T) tcpLayer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tcpLayer{ln}
+}
+
+func testConfig(dir string, layer tcpLayer) Config {
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.LocalID = ServerID(1)
+	cfg.Address = raft.ServerAddress(layer.Addr().String())
+	cfg.Bootstrap = true
+	cfg.HeartbeatTimeout = 100 * time.Millisecond
+	cfg.ElectionTimeout = 100 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	return cfg
+}
+
+func openNode(t *testing.T, dir string) (*Node, *fsm.FSM) {
+	t.Helper()
+	layer := newLayer(t)
+	f := fsm.New()
+	n, err := New(testConfig(dir, layer), f, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n, f
+}
+
+func TestStandaloneBootstrapApplyRead(t *testing.T) {
+	dir := t.TempDir()
+	n, f := openNode(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := n.ReadIndex(ctx); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("never became a ready leader: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, err := n.Apply(ctx, fsm.ConfigSet{Key: "a/b", Value: []byte("v")})
+	if err != nil || res.Err != nil {
+		t.Fatalf("apply: %v %v", err, res)
+	}
+	idx, err := n.ReadIndex(ctx)
+	if err != nil || idx < res.Index {
+		t.Fatalf("read index %d (%v), want >= %d", idx, err, res.Index)
+	}
+	if e, ok := f.Get("a/b"); !ok || string(e.Value) != "v" || e.Version != res.Index {
+		t.Fatalf("entry = %+v", e)
+	}
+	st := n.Stats()
+	if st.State != "Leader" || st.Suffrage != "voter" || st.AppliedIndex < res.Index {
+		t.Fatalf("stats = %+v", st)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := n.Apply(ctx, fsm.ConfigSet{Key: "x", Value: nil}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("apply after close = %v, want ErrClosed", err)
+	}
+
+	// Reopen: the entry comes back from the log.
+	n2, f2 := openNode(t, dir)
+	if err := n2.WaitApplied(ctx, res.Index); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := f2.Get("a/b"); !ok || string(e.Value) != "v" {
+		t.Fatalf("after reopen entry = %+v %v", e, ok)
+	}
+}
+
+func TestOpenLockedAndCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	n, _ := openNode(t, dir)
+	layer := newLayer(t)
+	cfg := testConfig(dir, layer)
+	cfg.OpenTimeout = 100 * time.Millisecond
+	n2, err := New(cfg, fsm.New(), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.Open(); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open = %v, want ErrLocked", err)
+	}
+	_ = n.Close()
+
+	if err := os.WriteFile(DBPath(dir), []byte("this is not a bolt database, not at all; it is long enough to have pages........"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	layer3 := newLayer(t)
+	n3, _ := New(testConfig(dir, layer3), fsm.New(), layer3)
+	if err := n3.Open(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open of garbage = %v, want ErrCorrupt", err)
+	}
+	_ = layer3.Close()
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := DefaultConfig()
+	base.Dir, base.LocalID, base.Address = "d", "1", "127.0.0.1:1"
+	if err := base.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"no dir":       func(c *Config) { c.Dir = "" },
+		"no id":        func(c *Config) { c.LocalID = "" },
+		"no address":   func(c *Config) { c.Address = "" },
+		"open timeout": func(c *Config) { c.OpenTimeout = 0 },
+		"lease":        func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout },
+	} {
+		c := base
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
+	}
+}
