@@ -1,0 +1,224 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/pmgcm/pmgcm/api"
+)
+
+// DefaultSocketPath is the control socket used when neither --socket nor PMGCM_SOCKET is set.
+const DefaultSocketPath = "/run/pmgcm/pmgcm.sock"
+
+// ErrUnreachable is wrapped by the error a Client returns when it cannot connect to the
+// daemon's socket (missing socket, connection refused, permission denied).
+var ErrUnreachable = errors.New("cannot reach pmgclusterd")
+
+// maxErrorBody bounds how much of a non-2xx answer is read.
+const maxErrorBody = 1 << 20
+
+// API is what the commands need from the daemon. Client implements it; tests use fakes.
+type API interface {
+	Status(ctx context.Context) (*api.Status, error)
+	Create(ctx context.Context) (*api.CreateResponse, error)
+	ConfigGet(ctx context.Context, key string) (value []byte, version uint64, err error)
+	ConfigSet(ctx context.Context, key string, value []byte) (*api.WriteResponse, error)
+	ConfigDelete(ctx context.Context, key string) (*api.WriteResponse, error)
+	ConfigList(ctx context.Context, prefix string) (*api.ConfigList, error)
+}
+
+var _ API = (*Client)(nil)
+
+// APIError is a non-2xx answer of the daemon: the HTTP status and the decoded api.Error,
+// whose fields Code, Message and Hint it promotes.
+type APIError struct {
+	// Status is the HTTP status code.
+	Status int
+	wireError
+}
+
+// wireError lets APIError embed api.Error: a field named Error would clash with the Error
+// method that makes APIError an error.
+type wireError = api.Error
+
+// Error returns the daemon's message, followed by its hint on a new line when there is one.
+func (e *APIError) Error() string {
+	if e.Hint != "" {
+		return e.Message + "\n" + e.Hint
+	}
+	return e.Message
+}
+
+// Client talks HTTP+JSON to pmgclusterd over its unix control socket. It is safe for
+// concurrent use. Request deadlines come from the ctx of each call.
+type Client struct {
+	socketPath string
+	hc         *http.Client
+}
+
+// NewClient returns a Client for the daemon listening on socketPath. It does no I/O.
+func NewClient(socketPath string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socketPath)
+		},
+		DisableCompression: true,
+		MaxIdleConns:       2,
+	}
+	return &Client{socketPath: socketPath, hc: &http.Client{Transport: tr}}
+}
+
+// SocketPath returns the path of the socket the Client dials.
+func (c *Client) SocketPath() string { return c.socketPath }
+
+// Status asks for the cluster and node status (GET api.PathStatus).
+func (c *Client) Status(ctx context.Context) (*api.Status, error) {
+	var st api.Status
+	if err := c.doJSON(ctx, http.MethodGet, api.PathStatus, nil, nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Create makes this node the master of a new cluster (POST api.PathCreate).
+func (c *Client) Create(ctx context.Context) (*api.CreateResponse, error) {
+	var cr api.CreateResponse
+	if err := c.doJSON(ctx, http.MethodPost, api.PathCreate, nil, nil, &cr); err != nil {
+		return nil, err
+	}
+	return &cr, nil
+}
+
+// ConfigGet returns the raw value of key and its version (GET api.PathConfig?key=K).
+func (c *Client) ConfigGet(ctx context.Context, key string) ([]byte, uint64, error) {
+	resp, err := c.do(ctx, http.MethodGet, api.PathConfig, url.Values{"key": {key}}, nil, "")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	value, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading value of %q: %w", key, err)
+	}
+	h := resp.Header.Get(api.HeaderVersion)
+	version, err := strconv.ParseUint(h, 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("daemon answered with a bad %s header %q", api.HeaderVersion, h)
+	}
+	return value, version, nil
+}
+
+// ConfigSet writes value under key (PUT api.PathConfig?key=K, body: the raw value).
+func (c *Client) ConfigSet(ctx context.Context, key string, value []byte) (*api.WriteResponse, error) {
+	var wr api.WriteResponse
+	if err := c.doJSON(ctx, http.MethodPut, api.PathConfig, url.Values{"key": {key}}, value, &wr); err != nil {
+		return nil, err
+	}
+	return &wr, nil
+}
+
+// ConfigDelete deletes key (DELETE api.PathConfig?key=K).
+func (c *Client) ConfigDelete(ctx context.Context, key string) (*api.WriteResponse, error) {
+	var wr api.WriteResponse
+	if err := c.doJSON(ctx, http.MethodDelete, api.PathConfig, url.Values{"key": {key}}, nil, &wr); err != nil {
+		return nil, err
+	}
+	return &wr, nil
+}
+
+// ConfigList lists the entries whose key starts with prefix; "" lists all
+// (GET api.PathConfigList?prefix=P).
+func (c *Client) ConfigList(ctx context.Context, prefix string) (*api.ConfigList, error) {
+	var q url.Values
+	if prefix != "" {
+		q = url.Values{"prefix": {prefix}}
+	}
+	var cl api.ConfigList
+	if err := c.doJSON(ctx, http.MethodGet, api.PathConfigList, q, nil, &cl); err != nil {
+		return nil, err
+	}
+	return &cl, nil
+}
+
+// doJSON sends a request and decodes a 2xx JSON answer into out.
+func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, body []byte, out any) error {
+	ctype := ""
+	if body != nil {
+		ctype = "application/octet-stream"
+	}
+	resp, err := c.do(ctx, method, path, q, body, ctype)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// do sends one request. A non-2xx answer is closed and returned as *APIError; a failure to
+// connect wraps ErrUnreachable.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, ctype string) (*http.Response, error) {
+	u := url.URL{Scheme: "http", Host: "pmgcm", Path: path, RawQuery: q.Encode()}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "pmgcm/"+Version)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.transportError(method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		return nil, decodeAPIError(resp)
+	}
+	return resp, nil
+}
+
+// transportError turns an error of http.Client.Do into one that names the cause plainly.
+func (c *Client) transportError(method, path string, err error) error {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return fmt.Errorf("%w at %s: %w; is the daemon running? (start it with: "+
+			"pmgclusterd --data-dir DIR --ip IP, or point --socket / PMGCM_SOCKET at its socket)",
+			ErrUnreachable, c.socketPath, opErr.Err)
+	}
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	return fmt.Errorf("%s %s: %w", method, path, err)
+}
+
+// decodeAPIError reads a non-2xx answer into an *APIError. An answer that is not an
+// api.Error (a proxy, a wrong socket) still gives a readable message.
+func decodeAPIError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e := &APIError{Status: resp.StatusCode}
+	if err := json.Unmarshal(b, &e.wireError); err != nil || e.Message == "" {
+		e.wireError = api.Error{Code: e.Code, Message: "daemon answered " + resp.Status}
+		if s := string(bytes.TrimSpace(b)); s != "" && len(s) < 512 {
+			e.Message += ": " + s
+		}
+	}
+	return e
+}

@@ -1,0 +1,11 @@
+// Package cli owns the pmgcm command-line tool: the cobra command tree, the output
+// formatting (the status table, config listings, JSON), and Client, the HTTP+JSON client of
+// the local pmgclusterd control socket described in package api.
+//
+// Every command is a pure function of (API, arguments) -> stdout/stderr, so tests drive it
+// with a fake API and captured output. Errors print as "pmgcm: <message>" on stderr; runtime
+// errors exit 1, bad usage exits 2.
+//
+// The CLI talks to the daemon only through the socket: of this project, cli imports only
+// package api, and must never import raftnode, fsm, transport or any other daemon package.
+package cli
