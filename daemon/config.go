@@ -1,0 +1,87 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/raftnode"
+)
+
+// DefaultPort is the cluster port (TLS) of a node.
+const DefaultPort = 8006
+
+// DefaultSocket is where the control socket lives unless --socket says otherwise.
+const DefaultSocket = "/run/pmgcm/pmgcm.sock"
+
+// Config holds the daemon's settings. Build it from DefaultConfig; New validates it.
+type Config struct {
+	// DataDir holds all of the node's state.
+	DataDir string
+	// IP is the node's address, bound and advertised. It cannot change after join.
+	IP string
+	// Port is the cluster port (TLS).
+	Port int
+	// Name is the node's name in status; defaults to the host name.
+	Name string
+	// Socket is the path of the control socket.
+	Socket string
+	// Raft holds the Raft timers and snapshot settings; Dir, LocalID and Address are
+	// filled in by the daemon.
+	Raft raftnode.Config
+	// RPCTimeout bounds one request to another node (status, forwarding).
+	RPCTimeout time.Duration
+	// Logger receives the daemon's logs.
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns the defaults of every setting but DataDir and IP.
+func DefaultConfig() Config {
+	name, _ := os.Hostname()
+	return Config{
+		Port:       DefaultPort,
+		Name:       name,
+		Socket:     DefaultSocket,
+		Raft:       raftnode.DefaultConfig(),
+		RPCTimeout: 2 * time.Second,
+	}
+}
+
+// Validate reports the first setting that cannot work, saying how to fix it.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir is required: the directory that holds this node's state")
+	}
+	ip := net.ParseIP(c.IP)
+	if ip == nil {
+		return fmt.Errorf("--ip %q is not an IP address: give the address other nodes reach this one at", c.IP)
+	}
+	if ip.IsUnspecified() {
+		return fmt.Errorf("--ip %s is not a usable address: give the node's own address, it is advertised to other nodes", c.IP)
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return fmt.Errorf("--port %d is out of range 1-65535", c.Port)
+	}
+	if c.Name == "" || len(c.Name) > 64 {
+		return errors.New("--name must be 1 to 64 characters")
+	}
+	for _, r := range c.Name {
+		if !(r == '-' || r == '.' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')) {
+			return fmt.Errorf("--name %q may hold only letters, digits, '-', '.' and '_'", c.Name)
+		}
+	}
+	if c.Socket == "" {
+		return errors.New("--socket must not be empty")
+	}
+	if c.RPCTimeout <= 0 {
+		return errors.New("RPC timeout must be positive")
+	}
+	return nil
+}
+
+// Addr is the node's cluster address, "ip:port".
+func (c Config) Addr() string { return net.JoinHostPort(c.IP, fmt.Sprint(c.Port)) }

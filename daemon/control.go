@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
+)
+
+// openControl listens on the control socket (mode 0600) and serves the API on it.
+func (d *Daemon) openControl() error {
+	path := d.cfg.Socket
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create socket directory %s: %w", filepath.Dir(path), err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		// A socket file is left behind by a daemon that was killed. Remove it only if
+		// nobody answers on it.
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return fmt.Errorf("%w: %s answers: stop that daemon or give this one another --socket", ErrSocketInUse, path)
+		}
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listen on control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("chmod control socket %s: %w", path, err)
+	}
+	d.ctlLn = ln
+	d.ctl = &http.Server{Handler: d.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		if err := d.ctl.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.logger.Error("control socket stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+func (d *Daemon) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathStatus, d.handleStatus)
+	mux.HandleFunc("POST "+api.PathCreate, d.handleCreate)
+	mux.HandleFunc("GET "+api.PathConfig, d.handleConfigGet)
+	mux.HandleFunc("PUT "+api.PathConfig, d.handleConfigSet)
+	mux.HandleFunc("DELETE "+api.PathConfig, d.handleConfigDelete)
+	mux.HandleFunc("GET "+api.PathConfigList, d.handleConfigList)
+	return mux
+}
+
+func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, d.status(r.Context()))
+}
+
+func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
+	res, err := d.create(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (d *Daemon) handleConfigGet(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("key")
+	if err := fsm.ValidateKey(key); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := d.linearizableRead(r.Context()); err != nil {
+		writeErr(w, err)
+		return
+	}
+	e, ok := d.fsm.Get(key)
+	if !ok {
+		writeErr(w, fmt.Errorf("%w: key %q", fsm.ErrNotFound, key))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(api.HeaderVersion, strconv.FormatUint(e.Version, 10))
+	w.Header().Set("Content-Length", strconv.Itoa(len(e.Value)))
+	_, _ = w.Write(e.Value)
+}
+
+func (d *Daemon) handleConfigSet(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("key")
+	if err := fsm.ValidateKey(key); err != nil {
+		writeErr(w, err)
+		return
+	}
+	value, err := io.ReadAll(io.LimitReader(r.Body, fsm.MaxValueLen+1))
+	if err != nil {
+		writeErr(w, fmt.Errorf("read value: %w", err))
+		return
+	}
+	if len(value) > fsm.MaxValueLen {
+		writeErr(w, fmt.Errorf("%w: values are limited to %d bytes", fsm.ErrTooLarge, fsm.MaxValueLen))
+		return
+	}
+	d.writeConfig(w, r.Context(), key, &fsm.ConfigSet{Key: key, Value: value})
+}
+
+func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("key")
+	if err := fsm.ValidateKey(key); err != nil {
+		writeErr(w, err)
+		return
+	}
+	d.writeConfig(w, r.Context(), key, &fsm.ConfigDelete{Key: key})
+}
+
+func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
+	res, err := d.propose(ctx, cmd)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.WriteResponse{Key: key, Version: res.Index})
+}
+
+func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
+	if err := d.linearizableRead(r.Context()); err != nil {
+		writeErr(w, err)
+		return
+	}
+	entries := d.fsm.List(r.URL.Query().Get("prefix"))
+	out := api.ConfigList{Entries: make([]api.ConfigEntry, 0, len(entries))}
+	for _, e := range entries {
+		ce := api.ConfigEntry{Key: e.Key, Version: e.Version, Size: len(e.Value)}
+		if utf8.Valid(e.Value) {
+			v := string(e.Value)
+			ce.Value = &v
+		} else {
+			ce.ValueBase64 = encodeBase64(e.Value)
+		}
+		out.Entries = append(out.Entries, ce)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// propose applies cmd through Raft and turns a state-machine refusal into an error.
+func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := d.raft.Apply(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return res, res.Err
+	}
+	return res, nil
+}
+
+// linearizableRead returns once the local state machine reflects every write
+// acknowledged before the call.
+func (d *Daemon) linearizableRead(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := d.raft.ReadIndex(ctx)
+	return err
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeErr maps an error to its HTTP status and api error code.
+func writeErr(w http.ResponseWriter, err error) {
+	code, status, hint := api.CodeInternal, http.StatusInternalServerError, ""
+	switch {
+	case errors.Is(err, fsm.ErrVersionConflict):
+		code, status = api.CodeConflict, http.StatusConflict
+	case errors.Is(err, fsm.ErrNotFound):
+		code, status = api.CodeNotFound, http.StatusNotFound
+	case errors.Is(err, fsm.ErrInvalidKey):
+		code, status = api.CodeBadRequest, http.StatusBadRequest
+	case errors.Is(err, fsm.ErrTooLarge):
+		code, status = api.CodeTooLarge, http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrClusterExists), errors.Is(err, fsm.ErrClusterExists):
+		code, status = api.CodeClusterExists, http.StatusConflict
+	case errors.Is(err, ErrNoCluster), errors.Is(err, fsm.ErrNoCluster):
+		code, status = api.CodeNoCluster, http.StatusConflict
+		hint = "create one with: pmgcm create, or join one with: pmgcm join <master_ip>"
+	case errors.Is(err, raftnode.ErrNoLeader), errors.Is(err, raftnode.ErrTimeout):
+		code, status = api.CodeNoQuorum, http.StatusServiceUnavailable
+		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
+	case errors.Is(err, raftnode.ErrNotLeader):
+		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
+	case errors.Is(err, raftnode.ErrClosed):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, api.Error{Code: code, Message: err.Error(), Hint: hint})
+}

@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/transport"
+)
+
+// nodeCertValidity is how long a node certificate signed by the cluster CA is valid.
+const nodeCertValidity = 2 * 365 * 24 * time.Hour
+
+// create makes this standalone node the master of a new cluster: a cluster ID, a CA, a
+// certificate for this node signed by it, and a join token, committed as one Raft command.
+// Configuration entries already on the node are kept.
+func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
+	d.createMu.Lock()
+	defer d.createMu.Unlock()
+	if cl := d.fsm.Cluster(); cl != nil {
+		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, cl.ID, d.node.CID)
+	}
+	if err := d.waitLeader(ctx); err != nil {
+		return nil, err
+	}
+	clusterID, err := newClusterID()
+	if err != nil {
+		return nil, err
+	}
+	ca, err := transport.NewCA(clusterID)
+	if err != nil {
+		return nil, fmt.Errorf("make cluster CA: %w", err)
+	}
+	certPEM, err := ca.IssueNodeCert(d.key.Public(), d.node.Name, net.ParseIP(d.node.IP), nodeCertValidity)
+	if err != nil {
+		return nil, fmt.Errorf("sign node certificate: %w", err)
+	}
+	fp, err := certFingerprint(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, err
+	}
+	if err := d.dir.writePendingIdentity(certPEM, ca.CertPEM); err != nil {
+		return nil, fmt.Errorf("write certificate: %w", err)
+	}
+	cmd := &fsm.CreateCluster{
+		ClusterID:     clusterID,
+		CreatedAt:     time.Now().UTC(),
+		CACertPEM:     ca.CertPEM,
+		CAKeyPEM:      ca.KeyPEM,
+		JoinTokenSalt: salt,
+		JoinTokenHash: hashToken(joinToken(ca.KeyPEM, salt)),
+		Founder: fsm.Member{
+			CID: 1, Name: d.node.Name, IP: d.node.IP, Port: d.node.Port,
+			Fingerprint: fp, Suffrage: fsm.Voter, JoinedAt: time.Now().UTC(),
+		},
+	}
+	if _, err := d.propose(ctx, cmd); err != nil {
+		// The outcome of a command that timed out is unknown: look at the state.
+		if m, ok := d.fsm.Member(1); !ok || m.Fingerprint != fp {
+			d.dir.dropPendingIdentity()
+			return nil, err
+		}
+	}
+	if err := d.installPendingIdentity(); err != nil {
+		return nil, fmt.Errorf("cluster %s was created but its certificate could not be installed (restart pmgclusterd to retry): %w", clusterID, err)
+	}
+	d.logger.Info("cluster created", "cluster-id", clusterID, "cid", 1, "fingerprint", fp)
+	return &api.CreateResponse{ClusterID: clusterID, CID: 1, Fingerprint: fp}, nil
+}
+
+// waitLeader waits for this node's own election, which a standalone node wins alone.
+func (d *Daemon) waitLeader(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := d.raft.ReadIndex(ctx)
+	for err != nil {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+		_, err = d.raft.ReadIndex(ctx)
+	}
+	return nil
+}
+
+// installPendingIdentity moves the pending certificate and CA into place and starts
+// presenting them on new connections.
+func (d *Daemon) installPendingIdentity() error {
+	if err := d.dir.commitPendingIdentity(); err != nil {
+		return err
+	}
+	certPEM, err := readFile(d.dir.file("tls", certFile))
+	if err != nil {
+		return err
+	}
+	caPEM, err := readFile(d.dir.file("tls", caFile))
+	if err != nil {
+		return err
+	}
+	keyPEM, err := d.dir.keyPEM()
+	if err != nil {
+		return err
+	}
+	id, err := transport.NewIdentity(certPEM, keyPEM, caPEM)
+	if err != nil {
+		return err
+	}
+	d.mux.SetIdentity(id)
+	return nil
+}
+
+// newClusterID returns a random cluster ID in the form xxxxxxxx-xxxx-xxxx.
+func newClusterID() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:], nil
+}
+
+// joinToken derives the cluster's join token from the CA key and a salt, both in the
+// replicated state, so that any member can show it while the state holds only its hash.
+// Rotating the salt rotates the token.
+func joinToken(caKeyPEM, salt []byte) string {
+	mac := hmac.New(sha256.New, caKeyPEM)
+	mac.Write([]byte("pmgcm join token\x00"))
+	mac.Write(salt)
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil)[:24])
+}
+
+func hashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// certFingerprint returns the fingerprint of a PEM certificate.
+func certFingerprint(certPEM []byte) (string, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return "", errors.New("no PEM certificate")
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return "", err
+	}
+	return transport.Fingerprint(block.Bytes), nil
+}

@@ -1,0 +1,236 @@
+package daemon
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/transport"
+)
+
+// Daemon is one running pmgclusterd.
+//
+// Lifecycle: New (validates, no I/O), Open (locks the data dir, starts Raft and the
+// listeners), Close (idempotent; stops everything and releases the lock).
+type Daemon struct {
+	cfg     Config
+	logger  hclog.Logger
+	started time.Time
+
+	dir   *dataDir
+	node  nodeFile
+	key   crypto.Signer
+	fsm   *fsm.FSM
+	mux   *transport.Mux
+	raft  *raftnode.Node
+	ctl   *http.Server
+	ctlLn net.Listener
+
+	// createMu serializes cluster-changing commands issued by this node.
+	createMu sync.Mutex
+
+	closeOnce sync.Once
+	closeErr  error
+	bg        sync.WaitGroup
+	stop      chan struct{}
+}
+
+// New validates cfg and returns a Daemon that is not yet running.
+func New(cfg Config) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{})}, nil
+}
+
+// Open locks the data directory, loads the node's identity, starts Raft, the cluster port
+// and the control socket. On error everything opened so far is closed again.
+func (d *Daemon) Open() (err error) {
+	d.started = time.Now()
+	defer func() {
+		if err != nil {
+			_ = d.Close()
+		}
+	}()
+	if d.dir, err = openDataDir(d.cfg.DataDir); err != nil {
+		return err
+	}
+	if err := d.loadNodeFile(); err != nil {
+		return err
+	}
+	id, key, err := d.dir.loadIdentity(d.node.Name, net.ParseIP(d.node.IP))
+	if err != nil {
+		return err
+	}
+	d.key = key
+	d.fsm = fsm.New()
+	d.mux, err = transport.New(transport.Config{
+		BindAddr:  d.cfg.Addr(),
+		Logger:    d.logger.Named("transport"),
+		Authorize: d.authorizePeer,
+	}, id)
+	if err != nil {
+		return err
+	}
+	// The mux listens first: the Raft layer advertises its bound address.
+	if err := d.mux.Open(); err != nil {
+		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
+	}
+	rc := d.cfg.Raft
+	rc.Dir = d.dir.file("raft")
+	rc.LocalID = raftnode.ServerID(d.node.CID)
+	rc.Address = raft.ServerAddress(d.cfg.Addr())
+	rc.Bootstrap = true
+	rc.Logger = d.logger.Named("raft")
+	if d.raft, err = raftnode.New(rc, d.fsm, d.mux.RaftLayer()); err != nil {
+		return err
+	}
+	if err := d.raft.Open(); err != nil {
+		return d.raftOpenErr(err)
+	}
+	if err := d.openControl(); err != nil {
+		return err
+	}
+	d.bg.Add(1)
+	go d.reconcileIdentity()
+	d.logger.Info("pmgclusterd started", "name", d.node.Name, "cid", d.node.CID,
+		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
+	return nil
+}
+
+func (d *Daemon) raftOpenErr(err error) error {
+	switch {
+	case errors.Is(err, raftnode.ErrCorrupt):
+		return fmt.Errorf("%w: %v: move the data directory aside and join this node to its cluster again (pmgcm join), or restore a backup on a fresh node",
+			ErrCorruptData, err)
+	case errors.Is(err, raftnode.ErrLocked):
+		return fmt.Errorf("%w: %v: stop the other process", ErrDataDirInUse, err)
+	case errors.Is(err, os.ErrPermission):
+		return unusable(d.dir.file("raft"), err)
+	}
+	return err
+}
+
+// loadNodeFile reads node.json, or writes it on first start; the address must not change.
+func (d *Daemon) loadNodeFile() error {
+	nf, ok, err := d.dir.readNodeFile()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		nf = nodeFile{Name: d.cfg.Name, IP: d.cfg.IP, Port: d.cfg.Port, CID: 1}
+		if err := d.dir.writeNodeFile(nf); err != nil {
+			return fmt.Errorf("write %s: %w", d.dir.file("node.json"), err)
+		}
+	}
+	if !net.ParseIP(nf.IP).Equal(net.ParseIP(d.cfg.IP)) || nf.Port != d.cfg.Port {
+		return fmt.Errorf("%w: %s was set up as %s:%d, started with --ip %s --port %d: start it with its own address (the cluster knows it by it)",
+			ErrAddressChanged, d.cfg.DataDir, nf.IP, nf.Port, d.cfg.IP, d.cfg.Port)
+	}
+	if nf.Name != d.cfg.Name {
+		d.logger.Warn("--name differs from the node's recorded name; keeping the recorded one",
+			"recorded", nf.Name, "flag", d.cfg.Name)
+	}
+	d.node = nf
+	return nil
+}
+
+// authorizePeer admits a peer whose CA-verified certificate belongs to a current member.
+func (d *Daemon) authorizePeer(_ transport.Channel, fingerprint string) error {
+	if _, ok := d.fsm.MemberByFingerprint(fingerprint); ok {
+		return nil
+	}
+	return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
+}
+
+// reconcileIdentity finishes a create that crashed between committing the Raft command
+// and moving its certificate into place, once the log has been replayed.
+func (d *Daemon) reconcileIdentity() {
+	defer d.bg.Done()
+	pending, ok := d.dir.pendingCert()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-d.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	// Only a standalone node writes pending files (at create): once it leads again, its
+	// state machine holds every committed command.
+	if err := d.waitLeader(ctx); err != nil {
+		return
+	}
+	fp, err := certFingerprint(pending)
+	if err != nil {
+		d.dir.dropPendingIdentity()
+		return
+	}
+	m, ok := d.fsm.Member(d.node.CID)
+	if !ok || m.Fingerprint != fp {
+		d.logger.Info("dropping a certificate whose cluster command never committed")
+		d.dir.dropPendingIdentity()
+		return
+	}
+	if err := d.installPendingIdentity(); err != nil {
+		d.logger.Error("cannot install the cluster certificate", "error", err)
+	}
+}
+
+// Wait blocks until ctx ends, then closes the daemon.
+func (d *Daemon) Wait(ctx context.Context) error {
+	<-ctx.Done()
+	d.logger.Info("shutting down")
+	return d.Close()
+}
+
+// Close stops the control socket, Raft and the cluster port and releases the data
+// directory. It is idempotent.
+func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() {
+		close(d.stop)
+		var errs []error
+		if d.ctl != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			errs = append(errs, ignoreClosed(d.ctl.Shutdown(ctx)))
+			cancel()
+			_ = os.Remove(d.cfg.Socket)
+		}
+		if d.raft != nil {
+			errs = append(errs, d.raft.Close())
+		}
+		if d.mux != nil {
+			errs = append(errs, d.mux.Close())
+		}
+		d.bg.Wait()
+		errs = append(errs, d.dir.close())
+		d.closeErr = errors.Join(errs...)
+	})
+	return d.closeErr
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}

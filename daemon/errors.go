@@ -1,0 +1,22 @@
+package daemon
+
+import "errors"
+
+// Sentinel errors of the daemon. Each message names the problem; the wrapping error adds
+// the path and what the operator can do.
+var (
+	// ErrDataDirInUse means another pmgclusterd holds the data directory.
+	ErrDataDirInUse = errors.New("data directory is in use by another pmgclusterd")
+	// ErrDataDirUnreadable means the data directory cannot be read or written.
+	ErrDataDirUnreadable = errors.New("data directory is not accessible")
+	// ErrCorruptData means a data file failed its integrity checks.
+	ErrCorruptData = errors.New("data file is corrupt")
+	// ErrAddressChanged means --ip or --port differ from the address the node was set up with.
+	ErrAddressChanged = errors.New("node address cannot change")
+	// ErrSocketInUse means another daemon answers on the control socket.
+	ErrSocketInUse = errors.New("control socket is in use by another pmgclusterd")
+	// ErrClusterExists means the node is already in a cluster.
+	ErrClusterExists = errors.New("this node is already in a cluster")
+	// ErrNoCluster means the operation needs a cluster and the node is in none.
+	ErrNoCluster = errors.New("no cluster defined")
+)
