@@ -1,0 +1,5 @@
+// Package integration holds the end-to-end tests of pmgcm: they build the real pmgcm and
+// pmgclusterd binaries once per run and drive clusters of real processes, each node on
+// its own loopback address (127.0.0.1, 127.0.0.2, ...), with kill -9, SIGSTOP and
+// restarts. Nothing of the cluster is mocked.
+package integration

@@ -1,0 +1,436 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+)
+
+// binDir holds the pmgcm and pmgclusterd binaries built by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "pmgcm-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	args := []string{"build"}
+	// The daemons run with the race detector unless PMGCM_TEST_NORACE is set.
+	if os.Getenv("PMGCM_TEST_NORACE") == "" {
+		args = append(args, "-race")
+	}
+	for _, name := range []string{"pmgcm", "pmgclusterd"} {
+		cmd := exec.Command("go", append(args, "-o", filepath.Join(dir, name), "github.com/pmgcm/pmgcm/cmd/"+name)...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", name, err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// poll calls fn until it returns nil or timeout passes, then fails the test with fn's
+// last error.
+func poll(t testing.TB, timeout time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// ipBase hands out loopback address blocks so that tests running in parallel never share
+// an address.
+var (
+	ipMu   sync.Mutex
+	ipNext = 1
+)
+
+func allocIPs(n int) []string {
+	ipMu.Lock()
+	defer ipMu.Unlock()
+	ips := make([]string, n)
+	for i := range ips {
+		ips[i] = fmt.Sprintf("127.0.%d.%d", 10+ipNext/250, 1+ipNext%250)
+		ipNext++
+	}
+	return ips
+}
+
+// freePort returns a TCP port that is free on every one of ips.
+func freePort(t testing.TB, ips []string) int {
+	t.Helper()
+	for tries := 0; tries < 50; tries++ {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ok := true
+		for _, ip := range ips[1:] {
+			l2, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				ok = false
+				break
+			}
+			_ = l2.Close()
+		}
+		_ = ln.Close()
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no port free on every test address")
+	return 0
+}
+
+// Cluster is a set of nodes that share a cluster port, each on its own loopback address.
+type Cluster struct {
+	t     testing.TB
+	Port  int
+	Nodes []*Node
+}
+
+// Node is one pmgclusterd process and its data.
+type Node struct {
+	t       testing.TB
+	Index   int
+	Name    string
+	IP      string
+	Port    int
+	DataDir string
+	Socket  string
+	LogPath string
+	// ExtraArgs are added to the daemon's command line on each start.
+	ExtraArgs []string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	exitErr error
+}
+
+// newCluster prepares n nodes (not started). Every node is killed at the end of the test,
+// and its log is printed if the test failed.
+func newCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	ips := allocIPs(n)
+	c := &Cluster{t: t, Port: freePort(t, ips)}
+	sockDir, err := os.MkdirTemp("", "pmgcm-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	for i := 0; i < n; i++ {
+		node := &Node{
+			t: t, Index: i, Name: fmt.Sprintf("node%d", i+1), IP: ips[i], Port: c.Port,
+			DataDir: filepath.Join(base, fmt.Sprintf("node%d", i+1)),
+			Socket:  filepath.Join(sockDir, fmt.Sprintf("n%d.sock", i+1)),
+			LogPath: filepath.Join(base, fmt.Sprintf("node%d.log", i+1)),
+		}
+		c.Nodes = append(c.Nodes, node)
+	}
+	t.Cleanup(func() {
+		for _, node := range c.Nodes {
+			node.kill()
+		}
+		if t.Failed() {
+			for _, node := range c.Nodes {
+				b, _ := os.ReadFile(node.LogPath)
+				t.Logf("==== log of %s (%s) ====\n%s", node.Name, node.IP, tail(b, 80))
+			}
+		}
+		_ = os.RemoveAll(sockDir)
+	})
+	return c
+}
+
+func tail(b []byte, lines int) string {
+	s := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(s) > lines {
+		s = s[len(s)-lines:]
+	}
+	return strings.Join(s, "\n")
+}
+
+// daemonArgs is the command line of the node's daemon.
+func (n *Node) daemonArgs() []string {
+	args := []string{
+		"--data-dir", n.DataDir, "--ip", n.IP, "--port", strconv.Itoa(n.Port),
+		"--name", n.Name, "--socket", n.Socket, "--log-level", "debug",
+		"--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms",
+		"--raft-leader-lease-timeout", "150ms",
+	}
+	return append(args, n.ExtraArgs...)
+}
+
+// Start starts the daemon and waits until its control socket answers.
+func (n *Node) Start() {
+	n.t.Helper()
+	if err := n.start(); err != nil {
+		n.t.Fatal(err)
+	}
+	poll(n.t, 20*time.Second, n.Name+" control socket", func() error {
+		if n.Exited() {
+			return fmt.Errorf("%s exited: %v\n%s", n.Name, n.exitErr, n.Log())
+		}
+		_, _, err := n.run("status", "--list-single-node")
+		return err
+	})
+}
+
+func (n *Node) start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil && !n.exitedLocked() {
+		return fmt.Errorf("%s is already running", n.Name)
+	}
+	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return err
+	}
+	exited := make(chan struct{})
+	n.cmd, n.exited, n.exitErr = cmd, exited, nil
+	go func() {
+		err := cmd.Wait()
+		_ = logf.Close()
+		n.mu.Lock()
+		n.exitErr = err
+		n.mu.Unlock()
+		close(exited)
+	}()
+	return nil
+}
+
+// RunDaemon runs the daemon in the foreground with extra arguments and returns its
+// combined output and exit code, for tests of refusals at start-up.
+func (n *Node) RunDaemon(timeout time.Duration, extra ...string) (string, int) {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pmgclusterd"), append(n.daemonArgs(), extra...)...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		n.t.Fatalf("pmgclusterd did not exit within %s:\n%s", timeout, out)
+	}
+	return string(out), exitCode(err)
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// Exited reports whether the daemon process has exited.
+func (n *Node) Exited() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.exitedLocked()
+}
+
+func (n *Node) exitedLocked() bool {
+	if n.exited == nil {
+		return true
+	}
+	select {
+	case <-n.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to go.
+func (n *Node) Kill() { n.signalAndWait(syscall.SIGKILL) }
+
+// Stop sends SIGTERM, waits for the process to go, and fails the test unless it exited 0.
+func (n *Node) Stop() {
+	n.t.Helper()
+	n.signalAndWait(syscall.SIGTERM)
+	n.mu.Lock()
+	err := n.exitErr
+	n.mu.Unlock()
+	if err != nil {
+		n.t.Fatalf("%s did not stop cleanly: %v\n%s", n.Name, err, n.Log())
+	}
+}
+
+// Pause stops the process with SIGSTOP; Resume continues it.
+func (n *Node) Pause()  { n.signal(syscall.SIGSTOP) }
+func (n *Node) Resume() { n.signal(syscall.SIGCONT) }
+
+func (n *Node) signal(sig syscall.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil && !n.exitedLocked() {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
+func (n *Node) signalAndWait(sig syscall.Signal) {
+	n.t.Helper()
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil || exited == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot handle SIGTERM
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		n.t.Fatalf("%s did not exit within 30s of %v", n.Name, sig)
+	}
+}
+
+func (n *Node) kill() {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd != nil && exited != nil {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// Log returns the daemon's log so far.
+func (n *Node) Log() string {
+	b, _ := os.ReadFile(n.LogPath)
+	return string(b)
+}
+
+// run runs pmgcm against this node's socket; err is non-nil on a non-zero exit.
+func (n *Node) run(args ...string) (stdout, stderr string, err error) {
+	return n.runInput(nil, args...)
+}
+
+func (n *Node) runInput(stdin []byte, args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pmgcm"), append([]string{"--socket", n.Socket}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	cmd.Env = append(os.Environ(), "PMGCM_SOCKET=")
+	err = cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("pmgcm %s: exit %d: %s", strings.Join(args, " "), exitCode(err), strings.TrimSpace(errb.String()))
+	}
+	return out.String(), errb.String(), err
+}
+
+// CLI runs pmgcm against this node and returns stdout, failing the test on error.
+func (n *Node) CLI(args ...string) string {
+	n.t.Helper()
+	out, _, err := n.run(args...)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return out
+}
+
+// CLIFail runs pmgcm, expects a non-zero exit, and returns stderr.
+func (n *Node) CLIFail(args ...string) string {
+	n.t.Helper()
+	out, errOut, err := n.run(args...)
+	if err == nil {
+		n.t.Fatalf("pmgcm %s succeeded, want an error; stdout:\n%s", strings.Join(args, " "), out)
+	}
+	return errOut
+}
+
+// Status returns `pmgcm status -o json` of this node.
+func (n *Node) Status() (api.Status, error) {
+	out, _, err := n.run("status", "--list-single-node", "-o", "json")
+	if err != nil {
+		return api.Status{}, err
+	}
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return api.Status{}, fmt.Errorf("decode status: %v\n%s", err, out)
+	}
+	return st, nil
+}
+
+// WaitMaster waits until this node reports itself as master in state A.
+func (n *Node) WaitMaster(timeout time.Duration) {
+	n.t.Helper()
+	poll(n.t, timeout, n.Name+" is master", func() error {
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		for _, row := range st.Nodes {
+			if row.Local {
+				if row.Role != api.RoleMaster || row.State != api.StateActive {
+					return fmt.Errorf("role %q state %q", row.Role, row.State)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no local row in status")
+	})
+}
+
+// Clone returns a node with the same settings and no process, for starting a second
+// daemon on the same data directory or with a changed flag.
+func (n *Node) Clone() *Node {
+	return &Node{t: n.t, Index: n.Index, Name: n.Name, IP: n.IP, Port: n.Port, DataDir: n.DataDir,
+		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...)}
+}
+
+// configList returns `pmgcm config list -o json` of node n.
+func configList(t testing.TB, n *Node) []api.ConfigEntry {
+	t.Helper()
+	var list []api.ConfigEntry
+	out := n.CLI("config", "list", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("decode config list: %v\n%s", err, out)
+	}
+	return list
+}
