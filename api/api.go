@@ -19,6 +19,16 @@ const (
 	PathConfig = "/v1/config"
 	// PathConfigList answers GET ?prefix=P with a ConfigList.
 	PathConfigList = "/v1/config/list"
+	// PathJoinProbe answers POST JoinProbeRequest with a JoinProbe: what the given master
+	// presents, so the operator can check its fingerprint before trusting it.
+	PathJoinProbe = "/v1/cluster/join/probe"
+	// PathJoin answers POST JoinRequest with a JoinResponse once the master has admitted
+	// this node and it has started to catch up; the CLI then follows status until state A.
+	PathJoin = "/v1/cluster/join"
+	// PathJoinCmd answers GET with a JoinCmd; POST ?rotate=1 replaces the join token first.
+	PathJoinCmd = "/v1/cluster/join-cmd"
+	// PathDelete answers POST DeleteRequest with a DeleteResponse.
+	PathDelete = "/v1/cluster/delete"
 )
 
 // HeaderVersion carries the version (Raft index of the last change) of a config value.
@@ -46,6 +56,12 @@ const (
 	CodeConflict      = "version_conflict"
 	CodeTooLarge      = "too_large"
 	CodeUnavailable   = "unavailable"
+	CodeBadToken      = "bad_token"
+	CodeFingerprint   = "fingerprint_mismatch"
+	CodeUnreachable   = "unreachable"
+	CodeIncompatible  = "incompatible"
+	CodeMemberExists  = "member_exists"
+	CodeRemoved       = "removed"
 	CodeInternal      = "internal"
 )
 
@@ -133,4 +149,64 @@ type ConfigEntry struct {
 // ConfigList is the answer of PathConfigList.
 type ConfigList struct {
 	Entries []ConfigEntry `json:"entries"`
+}
+
+// JoinProbeRequest asks what the node at Master presents.
+type JoinProbeRequest struct {
+	// Master is "ip" or "ip:port"; without a port this node's own cluster port is used.
+	Master string `json:"master"`
+}
+
+// JoinProbe is what a master presents to a joining node.
+type JoinProbe struct {
+	// Address is the address that was contacted, "ip:port".
+	Address     string `json:"address"`
+	Fingerprint string `json:"fingerprint"`
+	ClusterID   string `json:"cluster_id"`
+	// Name and CID of the contacted node; it forwards the join if it is not the master.
+	Name string `json:"name"`
+	CID  uint64 `json:"cid"`
+	// ProtocolVersion and StateFormat must match this node's for a join to be possible.
+	ProtocolVersion int `json:"protocol_version"`
+	StateFormat     int `json:"state_format"`
+}
+
+// JoinRequest asks this node to join the cluster of Master. The daemon checks the master's
+// certificate against Fingerprint (required) and sends Token.
+type JoinRequest struct {
+	Master      string `json:"master"`
+	Fingerprint string `json:"fingerprint"`
+	Token       string `json:"token"`
+}
+
+// JoinResponse says which CID the cluster gave this node.
+type JoinResponse struct {
+	ClusterID string `json:"cluster_id"`
+	CID       uint64 `json:"cid"`
+	Name      string `json:"name"`
+	// MasterAddress is the address of the master that admitted the node.
+	MasterAddress string `json:"master_address"`
+}
+
+// JoinCmd is the command that joins a new node to this cluster.
+type JoinCmd struct {
+	// Master is the master's address as `pmgcm join` takes it ("ip", or "ip:port" when
+	// the master does not use the default port).
+	Master      string `json:"master"`
+	Fingerprint string `json:"fingerprint"`
+	Token       string `json:"token"`
+	// Command is the whole line: pmgcm join <master> --fingerprint <FP> --token <TOKEN>.
+	Command string `json:"command"`
+}
+
+// DeleteRequest asks to remove the node with CID from the cluster.
+type DeleteRequest struct {
+	CID uint64 `json:"cid"`
+}
+
+// DeleteResponse names the removed node.
+type DeleteResponse struct {
+	CID  uint64 `json:"cid"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
 }
