@@ -195,3 +195,13 @@ func TestVersionIsLogIndex(t *testing.T) {
 		t.Fatalf("AppliedIndex = %d, want %d", got, h.idx)
 	}
 }
+
+func TestResetEmptiesState(t *testing.T) {
+	h := withCluster(t, 2)
+	h.must(ConfigSet{Key: "a", Value: []byte("1")})
+	f := h.f
+	f.Reset()
+	if _, ok := f.Get("a"); ok || f.AppliedIndex() != 0 || f.Cluster() != nil || len(f.List("")) != 0 {
+		t.Fatalf("state after Reset: applied=%d list=%v", f.AppliedIndex(), f.List(""))
+	}
+}

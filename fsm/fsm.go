@@ -59,6 +59,16 @@ func New() *FSM {
 	return &FSM{st: newState()}
 }
 
+// Reset empties the state machine, as New would make it. It must not be called while
+// Raft runs over f: the daemon calls it between closing one Raft instance and opening the
+// next, when a joining node's own state is replaced by the cluster's.
+func (f *FSM) Reset() {
+	f.mu.Lock()
+	f.st = newState()
+	f.applied = 0
+	f.mu.Unlock()
+}
+
 // Result is what Apply returns for every LogCommand entry (never nil); Raft
 // hands it to the proposer as ApplyFuture.Response().
 type Result struct {

@@ -162,16 +162,49 @@ type unboundAddr string
 func (a unboundAddr) Network() string { return "tcp" }
 func (a unboundAddr) String() string  { return string(a) }
 
-// RaftLayer returns a raft.StreamLayer over ChanRaft: Accept, Close and Addr
-// of the ChanRaft listener (Close stops only Raft's listener, not the mux),
-// and Dial over ChanRaft with this node's identity. Make it after Open, so
-// that Addr is the bound address that raft advertises.
+// RaftLayer returns a raft.StreamLayer over ChanRaft: Accept and Addr of the ChanRaft
+// listener, and Dial over ChanRaft with this node's identity. Each call returns a new
+// view whose Close detaches only that view (its Accept returns ErrClosed) and leaves the
+// channel open, so that the daemon can stop one Raft instance and start another over
+// the same port (a joining node replacing its own state). Make it after Open, so that
+// Addr is the bound address that raft advertises.
 func (m *Mux) RaftLayer() raft.StreamLayer {
-	return &raftLayer{chanListener: m.listeners[ChanRaft]}
+	return &raftLayer{chanListener: m.listeners[ChanRaft], done: make(chan struct{})}
 }
 
 type raftLayer struct {
 	*chanListener
+	done chan struct{}
+	once sync.Once
+}
+
+// Accept waits for the next Raft connection, until this view or the mux is closed.
+func (r *raftLayer) Accept() (net.Conn, error) {
+	select {
+	case <-r.done:
+		return nil, ErrClosed
+	default:
+	}
+	select {
+	case c := <-r.q:
+		select {
+		case <-r.done: // closed while a connection was taken: hand it back to nobody
+			_ = c.Close()
+			return nil, ErrClosed
+		default:
+		}
+		return c, nil
+	case <-r.chanListener.done:
+		return nil, ErrClosed
+	case <-r.done:
+		return nil, ErrClosed
+	}
+}
+
+// Close detaches this view; the ChanRaft listener stays open for the next one.
+func (r *raftLayer) Close() error {
+	r.once.Do(func() { close(r.done) })
+	return nil
 }
 
 // Dial opens a ChanRaft connection to address within timeout.

@@ -61,3 +61,34 @@ func TestRaftLayerAppendEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestRaftLayerReopen: closing one Raft view unblocks its Accept and leaves ChanRaft
+// open, so a second Raft instance over the same mux receives the next connection.
+func TestRaftLayerReopen(t *testing.T) {
+	noLeaks(t)
+	ca := newTestCA(t)
+	a := openMux(t, nodeIdentity(t, ca, "a", loopback))
+	b := openMux(t, nodeIdentity(t, ca, "b", loopback))
+
+	first := b.RaftLayer()
+	res := acceptAsync(first)
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-res; r.err == nil {
+		t.Fatal("Accept on a closed Raft view returned a connection")
+	}
+
+	second := b.RaftLayer()
+	conn, err := a.RaftLayer().Dial(raft.ServerAddress(b.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got := acceptOne(t, second)
+	defer got.Close()
+	if PeerFingerprint(got) != a.Identity().Fingerprint {
+		t.Fatalf("second view accepted a connection from %q, want a's", PeerFingerprint(got))
+	}
+	_ = second.Close()
+}
