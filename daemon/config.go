@@ -35,6 +35,9 @@ type Config struct {
 	Raft raftnode.Config
 	// RPCTimeout bounds one request to another node (status, forwarding).
 	RPCTimeout time.Duration
+	// ProtocolVersion is the node-to-node protocol version this node speaks; only
+	// compatibility drills set it to anything but ProtocolVersion.
+	ProtocolVersion int
 	// Logger receives the daemon's logs.
 	Logger hclog.Logger
 }
@@ -48,6 +51,8 @@ func DefaultConfig() Config {
 		Socket:     DefaultSocket,
 		Raft:       raftnode.DefaultConfig(),
 		RPCTimeout: 2 * time.Second,
+
+		ProtocolVersion: ProtocolVersion,
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/transport"
 )
 
 // openControl listens on the control socket (mode 0600) and serves the API on it.
@@ -64,6 +65,35 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("PUT "+api.PathConfig, d.handleConfigSet)
 	mux.HandleFunc("DELETE "+api.PathConfig, d.handleConfigDelete)
 	mux.HandleFunc("GET "+api.PathConfigList, d.handleConfigList)
+	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
+		var req api.JoinProbeRequest
+		if decodeBody(w, r, &req) {
+			res, err := d.probe(r.Context(), req.Master)
+			reply(w, res, err)
+		}
+	})
+	mux.HandleFunc("POST "+api.PathJoin, func(w http.ResponseWriter, r *http.Request) {
+		var req api.JoinRequest
+		if decodeBody(w, r, &req) {
+			res, err := d.join(r.Context(), req)
+			reply(w, res, err)
+		}
+	})
+	mux.HandleFunc("GET "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
+		res, err := d.joinCmd(r.Context(), false)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
+		res, err := d.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1")
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
+		var req api.DeleteRequest
+		if decodeBody(w, r, &req) {
+			res, err := d.deleteMember(r.Context(), req.CID)
+			reply(w, res, err)
+		}
+	})
 	return mux
 }
 
@@ -157,27 +187,22 @@ func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// propose applies cmd through Raft and turns a state-machine refusal into an error.
-func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	res, err := d.raft.Apply(ctx, cmd)
-	if err != nil {
-		return nil, err
+// decodeBody decodes a JSON request body into v, answering the error itself if it cannot.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(v); err != nil {
+		writeErr(w, fmt.Errorf("%w: request body: %v", fsm.ErrBadCommand, err))
+		return false
 	}
-	if res.Err != nil {
-		return res, res.Err
-	}
-	return res, nil
+	return true
 }
 
-// linearizableRead returns once the local state machine reflects every write
-// acknowledged before the call.
-func (d *Daemon) linearizableRead(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := d.raft.ReadIndex(ctx)
-	return err
+// reply answers v as JSON, or err.
+func reply[T any](w http.ResponseWriter, v *T, err error) {
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -189,7 +214,29 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeErr maps an error to its HTTP status and api error code.
 func writeErr(w http.ResponseWriter, err error) {
 	code, status, hint := api.CodeInternal, http.StatusInternalServerError, ""
+	var remote *remoteError
 	switch {
+	case errors.As(err, &remote):
+		writeJSON(w, remote.Status, remote.E)
+		return
+	case errors.Is(err, ErrRemoved):
+		code, status = api.CodeRemoved, http.StatusConflict
+		hint = "to come back, join again: pmgcm join <master_ip> (all data on this node is replaced, and it gets a new CID)"
+	case errors.Is(err, ErrBadToken):
+		code, status = api.CodeBadToken, http.StatusForbidden
+		hint = "get the current token with: pmgcm join-cmd (on a member)"
+	case errors.Is(err, ErrIncompatible), errors.Is(err, fsm.ErrUnknownCommand):
+		code, status = api.CodeIncompatible, http.StatusConflict
+	case errors.Is(err, fsm.ErrMemberExists):
+		code, status = api.CodeMemberExists, http.StatusConflict
+	case errors.Is(err, fsm.ErrUnknownMember):
+		code, status = api.CodeNotFound, http.StatusNotFound
+	case errors.Is(err, ErrNotMaster):
+		code, status = api.CodeBadRequest, http.StatusConflict
+	case errors.Is(err, transport.ErrFingerprintMismatch), errors.Is(err, transport.ErrBadFingerprint):
+		code, status = api.CodeFingerprint, http.StatusBadRequest
+	case errors.Is(err, fsm.ErrBadCommand):
+		code, status = api.CodeBadRequest, http.StatusBadRequest
 	case errors.Is(err, fsm.ErrVersionConflict):
 		code, status = api.CodeConflict, http.StatusConflict
 	case errors.Is(err, fsm.ErrNotFound):

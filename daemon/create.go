@@ -16,6 +16,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
 
@@ -29,7 +30,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	d.createMu.Lock()
 	defer d.createMu.Unlock()
 	if cl := d.fsm.Cluster(); cl != nil {
-		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, cl.ID, d.node.CID)
+		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, cl.ID, d.self().CID)
 	}
 	if err := d.waitLeader(ctx); err != nil {
 		return nil, err
@@ -42,7 +43,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make cluster CA: %w", err)
 	}
-	certPEM, err := ca.IssueNodeCert(d.key.Public(), d.node.Name, net.ParseIP(d.node.IP), nodeCertValidity)
+	certPEM, err := ca.IssueNodeCert(d.key.Public(), d.self().Name, net.ParseIP(d.self().IP), nodeCertValidity)
 	if err != nil {
 		return nil, fmt.Errorf("sign node certificate: %w", err)
 	}
@@ -65,7 +66,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 		JoinTokenSalt: salt,
 		JoinTokenHash: hashToken(joinToken(ca.KeyPEM, salt)),
 		Founder: fsm.Member{
-			CID: 1, Name: d.node.Name, IP: d.node.IP, Port: d.node.Port,
+			CID: 1, Name: d.self().Name, IP: d.self().IP, Port: d.self().Port,
 			Fingerprint: fp, Suffrage: fsm.Voter, JoinedAt: time.Now().UTC(),
 		},
 	}
@@ -87,14 +88,14 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 func (d *Daemon) waitLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := d.raft.ReadIndex(ctx)
+	_, err := d.rn().ReadIndex(ctx)
 	for err != nil {
 		select {
 		case <-ctx.Done():
 			return err
 		case <-time.After(50 * time.Millisecond):
 		}
-		_, err = d.raft.ReadIndex(ctx)
+		_, err = d.rn().ReadIndex(ctx)
 	}
 	return nil
 }
@@ -160,4 +161,54 @@ func certFingerprint(certPEM []byte) (string, error) {
 		return "", err
 	}
 	return transport.Fingerprint(block.Bytes), nil
+}
+
+// joinCmd returns the command that joins a node to this cluster, after replacing the
+// join token if rotate is set. It works on any member: the token derives from the
+// replicated CA key and salt, and the master is whoever leads now.
+func (d *Daemon) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error) {
+	if err := d.checkServing(); err != nil {
+		return nil, err
+	}
+	cl := d.fsm.Cluster()
+	if cl == nil {
+		return nil, ErrNoCluster
+	}
+	if rotate {
+		salt := make([]byte, 16)
+		if _, err := rand.Read(salt); err != nil {
+			return nil, err
+		}
+		if _, err := d.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
+			return nil, err
+		}
+		// Show the token that is now in force on this node.
+		if err := d.linearizableRead(ctx); err != nil {
+			return nil, err
+		}
+		cl = d.fsm.Cluster()
+		d.logger.Info("join token rotated")
+	}
+	if _, err := d.leaderAddr(); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, d.quorumSummary())
+	}
+	_, leaderID := d.rn().Leader()
+	var master fsm.Member
+	for _, m := range d.fsm.Members() {
+		if raftnode.ServerID(m.CID) == leaderID {
+			master = m
+		}
+	}
+	if master.CID == 0 {
+		return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
+	}
+	addr := master.IP
+	if master.Port != DefaultPort {
+		addr = memberAddr(master)
+	}
+	token := joinToken(cl.CAKeyPEM, cl.JoinTokenSalt)
+	return &api.JoinCmd{
+		Master: addr, Fingerprint: master.Fingerprint, Token: token,
+		Command: fmt.Sprintf("pmgcm join %s --fingerprint %s --token %s", addr, master.Fingerprint, token),
+	}, nil
 }

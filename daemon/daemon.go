@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,17 +29,28 @@ type Daemon struct {
 	logger  hclog.Logger
 	started time.Time
 
-	dir   *dataDir
-	node  nodeFile
-	key   crypto.Signer
-	fsm   *fsm.FSM
-	mux   *transport.Mux
-	raft  *raftnode.Node
+	dir    *dataDir
+	nodeMu sync.RWMutex
+	node   nodeFile // guarded by nodeMu; see self and setSelf
+	key    crypto.Signer
+	fsm    *fsm.FSM
+	mux    *transport.Mux
+	// raftp is the running Raft instance; join replaces it (see rn).
+	raftp atomic.Pointer[raftnode.Node]
+	// peers is the membership this node trusts at the handshake (see peers.go).
+	peers atomic.Pointer[peerCache]
 	ctl   *http.Server
-	ctlLn net.Listener
+	// servers are the HTTP servers of the cluster RPC and join channels.
+	servers   []*http.Server
+	rpcClient *http.Client
+	ctlLn     net.Listener
 
-	// createMu serializes cluster-changing commands issued by this node.
+	// createMu serializes create and join on this node.
 	createMu sync.Mutex
+	// memberMu serializes membership changes on the master (admit, delete, voters).
+	memberMu sync.Mutex
+	// kick wakes the leader loop (runLeaderDuties).
+	kick chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -55,7 +67,7 @@ func New(cfg Config) (*Daemon, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{})}, nil
+	return &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
 }
 
 // Open locks the data directory, loads the node's identity, starts Raft, the cluster port
@@ -73,7 +85,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.loadNodeFile(); err != nil {
 		return err
 	}
-	id, key, err := d.dir.loadIdentity(d.node.Name, net.ParseIP(d.node.IP))
+	id, key, err := d.dir.loadIdentity(d.self().Name, net.ParseIP(d.self().IP))
 	if err != nil {
 		return err
 	}
@@ -91,25 +103,52 @@ func (d *Daemon) Open() (err error) {
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
 	}
-	rc := d.cfg.Raft
-	rc.Dir = d.dir.file("raft")
-	rc.LocalID = raftnode.ServerID(d.node.CID)
-	rc.Address = raft.ServerAddress(d.cfg.Addr())
-	rc.Bootstrap = true
-	rc.Logger = d.logger.Named("raft")
-	if d.raft, err = raftnode.New(rc, d.fsm, d.mux.RaftLayer()); err != nil {
+	if err := d.loadPeers(); err != nil {
 		return err
 	}
-	if err := d.raft.Open(); err != nil {
-		return d.raftOpenErr(err)
+	if err := d.openRaft(); err != nil {
+		return err
 	}
+	d.openRPC()
 	if err := d.openControl(); err != nil {
 		return err
 	}
-	d.bg.Add(1)
+	d.bg.Add(3)
 	go d.reconcileIdentity()
-	d.logger.Info("pmgclusterd started", "name", d.node.Name, "cid", d.node.CID,
+	go d.followPeers()
+	go d.runLeaderDuties()
+	d.logger.Info("pmgclusterd started", "name", d.self().Name, "cid", d.self().CID,
 		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
+	return nil
+}
+
+// rn returns the running Raft instance.
+func (d *Daemon) rn() *raftnode.Node { return d.raftp.Load() }
+
+// openRaft starts Raft for this node's CID. A node that never joined a cluster
+// bootstraps itself as the single voter of its own configuration.
+func (d *Daemon) openRaft() error {
+	if d.self().WipeRaft {
+		// A join was interrupted after the cluster admitted this node: finish replacing
+		// the node's own Raft state before starting.
+		if err := d.wipeRaft(); err != nil {
+			return err
+		}
+	}
+	rc := d.cfg.Raft
+	rc.Dir = d.dir.file("raft")
+	rc.LocalID = raftnode.ServerID(d.self().CID)
+	rc.Address = raft.ServerAddress(d.cfg.Addr())
+	rc.Bootstrap = !d.self().Joined
+	rc.Logger = d.logger.Named("raft")
+	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer())
+	if err != nil {
+		return err
+	}
+	if err := n.Open(); err != nil {
+		return d.raftOpenErr(err)
+	}
+	d.raftp.Store(n)
 	return nil
 }
 
@@ -150,12 +189,22 @@ func (d *Daemon) loadNodeFile() error {
 	return nil
 }
 
-// authorizePeer admits a peer whose CA-verified certificate belongs to a current member.
-func (d *Daemon) authorizePeer(_ transport.Channel, fingerprint string) error {
-	if _, ok := d.fsm.MemberByFingerprint(fingerprint); ok {
-		return nil
+// self returns this node's identity file as it is now.
+func (d *Daemon) self() nodeFile {
+	d.nodeMu.RLock()
+	defer d.nodeMu.RUnlock()
+	return d.node
+}
+
+// setSelf writes node.json and makes nf this node's identity.
+func (d *Daemon) setSelf(nf nodeFile) error {
+	d.nodeMu.Lock()
+	defer d.nodeMu.Unlock()
+	if err := d.dir.writeNodeFile(nf); err != nil {
+		return fmt.Errorf("write %s: %w", d.dir.file("node.json"), err)
 	}
-	return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
+	d.node = nf
+	return nil
 }
 
 // reconcileIdentity finishes a create that crashed between committing the Raft command
@@ -166,15 +215,8 @@ func (d *Daemon) reconcileIdentity() {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := d.stopContext()
 	defer cancel()
-	go func() {
-		select {
-		case <-d.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	// Only a standalone node writes pending files (at create): once it leads again, its
 	// state machine holds every committed command.
 	if err := d.waitLeader(ctx); err != nil {
@@ -185,7 +227,7 @@ func (d *Daemon) reconcileIdentity() {
 		d.dir.dropPendingIdentity()
 		return
 	}
-	m, ok := d.fsm.Member(d.node.CID)
+	m, ok := d.fsm.Member(d.self().CID)
 	if !ok || m.Fingerprint != fp {
 		d.logger.Info("dropping a certificate whose cluster command never committed")
 		d.dir.dropPendingIdentity()
@@ -215,8 +257,11 @@ func (d *Daemon) Close() error {
 			cancel()
 			_ = os.Remove(d.cfg.Socket)
 		}
-		if d.raft != nil {
-			errs = append(errs, d.raft.Close())
+		for _, srv := range d.servers {
+			_ = srv.Close()
+		}
+		if n := d.rn(); n != nil {
+			errs = append(errs, n.Close())
 		}
 		if d.mux != nil {
 			errs = append(errs, d.mux.Close())

@@ -24,6 +24,14 @@ type nodeFile struct {
 	// CID is this node's cluster ID: 1 on a standalone node (it becomes CID 1 at create),
 	// the assigned CID after a join.
 	CID uint64 `json:"cid"`
+	// Joined is true once the node joined a cluster: it never bootstraps Raft itself.
+	Joined bool `json:"joined,omitempty"`
+	// WipeRaft is set while a join replaces the node's Raft state; a start that finds it
+	// set finishes the job.
+	WipeRaft bool `json:"wipe_raft,omitempty"`
+	// Removed names the cluster that removed this node (pmgcm delete); the node then
+	// serves nothing of the cluster until it joins again.
+	Removed string `json:"removed,omitempty"`
 }
 
 // dataDir is an opened, locked data directory.

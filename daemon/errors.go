@@ -17,6 +17,14 @@ var (
 	ErrSocketInUse = errors.New("control socket is in use by another pmgclusterd")
 	// ErrClusterExists means the node is already in a cluster.
 	ErrClusterExists = errors.New("this node is already in a cluster")
+	// ErrRemoved means this node was deleted from its cluster and serves none of its data.
+	ErrRemoved = errors.New("node removed from the cluster")
+	// ErrBadToken means the join token was wrong.
+	ErrBadToken = errors.New("join token is not valid for this cluster")
+	// ErrIncompatible means two nodes run versions that cannot work together.
+	ErrIncompatible = errors.New("incompatible pmgcm versions")
+	// ErrNotMaster means an operation was refused because of which node is the master.
+	ErrNotMaster = errors.New("refused on the master")
 	// ErrNoCluster means the operation needs a cluster and the node is in none.
 	ErrNoCluster = errors.New("no cluster defined")
 )

@@ -3,60 +3,124 @@ package daemon
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
+	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/sysinfo"
 )
 
-// status returns the status of the cluster as this node sees it.
-func (d *Daemon) status(_ context.Context) api.Status {
+// statusTimeout bounds how long status waits for one node, so that a node that is down
+// or paused does not make status slow: every node is asked at once.
+const statusTimeout = 1500 * time.Millisecond
+
+// status returns the status of the cluster as this node sees it, each node's row read
+// live from that node.
+func (d *Daemon) status(ctx context.Context) api.Status {
 	local := d.localNode()
+	me := d.self()
+	if me.Removed != "" {
+		local.Role, local.State = api.RoleNone, api.StateDown
+		local.Error = "removed from the cluster"
+		return api.Status{
+			Cluster: &api.Cluster{ID: me.Removed, Warnings: []string{fmt.Sprintf(
+				"this node was removed from cluster %s; to come back: pmgcm join <master_ip> (all data on this node is replaced)", me.Removed)}},
+			Nodes: []api.Node{local},
+		}
+	}
 	cl := d.fsm.Cluster()
-	if cl == nil {
+	members := d.fsm.Members()
+	st := api.Status{}
+	switch {
+	case cl != nil:
+		st.Cluster = &api.Cluster{ID: cl.ID, Epoch: cl.Epoch, CreatedAt: cl.CreatedAt}
+	case me.Joined:
+		// Joined but not caught up yet: the trusted member list stands in.
+		p := d.peers.Load()
+		st.Cluster = &api.Cluster{ID: p.ClusterID, Epoch: p.Epoch}
+		members = p.Members
+	default:
 		local.Role = api.RoleNone
 		return api.Status{Nodes: []api.Node{local}}
 	}
-	_, leaderID := d.raft.Leader()
-	st := api.Status{Cluster: &api.Cluster{ID: cl.ID, Epoch: cl.Epoch, CreatedAt: cl.CreatedAt}}
-	for _, m := range d.fsm.Members() {
-		if raftnode.ServerID(m.CID) == leaderID {
-			st.Cluster.LeaderCID = m.CID
+	_, leaderID := d.rn().Leader()
+	rows := make([]api.Node, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		if m.CID == me.CID {
+			rows[i] = local
+			continue
 		}
-		var n api.Node
-		if m.CID == d.node.CID {
-			n = local
-		} else {
-			n = api.Node{State: api.StateDown, Error: "not reachable"}
-		}
-		n.CID, n.Name, n.IP, n.Port = m.CID, m.Name, m.IP, m.Port
-		n.Fingerprint, n.Suffrage = m.Fingerprint, string(m.Suffrage)
-		n.Role = api.RoleNode
-		if raftnode.ServerID(m.CID) == leaderID {
-			n.Role = api.RoleMaster
-		}
-		st.Nodes = append(st.Nodes, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rows[i] = d.remoteNode(ctx, m)
+		}()
 	}
+	wg.Wait()
+	var leaderApplied uint64
+	voters := 0
+	for i, m := range members {
+		r := &rows[i]
+		r.CID, r.Name, r.IP, r.Port = m.CID, m.Name, m.IP, m.Port
+		r.Fingerprint, r.Suffrage = m.Fingerprint, string(m.Suffrage)
+		r.Role = api.RoleNode
+		if raftnode.ServerID(m.CID) == leaderID {
+			r.Role = api.RoleMaster
+			st.Cluster.LeaderCID = m.CID
+			leaderApplied = r.AppliedIndex
+		}
+		if m.Suffrage == fsm.Voter {
+			voters++
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		switch {
+		case r.State == api.StateDown:
+		case r.AppliedIndex+catchUpSlack < leaderApplied:
+			r.State = api.StateSyncing
+		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(len(members)):
+			r.State = api.StateSyncing // caught up, about to become a voter
+		default:
+			r.State = api.StateActive
+		}
+	}
+	st.Nodes = rows
 	if leaderID == "" {
-		st.Cluster.Warnings = append(st.Cluster.Warnings,
-			"no master: configuration writes are unavailable until a majority of voters is up (see pmgcm promote)")
+		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
 	return st
 }
 
+// remoteNode asks member m for its own row.
+func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
+	ctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
+	defer cancel()
+	var n api.Node
+	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &n); err != nil {
+		return api.Node{State: api.StateDown, Error: err.Error()}
+	}
+	n.Local = false
+	return n
+}
+
 // localNode returns this node's own row, read live.
 func (d *Daemon) localNode() api.Node {
-	rs := d.raft.Stats()
+	rs := d.rn().Stats()
 	n := api.Node{
-		CID: d.node.CID, Name: d.node.Name, IP: d.node.IP, Port: d.node.Port,
+		CID: d.self().CID, Name: d.self().Name, IP: d.self().IP, Port: d.self().Port,
 		State: api.StateActive, Local: true, Suffrage: rs.Suffrage,
 		Term: rs.Term, LastIndex: rs.LastIndex, AppliedIndex: rs.AppliedIndex,
 		Fingerprint: d.mux.Identity().Fingerprint,
-	}
-	if rs.AppliedIndex < rs.CommitIndex {
-		n.State = api.StateSyncing
 	}
 	si, err := sysinfo.Read(d.cfg.DataDir)
 	if err != nil {
@@ -70,3 +134,25 @@ func (d *Daemon) localNode() api.Node {
 func encodeBase64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// quorumSummary describes, for an error without a master, which voters this node knows
+// and when it last heard from a master.
+func (d *Daemon) quorumSummary() string {
+	n := d.rn()
+	cfg, err := n.Configuration()
+	if err != nil {
+		return err.Error()
+	}
+	var voters []string
+	for _, s := range cfg.Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, fmt.Sprintf("cid %s at %s", s.ID, s.Address))
+		}
+	}
+	since := "never"
+	if lc := n.Stats().LastContact; lc > 0 {
+		since = lc.Round(time.Millisecond).String() + " ago"
+	}
+	return fmt.Sprintf("%d voters (%s), last contact with a master %s; a master needs %d of them",
+		len(voters), strings.Join(voters, ", "), since, len(voters)/2+1)
+}

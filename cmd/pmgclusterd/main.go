@@ -77,6 +77,8 @@ socket that the pmgcm command talks to. SIGTERM or SIGINT stop it cleanly.`,
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "log entries kept behind a snapshot")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "write logs as JSON lines")
+	f.IntVar(&cfg.ProtocolVersion, "protocol-version", cfg.ProtocolVersion, "node-to-node protocol version to speak (compatibility drills only)")
+	_ = f.MarkHidden("protocol-version")
 	_ = cmd.MarkFlagRequired("data-dir")
 	_ = cmd.MarkFlagRequired("ip")
 	return cmd

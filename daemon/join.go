@@ -1,0 +1,358 @@
+package daemon
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/transport"
+)
+
+// joinInfo is what a node tells a joining node about itself (joinInfoPath).
+type joinInfo struct {
+	ClusterID       string `json:"cluster_id"`
+	Name            string `json:"name"`
+	CID             uint64 `json:"cid"`
+	ProtocolVersion int    `json:"protocol_version"`
+	StateFormat     int    `json:"state_format"`
+}
+
+// admitRequest asks the master to admit a node (joinAdmitPath, forwarded as rpcAdmit).
+type admitRequest struct {
+	Token           string `json:"token"`
+	Name            string `json:"name"`
+	IP              string `json:"ip"`
+	Port            int    `json:"port"`
+	PublicKeyPEM    []byte `json:"public_key_pem"`
+	ProtocolVersion int    `json:"protocol_version"`
+	StateFormat     int    `json:"state_format"`
+}
+
+// admission is the master's answer: the node's CID and certificate, and the members it
+// must trust until its own state machine has caught up.
+type admission struct {
+	ClusterID     string       `json:"cluster_id"`
+	Epoch         uint64       `json:"epoch"`
+	CID           uint64       `json:"cid"`
+	CertPEM       []byte       `json:"cert_pem"`
+	CACertPEM     []byte       `json:"ca_cert_pem"`
+	Members       []fsm.Member `json:"members"`
+	Index         uint64       `json:"index"`
+	MasterAddress string       `json:"master_address"`
+}
+
+// masterAddr turns the operator's "ip" or "ip:port" into an address; the port defaults
+// to this node's own cluster port.
+func (d *Daemon) masterAddr(master string) (string, error) {
+	host, port := master, strconv.Itoa(d.cfg.Port)
+	if h, p, err := net.SplitHostPort(master); err == nil {
+		host, port = h, p
+	}
+	if net.ParseIP(host) == nil {
+		return "", fmt.Errorf("%w: %q is not an IP address (give the master's IP, optionally with :port)", fsm.ErrBadCommand, master)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// joinDialTimeout bounds reaching the master, so that an unreachable one is reported
+// within seconds.
+const joinDialTimeout = 5 * time.Second
+
+// probe contacts master on the join channel, trusting whatever it presents, and reports
+// its fingerprint so that the operator can check it.
+func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, error) {
+	addr, err := d.masterAddr(master)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
+	defer cancel()
+	conn, leaf, err := transport.DialPinned(ctx, addr, transport.ChanJoin, "", joinDialTimeout)
+	if err != nil {
+		return nil, unreachable(addr, err)
+	}
+	_ = conn.Close()
+	fp := transport.Fingerprint(leaf.Raw)
+	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer client.CloseIdleConnections()
+	var info joinInfo
+	if err := d.call(ctx, client, addr, http.MethodGet, joinInfoPath, nil, &info); err != nil {
+		return nil, err
+	}
+	return &api.JoinProbe{Address: addr, Fingerprint: fp, ClusterID: info.ClusterID, Name: info.Name, CID: info.CID,
+		ProtocolVersion: info.ProtocolVersion, StateFormat: info.StateFormat}, nil
+}
+
+func unreachable(addr string, err error) error {
+	if errors.Is(err, transport.ErrFingerprintMismatch) {
+		return fmt.Errorf("the node at %s: %w: it is not the master you meant, or its certificate changed; check with pmgcm join-cmd on a member", addr, err)
+	}
+	return &remoteError{Status: http.StatusBadGateway, E: api.Error{
+		Code:    api.CodeUnreachable,
+		Message: fmt.Sprintf("cannot reach the master at %s: %v", addr, unwrapURLError(err)),
+		Hint:    "check the address and port, and that pmgclusterd runs there and the network lets this node reach it",
+	}}
+}
+
+// join makes this standalone node a member of master's cluster. Nothing changes on
+// either side until the master admits the node; then the node's own state is replaced.
+func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
+	d.createMu.Lock()
+	defer d.createMu.Unlock()
+	// A node removed from its cluster may join again (with a new CID).
+	if cl := d.fsm.Cluster(); cl != nil && d.self().Removed == "" {
+		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed (to move it to another cluster, delete it there first and remove its data directory)",
+			ErrClusterExists, cl.ID, d.self().CID)
+	}
+	addr, err := d.masterAddr(req.Master)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := transport.NormalizeFingerprint(req.Fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, joinDialTimeout)
+	defer cancel()
+	conn, _, err := transport.DialPinned(ictx, addr, transport.ChanJoin, fp, joinDialTimeout)
+	if err != nil {
+		return nil, unreachable(addr, err)
+	}
+	_ = conn.Close()
+	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer client.CloseIdleConnections()
+	var info joinInfo
+	if err := d.call(ictx, client, addr, http.MethodGet, joinInfoPath, nil, &info); err != nil {
+		return nil, err
+	}
+	if err := d.checkCompatible(info.ProtocolVersion, info.StateFormat); err != nil {
+		return nil, fmt.Errorf("%w (the node at %s)", err, addr)
+	}
+	keyPEM, err := d.dir.keyPEM()
+	if err != nil {
+		return nil, err
+	}
+	key, err := transport.ParseKey(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	me := d.self()
+	areq := admitRequest{
+		Token: req.Token, Name: me.Name, IP: me.IP, Port: me.Port,
+		PublicKeyPEM:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
+		ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat,
+	}
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var adm admission
+	if err := d.call(actx, client, addr, http.MethodPost, joinAdmitPath, areq, &adm); err != nil {
+		return nil, err
+	}
+	if err := d.becomeMember(adm); err != nil {
+		return nil, fmt.Errorf("the cluster admitted this node as cid %d, but it could not switch to the cluster's state: %w; restart pmgclusterd to finish the join", adm.CID, err)
+	}
+	d.logger.Info("joined cluster", "cluster-id", adm.ClusterID, "cid", adm.CID, "master", adm.MasterAddress)
+	return &api.JoinResponse{ClusterID: adm.ClusterID, CID: adm.CID, Name: me.Name, MasterAddress: adm.MasterAddress}, nil
+}
+
+func (d *Daemon) checkCompatible(protocol, state int) error {
+	if protocol != d.cfg.ProtocolVersion || state != StateFormat {
+		return fmt.Errorf("%w: this node speaks protocol %d with state format %d, the other node protocol %d with state format %d: upgrade the older one",
+			ErrIncompatible, d.cfg.ProtocolVersion, StateFormat, protocol, state)
+	}
+	return nil
+}
+
+// becomeMember replaces this node's state with the cluster's: the admitted certificate
+// and CID, an empty Raft log that the master fills, and the master's member list as the
+// trusted peers until then. Each step is durable before the next, and WipeRaft in
+// node.json makes a restart finish an interrupted switch.
+func (d *Daemon) becomeMember(adm admission) error {
+	keyPEM, err := d.dir.keyPEM()
+	if err != nil {
+		return err
+	}
+	id, err := transport.NewIdentity(adm.CertPEM, keyPEM, adm.CACertPEM)
+	if err != nil {
+		return fmt.Errorf("certificate from the master: %w", err)
+	}
+	if err := d.dir.writePendingIdentity(adm.CertPEM, adm.CACertPEM); err != nil {
+		return err
+	}
+	if err := d.dir.commitPendingIdentity(); err != nil {
+		return err
+	}
+	if err := d.storePeers(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
+		return err
+	}
+	nf := d.self()
+	nf.CID, nf.Joined, nf.WipeRaft, nf.Removed = adm.CID, true, true, ""
+	if err := d.setSelf(nf); err != nil {
+		return err
+	}
+	if old := d.rn(); old != nil {
+		if err := old.Close(); err != nil {
+			d.logger.Warn("closing the standalone raft", "error", err)
+		}
+	}
+	d.mux.SetIdentity(id)
+	d.fsm.Reset()
+	return d.openRaft()
+}
+
+// wipeRaft removes the node's Raft state and clears WipeRaft.
+func (d *Daemon) wipeRaft() error {
+	if err := os.RemoveAll(d.dir.file("raft")); err != nil {
+		return fmt.Errorf("remove %s: %w", d.dir.file("raft"), err)
+	}
+	nf := d.self()
+	nf.WipeRaft = false
+	return d.setSelf(nf)
+}
+
+func (d *Daemon) handleJoinInfo(w http.ResponseWriter, _ *http.Request) {
+	info := joinInfo{Name: d.self().Name, CID: d.self().CID, ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat}
+	if cl := d.fsm.Cluster(); cl != nil {
+		info.ClusterID = cl.ID
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// handleAdmit admits a joining node on the master, or forwards the request to it.
+func (d *Daemon) handleAdmit(w http.ResponseWriter, r *http.Request) {
+	var req admitRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
+		return
+	}
+	adm, err := d.admit(r.Context(), req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, adm)
+}
+
+// admit checks a join request and, on the master, records the node as a member and adds
+// it to Raft as a non-voter. Any refusal changes nothing.
+func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error) {
+	if err := d.checkServing(); err != nil {
+		return nil, err
+	}
+	cl := d.fsm.Cluster()
+	if cl == nil {
+		return nil, fmt.Errorf("%w: the node at %s is in no cluster: run pmgcm create there first", ErrNoCluster, d.cfg.Addr())
+	}
+	if err := d.checkCompatible(req.ProtocolVersion, req.StateFormat); err != nil {
+		return nil, err
+	}
+	if !d.rn().IsLeader() {
+		leader, err := d.waitLeaderAddr(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var adm admission
+		return &adm, d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcAdmit, req, &adm)
+	}
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	cl = d.fsm.Cluster()
+	if subtle.ConstantTimeCompare(hashToken(req.Token), cl.JoinTokenHash) != 1 {
+		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
+		return nil, ErrBadToken
+	}
+	for _, m := range d.fsm.Members() {
+		if m.Name == req.Name || net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
+			return nil, fmt.Errorf("%w: cid %d is already %s at %s: pick another --name/--ip, or delete cid %d first (pmgcm delete %d)",
+				fsm.ErrMemberExists, m.CID, m.Name, m.IP, m.CID, m.CID)
+		}
+	}
+	block, _ := pem.Decode(req.PublicKeyPEM)
+	if block == nil {
+		return nil, fmt.Errorf("%w: no public key in the join request", fsm.ErrBadCommand)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", fsm.ErrBadCommand, err)
+	}
+	ca, err := transport.ParseCA(cl.CACertPEM, cl.CAKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := ca.IssueNodeCert(pub, req.Name, net.ParseIP(req.IP), nodeCertValidity)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := certFingerprint(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	cid := cl.NextCID
+	addr := net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
+	res, err := d.applyLocal(ctx, &fsm.AddMember{Member: fsm.Member{
+		CID: cid, Name: req.Name, IP: req.IP, Port: req.Port, Fingerprint: fp,
+		Suffrage: fsm.Nonvoter, JoinedAt: time.Now().UTC(),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.rn().AddNonvoter(ctx, cid, addr); err != nil {
+		// Undo the membership so the node can try again.
+		if _, uerr := d.applyLocal(context.Background(), &fsm.RemoveMember{CID: cid}); uerr != nil {
+			d.logger.Error("cannot undo a failed join", "cid", cid, "error", uerr)
+		}
+		return nil, fmt.Errorf("add cid %d to raft: %w", cid, err)
+	}
+	d.logger.Info("node admitted", "cid", cid, "name", req.Name, "address", addr)
+	d.kickLeaderDuties()
+	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
+		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
+}
+
+// handleMembershipCheck answers whether a certificate belongs to a member. A node whose
+// cluster connections are refused asks it to learn that it was removed.
+func (d *Daemon) handleMembershipCheck(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
+		return
+	}
+	out := membership{}
+	if cl := d.fsm.Cluster(); cl != nil && d.self().Removed == "" {
+		out.ClusterID, out.Epoch = cl.ID, cl.Epoch
+		m, ok := d.fsm.MemberByFingerprint(req.Fingerprint)
+		out.Member, out.CID = ok, m.CID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// membership is the answer of joinCheckPath.
+type membership struct {
+	ClusterID string `json:"cluster_id"`
+	Epoch     uint64 `json:"epoch"`
+	Member    bool   `json:"member"`
+	CID       uint64 `json:"cid"`
+}

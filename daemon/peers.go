@@ -1,0 +1,149 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/transport"
+)
+
+// peerCache is the membership this node trusts at the TLS handshake, kept in peers.json.
+//
+// The state machine is the truth, but after a restart it is rebuilt only as Raft replays
+// the log, which for a follower starts when the leader reaches it: the leader's own
+// connection must be admitted before that. So the daemon writes the members to
+// peers.json each time they change, and until the state machine has caught up with the
+// cache's index the cache decides. A joining node seeds it from the master's answer.
+type peerCache struct {
+	// Index is the state-machine index the cache was taken at.
+	Index     uint64       `json:"index"`
+	ClusterID string       `json:"cluster_id"`
+	Epoch     uint64       `json:"epoch"`
+	Members   []fsm.Member `json:"members"`
+}
+
+func (p *peerCache) member(fingerprint string) (fsm.Member, bool) {
+	if p == nil {
+		return fsm.Member{}, false
+	}
+	for _, m := range p.Members {
+		if m.Fingerprint == fingerprint {
+			return m, true
+		}
+	}
+	return fsm.Member{}, false
+}
+
+func (d *Daemon) peersPath() string { return d.dir.file("peers.json") }
+
+// loadPeers reads peers.json, if any.
+func (d *Daemon) loadPeers() error {
+	b, err := os.ReadFile(d.peersPath())
+	if errors.Is(err, os.ErrNotExist) {
+		d.peers.Store(&peerCache{})
+		return nil
+	}
+	if err != nil {
+		return unusable(d.peersPath(), err)
+	}
+	var p peerCache
+	if err := json.Unmarshal(b, &p); err != nil {
+		return corrupt(d.peersPath(), err)
+	}
+	d.peers.Store(&p)
+	return nil
+}
+
+// storePeers writes p to peers.json and makes it the trusted membership.
+func (d *Daemon) storePeers(p *peerCache) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(d.peersPath(), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", d.peersPath(), err)
+	}
+	d.peers.Store(p)
+	return nil
+}
+
+// followPeers keeps peers.json in step with the state machine's membership.
+func (d *Daemon) followPeers() {
+	defer d.bg.Done()
+	ctx, cancel := d.stopContext()
+	defer cancel()
+	for {
+		idx := d.fsm.AppliedIndex()
+		d.refreshPeers()
+		n := d.rn()
+		if n == nil {
+			return
+		}
+		if err := n.WaitApplied(ctx, idx+1); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			// The Raft instance was replaced (join): follow the new one.
+			continue
+		}
+	}
+}
+
+// refreshPeers stores the state machine's membership if it differs from the cache.
+func (d *Daemon) refreshPeers() {
+	cl := d.fsm.Cluster()
+	if cl == nil {
+		return
+	}
+	cur := d.peers.Load()
+	if cur != nil && d.fsm.AppliedIndex() < cur.Index {
+		return // still replaying: the cache is newer
+	}
+	next := &peerCache{Index: d.fsm.AppliedIndex(), ClusterID: cl.ID, Epoch: cl.Epoch, Members: d.fsm.Members()}
+	if cur != nil && cur.ClusterID == next.ClusterID && cur.Epoch == next.Epoch && slices.Equal(cur.Members, next.Members) {
+		return
+	}
+	if err := d.storePeers(next); err != nil {
+		d.logger.Error("cannot save the member list", "error", err)
+	}
+}
+
+// trustedMember returns the member whose certificate has fingerprint, by the state
+// machine once it has caught up with the cache, by the cache before.
+func (d *Daemon) trustedMember(fingerprint string) (fsm.Member, bool) {
+	cache := d.peers.Load()
+	if d.fsm.Cluster() != nil && (cache == nil || d.fsm.AppliedIndex() >= cache.Index) {
+		return d.fsm.MemberByFingerprint(fingerprint)
+	}
+	return cache.member(fingerprint)
+}
+
+// authorizePeer admits a peer whose CA-verified certificate belongs to a current member
+// (DESIGN safety rule 4); a deleted node is refused at the handshake.
+func (d *Daemon) authorizePeer(_ transport.Channel, fingerprint string) error {
+	if d.self().Removed != "" {
+		return fmt.Errorf("%w: this node was removed from the cluster", transport.ErrPeerRefused)
+	}
+	if _, ok := d.trustedMember(fingerprint); ok {
+		return nil
+	}
+	return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
+}
+
+// stopContext returns a context that ends when the daemon closes.
+func (d *Daemon) stopContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-d.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}

@@ -1,0 +1,270 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/transport"
+)
+
+// ProtocolVersion is the version of the node-to-node protocol (cluster RPC and join).
+// Nodes of different versions refuse to join each other.
+const ProtocolVersion = 1
+
+// StateFormat is the version of the replicated state's encoding: commands and snapshots.
+const StateFormat = fsm.EncodingVersion
+
+// Paths of the cluster RPC (ChanRPC: members only, mutual TLS) and of the join channel
+// (ChanJoin: no client certificate; the caller pins the server's fingerprint).
+const (
+	rpcNode       = "/rpc/v1/node"
+	rpcApply      = "/rpc/v1/apply"
+	rpcReadIndex  = "/rpc/v1/readindex"
+	rpcAdmit      = "/rpc/v1/admit"
+	rpcDelete     = "/rpc/v1/delete"
+	joinInfoPath  = "/join/v1/info"
+	joinAdmitPath = "/join/v1/admit"
+	joinCheckPath = "/join/v1/membership"
+)
+
+// remoteError is an error answered by another node, kept with its api code so that the
+// control socket passes it on unchanged.
+type remoteError struct {
+	Status int
+	E      api.Error
+}
+
+func (e *remoteError) Error() string { return e.E.Message }
+
+// Code is the api error code the other node answered.
+func (e *remoteError) Code() string { return e.E.Code }
+
+// applyResult is the answer of rpcApply.
+type applyResult struct {
+	Index   uint64 `json:"index"`
+	Version uint64 `json:"version"`
+	CID     uint64 `json:"cid"`
+}
+
+// openRPC serves the cluster RPC and join channels of the mux.
+func (d *Daemon) openRPC() {
+	d.rpcClient = d.mux.HTTPClient(transport.ChanRPC)
+	rpc := http.NewServeMux()
+	rpc.HandleFunc("GET "+rpcNode, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, d.localNode())
+	})
+	rpc.HandleFunc("POST "+rpcApply, d.handleRPCApply)
+	rpc.HandleFunc("GET "+rpcReadIndex, d.handleRPCReadIndex)
+	rpc.HandleFunc("POST "+rpcAdmit, d.handleAdmit)
+	rpc.HandleFunc("POST "+rpcDelete, d.handleRPCDelete)
+	join := http.NewServeMux()
+	join.HandleFunc("GET "+joinInfoPath, d.handleJoinInfo)
+	join.HandleFunc("POST "+joinAdmitPath, d.handleAdmit)
+	join.HandleFunc("POST "+joinCheckPath, d.handleMembershipCheck)
+	for _, s := range []struct {
+		ch transport.Channel
+		h  http.Handler
+	}{{transport.ChanRPC, rpc}, {transport.ChanJoin, join}} {
+		srv := &http.Server{Handler: s.h, ConnContext: transport.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+		d.servers = append(d.servers, srv)
+		ln := d.mux.Listener(s.ch)
+		d.bg.Add(1)
+		go func() {
+			defer d.bg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && ignoreClosed(err) != nil {
+				d.logger.Debug("cluster server stopped", "error", err)
+			}
+		}()
+	}
+}
+
+func (d *Daemon) handleRPCApply(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 2*fsm.MaxValueLen))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	cmd, err := fsm.Decode(b)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	res, err := d.applyLocal(r.Context(), cmd)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, applyResult{Index: res.Index, Version: res.Version, CID: res.CID})
+}
+
+func (d *Daemon) handleRPCReadIndex(w http.ResponseWriter, r *http.Request) {
+	idx, err := d.rn().ReadIndex(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]uint64{"index": idx})
+}
+
+// call sends one request to the node at addr over client and decodes the JSON answer
+// into out (if not nil). in is JSON-encoded unless it is a []byte.
+func (d *Daemon) call(ctx context.Context, client *http.Client, addr, method, path string, in, out any) error {
+	var body io.Reader
+	switch v := in.(type) {
+	case nil:
+	case []byte:
+		body = bytes.NewReader(v)
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return &remoteError{Status: http.StatusBadGateway, E: api.Error{
+			Code: api.CodeUnreachable, Message: fmt.Sprintf("cannot reach the node at %s: %v", addr, unwrapURLError(err)),
+		}}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e api.Error
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e); err != nil || e.Message == "" {
+			e = api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("node at %s answered %s", addr, resp.Status)}
+		}
+		return &remoteError{Status: resp.StatusCode, E: e}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func unwrapURLError(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
+
+// leaderAddr returns the address of the current leader, or an error if there is none.
+func (d *Daemon) leaderAddr() (string, error) {
+	addr, _ := d.rn().Leader()
+	if addr == "" {
+		return "", raftnode.ErrNoLeader
+	}
+	return string(addr), nil
+}
+
+// applyLocal applies cmd on this node, which must be the leader, and turns a state
+// machine refusal into an error.
+func (d *Daemon) applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := d.rn().Apply(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return res, res.Err
+	}
+	return res, nil
+}
+
+// propose commits cmd through the leader: locally on the leader, forwarded over the
+// cluster port from any other node.
+func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	if err := d.checkServing(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if d.rn().IsLeader() {
+		res, err := d.applyLocal(ctx, cmd)
+		if !errors.Is(err, raftnode.ErrNotLeader) || res != nil {
+			return res, err
+		}
+	}
+	b, err := fsm.Encode(cmd)
+	if err != nil {
+		return nil, err
+	}
+	leader, err := d.waitLeaderAddr(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out applyResult
+	if err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcApply, b, &out); err != nil {
+		return nil, err
+	}
+	return &fsm.Result{Index: out.Index, Version: out.Version, CID: out.CID}, nil
+}
+
+// waitLeaderAddr waits briefly for a leader to be known (an election in progress).
+func (d *Daemon) waitLeaderAddr(ctx context.Context) (string, error) {
+	for {
+		addr, err := d.leaderAddr()
+		if err == nil {
+			return addr, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: no master elected: %s", raftnode.ErrNoLeader, d.quorumSummary())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// linearizableRead returns once the local state machine reflects every write
+// acknowledged before the call: on the leader at once, on a follower once it has applied
+// the leader's read index.
+func (d *Daemon) linearizableRead(ctx context.Context) error {
+	if err := d.checkServing(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n := d.rn()
+	if n.IsLeader() {
+		_, err := n.ReadIndex(ctx)
+		if !errors.Is(err, raftnode.ErrNotLeader) {
+			return err
+		}
+	}
+	leader, err := d.waitLeaderAddr(ctx)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	if err := d.call(ctx, d.rpcClient, leader, http.MethodGet, rpcReadIndex, nil, &out); err != nil {
+		return err
+	}
+	return n.WaitApplied(ctx, out.Index)
+}
+
+// checkServing refuses cluster operations on a node that was removed from its cluster.
+func (d *Daemon) checkServing() error {
+	if cl := d.self().Removed; cl != "" {
+		return fmt.Errorf("%w: this node was removed from cluster %s", ErrRemoved, cl)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+)
+
+// joinArgs returns the arguments of the `pmgcm join ...` line that join-cmd prints on n.
+func joinArgs(t testing.TB, n *Node) []string {
+	t.Helper()
+	line := strings.TrimSpace(n.CLI("join-cmd"))
+	fields := strings.Fields(line)
+	if len(fields) != 7 || fields[0] != "pmgcm" || fields[1] != "join" || fields[3] != "--fingerprint" || fields[5] != "--token" {
+		t.Fatalf("join-cmd printed %q, want: pmgcm join <master> --fingerprint <FP> --token <TOKEN>", line)
+	}
+	return fields[1:]
+}
+
+// form starts every node, creates the cluster on the first and joins the others to it
+// with the command join-cmd prints, one after the other, and waits until every node
+// sees every other in state A.
+func (c *Cluster) form() {
+	c.t.Helper()
+	for _, n := range c.Nodes {
+		n.Start()
+	}
+	first := c.Nodes[0]
+	first.CLI("create")
+	first.WaitMaster(15 * time.Second)
+	args := append(joinArgs(c.t, first), "--yes")
+	for _, n := range c.Nodes[1:] {
+		n.CLI(args...)
+	}
+	c.waitAllActive(c.Nodes, 30*time.Second)
+}
+
+// waitAllActive waits until each of nodes reports exactly those nodes, all in state A,
+// with one master.
+func (c *Cluster) waitAllActive(nodes []*Node, timeout time.Duration) {
+	c.t.Helper()
+	want := map[string]bool{}
+	for _, n := range nodes {
+		want[n.IP] = true
+	}
+	for _, n := range nodes {
+		poll(c.t, timeout, n.Name+" sees every node active", func() error {
+			st, err := n.Status()
+			if err != nil {
+				return err
+			}
+			return checkAllActive(st, want)
+		})
+	}
+}
+
+func checkAllActive(st api.Status, want map[string]bool) error {
+	if st.Cluster == nil {
+		return fmt.Errorf("no cluster")
+	}
+	if len(st.Nodes) != len(want) {
+		return fmt.Errorf("%d nodes listed, want %d", len(st.Nodes), len(want))
+	}
+	masters := 0
+	for _, r := range st.Nodes {
+		if !want[r.IP] {
+			return fmt.Errorf("unexpected node %s(%d) %s", r.Name, r.CID, r.IP)
+		}
+		if r.State != api.StateActive {
+			return fmt.Errorf("%s(%d) state %s %s", r.Name, r.CID, r.State, r.Error)
+		}
+		if r.Role == api.RoleMaster {
+			masters++
+		}
+	}
+	if masters != 1 {
+		return fmt.Errorf("%d masters", masters)
+	}
+	return nil
+}
+
+// voters counts the voters in st.
+func voters(st api.Status) int {
+	v := 0
+	for _, r := range st.Nodes {
+		if r.Suffrage == "voter" {
+			v++
+		}
+	}
+	return v
+}
+
+// master returns the node that is master, by the first node's status.
+func (c *Cluster) master() *Node {
+	c.t.Helper()
+	var m *Node
+	poll(c.t, 15*time.Second, "a master", func() error {
+		for _, n := range c.Nodes {
+			if n.Exited() {
+				continue
+			}
+			st, err := n.Status()
+			if err != nil {
+				continue
+			}
+			for _, r := range st.Nodes {
+				if r.Local && r.Role == api.RoleMaster {
+					m = n
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no node is master")
+	})
+	return m
+}
