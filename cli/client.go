@@ -33,6 +33,10 @@ type API interface {
 	ConfigSet(ctx context.Context, key string, value []byte) (*api.WriteResponse, error)
 	ConfigDelete(ctx context.Context, key string) (*api.WriteResponse, error)
 	ConfigList(ctx context.Context, prefix string) (*api.ConfigList, error)
+	JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error)
+	Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error)
+	JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
+	Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error)
 }
 
 var _ API = (*Client)(nil)
@@ -149,12 +153,73 @@ func (c *Client) ConfigList(ctx context.Context, prefix string) (*api.ConfigList
 	return &cl, nil
 }
 
-// doJSON sends a request and decodes a 2xx JSON answer into out.
+// JoinProbe asks the daemon what the node at master ("ip" or "ip:port") presents, so that
+// the operator can check its fingerprint before trusting it (POST api.PathJoinProbe).
+func (c *Client) JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error) {
+	var p api.JoinProbe
+	if err := c.postJSON(ctx, api.PathJoinProbe, nil, api.JoinProbeRequest{Master: master}, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Join asks the daemon to join the cluster of req.Master, destroying this node's data
+// (POST api.PathJoin). It returns once the master has admitted the node; the node then
+// catches up in the background.
+func (c *Client) Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
+	var jr api.JoinResponse
+	if err := c.postJSON(ctx, api.PathJoin, nil, req, &jr); err != nil {
+		return nil, err
+	}
+	return &jr, nil
+}
+
+// JoinCmd returns the command that joins a new node to this cluster (GET api.PathJoinCmd);
+// with rotate it first replaces the join token (POST api.PathJoinCmd?rotate=1).
+func (c *Client) JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error) {
+	var jc api.JoinCmd
+	var err error
+	if rotate {
+		err = c.doJSON(ctx, http.MethodPost, api.PathJoinCmd, url.Values{"rotate": {"1"}}, nil, &jc)
+	} else {
+		err = c.doJSON(ctx, http.MethodGet, api.PathJoinCmd, nil, nil, &jc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &jc, nil
+}
+
+// Delete removes the node with cid from the cluster (POST api.PathDelete).
+func (c *Client) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
+	var dr api.DeleteResponse
+	if err := c.postJSON(ctx, api.PathDelete, nil, api.DeleteRequest{CID: cid}, &dr); err != nil {
+		return nil, err
+	}
+	return &dr, nil
+}
+
+// doJSON sends a request with a raw body (none when nil) and decodes a 2xx JSON answer
+// into out.
 func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, body []byte, out any) error {
 	ctype := ""
 	if body != nil {
 		ctype = "application/octet-stream"
 	}
+	return c.exchange(ctx, method, path, q, body, ctype, out)
+}
+
+// postJSON POSTs in as a JSON body and decodes a 2xx JSON answer into out.
+func (c *Client) postJSON(ctx context.Context, path string, q url.Values, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encoding request of POST %s: %w", path, err)
+	}
+	return c.exchange(ctx, http.MethodPost, path, q, body, "application/json", out)
+}
+
+// exchange sends one request and decodes a 2xx JSON answer into out.
+func (c *Client) exchange(ctx context.Context, method, path string, q url.Values, body []byte, ctype string, out any) error {
 	resp, err := c.do(ctx, method, path, q, body, ctype)
 	if err != nil {
 		return err

@@ -75,6 +75,38 @@ func (d *fakeDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(api.WriteResponse{Key: key, Version: 19})
 	case r.Method == http.MethodGet && r.URL.Path == api.PathConfigList:
 		reply(api.ConfigList{Entries: []api.ConfigEntry{{Key: r.URL.Query().Get("prefix") + "a", Version: 3, Size: 1}}})
+	case r.Method == http.MethodPost && r.URL.Path == api.PathJoinProbe:
+		var req api.JoinProbeRequest
+		if json.Unmarshal(body, &req) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			reply(api.Error{Code: api.CodeBadRequest, Message: "bad body"})
+			return
+		}
+		reply(api.JoinProbe{Address: req.Master + ":8006", Fingerprint: "FP", ClusterID: "c0ffee", Name: "pmg5", CID: 1})
+	case r.Method == http.MethodPost && r.URL.Path == api.PathJoin:
+		var req api.JoinRequest
+		if json.Unmarshal(body, &req) != nil || req.Token != "tok" {
+			w.WriteHeader(http.StatusForbidden)
+			reply(api.Error{Code: api.CodeBadToken, Message: "the master refused the join token", Hint: "get a new one"})
+			return
+		}
+		reply(api.JoinResponse{ClusterID: "c0ffee", CID: 2, Name: "pmg6", MasterAddress: req.Master})
+	case r.URL.Path == api.PathJoinCmd && (r.Method == http.MethodGet ||
+		r.Method == http.MethodPost && r.URL.Query().Get("rotate") == "1"):
+		token := "tok"
+		if r.Method == http.MethodPost {
+			token = "new"
+		}
+		reply(api.JoinCmd{Master: "10.0.0.1", Fingerprint: "FP", Token: token,
+			Command: "pmgcm join 10.0.0.1 --fingerprint FP --token " + token})
+	case r.Method == http.MethodPost && r.URL.Path == api.PathDelete:
+		var req api.DeleteRequest
+		if json.Unmarshal(body, &req) != nil || req.CID != 3 {
+			w.WriteHeader(http.StatusNotFound)
+			reply(api.Error{Code: api.CodeNotFound, Message: "no such node"})
+			return
+		}
+		reply(api.DeleteResponse{CID: req.CID, Name: "pmg7", IP: "10.0.0.3"})
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		reply(api.Error{Code: api.CodeNotFound, Message: "no route " + r.Method + " " + r.URL.Path})
@@ -165,6 +197,62 @@ func TestClientWire(t *testing.T) {
 	}
 }
 
+func TestClientWireJoin(t *testing.T) {
+	d := &fakeDaemon{}
+	c := NewClient(startDaemon(t, d))
+	ctx := context.Background()
+
+	p, err := c.JoinProbe(ctx, "10.0.0.1")
+	if err != nil || p.Address != "10.0.0.1:8006" || p.Fingerprint != "FP" || p.ClusterID != "c0ffee" || p.Name != "pmg5" || p.CID != 1 {
+		t.Fatalf("JoinProbe = %+v, %v", p, err)
+	}
+	if r := d.last(); r.method != "POST" || r.path != api.PathJoinProbe || r.rawQuery != "" ||
+		r.ctype != "application/json" || string(r.body) != `{"master":"10.0.0.1"}` {
+		t.Errorf("probe request = %+v (body %s)", r, r.body)
+	}
+
+	req := api.JoinRequest{Master: "10.0.0.1:8006", Fingerprint: "FP", Token: "tok"}
+	jr, err := c.Join(ctx, req)
+	if err != nil || *jr != (api.JoinResponse{ClusterID: "c0ffee", CID: 2, Name: "pmg6", MasterAddress: "10.0.0.1:8006"}) {
+		t.Fatalf("Join = %+v, %v", jr, err)
+	}
+	if r := d.last(); r.method != "POST" || r.path != api.PathJoin || r.ctype != "application/json" ||
+		string(r.body) != `{"master":"10.0.0.1:8006","fingerprint":"FP","token":"tok"}` {
+		t.Errorf("join request = %+v (body %s)", r, r.body)
+	}
+	req.Token = "wrong"
+	_, err = c.Join(ctx, req)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != 403 || ae.Code != api.CodeBadToken || err.Error() != "the master refused the join token\nget a new one" {
+		t.Errorf("Join with a bad token: %#v", err)
+	}
+
+	jc, err := c.JoinCmd(ctx, false)
+	if err != nil || jc.Token != "tok" || jc.Command != "pmgcm join 10.0.0.1 --fingerprint FP --token tok" || jc.Master != "10.0.0.1" {
+		t.Fatalf("JoinCmd = %+v, %v", jc, err)
+	}
+	if r := d.last(); r.method != "GET" || r.path != api.PathJoinCmd || r.rawQuery != "" || len(r.body) != 0 {
+		t.Errorf("join-cmd request = %+v", r)
+	}
+	if jc, err = c.JoinCmd(ctx, true); err != nil || jc.Token != "new" {
+		t.Fatalf("JoinCmd rotate = %+v, %v", jc, err)
+	}
+	if r := d.last(); r.method != "POST" || r.path != api.PathJoinCmd || r.rawQuery != "rotate=1" || len(r.body) != 0 {
+		t.Errorf("join-cmd rotate request = %+v", r)
+	}
+
+	dr, err := c.Delete(ctx, 3)
+	if err != nil || *dr != (api.DeleteResponse{CID: 3, Name: "pmg7", IP: "10.0.0.3"}) {
+		t.Fatalf("Delete = %+v, %v", dr, err)
+	}
+	if r := d.last(); r.method != "POST" || r.path != api.PathDelete || r.ctype != "application/json" || string(r.body) != `{"cid":3}` {
+		t.Errorf("delete request = %+v (body %s)", r, r.body)
+	}
+	if _, err := c.Delete(ctx, 9); !errors.As(err, &ae) || ae.Code != api.CodeNotFound || ae.Status != 404 {
+		t.Errorf("Delete of an unknown cid: %#v", err)
+	}
+}
+
 func TestClientAPIError(t *testing.T) {
 	d := &fakeDaemon{failStatus: http.StatusConflict,
 		failBody: `{"code":"cluster_exists","error":"already in cluster c0ffee","hint":"run pmgcm status"}`}
@@ -222,5 +310,22 @@ func TestRunAgainstSocket(t *testing.T) {
 	}
 	if want := "pmg5(1)              10.0.0.1        master A           00:01   0.50     0%     0%\n"; !bytes.HasSuffix(out.Bytes(), []byte(want)) {
 		t.Errorf("status = %q", out.String())
+	}
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"join-cmd"}, "pmgcm join 10.0.0.1 --fingerprint FP --token tok\n"},
+		{[]string{"delete", "3"}, "deleted cid 3 (pmg7, 10.0.0.3)\n"},
+		// The fake daemon's status never shows the joined node: --wait 0 only joins.
+		{[]string{"join", "10.0.0.1", "--fingerprint", "FP", "--token", "tok", "--yes", "--wait", "0"},
+			"joined cluster c0ffee as cid 2 (master 10.0.0.1); catching up\n"},
+	} {
+		out.Reset()
+		errb.Reset()
+		if code := Run(context.Background(), tt.args, nil, &out, &errb); code != 0 || out.String() != tt.want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", tt.args, code, out.String(), errb.String())
+		}
 	}
 }

@@ -3,8 +3,10 @@
 // the local pmgclusterd control socket described in package api.
 //
 // Every command is a pure function of (API, arguments) -> stdout/stderr, so tests drive it
-// with a fake API and captured output. Errors print as "pmgcm: <message>" on stderr; runtime
-// errors exit 1, bad usage exits 2.
+// with a fake API and captured output. Commands that ask the operator (join) do so through
+// the terminal interface, present only when stdin is a terminal, so tests script the
+// answers; off a terminal such commands refuse rather than guess. Errors print as
+// "pmgcm: <message>" on stderr; runtime errors exit 1, bad usage exits 2.
 //
 // The CLI talks to the daemon only through the socket: of this project, cli imports only
 // package api, and must never import raftnode, fsm, transport or any other daemon package.

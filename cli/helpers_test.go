@@ -24,15 +24,72 @@ type fakeAPI struct {
 	list   *api.ConfigList
 	err    error
 
-	calls    []string
-	gotKey   string
-	gotValue []byte
-	gotPref  string
+	probe   *api.JoinProbe
+	join    *api.JoinResponse
+	joinCmd *api.JoinCmd
+	del     *api.DeleteResponse
+	// statusSeq, when set, answers the status calls in turn, the last one over and over.
+	statusSeq []statusAnswer
+	// errs overrides err for the calls named as in calls.
+	errs map[string]error
+
+	calls     []string
+	gotKey    string
+	gotValue  []byte
+	gotPref   string
+	gotMaster string
+	gotJoin   api.JoinRequest
+	gotRotate bool
+	gotCID    uint64
+}
+
+// statusAnswer is one answer of a status call.
+type statusAnswer struct {
+	st  *api.Status
+	err error
+}
+
+func (f *fakeAPI) errFor(call string) error {
+	if err, ok := f.errs[call]; ok {
+		return err
+	}
+	return f.err
 }
 
 func (f *fakeAPI) Status(context.Context) (*api.Status, error) {
 	f.calls = append(f.calls, "status")
-	return f.status, f.err
+	if len(f.statusSeq) > 0 {
+		a := f.statusSeq[0]
+		if len(f.statusSeq) > 1 {
+			f.statusSeq = f.statusSeq[1:]
+		}
+		return a.st, a.err
+	}
+	return f.status, f.errFor("status")
+}
+
+func (f *fakeAPI) JoinProbe(_ context.Context, master string) (*api.JoinProbe, error) {
+	f.calls = append(f.calls, "probe")
+	f.gotMaster = master
+	return f.probe, f.errFor("probe")
+}
+
+func (f *fakeAPI) Join(_ context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
+	f.calls = append(f.calls, "join")
+	f.gotJoin = req
+	return f.join, f.errFor("join")
+}
+
+func (f *fakeAPI) JoinCmd(_ context.Context, rotate bool) (*api.JoinCmd, error) {
+	f.calls = append(f.calls, "join-cmd")
+	f.gotRotate = rotate
+	return f.joinCmd, f.errFor("join-cmd")
+}
+
+func (f *fakeAPI) Delete(_ context.Context, cid uint64) (*api.DeleteResponse, error) {
+	f.calls = append(f.calls, "delete-node")
+	f.gotCID = cid
+	return f.del, f.errFor("delete-node")
 }
 
 func (f *fakeAPI) Create(context.Context) (*api.CreateResponse, error) {
@@ -71,18 +128,28 @@ type result struct {
 	socket         string // the socket the command would have dialled
 }
 
-// runFake runs pmgcm with args against fake, feeding stdin.
+// runFake runs pmgcm with args against fake, feeding stdin, with no terminal and an empty
+// environment.
 func runFake(t *testing.T, fake API, stdin string, args ...string) result {
+	t.Helper()
+	return runEnv(t, context.Background(), env{stdin: strings.NewReader(stdin)}, fake, args...)
+}
+
+// runEnv runs pmgcm with args against fake in e, whose stdout, stderr and newAPI it sets;
+// a nil stdin reads as empty and a nil getenv as an empty environment.
+func runEnv(t *testing.T, ctx context.Context, e env, fake API, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	var r result
-	r.code = run(context.Background(), args, env{
-		stdin:  strings.NewReader(stdin),
-		stdout: &out,
-		stderr: &errb,
-		getenv: func(string) string { return "" },
-		newAPI: func(socket string) API { r.socket = socket; return fake },
-	})
+	e.stdout, e.stderr = &out, &errb
+	if e.stdin == nil {
+		e.stdin = strings.NewReader("")
+	}
+	if e.getenv == nil {
+		e.getenv = func(string) string { return "" }
+	}
+	e.newAPI = func(socket string) API { r.socket = socket; return fake }
+	r.code = run(ctx, args, e)
 	r.stdout, r.stderr = out.String(), errb.String()
 	return r
 }

@@ -44,20 +44,29 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		stdin = strings.NewReader("")
 	}
 	return run(ctx, args, env{
-		stdin:  stdin,
-		stdout: stdout,
-		stderr: stderr,
-		getenv: os.Getenv,
-		newAPI: func(socket string) API { return NewClient(socket) },
+		stdin:     stdin,
+		stdout:    stdout,
+		stderr:    stderr,
+		getenv:    os.Getenv,
+		newAPI:    func(socket string) API { return NewClient(socket) },
+		term:      newTerminal(stdin, stderr),
+		stdoutTTY: isTerminalFile(stdout),
 	})
 }
 
-// env is what a run of pmgcm gets from outside; tests replace newAPI with a fake.
+// env is what a run of pmgcm gets from outside; tests replace newAPI with a fake, term
+// with a scripted terminal and shorten the timing.
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	newAPI         func(socket string) API
+	// term is the terminal that stdin is, for questions; nil when stdin is not a terminal.
+	term terminal
+	// stdoutTTY is true when stdout is a terminal too: progress then updates one line.
+	stdoutTTY bool
+	// timing of `pmgcm join` following the catch-up; zero fields take the defaults.
+	timing joinTiming
 }
 
 // app holds the state of one run: the environment and the global flags.
@@ -153,7 +162,7 @@ Every command talks to the local pmgclusterd daemon over its control socket.`,
 	pf.StringVar(&a.socket, "socket", socket, "`PATH` of the control socket of pmgclusterd (env PMGCM_SOCKET)")
 	pf.DurationVar(&a.timeout, "timeout", DefaultTimeout, "give up waiting for the daemon after this long (0: never)")
 
-	root.AddCommand(a.createCmd(), a.statusCmd(), a.configCmd())
+	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(), a.configCmd())
 	return root
 }
 
@@ -170,6 +179,23 @@ func (a *app) runE(fn func(ctx context.Context, c API, args []string) error) fun
 		}
 		return fn(ctx, a.newAPI(a.socket), args)
 	}
+}
+
+// runLongE is runE for a command that asks questions or waits longer than --timeout: ctx
+// is not bounded as a whole; the command bounds each call to the daemon with callCtx.
+func (a *app) runLongE(fn func(ctx context.Context, c API, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.ran = true
+		return fn(cmd.Context(), a.newAPI(a.socket), args)
+	}
+}
+
+// callCtx bounds one call to the daemon by --timeout (0: unbounded).
+func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if a.timeout > 0 {
+		return context.WithTimeout(ctx, a.timeout)
+	}
+	return context.WithCancel(ctx)
 }
 
 // posArgs returns a cobra argument check for the named positional arguments; names in square

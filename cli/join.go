@@ -1,0 +1,390 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pmgcm/pmgcm/api"
+)
+
+// Prompts and refusals of `pmgcm join`.
+const (
+	promptTrust = "Trust it? Compare it with the output of 'pmgcm join-cmd' on a member [y/N]: "
+	promptToken = "Join token: "
+	promptWipe  = "Joining destroys all configuration and data on this node and replaces it " +
+		"with the cluster's. Continue? [y/N]: "
+
+	msgUnconfirmedFP = "the master's fingerprint is not confirmed: check it with 'pmgcm join-cmd' " +
+		"on a member and pass --fingerprint <FP>"
+	msgNoToken = "no join token: pass --token, set PMGCM_JOIN_TOKEN, or run on a terminal to be " +
+		"asked (get it with 'pmgcm join-cmd' on a member)"
+	msgNoYes = "joining destroys all data on this node: pass --yes to confirm"
+
+	// envJoinToken names the environment variable that holds the join token.
+	envJoinToken = "PMGCM_JOIN_TOKEN"
+)
+
+// DefaultJoinWait is how long `pmgcm join` follows the catch-up unless --wait says otherwise.
+const DefaultJoinWait = 10 * time.Minute
+
+// joinOptions are the arguments of `pmgcm join`.
+type joinOptions struct {
+	master      string
+	fingerprint string
+	token       string
+	yes         bool
+	wait        time.Duration
+}
+
+// joinTiming paces the following of the catch-up; tests shorten it.
+type joinTiming struct {
+	// pollEvery is the pause between status calls.
+	pollEvery time.Duration
+	// statusTimeout bounds one status call (and --timeout, when shorter).
+	statusTimeout time.Duration
+	// progressEvery is the least time between progress lines when not on a terminal.
+	progressEvery time.Duration
+}
+
+func (t joinTiming) withDefaults() joinTiming {
+	if t.pollEvery <= 0 {
+		t.pollEvery = 250 * time.Millisecond
+	}
+	if t.statusTimeout <= 0 {
+		t.statusTimeout = 2 * time.Second
+	}
+	if t.progressEvery <= 0 {
+		t.progressEvery = time.Second
+	}
+	return t
+}
+
+// joinHints say what to do about the daemon's join errors when it gave no hint itself.
+var joinHints = map[string]string{
+	api.CodeBadToken: "get the current token with 'pmgcm join-cmd' on a member",
+	api.CodeFingerprint: "the master presents another certificate than the fingerprint given: compare " +
+		"with 'pmgcm join-cmd' on a member, and do not join if they differ",
+	api.CodeUnreachable: "check the master's address and port, and that pmgclusterd runs there " +
+		"and is reachable from this node",
+	api.CodeClusterExists: "this node is already in a cluster: see pmgcm status",
+	api.CodeIncompatible:  "run the same version of pmgcm on this node and on the master",
+}
+
+func (a *app) joinCmd() *cobra.Command {
+	var opts joinOptions
+	cmd := &cobra.Command{
+		Use:   "join MASTER_IP[:PORT]",
+		Short: "Join this node to a cluster (destroys all data on this node)",
+		Long: `Join this node to the cluster of the master at MASTER_IP. Without :PORT, this node's
+own cluster port is used.
+
+When you add a new node to a cluster (join) all data on that node is destroyed: its whole
+configuration and data are replaced with the cluster's. So do not join nodes which are
+already active and receive mails.
+
+Run 'pmgcm join-cmd' on a member of the cluster first: it prints the complete command, with
+the fingerprint of the master's certificate and the join token. Without --fingerprint,
+pmgcm asks the master for its fingerprint and shows it; confirm it on the terminal only if
+it is the one 'pmgcm join-cmd' printed. The token comes from --token, else from
+PMGCM_JOIN_TOKEN, else from a prompt on the terminal (not echoed); other users of this host
+can see --token in the process list. Without --yes, pmgcm asks before it destroys the data.
+Off a terminal nothing is asked: pass --fingerprint, a token and --yes.
+
+Joining can take several minutes, because the new node needs to synchronize all data from
+the master. pmgcm follows the catch-up until the node is a full member (state A), for at
+most --wait (0: return as soon as the master has admitted the node). If you stop waiting
+(Ctrl-C) after that, the node goes on catching up in the background: see pmgcm status.
+--timeout bounds each request to the daemon, not the whole join.`,
+		Example: `  pmgcm join 192.168.2.127 --fingerprint SHA256:... --token ...
+  PMGCM_JOIN_TOKEN=... pmgcm join 192.168.2.127:8006 --yes`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := posArgs("MASTER_IP[:PORT]")(cmd, args); err != nil {
+				return err
+			}
+			if err := checkMasterAddress(args[0]); err != nil {
+				return err
+			}
+			for _, name := range []string{"fingerprint", "token"} {
+				if f := cmd.Flags().Lookup(name); f.Changed && strings.TrimSpace(f.Value.String()) == "" {
+					return usageErrorf("--%s must not be empty", name)
+				}
+			}
+			if opts.wait < 0 {
+				return usageErrorf("--wait must not be negative")
+			}
+			return nil
+		},
+		RunE: a.runLongE(func(ctx context.Context, c API, args []string) error {
+			opts.master = args[0]
+			return a.runJoin(ctx, c, opts)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.fingerprint, "fingerprint", "", "the master's certificate fingerprint `FP`, as printed by 'pmgcm join-cmd'")
+	f.StringVar(&opts.token, "token", "", "the join `TOKEN` (env "+envJoinToken+"; asked on a terminal)")
+	f.BoolVarP(&opts.yes, "yes", "y", false, "confirm that all data on this node is destroyed")
+	f.DurationVar(&opts.wait, "wait", DefaultJoinWait, "follow the catch-up for at most `DURATION` (0: do not follow)")
+	return cmd
+}
+
+// checkMasterAddress accepts "ip" and "ip:port" ("[v6]:port") with a literal IP address.
+func checkMasterAddress(s string) error {
+	if net.ParseIP(s) != nil {
+		return nil
+	}
+	bad := usageErrorf("bad master address %q: want an IP address, optionally with :PORT "+
+		"(192.168.2.127, 192.168.2.127:8006, [fd00::1]:8006)", s)
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || net.ParseIP(host) == nil {
+		return bad
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return usageErrorf("bad port in master address %q: want 1 to 65535", s)
+	}
+	return nil
+}
+
+// runJoin checks the master's fingerprint, gets the token and the operator's consent, asks
+// the daemon to join and follows the catch-up.
+func (a *app) runJoin(ctx context.Context, c API, opts joinOptions) error {
+	fp := opts.fingerprint
+	if fp == "" {
+		var err error
+		if fp, err = a.confirmFingerprint(ctx, c, opts.master); err != nil {
+			return err
+		}
+	}
+	token, err := a.joinToken(ctx, opts.token)
+	if err != nil {
+		return err
+	}
+	if !opts.yes {
+		if a.term == nil {
+			return errors.New(msgNoYes)
+		}
+		ok, err := askYes(ctx, a.term, promptWipe)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("join cancelled: nothing was changed")
+		}
+	}
+
+	cctx, cancel := a.callCtx(ctx)
+	jr, err := c.Join(cctx, api.JoinRequest{Master: opts.master, Fingerprint: fp, Token: token})
+	cancel()
+	if err != nil {
+		return withHint(err, joinHints)
+	}
+	if _, err := fmt.Fprintf(a.stdout, "joined cluster %s as cid %d (master %s); catching up\n",
+		jr.ClusterID, jr.CID, jr.MasterAddress); err != nil {
+		return err
+	}
+	if opts.wait == 0 {
+		return nil
+	}
+	return a.followCatchUp(ctx, c, jr, opts.wait)
+}
+
+// confirmFingerprint shows what the master presents and returns its fingerprint once the
+// operator has confirmed it on the terminal.
+func (a *app) confirmFingerprint(ctx context.Context, c API, master string) (string, error) {
+	cctx, cancel := a.callCtx(ctx)
+	p, err := c.JoinProbe(cctx, master)
+	cancel()
+	if err != nil {
+		return "", withHint(err, joinHints)
+	}
+	if p.Fingerprint == "" {
+		return "", fmt.Errorf("the master at %s presents no fingerprint", orDash(p.Address))
+	}
+	if _, err := fmt.Fprintf(a.stdout, "the master at %s (cluster %s, node %s) presents fingerprint %s\n",
+		p.Address, p.ClusterID, p.Name, p.Fingerprint); err != nil {
+		return "", err
+	}
+	if a.term == nil {
+		return "", errors.New(msgUnconfirmedFP)
+	}
+	ok, err := askYes(ctx, a.term, promptTrust)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", errors.New("join cancelled: the master's fingerprint was not confirmed; nothing was changed")
+	}
+	return p.Fingerprint, nil
+}
+
+// joinToken returns the token of --token, else of PMGCM_JOIN_TOKEN, else asked on the
+// terminal without echo.
+func (a *app) joinToken(ctx context.Context, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if t := strings.TrimSpace(a.getenv(envJoinToken)); t != "" {
+		return t, nil
+	}
+	if a.term == nil {
+		return "", errors.New(msgNoToken)
+	}
+	line, err := a.term.readSecret(ctx, promptToken)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	if t := strings.TrimSpace(line); t != "" {
+		return t, nil
+	}
+	return "", errors.New("no join token given (get it with 'pmgcm join-cmd' on a member)")
+}
+
+// followCatchUp polls the status until this node is a full member of the cluster it joined,
+// printing progress, for at most wait. Errors of single status calls are transient: the
+// daemon may be busy installing the cluster's state.
+func (a *app) followCatchUp(ctx context.Context, c API, jr *api.JoinResponse, wait time.Duration) error {
+	tm := a.timing.withDefaults()
+	callTimeout := tm.statusTimeout
+	if a.timeout > 0 && a.timeout < callTimeout {
+		callTimeout = a.timeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	p := &progress{w: a.stdout, live: a.term != nil && a.stdoutTTY, every: tm.progressEvery}
+	tick := time.NewTicker(tm.pollEvery)
+	defer tick.Stop()
+
+	var lastErr error
+	for {
+		sctx, scancel := context.WithTimeout(wctx, callTimeout)
+		st, err := c.Status(sctx)
+		scancel()
+		switch {
+		case err != nil:
+			if wctx.Err() == nil {
+				lastErr = err
+			}
+		case st != nil:
+			lastErr = nil
+			if n := joinedRow(st, jr); n != nil {
+				if isFullMember(n) {
+					p.end()
+					_, err := fmt.Fprintf(a.stdout, "node %s(%d) is a full member: state %s\n", n.Name, n.CID, n.State)
+					return err
+				}
+				p.show(catchUpLine(st, n))
+			}
+		}
+		select {
+		case <-wctx.Done():
+			p.end()
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("stopped following the catch-up; the node goes on joining in the "+
+					"background: see pmgcm status: %w", err)
+			}
+			msg := fmt.Sprintf("not in sync after %s: see pmgcm status", wait)
+			if lastErr != nil {
+				// %v, not %w: a timed-out status call must not read as a timeout of the join.
+				return fmt.Errorf("%s\nlast status error: %v", msg, oneLine(lastErr.Error()))
+			}
+			return errors.New(msg)
+		case <-tick.C:
+		}
+	}
+}
+
+// joinedRow returns the row of the node that answered once it shows the node in the cluster
+// it joined, with the CID it was given; nil before (a status from before the join, or from
+// a daemon still resetting its state).
+func joinedRow(st *api.Status, jr *api.JoinResponse) *api.Node {
+	if jr.ClusterID != "" && (st.Cluster == nil || st.Cluster.ID != jr.ClusterID) {
+		return nil
+	}
+	for i := range st.Nodes {
+		if n := &st.Nodes[i]; n.Local && (jr.CID == 0 || n.CID == jr.CID) {
+			return n
+		}
+	}
+	return nil
+}
+
+// isFullMember reports whether the node's row shows it active and with a role.
+func isFullMember(n *api.Node) bool {
+	return n.State == api.StateActive && n.Role != "" && n.Role != api.RoleNone
+}
+
+// catchUpLine says how far the local node n has applied the log, against the master's last
+// index when the status has a master row.
+func catchUpLine(st *api.Status, n *api.Node) string {
+	line := fmt.Sprintf("catching up: applied index %d", n.AppliedIndex)
+	var leader uint64
+	if st.Cluster != nil {
+		leader = st.Cluster.LeaderCID
+	}
+	for _, m := range st.Nodes {
+		if m.Role == api.RoleMaster && (leader == 0 || m.CID == leader) && m.LastIndex > 0 {
+			return line + fmt.Sprintf(" of %d", m.LastIndex)
+		}
+	}
+	return line
+}
+
+// progress prints the catch-up: on a terminal one line rewritten in place, otherwise one
+// line per change at most every `every`.
+type progress struct {
+	w     io.Writer
+	live  bool
+	every time.Duration
+
+	last   string
+	lastAt time.Time
+	width  int // length of the live line on screen; 0 when none
+}
+
+func (p *progress) show(line string) {
+	if line == p.last {
+		return
+	}
+	if p.live {
+		pad := max(0, p.width-len(line))
+		fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
+		p.last, p.width = line, len(line)
+		return
+	}
+	now := time.Now()
+	if !p.lastAt.IsZero() && now.Sub(p.lastAt) < p.every {
+		return
+	}
+	fmt.Fprintln(p.w, line)
+	p.last, p.lastAt = line, now
+}
+
+// end finishes the live line, so that what follows starts on a line of its own.
+func (p *progress) end() {
+	if p.live && p.width > 0 {
+		fmt.Fprintln(p.w)
+		p.width = 0
+	}
+}
+
+// withHint returns err with hints[code] as its hint when err is an *APIError that has none.
+func withHint(err error, hints map[string]string) error {
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Hint != "" {
+		return err
+	}
+	h, ok := hints[ae.Code]
+	if !ok {
+		return err
+	}
+	c := *ae
+	c.Hint = h
+	return &c
+}
