@@ -29,6 +29,12 @@ const (
 	PathJoinCmd = "/v1/cluster/join-cmd"
 	// PathDelete answers POST DeleteRequest with a DeleteResponse.
 	PathDelete = "/v1/cluster/delete"
+	// PathPromote answers POST PromoteRequest with a PromoteResponse once this node is
+	// the master.
+	PathPromote = "/v1/cluster/promote"
+	// PathSync answers POST SyncRequest with a SyncResponse once this node has caught up
+	// with (or been re-admitted by) the master.
+	PathSync = "/v1/cluster/sync"
 )
 
 // HeaderVersion carries the version (Raft index of the last change) of a config value.
@@ -62,6 +68,8 @@ const (
 	CodeIncompatible  = "incompatible"
 	CodeMemberExists  = "member_exists"
 	CodeRemoved       = "removed"
+	CodeFenced        = "fenced"
+	CodeBehind        = "behind"
 	CodeInternal      = "internal"
 )
 
@@ -202,6 +210,10 @@ type JoinCmd struct {
 // DeleteRequest asks to remove the node with CID from the cluster.
 type DeleteRequest struct {
 	CID uint64 `json:"cid"`
+	// Force removes a dead node from a cluster that lost its quorum because of it (a
+	// 2-node cluster whose peer died): this node becomes the only voter, as with a forced
+	// promote, and every other member is fenced until `pmgcm sync` re-admits it.
+	Force bool `json:"force,omitempty"`
 }
 
 // DeleteResponse names the removed node.
@@ -209,4 +221,40 @@ type DeleteResponse struct {
 	CID  uint64 `json:"cid"`
 	Name string `json:"name"`
 	IP   string `json:"ip"`
+}
+
+// PromoteRequest asks to make this node the master.
+type PromoteRequest struct {
+	// Force makes this node the only voter of a cluster that lost its quorum, and starts
+	// a new epoch that fences every other member.
+	Force bool `json:"force,omitempty"`
+}
+
+// PromoteResponse says how this node became (or already was) the master.
+type PromoteResponse struct {
+	CID  uint64 `json:"cid"`
+	Name string `json:"name"`
+	// AlreadyMaster is true when this node was the master already; nothing changed.
+	AlreadyMaster bool `json:"already_master,omitempty"`
+	// Forced is true after a forced promotion; Epoch is then the new cluster epoch and
+	// Fenced lists the CIDs left behind.
+	Forced bool     `json:"forced,omitempty"`
+	Epoch  uint64   `json:"epoch"`
+	Fenced []uint64 `json:"fenced,omitempty"`
+}
+
+// SyncRequest asks this node to catch up with the master now, or, with MasterIP, to be
+// re-admitted by the master of a newer epoch after a forced promotion fenced it.
+type SyncRequest struct {
+	MasterIP string `json:"master_ip,omitempty"`
+}
+
+// SyncResponse says what sync did.
+type SyncResponse struct {
+	// Readmitted is true when a fenced node was taken back by the master.
+	Readmitted bool   `json:"readmitted,omitempty"`
+	MasterCID  uint64 `json:"master_cid"`
+	Epoch      uint64 `json:"epoch"`
+	// AppliedIndex is the state-machine index this node has reached.
+	AppliedIndex uint64 `json:"applied_index"`
 }

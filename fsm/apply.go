@@ -66,7 +66,9 @@ func (s *state) createCluster(c CreateCluster) error {
 		NextCID:       2,
 	}
 	// Config entries are kept: the founder's data becomes the cluster's.
-	s.members = map[uint64]Member{1: c.Founder}
+	founder := c.Founder
+	founder.Epoch = 1
+	s.members = map[uint64]Member{1: founder}
 	return nil
 }
 
@@ -141,7 +143,9 @@ func (s *state) addMember(c AddMember) (uint64, error) {
 		return s.cluster.NextCID, fmt.Errorf("%w: AddMember %q: cid %d is not the next cid %d",
 			ErrBadCommand, c.Member.Name, c.Member.CID, s.cluster.NextCID)
 	}
-	s.members[c.Member.CID] = c.Member
+	m := c.Member
+	m.Epoch = s.cluster.Epoch
+	s.members[m.CID] = m
 	s.cluster.NextCID++
 	return c.Member.CID, nil
 }
@@ -200,6 +204,9 @@ func (s *state) setEpoch(c SetEpoch) error {
 		if err := validateMember(m); err != nil {
 			return err
 		}
+		if m.Epoch > c.Epoch {
+			return fmt.Errorf("%w: SetEpoch: member %d has epoch %d, beyond the new epoch %d", ErrBadCommand, m.CID, m.Epoch, c.Epoch)
+		}
 		if m.CID >= s.cluster.NextCID {
 			return fmt.Errorf("%w: SetEpoch: cid %d was never handed out (next cid is %d)", ErrBadCommand, m.CID, s.cluster.NextCID)
 		}
@@ -227,6 +234,9 @@ func (s *state) updateMember(c UpdateMember) error {
 	}
 	if _, ok := s.members[c.Member.CID]; !ok {
 		return fmt.Errorf("%w: cid %d", ErrUnknownMember, c.Member.CID)
+	}
+	if c.Member.Epoch > s.cluster.Epoch {
+		return fmt.Errorf("%w: UpdateMember %d: epoch %d is beyond the cluster's %d", ErrBadCommand, c.Member.CID, c.Member.Epoch, s.cluster.Epoch)
 	}
 	if err := s.checkUnique(c.Member, c.Member.CID); err != nil {
 		return err

@@ -393,3 +393,48 @@ func TestConcurrentReaders(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestEpochFencing: a forced promotion's SetEpoch leaves the other members in the old
+// epoch (fenced); UpdateMember re-admits one; no member may claim a future epoch.
+func TestEpochFencing(t *testing.T) {
+	h := withCluster(t, 3)
+	m1, _ := h.f.Member(1)
+	m2, _ := h.f.Member(2)
+	m3, _ := h.f.Member(3)
+	added := member(4)
+	added.Epoch = 0
+	added.Suffrage = Nonvoter
+	if res := h.must(AddMember{Member: added}); res.CID != 4 {
+		t.Fatalf("AddMember cid = %d", res.CID)
+	}
+	if m4, _ := h.f.Member(4); m4.Epoch != 1 {
+		t.Fatalf("AddMember stamped epoch %d, want the cluster's 1", m4.Epoch)
+	}
+
+	future := m1
+	future.Epoch = 3
+	wantErr(t, h.apply(SetEpoch{Epoch: 2, Members: []Member{future}}).Err, ErrBadCommand)
+
+	m1.Epoch = 2
+	h.must(SetEpoch{Epoch: 2, Members: []Member{m1, m2, m3}})
+	if cl := h.f.Cluster(); cl.Epoch != 2 {
+		t.Fatalf("epoch = %d, want 2", cl.Epoch)
+	}
+	for cid, want := range map[uint64]bool{1: false, 2: true, 3: true} {
+		m, _ := h.f.Member(cid)
+		if m.Fenced(2) != want {
+			t.Errorf("cid %d fenced = %v, want %v", cid, m.Fenced(2), want)
+		}
+	}
+	if _, ok := h.f.Member(4); ok {
+		t.Fatal("cid 4, left out of SetEpoch, is still a member")
+	}
+
+	m2.Epoch = 3
+	wantErr(t, h.apply(UpdateMember{Member: m2}).Err, ErrBadCommand)
+	m2.Epoch = 2
+	h.must(UpdateMember{Member: m2})
+	if m, _ := h.f.Member(2); m.Fenced(2) {
+		t.Fatal("cid 2 still fenced after UpdateMember to the current epoch")
+	}
+}

@@ -53,6 +53,7 @@ func member(cid uint64) Member {
 		Fingerprint: fmt.Sprintf("AA:BB:%02X", cid),
 		Suffrage:    Voter,
 		JoinedAt:    t0.Add(time.Duration(cid) * time.Minute),
+		Epoch:       1,
 	}
 }
 

@@ -79,7 +79,14 @@ type Member struct {
 	Fingerprint string    `json:"fingerprint"`
 	Suffrage    Suffrage  `json:"suffrage"`
 	JoinedAt    time.Time `json:"joined_at"`
+	// Epoch is the cluster epoch in which the member was last admitted. A forced
+	// promotion starts a new epoch with only the promoted node in it: members left in an
+	// older epoch are fenced until `pmgcm sync` re-admits them.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
+
+// Fenced reports whether m was left behind by a forced promotion to clusterEpoch.
+func (m Member) Fenced(clusterEpoch uint64) bool { return m.Epoch < clusterEpoch }
 
 // Entry is one configuration key/value entry. Version is the Raft log index
 // of its last change.

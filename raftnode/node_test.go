@@ -150,3 +150,64 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoverSingleVoter: a node whose configuration names a peer that will never come
+// back cannot elect itself; after Recover it does, with every entry kept.
+func TestRecoverSingleVoter(t *testing.T) {
+	dir := t.TempDir()
+	layer := newLayer(t)
+	cfg := testConfig(dir, layer)
+	f := fsm.New()
+	n, err := New(cfg, f, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for !n.IsLeader() {
+		if ctx.Err() != nil {
+			t.Fatal("never became leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, err := n.Apply(ctx, fsm.ConfigSet{Key: "kept", Value: []byte("yes")})
+	if err != nil || res.Err != nil {
+		t.Fatalf("apply: %v %+v", err, res)
+	}
+	// A second voter that does not exist: from now on there is no quorum.
+	if err := n.AddVoter(ctx, 2, "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	_ = n.Close()
+
+	if err := Recover(cfg); err != nil {
+		t.Fatal(err)
+	}
+	f2 := fsm.New()
+	n2, err := New(cfg, f2, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	for {
+		if _, err := n2.ReadIndex(ctx); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("recovered node never led: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e, ok := f2.Get("kept"); !ok || string(e.Value) != "yes" {
+		t.Fatalf("entry lost in recovery: %+v %v", e, ok)
+	}
+	c, err := n2.Configuration()
+	if err != nil || len(c.Servers) != 1 || c.Servers[0].ID != ServerID(1) {
+		t.Fatalf("configuration after recovery = %+v %v", c, err)
+	}
+}
