@@ -114,7 +114,10 @@ type Node struct {
 	Suffrage     string `json:"suffrage,omitempty"`
 	Term         uint64 `json:"term,omitempty"`
 	LastIndex    uint64 `json:"last_index,omitempty"`
+	LastLogTerm  uint64 `json:"last_log_term,omitempty"`
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	// MasterCID is the master this node itself follows, 0 when it knows none.
+	MasterCID uint64 `json:"master_cid,omitempty"`
 	// Local is true for the node that answered the status request.
 	Local bool `json:"local,omitempty"`
 	// Host metrics, read live on the node; absent when the node is down.

@@ -90,7 +90,21 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
 		var req api.DeleteRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.deleteMember(r.Context(), req.CID)
+			res, err := d.deleteMember(r.Context(), req.CID, req.Force)
+			reply(w, res, err)
+		}
+	})
+	mux.HandleFunc("POST "+api.PathPromote, func(w http.ResponseWriter, r *http.Request) {
+		var req api.PromoteRequest
+		if decodeBody(w, r, &req) {
+			res, err := d.promote(r.Context(), req.Force)
+			reply(w, res, err)
+		}
+	})
+	mux.HandleFunc("POST "+api.PathSync, func(w http.ResponseWriter, r *http.Request) {
+		var req api.SyncRequest
+		if decodeBody(w, r, &req) {
+			res, err := d.sync(r.Context(), req.MasterIP)
 			reply(w, res, err)
 		}
 	})
@@ -222,6 +236,10 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrRemoved):
 		code, status = api.CodeRemoved, http.StatusConflict
 		hint = "to come back, join again: pmgcm join <master_ip> (all data on this node is replaced, and it gets a new CID)"
+	case errors.Is(err, ErrFenced):
+		code, status = api.CodeFenced, http.StatusConflict
+	case errors.Is(err, ErrBehind):
+		code, status = api.CodeBehind, http.StatusConflict
 	case errors.Is(err, ErrBadToken):
 		code, status = api.CodeBadToken, http.StatusForbidden
 		hint = "get the current token with: pmgcm join-cmd (on a member)"

@@ -70,10 +70,18 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 			Fingerprint: fp, Suffrage: fsm.Voter, JoinedAt: time.Now().UTC(),
 		},
 	}
-	if _, err := d.propose(ctx, cmd); err != nil {
+	res, err := d.propose(ctx, cmd)
+	if err != nil {
 		// The outcome of a command that timed out is unknown: look at the state.
 		if m, ok := d.fsm.Member(1); !ok || m.Fingerprint != fp {
 			d.dir.dropPendingIdentity()
+			return nil, err
+		}
+	}
+	if res != nil {
+		me := d.self()
+		me.JoinIndex = res.Index
+		if err := d.setSelf(me); err != nil {
 			return nil, err
 		}
 	}

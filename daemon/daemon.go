@@ -106,15 +106,25 @@ func (d *Daemon) Open() (err error) {
 	if err := d.loadPeers(); err != nil {
 		return err
 	}
-	if err := d.openRaft(); err != nil {
+	// A member asks its peers where it stands before it takes part in Raft: an old member
+	// coming back after a forced promotion elsewhere must not vote or lead.
+	if me := d.self(); me.Removed == "" && me.Fenced == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
+		verdict, a := d.askStanding(ctx, startupStandingTimeout)
+		cancel()
+		d.applyStanding(verdict, a)
+	}
+	me := d.self()
+	if err := d.openRaft(me.Removed == "" && me.Fenced == nil); err != nil {
 		return err
 	}
 	d.openRPC()
 	if err := d.openControl(); err != nil {
 		return err
 	}
-	d.bg.Add(3)
+	d.bg.Add(4)
 	go d.reconcileIdentity()
+	go d.finishPendingEpoch()
 	go d.followPeers()
 	go d.runLeaderDuties()
 	d.logger.Info("pmgclusterd started", "name", d.self().Name, "cid", d.self().CID,
@@ -126,8 +136,10 @@ func (d *Daemon) Open() (err error) {
 func (d *Daemon) rn() *raftnode.Node { return d.raftp.Load() }
 
 // openRaft starts Raft for this node's CID. A node that never joined a cluster
-// bootstraps itself as the single voter of its own configuration.
-func (d *Daemon) openRaft() error {
+// bootstraps itself as the single voter of its own configuration. With start false (a
+// removed or fenced node) the Raft node is made but never opened: every method of it
+// answers as a closed node would.
+func (d *Daemon) openRaft(start bool) error {
 	if d.self().WipeRaft {
 		// A join was interrupted after the cluster admitted this node: finish replacing
 		// the node's own Raft state before starting.
@@ -145,8 +157,10 @@ func (d *Daemon) openRaft() error {
 	if err != nil {
 		return err
 	}
-	if err := n.Open(); err != nil {
-		return d.raftOpenErr(err)
+	if start {
+		if err := n.Open(); err != nil {
+			return d.raftOpenErr(err)
+		}
 	}
 	d.raftp.Store(n)
 	return nil

@@ -32,6 +32,23 @@ type nodeFile struct {
 	// Removed names the cluster that removed this node (pmgcm delete); the node then
 	// serves nothing of the cluster until it joins again.
 	Removed string `json:"removed,omitempty"`
+	// Fenced is set when a forced promotion elsewhere left this node in an older epoch:
+	// it takes no part in Raft until `pmgcm sync --master_ip` re-admits it.
+	Fenced *fenceInfo `json:"fenced,omitempty"`
+	// PendingEpoch is set while a forced promotion of this node is under way: the new
+	// epoch to commit once the node leads alone. A start that finds it finishes the job.
+	PendingEpoch uint64 `json:"pending_epoch,omitempty"`
+	// JoinIndex is the state-machine index at which this node became a member.
+	JoinIndex uint64 `json:"join_index,omitempty"`
+}
+
+// fenceInfo says who superseded this node.
+type fenceInfo struct {
+	ClusterID  string `json:"cluster_id"`
+	Epoch      uint64 `json:"epoch"`
+	MasterCID  uint64 `json:"master_cid"`
+	MasterName string `json:"master_name"`
+	MasterIP   string `json:"master_ip"`
 }
 
 // dataDir is an opened, locked data directory.

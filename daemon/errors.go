@@ -19,6 +19,10 @@ var (
 	ErrClusterExists = errors.New("this node is already in a cluster")
 	// ErrRemoved means this node was deleted from its cluster and serves none of its data.
 	ErrRemoved = errors.New("node removed from the cluster")
+	// ErrFenced means a forced promotion elsewhere superseded this node.
+	ErrFenced = errors.New("this node was superseded by a forced promotion and is fenced")
+	// ErrBehind means another node holds a longer log than this one.
+	ErrBehind = errors.New("another node has a longer log")
 	// ErrBadToken means the join token was wrong.
 	ErrBadToken = errors.New("join token is not valid for this cluster")
 	// ErrIncompatible means two nodes run versions that cannot work together.

@@ -193,11 +193,17 @@ func (d *Daemon) becomeMember(adm admission) error {
 	if err != nil {
 		return err
 	}
-	id, err := transport.NewIdentity(adm.CertPEM, keyPEM, adm.CACertPEM)
+	certPEM := adm.CertPEM
+	if len(certPEM) == 0 { // re-admission: the node keeps its certificate
+		if certPEM, err = os.ReadFile(d.dir.file("tls", certFile)); err != nil {
+			return err
+		}
+	}
+	id, err := transport.NewIdentity(certPEM, keyPEM, adm.CACertPEM)
 	if err != nil {
 		return fmt.Errorf("certificate from the master: %w", err)
 	}
-	if err := d.dir.writePendingIdentity(adm.CertPEM, adm.CACertPEM); err != nil {
+	if err := d.dir.writePendingIdentity(certPEM, adm.CACertPEM); err != nil {
 		return err
 	}
 	if err := d.dir.commitPendingIdentity(); err != nil {
@@ -207,7 +213,7 @@ func (d *Daemon) becomeMember(adm admission) error {
 		return err
 	}
 	nf := d.self()
-	nf.CID, nf.Joined, nf.WipeRaft, nf.Removed = adm.CID, true, true, ""
+	nf.CID, nf.Joined, nf.WipeRaft, nf.Removed, nf.Fenced, nf.JoinIndex = adm.CID, true, true, "", nil, adm.Index
 	if err := d.setSelf(nf); err != nil {
 		return err
 	}
@@ -218,7 +224,7 @@ func (d *Daemon) becomeMember(adm admission) error {
 	}
 	d.mux.SetIdentity(id)
 	d.fsm.Reset()
-	return d.openRaft()
+	return d.openRaft(true)
 }
 
 // wipeRaft removes the node's Raft state and clears WipeRaft.
@@ -328,31 +334,4 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error
 	d.kickLeaderDuties()
 	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
 		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
-}
-
-// handleMembershipCheck answers whether a certificate belongs to a member. A node whose
-// cluster connections are refused asks it to learn that it was removed.
-func (d *Daemon) handleMembershipCheck(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil {
-		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
-		return
-	}
-	out := membership{}
-	if cl := d.fsm.Cluster(); cl != nil && d.self().Removed == "" {
-		out.ClusterID, out.Epoch = cl.ID, cl.Epoch
-		m, ok := d.fsm.MemberByFingerprint(req.Fingerprint)
-		out.Member, out.CID = ok, m.CID
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// membership is the answer of joinCheckPath.
-type membership struct {
-	ClusterID string `json:"cluster_id"`
-	Epoch     uint64 `json:"epoch"`
-	Member    bool   `json:"member"`
-	CID       uint64 `json:"cid"`
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
-	"github.com/pmgcm/pmgcm/transport"
 )
 
 // maxVoters is the most voters a cluster has; further nodes are non-voters.
@@ -42,13 +41,15 @@ func (d *Daemon) kickLeaderDuties() {
 }
 
 // runLeaderDuties keeps, on the leader, the Raft configuration in line with the member
-// list and the voter policy; on every node it watches for this node's removal.
+// list and the voter policy; on every node it checks this node's standing with its peers
+// (removed, or fenced by a forced promotion elsewhere).
 func (d *Daemon) runLeaderDuties() {
 	defer d.bg.Done()
 	ctx, cancel := d.stopContext()
 	defer cancel()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	var lastStanding time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -60,8 +61,10 @@ func (d *Daemon) runLeaderDuties() {
 			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
 				d.logger.Warn("voter reconciliation", "error", err)
 			}
-		} else {
-			d.checkRemoved(ctx)
+		}
+		if time.Since(lastStanding) >= standingInterval {
+			lastStanding = time.Now()
+			d.checkStanding(ctx)
 		}
 	}
 }
@@ -78,7 +81,7 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	members := d.fsm.Members()
+	members := d.activeMembers()
 	inRaft := map[raft.ServerID]raft.Server{}
 	for _, s := range cfg.Servers {
 		inRaft[s.ID] = s
@@ -183,7 +186,9 @@ func parseCID(id raft.ServerID) uint64 {
 }
 
 // deleteMember removes node cid from the cluster, on the master or forwarded to it.
-func (d *Daemon) deleteMember(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
+// With force and no master (a 2-node cluster whose peer died), this node removes it by
+// forced recovery, as a forced promote does.
+func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error) {
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
@@ -195,9 +200,14 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64) (*api.DeleteRespo
 		return nil, fmt.Errorf("%w: no node has cid %d (pmgcm status lists the members)", fsm.ErrUnknownMember, cid)
 	}
 	if !d.rn().IsLeader() {
-		leader, err := d.waitLeaderAddr(ctx)
+		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
+		leader, err := d.waitLeaderAddr(wctx)
+		cancel()
+		if err != nil && force {
+			return d.forceDelete(ctx, m)
+		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w; if cid %d is dead and it was the quorum's missing voter, remove it with: pmgcm delete --force %d", err, cid, cid)
 		}
 		var out api.DeleteResponse
 		return &out, d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcDelete, api.DeleteRequest{CID: cid}, &out)
@@ -227,7 +237,7 @@ func (d *Daemon) handleRPCDelete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
 		return
 	}
-	out, err := d.deleteMember(r.Context(), req.CID)
+	out, err := d.deleteMember(r.Context(), req.CID, false)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -235,57 +245,19 @@ func (d *Daemon) handleRPCDelete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// removedAfter is how long a member may go without a master before it asks its peers
-// whether it is still a member.
-const removedAfter = 2 * time.Second
-
-// checkRemoved asks the other members, over the join channel with their fingerprints
-// pinned, whether this node is still a member, once it has had no master for a while.
-// A node that a member of its own cluster disowns was deleted: it stops Raft, keeps its
-// data, and refuses cluster operations until it joins again.
-func (d *Daemon) checkRemoved(ctx context.Context) {
+// forceDelete removes member m from a cluster without a master by forced recovery of
+// this node: a new epoch without m, the other members fenced.
+func (d *Daemon) forceDelete(ctx context.Context, m fsm.Member) (*api.DeleteResponse, error) {
 	me := d.self()
-	if !me.Joined && d.fsm.Cluster() == nil || me.Removed != "" {
-		return
+	if m.CID == me.CID {
+		return nil, fmt.Errorf("%w: cid %d is this node", ErrNotMaster, m.CID)
 	}
-	st := d.rn().Stats()
-	if leader, _ := d.rn().Leader(); leader != "" && st.LastContact < removedAfter {
-		return
+	if err := d.checkSurvivors(ctx); err != nil {
+		return nil, err
 	}
-	if time.Since(d.started) < removedAfter {
-		return
+	if _, _, err := d.forceRecover(ctx, m.CID); err != nil {
+		return nil, err
 	}
-	peers := d.peers.Load()
-	if peers == nil || peers.ClusterID == "" {
-		return
-	}
-	myFP := d.mux.Identity().Fingerprint
-	for _, m := range peers.Members {
-		if m.CID == me.CID {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, d.cfg.RPCTimeout)
-		client, err := transport.PinnedHTTPClient(transport.ChanJoin, m.Fingerprint, d.cfg.RPCTimeout)
-		if err != nil {
-			cancel()
-			continue
-		}
-		var out membership
-		err = d.call(cctx, client, memberAddr(m), http.MethodPost, joinCheckPath, map[string]string{"fingerprint": myFP}, &out)
-		client.CloseIdleConnections()
-		cancel()
-		if err != nil || out.ClusterID != peers.ClusterID || out.Member {
-			continue
-		}
-		d.logger.Warn("this node was removed from the cluster; stopping raft", "cluster-id", out.ClusterID, "told-by-cid", m.CID)
-		me.Removed = out.ClusterID
-		if err := d.setSelf(me); err != nil {
-			d.logger.Error("cannot record the removal", "error", err)
-			return
-		}
-		if err := d.rn().Close(); err != nil {
-			d.logger.Warn("stopping raft", "error", err)
-		}
-		return
-	}
+	d.logger.Warn("node deleted by forced recovery", "cid", m.CID, "name", m.Name)
+	return &api.DeleteResponse{CID: m.CID, Name: m.Name, IP: m.IP}, nil
 }

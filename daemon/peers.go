@@ -113,26 +113,41 @@ func (d *Daemon) refreshPeers() {
 	}
 }
 
-// trustedMember returns the member whose certificate has fingerprint, by the state
-// machine once it has caught up with the cache, by the cache before.
-func (d *Daemon) trustedMember(fingerprint string) (fsm.Member, bool) {
+// trustedMember returns the member whose certificate has fingerprint and the epoch in
+// force, by the state machine once it has caught up with the cache, by the cache before.
+func (d *Daemon) trustedMember(fingerprint string) (fsm.Member, uint64, bool) {
 	cache := d.peers.Load()
-	if d.fsm.Cluster() != nil && (cache == nil || d.fsm.AppliedIndex() >= cache.Index) {
-		return d.fsm.MemberByFingerprint(fingerprint)
+	if cl := d.fsm.Cluster(); cl != nil && (cache == nil || d.fsm.AppliedIndex() >= cache.Index) {
+		m, ok := d.fsm.MemberByFingerprint(fingerprint)
+		return m, cl.Epoch, ok
 	}
-	return cache.member(fingerprint)
+	m, ok := cache.member(fingerprint)
+	return m, cache.Epoch, ok
 }
 
 // authorizePeer admits a peer whose CA-verified certificate belongs to a current member
-// (DESIGN safety rule 4); a deleted node is refused at the handshake.
-func (d *Daemon) authorizePeer(_ transport.Channel, fingerprint string) error {
-	if d.self().Removed != "" {
-		return fmt.Errorf("%w: this node was removed from the cluster", transport.ErrPeerRefused)
+// (DESIGN safety rules 3 and 4). A deleted node is refused at the handshake. A member
+// fenced by a forced promotion passes the handshake but may open only the join channel,
+// where it learns why and asks to be re-admitted; Raft and RPC from it are refused. A node
+// that is itself removed, fenced or in the middle of a forced promotion talks to nobody
+// but on the join channel.
+func (d *Daemon) authorizePeer(ch transport.Channel, fingerprint string) error {
+	joinOnly := ch == transport.ChanAny || ch == transport.ChanJoin
+	me := d.self()
+	if me.Removed != "" || me.Fenced != nil || me.PendingEpoch != 0 {
+		if joinOnly {
+			return nil
+		}
+		return fmt.Errorf("%w: this node takes no part in the cluster now", transport.ErrPeerRefused)
 	}
-	if _, ok := d.trustedMember(fingerprint); ok {
-		return nil
+	m, epoch, ok := d.trustedMember(fingerprint)
+	if !ok {
+		return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
 	}
-	return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
+	if m.Fenced(epoch) && !joinOnly {
+		return fmt.Errorf("%w: cid %d is fenced: it was left in epoch %d, the cluster is at epoch %d", transport.ErrPeerRefused, m.CID, m.Epoch, epoch)
+	}
+	return nil
 }
 
 // stopContext returns a context that ends when the daemon closes.

@@ -66,10 +66,13 @@ func (d *Daemon) openRPC() {
 	rpc.HandleFunc("GET "+rpcReadIndex, d.handleRPCReadIndex)
 	rpc.HandleFunc("POST "+rpcAdmit, d.handleAdmit)
 	rpc.HandleFunc("POST "+rpcDelete, d.handleRPCDelete)
+	rpc.HandleFunc("POST "+rpcTransfer, d.handleRPCTransfer)
+	rpc.HandleFunc("POST "+rpcReadmit, d.handleRPCReadmit)
 	join := http.NewServeMux()
 	join.HandleFunc("GET "+joinInfoPath, d.handleJoinInfo)
 	join.HandleFunc("POST "+joinAdmitPath, d.handleAdmit)
 	join.HandleFunc("POST "+joinCheckPath, d.handleMembershipCheck)
+	join.HandleFunc("POST "+joinReadmitPath, d.handleReadmit)
 	for _, s := range []struct {
 		ch transport.Channel
 		h  http.Handler
@@ -261,10 +264,15 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 	return n.WaitApplied(ctx, out.Index)
 }
 
-// checkServing refuses cluster operations on a node that was removed from its cluster.
+// checkServing refuses cluster operations on a node that was removed from its cluster
+// or fenced by a forced promotion elsewhere.
 func (d *Daemon) checkServing() error {
-	if cl := d.self().Removed; cl != "" {
-		return fmt.Errorf("%w: this node was removed from cluster %s", ErrRemoved, cl)
+	me := d.self()
+	if me.Removed != "" {
+		return fmt.Errorf("%w: this node was removed from cluster %s", ErrRemoved, me.Removed)
+	}
+	if me.Fenced != nil {
+		return fencedError(me.Fenced)
 	}
 	return nil
 }

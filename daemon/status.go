@@ -36,6 +36,16 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 			Nodes: []api.Node{local},
 		}
 	}
+	if f := me.Fenced; f != nil {
+		local.Role, local.State = api.RoleNone, api.StateDown
+		local.Error = fmt.Sprintf("fenced: superseded at epoch %d", f.Epoch)
+		return api.Status{
+			Cluster: &api.Cluster{ID: f.ClusterID, Warnings: []string{fmt.Sprintf(
+				"this node was superseded: a forced promotion made cid %d (%s, %s) master at epoch %d; this node takes no part in the cluster and accepts no writes. Bring it back with: pmgcm sync --master_ip %s",
+				f.MasterCID, f.MasterName, f.MasterIP, f.Epoch, f.MasterIP)}},
+			Nodes: []api.Node{local},
+		}
+	}
 	cl := d.fsm.Cluster()
 	members := d.fsm.Members()
 	st := api.Status{}
@@ -52,11 +62,21 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		return api.Status{Nodes: []api.Node{local}}
 	}
 	_, leaderID := d.rn().Leader()
+	epoch := st.Cluster.Epoch
 	rows := make([]api.Node, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
+			continue
+		}
+		if m.Fenced(epoch) {
+			master := d.cfg.IP
+			if mm, ok := d.masterMember(); ok {
+				master = mm.IP
+			}
+			rows[i] = api.Node{State: api.StateDown, Error: fmt.Sprintf(
+				"fenced: left in epoch %d by a forced promotion; run 'pmgcm sync --master_ip %s' on it", m.Epoch, master)}
 			continue
 		}
 		wg.Add(1)
@@ -67,7 +87,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	}
 	wg.Wait()
 	var leaderApplied uint64
-	voters := 0
+	voters, active := 0, 0
 	for i, m := range members {
 		r := &rows[i]
 		r.CID, r.Name, r.IP, r.Port = m.CID, m.Name, m.IP, m.Port
@@ -78,8 +98,11 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 			st.Cluster.LeaderCID = m.CID
 			leaderApplied = r.AppliedIndex
 		}
-		if m.Suffrage == fsm.Voter {
-			voters++
+		if !m.Fenced(epoch) {
+			active++
+			if m.Suffrage == fsm.Voter {
+				voters++
+			}
 		}
 	}
 	for i := range rows {
@@ -88,7 +111,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		case r.State == api.StateDown:
 		case r.AppliedIndex+catchUpSlack < leaderApplied:
 			r.State = api.StateSyncing
-		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(len(members)):
+		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(active):
 			r.State = api.StateSyncing // caught up, about to become a voter
 		default:
 			r.State = api.StateActive
@@ -119,8 +142,11 @@ func (d *Daemon) localNode() api.Node {
 	n := api.Node{
 		CID: d.self().CID, Name: d.self().Name, IP: d.self().IP, Port: d.self().Port,
 		State: api.StateActive, Local: true, Suffrage: rs.Suffrage,
-		Term: rs.Term, LastIndex: rs.LastIndex, AppliedIndex: rs.AppliedIndex,
+		Term: rs.Term, LastIndex: rs.LastIndex, LastLogTerm: rs.LastLogTerm, AppliedIndex: rs.AppliedIndex,
 		Fingerprint: d.mux.Identity().Fingerprint,
+	}
+	if _, id := d.rn().Leader(); id != "" {
+		n.MasterCID = parseCID(id)
 	}
 	si, err := sysinfo.Read(d.cfg.DataDir)
 	if err != nil {

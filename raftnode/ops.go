@@ -155,6 +155,9 @@ type Stats struct {
 	LastIndex    uint64
 	CommitIndex  uint64
 	AppliedIndex uint64
+	// LastLogTerm is the term of the last log entry: with LastIndex it orders logs as
+	// a Raft vote does (the longer log has the higher term, then the higher index).
+	LastLogTerm uint64
 	// LastContact is the time since the leader was last heard from; 0 on the leader.
 	LastContact time.Duration
 	// Suffrage is "voter", "nonvoter", or "" when this node is not in the configuration.
@@ -173,6 +176,9 @@ func (n *Node) Stats() Stats {
 		LastIndex:    r.LastIndex(),
 		CommitIndex:  r.CommitIndex(),
 		AppliedIndex: r.AppliedIndex(),
+	}
+	if t, err := strconv.ParseUint(r.Stats()["last_log_term"], 10, 64); err == nil {
+		st.LastLogTerm = t
 	}
 	if r.State() != raft.Leader {
 		if lc := r.LastContact(); !lc.IsZero() {
@@ -251,3 +257,16 @@ func (n *Node) configChange(ctx context.Context, op func(*raft.Raft, time.Durati
 
 // ServerID is the Raft server ID of the node with the given CID.
 func ServerID(cid uint64) raft.ServerID { return raft.ServerID(strconv.FormatUint(cid, 10)) }
+
+// TransferLeadership hands leadership to server cid at addr, which must be a voter, and
+// returns once the transfer is done or has failed. Leader only.
+func (n *Node) TransferLeadership(cid uint64, addr string) error {
+	r := n.raftOrNil()
+	if r == nil {
+		return ErrClosed
+	}
+	if err := r.LeadershipTransferToServer(ServerID(cid), raft.ServerAddress(addr)).Error(); err != nil {
+		return n.mapErr(err)
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/transport"
+)
+
+// Paths of re-admission: a fenced node asks on the join channel, with its own
+// certificate; a member that is not the master forwards it over cluster RPC.
+const (
+	joinReadmitPath = "/join/v1/readmit"
+	rpcReadmit      = "/rpc/v1/readmit"
+)
+
+// sync brings this node in line with the master: a healthy node catches up now; a node
+// fenced by a forced promotion is re-admitted by the master at masterIP, with its CID,
+// name and data kept and its stale Raft state dropped.
+func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
+	me := d.self()
+	if me.Removed != "" {
+		return nil, d.checkServing()
+	}
+	if me.Fenced != nil {
+		if masterIP == "" {
+			return nil, fmt.Errorf("%w; give the master's address: pmgcm sync --master_ip %s", fencedError(me.Fenced), me.Fenced.MasterIP)
+		}
+		return d.readmit(ctx, masterIP)
+	}
+	if d.fsm.Cluster() == nil {
+		return nil, ErrNoCluster
+	}
+	if masterIP != "" {
+		if net.ParseIP(masterIP) == nil {
+			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", fsm.ErrBadCommand, masterIP)
+		}
+		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
+		_, err := d.waitLeaderAddr(wctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		master, ok := d.masterMember()
+		if !ok {
+			return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
+		}
+		if !net.ParseIP(master.IP).Equal(net.ParseIP(masterIP)) {
+			return nil, fmt.Errorf("%w: %s is not the master: the master is cid %d (%s) at %s", ErrNotMaster, masterIP, master.CID, master.Name, master.IP)
+		}
+	}
+	if err := d.linearizableRead(ctx); err != nil {
+		return nil, err
+	}
+	master, _ := d.masterMember()
+	return &api.SyncResponse{MasterCID: master.CID, Epoch: d.fsm.Cluster().Epoch, AppliedIndex: d.fsm.AppliedIndex()}, nil
+}
+
+// readmit asks the master at masterIP to take this fenced node back.
+func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
+	d.createMu.Lock()
+	defer d.createMu.Unlock()
+	cache := d.peers.Load()
+	var master fsm.Member
+	for _, m := range cache.Members {
+		if net.ParseIP(m.IP).Equal(net.ParseIP(masterIP)) {
+			master = m
+		}
+	}
+	if master.CID == 0 {
+		return nil, fmt.Errorf("%w: no member of cluster %s has address %s: give the IP of the node that was promoted", fsm.ErrUnknownMember, cache.ClusterID, masterIP)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// The join channel with this node's own certificate: the master knows it by it.
+	client := d.mux.HTTPClient(transport.ChanJoin)
+	defer client.CloseIdleConnections()
+	var adm admission
+	if err := d.call(ctx, client, memberAddr(master), http.MethodPost, joinReadmitPath, struct{}{}, &adm); err != nil {
+		return nil, err
+	}
+	if adm.ClusterID != cache.ClusterID || adm.Epoch < d.self().Fenced.Epoch {
+		return nil, fmt.Errorf("%w: the node at %s answered for cluster %s epoch %d, this node belongs to cluster %s",
+			ErrNotMaster, masterIP, adm.ClusterID, adm.Epoch, cache.ClusterID)
+	}
+	adm.CertPEM = nil // keep this node's certificate
+	if err := d.becomeMember(adm); err != nil {
+		return nil, fmt.Errorf("re-admitted as cid %d, but could not restart in the new epoch: %w; restart pmgclusterd to finish", adm.CID, err)
+	}
+	d.logger.Info("re-admitted after a forced promotion", "epoch", adm.Epoch, "master", adm.MasterAddress)
+	return &api.SyncResponse{Readmitted: true, MasterCID: master.CID, Epoch: adm.Epoch}, nil
+}
+
+// handleReadmit takes back a fenced member that asks with its own certificate (join
+// channel), or forwards the request to the master.
+func (d *Daemon) handleReadmit(w http.ResponseWriter, r *http.Request) {
+	fp := transport.PeerFingerprintFromContext(r.Context())
+	if fp == "" {
+		writeErr(w, fmt.Errorf("%w: re-admission needs the node's own certificate", fsm.ErrBadCommand))
+		return
+	}
+	adm, err := d.admitFenced(r.Context(), fp)
+	reply(w, adm, err)
+}
+
+// handleRPCReadmit is the forwarded form: the member that received the request vouches
+// for the fingerprint it saw.
+func (d *Daemon) handleRPCReadmit(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	adm, err := d.admitFenced(r.Context(), req.Fingerprint)
+	reply(w, adm, err)
+}
+
+// admitFenced moves the fenced member with certificate fp into the current epoch as a
+// non-voter; the voter policy then promotes it once it has caught up.
+func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error) {
+	if err := d.checkServing(); err != nil {
+		return nil, err
+	}
+	cl := d.fsm.Cluster()
+	if cl == nil {
+		return nil, ErrNoCluster
+	}
+	m, ok := d.fsm.MemberByFingerprint(fp)
+	if !ok {
+		return nil, fmt.Errorf("%w: this certificate belongs to no member of cluster %s: join the node again (pmgcm join)", fsm.ErrUnknownMember, cl.ID)
+	}
+	if !m.Fenced(cl.Epoch) {
+		return nil, fmt.Errorf("%w: cid %d is not fenced: run pmgcm sync without --master_ip", fsm.ErrBadCommand, m.CID)
+	}
+	if !d.rn().IsLeader() {
+		leader, err := d.waitLeaderAddr(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var adm admission
+		return &adm, d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm)
+	}
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
+	res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.rn().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
+		return nil, fmt.Errorf("add cid %d to raft: %w", m.CID, err)
+	}
+	d.logger.Info("fenced node re-admitted", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
+	d.kickLeaderDuties()
+	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
+		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
+}
