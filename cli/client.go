@@ -36,7 +36,9 @@ type API interface {
 	JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error)
 	Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error)
 	JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
-	Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error)
+	Delete(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error)
+	Promote(ctx context.Context, force bool) (*api.PromoteResponse, error)
+	Sync(ctx context.Context, masterIP string) (*api.SyncResponse, error)
 }
 
 var _ API = (*Client)(nil)
@@ -190,13 +192,36 @@ func (c *Client) JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
 	return &jc, nil
 }
 
-// Delete removes the node with cid from the cluster (POST api.PathDelete).
-func (c *Client) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
+// Delete removes the node with cid from the cluster (POST api.PathDelete). With force, a
+// node lost with the quorum is removed the way a forced Promote recovers (see
+// api.DeleteRequest).
+func (c *Client) Delete(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error) {
 	var dr api.DeleteResponse
-	if err := c.postJSON(ctx, api.PathDelete, nil, api.DeleteRequest{CID: cid}, &dr); err != nil {
+	if err := c.postJSON(ctx, api.PathDelete, nil, api.DeleteRequest{CID: cid, Force: force}, &dr); err != nil {
 		return nil, err
 	}
 	return &dr, nil
+}
+
+// Promote makes this node the master (POST api.PathPromote) and returns once it is. With
+// force, a node of a cluster that lost its quorum becomes its only voter and starts a new
+// epoch that fences every other member.
+func (c *Client) Promote(ctx context.Context, force bool) (*api.PromoteResponse, error) {
+	var pr api.PromoteResponse
+	if err := c.postJSON(ctx, api.PathPromote, nil, api.PromoteRequest{Force: force}, &pr); err != nil {
+		return nil, err
+	}
+	return &pr, nil
+}
+
+// Sync makes this node catch up with the master now, or, with masterIP, has it re-admitted
+// by the master at masterIP after a forced promotion fenced it (POST api.PathSync).
+func (c *Client) Sync(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
+	var sr api.SyncResponse
+	if err := c.postJSON(ctx, api.PathSync, nil, api.SyncRequest{MasterIP: masterIP}, &sr); err != nil {
+		return nil, err
+	}
+	return &sr, nil
 }
 
 // doJSON sends a request with a raw body (none when nil) and decodes a 2xx JSON answer

@@ -62,7 +62,7 @@ func (d *fakeDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && r.URL.Path == api.PathStatus:
 		reply(api.Status{Cluster: &api.Cluster{ID: "c0ffee", Epoch: 2, LeaderCID: 1},
 			Nodes: []api.Node{{CID: 1, Name: "pmg5", IP: "10.0.0.1", Role: api.RoleMaster, State: api.StateActive,
-				Sys: &api.SysInfo{UptimeSeconds: 100, Load1: 0.5}}}})
+				Local: true, Sys: &api.SysInfo{UptimeSeconds: 100, Load1: 0.5}}}})
 	case r.Method == http.MethodPost && r.URL.Path == api.PathCreate:
 		reply(api.CreateResponse{ClusterID: "c0ffee", CID: 1, Fingerprint: "FP"})
 	case r.Method == http.MethodGet && r.URL.Path == api.PathConfig:
@@ -107,6 +107,30 @@ func (d *fakeDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(api.DeleteResponse{CID: req.CID, Name: "pmg7", IP: "10.0.0.3"})
+	case r.Method == http.MethodPost && r.URL.Path == api.PathPromote:
+		var req api.PromoteRequest
+		if json.Unmarshal(body, &req) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			reply(api.Error{Code: api.CodeBadRequest, Message: "bad body"})
+			return
+		}
+		if req.Force {
+			reply(api.PromoteResponse{CID: 1, Name: "pmg5", Forced: true, Epoch: 3, Fenced: []uint64{2, 3}})
+			return
+		}
+		reply(api.PromoteResponse{CID: 1, Name: "pmg5", AlreadyMaster: true, Epoch: 2})
+	case r.Method == http.MethodPost && r.URL.Path == api.PathSync:
+		var req api.SyncRequest
+		if json.Unmarshal(body, &req) != nil || req.MasterIP == "10.0.0.9" {
+			w.WriteHeader(http.StatusConflict)
+			reply(api.Error{Code: api.CodeNotLeader, Message: "10.0.0.9 is not the master", Hint: "the master is 10.0.0.1"})
+			return
+		}
+		if req.MasterIP != "" {
+			reply(api.SyncResponse{Readmitted: true, MasterCID: 1, Epoch: 3, AppliedIndex: 40})
+			return
+		}
+		reply(api.SyncResponse{MasterCID: 1, Epoch: 2, AppliedIndex: 42})
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		reply(api.Error{Code: api.CodeNotFound, Message: "no route " + r.Method + " " + r.URL.Path})
@@ -241,15 +265,63 @@ func TestClientWireJoin(t *testing.T) {
 		t.Errorf("join-cmd rotate request = %+v", r)
 	}
 
-	dr, err := c.Delete(ctx, 3)
+	dr, err := c.Delete(ctx, 3, false)
 	if err != nil || *dr != (api.DeleteResponse{CID: 3, Name: "pmg7", IP: "10.0.0.3"}) {
 		t.Fatalf("Delete = %+v, %v", dr, err)
 	}
 	if r := d.last(); r.method != "POST" || r.path != api.PathDelete || r.ctype != "application/json" || string(r.body) != `{"cid":3}` {
 		t.Errorf("delete request = %+v (body %s)", r, r.body)
 	}
-	if _, err := c.Delete(ctx, 9); !errors.As(err, &ae) || ae.Code != api.CodeNotFound || ae.Status != 404 {
+	if dr, err = c.Delete(ctx, 3, true); err != nil || dr.CID != 3 {
+		t.Fatalf("Delete --force = %+v, %v", dr, err)
+	}
+	if r := d.last(); r.path != api.PathDelete || string(r.body) != `{"cid":3,"force":true}` {
+		t.Errorf("forced delete request = %+v (body %s)", r, r.body)
+	}
+	if _, err := c.Delete(ctx, 9, false); !errors.As(err, &ae) || ae.Code != api.CodeNotFound || ae.Status != 404 {
 		t.Errorf("Delete of an unknown cid: %#v", err)
+	}
+}
+
+func TestClientWirePromoteSync(t *testing.T) {
+	d := &fakeDaemon{}
+	c := NewClient(startDaemon(t, d))
+	ctx := context.Background()
+
+	pr, err := c.Promote(ctx, false)
+	if err != nil || pr.CID != 1 || pr.Name != "pmg5" || !pr.AlreadyMaster || pr.Forced || pr.Epoch != 2 {
+		t.Fatalf("Promote = %+v, %v", pr, err)
+	}
+	if r := d.last(); r.method != "POST" || r.path != api.PathPromote || r.rawQuery != "" ||
+		r.ctype != "application/json" || string(r.body) != `{}` {
+		t.Errorf("promote request = %+v (body %s)", r, r.body)
+	}
+	pr, err = c.Promote(ctx, true)
+	if err != nil || !pr.Forced || pr.Epoch != 3 || len(pr.Fenced) != 2 || pr.Fenced[0] != 2 || pr.Fenced[1] != 3 {
+		t.Fatalf("Promote force = %+v, %v", pr, err)
+	}
+	if r := d.last(); r.path != api.PathPromote || string(r.body) != `{"force":true}` {
+		t.Errorf("forced promote request = %+v (body %s)", r, r.body)
+	}
+
+	sr, err := c.Sync(ctx, "")
+	if err != nil || *sr != (api.SyncResponse{MasterCID: 1, Epoch: 2, AppliedIndex: 42}) {
+		t.Fatalf("Sync = %+v, %v", sr, err)
+	}
+	if r := d.last(); r.method != "POST" || r.path != api.PathSync || r.ctype != "application/json" || string(r.body) != `{}` {
+		t.Errorf("sync request = %+v (body %s)", r, r.body)
+	}
+	sr, err = c.Sync(ctx, "10.0.0.1")
+	if err != nil || *sr != (api.SyncResponse{Readmitted: true, MasterCID: 1, Epoch: 3, AppliedIndex: 40}) {
+		t.Fatalf("Sync --master_ip = %+v, %v", sr, err)
+	}
+	if r := d.last(); r.path != api.PathSync || string(r.body) != `{"master_ip":"10.0.0.1"}` {
+		t.Errorf("sync --master_ip request = %+v (body %s)", r, r.body)
+	}
+	_, err = c.Sync(ctx, "10.0.0.9")
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != 409 || ae.Code != api.CodeNotLeader || err.Error() != "10.0.0.9 is not the master\nthe master is 10.0.0.1" {
+		t.Errorf("Sync with a non-master: %#v", err)
 	}
 }
 
@@ -318,6 +390,13 @@ func TestRunAgainstSocket(t *testing.T) {
 	}{
 		{[]string{"join-cmd"}, "pmgcm join 10.0.0.1 --fingerprint FP --token tok\n"},
 		{[]string{"delete", "3"}, "deleted cid 3 (pmg7, 10.0.0.3)\n"},
+		{[]string{"promote"}, "this node is already the master (cid 1); nothing changed\n"},
+		// Off a terminal --force proceeds; this node's IP comes from the status's local row.
+		{[]string{"promote", "--force"}, "node pmg5(1) is now the master of epoch 3\n" +
+			"fenced: cid 2, cid 3: run 'pmgcm sync --master_ip 10.0.0.1' on each to bring it back\n"},
+		{[]string{"sync", "--wait", "0"}, "in sync with the master (cid 1): applied index 42\n"},
+		{[]string{"sync"}, "in sync with the master (cid 1): applied index 42\nnode pmg5(1) is in sync: state A\n"},
+		{[]string{"sync", "--master_ip", "10.0.0.1", "--wait", "0"}, "re-admitted by the master (cid 1) at epoch 3\n"},
 		// The fake daemon's status never shows the joined node: --wait 0 only joins.
 		{[]string{"join", "10.0.0.1", "--fingerprint", "FP", "--token", "tok", "--yes", "--wait", "0"},
 			"joined cluster c0ffee as cid 2 (master 10.0.0.1); catching up\n"},

@@ -3,9 +3,11 @@
 // the local pmgclusterd control socket described in package api.
 //
 // Every command is a pure function of (API, arguments) -> stdout/stderr, so tests drive it
-// with a fake API and captured output. Commands that ask the operator (join) do so through
-// the terminal interface, present only when stdin is a terminal, so tests script the
-// answers; off a terminal such commands refuse rather than guess. Errors print as
+// with a fake API and captured output. Commands that ask the operator (join, and the forced
+// recoveries promote --force and delete --force) do so through the terminal interface,
+// present only when stdin is a terminal, so tests script the answers; off a terminal join
+// refuses rather than guess, and a forced recovery takes --force itself as the consent
+// (after printing its split-brain warning). Errors print as
 // "pmgcm: <message>" on stderr; runtime errors exit 1, bad usage exits 2.
 //
 // The CLI talks to the daemon only through the socket: of this project, cli imports only

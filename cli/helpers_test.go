@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,10 +29,15 @@ type fakeAPI struct {
 	join    *api.JoinResponse
 	joinCmd *api.JoinCmd
 	del     *api.DeleteResponse
+	promote *api.PromoteResponse
+	sync    *api.SyncResponse
 	// statusSeq, when set, answers the status calls in turn, the last one over and over.
 	statusSeq []statusAnswer
 	// errs overrides err for the calls named as in calls.
 	errs map[string]error
+
+	// onCall, when set, runs at each call, named as in calls, before it answers.
+	onCall func(call string)
 
 	calls     []string
 	gotKey    string
@@ -41,12 +47,23 @@ type fakeAPI struct {
 	gotJoin   api.JoinRequest
 	gotRotate bool
 	gotCID    uint64
+	// gotForce is the force flag of the last Delete or Promote.
+	gotForce    bool
+	gotMasterIP string
 }
 
 // statusAnswer is one answer of a status call.
 type statusAnswer struct {
 	st  *api.Status
 	err error
+}
+
+// record notes a call and runs onCall.
+func (f *fakeAPI) record(call string) {
+	f.calls = append(f.calls, call)
+	if f.onCall != nil {
+		f.onCall(call)
+	}
 }
 
 func (f *fakeAPI) errFor(call string) error {
@@ -57,7 +74,7 @@ func (f *fakeAPI) errFor(call string) error {
 }
 
 func (f *fakeAPI) Status(context.Context) (*api.Status, error) {
-	f.calls = append(f.calls, "status")
+	f.record("status")
 	if len(f.statusSeq) > 0 {
 		a := f.statusSeq[0]
 		if len(f.statusSeq) > 1 {
@@ -69,54 +86,66 @@ func (f *fakeAPI) Status(context.Context) (*api.Status, error) {
 }
 
 func (f *fakeAPI) JoinProbe(_ context.Context, master string) (*api.JoinProbe, error) {
-	f.calls = append(f.calls, "probe")
+	f.record("probe")
 	f.gotMaster = master
 	return f.probe, f.errFor("probe")
 }
 
 func (f *fakeAPI) Join(_ context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
-	f.calls = append(f.calls, "join")
+	f.record("join")
 	f.gotJoin = req
 	return f.join, f.errFor("join")
 }
 
 func (f *fakeAPI) JoinCmd(_ context.Context, rotate bool) (*api.JoinCmd, error) {
-	f.calls = append(f.calls, "join-cmd")
+	f.record("join-cmd")
 	f.gotRotate = rotate
 	return f.joinCmd, f.errFor("join-cmd")
 }
 
-func (f *fakeAPI) Delete(_ context.Context, cid uint64) (*api.DeleteResponse, error) {
-	f.calls = append(f.calls, "delete-node")
-	f.gotCID = cid
+func (f *fakeAPI) Delete(_ context.Context, cid uint64, force bool) (*api.DeleteResponse, error) {
+	f.record("delete-node")
+	f.gotCID, f.gotForce = cid, force
 	return f.del, f.errFor("delete-node")
 }
 
+func (f *fakeAPI) Promote(_ context.Context, force bool) (*api.PromoteResponse, error) {
+	f.record("promote")
+	f.gotForce = force
+	return f.promote, f.errFor("promote")
+}
+
+func (f *fakeAPI) Sync(_ context.Context, masterIP string) (*api.SyncResponse, error) {
+	f.record("sync")
+	f.gotMasterIP = masterIP
+	return f.sync, f.errFor("sync")
+}
+
 func (f *fakeAPI) Create(context.Context) (*api.CreateResponse, error) {
-	f.calls = append(f.calls, "create")
+	f.record("create")
 	return f.create, f.err
 }
 
 func (f *fakeAPI) ConfigGet(_ context.Context, key string) ([]byte, uint64, error) {
-	f.calls = append(f.calls, "get")
+	f.record("get")
 	f.gotKey = key
 	return f.value, f.ver, f.err
 }
 
 func (f *fakeAPI) ConfigSet(_ context.Context, key string, value []byte) (*api.WriteResponse, error) {
-	f.calls = append(f.calls, "set")
+	f.record("set")
 	f.gotKey, f.gotValue = key, value
 	return f.write, f.err
 }
 
 func (f *fakeAPI) ConfigDelete(_ context.Context, key string) (*api.WriteResponse, error) {
-	f.calls = append(f.calls, "delete")
+	f.record("delete")
 	f.gotKey = key
 	return f.write, f.err
 }
 
 func (f *fakeAPI) ConfigList(_ context.Context, prefix string) (*api.ConfigList, error) {
-	f.calls = append(f.calls, "list")
+	f.record("list")
 	f.gotPref = prefix
 	return f.list, f.err
 }
@@ -136,12 +165,17 @@ func runFake(t *testing.T, fake API, stdin string, args ...string) result {
 }
 
 // runEnv runs pmgcm with args against fake in e, whose stdout, stderr and newAPI it sets;
-// a nil stdin reads as empty and a nil getenv as an empty environment.
+// a nil stdin reads as empty and a nil getenv as an empty environment. A stderr set in e
+// gets a copy of what is written to stderr as it is written.
 func runEnv(t *testing.T, ctx context.Context, e env, fake API, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	var r result
-	e.stdout, e.stderr = &out, &errb
+	if e.stderr != nil {
+		e.stdout, e.stderr = &out, io.MultiWriter(&errb, e.stderr)
+	} else {
+		e.stdout, e.stderr = &out, &errb
+	}
 	if e.stdin == nil {
 		e.stdin = strings.NewReader("")
 	}

@@ -44,29 +44,6 @@ type joinOptions struct {
 	wait        time.Duration
 }
 
-// joinTiming paces the following of the catch-up; tests shorten it.
-type joinTiming struct {
-	// pollEvery is the pause between status calls.
-	pollEvery time.Duration
-	// statusTimeout bounds one status call (and --timeout, when shorter).
-	statusTimeout time.Duration
-	// progressEvery is the least time between progress lines when not on a terminal.
-	progressEvery time.Duration
-}
-
-func (t joinTiming) withDefaults() joinTiming {
-	if t.pollEvery <= 0 {
-		t.pollEvery = 250 * time.Millisecond
-	}
-	if t.statusTimeout <= 0 {
-		t.statusTimeout = 2 * time.Second
-	}
-	if t.progressEvery <= 0 {
-		t.progressEvery = time.Second
-	}
-	return t
-}
-
 // joinHints say what to do about the daemon's join errors when it gave no hint itself.
 var joinHints = map[string]string{
 	api.CodeBadToken: "get the current token with 'pmgcm join-cmd' on a member",
@@ -192,7 +169,11 @@ func (a *app) runJoin(ctx context.Context, c API, opts joinOptions) error {
 	if opts.wait == 0 {
 		return nil
 	}
-	return a.followCatchUp(ctx, c, jr, opts.wait)
+	return a.followCatchUp(ctx, c, catchUp{
+		row:        func(st *api.Status) *api.Node { return joinedRow(st, jr) },
+		done:       "node %s(%d) is a full member: state %s\n",
+		background: "joining",
+	}, opts.wait)
 }
 
 // confirmFingerprint shows what the master presents and returns its fingerprint once the
@@ -246,60 +227,6 @@ func (a *app) joinToken(ctx context.Context, flag string) (string, error) {
 	return "", errors.New("no join token given (get it with 'pmgcm join-cmd' on a member)")
 }
 
-// followCatchUp polls the status until this node is a full member of the cluster it joined,
-// printing progress, for at most wait. Errors of single status calls are transient: the
-// daemon may be busy installing the cluster's state.
-func (a *app) followCatchUp(ctx context.Context, c API, jr *api.JoinResponse, wait time.Duration) error {
-	tm := a.timing.withDefaults()
-	callTimeout := tm.statusTimeout
-	if a.timeout > 0 && a.timeout < callTimeout {
-		callTimeout = a.timeout
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	p := &progress{w: a.stdout, live: a.term != nil && a.stdoutTTY, every: tm.progressEvery}
-	tick := time.NewTicker(tm.pollEvery)
-	defer tick.Stop()
-
-	var lastErr error
-	for {
-		sctx, scancel := context.WithTimeout(wctx, callTimeout)
-		st, err := c.Status(sctx)
-		scancel()
-		switch {
-		case err != nil:
-			if wctx.Err() == nil {
-				lastErr = err
-			}
-		case st != nil:
-			lastErr = nil
-			if n := joinedRow(st, jr); n != nil {
-				if isFullMember(n) {
-					p.end()
-					_, err := fmt.Fprintf(a.stdout, "node %s(%d) is a full member: state %s\n", n.Name, n.CID, n.State)
-					return err
-				}
-				p.show(catchUpLine(st, n))
-			}
-		}
-		select {
-		case <-wctx.Done():
-			p.end()
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("stopped following the catch-up; the node goes on joining in the "+
-					"background: see pmgcm status: %w", err)
-			}
-			msg := fmt.Sprintf("not in sync after %s: see pmgcm status", wait)
-			if lastErr != nil {
-				// %v, not %w: a timed-out status call must not read as a timeout of the join.
-				return fmt.Errorf("%s\nlast status error: %v", msg, oneLine(lastErr.Error()))
-			}
-			return errors.New(msg)
-		case <-tick.C:
-		}
-	}
-}
-
 // joinedRow returns the row of the node that answered once it shows the node in the cluster
 // it joined, with the CID it was given; nil before (a status from before the join, or from
 // a daemon still resetting its state).
@@ -313,65 +240,6 @@ func joinedRow(st *api.Status, jr *api.JoinResponse) *api.Node {
 		}
 	}
 	return nil
-}
-
-// isFullMember reports whether the node's row shows it active and with a role.
-func isFullMember(n *api.Node) bool {
-	return n.State == api.StateActive && n.Role != "" && n.Role != api.RoleNone
-}
-
-// catchUpLine says how far the local node n has applied the log, against the master's last
-// index when the status has a master row.
-func catchUpLine(st *api.Status, n *api.Node) string {
-	line := fmt.Sprintf("catching up: applied index %d", n.AppliedIndex)
-	var leader uint64
-	if st.Cluster != nil {
-		leader = st.Cluster.LeaderCID
-	}
-	for _, m := range st.Nodes {
-		if m.Role == api.RoleMaster && (leader == 0 || m.CID == leader) && m.LastIndex > 0 {
-			return line + fmt.Sprintf(" of %d", m.LastIndex)
-		}
-	}
-	return line
-}
-
-// progress prints the catch-up: on a terminal one line rewritten in place, otherwise one
-// line per change at most every `every`.
-type progress struct {
-	w     io.Writer
-	live  bool
-	every time.Duration
-
-	last   string
-	lastAt time.Time
-	width  int // length of the live line on screen; 0 when none
-}
-
-func (p *progress) show(line string) {
-	if line == p.last {
-		return
-	}
-	if p.live {
-		pad := max(0, p.width-len(line))
-		fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
-		p.last, p.width = line, len(line)
-		return
-	}
-	now := time.Now()
-	if !p.lastAt.IsZero() && now.Sub(p.lastAt) < p.every {
-		return
-	}
-	fmt.Fprintln(p.w, line)
-	p.last, p.lastAt = line, now
-}
-
-// end finishes the live line, so that what follows starts on a line of its own.
-func (p *progress) end() {
-	if p.live && p.width > 0 {
-		fmt.Fprintln(p.w)
-		p.width = 0
-	}
 }
 
 // withHint returns err with hints[code] as its hint when err is an *APIError that has none.

@@ -40,7 +40,7 @@ func (f *fakeTerm) next() (string, error) {
 }
 
 // fast is the timing of join tests: quick polls, and every progress change printed.
-var fast = joinTiming{pollEvery: time.Millisecond, statusTimeout: time.Second, progressEvery: time.Nanosecond}
+var fast = catchUpTiming{pollEvery: time.Millisecond, statusTimeout: time.Second, progressEvery: time.Nanosecond}
 
 // joinStatus is the status of cluster c0ffee seen from the joining node pmg6 (cid 2).
 func joinStatus(role, state string, applied uint64) *api.Status {

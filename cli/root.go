@@ -65,8 +65,9 @@ type env struct {
 	term terminal
 	// stdoutTTY is true when stdout is a terminal too: progress then updates one line.
 	stdoutTTY bool
-	// timing of `pmgcm join` following the catch-up; zero fields take the defaults.
-	timing joinTiming
+	// timing of `pmgcm join` and `pmgcm sync` following the catch-up; zero fields take
+	// the defaults.
+	timing catchUpTiming
 }
 
 // app holds the state of one run: the environment and the global flags.
@@ -132,7 +133,8 @@ func (a *app) rootCmd() *cobra.Command {
 		Use:   "pmgcm",
 		Short: "Manage the mail gateway cluster",
 		Long: `pmgcm manages the high-availability cluster of the mail gateway: it creates the
-cluster, shows the status of its nodes and reads and writes the replicated configuration.
+cluster, adds and removes nodes, shows the status of its nodes, reads and writes the
+replicated configuration, and recovers from a master failure (promote, sync).
 
 Every command talks to the local pmgclusterd daemon over its control socket.`,
 		Version:       Version,
@@ -162,7 +164,8 @@ Every command talks to the local pmgclusterd daemon over its control socket.`,
 	pf.StringVar(&a.socket, "socket", socket, "`PATH` of the control socket of pmgclusterd (env PMGCM_SOCKET)")
 	pf.DurationVar(&a.timeout, "timeout", DefaultTimeout, "give up waiting for the daemon after this long (0: never)")
 
-	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(), a.configCmd())
+	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(),
+		a.promoteCmd(), a.syncCmd(), a.configCmd())
 	return root
 }
 

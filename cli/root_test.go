@@ -38,7 +38,7 @@ func TestHelpAndVersion(t *testing.T) {
 		if r.code != ExitOK || !strings.Contains(r.stdout, "Available Commands:") || r.stderr != "" {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 		}
-		for _, c := range []string{"create", "join", "join-cmd", "status", "delete", "config"} {
+		for _, c := range []string{"create", "join", "join-cmd", "status", "delete", "promote", "sync", "config"} {
 			if !strings.Contains(r.stdout, "\n  "+c+" ") {
 				t.Errorf("%q: help lacks %s", args, c)
 			}
@@ -62,7 +62,7 @@ func TestHelpAndVersion(t *testing.T) {
 }
 
 func TestUnknownCommand(t *testing.T) {
-	for _, cmd := range []string{"promote", "sync", "frobnicate"} {
+	for _, cmd := range []string{"frobnicate", "recover"} {
 		r := runFake(t, &fakeAPI{}, "", cmd)
 		if r.code != ExitUsage || !strings.HasPrefix(r.stderr, "pmgcm: unknown command") {
 			t.Errorf("%s: exit %d, stderr %q", cmd, r.code, r.stderr)

@@ -57,7 +57,7 @@ func (d *Daemon) runLeaderDuties() {
 		case <-tick.C:
 		case <-d.kick:
 		}
-		if d.rn().IsLeader() {
+		if d.rn().IsLeader() && d.fsm.Cluster() != nil {
 			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
 				d.logger.Warn("voter reconciliation", "error", err)
 			}

@@ -34,19 +34,32 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	if d.rn().IsLeader() {
 		return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: cl.Epoch}, nil
 	}
-	// An election may be under way: give it a moment before calling the quorum lost.
-	wctx, cancel := context.WithTimeout(ctx, d.electionWait())
-	leader, err := d.waitLeaderAddr(wctx)
-	cancel()
-	if err == nil {
-		if err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcTransfer, api.DeleteRequest{CID: me.CID}, nil); err != nil {
-			return nil, err
+	// An election may be under way, or Raft may still name a master that just died: give
+	// it a moment before calling the quorum lost.
+	deadline := time.Now().Add(d.electionWait())
+	for {
+		if leader, err := d.leaderAddr(); err == nil {
+			err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcTransfer, api.DeleteRequest{CID: me.CID}, nil)
+			if err == nil {
+				if err := d.waitSelfLeader(ctx); err != nil {
+					return nil, err
+				}
+				d.logger.Info("promoted to master by leadership transfer", "previous-master", leader)
+				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: d.fsm.Cluster().Epoch}, nil
+			}
+			var re *remoteError
+			if !errors.As(err, &re) || re.Code() != api.CodeUnreachable {
+				return nil, err
+			}
 		}
-		if err := d.waitSelfLeader(ctx); err != nil {
-			return nil, err
+		if time.Now().After(deadline) {
+			break
 		}
-		d.logger.Info("promoted to master by leadership transfer", "previous-master", leader)
-		return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: d.fsm.Cluster().Epoch}, nil
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	if !force {
 		return nil, fmt.Errorf("%w: no master, and this node cannot reach a quorum: %s. If the master and the other voters are lost for good, make this node the master with: pmgcm promote --force (the other members are then fenced until 'pmgcm sync --master_ip <this node's ip>' brings each back)",
