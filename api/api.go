@@ -16,9 +16,16 @@ const (
 	PathCreate = "/v1/cluster/create"
 	// PathConfig answers GET ?key=K with the raw value (header HeaderVersion),
 	// PUT ?key=K (body: raw value) with a WriteResponse, DELETE ?key=K with a WriteResponse.
+	// GET takes stale=1 (see HeaderStale); PUT and DELETE take if_version=N
+	// (compare-and-set: N = 0 means "only if absent"), answering CodeConflict with
+	// Error.Version = the current version on a mismatch.
 	PathConfig = "/v1/config"
-	// PathConfigList answers GET ?prefix=P with a ConfigList.
+	// PathConfigList answers GET ?prefix=P with a ConfigList; it takes stale=1 too.
 	PathConfigList = "/v1/config/list"
+	// PathConfigWatch answers GET ?prefix=P&from=V[&wait=DURATION] with a WatchResponse:
+	// the changes under P with a version above V, waiting (long poll, default 25s, at
+	// most 5m) until there is one. An empty Events list means the wait ran out.
+	PathConfigWatch = "/v1/config/watch"
 	// PathJoinProbe answers POST JoinProbeRequest with a JoinProbe: what the given master
 	// presents, so the operator can check its fingerprint before trusting it.
 	PathJoinProbe = "/v1/cluster/join/probe"
@@ -39,6 +46,17 @@ const (
 
 // HeaderVersion carries the version (Raft index of the last change) of a config value.
 const HeaderVersion = "X-Pmgcm-Version"
+
+// Headers of a stale read (stale=1): served from the node's own state without asking the
+// master, so it works without quorum but may miss recent writes. HeaderStale is "1" on
+// such an answer; HeaderAppliedIndex is the node's applied index; HeaderLastContact is the
+// time since the node last heard from a master as a Go duration ("0s" on the master,
+// "never" when it has not heard from one since it started).
+const (
+	HeaderStale        = "X-Pmgcm-Stale"
+	HeaderAppliedIndex = "X-Pmgcm-Applied-Index"
+	HeaderLastContact  = "X-Pmgcm-Last-Contact"
+)
 
 // Roles and states shown by status, as in the manual's table.
 const (
@@ -79,6 +97,8 @@ type Error struct {
 	Message string `json:"error"`
 	// Hint says what the operator can do next; empty when there is nothing to add.
 	Hint string `json:"hint,omitempty"`
+	// Version is the current version of the key on a CodeConflict (0: absent).
+	Version uint64 `json:"version,omitempty"`
 }
 
 // Status is the answer of PathStatus, and what `pmgcm status -o json` prints.
@@ -260,4 +280,28 @@ type SyncResponse struct {
 	Epoch      uint64 `json:"epoch"`
 	// AppliedIndex is the state-machine index this node has reached.
 	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// WatchEvent is one change of a configuration entry.
+type WatchEvent struct {
+	Key     string `json:"key"`
+	Version uint64 `json:"version"`
+	// Deleted is true when the key was deleted at Version; Value is then absent.
+	Deleted bool `json:"deleted,omitempty"`
+	// Value holds the value when it is valid UTF-8; otherwise ValueBase64 holds it.
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 string  `json:"value_base64,omitempty"`
+}
+
+// WatchResponse is the answer of PathConfigWatch.
+type WatchResponse struct {
+	// Events are the changes in version order. Changes are coalesced: a key changed more
+	// than once since From shows only its latest state.
+	Events []WatchEvent `json:"events"`
+	// Next is the version to pass as from in the next poll.
+	Next uint64 `json:"next"`
+	// Reset is true when From is older than the deletions the cluster still remembers:
+	// Events then hold every entry under the prefix, and the watcher must drop any key of
+	// its own view that is not among them.
+	Reset bool `json:"reset,omitempty"`
 }
