@@ -39,6 +39,10 @@ const (
 	// PathPromote answers POST PromoteRequest with a PromoteResponse once this node is
 	// the master.
 	PathPromote = "/v1/cluster/promote"
+	// PathDebugPartition answers POST PartitionRequest: it cuts the node's cluster
+	// port off from the given hosts (an empty list heals). It exists only on a daemon
+	// started with --fault-injection, for drills and tests.
+	PathDebugPartition = "/v1/debug/partition"
 	// PathSync answers POST SyncRequest with a SyncResponse once this node has caught up
 	// with (or been re-admitted by) the master.
 	PathSync = "/v1/cluster/sync"
@@ -304,4 +308,9 @@ type WatchResponse struct {
 	// Events then hold every entry under the prefix, and the watcher must drop any key of
 	// its own view that is not among them.
 	Reset bool `json:"reset,omitempty"`
+}
+
+// PartitionRequest lists the hosts (IP addresses) to cut this node off from.
+type PartitionRequest struct {
+	Hosts []string `json:"hosts"`
 }

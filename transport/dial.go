@@ -25,6 +25,9 @@ func (m *Mux) Dial(ctx context.Context, addr string, ch Channel) (net.Conn, erro
 	if m.ctx.Err() != nil {
 		return nil, fmt.Errorf("transport: dial %s: %w", addr, ErrClosed)
 	}
+	if m.partitioned(addr) {
+		return nil, fmt.Errorf("transport: dial %s: %w", addr, ErrPartitioned)
+	}
 	id := m.id.Load()
 	if id.CAs == nil {
 		return nil, fmt.Errorf("transport: dial %s: %w", addr, ErrStandalone)
@@ -62,6 +65,7 @@ func (m *Mux) Dial(ctx context.Context, addr string, ch Channel) (net.Conn, erro
 		m.logger.Debug("dial failed", "remote-addr", addr, "channel", ch.String(), "error", err)
 		return nil, err
 	}
+	c.m, c.peer = m, addr
 	return c, nil
 }
 

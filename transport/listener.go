@@ -23,6 +23,9 @@ type Conn struct {
 	tls         *tls.Conn
 	channel     Channel
 	fingerprint string
+	// m and peer let Partition cut the connection (nil m: a pinned dial, never cut).
+	m    *Mux
+	peer string
 }
 
 // PeerFingerprint returns the fingerprint of the client's CA-verified

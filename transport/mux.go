@@ -116,6 +116,8 @@ type Mux struct {
 	cfg    Config
 	logger hclog.Logger
 	id     atomic.Pointer[Identity]
+	// partition is the set of hosts cut off by Partition (fault injection).
+	partition atomic.Pointer[partition]
 
 	listeners map[Channel]*chanListener // fixed at New
 
@@ -284,6 +286,10 @@ func (m *Mux) acceptLoop(ln net.Listener) {
 func (m *Mux) handle(raw net.Conn) {
 	remote := raw.RemoteAddr().String()
 	log := m.logger.With("remote-addr", remote)
+	if m.partitioned(remote) {
+		_ = raw.Close()
+		return
+	}
 
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
@@ -337,7 +343,7 @@ func (m *Mux) handle(raw net.Conn) {
 		return
 	}
 	log.Trace("connection accepted", "fingerprint", fp)
-	m.listeners[ch].deliver(ctx, &Conn{Conn: tc, tls: tc, channel: ch, fingerprint: fp}, log)
+	m.listeners[ch].deliver(ctx, &Conn{Conn: tc, tls: tc, channel: ch, fingerprint: fp, m: m, peer: remote}, log)
 }
 
 // admit decides, once the channel is known, whether a peer with fingerprint

@@ -476,3 +476,36 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("New with nil identity succeeded")
 	}
 }
+
+// TestPartition: a partitioned peer's dials fail, its open connections fail on the next
+// I/O, and healing lets new connections through again.
+func TestPartition(t *testing.T) {
+	noLeaks(t)
+	ca := newTestCA(t)
+	a := openMux(t, nodeIdentity(t, ca, "a", loopback))
+	b := openMux(t, nodeIdentity(t, ca, "b", loopback))
+	ctx := context.Background()
+
+	conn, err := a.Dial(ctx, b.Addr().String(), ChanRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got := acceptOne(t, b.Listener(ChanRPC))
+	defer got.Close()
+
+	a.Partition([]string{"127.0.0.1"})
+	if _, err := conn.Write([]byte("x")); !errors.Is(err, ErrPartitioned) {
+		t.Fatalf("write on a partitioned connection = %v, want ErrPartitioned", err)
+	}
+	if _, err := a.Dial(ctx, b.Addr().String(), ChanRPC); !errors.Is(err, ErrPartitioned) {
+		t.Fatalf("dial across the partition = %v, want ErrPartitioned", err)
+	}
+	a.Partition(nil)
+	c2, err := a.Dial(ctx, b.Addr().String(), ChanRPC)
+	if err != nil {
+		t.Fatalf("dial after healing: %v", err)
+	}
+	_ = c2.Close()
+	_ = acceptOne(t, b.Listener(ChanRPC)).Close()
+}
