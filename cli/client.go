@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/pmgcm/pmgcm/api"
 )
@@ -29,10 +30,11 @@ const maxErrorBody = 1 << 20
 type API interface {
 	Status(ctx context.Context) (*api.Status, error)
 	Create(ctx context.Context) (*api.CreateResponse, error)
-	ConfigGet(ctx context.Context, key string) (value []byte, version uint64, err error)
-	ConfigSet(ctx context.Context, key string, value []byte) (*api.WriteResponse, error)
-	ConfigDelete(ctx context.Context, key string) (*api.WriteResponse, error)
-	ConfigList(ctx context.Context, prefix string) (*api.ConfigList, error)
+	ConfigGet(ctx context.Context, key string, opts ReadOptions) (*ConfigValue, error)
+	ConfigSet(ctx context.Context, key string, value []byte, opts WriteOptions) (*api.WriteResponse, error)
+	ConfigDelete(ctx context.Context, key string, opts WriteOptions) (*api.WriteResponse, error)
+	ConfigList(ctx context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error)
+	ConfigWatch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error)
 	JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error)
 	Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error)
 	JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
@@ -42,6 +44,76 @@ type API interface {
 }
 
 var _ API = (*Client)(nil)
+
+// ReadOptions choose the consistency of a configuration read.
+type ReadOptions struct {
+	// Stale serves the read from the node's own state (stale=1) instead of a read
+	// confirmed by the master: it works without quorum but may miss recent writes.
+	Stale bool
+}
+
+// ReadInfo is what the daemon says about how a read was served.
+type ReadInfo struct {
+	// Stale is true when the node served the read from its own state (api.HeaderStale);
+	// the other fields are set only then.
+	Stale bool
+	// AppliedIndex is the node's applied index at the read (api.HeaderAppliedIndex).
+	AppliedIndex uint64
+	// LastContact is the time since the node last heard from a master, as the daemon
+	// wrote it: a Go duration ("0s" on the master) or "never" (api.HeaderLastContact).
+	LastContact string
+}
+
+// ConfigValue is the answer of ConfigGet.
+type ConfigValue struct {
+	Value   []byte
+	Version uint64
+	Read    ReadInfo
+}
+
+// WriteOptions make a configuration write conditional.
+type WriteOptions struct {
+	// IfVersion, when set, makes the write a compare-and-set: it applies only while the
+	// key's version is *IfVersion (0: only while the key is absent); otherwise the daemon
+	// answers api.CodeConflict and changes nothing. Nil writes unconditionally.
+	IfVersion *uint64
+}
+
+// query returns the parameters of the write options, added to q.
+func (o WriteOptions) query(q url.Values) url.Values {
+	if o.IfVersion != nil {
+		q.Set("if_version", strconv.FormatUint(*o.IfVersion, 10))
+	}
+	return q
+}
+
+// query returns the parameters of the read options, added to q (which may be nil).
+func (o ReadOptions) query(q url.Values) url.Values {
+	if o.Stale {
+		if q == nil {
+			q = url.Values{}
+		}
+		q.Set("stale", "1")
+	}
+	return q
+}
+
+// readInfo reads the stale-read headers of an answer.
+func readInfo(h http.Header) (ReadInfo, error) {
+	if h.Get(api.HeaderStale) != "1" {
+		return ReadInfo{}, nil
+	}
+	s := h.Get(api.HeaderAppliedIndex)
+	idx, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return ReadInfo{}, fmt.Errorf("daemon answered with a bad %s header %q", api.HeaderAppliedIndex, s)
+	}
+	contact := h.Get(api.HeaderLastContact)
+	if contact == "" {
+		contact = "unknown"
+	}
+	return ReadInfo{Stale: true, AppliedIndex: idx, LastContact: contact}, nil
+}
 
 // APIError is a non-2xx answer of the daemon: the HTTP status and the decoded api.Error,
 // whose fields Code, Message and Hint it promotes.
@@ -104,55 +176,93 @@ func (c *Client) Create(ctx context.Context) (*api.CreateResponse, error) {
 	return &cr, nil
 }
 
-// ConfigGet returns the raw value of key and its version (GET api.PathConfig?key=K).
-func (c *Client) ConfigGet(ctx context.Context, key string) ([]byte, uint64, error) {
-	resp, err := c.do(ctx, http.MethodGet, api.PathConfig, url.Values{"key": {key}}, nil, "")
+// ConfigGet returns the raw value of key and its version (GET api.PathConfig?key=K,
+// with opts.Stale &stale=1), and how the read was served.
+func (c *Client) ConfigGet(ctx context.Context, key string, opts ReadOptions) (*ConfigValue, error) {
+	resp, err := c.do(ctx, http.MethodGet, api.PathConfig, opts.query(url.Values{"key": {key}}), nil, "")
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	value, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading value of %q: %w", key, err)
+		return nil, fmt.Errorf("reading value of %q: %w", key, err)
 	}
 	h := resp.Header.Get(api.HeaderVersion)
 	version, err := strconv.ParseUint(h, 10, 64)
 	if err != nil {
-		return nil, 0, fmt.Errorf("daemon answered with a bad %s header %q", api.HeaderVersion, h)
+		return nil, fmt.Errorf("daemon answered with a bad %s header %q", api.HeaderVersion, h)
 	}
-	return value, version, nil
+	ri, err := readInfo(resp.Header)
+	if err != nil {
+		return nil, err
+	}
+	return &ConfigValue{Value: value, Version: version, Read: ri}, nil
 }
 
-// ConfigSet writes value under key (PUT api.PathConfig?key=K, body: the raw value).
-func (c *Client) ConfigSet(ctx context.Context, key string, value []byte) (*api.WriteResponse, error) {
+// ConfigSet writes value under key (PUT api.PathConfig?key=K, body: the raw value; with
+// opts.IfVersion &if_version=N).
+func (c *Client) ConfigSet(ctx context.Context, key string, value []byte, opts WriteOptions) (*api.WriteResponse, error) {
 	var wr api.WriteResponse
-	if err := c.doJSON(ctx, http.MethodPut, api.PathConfig, url.Values{"key": {key}}, value, &wr); err != nil {
+	q := opts.query(url.Values{"key": {key}})
+	if err := c.doJSON(ctx, http.MethodPut, api.PathConfig, q, value, &wr); err != nil {
 		return nil, err
 	}
 	return &wr, nil
 }
 
-// ConfigDelete deletes key (DELETE api.PathConfig?key=K).
-func (c *Client) ConfigDelete(ctx context.Context, key string) (*api.WriteResponse, error) {
+// ConfigDelete deletes key (DELETE api.PathConfig?key=K; with opts.IfVersion
+// &if_version=N).
+func (c *Client) ConfigDelete(ctx context.Context, key string, opts WriteOptions) (*api.WriteResponse, error) {
 	var wr api.WriteResponse
-	if err := c.doJSON(ctx, http.MethodDelete, api.PathConfig, url.Values{"key": {key}}, nil, &wr); err != nil {
+	q := opts.query(url.Values{"key": {key}})
+	if err := c.doJSON(ctx, http.MethodDelete, api.PathConfig, q, nil, &wr); err != nil {
 		return nil, err
 	}
 	return &wr, nil
 }
 
 // ConfigList lists the entries whose key starts with prefix; "" lists all
-// (GET api.PathConfigList?prefix=P).
-func (c *Client) ConfigList(ctx context.Context, prefix string) (*api.ConfigList, error) {
+// (GET api.PathConfigList?prefix=P, with opts.Stale &stale=1), and says how the read was
+// served.
+func (c *Client) ConfigList(ctx context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error) {
 	var q url.Values
 	if prefix != "" {
 		q = url.Values{"prefix": {prefix}}
 	}
+	resp, err := c.do(ctx, http.MethodGet, api.PathConfigList, opts.query(q), nil, "")
+	if err != nil {
+		return nil, ReadInfo{}, err
+	}
+	defer resp.Body.Close()
 	var cl api.ConfigList
-	if err := c.doJSON(ctx, http.MethodGet, api.PathConfigList, q, nil, &cl); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(&cl); err != nil {
+		return nil, ReadInfo{}, fmt.Errorf("decoding answer of GET %s: %w", api.PathConfigList, err)
+	}
+	ri, err := readInfo(resp.Header)
+	if err != nil {
+		return nil, ReadInfo{}, err
+	}
+	return &cl, ri, nil
+}
+
+// ConfigWatch long-polls the changes under prefix with a version above from
+// (GET api.PathConfigWatch?prefix=P&from=V&wait=W). The daemon answers as soon as there
+// is a change, or with no events once wait has run out (0: the daemon's default). ctx
+// must allow more than wait; its deadline is the caller's.
+func (c *Client) ConfigWatch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error) {
+	q := url.Values{"from": {strconv.FormatUint(from, 10)}}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if wait > 0 {
+		q.Set("wait", wait.String())
+	}
+	var wr api.WatchResponse
+	if err := c.doJSON(ctx, http.MethodGet, api.PathConfigWatch, q, nil, &wr); err != nil {
 		return nil, err
 	}
-	return &cl, nil
+	return &wr, nil
 }
 
 // JoinProbe asks the daemon what the node at master ("ip" or "ip:port") presents, so that

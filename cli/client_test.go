@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pmgcm/pmgcm/api"
 )
@@ -58,6 +61,20 @@ func (d *fakeDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(v)
 	}
+	// A stale read says how far behind it may be.
+	if r.URL.Query().Get("stale") == "1" {
+		w.Header().Set(api.HeaderStale, "1")
+		w.Header().Set(api.HeaderAppliedIndex, "16")
+		w.Header().Set(api.HeaderLastContact, "1.5s")
+	}
+	// A compare-and-set write applies only at version 17, the version of every key here.
+	if iv, ok := r.URL.Query()["if_version"]; ok && (r.Method == http.MethodPut || r.Method == http.MethodDelete) && iv[0] != "17" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		json.NewEncoder(w).Encode(api.Error{Code: api.CodeConflict, Version: 17,
+			Message: fmt.Sprintf("version conflict on %q: it is at version 17, not %s", key, iv[0])})
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == api.PathStatus:
 		reply(api.Status{Cluster: &api.Cluster{ID: "c0ffee", Epoch: 2, LeaderCID: 1},
@@ -75,6 +92,20 @@ func (d *fakeDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(api.WriteResponse{Key: key, Version: 19})
 	case r.Method == http.MethodGet && r.URL.Path == api.PathConfigList:
 		reply(api.ConfigList{Entries: []api.ConfigEntry{{Key: r.URL.Query().Get("prefix") + "a", Version: 3, Size: 1}}})
+	case r.Method == http.MethodGet && r.URL.Path == api.PathConfigWatch:
+		p := r.URL.Query().Get("prefix")
+		text := "x"
+		switch from := r.URL.Query().Get("from"); from {
+		case "0": // from the beginning: the current entries
+			reply(api.WatchResponse{Events: []api.WatchEvent{{Key: p + "a", Version: 3, Value: &text}}, Next: 4})
+		case "4":
+			reply(api.WatchResponse{Events: []api.WatchEvent{{Key: p + "a", Version: 5, Deleted: true}}, Next: 5})
+		case "5": // older than the deletions remembered
+			reply(api.WatchResponse{Reset: true, Next: 9,
+				Events: []api.WatchEvent{{Key: p + "b", Version: 8, ValueBase64: "AP/+CmGADQ=="}}})
+		default:
+			reply(api.WatchResponse{Events: []api.WatchEvent{}, Next: 9})
+		}
 	case r.Method == http.MethodPost && r.URL.Path == api.PathJoinProbe:
 		var req api.JoinProbeRequest
 		if json.Unmarshal(body, &req) != nil {
@@ -174,15 +205,15 @@ func TestClientWire(t *testing.T) {
 
 	// A key with slashes, spaces and query metacharacters travels in ?key= unharmed.
 	key := "mail/relay host&x=1 #ü"
-	v, ver, err := c.ConfigGet(ctx, key)
-	if err != nil || ver != 17 || !bytes.Equal(v, binaryValue) {
-		t.Fatalf("ConfigGet = %q, %d, %v", v, ver, err)
+	v, err := c.ConfigGet(ctx, key, ReadOptions{})
+	if err != nil || v.Version != 17 || !bytes.Equal(v.Value, binaryValue) || v.Read != (ReadInfo{}) {
+		t.Fatalf("ConfigGet = %+v, %v", v, err)
 	}
 	if r := d.last(); r.method != "GET" || r.path != api.PathConfig || r.query["key"][0] != key || len(r.query) != 1 {
 		t.Errorf("get request = %+v", r)
 	}
 
-	wr, err := c.ConfigSet(ctx, key, binaryValue)
+	wr, err := c.ConfigSet(ctx, key, binaryValue, WriteOptions{})
 	if err != nil || wr.Key != key || wr.Version != 18 {
 		t.Fatalf("ConfigSet = %+v, %v", wr, err)
 	}
@@ -191,29 +222,33 @@ func TestClientWire(t *testing.T) {
 		t.Errorf("set request = %+v", r)
 	}
 
-	if wr, err = c.ConfigSet(ctx, "empty", []byte{}); err != nil || wr.Version != 18 {
+	if r := d.last(); len(r.query) != 1 {
+		t.Errorf("unconditional set sent %q", r.rawQuery)
+	}
+
+	if wr, err = c.ConfigSet(ctx, "empty", []byte{}, WriteOptions{}); err != nil || wr.Version != 18 {
 		t.Fatalf("ConfigSet empty = %+v, %v", wr, err)
 	}
 	if r := d.last(); r.method != "PUT" || len(r.body) != 0 {
 		t.Errorf("empty set request = %+v", r)
 	}
 
-	wr, err = c.ConfigDelete(ctx, key)
+	wr, err = c.ConfigDelete(ctx, key, WriteOptions{})
 	if err != nil || wr.Key != key || wr.Version != 19 {
 		t.Fatalf("ConfigDelete = %+v, %v", wr, err)
 	}
-	if r := d.last(); r.method != "DELETE" || r.path != api.PathConfig || r.query["key"][0] != key {
+	if r := d.last(); r.method != "DELETE" || r.path != api.PathConfig || r.query["key"][0] != key || len(r.query) != 1 {
 		t.Errorf("delete request = %+v", r)
 	}
 
-	cl, err := c.ConfigList(ctx, "mail/")
-	if err != nil || len(cl.Entries) != 1 || cl.Entries[0].Key != "mail/a" {
-		t.Fatalf("ConfigList = %+v, %v", cl, err)
+	cl, ri, err := c.ConfigList(ctx, "mail/", ReadOptions{})
+	if err != nil || len(cl.Entries) != 1 || cl.Entries[0].Key != "mail/a" || ri.Stale {
+		t.Fatalf("ConfigList = %+v, %+v, %v", cl, ri, err)
 	}
-	if r := d.last(); r.method != "GET" || r.path != api.PathConfigList || r.query["prefix"][0] != "mail/" {
+	if r := d.last(); r.method != "GET" || r.path != api.PathConfigList || r.query["prefix"][0] != "mail/" || len(r.query) != 1 {
 		t.Errorf("list request = %+v", r)
 	}
-	if _, err := c.ConfigList(ctx, ""); err != nil {
+	if _, _, err := c.ConfigList(ctx, "", ReadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if r := d.last(); r.rawQuery != "" {
@@ -343,7 +378,7 @@ func TestClientAPIError(t *testing.T) {
 
 	// An answer that is not an api.Error still reads well.
 	d.failStatus, d.failBody = http.StatusBadGateway, "upstream broke\n"
-	_, _, err = c.ConfigGet(context.Background(), "k")
+	_, err = c.ConfigGet(context.Background(), "k", ReadOptions{})
 	if !errors.As(err, &ae) || ae.Status != 502 || err.Error() != "daemon answered 502 Bad Gateway: upstream broke" {
 		t.Errorf("err = %v", err)
 	}
@@ -360,7 +395,7 @@ func TestClientBadVersionHeader(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	if _, _, err := NewClient(path).ConfigGet(context.Background(), "k"); err == nil {
+	if _, err := NewClient(path).ConfigGet(context.Background(), "k", ReadOptions{}); err == nil {
 		t.Error("no error for a missing version header")
 	}
 }
@@ -404,6 +439,146 @@ func TestRunAgainstSocket(t *testing.T) {
 		out.Reset()
 		errb.Reset()
 		if code := Run(context.Background(), tt.args, nil, &out, &errb); code != 0 || out.String() != tt.want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", tt.args, code, out.String(), errb.String())
+		}
+	}
+}
+
+func TestClientWireStaleAndCAS(t *testing.T) {
+	d := &fakeDaemon{}
+	c := NewClient(startDaemon(t, d))
+	ctx := context.Background()
+	stale := ReadInfo{Stale: true, AppliedIndex: 16, LastContact: "1.5s"}
+
+	v, err := c.ConfigGet(ctx, "mail/relay", ReadOptions{Stale: true})
+	if err != nil || v.Version != 17 || !bytes.Equal(v.Value, binaryValue) || v.Read != stale {
+		t.Fatalf("stale ConfigGet = %+v, %v", v, err)
+	}
+	if r := d.last(); r.method != "GET" || r.path != api.PathConfig || r.query["key"][0] != "mail/relay" ||
+		r.query["stale"][0] != "1" || len(r.query) != 2 {
+		t.Errorf("stale get request = %+v", r)
+	}
+
+	cl, ri, err := c.ConfigList(ctx, "mail/", ReadOptions{Stale: true})
+	if err != nil || len(cl.Entries) != 1 || ri != stale {
+		t.Fatalf("stale ConfigList = %+v, %+v, %v", cl, ri, err)
+	}
+	if r := d.last(); r.path != api.PathConfigList || r.query["prefix"][0] != "mail/" || r.query["stale"][0] != "1" || len(r.query) != 2 {
+		t.Errorf("stale list request = %+v", r)
+	}
+	if _, _, err := c.ConfigList(ctx, "", ReadOptions{Stale: true}); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.last(); r.rawQuery != "stale=1" {
+		t.Errorf("stale list without prefix sent %q", r.rawQuery)
+	}
+
+	for _, n := range []uint64{17, 0} {
+		wr, err := c.ConfigSet(ctx, "k", []byte("v"), WriteOptions{IfVersion: &n})
+		if r := d.last(); r.method != "PUT" || r.query["key"][0] != "k" || r.query["if_version"][0] != fmt.Sprint(n) || len(r.query) != 2 {
+			t.Errorf("CAS set request = %+v", r)
+		}
+		if n == 17 && (err != nil || wr.Version != 18) {
+			t.Errorf("CAS set at the current version = %+v, %v", wr, err)
+		}
+		var ae *APIError
+		if n == 0 && (!errors.As(err, &ae) || ae.Status != 409 || ae.Code != api.CodeConflict || ae.Version != 17 ||
+			ae.Message != `version conflict on "k": it is at version 17, not 0`) {
+			t.Errorf("CAS set with a stale version: %#v", err)
+		}
+
+		wr, err = c.ConfigDelete(ctx, "k", WriteOptions{IfVersion: &n})
+		if r := d.last(); r.method != "DELETE" || r.query["if_version"][0] != fmt.Sprint(n) || len(r.query) != 2 {
+			t.Errorf("CAS delete request = %+v", r)
+		}
+		if n == 17 && (err != nil || wr.Version != 19) {
+			t.Errorf("CAS delete at the current version = %+v, %v", wr, err)
+		}
+		if n == 0 && (!errors.As(err, &ae) || ae.Code != api.CodeConflict || ae.Version != 17) {
+			t.Errorf("CAS delete with a stale version: %#v", err)
+		}
+	}
+}
+
+func TestClientWireWatch(t *testing.T) {
+	d := &fakeDaemon{}
+	c := NewClient(startDaemon(t, d))
+	ctx := context.Background()
+
+	wr, err := c.ConfigWatch(ctx, "mail/", 0, 25*time.Second)
+	if err != nil || wr.Next != 4 || wr.Reset || len(wr.Events) != 1 || wr.Events[0].Key != "mail/a" ||
+		wr.Events[0].Version != 3 || wr.Events[0].Value == nil || *wr.Events[0].Value != "x" {
+		t.Fatalf("ConfigWatch from 0 = %+v, %v", wr, err)
+	}
+	if r := d.last(); r.method != "GET" || r.path != api.PathConfigWatch || r.query["prefix"][0] != "mail/" ||
+		r.query["from"][0] != "0" || r.query["wait"][0] != "25s" || len(r.query) != 3 || len(r.body) != 0 {
+		t.Errorf("watch request = %+v", r)
+	}
+
+	wr, err = c.ConfigWatch(ctx, "", 5, 1500*time.Millisecond)
+	if err != nil || !wr.Reset || wr.Next != 9 || len(wr.Events) != 1 || wr.Events[0].ValueBase64 != "AP/+CmGADQ==" {
+		t.Fatalf("ConfigWatch reset = %+v, %v", wr, err)
+	}
+	if r := d.last(); r.rawQuery != "from=5&wait=1.5s" {
+		t.Errorf("watch without prefix sent %q", r.rawQuery)
+	}
+
+	if _, err = c.ConfigWatch(ctx, "", 18446744073709551615, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.last(); r.rawQuery != "from=18446744073709551615" {
+		t.Errorf("watch with the daemon's default wait sent %q", r.rawQuery)
+	}
+}
+
+func TestClientBadStaleHeader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.HeaderVersion, "3")
+		w.Header().Set(api.HeaderStale, "1")
+		w.Header().Set(api.HeaderAppliedIndex, "lots")
+		io.WriteString(w, "value")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	if _, err := NewClient(path).ConfigGet(context.Background(), "k", ReadOptions{Stale: true}); err == nil ||
+		!strings.Contains(err.Error(), api.HeaderAppliedIndex) {
+		t.Errorf("bad applied index header: %v", err)
+	}
+}
+
+// TestRunAgainstSocketConfig runs the new config commands through the real client and
+// socket.
+func TestRunAgainstSocketConfig(t *testing.T) {
+	path := startDaemon(t, &fakeDaemon{})
+	for _, tt := range []struct {
+		args      []string
+		code      int
+		out, errs string
+	}{
+		{[]string{"config", "get", "k", "--stale"}, 0, string(binaryValue),
+			"stale read from this node: applied index 16, last contact with the master 1.5s\n"},
+		{[]string{"config", "list", "mail/", "--stale"}, 0, "KEY     VERSION  SIZE\nmail/a  3        1\n",
+			"stale read from this node: applied index 16, last contact with the master 1.5s\n"},
+		{[]string{"config", "set", "k", "v", "--if-version", "17"}, 0, "k version 18\n", ""},
+		{[]string{"config", "set", "k", "v", "--if-version", "0"}, 1, "",
+			"pmgcm: version conflict on \"k\": it is at version 17, not 0\n" +
+				"nothing was changed; to set it anyway, check the current value with 'pmgcm config get k', then retry with --if-version 17\n"},
+		{[]string{"config", "delete", "k", "--if-version=17"}, 0, "k deleted (version 19)\n", ""},
+		{[]string{"config", "watch", "mail/", "--once"}, 0, "3 mail/a set 1 bytes\n", ""},
+		{[]string{"config", "watch", "--from", "4", "--once", "-o", "json"}, 0,
+			`{"key":"a","version":5,"deleted":true}` + "\n", ""},
+		{[]string{"config", "watch", "--from", "5", "--once", "-o", "json"}, 0,
+			`{"reset":true,"next":9}` + "\n" + `{"key":"b","version":8,"value_base64":"AP/+CmGADQ=="}` + "\n",
+			"watch reset at version 9: the events that follow are the whole state (all keys)\n"},
+	} {
+		var out, errb bytes.Buffer
+		code := Run(context.Background(), append([]string{"--socket", path}, tt.args...), nil, &out, &errb)
+		if code != tt.code || out.String() != tt.out || errb.String() != tt.errs {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", tt.args, code, out.String(), errb.String())
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pmgcm/pmgcm/api"
 )
@@ -23,7 +24,9 @@ type fakeAPI struct {
 	ver    uint64
 	write  *api.WriteResponse
 	list   *api.ConfigList
-	err    error
+	// read is how the fake says a get or list was served (stale or not).
+	read ReadInfo
+	err  error
 
 	probe   *api.JoinProbe
 	join    *api.JoinResponse
@@ -33,6 +36,9 @@ type fakeAPI struct {
 	sync    *api.SyncResponse
 	// statusSeq, when set, answers the status calls in turn, the last one over and over.
 	statusSeq []statusAnswer
+	// watchSeq answers the watch calls in turn; once it is used up, a watch call waits
+	// for its ctx to end, like a long poll on a quiet store.
+	watchSeq []watchAnswer
 	// errs overrides err for the calls named as in calls.
 	errs map[string]error
 
@@ -50,6 +56,25 @@ type fakeAPI struct {
 	// gotForce is the force flag of the last Delete or Promote.
 	gotForce    bool
 	gotMasterIP string
+	gotRead     ReadOptions
+	gotWrite    WriteOptions
+	gotWatch    []watchCall
+}
+
+// watchAnswer is one answer of a watch call.
+type watchAnswer struct {
+	r   *api.WatchResponse
+	err error
+}
+
+// watchCall is what one watch call asked for.
+type watchCall struct {
+	prefix string
+	from   uint64
+	wait   time.Duration
+	// hasDeadline is true when the call's ctx had a deadline; timeout is how far it was.
+	hasDeadline bool
+	timeout     time.Duration
 }
 
 // statusAnswer is one answer of a status call.
@@ -126,28 +151,47 @@ func (f *fakeAPI) Create(context.Context) (*api.CreateResponse, error) {
 	return f.create, f.err
 }
 
-func (f *fakeAPI) ConfigGet(_ context.Context, key string) ([]byte, uint64, error) {
+func (f *fakeAPI) ConfigGet(_ context.Context, key string, opts ReadOptions) (*ConfigValue, error) {
 	f.record("get")
-	f.gotKey = key
-	return f.value, f.ver, f.err
+	f.gotKey, f.gotRead = key, opts
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &ConfigValue{Value: f.value, Version: f.ver, Read: f.read}, nil
 }
 
-func (f *fakeAPI) ConfigSet(_ context.Context, key string, value []byte) (*api.WriteResponse, error) {
+func (f *fakeAPI) ConfigSet(_ context.Context, key string, value []byte, opts WriteOptions) (*api.WriteResponse, error) {
 	f.record("set")
-	f.gotKey, f.gotValue = key, value
+	f.gotKey, f.gotValue, f.gotWrite = key, value, opts
 	return f.write, f.err
 }
 
-func (f *fakeAPI) ConfigDelete(_ context.Context, key string) (*api.WriteResponse, error) {
+func (f *fakeAPI) ConfigDelete(_ context.Context, key string, opts WriteOptions) (*api.WriteResponse, error) {
 	f.record("delete")
-	f.gotKey = key
+	f.gotKey, f.gotWrite = key, opts
 	return f.write, f.err
 }
 
-func (f *fakeAPI) ConfigList(_ context.Context, prefix string) (*api.ConfigList, error) {
+func (f *fakeAPI) ConfigList(_ context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error) {
 	f.record("list")
-	f.gotPref = prefix
-	return f.list, f.err
+	f.gotPref, f.gotRead = prefix, opts
+	return f.list, f.read, f.err
+}
+
+func (f *fakeAPI) ConfigWatch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error) {
+	call := watchCall{prefix: prefix, from: from, wait: wait}
+	if dl, ok := ctx.Deadline(); ok {
+		call.hasDeadline, call.timeout = true, time.Until(dl)
+	}
+	f.gotWatch = append(f.gotWatch, call)
+	f.record("watch")
+	if len(f.watchSeq) == 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	a := f.watchSeq[0]
+	f.watchSeq = f.watchSeq[1:]
+	return a.r, a.err
 }
 
 // result is what one pmgcm run printed and returned.

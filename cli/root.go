@@ -68,6 +68,8 @@ type env struct {
 	// timing of `pmgcm join` and `pmgcm sync` following the catch-up; zero fields take
 	// the defaults.
 	timing catchUpTiming
+	// watch is the timing of `pmgcm config watch`; zero fields take the defaults.
+	watch watchTiming
 }
 
 // app holds the state of one run: the environment and the global flags.
