@@ -92,25 +92,50 @@ func (s *state) configSet(c ConfigSet, idx uint64) (uint64, error) {
 	if cur, err := s.checkVersion(c.Key, c.IfVersion); err != nil {
 		return cur, err
 	}
+	size := s.bytes + int64(len(c.Key)+len(c.Value))
+	if old, ok := s.entries[c.Key]; ok {
+		size -= int64(len(old.Key) + len(old.Value))
+	}
+	_, tombstoned := s.tombs.byKey[c.Key]
+	if tombstoned {
+		size -= int64(len(c.Key))
+	}
+	// A write that does not grow the store passes even over the limit (a
+	// restored state may be over a limit lowered since), so it can shrink.
+	if size > stateBytesLimit && size > s.bytes {
+		return 0, fmt.Errorf("%w: configuration store would be %d bytes, the limit is %d: delete entries first",
+			ErrTooLarge, size, stateBytesLimit)
+	}
 	value := c.Value
 	if value == nil {
 		value = []byte{} // an entry always has a non-nil value
 	}
+	if tombstoned {
+		s.tombs.remove(c.Key)
+	}
 	s.entries[c.Key] = Entry{Key: c.Key, Value: value, Version: idx}
+	s.bytes = size
 	return idx, nil
 }
 
+// configDelete removes an entry and leaves a tombstone for watchers. It checks
+// the key with validateKeySyntax only, so that an entry written before the
+// ban on "." and ".." segments can still be removed.
 func (s *state) configDelete(c ConfigDelete, idx uint64) (uint64, error) {
-	if err := ValidateKey(c.Key); err != nil {
+	if err := validateKeySyntax(c.Key); err != nil {
 		return 0, err
 	}
 	if cur, err := s.checkVersion(c.Key, c.IfVersion); err != nil {
 		return cur, err
 	}
-	if _, ok := s.entries[c.Key]; !ok {
+	e, ok := s.entries[c.Key]
+	if !ok {
 		return 0, fmt.Errorf("%w: key %q", ErrNotFound, c.Key)
 	}
 	delete(s.entries, c.Key)
+	s.tombs.add(c.Key, idx)
+	s.bytes -= int64(len(e.Value)) // the key stays, in the tombstone
+	s.bytes -= s.tombs.trim(tombstoneLimit)
 	return idx, nil
 }
 

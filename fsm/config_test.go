@@ -27,6 +27,20 @@ func TestValidateKey(t *testing.T) {
 		{"trail/", false},
 		{"a//b", false},
 		{"/", false},
+		// Keys are safe relative file paths: no "." or ".." segment.
+		{".", false},
+		{"..", false},
+		{"./a", false},
+		{"a/.", false},
+		{"a/./b", false},
+		{"../a", false},
+		{"a/..", false},
+		{"a/../b", false},
+		{".a", true},
+		{"a.", true},
+		{"...", true},
+		{"a/.../b", true},
+		{"a/..b/.c", true},
 	}
 	for _, tt := range tests {
 		err := ValidateKey(tt.key)

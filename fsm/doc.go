@@ -27,11 +27,32 @@
 // not know refuses the entry with an error wrapping [ErrUnknownCommand]
 // instead of panicking, and keeps applying the following entries.
 //
+// # Watch
+//
+// A ConfigDelete leaves a tombstone (key, version of the deletion) so that
+// [FSM.Changes] can tell a watcher about deletions as well as values; a later
+// ConfigSet of the key removes it. At most [MaxTombstones] are kept: the
+// oldest (by version, never by map order) is dropped first and the horizon
+// rises to its version. A watcher resuming from below the horizon may have
+// missed a deletion, so it gets the whole state instead (reset). Tombstones and
+// the horizon are replicated state: Apply maintains them and snapshots carry
+// them.
+//
+// # Limits
+//
+// Keys follow [ValidateKey] (they double as relative file paths for the
+// daemon's export directory), values are at most [MaxValueLen] bytes and the
+// whole store at most [MaxStateBytes] (keys and values of the entries plus the
+// keys of the tombstones, kept incrementally by Apply). The ban on "." and
+// ".." segments came after keys could be written: Restore and ConfigDelete
+// still accept such keys, so old states load and their entries can be removed.
+//
 // # Snapshots
 //
 // [FSM.Snapshot] only copies the maps (values are immutable byte slices and are
 // shared); the snapshot is serialized in Persist, concurrently with Apply, as
 // newline-delimited JSON: a header line, one record per line and a trailer
 // carrying counts and a SHA-256 of everything before it. [FSM.Restore] builds
-// the new state aside and swaps it in only if the whole stream checks out.
+// the new state aside and swaps it in only if the whole stream checks out. It
+// reads every format from 1 to [SnapshotFormat].
 package fsm

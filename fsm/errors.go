@@ -28,7 +28,8 @@ var (
 	// ErrInvalidKey is returned for a configuration key that breaks the rules
 	// of ValidateKey.
 	ErrInvalidKey = errors.New("invalid key")
-	// ErrTooLarge is returned for a configuration value over MaxValueLen.
+	// ErrTooLarge is returned for a configuration value over MaxValueLen, and
+	// for a ConfigSet that would take the store over MaxStateBytes.
 	ErrTooLarge = errors.New("value too large")
 	// ErrBadSnapshot is returned by Restore for a truncated, corrupt or
 	// unknown-format snapshot.

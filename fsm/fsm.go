@@ -29,10 +29,16 @@ type state struct {
 	cluster *Cluster
 	members map[uint64]Member
 	entries map[string]Entry
+	// tombs are the deletions remembered for watchers (see Changes).
+	tombs tombstones
+	// bytes is the store size MaxStateBytes bounds: len(key)+len(value) of
+	// every entry plus len(key) of every tombstone, kept up to date by Apply
+	// and recomputed by Restore.
+	bytes int64
 }
 
 func newState() state {
-	return state{members: map[uint64]Member{}, entries: map[string]Entry{}}
+	return state{members: map[uint64]Member{}, entries: map[string]Entry{}, tombs: newTombstones()}
 }
 
 // clone copies the maps (sharing the immutable values) and the cluster.
@@ -40,6 +46,8 @@ func (s state) clone() state {
 	c := state{
 		members: make(map[uint64]Member, len(s.members)),
 		entries: make(map[string]Entry, len(s.entries)),
+		tombs:   s.tombs.clone(),
+		bytes:   s.bytes,
 	}
 	if s.cluster != nil {
 		cl := *s.cluster

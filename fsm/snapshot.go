@@ -14,19 +14,30 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// SnapshotFormat is the snapshot format this node writes and reads.
+// SnapshotFormat is the snapshot format this node writes. It reads formats
+// minSnapshotFormat to SnapshotFormat.
 //
 // A snapshot is newline-delimited JSON:
 //
-//	{"format":1,"applied_index":N}                   header
+//	{"format":2,"applied_index":N,"horizon":H}       header
 //	{"cluster":{...}}                                 at most one
 //	{"member":{...}}                                  one per member, by CID
 //	{"entry":{"key":...,"value":...,"version":...}}   one per entry, by key
-//	{"trailer":{"cluster":true,"members":M,"entries":E,"sha256":"..."}}
+//	{"tombstone":{"key":...,"version":...}}           one per tombstone, by version
+//	{"trailer":{"cluster":true,"members":M,"entries":E,"tombstones":T,"sha256":"..."}}
 //
 // The trailer's sha256 covers every byte before the trailer line. Nothing
 // may follow the trailer.
-const SnapshotFormat = 1
+//
+// Format 1 (before tombstones) is format 2 without the horizon, the
+// tombstone records and the trailer's tombstone count: it restores with no
+// tombstones and horizon 0. Format 2 got a new number although it only adds
+// to format 1 so that a node that knows only format 1 refuses it with a
+// clear "upgrade" error rather than an unknown-field one.
+const SnapshotFormat = 2
+
+// minSnapshotFormat is the oldest snapshot format this node reads.
+const minSnapshotFormat = 1
 
 // maxSnapshotLine bounds one snapshot line: a MaxValueLen value in base64
 // (4/3 of it) plus the key and JSON framing, with room to spare. Apply bounds
@@ -36,26 +47,31 @@ const maxSnapshotLine = 2 << 20
 type snapHeader struct {
 	Format       int    `json:"format"`
 	AppliedIndex uint64 `json:"applied_index"`
+	// Horizon is the tombstone horizon (format 2 on).
+	Horizon uint64 `json:"horizon"`
 }
 
 type snapTrailer struct {
-	Cluster bool   `json:"cluster"`
-	Members int    `json:"members"`
-	Entries int    `json:"entries"`
-	SHA256  string `json:"sha256"`
+	Cluster bool `json:"cluster"`
+	Members int  `json:"members"`
+	Entries int  `json:"entries"`
+	// Tombstones counts the tombstone records (format 2 on).
+	Tombstones int    `json:"tombstones"`
+	SHA256     string `json:"sha256"`
 }
 
 // snapRecord is one line after the header; exactly one field is set.
 type snapRecord struct {
-	Cluster *Cluster     `json:"cluster,omitempty"`
-	Member  *Member      `json:"member,omitempty"`
-	Entry   *Entry       `json:"entry,omitempty"`
-	Trailer *snapTrailer `json:"trailer,omitempty"`
+	Cluster   *Cluster     `json:"cluster,omitempty"`
+	Member    *Member      `json:"member,omitempty"`
+	Entry     *Entry       `json:"entry,omitempty"`
+	Tombstone *tombstone   `json:"tombstone,omitempty"`
+	Trailer   *snapTrailer `json:"trailer,omitempty"`
 }
 
 func (r snapRecord) fields() int {
 	n := 0
-	for _, set := range []bool{r.Cluster != nil, r.Member != nil, r.Entry != nil, r.Trailer != nil} {
+	for _, set := range []bool{r.Cluster != nil, r.Member != nil, r.Entry != nil, r.Tombstone != nil, r.Trailer != nil} {
 		if set {
 			n++
 		}
@@ -97,7 +113,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	enc := json.NewEncoder(io.MultiWriter(bw, h)) // one value per line
 	enc.SetEscapeHTML(false)
 
-	if err := enc.Encode(snapHeader{Format: SnapshotFormat, AppliedIndex: s.applied}); err != nil {
+	if err := enc.Encode(snapHeader{Format: SnapshotFormat, AppliedIndex: s.applied, Horizon: s.st.tombs.horizon}); err != nil {
 		return err
 	}
 	tr := snapTrailer{Cluster: s.st.cluster != nil}
@@ -117,6 +133,12 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 			return err
 		}
 		tr.Entries++
+	}
+	for _, tb := range s.st.tombs.sorted() {
+		if err := enc.Encode(snapRecord{Tombstone: &tb}); err != nil {
+			return err
+		}
+		tr.Tombstones++
 	}
 	tr.SHA256 = hex.EncodeToString(h.Sum(nil))
 	tail := json.NewEncoder(bw) // the trailer is not part of the digest
@@ -212,19 +234,23 @@ func readSnapshot(r *bufio.Reader) (state, uint64, error) {
 	if err := json.Unmarshal(line, &ver); err != nil {
 		return state{}, 0, bad("bad header: %v", err)
 	}
-	if ver.Format != SnapshotFormat {
-		return state{}, 0, fmt.Errorf("%w: snapshot format %d unknown to this node (it reads format %d): upgrade pmgclusterd",
-			ErrBadSnapshot, ver.Format, SnapshotFormat)
+	if ver.Format < minSnapshotFormat || ver.Format > SnapshotFormat {
+		return state{}, 0, fmt.Errorf("%w: snapshot format %d unknown to this node (it reads formats %d-%d): upgrade pmgclusterd",
+			ErrBadSnapshot, ver.Format, minSnapshotFormat, SnapshotFormat)
 	}
 	var hdr snapHeader
 	if err := strictUnmarshal(line, &hdr); err != nil {
 		return state{}, 0, bad("bad header: %v", err)
 	}
+	if hdr.Format < 2 && hdr.Horizon != 0 {
+		return state{}, 0, bad("tombstone horizon in a format %d snapshot", hdr.Format)
+	}
 	sr.h.Write(line)
 	sr.h.Write([]byte{'\n'})
 
-	st := newState()
-	var got snapTrailer
+	rs := &restoring{st: newState(), hdr: hdr}
+	rs.st.tombs.horizon = hdr.Horizon
+	st, got := &rs.st, &rs.got
 	for {
 		line, err := sr.next()
 		if errors.Is(err, io.EOF) {
@@ -241,14 +267,14 @@ func readSnapshot(r *bufio.Reader) (state, uint64, error) {
 		}
 		if rec.Trailer != nil {
 			got.SHA256 = hex.EncodeToString(sr.h.Sum(nil))
-			if *rec.Trailer != got {
-				return state{}, 0, bad("trailer %+v does not match the content %+v", *rec.Trailer, got)
+			if *rec.Trailer != *got {
+				return state{}, 0, bad("trailer %+v does not match the content %+v", *rec.Trailer, *got)
 			}
 			break
 		}
 		sr.h.Write(line)
 		sr.h.Write([]byte{'\n'})
-		if err := restoreRecord(&st, rec, &got); err != nil {
+		if err := rs.record(rec); err != nil {
 			return state{}, 0, bad("%v", err)
 		}
 	}
@@ -258,21 +284,30 @@ func readSnapshot(r *bufio.Reader) (state, uint64, error) {
 	if len(st.members) > 0 && st.cluster == nil {
 		return state{}, 0, fmt.Errorf("%w: members without a cluster", ErrBadSnapshot)
 	}
-	return st, hdr.AppliedIndex, nil
+	return *st, hdr.AppliedIndex, nil
 }
 
-// restoreRecord adds one record to st, checking it as Apply would.
-func restoreRecord(st *state, rec snapRecord, got *snapTrailer) error {
+// restoring is a state being rebuilt from snapshot records.
+type restoring struct {
+	st  state
+	hdr snapHeader
+	got snapTrailer // the counts so far
+}
+
+// record adds one record to the state, checking it as Apply would, and
+// checking that the records come in the order Persist writes them.
+func (rs *restoring) record(rec snapRecord) error {
+	st, got := &rs.st, &rs.got
 	switch {
 	case rec.Cluster != nil:
-		if got.Cluster || got.Members > 0 || got.Entries > 0 {
+		if got.Cluster || got.Members > 0 || got.Entries > 0 || got.Tombstones > 0 {
 			return errors.New("cluster record out of place")
 		}
 		got.Cluster = true
 		st.cluster = rec.Cluster
 	case rec.Member != nil:
 		m := *rec.Member
-		if got.Entries > 0 {
+		if got.Entries > 0 || got.Tombstones > 0 {
 			return errors.New("member record after the entries")
 		}
 		if err := validateMember(m); err != nil {
@@ -291,7 +326,12 @@ func restoreRecord(st *state, rec snapRecord, got *snapTrailer) error {
 		st.members[m.CID] = m
 	case rec.Entry != nil:
 		e := *rec.Entry
-		if err := ValidateKey(e.Key); err != nil {
+		if got.Tombstones > 0 {
+			return errors.New("entry record after the tombstones")
+		}
+		// Not ValidateKey: the state may hold keys written before the ban on
+		// "." and ".." segments.
+		if err := validateKeySyntax(e.Key); err != nil {
 			return err
 		}
 		if err := validateValue(e.Value); err != nil {
@@ -305,6 +345,34 @@ func restoreRecord(st *state, rec snapRecord, got *snapTrailer) error {
 		}
 		got.Entries++
 		st.entries[e.Key] = e
+		st.bytes += int64(len(e.Key) + len(e.Value))
+	case rec.Tombstone != nil:
+		tb := *rec.Tombstone
+		if rs.hdr.Format < 2 {
+			return fmt.Errorf("tombstone record in a format %d snapshot", rs.hdr.Format)
+		}
+		if err := validateKeySyntax(tb.Key); err != nil {
+			return err
+		}
+		// Tombstones come by version, which are log indexes, so unique. (Their
+		// relation to the horizon and the applied index is not checked, as
+		// Restore has never checked versions against the applied index.)
+		var last uint64
+		if n := len(st.tombs.order); n > 0 {
+			last = st.tombs.order[n-1].Version
+		}
+		if tb.Version <= last {
+			return fmt.Errorf("tombstone %q: version %d is not above the previous one, %d", tb.Key, tb.Version, last)
+		}
+		if _, dup := st.tombs.byKey[tb.Key]; dup {
+			return fmt.Errorf("tombstone %q listed twice", tb.Key)
+		}
+		if _, live := st.entries[tb.Key]; live {
+			return fmt.Errorf("tombstone %q for a live entry", tb.Key)
+		}
+		got.Tombstones++
+		st.tombs.add(tb.Key, tb.Version)
+		st.bytes += int64(len(tb.Key))
 	}
 	return nil
 }

@@ -93,8 +93,11 @@ func TestSnapshotRoundTrip(t *testing.T) {
 func TestSnapshotIsLineStream(t *testing.T) {
 	h := withCluster(t, 2)
 	h.must(ConfigSet{Key: "a", Value: []byte("x")})
+	h.must(ConfigSet{Key: "b", Value: []byte("y")})
+	h.must(ConfigDelete{Key: "b"})
 	lines := strings.Split(strings.TrimSuffix(persist(t, h.f), "\n"), "\n")
-	want := []string{`{"format":1,`, `{"cluster":`, `{"member":{"cid":1`, `{"member":{"cid":2`, `{"entry":{"key":"a"`, `{"trailer":`}
+	want := []string{`{"format":2,"applied_index":5,"horizon":0}`, `{"cluster":`, `{"member":{"cid":1`, `{"member":{"cid":2`,
+		`{"entry":{"key":"a"`, `{"tombstone":{"key":"b","version":5}}`, `{"trailer":{"cluster":true,"members":2,"entries":1,"tombstones":1,`}
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
 	}
@@ -185,7 +188,8 @@ func TestRestoreBadSnapshots(t *testing.T) {
 		{"flipped hash", flip(good, len(good)-5), "does not match"},
 		{"trailing data", good + lines[2], "after the trailer"},
 		{"garbage", "not json\n", "bad header"},
-		{"other format", strings.Replace(good, `{"format":1,`, `{"format":2,`, 1), "snapshot format 2 unknown to this node (it reads format 1)"},
+		{"newer format", strings.Replace(good, `{"format":2,`, `{"format":3,`, 1), "snapshot format 3 unknown to this node (it reads formats 1-2)"},
+		{"format 0", strings.Replace(good, `{"format":2,`, `{"format":0,`, 1), "snapshot format 0 unknown"},
 		{"line too long", `{"format":1,"applied_index":1}` + "\n" + strings.Repeat("x", maxSnapshotLine+1) + "\n", "longer than"},
 		{"two kinds", lines[0] + `{"cluster":{},"member":{}}` + "\n" + trailer, "2 kinds"},
 		{"unknown record", lines[0] + `{"bogus":1}` + "\n" + trailer, "unknown field"},
@@ -214,8 +218,8 @@ func TestRestoreChecksRecords(t *testing.T) {
 	bad := []state{
 		{members: map[uint64]Member{1: member(1)}, entries: map[string]Entry{}},                                // members without cluster
 		{cluster: &Cluster{NextCID: 2}, members: map[uint64]Member{2: member(2)}, entries: map[string]Entry{}}, // unissued CID
-		{members: map[uint64]Member{}, entries: map[string]Entry{"a//b": {Key: "a//b"}}},                       // invalid key
-		{members: map[uint64]Member{}, entries: map[string]Entry{"a": {Key: "a", Value: make([]byte, MaxValueLen+1)}}},
+		{members: map[uint64]Member{}, entries: map[string]Entry{"a//b": {Key: "a//b", Version: 1}}},           // invalid key
+		{members: map[uint64]Member{}, entries: map[string]Entry{"a": {Key: "a", Value: make([]byte, MaxValueLen+1), Version: 1}}},
 		{cluster: &Cluster{NextCID: 3}, members: map[uint64]Member{1: member(1), 2: func() Member {
 			m := member(2)
 			m.Name = member(1).Name

@@ -14,6 +14,10 @@ const (
 	MaxKeyLen = 256
 	// MaxValueLen is the maximum length of a configuration value, in bytes.
 	MaxValueLen = 1 << 20
+	// MaxStateBytes bounds the configuration store: the sum of len(key) +
+	// len(value) over the entries, plus len(key) over the tombstones. A
+	// ConfigSet that would take the store over it fails with ErrTooLarge.
+	MaxStateBytes = 256 << 20
 
 	// maxNameLen bounds member names, fingerprints and the cluster ID, and
 	// maxPEMLen the CA certificate and key, so that every record Apply accepts
@@ -21,6 +25,9 @@ const (
 	maxNameLen = 256
 	maxPEMLen  = 64 << 10
 )
+
+// stateBytesLimit is MaxStateBytes; tests lower it.
+var stateBytesLimit int64 = MaxStateBytes
 
 // Cluster is the cluster identity; nil until a CreateCluster command is
 // applied (a standalone node runs a one-voter Raft with no cluster identity
@@ -98,9 +105,26 @@ type Entry struct {
 
 // ValidateKey reports whether key is a valid configuration key: non-empty,
 // at most MaxKeyLen bytes, printable ASCII without spaces, made of
-// '/'-separated non-empty segments (no leading, trailing or doubled '/').
+// '/'-separated non-empty segments (no leading, trailing or doubled '/'),
+// none of them "." or "..", so that a key is also a safe relative file path.
 // The error wraps ErrInvalidKey.
 func ValidateKey(key string) error {
+	if err := validateKeySyntax(key); err != nil {
+		return err
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "." || seg == ".." {
+			return fmt.Errorf("%w: %q: path segment %q is not allowed", ErrInvalidKey, key, seg)
+		}
+	}
+	return nil
+}
+
+// validateKeySyntax checks the rules of ValidateKey except the ban on "." and
+// ".." segments, which came later: keys that pass it may exist in the state
+// (written before the ban), so Restore accepts them and ConfigDelete may
+// remove them, while ConfigSet refuses to create new ones.
+func validateKeySyntax(key string) error {
 	if key == "" {
 		return fmt.Errorf("%w: empty key", ErrInvalidKey)
 	}
