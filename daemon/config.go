@@ -35,6 +35,12 @@ type Config struct {
 	Raft raftnode.Config
 	// RPCTimeout bounds one request to another node (status, forwarding).
 	RPCTimeout time.Duration
+	// ExportDir, if set, receives the configuration entries under ExportPrefixes (all
+	// when empty) as files, rewritten atomically after each applied change.
+	ExportDir      string
+	ExportPrefixes []string
+	// FaultInjection serves api.PathDebugPartition: drills and tests only.
+	FaultInjection bool
 	// ProtocolVersion is the node-to-node protocol version this node speaks; only
 	// compatibility drills set it to anything but ProtocolVersion.
 	ProtocolVersion int

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
@@ -65,6 +64,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("PUT "+api.PathConfig, d.handleConfigSet)
 	mux.HandleFunc("DELETE "+api.PathConfig, d.handleConfigDelete)
 	mux.HandleFunc("GET "+api.PathConfigList, d.handleConfigList)
+	mux.HandleFunc("GET "+api.PathConfigWatch, d.handleConfigWatch)
 	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinProbeRequest
 		if decodeBody(w, r, &req) {
@@ -108,6 +108,16 @@ func (d *Daemon) controlHandler() http.Handler {
 			reply(w, res, err)
 		}
 	})
+	if d.cfg.FaultInjection {
+		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
+			var req api.PartitionRequest
+			if decodeBody(w, r, &req) {
+				d.mux.Partition(req.Hosts)
+				d.rpcClient.CloseIdleConnections()
+				writeJSON(w, http.StatusOK, req)
+			}
+		})
+	}
 	return mux
 }
 
@@ -130,7 +140,7 @@ func (d *Daemon) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	if err := d.linearizableRead(r.Context()); err != nil {
+	if err := d.readAt(w, r); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -143,6 +153,42 @@ func (d *Daemon) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(api.HeaderVersion, strconv.FormatUint(e.Version, 10))
 	w.Header().Set("Content-Length", strconv.Itoa(len(e.Value)))
 	_, _ = w.Write(e.Value)
+}
+
+// readAt prepares a read: linearizable by default, or with stale=1 served from this
+// node's own state, with headers that say how far behind it may be.
+func (d *Daemon) readAt(w http.ResponseWriter, r *http.Request) error {
+	if r.URL.Query().Get("stale") != "1" {
+		return d.linearizableRead(r.Context())
+	}
+	if err := d.checkServing(); err != nil {
+		return err
+	}
+	st := d.rn().Stats()
+	contact := "never"
+	switch {
+	case d.rn().IsLeader():
+		contact = "0s"
+	case st.LastContact > 0:
+		contact = st.LastContact.Round(time.Millisecond).String()
+	}
+	w.Header().Set(api.HeaderStale, "1")
+	w.Header().Set(api.HeaderAppliedIndex, strconv.FormatUint(d.fsm.AppliedIndex(), 10))
+	w.Header().Set(api.HeaderLastContact, contact)
+	return nil
+}
+
+// ifVersion reads the optional if_version parameter of a write.
+func ifVersion(r *http.Request) (*uint64, error) {
+	s := r.URL.Query().Get("if_version")
+	if s == "" {
+		return nil, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: if_version %q is not a version number", fsm.ErrBadCommand, s)
+	}
+	return &v, nil
 }
 
 func (d *Daemon) handleConfigSet(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +206,12 @@ func (d *Daemon) handleConfigSet(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: values are limited to %d bytes", fsm.ErrTooLarge, fsm.MaxValueLen))
 		return
 	}
-	d.writeConfig(w, r.Context(), key, &fsm.ConfigSet{Key: key, Value: value})
+	iv, err := ifVersion(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	d.writeConfig(w, r.Context(), key, &fsm.ConfigSet{Key: key, Value: value, IfVersion: iv})
 }
 
 func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
@@ -169,12 +220,20 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	d.writeConfig(w, r.Context(), key, &fsm.ConfigDelete{Key: key})
+	iv, err := ifVersion(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	d.writeConfig(w, r.Context(), key, &fsm.ConfigDelete{Key: key, IfVersion: iv})
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
 	res, err := d.propose(ctx, cmd)
 	if err != nil {
+		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
+			err = &versionConflict{err: err, version: res.Version}
+		}
 		writeErr(w, err)
 		return
 	}
@@ -182,7 +241,7 @@ func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key str
 }
 
 func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
-	if err := d.linearizableRead(r.Context()); err != nil {
+	if err := d.readAt(w, r); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -190,12 +249,7 @@ func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
 	out := api.ConfigList{Entries: make([]api.ConfigEntry, 0, len(entries))}
 	for _, e := range entries {
 		ce := api.ConfigEntry{Key: e.Key, Version: e.Version, Size: len(e.Value)}
-		if utf8.Valid(e.Value) {
-			v := string(e.Value)
-			ce.Value = &v
-		} else {
-			ce.ValueBase64 = encodeBase64(e.Value)
-		}
+		ce.Value, ce.ValueBase64 = encodeValue(e.Value)
 		out.Entries = append(out.Entries, ce)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -229,7 +283,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeErr(w http.ResponseWriter, err error) {
 	code, status, hint := api.CodeInternal, http.StatusInternalServerError, ""
 	var remote *remoteError
+	var conflict *versionConflict
 	switch {
+	case errors.As(err, &conflict):
+		writeJSON(w, http.StatusConflict, api.Error{Code: api.CodeConflict, Message: err.Error(), Version: conflict.version,
+			Hint: "read the current value and version (pmgcm config get), then retry with --if-version set to it"})
+		return
 	case errors.As(err, &remote):
 		writeJSON(w, remote.Status, remote.E)
 		return
@@ -278,3 +337,12 @@ func writeErr(w http.ResponseWriter, err error) {
 	}
 	writeJSON(w, status, api.Error{Code: code, Message: err.Error(), Hint: hint})
 }
+
+// versionConflict is a failed compare-and-set with the key's current version.
+type versionConflict struct {
+	err     error
+	version uint64
+}
+
+func (e *versionConflict) Error() string { return e.err.Error() }
+func (e *versionConflict) Unwrap() error { return e.err }

@@ -127,6 +127,10 @@ func (d *Daemon) Open() (err error) {
 	go d.finishPendingEpoch()
 	go d.followPeers()
 	go d.runLeaderDuties()
+	if d.cfg.ExportDir != "" {
+		d.bg.Add(1)
+		go d.runExporter()
+	}
 	d.logger.Info("pmgclusterd started", "name", d.self().Name, "cid", d.self().CID,
 		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
 	return nil

@@ -274,12 +274,8 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error
 		return nil, err
 	}
 	if !d.rn().IsLeader() {
-		leader, err := d.waitLeaderAddr(ctx)
-		if err != nil {
-			return nil, err
-		}
 		var adm admission
-		return &adm, d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcAdmit, req, &adm)
+		return &adm, d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
 	}
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -201,16 +202,18 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 	}
 	if !d.rn().IsLeader() {
 		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
-		leader, err := d.waitLeaderAddr(wctx)
+		var out api.DeleteResponse
+		err := d.callLeader(wctx, http.MethodPost, rpcDelete, api.DeleteRequest{CID: cid}, &out, false)
 		cancel()
-		if err != nil && force {
+		switch {
+		case err == nil:
+			return &out, nil
+		case errors.Is(err, raftnode.ErrNoLeader) && force:
 			return d.forceDelete(ctx, m)
-		}
-		if err != nil {
+		case errors.Is(err, raftnode.ErrNoLeader):
 			return nil, fmt.Errorf("%w; if cid %d is dead and it was the quorum's missing voter, remove it with: pmgcm delete --force %d", err, cid, cid)
 		}
-		var out api.DeleteResponse
-		return &out, d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcDelete, api.DeleteRequest{CID: cid}, &out)
+		return nil, err
 	}
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"sync/atomic"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -41,6 +43,9 @@ const (
 type remoteError struct {
 	Status int
 	E      api.Error
+	// notSent is true when the request never left this node (no connection was made):
+	// retrying it cannot apply it twice.
+	notSent bool
 }
 
 func (e *remoteError) Error() string { return e.E.Message }
@@ -103,6 +108,9 @@ func (d *Daemon) handleRPCApply(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := d.applyLocal(r.Context(), cmd)
 	if err != nil {
+		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
+			err = &versionConflict{err: err, version: res.Version}
+		}
 		writeErr(w, err)
 		return
 	}
@@ -133,13 +141,15 @@ func (d *Daemon) call(ctx context.Context, client *http.Client, addr, method, pa
 		}
 		body = bytes.NewReader(b)
 	}
+	var gotConn atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
 	if err != nil {
 		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return &remoteError{Status: http.StatusBadGateway, E: api.Error{
+		return &remoteError{Status: http.StatusBadGateway, notSent: !gotConn.Load(), E: api.Error{
 			Code: api.CodeUnreachable, Message: fmt.Sprintf("cannot reach the node at %s: %v", addr, unwrapURLError(err)),
 		}}
 	}
@@ -209,15 +219,42 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 	if err != nil {
 		return nil, err
 	}
-	leader, err := d.waitLeaderAddr(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out applyResult
-	if err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcApply, b, &out); err != nil {
+	if err := d.callLeader(ctx, http.MethodPost, rpcApply, b, &out, false); err != nil {
+		var re *remoteError
+		if errors.As(err, &re) && re.E.Code == api.CodeConflict {
+			return &fsm.Result{Version: re.E.Version}, &versionConflict{err: fmt.Errorf("%w: %s", fsm.ErrVersionConflict, re.E.Message), version: re.E.Version}
+		}
 		return nil, err
 	}
 	return &fsm.Result{Index: out.Index, Version: out.Version, CID: out.CID}, nil
+}
+
+// callLeader sends a request to the master. It waits through an election, and retries
+// a master that cannot be reached (one that just died is still named until the next
+// election) until ctx ends, then reports the lost quorum. A request that may have reached
+// the master is retried only if idempotent, so that a write never applies twice.
+func (d *Daemon) callLeader(ctx context.Context, method, path string, in, out any, idempotent bool) error {
+	for {
+		if addr, err := d.leaderAddr(); err == nil {
+			err := d.call(ctx, d.rpcClient, addr, method, path, in, out)
+			var re *remoteError
+			switch {
+			case err == nil, !errors.As(err, &re):
+				return err
+			case re.E.Code == api.CodeUnreachable && (re.notSent || idempotent):
+			case re.E.Code == api.CodeNotLeader || re.E.Code == api.CodeNoQuorum:
+				// Not applied: the node we asked is no master (any more).
+			default:
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no quorum: %s; see pmgcm promote", raftnode.ErrNoLeader, d.reachableVoters())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // waitLeaderAddr waits briefly for a leader to be known (an election in progress).
@@ -229,7 +266,7 @@ func (d *Daemon) waitLeaderAddr(ctx context.Context) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("%w: no master elected: %s", raftnode.ErrNoLeader, d.quorumSummary())
+			return "", fmt.Errorf("%w: no quorum: %s; see pmgcm promote", raftnode.ErrNoLeader, d.reachableVoters())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -251,14 +288,10 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 			return err
 		}
 	}
-	leader, err := d.waitLeaderAddr(ctx)
-	if err != nil {
-		return err
-	}
 	var out struct {
 		Index uint64 `json:"index"`
 	}
-	if err := d.call(ctx, d.rpcClient, leader, http.MethodGet, rpcReadIndex, nil, &out); err != nil {
+	if err := d.callLeader(ctx, http.MethodGet, rpcReadIndex, nil, &out, true); err != nil {
 		return err
 	}
 	return n.WaitApplied(ctx, out.Index)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -181,4 +182,53 @@ func (d *Daemon) quorumSummary() string {
 	}
 	return fmt.Sprintf("%d voters (%s), last contact with a master %s; a master needs %d of them",
 		len(voters), strings.Join(voters, ", "), since, len(voters)/2+1)
+}
+
+// reachableVoters asks each voter of this node's configuration for its status, briefly
+// and in parallel, and says how many answer: for an error without a master.
+func (d *Daemon) reachableVoters() string {
+	cfg, err := d.rn().Configuration()
+	if err != nil {
+		return err.Error()
+	}
+	me := raftnode.ServerID(d.self().CID)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		up      = 0
+		total   = 0
+		missing []string
+	)
+	for _, s := range cfg.Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		total++
+		if s.ID == me {
+			up++
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+			defer cancel()
+			var n api.Node
+			err := d.call(ctx, d.rpcClient, string(s.Address), http.MethodGet, rpcNode, nil, &n)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				up++
+			} else {
+				missing = append(missing, fmt.Sprintf("cid %s at %s", s.ID, s.Address))
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Strings(missing)
+	out := fmt.Sprintf("%d of %d voters reachable", up, total)
+	if len(missing) > 0 {
+		out += " (unreachable: " + strings.Join(missing, ", ") + ")"
+	}
+	return out + fmt.Sprintf(", a master needs %d", total/2+1)
 }

@@ -140,12 +140,8 @@ func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error)
 		return nil, fmt.Errorf("%w: cid %d is not fenced: run pmgcm sync without --master_ip", fsm.ErrBadCommand, m.CID)
 	}
 	if !d.rn().IsLeader() {
-		leader, err := d.waitLeaderAddr(ctx)
-		if err != nil {
-			return nil, err
-		}
 		var adm admission
-		return &adm, d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm)
+		return &adm, d.callLeader(ctx, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm, false)
 	}
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()

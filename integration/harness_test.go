@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -433,4 +435,31 @@ func configList(t testing.TB, n *Node) []api.ConfigEntry {
 		t.Fatalf("decode config list: %v\n%s", err, out)
 	}
 	return list
+}
+
+// Partition cuts node n's cluster port off from the given nodes (none: heal), through the
+// daemon's fault-injection endpoint: start n with ExtraArgs "--fault-injection".
+func (n *Node) Partition(from ...*Node) {
+	n.t.Helper()
+	req := api.PartitionRequest{Hosts: []string{}}
+	for _, o := range from {
+		req.Hosts = append(req.Hosts, o.IP)
+	}
+	body, _ := json.Marshal(req)
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", n.Socket)
+		},
+	}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Post("http://pmgcm"+api.PathDebugPartition, "application/json", bytes.NewReader(body))
+	if err != nil {
+		n.t.Fatalf("partition %s: %v", n.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		n.t.Fatalf("partition %s: %s: %s (was it started with --fault-injection?)", n.Name, resp.Status, b)
+	}
 }

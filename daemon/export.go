@@ -1,0 +1,162 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/pmgcm/pmgcm/fsm"
+)
+
+// manifestName is the exporter's record, in the export directory, of the files it wrote
+// and the state-machine index it has exported up to.
+const manifestName = ".pmgcm-export.json"
+
+// exportManifest lists the keys whose files the exporter owns: it never removes a file
+// it did not write.
+type exportManifest struct {
+	Index uint64            `json:"index"`
+	Files map[string]uint64 `json:"files"` // key -> version written
+}
+
+// exporter writes configuration entries under chosen prefixes as files into a directory
+// after each applied change (pmgclusterd --config-export-dir), so that the gateway's
+// services read the synchronized configuration as ordinary files.
+type exporter struct {
+	d        *Daemon
+	dir      string
+	prefixes []string
+	m        exportManifest
+}
+
+// runExporter keeps the export directory in step with the state machine until the
+// daemon stops.
+func (d *Daemon) runExporter() {
+	defer d.bg.Done()
+	e := &exporter{d: d, dir: d.cfg.ExportDir, prefixes: d.cfg.ExportPrefixes}
+	if len(e.prefixes) == 0 {
+		e.prefixes = []string{""}
+	}
+	if err := e.load(); err != nil {
+		d.logger.Error("config export disabled: cannot read its manifest", "dir", e.dir, "error", err)
+		return
+	}
+	ctx, cancel := d.stopContext()
+	defer cancel()
+	for {
+		if err := e.sync(); err != nil {
+			d.logger.Error("config export", "dir", e.dir, "error", err)
+		}
+		if err := d.rn().WaitApplied(ctx, e.m.Index+1); err != nil && ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (e *exporter) manifestPath() string { return filepath.Join(e.dir, manifestName) }
+
+func (e *exporter) load() error {
+	if err := os.MkdirAll(e.dir, 0o750); err != nil {
+		return err
+	}
+	e.m = exportManifest{Files: map[string]uint64{}}
+	b, err := os.ReadFile(e.manifestPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &e.m); err != nil {
+		return fmt.Errorf("%s: %w (remove it to export everything again)", e.manifestPath(), err)
+	}
+	if e.m.Files == nil {
+		e.m.Files = map[string]uint64{}
+	}
+	return nil
+}
+
+// sync exports what changed since the manifest's index. When the state was replaced
+// (a join resets the state machine below that index) or the changes since it are no
+// longer all known (reset), it reconciles the whole directory instead.
+func (e *exporter) sync() error {
+	f := e.d.fsm
+	idx := f.AppliedIndex()
+	from := e.m.Index
+	full := idx < from
+	if full {
+		from = 0
+	}
+	var changes []fsm.Change
+	for _, p := range e.prefixes {
+		cs, reset := f.Changes(p, from)
+		full = full || reset
+		changes = append(changes, cs...)
+	}
+	if full {
+		live := map[string]bool{}
+		for _, c := range changes {
+			live[c.Key] = !c.Deleted
+		}
+		for key := range e.m.Files {
+			if !live[key] {
+				changes = append(changes, fsm.Change{Key: key, Deleted: true})
+			}
+		}
+	}
+	sort.Slice(changes, func(i, j int) bool { return changes[i].Version < changes[j].Version })
+	next := max(idx, from)
+	if full {
+		next = idx
+	}
+	var errs []error
+	for _, c := range changes {
+		next = max(next, c.Version)
+		if err := e.apply(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	e.m.Index = next
+	b, err := json.MarshalIndent(e.m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(e.manifestPath(), b, 0o640); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// apply writes or removes the file of one entry.
+func (e *exporter) apply(c fsm.Change) error {
+	// Keys are checked by fsm.ValidateKey: printable, no empty, "." or ".." segments,
+	// so the path stays inside the directory.
+	path := filepath.Join(e.dir, filepath.FromSlash(c.Key))
+	if !strings.HasPrefix(path, filepath.Clean(e.dir)+string(filepath.Separator)) || c.Key == manifestName {
+		return fmt.Errorf("key %q cannot be exported as a file", c.Key)
+	}
+	if c.Deleted {
+		if _, owned := e.m.Files[c.Key]; !owned {
+			return nil
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		delete(e.m.Files, c.Key)
+		return nil
+	}
+	if v, ok := e.m.Files[c.Key]; ok && v == c.Version {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+	}
+	if err := writeFileAtomic(path, c.Value, 0o640); err != nil {
+		return fmt.Errorf("export %s: %w", c.Key, err)
+	}
+	e.m.Files[c.Key] = c.Version
+	return nil
+}
