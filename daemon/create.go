@@ -29,8 +29,8 @@ const nodeCertValidity = 2 * 365 * 24 * time.Hour
 func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	d.createMu.Lock()
 	defer d.createMu.Unlock()
-	if cl := d.fsm.Cluster(); cl != nil {
-		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, cl.ID, d.self().CID)
+	if id := d.knownCluster(); id != "" {
+		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, d.self().CID)
 	}
 	if err := d.waitLeader(ctx); err != nil {
 		return nil, err

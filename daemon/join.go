@@ -114,9 +114,9 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	d.createMu.Lock()
 	defer d.createMu.Unlock()
 	// A node removed from its cluster may join again (with a new CID).
-	if cl := d.fsm.Cluster(); cl != nil && d.self().Removed == "" {
+	if id := d.knownCluster(); id != "" && d.self().Removed == "" {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed (to move it to another cluster, delete it there first and remove its data directory)",
-			ErrClusterExists, cl.ID, d.self().CID)
+			ErrClusterExists, id, d.self().CID)
 	}
 	addr, err := d.masterAddr(req.Master)
 	if err != nil {

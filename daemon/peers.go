@@ -162,3 +162,16 @@ func (d *Daemon) stopContext() (context.Context, context.CancelFunc) {
 	}()
 	return ctx, cancel
 }
+
+// knownCluster returns the ID of the cluster this node belongs to: by the state machine,
+// or, while the log is still being replayed after a start, by the member cache. Empty on
+// a standalone node.
+func (d *Daemon) knownCluster() string {
+	if cl := d.fsm.Cluster(); cl != nil {
+		return cl.ID
+	}
+	if p := d.peers.Load(); p != nil {
+		return p.ClusterID
+	}
+	return ""
+}

@@ -53,8 +53,9 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	switch {
 	case cl != nil:
 		st.Cluster = &api.Cluster{ID: cl.ID, Epoch: cl.Epoch, CreatedAt: cl.CreatedAt}
-	case me.Joined:
-		// Joined but not caught up yet: the trusted member list stands in.
+	case d.knownCluster() != "":
+		// Joined but not caught up yet, or restarted and still replaying the log: the
+		// trusted member list stands in.
 		p := d.peers.Load()
 		st.Cluster = &api.Cluster{ID: p.ClusterID, Epoch: p.Epoch}
 		members = p.Members

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-$PWD/run}
-NODES=${NODES:-1}
+NODES=${NODES:-3}
 PORT=${PORT:-8006}
 BIN=$PWD/bin
 
@@ -47,6 +47,22 @@ start() {
 	if "$BIN/pmgcm" --socket "$master" status | grep -q "no cluster defined"; then
 		"$BIN/pmgcm" --socket "$master" create
 	fi
+	# The other nodes join with the command that join-cmd prints on a member; right after
+	# a start the master may still be electing itself.
+	line=""
+	for _ in $(seq 100); do
+		line=$("$BIN/pmgcm" --socket "$master" join-cmd 2>/dev/null) && break
+		sleep 0.2
+	done
+	[ -n "$line" ] || { "$BIN/pmgcm" --socket "$master" join-cmd; exit 1; }
+	read -r -a join <<<"$line"
+	for i in $(seq 2 "$NODES"); do
+		sock=$RUN/node$i/pmgcm.sock
+		if "$BIN/pmgcm" --socket "$sock" status | grep -q "no cluster defined"; then
+			echo "node$i: ${join[*]:0:3} --fingerprint ... --token ... --yes"
+			"$BIN/pmgcm" --socket "$sock" "${join[@]:1}" --yes
+		fi
+	done
 	echo
 	"$BIN/pmgcm" --socket "$master" status
 	cat <<EOT
