@@ -39,6 +39,16 @@ const (
 	// PathPromote answers POST PromoteRequest with a PromoteResponse once this node is
 	// the master.
 	PathPromote = "/v1/cluster/promote"
+	// PathQuarantine answers GET [?from=SUBSTRING][&to=SUBSTRING][&state=STATE] with a
+	// JSON array of QuarantineMessage, newest first.
+	PathQuarantine = "/v1/quarantine"
+	// PathQuarantineShow answers GET ?id=ID with the raw message (headers and body),
+	// header HeaderSHA256 carrying its checksum.
+	PathQuarantineShow = "/v1/quarantine/show"
+	// PathQuarantineDelete and PathQuarantineRelease answer POST ?id=ID with the
+	// QuarantineMessage in its new state. The change replicates to every node.
+	PathQuarantineDelete  = "/v1/quarantine/delete"
+	PathQuarantineRelease = "/v1/quarantine/release"
 	// PathDebugPartition answers POST PartitionRequest: it cuts the node's cluster
 	// port off from the given hosts (an empty list heals). It exists only on a daemon
 	// started with --fault-injection, for drills and tests.
@@ -47,6 +57,9 @@ const (
 	// with (or been re-admitted by) the master.
 	PathSync = "/v1/cluster/sync"
 )
+
+// HeaderSHA256 carries the hex SHA-256 of a quarantined message.
+const HeaderSHA256 = "X-Pmgcm-Sha256"
 
 // HeaderVersion carries the version (Raft index of the last change) of a config value.
 const HeaderVersion = "X-Pmgcm-Version"
@@ -146,6 +159,18 @@ type Node struct {
 	Local bool `json:"local,omitempty"`
 	// Host metrics, read live on the node; absent when the node is down.
 	Sys *SysInfo `json:"sys,omitempty"`
+	// Mail is the node's mail store and replication backlog; absent when unknown.
+	Mail *MailStatus `json:"mail,omitempty"`
+}
+
+// MailStatus is a node's quarantine and how far its copy lags the other nodes'.
+type MailStatus struct {
+	Messages int64 `json:"messages"`
+	Bytes    int64 `json:"bytes"`
+	// BacklogMessages and BacklogBytes are what this node still has to receive from the
+	// other nodes; the node is in state S while they are not zero.
+	BacklogMessages int64 `json:"backlog_messages"`
+	BacklogBytes    int64 `json:"backlog_bytes"`
 }
 
 // SysInfo holds host metrics read live on a node.
@@ -313,4 +338,24 @@ type WatchResponse struct {
 // PartitionRequest lists the hosts (IP addresses) to cut this node off from.
 type PartitionRequest struct {
 	Hosts []string `json:"hosts"`
+}
+
+// Quarantine states.
+const (
+	MailQuarantined = "quarantined"
+	MailReleased    = "released"
+	MailDeleted     = "deleted"
+)
+
+// QuarantineMessage is one message of the replicated quarantine.
+type QuarantineMessage struct {
+	ID        string    `json:"id"`
+	OriginCID uint64    `json:"origin_cid"`
+	From      string    `json:"from"`
+	To        []string  `json:"to"`
+	Subject   string    `json:"subject"`
+	Size      int64     `json:"size"`
+	SHA256    string    `json:"sha256"`
+	State     string    `json:"state"`
+	Received  time.Time `json:"received"`
 }
