@@ -51,12 +51,16 @@ func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standi
 	if cache == nil || cache.ClusterID == "" {
 		return standingOK, membership{}
 	}
+	id := d.mux.Identity()
+	if id.Standalone() {
+		return standingOK, membership{}
+	}
 	me := d.self()
 	myEpoch := cache.Epoch
 	if cl := d.fsm.Cluster(); cl != nil && cl.Epoch > myEpoch {
 		myEpoch = cl.Epoch
 	}
-	myFP := d.mux.Identity().Fingerprint
+	myFP := id.Fingerprint
 	answers := make(chan membership, len(cache.Members))
 	var wg sync.WaitGroup
 	for _, m := range cache.Members {
@@ -81,6 +85,9 @@ func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standi
 	}
 	wg.Wait()
 	close(answers)
+	if d.mux.Identity().Fingerprint != myFP {
+		return standingOK, membership{} // the identity changed meanwhile: the answers are moot
+	}
 	for a := range answers {
 		if a.ClusterID != cache.ClusterID {
 			continue
@@ -99,6 +106,12 @@ func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standi
 
 // checkStanding acts on askStanding: a removed or fenced node stops Raft and says why.
 func (d *Daemon) checkStanding(ctx context.Context) {
+	// A join or re-admission replaces the node's identity: asking with the old one would
+	// make the peers disown it.
+	if !d.createMu.TryLock() {
+		return
+	}
+	defer d.createMu.Unlock()
 	me := d.self()
 	if me.Removed != "" || me.Fenced != nil || me.PendingEpoch != 0 {
 		return

@@ -209,6 +209,7 @@ func (d *Daemon) becomeMember(adm admission) error {
 	if err := d.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
+	d.mux.SetIdentity(id)
 	if err := d.storePeers(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
 		return err
 	}
@@ -222,7 +223,6 @@ func (d *Daemon) becomeMember(adm admission) error {
 			d.logger.Warn("closing the standalone raft", "error", err)
 		}
 	}
-	d.mux.SetIdentity(id)
 	d.fsm.Reset()
 	return d.openRaft(true)
 }

@@ -38,6 +38,9 @@ const (
 	joinCheckPath = "/join/v1/membership"
 )
 
+// errSelfLeader tells a caller of callLeader that this node itself is the master now.
+var errSelfLeader = errors.New("this node is the master")
+
 // remoteError is an error answered by another node, kept with its api code so that the
 // control socket passes it on unchanged.
 type remoteError struct {
@@ -209,18 +212,24 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if d.rn().IsLeader() {
-		res, err := d.applyLocal(ctx, cmd)
-		if !errors.Is(err, raftnode.ErrNotLeader) || res != nil {
-			return res, err
-		}
-	}
 	b, err := fsm.Encode(cmd)
 	if err != nil {
 		return nil, err
 	}
 	var out applyResult
-	if err := d.callLeader(ctx, http.MethodPost, rpcApply, b, &out, false); err != nil {
+	for {
+		if d.rn().IsLeader() {
+			res, err := d.applyLocal(ctx, cmd)
+			if !errors.Is(err, raftnode.ErrNotLeader) || res != nil {
+				return res, err
+			}
+		}
+		err = d.callLeader(ctx, http.MethodPost, rpcApply, b, &out, false)
+		if !errors.Is(err, errSelfLeader) {
+			break
+		}
+	}
+	if err != nil {
 		var re *remoteError
 		if errors.As(err, &re) && re.E.Code == api.CodeConflict {
 			return &fsm.Result{Version: re.E.Version}, &versionConflict{err: fmt.Errorf("%w: %s", fsm.ErrVersionConflict, re.E.Message), version: re.E.Version}
@@ -237,6 +246,9 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 func (d *Daemon) callLeader(ctx context.Context, method, path string, in, out any, idempotent bool) error {
 	for {
 		if addr, err := d.leaderAddr(); err == nil {
+			if addr == d.cfg.Addr() {
+				return errSelfLeader // this node won the election meanwhile: the caller acts locally
+			}
 			err := d.call(ctx, d.rpcClient, addr, method, path, in, out)
 			var re *remoteError
 			switch {
@@ -282,19 +294,25 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	n := d.rn()
-	if n.IsLeader() {
-		_, err := n.ReadIndex(ctx)
-		if !errors.Is(err, raftnode.ErrNotLeader) {
-			return err
-		}
-	}
 	var out struct {
 		Index uint64 `json:"index"`
 	}
-	if err := d.callLeader(ctx, http.MethodGet, rpcReadIndex, nil, &out, true); err != nil {
-		return err
+	for {
+		if n.IsLeader() {
+			_, err := n.ReadIndex(ctx)
+			if !errors.Is(err, raftnode.ErrNotLeader) {
+				return err
+			}
+		}
+		err := d.callLeader(ctx, http.MethodGet, rpcReadIndex, nil, &out, true)
+		if errors.Is(err, errSelfLeader) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return n.WaitApplied(ctx, out.Index)
 	}
-	return n.WaitApplied(ctx, out.Index)
 }
 
 // checkServing refuses cluster operations on a node that was removed from its cluster
