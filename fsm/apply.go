@@ -24,6 +24,8 @@ func (s *state) apply(cmd Command, idx uint64, res *Result) {
 		res.Err = s.setEpoch(c)
 	case UpdateMember:
 		res.Err = s.updateMember(c)
+	case RestoreConfig:
+		res.Err = s.restoreConfig(c, idx)
 	default:
 		// Unreachable: Decode only returns the types above.
 		res.Err = fmt.Errorf("%w: %T has no apply rule", ErrUnknownCommand, cmd)
@@ -267,5 +269,57 @@ func (s *state) updateMember(c UpdateMember) error {
 		return err
 	}
 	s.members[c.Member.CID] = c.Member
+	return nil
+}
+
+// restoreConfig loads entries on a standalone node; all or nothing.
+func (s *state) restoreConfig(c RestoreConfig, idx uint64) error {
+	if s.cluster != nil {
+		return fmt.Errorf("%w: cluster %s: a backup is restored only on a node in no cluster", ErrClusterExists, s.cluster.ID)
+	}
+	size := s.bytes
+	if c.Reset {
+		size = 0
+	}
+	seen := make(map[string]bool, len(c.Entries))
+	for _, e := range c.Entries {
+		if err := ValidateKey(e.Key); err != nil {
+			return err
+		}
+		if err := validateValue(e.Value); err != nil {
+			return fmt.Errorf("key %q: %w", e.Key, err)
+		}
+		if seen[e.Key] {
+			return fmt.Errorf("%w: RestoreConfig: key %q twice", ErrBadCommand, e.Key)
+		}
+		seen[e.Key] = true
+		size += int64(len(e.Key) + len(e.Value))
+		if old, ok := s.entries[e.Key]; ok && !c.Reset {
+			size -= int64(len(old.Key) + len(old.Value))
+		}
+	}
+	if size > stateBytesLimit {
+		return fmt.Errorf("%w: configuration store would be %d bytes, the limit is %d", ErrTooLarge, size, stateBytesLimit)
+	}
+	if c.Reset {
+		s.entries = map[string]Entry{}
+		s.tombs = newTombstones()
+		s.tombs.horizon = idx // every watcher starts over
+		s.bytes = 0
+	}
+	for _, e := range c.Entries {
+		if s.tombs.remove(e.Key) {
+			s.bytes -= int64(len(e.Key))
+		}
+		if old, ok := s.entries[e.Key]; ok {
+			s.bytes -= int64(len(old.Key) + len(old.Value))
+		}
+		value := e.Value
+		if value == nil {
+			value = []byte{}
+		}
+		s.entries[e.Key] = Entry{Key: e.Key, Value: value, Version: idx}
+		s.bytes += int64(len(e.Key) + len(value))
+	}
 	return nil
 }

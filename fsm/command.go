@@ -29,9 +29,10 @@ const (
 	TypeSetJoinToken
 	TypeSetEpoch
 	TypeUpdateMember
+	TypeRestoreConfig
 
 	// maxCommandType is the highest type this node knows.
-	maxCommandType = TypeUpdateMember
+	maxCommandType = TypeRestoreConfig
 )
 
 // String returns the command type's name, e.g. "ConfigSet".
@@ -55,6 +56,8 @@ func (t CommandType) String() string {
 		return "SetEpoch"
 	case TypeUpdateMember:
 		return "UpdateMember"
+	case TypeRestoreConfig:
+		return "RestoreConfig"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -127,6 +130,22 @@ type SetEpoch struct {
 	Members []Member `json:"members"`
 }
 
+// RestoreConfig loads configuration entries from a backup into a standalone node (no
+// cluster: a backup never carries cluster identity or members). With Reset the entries
+// already there are dropped first, and watchers are told to reset. A large backup is
+// restored in several commands, the first with Reset. Every entry gets the command's
+// log index as its version.
+type RestoreConfig struct {
+	Reset   bool            `json:"reset"`
+	Entries []RestoredEntry `json:"entries"`
+}
+
+// RestoredEntry is one entry of a RestoreConfig.
+type RestoredEntry struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"`
+}
+
 // UpdateMember replaces the record of an existing member (same CID).
 type UpdateMember struct {
 	Member Member `json:"member"`
@@ -159,6 +178,9 @@ func (SetEpoch) Type() CommandType { return TypeSetEpoch }
 // Type implements Command.
 func (UpdateMember) Type() CommandType { return TypeUpdateMember }
 
+// Type returns TypeRestoreConfig.
+func (RestoreConfig) Type() CommandType { return TypeRestoreConfig }
+
 // newCommand returns a pointer to a zero command of type t, or nil if t is
 // unknown.
 func newCommand(t CommandType) any {
@@ -181,6 +203,8 @@ func newCommand(t CommandType) any {
 		return new(SetEpoch)
 	case TypeUpdateMember:
 		return new(UpdateMember)
+	case TypeRestoreConfig:
+		return new(RestoreConfig)
 	}
 	return nil
 }

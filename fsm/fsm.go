@@ -77,6 +77,15 @@ func (f *FSM) Reset() {
 	f.mu.Unlock()
 }
 
+// EntriesAt returns every configuration entry, sorted by key, and the applied index they
+// are all at: one consistent point in time, for a backup. Values are shared, not copied:
+// they are never changed in place.
+func (f *FSM) EntriesAt() (uint64, []Entry) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied, f.st.sortedEntries()
+}
+
 // Result is what Apply returns for every LogCommand entry (never nil); Raft
 // hands it to the proposer as ApplyFuture.Response().
 type Result struct {
