@@ -21,7 +21,7 @@ var forcePromote = forcedAction{
 var promoteHints = map[string]string{
 	api.CodeNoQuorum: "if the other voters are lost for good, force it with 'pmgcm promote --force' " +
 		"(read 'pmgcm promote --help' first); if they are only cut off, reconnect them instead",
-	api.CodeBehind: "another survivor has a longer committed log: run 'pmgcm promote' on that node instead",
+	api.CodeBehind: "another survivor has a longer committed log: run 'pmgcm promote --force' on that node instead, or its writes are lost",
 	api.CodeFenced: "this node was superseded by a forced promotion: run " +
 		"'pmgcm sync --master_ip <the new master's IP>' to bring it back",
 }

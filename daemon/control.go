@@ -108,6 +108,8 @@ func (d *Daemon) controlHandler() http.Handler {
 			reply(w, res, err)
 		}
 	})
+	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
+	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest
@@ -330,6 +332,9 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, raftnode.ErrNoLeader), errors.Is(err, raftnode.ErrTimeout):
 		code, status = api.CodeNoQuorum, http.StatusServiceUnavailable
 		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
+	case errors.Is(err, raftnode.ErrUnknownOutcome):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+		hint = "the master changed while the write was in flight: read the key (pmgcm config get) to see whether it took effect"
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
 	case errors.Is(err, raftnode.ErrClosed):

@@ -220,7 +220,7 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 	for {
 		if d.rn().IsLeader() {
 			res, err := d.applyLocal(ctx, cmd)
-			if !errors.Is(err, raftnode.ErrNotLeader) || res != nil {
+			if !notProposed(err) || res != nil {
 				return res, err
 			}
 		}
@@ -269,6 +269,12 @@ func (d *Daemon) callLeader(ctx context.Context, method, path string, in, out an
 	}
 }
 
+// notProposed reports whether err says this node stopped leading before it proposed
+// anything: the request may go to the master instead.
+func notProposed(err error) bool {
+	return errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrNoLeader)
+}
+
 // waitLeaderAddr waits briefly for a leader to be known (an election in progress).
 func (d *Daemon) waitLeaderAddr(ctx context.Context) (string, error) {
 	for {
@@ -300,7 +306,7 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 	for {
 		if n.IsLeader() {
 			_, err := n.ReadIndex(ctx)
-			if !errors.Is(err, raftnode.ErrNotLeader) {
+			if !notProposed(err) {
 				return err
 			}
 		}

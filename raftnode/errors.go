@@ -14,6 +14,9 @@ var (
 	ErrCorrupt = errors.New("raft data is corrupt")
 	// ErrClosed means the node has been closed.
 	ErrClosed = errors.New("raft node is closed")
+	// ErrUnknownOutcome means a command was sent but leadership was lost before it was
+	// known to commit: it may or may not take effect. It must not be proposed again.
+	ErrUnknownOutcome = errors.New("outcome unknown: leadership was lost while the command was in flight")
 	// ErrTimeout means the operation did not finish before its deadline.
 	ErrTimeout = errors.New("raft operation timed out")
 )

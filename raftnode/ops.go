@@ -13,9 +13,10 @@ import (
 )
 
 // Apply proposes cmd on this node, which must be the leader, and returns the state
-// machine's result once the entry is committed and applied. A proposal whose outcome is
-// unknown (leadership lost after the entry was sent) returns an error wrapping ErrTimeout
-// or ErrNotLeader; callers must not assume it failed.
+// machine's result once the entry is committed and applied. ErrNotLeader and ErrNoLeader
+// mean the command was not proposed: it may be sent to the master. ErrUnknownOutcome
+// and ErrTimeout mean it may still take effect: callers must neither assume it failed
+// nor propose it again.
 func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	r := n.raftOrNil()
 	if r == nil {
@@ -40,8 +41,11 @@ func (n *Node) mapErr(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
 		return n.notLeader()
-	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("%w: leadership lost while the command was in flight; its outcome is unknown", ErrNotLeader)
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return ErrUnknownOutcome
+	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Refused before it was appended: safe to send to the next master.
+		return fmt.Errorf("%w: a leadership transfer is under way", ErrNotLeader)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("%w: %v", ErrTimeout, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
