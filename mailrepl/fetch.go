@@ -1,0 +1,125 @@
+package mailrepl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/pmgcm/pmgcm/mailstore"
+)
+
+// errNotHere means a peer answered 404: it does not hold the body.
+var errNotHere = errors.New("mailrepl: peer lacks the body")
+
+// maxResumes bounds how often a transfer broken mid-body is resumed from the
+// same peer before the next peer is tried.
+const maxResumes = 3
+
+// fetchBody fetches the body of id from first (the peer that sent its event;
+// zero Peer for none), else the origin's node, else any other peer. It
+// returns nil when the body is here (or no longer wanted) afterwards.
+func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error {
+	meta, err := r.store.Get(id)
+	if errors.Is(err, mailstore.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range r.peers(first, meta.Origin) {
+		err := r.fetchFrom(ctx, p, id)
+		switch {
+		case err == nil, errors.Is(err, mailstore.ErrExists), errors.Is(err, mailstore.ErrNotFound):
+			return nil
+		case errors.Is(err, mailstore.ErrBusy):
+			return nil // another loop is fetching it
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		if !errors.Is(err, errNotHere) {
+			r.log.Warn("body transfer failed", "id", id, "peer", p.CID, "error", err)
+		}
+		errs = append(errs, fmt.Errorf("peer %d: %w", p.CID, err))
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("%w: %s: no peer to ask", ErrNoSource, id)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrNoSource, id, errors.Join(errs...))
+}
+
+// fetchFrom fetches the body of id from p, resuming a broken transfer.
+func (r *Replicator) fetchFrom(ctx context.Context, p Peer, id string) error {
+	var err error
+	for attempt := 0; attempt < maxResumes; attempt++ {
+		var w *mailstore.BodyWriter
+		var off int64
+		w, off, err = r.store.BeginBody(id)
+		if err != nil {
+			return err
+		}
+		var n int64
+		n, err = r.transfer(ctx, p, w, off)
+		if err == nil {
+			return w.Commit()
+		}
+		_ = w.Close() // keeps the partial file for the next attempt
+		if n == 0 || ctx.Err() != nil {
+			return err
+		}
+		r.log.Info("body transfer broken, resuming", "id", id, "peer", p.CID, "offset", off+n, "error", err)
+	}
+	return err
+}
+
+// transfer streams the body from p into w starting at off; n is how many
+// bytes arrived.
+func (r *Replicator) transfer(ctx context.Context, p Peer, w *mailstore.BodyWriter, off int64) (n int64, err error) {
+	meta := w.Meta()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, bodyURL(p.Addr, meta.ID, off), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := r.cfg.Client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return 0, errNotHere
+	case resp.StatusCode != http.StatusOK:
+		return 0, fmt.Errorf("%w: body %s: %s", ErrPeer, meta.ID, resp.Status)
+	case resp.Header.Get(HeaderSHA256) != meta.SHA256 || resp.Header.Get(HeaderSize) != strconv.FormatInt(meta.Size, 10):
+		return 0, fmt.Errorf("%w: body %s: size or sha256 differs from the event's", ErrPeer, meta.ID)
+	}
+	// A peer that stops sending (stopped process, dead link) must not hold
+	// the transfer forever: cut it after StallTimeout without progress.
+	watchdog := time.AfterFunc(r.cfg.StallTimeout, cancel)
+	defer watchdog.Stop()
+	n, err = io.Copy(w, &progressReader{r: resp.Body, progress: func() { watchdog.Reset(r.cfg.StallTimeout) }})
+	if err == nil && off+n != meta.Size {
+		err = fmt.Errorf("%w: body %s: short by %d bytes", ErrPeer, meta.ID, meta.Size-off-n)
+	}
+	return n, err
+}
+
+// progressReader calls progress after every read that returned data.
+type progressReader struct {
+	r        io.Reader
+	progress func()
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.progress()
+	}
+	return n, err
+}

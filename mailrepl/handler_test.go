@@ -1,0 +1,87 @@
+package mailrepl
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestHandler(t *testing.T) {
+	c := newCluster(t, 1)
+	st := c.nodes[0].store
+	srv := httptest.NewServer(Handler(st))
+	t.Cleanup(srv.Close)
+	m := c.accept(0, 2000)
+
+	get := func(path string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	for _, bad := range []string{"/mail/v1/events?cursors=nope", "/mail/v1/events?limit=-1",
+		"/mail/v1/events?wait=soon", "/mail/v1/body/" + m.ID + "?offset=x", "/mail/v1/body/..%2f..%2fetc"} {
+		if resp, _ := get(bad); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%s: %s", bad, resp.Status)
+		}
+	}
+	if resp, _ := get("/mail/v1/body/1-99"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown body: %s", resp.Status)
+	}
+	if resp, _ := get("/mail/v1/body/" + m.ID + "?offset=999999"); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("offset past the end: %s", resp.Status)
+	}
+	resp, b := get("/mail/v1/body/" + m.ID + "?offset=1500")
+	if resp.StatusCode != 200 || int64(len(b)) != m.Size-1500 || resp.Header.Get(HeaderSHA256) != m.SHA256 || resp.Header.Get(HeaderSize) != strconv.FormatInt(m.Size, 10) {
+		t.Fatalf("body from offset: %s %d %v", resp.Status, len(b), resp.Header)
+	}
+
+	// Serving a body that no longer matches its checksum makes the store
+	// notice (the asker rejects it by its own check): it is marked missing.
+	bad := c.accept(0, 3000)
+	if err := os.WriteFile(st.BodyPath(bad.ID), make([]byte, bad.Size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.Get(srv.URL + PathBody + bad.ID); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	waitFor(t, 5*time.Second, "corrupt body marked missing", func() bool { return !st.HasBody(bad.ID) })
+
+	var er EventsResponse
+	resp, b = get("/mail/v1/events")
+	if err := json.Unmarshal(b, &er); err != nil || len(er.Events) != 2 || er.Heads[1] != 2 {
+		t.Fatalf("events: %s %s %v", resp.Status, b, err)
+	}
+	// A long poll returns as soon as the store changes.
+	q := url.Values{"cursors": {`{"1":2}`}, "wait": {"10s"}}
+	start := time.Now()
+	go func() {
+		time.Sleep(200 * time.Millisecond) // the change must come while the poll waits
+		c.accept(0, 10)
+	}()
+	_, b = get("/mail/v1/events?" + q.Encode())
+	if err := json.Unmarshal(b, &er); err != nil || len(er.Events) != 1 || er.Events[0].MsgID != "1-3" {
+		t.Fatalf("long poll: %s %v", b, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("long poll took %s", d)
+	}
+	// An empty long poll ends with the wait.
+	q.Set("cursors", `{"1":3}`)
+	q.Set("wait", "100ms")
+	_, b = get("/mail/v1/events?" + q.Encode())
+	if err := json.Unmarshal(b, &er); err != nil || len(er.Events) != 0 || er.Heads[1] != 3 {
+		t.Fatalf("empty poll: %s %v", b, err)
+	}
+}

@@ -1,0 +1,206 @@
+package mailrepl
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/pmgcm/pmgcm/mailstore"
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// node is one member of a test cluster: a store, its HTTP server on
+// 127.0.0.1:0 and a replicator pulling from the other nodes.
+type node struct {
+	cid   uint64
+	store *mailstore.Store
+	addr  string
+	srv   *http.Server
+	cut   *cutter
+	repl  *Replicator
+}
+
+type cluster struct {
+	t     *testing.T
+	nodes []*node
+}
+
+// newCluster starts n stores and servers; replicators are made, not started.
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	for i := 0; i < n; i++ {
+		cid := uint64(i + 1)
+		st, err := mailstore.Open(t.TempDir(), mailstore.Options{LocalCID: func() uint64 { return cid }, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd := &node{cid: cid, store: st, addr: ln.Addr().String(), cut: &cutter{}}
+		nd.srv = &http.Server{Handler: nd.cut.wrap(Handler(st)), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = nd.srv.Serve(ln) }()
+		t.Cleanup(func() { _ = nd.srv.Close() })
+		c.nodes = append(c.nodes, nd)
+	}
+	for _, nd := range c.nodes {
+		cfg := DefaultConfig()
+		cfg.Store = nd.store
+		cfg.Client = &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}}
+		cfg.Peers = c.peersOf()
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "n" + strconv.FormatUint(nd.cid, 10), Level: hclog.Warn, Output: testWriter{t}})
+		cfg.PollWait = 2 * time.Second
+		cfg.PeerRefresh = 50 * time.Millisecond
+		cfg.MissingInterval = 2 * time.Second
+		cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 200*time.Millisecond
+		r, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.repl = r
+		t.Cleanup(func() { _ = r.Close() })
+	}
+	return c
+}
+
+// peersOf lists every node (the replicator skips its own CID).
+func (c *cluster) peersOf() func() []Peer {
+	return func() []Peer {
+		var out []Peer
+		for _, nd := range c.nodes {
+			out = append(out, Peer{CID: nd.cid, Addr: nd.addr})
+		}
+		return out
+	}
+}
+
+func (c *cluster) start(idx ...int) {
+	for _, i := range idx {
+		c.nodes[i].repl.Start()
+	}
+}
+
+// accept stores a random message of size bytes on node i.
+func (c *cluster) accept(i, size int) mailstore.Meta {
+	c.t.Helper()
+	body := make([]byte, size)
+	_, _ = rand.Read(body)
+	raw := append([]byte("Subject: test "+strconv.Itoa(size)+"\r\n\r\n"), body...)
+	m, err := c.nodes[i].store.Accept("from@example.org", []string{"to@example.net"}, bytes.NewReader(raw))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
+
+// hasAll reports whether node i holds every message of ms with a body whose
+// SHA-256 matches.
+func (c *cluster) hasAll(i int, ms []mailstore.Meta) bool {
+	st := c.nodes[i].store
+	for _, m := range ms {
+		f, got, err := st.OpenBody(m.ID)
+		if err != nil {
+			return false
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		_ = f.Close()
+		if err != nil || got.SHA256 != m.SHA256 || hex.EncodeToString(h.Sum(nil)) != m.SHA256 {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *cluster) backlogZero(i int) bool {
+	m, b := c.nodes[i].repl.Backlog()
+	return m == 0 && b == 0
+}
+
+// cutter breaks the first body response after `after` bytes when armed, and
+// records the offsets asked for.
+type cutter struct {
+	armed   atomic.Bool
+	after   int
+	mu      sync.Mutex
+	offsets []int64
+}
+
+func (c *cutter) arm(after int) {
+	c.after = after
+	c.armed.Store(true)
+}
+
+func (c *cutter) seen() []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int64(nil), c.offsets...)
+}
+
+func (c *cutter) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, PathBody) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		off, _ := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+		c.mu.Lock()
+		c.offsets = append(c.offsets, off)
+		c.mu.Unlock()
+		if !c.armed.CompareAndSwap(true, false) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(&cutWriter{ResponseWriter: w, left: c.after}, r)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // drop the connection mid-body
+	})
+}
+
+type cutWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (w *cutWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.left {
+		w.left -= len(p)
+		return w.ResponseWriter.Write(p)
+	}
+	n, _ := w.ResponseWriter.Write(p[:w.left])
+	w.left = 0
+	return n, io.ErrClosedPipe
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

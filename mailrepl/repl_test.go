@@ -1,0 +1,205 @@
+package mailrepl
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pmgcm/pmgcm/mailstore"
+)
+
+const settle = 20 * time.Second
+
+func TestReplicatesEverywhereQuickly(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start(0, 1, 2)
+	var ms []mailstore.Meta
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 10; k++ {
+				m := c.accept(i, 1000*k)
+				mu.Lock()
+				ms = append(ms, m)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range c.nodes {
+		waitFor(t, settle, "every message on every node", func() bool { return c.hasAll(i, ms) })
+	}
+	for i := range c.nodes {
+		waitFor(t, settle, "backlog 0", func() bool { return c.backlogZero(i) })
+		if n, _ := c.nodes[i].store.Stats(); n != 30 {
+			t.Fatalf("node %d: %d messages", i, n)
+		}
+	}
+	// Latency on a healthy, idle cluster: the long polls return at once.
+	start := time.Now()
+	m := c.accept(1, 5000)
+	waitFor(t, 5*time.Second, "the new message everywhere", func() bool {
+		return c.hasAll(0, []mailstore.Meta{m}) && c.hasAll(2, []mailstore.Meta{m})
+	})
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("replication took %s", d)
+	} else {
+		t.Logf("a new message reached both peers in %s", d)
+	}
+}
+
+func TestLateReplicatorCatchesUp(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start(0, 1)
+	var ms []mailstore.Meta
+	for k := 0; k < 20; k++ {
+		ms = append(ms, c.accept(k%2, 20_000))
+	}
+	if _, err := c.nodes[0].store.SetState(ms[0].ID, mailstore.StateReleased); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, settle, "A and B in sync", func() bool { return c.hasAll(0, ms) && c.hasAll(1, ms) })
+	if m, _ := c.nodes[2].repl.Backlog(); m != 0 {
+		t.Fatalf("backlog before start: %d", m) // it knows no peer heads yet
+	}
+	c.start(2)
+	waitFor(t, settle, "C caught up", func() bool { return c.hasAll(2, ms) })
+	waitFor(t, settle, "C backlog 0", func() bool { return c.backlogZero(2) })
+	if got, _ := c.nodes[2].store.Get(ms[0].ID); got.State != mailstore.StateReleased {
+		t.Fatalf("state %q", got.State)
+	}
+}
+
+func TestBrokenTransferResumes(t *testing.T) {
+	c := newCluster(t, 3)
+	c.nodes[0].cut.arm(100_000)
+	m := c.accept(0, 1_000_000)
+	c.start(0, 1, 2)
+	for i := range c.nodes {
+		waitFor(t, settle, "the big message everywhere", func() bool { return c.hasAll(i, []mailstore.Meta{m}) })
+	}
+	resumed := false
+	for _, off := range c.nodes[0].cut.seen() {
+		resumed = resumed || off > 0
+	}
+	if c.nodes[0].cut.armed.Load() || !resumed {
+		t.Fatalf("no resumed transfer: offsets %v", c.nodes[0].cut.seen())
+	}
+	for i := 1; i < 3; i++ {
+		if _, err := os.Stat(c.nodes[i].store.BodyPath(m.ID) + ".part"); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("node %d kept a partial file: %v", i, err)
+		}
+		if err := c.nodes[i].store.Verify(m.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestTransitiveWhenOriginIsGone(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start(0, 1)
+	m := c.accept(0, 50_000)
+	waitFor(t, settle, "B has it", func() bool { return c.hasAll(1, []mailstore.Meta{m}) })
+	_ = c.nodes[0].repl.Close()
+	_ = c.nodes[0].srv.Close()
+	c.start(2)
+	waitFor(t, settle, "C has it from B", func() bool { return c.hasAll(2, []mailstore.Meta{m}) })
+	waitFor(t, settle, "C backlog 0", func() bool { return c.backlogZero(2) })
+}
+
+func TestCorruptBodyRepaired(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start(0, 1, 2)
+	m := c.accept(0, 30_000)
+	for i := range c.nodes {
+		waitFor(t, settle, "replicated", func() bool { return c.hasAll(i, []mailstore.Meta{m}) })
+	}
+	b := c.nodes[1].store
+	f, err := os.OpenFile(b.BodyPath(m.ID), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteAt([]byte("bitrot"), 1234)
+	_ = f.Close()
+	if err := b.Verify(m.ID); !errors.Is(err, mailstore.ErrCorrupt) {
+		t.Fatalf("verify: %v", err)
+	}
+	c.nodes[1].repl.Kick()
+	waitFor(t, settle, "B repaired", func() bool { return c.hasAll(1, []mailstore.Meta{m}) })
+	if err := b.Verify(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, settle, "B backlog 0", func() bool { return c.backlogZero(1) })
+}
+
+func TestConcurrentDeleteAndRelease(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start(0, 1, 2)
+	ms := []mailstore.Meta{c.accept(0, 1000), c.accept(2, 1000)}
+	for i := range c.nodes {
+		waitFor(t, settle, "replicated", func() bool { return c.hasAll(i, ms) })
+	}
+	var wg sync.WaitGroup
+	for _, op := range []struct {
+		node  int
+		state string
+	}{{0, mailstore.StateDeleted}, {1, mailstore.StateReleased}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, m := range ms {
+				if _, err := c.nodes[op.node].store.SetState(m.ID, op.state); err != nil && !errors.Is(err, mailstore.ErrDeleted) {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, nd := range c.nodes {
+		waitFor(t, settle, "deleted everywhere", func() bool {
+			for _, m := range ms {
+				got, err := nd.store.Get(m.ID)
+				if err != nil || got.State != mailstore.StateDeleted || got.HaveBody {
+					return false
+				}
+			}
+			return true
+		})
+		waitFor(t, settle, "backlog 0", func() bool { return c.backlogZero(i) })
+		if n, _ := nd.store.Stats(); n != 0 {
+			t.Fatalf("node %d: %d messages", i, n)
+		}
+		for _, m := range ms {
+			if _, err := os.Stat(nd.store.BodyPath(m.ID)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("node %d kept the body of %s", i, m.ID)
+			}
+		}
+	}
+	if h0, h2 := c.nodes[0].store.Heads(), c.nodes[2].store.Heads(); len(h0) != 3 || h0[1] != h2[1] || h0[2] != h2[2] {
+		t.Fatalf("heads differ: %v %v", h0, h2)
+	}
+}
+
+func TestConfigAndClose(t *testing.T) {
+	if _, err := New(DefaultConfig()); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("empty config: %v", err)
+	}
+	c := newCluster(t, 2)
+	r := c.nodes[0].repl
+	_ = r.Close() // before Start
+	r.Start()
+	_ = r.Close()
+	c.start(1)
+	done := make(chan struct{})
+	go func() { _ = c.nodes[1].repl.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked by a long poll")
+	}
+}

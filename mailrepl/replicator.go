@@ -1,0 +1,402 @@
+package mailrepl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/pmgcm/pmgcm/mailstore"
+)
+
+// Peer is another cluster member to replicate from.
+type Peer struct {
+	CID uint64
+	// Addr is the member's cluster address, "ip:port".
+	Addr string
+}
+
+// Config configures a Replicator. Start from DefaultConfig.
+type Config struct {
+	// Store is this node's mail store. Required.
+	Store *mailstore.Store
+	// Peers returns the current other members; it is called every
+	// PeerRefresh, and loops start and stop as the answer changes. A peer
+	// with this node's own CID is ignored. Required.
+	Peers func() []Peer
+	// Client makes the requests; the daemon passes one that dials the
+	// transport's mail channel. Required.
+	Client *http.Client
+	// Logger receives the replication logs (default: discard).
+	Logger hclog.Logger
+	// PollWait is how long a peer may hold an events request (long poll).
+	// It must stay below the client's response-header timeout.
+	PollWait time.Duration
+	// PeerRefresh is how often Peers is read again.
+	PeerRefresh time.Duration
+	// MissingInterval is how often bodies still missing are looked for
+	// on every peer; failures are retried sooner, from 1 s doubling.
+	MissingInterval time.Duration
+	// Batch is the most events asked for at once.
+	Batch int
+	// StallTimeout cuts a body transfer that makes no progress this long.
+	StallTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait after a failed request.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// DefaultConfig returns a Config with the default timings; set Store, Peers
+// and Client.
+func DefaultConfig() Config {
+	return Config{
+		PollWait:        20 * time.Second,
+		PeerRefresh:     time.Second,
+		MissingInterval: 30 * time.Second,
+		Batch:           DefaultBatch,
+		StallTimeout:    30 * time.Second,
+		MinBackoff:      100 * time.Millisecond,
+		MaxBackoff:      5 * time.Second,
+	}
+}
+
+// validate checks the required fields and fills unset timings with defaults.
+func (c *Config) validate() error {
+	if c.Store == nil || c.Peers == nil || c.Client == nil {
+		return fmt.Errorf("%w: Store, Peers and Client are required", ErrInvalidConfig)
+	}
+	d := DefaultConfig()
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&c.PollWait, &d.PollWait}, {&c.PeerRefresh, &d.PeerRefresh},
+		{&c.MissingInterval, &d.MissingInterval}, {&c.StallTimeout, &d.StallTimeout},
+		{&c.MinBackoff, &d.MinBackoff}, {&c.MaxBackoff, &d.MaxBackoff},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	c.PollWait = min(c.PollWait, MaxWait)
+	if c.Batch <= 0 {
+		c.Batch = d.Batch
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return nil
+}
+
+// Replicator pulls events and bodies from every peer into the store.
+type Replicator struct {
+	cfg    Config
+	store  *mailstore.Store
+	log    hclog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	startOnce, closeOnce sync.Once
+	kick                 chan struct{} // wakes the supervisor
+	sweepNow             chan struct{} // wakes the missing-body sweeper
+	sweepSoon            chan struct{} // asks the sweeper to retry within a second
+
+	mu    sync.Mutex
+	loops map[Peer]*peerLoop
+	heads map[Peer]mailstore.Cursors // of reachable peers, from their last answer
+}
+
+type peerLoop struct {
+	cancel context.CancelFunc
+	wake   chan struct{}
+}
+
+// New returns a Replicator; it does no I/O until Start.
+func New(cfg Config) (*Replicator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Replicator{
+		cfg: cfg, store: cfg.Store, log: cfg.Logger.Named("mailrepl"),
+		ctx: ctx, cancel: cancel,
+		kick: make(chan struct{}, 1), sweepNow: make(chan struct{}, 1), sweepSoon: make(chan struct{}, 1),
+		loops: map[Peer]*peerLoop{}, heads: map[Peer]mailstore.Cursors{},
+	}, nil
+}
+
+// Start starts the peer loops and the missing-body sweeper. Later calls do
+// nothing.
+func (r *Replicator) Start() {
+	r.startOnce.Do(func() {
+		r.wg.Add(2)
+		go r.supervise()
+		go r.sweeper()
+	})
+}
+
+// Close stops every loop and transfer and waits for them. It is idempotent.
+func (r *Replicator) Close() error {
+	r.closeOnce.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+	})
+	return nil
+}
+
+// Kick makes the replicator re-read the peers, retry failed peers at once and
+// look for missing bodies now (e.g. after a Verify found a corrupt one).
+func (r *Replicator) Kick() {
+	signal(r.kick)
+	signal(r.sweepNow)
+}
+
+// Backlog returns what this node still lacks relative to the peers it can
+// reach: the events they have beyond its cursors (counted as messages: most
+// are) plus the bodies it misses; bytes are those bodies' sizes.
+func (r *Replicator) Backlog() (messages, bytes int64) {
+	own := r.store.Heads()
+	best := mailstore.Cursors{}
+	r.mu.Lock()
+	for _, h := range r.heads {
+		for o, s := range h {
+			best[o] = max(best[o], s)
+		}
+	}
+	r.mu.Unlock()
+	for o, s := range best {
+		if s > own[o] {
+			messages += int64(s - own[o])
+		}
+	}
+	missing, _ := r.store.Missing()
+	for _, m := range missing {
+		messages++
+		bytes += m.Size
+	}
+	return messages, bytes
+}
+
+// signal does a non-blocking send on a 1-buffered channel.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits d, or until ctx ends (false) or wake fires.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-wake:
+	case <-t.C:
+	}
+	return true
+}
+
+// supervise keeps one loop per current peer.
+func (r *Replicator) supervise() {
+	defer r.wg.Done()
+	t := time.NewTicker(r.cfg.PeerRefresh)
+	defer t.Stop()
+	for {
+		r.refreshPeers()
+		select {
+		case <-r.ctx.Done():
+			r.mu.Lock()
+			for p, l := range r.loops {
+				l.cancel()
+				delete(r.loops, p)
+			}
+			r.mu.Unlock()
+			return
+		case <-t.C:
+		case <-r.kick:
+			r.mu.Lock()
+			for _, l := range r.loops {
+				signal(l.wake)
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *Replicator) refreshPeers() {
+	self := r.store.LocalCID()
+	want := map[Peer]bool{}
+	for _, p := range r.cfg.Peers() {
+		if p.CID != self && p.Addr != "" {
+			want[p] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, l := range r.loops {
+		if !want[p] {
+			r.log.Info("stopping replication from peer", "cid", p.CID, "addr", p.Addr)
+			l.cancel()
+			delete(r.loops, p)
+			delete(r.heads, p)
+		}
+	}
+	for p := range want {
+		if _, ok := r.loops[p]; ok || r.ctx.Err() != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(r.ctx)
+		l := &peerLoop{cancel: cancel, wake: make(chan struct{}, 1)}
+		r.loops[p] = l
+		r.log.Info("starting replication from peer", "cid", p.CID, "addr", p.Addr)
+		r.wg.Add(1)
+		go r.runPeer(ctx, p, l)
+	}
+}
+
+// peers returns the peers with a running loop, first and the origin's node
+// ahead of the others.
+func (r *Replicator) peers(first Peer, origin uint64) []Peer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []Peer{}
+	if _, ok := r.loops[first]; ok {
+		out = append(out, first)
+	}
+	for p := range r.loops {
+		if p != first && p.CID == origin {
+			out = append(out, p)
+		}
+	}
+	for p := range r.loops {
+		if p != first && p.CID != origin {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *Replicator) setHeads(p Peer, h mailstore.Cursors) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.loops[p]; !ok {
+		return
+	}
+	if h == nil {
+		delete(r.heads, p)
+	} else {
+		r.heads[p] = h
+	}
+}
+
+// runPeer long-polls one peer for events, applies them and fetches the
+// bodies they bring.
+func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
+	defer r.wg.Done()
+	log := r.log.With("peer", p.CID, "addr", p.Addr)
+	var backoff, wait time.Duration // the first poll returns at once, to learn the heads
+	for ctx.Err() == nil {
+		resp, err := r.pollEvents(ctx, p, wait)
+		if err == nil && len(resp.Events) > 0 {
+			var need []string
+			need, err = r.store.ApplyEvents(resp.Events)
+			if err != nil {
+				log.Warn("cannot apply events from peer", "error", err)
+			}
+			for _, id := range need {
+				if ferr := r.fetchBody(ctx, id, p); ferr != nil && ctx.Err() == nil {
+					log.Debug("body not fetched yet", "id", id, "error", ferr)
+					signal(r.sweepSoon)
+				}
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.setHeads(p, nil)
+			backoff = min(max(2*backoff, r.cfg.MinBackoff), r.cfg.MaxBackoff)
+			log.Debug("replication from peer failed", "error", err, "retry-in", backoff)
+			sleep(ctx, backoff, l.wake)
+			wait = 0
+			continue
+		}
+		r.setHeads(p, resp.Heads)
+		backoff, wait = 0, r.cfg.PollWait
+	}
+}
+
+func (r *Replicator) pollEvents(ctx context.Context, p Peer, wait time.Duration) (*EventsResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait+15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, eventsURL(p.Addr, r.store.Heads(), r.cfg.Batch, wait), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := r.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("%w: events: %s: %s", ErrPeer, resp.Status, msg)
+	}
+	var out EventsResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("%w: events: %v", ErrPeer, err)
+	}
+	return &out, nil
+}
+
+// sweeper looks for missing bodies at start, every MissingInterval, on Kick,
+// and sooner (1 s doubling) while some could not be fetched.
+func (r *Replicator) sweeper() {
+	defer r.wg.Done()
+	var retry time.Duration
+	next := time.Now()
+	for {
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-r.ctx.Done():
+			t.Stop()
+			return
+		case <-r.sweepSoon:
+			t.Stop()
+			if soon := time.Now().Add(time.Second); soon.Before(next) {
+				next = soon
+			}
+			continue
+		case <-r.sweepNow:
+		case <-t.C:
+		}
+		t.Stop()
+		if r.sweep() > 0 {
+			retry = min(max(2*retry, time.Second), r.cfg.MissingInterval)
+			next = time.Now().Add(retry)
+		} else {
+			retry, next = 0, time.Now().Add(r.cfg.MissingInterval)
+		}
+	}
+}
+
+// sweep fetches every missing body it can and returns how many it could not.
+func (r *Replicator) sweep() (failed int) {
+	missing, err := r.store.Missing()
+	if err != nil {
+		return 1
+	}
+	for _, m := range missing {
+		if r.ctx.Err() != nil {
+			return failed
+		}
+		if err := r.fetchBody(r.ctx, m.ID, Peer{}); err != nil {
+			r.log.Debug("missing body not fetched", "id", m.ID, "error", err)
+			failed++
+		}
+	}
+	return failed
+}

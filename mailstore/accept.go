@@ -1,0 +1,160 @@
+package mailstore
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxHeader bounds how much of a message is kept in memory to find its Subject.
+const maxHeader = 64 << 10
+
+// Accept stores a message received by SMTP on this node: it streams r to disk
+// (bounded memory) computing its size and SHA-256, fsyncs it, and records its
+// metadata and "new" event in one committed transaction. When Accept returns
+// without error the message is durable and the caller may answer 250.
+func (s *Store) Accept(from string, to []string, r io.Reader) (Meta, error) {
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return Meta{}, ErrClosed
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "accept-*")
+	if err != nil {
+		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
+	}
+	tmp := f.Name()
+	h := sha256.New()
+	head := &prefixBuffer{max: maxHeader}
+	n, err := io.Copy(io.MultiWriter(f, h, head), r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
+	}
+	now := s.opts.Now().UTC()
+	meta := Meta{
+		From:     from,
+		To:       append([]string(nil), to...),
+		Subject:  parseSubject(head.Bytes()),
+		Size:     n,
+		SHA256:   hex.EncodeToString(h.Sum(nil)),
+		State:    StateQuarantined,
+		Received: now,
+	}
+	renamed := ""
+	err = s.update(func(tx *bolt.Tx) error {
+		meta.Origin = s.opts.LocalCID()
+		meta.Seq = cursor(tx, meta.Origin) + 1
+		meta.ID = MakeID(meta.Origin, meta.Seq)
+		meta.HaveBody = true
+		final := s.BodyPath(meta.ID)
+		// The tx holds bbolt's writer lock: no other Accept can take this seq.
+		if err := os.Rename(tmp, final); err != nil {
+			return err
+		}
+		renamed = final
+		if err := syncDir(filepath.Dir(final)); err != nil {
+			return err
+		}
+		if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
+			return err
+		}
+		return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
+			MsgID: meta.ID, Msg: wireMeta(meta), At: now})
+	})
+	if err != nil {
+		_ = os.Remove(tmp)
+		if renamed != "" {
+			_ = os.Remove(renamed)
+		}
+		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
+	}
+	s.notify()
+	return meta, nil
+}
+
+// wireMeta is the copy of m that travels in an event: no local fields.
+func wireMeta(m Meta) *Meta {
+	m.HaveBody = false
+	m.State = StateQuarantined
+	m.To = append([]string(nil), m.To...)
+	return &m
+}
+
+// prefixBuffer keeps the first max bytes written to it and discards the rest.
+type prefixBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (p *prefixBuffer) Write(b []byte) (int, error) {
+	if room := p.max - p.Len(); room > 0 {
+		if len(b) < room {
+			room = len(b)
+		}
+		p.Buffer.Write(b[:room])
+	}
+	return len(b), nil
+}
+
+// parseSubject returns the decoded Subject header of a message whose start is
+// head, best effort: "" when there is none or the header cannot be read.
+func parseSubject(head []byte) string {
+	if i := bytes.Index(head, []byte("\r\n\r\n")); i >= 0 {
+		head = head[:i+2]
+	} else if i := bytes.Index(head, []byte("\n\n")); i >= 0 {
+		head = head[:i+1]
+	} else if i := bytes.LastIndexByte(head, '\n'); i >= 0 {
+		head = head[:i+1] // truncated header: keep whole lines only
+	}
+	var raw string
+	if msg, err := mail.ReadMessage(bytes.NewReader(append(append([]byte(nil), head...), "\r\n"...))); err == nil {
+		raw = msg.Header.Get("Subject")
+	} else {
+		raw = scanSubject(head)
+	}
+	dec := new(mime.WordDecoder)
+	if s, err := dec.DecodeHeader(raw); err == nil {
+		return s
+	}
+	return raw
+}
+
+// scanSubject finds a Subject line (with continuation lines) in a header that
+// net/mail refused.
+func scanSubject(head []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(head))
+	sc.Buffer(make([]byte, 0, 4096), maxHeader)
+	var out []string
+	in := false
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		switch {
+		case in && (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")):
+			out = append(out, strings.TrimSpace(line))
+		case in:
+			return strings.Join(out, " ")
+		case len(line) >= 8 && strings.EqualFold(line[:8], "subject:"):
+			in = true
+			out = append(out, strings.TrimSpace(line[8:]))
+		}
+	}
+	return strings.Join(out, " ")
+}

@@ -1,0 +1,323 @@
+package mailstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// OpenBody opens the body of id for reading. It fails with ErrNotFound when
+// this node does not hold it. A body whose file vanished is marked missing.
+func (s *Store) OpenBody(id string) (*os.File, Meta, error) {
+	m, err := s.Get(id)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	if !m.HaveBody {
+		return nil, Meta{}, fmt.Errorf("%w: body of %s", ErrNotFound, id)
+	}
+	f, err := os.Open(s.BodyPath(id))
+	if errors.Is(err, os.ErrNotExist) {
+		_ = s.markMissing(id)
+		return nil, Meta{}, fmt.Errorf("%w: body of %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("mailstore: open body: %w", err)
+	}
+	return f, m, nil
+}
+
+// HasBody reports whether this node holds the body of id.
+func (s *Store) HasBody(id string) bool {
+	m, err := s.Get(id)
+	return err == nil && m.HaveBody
+}
+
+// Missing lists the messages whose body this node lacks and still wants
+// (deleted and purged messages are not listed).
+func (s *Store) Missing() ([]Meta, error) {
+	var out []Meta
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktMissing).ForEach(func(k, _ []byte) error {
+			r, err := getRecord(tx, string(k))
+			if err != nil || r == nil {
+				return err
+			}
+			out = append(out, r.Meta)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// markMissing records that the body of id is no longer held here.
+func (s *Store) markMissing(id string) error {
+	changed := false
+	err := s.update(func(tx *bolt.Tx) error {
+		old, err := getRecord(tx, id)
+		if err != nil || old == nil || !old.HaveBody {
+			return err
+		}
+		nw := *old
+		nw.HaveBody, changed = false, true
+		return putRecord(tx, old, &nw)
+	})
+	if changed {
+		s.notify()
+	}
+	return err
+}
+
+// BodyWriter receives a body from a peer into a partial file. Exactly one
+// writer may exist per message; Close it (or Commit) to let go.
+type BodyWriter struct {
+	s      *Store
+	meta   Meta
+	f      *os.File
+	h      hash.Hash
+	n      int64
+	bad    error
+	closed bool
+}
+
+// BeginBody starts or resumes receiving the body of id. An existing partial
+// file is reopened: offset is how much of the body it already holds, and the
+// sender should start there. It fails with ErrExists when the body is already
+// here, ErrNotFound when the message is unknown, deleted or purged, and
+// ErrBusy when another writer holds it.
+func (s *Store) BeginBody(id string) (*BodyWriter, int64, error) {
+	m, err := s.Get(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if m.State == StateDeleted {
+		return nil, 0, fmt.Errorf("%w: %s is deleted", ErrNotFound, id)
+	}
+	if m.HaveBody {
+		return nil, 0, fmt.Errorf("%w: %s", ErrExists, id)
+	}
+	if err := s.acquire(id); err != nil {
+		return nil, 0, err
+	}
+	final := s.BodyPath(id)
+	// A crash between the rename of a received body and its commit leaves a
+	// good file the index does not know: adopt it rather than fetch it again.
+	if ok, _ := fileMatches(final, m); ok {
+		err := s.commitBody(id)
+		s.release(id)
+		if err != nil {
+			return nil, 0, err
+		}
+		return nil, 0, fmt.Errorf("%w: %s", ErrExists, id)
+	}
+	f, err := os.OpenFile(final+".part", os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		s.release(id)
+		return nil, 0, fmt.Errorf("mailstore: begin body: %w", err)
+	}
+	w := &BodyWriter{s: s, meta: m, f: f, h: sha256.New()}
+	st, err := f.Stat()
+	if err == nil && st.Size() > m.Size {
+		err = f.Truncate(0)
+	}
+	if err == nil && st.Size() <= m.Size {
+		w.n, err = io.Copy(w.h, io.NewSectionReader(f, 0, st.Size()))
+	}
+	if err == nil {
+		_, err = f.Seek(w.n, io.SeekStart)
+	}
+	if err != nil {
+		w.bad = err
+		_ = w.Close()
+		return nil, 0, fmt.Errorf("mailstore: begin body: %w", err)
+	}
+	return w, w.n, nil
+}
+
+// Meta returns the metadata the body is checked against.
+func (w *BodyWriter) Meta() Meta { return w.meta }
+
+// Write appends p to the partial body. Writing past the expected size is
+// ErrChecksum, and the partial file is then discarded at Close.
+func (w *BodyWriter) Write(p []byte) (int, error) {
+	if w.closed {
+		return 0, ErrClosed
+	}
+	if w.bad != nil {
+		return 0, w.bad
+	}
+	if w.n+int64(len(p)) > w.meta.Size {
+		w.bad = fmt.Errorf("%w: %s: more than %d bytes", ErrChecksum, w.meta.ID, w.meta.Size)
+		return 0, w.bad
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		w.bad = err
+	}
+	return n, err
+}
+
+// Commit checks the received body against the metadata's size and SHA-256,
+// makes it durable and marks the message as having its body. On a mismatch
+// the partial file is deleted and ErrChecksum returned. The writer is closed
+// afterwards in every case.
+func (w *BodyWriter) Commit() error {
+	if w.closed {
+		return ErrClosed
+	}
+	id := w.meta.ID
+	if w.bad == nil && (w.n != w.meta.Size || hex.EncodeToString(w.h.Sum(nil)) != w.meta.SHA256) {
+		w.bad = fmt.Errorf("%w: %s: got %d bytes", ErrChecksum, id, w.n)
+	}
+	if w.bad != nil {
+		err := w.bad
+		_ = w.Close()
+		return err
+	}
+	err := w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	w.closed = true
+	defer w.s.release(id)
+	final := w.s.BodyPath(id)
+	if err == nil {
+		err = os.Rename(final+".part", final)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(final))
+	}
+	if err != nil {
+		return fmt.Errorf("mailstore: commit body: %w", err)
+	}
+	return w.s.commitBody(id)
+}
+
+// commitBody marks a body that is in place as held, or removes it when the
+// message was deleted or purged meanwhile.
+func (s *Store) commitBody(id string) error {
+	keep := false
+	err := s.update(func(tx *bolt.Tx) error {
+		old, err := getRecord(tx, id)
+		if err != nil || old == nil || !old.counted() || old.HaveBody {
+			return err
+		}
+		nw := *old
+		nw.HaveBody, keep = true, true
+		return putRecord(tx, old, &nw)
+	})
+	if err != nil {
+		return fmt.Errorf("mailstore: commit body: %w", err)
+	}
+	if !keep {
+		s.removeBodies([]string{id})
+	}
+	s.notify()
+	return nil
+}
+
+// Close ends the writer without committing. The partial file is kept, so a
+// later BeginBody resumes it, unless a write failed or went past the size.
+// It is idempotent.
+func (w *BodyWriter) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	err := w.f.Close()
+	if w.bad != nil {
+		_ = os.Remove(w.s.BodyPath(w.meta.ID) + ".part")
+	}
+	w.s.release(w.meta.ID)
+	return err
+}
+
+// fileMatches reports whether the file at path has m's size and SHA-256.
+func fileMatches(path string, m Meta) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return false, err
+	}
+	return n == m.Size && hex.EncodeToString(h.Sum(nil)) == m.SHA256, nil
+}
+
+// Verify re-hashes the body of id. On a mismatch (or a vanished file) it moves
+// the file to corrupt/, marks the body missing, so that replication fetches it
+// again from a peer, and returns ErrCorrupt. It returns ErrNotFound when this
+// node does not hold the body and ErrBusy while it is being received.
+func (s *Store) Verify(id string) error {
+	m, err := s.Get(id)
+	if err != nil {
+		return err
+	}
+	if !m.HaveBody {
+		return fmt.Errorf("%w: body of %s", ErrNotFound, id)
+	}
+	if err := s.acquire(id); err != nil {
+		return err
+	}
+	defer s.release(id)
+	path := s.BodyPath(id)
+	ok, err := fileMatches(path, m)
+	if ok {
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("mailstore: verify %s: %w", id, err)
+	}
+	if !s.HasBody(id) { // deleted or purged meanwhile
+		return nil
+	}
+	_ = os.Rename(path, filepath.Join(s.dir, "corrupt", id))
+	if err := s.markMissing(id); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s", ErrCorrupt, id)
+}
+
+// Scrub verifies every body held here (see Verify) and returns the IDs found
+// corrupt. Bodies busy with a transfer are skipped.
+func (s *Store) Scrub(ctx context.Context) (corrupt []string, err error) {
+	var ids []string
+	err = s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktMeta).ForEach(func(k, _ []byte) error {
+			r, err := getRecord(tx, string(k))
+			if err == nil && r != nil && r.HaveBody {
+				ids = append(ids, r.ID)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return corrupt, err
+		}
+		switch err := s.Verify(id); {
+		case errors.Is(err, ErrCorrupt):
+			corrupt = append(corrupt, id)
+		case err == nil, errors.Is(err, ErrBusy), errors.Is(err, ErrNotFound):
+		default:
+			return corrupt, err
+		}
+	}
+	return corrupt, nil
+}

@@ -1,0 +1,76 @@
+// Package mailstore owns a node's durable mail store: the message bodies (one
+// file each) and a bbolt index of their metadata, their quarantine state, and
+// the per-origin event log that replication ships between nodes.
+//
+// # Layout
+//
+// Under the store's directory:
+//
+//	index.db              bbolt: metadata, event log, cursors, pending states, stats
+//	bodies/xx/<id>        message bodies, sharded by the first byte of SHA-256(<id>)
+//	bodies/xx/<id>.part   a body being received from a peer (resumable)
+//	tmp/                  SMTP intake in progress (removed at Open: never acknowledged)
+//	corrupt/<id>          a body that failed verification, moved aside for forensics
+//
+// # Identity, events and merge
+//
+// A message ID is "<originCID>-<seq>": origin is the CID of the node that
+// received the message by SMTP, seq the origin's event sequence number of the
+// message's "new" event. Every change is an Event numbered contiguously from 1
+// per origin; a node keeps the events of every origin it knows so it can serve
+// them to others (transitive replication). Cursors (Heads) map origin -> the
+// highest sequence number applied.
+//
+// States are ordered quarantined < released < deleted; applying a state event
+// sets max(current, event state), which is commutative and idempotent, so nodes
+// converge whatever order events of different origins arrive in. Nothing here
+// compares the clocks of different nodes: the only times are stamped by the
+// origin (Meta.Received, Event.At) and only compared with a local cut-off by
+// Purge, which every node applies by the same rule.
+//
+// A deleted message's body is removed at once on every node; its metadata stays
+// as a tombstone. A purged message (retention) keeps a tombstone too, so that
+// late events neither resurrect it nor make it be fetched again.
+//
+// # Durability
+//
+// Accept returns only after the body file is fsynced and renamed, its directory
+// fsynced, and the bbolt transaction holding its metadata and "new" event has
+// committed (bbolt fsyncs on commit). The caller may answer SMTP 250 after that.
+//
+// # Imports
+//
+// mailstore imports only the standard library and go.etcd.io/bbolt. It must
+// never import another package of this project: replication (mailrepl), SMTP
+// intake and the daemon depend on it, not the other way round.
+package mailstore
+
+import "errors"
+
+// Sentinel errors of the package. Returned errors wrap them with details; match
+// them with errors.Is.
+var (
+	// ErrNotFound means the message (or its body on this node) is unknown,
+	// deleted from disk, or purged.
+	ErrNotFound = errors.New("mailstore: not found")
+	// ErrGap means an event's sequence number is not the next one for its
+	// origin: an earlier event of that origin is missing.
+	ErrGap = errors.New("mailstore: gap in event sequence")
+	// ErrChecksum means a received body does not match the size or SHA-256 of
+	// its metadata; the partial file was discarded.
+	ErrChecksum = errors.New("mailstore: body checksum mismatch")
+	// ErrCorrupt means a stored body failed verification; it was moved aside
+	// and the message is listed by Missing again.
+	ErrCorrupt = errors.New("mailstore: corrupt body")
+	// ErrClosed means the store is closed.
+	ErrClosed = errors.New("mailstore: closed")
+	// ErrInvalid means bad input: a malformed ID, state, event or option.
+	ErrInvalid = errors.New("mailstore: invalid argument")
+	// ErrBusy means another writer or verifier holds the message's body.
+	ErrBusy = errors.New("mailstore: body busy")
+	// ErrExists means the body is already stored; nothing to receive.
+	ErrExists = errors.New("mailstore: body already stored")
+	// ErrDeleted means an operation is refused because the message is deleted
+	// (deleted is terminal).
+	ErrDeleted = errors.New("mailstore: message deleted")
+)

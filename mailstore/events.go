@@ -1,0 +1,253 @@
+package mailstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// validate checks an event received from a peer.
+func (ev *Event) validate() error {
+	if ev.Seq == 0 {
+		return fmt.Errorf("%w: event %d/0", ErrInvalid, ev.Origin)
+	}
+	if o, _, err := parseID(ev.MsgID); err != nil {
+		return err
+	} else if ev.Kind == KindNew && o != ev.Origin {
+		return fmt.Errorf("%w: event %d/%d: message %s of another origin", ErrInvalid, ev.Origin, ev.Seq, ev.MsgID)
+	}
+	switch ev.Kind {
+	case KindNew:
+		m := ev.Msg
+		if m == nil || m.ID != ev.MsgID || m.ID != MakeID(ev.Origin, ev.Seq) || m.Origin != ev.Origin || m.Seq != ev.Seq {
+			return fmt.Errorf("%w: event %d/%d: bad message identity", ErrInvalid, ev.Origin, ev.Seq)
+		}
+		if b, err := hex.DecodeString(m.SHA256); err != nil || len(b) != 32 || m.Size < 0 {
+			return fmt.Errorf("%w: event %d/%d: bad size or sha256", ErrInvalid, ev.Origin, ev.Seq)
+		}
+	case KindState:
+		if stateRank(ev.State) == 0 {
+			return fmt.Errorf("%w: event %d/%d: state %q", ErrInvalid, ev.Origin, ev.Seq, ev.State)
+		}
+	default:
+		// An unknown kind comes from a newer version: refuse it rather than
+		// skip it, so that its effect is not lost once this node is upgraded.
+		return fmt.Errorf("%w: event %d/%d: kind %q", ErrInvalid, ev.Origin, ev.Seq, ev.Kind)
+	}
+	return nil
+}
+
+// ApplyEvent applies one event received from a peer; see ApplyEvents.
+func (s *Store) ApplyEvent(ev Event) (needBody bool, err error) {
+	ids, err := s.ApplyEvents([]Event{ev})
+	return len(ids) > 0, err
+}
+
+// ApplyEvents applies events received from a peer, in order, in one
+// transaction. An event at or below its origin's cursor is skipped
+// (idempotent); one above cursor+1 stops the batch with ErrGap, an invalid one
+// with ErrInvalid: the events before it stay applied. It returns the IDs of
+// new messages whose body this node must now fetch.
+func (s *Store) ApplyEvents(evs []Event) (needBody []string, err error) {
+	var stop error
+	var remove []string
+	changed := false
+	err = s.update(func(tx *bolt.Tx) error {
+		needBody, remove, stop, changed = nil, nil, nil, false
+		for i := range evs {
+			need, rm, applied, err := applyTx(tx, &evs[i])
+			if errors.Is(err, ErrGap) || errors.Is(err, ErrInvalid) {
+				stop = err
+				break
+			}
+			if err != nil {
+				return err
+			}
+			changed = changed || applied
+			if need {
+				needBody = append(needBody, evs[i].MsgID)
+			}
+			if rm {
+				remove = append(remove, evs[i].MsgID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: apply events: %w", err)
+	}
+	s.removeBodies(remove)
+	if changed {
+		s.notify()
+	}
+	return needBody, stop
+}
+
+// applyTx applies one event: need says a body must be fetched, rm that a
+// body must be removed after commit, applied that the event was new.
+func applyTx(tx *bolt.Tx, ev *Event) (need, rm, applied bool, err error) {
+	if err := ev.validate(); err != nil {
+		return false, false, false, err
+	}
+	cur := cursor(tx, ev.Origin)
+	if ev.Seq <= cur {
+		return false, false, false, nil
+	}
+	if ev.Seq != cur+1 {
+		return false, false, false, fmt.Errorf("%w: origin %d: have %d, got %d", ErrGap, ev.Origin, cur, ev.Seq)
+	}
+	if err := putEvent(tx, *ev); err != nil {
+		return false, false, false, err
+	}
+	old, err := getRecord(tx, ev.MsgID)
+	if err != nil {
+		return false, false, false, err
+	}
+	pending := tx.Bucket(bktPending)
+	switch ev.Kind {
+	case KindNew:
+		if old != nil { // cannot happen with unique IDs; keep what we have
+			return false, false, true, nil
+		}
+		nw := &record{Meta: *ev.Msg}
+		nw.HaveBody = false
+		nw.State = maxState(StateQuarantined, nw.State)
+		if p := pending.Get([]byte(ev.MsgID)); p != nil {
+			nw.State = maxState(nw.State, string(p))
+			if err := pending.Delete([]byte(ev.MsgID)); err != nil {
+				return false, false, false, err
+			}
+		}
+		if h := horizon(tx); nw.Received.Before(h) {
+			nw.Purged = true // already past retention here: tombstone only
+		}
+		return nw.counted(), false, true, putRecord(tx, nil, nw)
+	default: // KindState
+		if old == nil {
+			p := pending.Get([]byte(ev.MsgID))
+			return false, false, true, pending.Put([]byte(ev.MsgID), []byte(maxState(string(p), ev.State)))
+		}
+		if old.Purged {
+			return false, false, true, nil
+		}
+		nw := *old
+		nw.State = maxState(old.State, ev.State)
+		if nw.State == StateDeleted && old.HaveBody {
+			nw.HaveBody, rm = false, true
+		}
+		return false, rm, true, putRecord(tx, old, &nw)
+	}
+}
+
+// SetState is an operator's change of a message's state on this node: it
+// applies the merge rule and records a "state" event of the local origin,
+// which replication ships to every node. It returns the message in its new
+// state. Setting a state at or below the current one changes nothing and
+// records no event, except that releasing a deleted message is ErrDeleted.
+func (s *Store) SetState(id, state string) (Meta, error) {
+	if _, _, err := parseID(id); err != nil {
+		return Meta{}, err
+	}
+	if stateRank(state) == 0 {
+		return Meta{}, fmt.Errorf("%w: state %q", ErrInvalid, state)
+	}
+	var out Meta
+	rm, changed := false, false
+	err := s.update(func(tx *bolt.Tx) error {
+		old, err := getRecord(tx, id)
+		if err != nil {
+			return err
+		}
+		if old == nil || old.Purged {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		nw := *old
+		nw.State = maxState(old.State, state)
+		out = nw.Meta
+		if nw.State == old.State {
+			if old.State == StateDeleted && state != StateDeleted {
+				return fmt.Errorf("%w: %s", ErrDeleted, id)
+			}
+			return nil
+		}
+		if nw.State == StateDeleted && old.HaveBody {
+			nw.HaveBody, rm = false, true
+		}
+		out, changed = nw.Meta, true
+		origin := s.opts.LocalCID()
+		ev := Event{Origin: origin, Seq: cursor(tx, origin) + 1, Kind: KindState,
+			MsgID: id, State: nw.State, At: s.opts.Now().UTC()}
+		if err := putEvent(tx, ev); err != nil {
+			return err
+		}
+		return putRecord(tx, old, &nw)
+	})
+	if err != nil {
+		return Meta{}, err
+	}
+	if rm {
+		s.removeBodies([]string{id})
+	}
+	if changed {
+		s.notify()
+	}
+	return out, nil
+}
+
+// removeBodies deletes the body files (and partial files) of ids, whose
+// records no longer claim a body.
+func (s *Store) removeBodies(ids []string) {
+	for _, id := range ids {
+		p := s.BodyPath(id)
+		_ = os.Remove(p)
+		_ = os.Remove(p + ".part")
+	}
+}
+
+// Heads returns the cursors: for every origin known here, the highest event
+// sequence number applied.
+func (s *Store) Heads() Cursors {
+	out := Cursors{}
+	_ = s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktCursors).ForEach(func(k, v []byte) error {
+			out[binary.BigEndian.Uint64(k)] = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	return out
+}
+
+// EventsSince returns up to limit events (all when limit <= 0) of every origin
+// with a sequence number above c[origin], in per-origin sequence order,
+// origins in ascending order.
+func (s *Store) EventsSince(c Cursors, limit int) ([]Event, error) {
+	var out []Event
+	err := s.view(func(tx *bolt.Tx) error {
+		heads := tx.Bucket(bktCursors)
+		cur := tx.Bucket(bktEvents).Cursor()
+		return heads.ForEach(func(k, v []byte) error {
+			origin, head := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v)
+			if c[origin] >= head {
+				return nil
+			}
+			for ek, ev := cur.Seek(eventKey(origin, c[origin]+1)); ek != nil && bytes.HasPrefix(ek, k); ek, ev = cur.Next() {
+				if limit > 0 && len(out) >= limit {
+					return nil
+				}
+				var e Event
+				if err := json.Unmarshal(ev, &e); err != nil {
+					return fmt.Errorf("mailstore: decode event: %w", err)
+				}
+				out = append(out, e)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
