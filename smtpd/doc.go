@@ -1,0 +1,31 @@
+// Package smtpd owns the SMTP intake of a node: the listener on --smtp-port, the SMTP
+// dialogue (built on github.com/emersion/go-smtp), the relay-domain and size policy, and the
+// rule that a message is answered 250 only once the Store has made it durable.
+//
+// What it guarantees:
+//
+//   - DATA (or the last BDAT chunk) is answered 250 only after Store.Accept returned nil for
+//     the whole message, as the client sent it, byte for byte (dot-unstuffed, nothing
+//     added). A transfer that breaks, a Store error, a message over the size limit and a
+//     Store that returns without reading the message to its end are never acknowledged.
+//   - Recipients outside the relay domains are refused at RCPT with 550 5.7.1; with no relay
+//     domains configured (mail/relay_domains) every recipient is refused.
+//   - The Policy is read afresh at the start of every mail transaction (MAIL FROM), so a
+//     change of the replicated configuration applies to the next message.
+//   - Close aborts the transfers in flight and waits until no Store.Accept is running, so
+//     the caller may close the Store right after it.
+//
+// Out of scope: AUTH and STARTTLS (the intake is the inbound MX of the relay domains, not a
+// submission service; TLS termination, if wanted, belongs in front of it), delivery, and
+// any content filtering. No Received: header is added: the Store gets the data as sent.
+//
+// The size limit is the Policy's and may change between transactions, while go-smtp's
+// MaxMessageBytes is one value per server: so the server runs without it, refuses a MAIL
+// FROM whose SIZE= parameter is over the limit, and counts the bytes while streaming DATA,
+// answering 552 5.3.4 once the limit is passed. EHLO therefore advertises SIZE without a
+// number.
+//
+// Package smtpd imports go-smtp, hclog and the standard library only; it must never import
+// another package of this project (the daemon adapts its mail store and configuration to
+// Store and Policy).
+package smtpd
