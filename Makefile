@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The whole suite stays well under CI's budget; the timeout catches a hang.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build test test-unit test-integration lint fmt fuzz demo demo-stop clean help
+.PHONY: all build test test-unit test-integration drill lint fmt fuzz demo demo-stop clean help
 
 all: build
 
@@ -24,6 +24,9 @@ test-unit: ## run the unit tests only
 
 test-integration: ## run the integration tests (real pmgclusterd processes on 127.0.0.x)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./integration/...
+
+drill: ## the linearizability check under faults for 60s (seed: PMGCM_LIN_SEED; on failure the visualization goes to PMGCM_LIN_OUT or a temp dir)
+	PMGCM_LIN_DURATION=60s $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run TestLinearizable -v ./integration/
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -47,6 +47,7 @@ var linKeys = []string{"lin/a", "lin/b", "lin/c"}
 // linRecord is one operation of the history as the clients recorded it.
 type linRecord struct {
 	proc      int
+	node      string // the node the client sent the op to
 	in        linInput
 	out       linOutput
 	call, ret int64
@@ -92,7 +93,7 @@ func (h *linHistory) operations() []porcupine.Operation {
 		if r.out.Result == linUnknown {
 			ret = last + 1
 		}
-		ops = append(ops, porcupine.Operation{ClientId: r.proc, Input: r.in, Call: r.call, Output: r.out, Return: ret})
+		ops = append(ops, porcupine.Operation{ClientId: r.proc, Input: r.in, Call: r.call, Output: r.out, Return: ret, Metadata: r.node})
 	}
 	return ops
 }
@@ -152,6 +153,7 @@ func TestLinearizable(t *testing.T) {
 		}
 		for _, n := range c.Nodes {
 			w.clients = append(w.clients, cli.NewClient(n.Socket))
+			w.names = append(w.names, n.Name)
 		}
 		w.node = w.rng.IntN(len(w.clients))
 		wg.Add(1)
@@ -244,7 +246,7 @@ func linWriteHistory(t *testing.T, path string, ops []porcupine.Operation, start
 		if op.Output.(linOutput).Result == linUnknown {
 			ret = "?"
 		}
-		fmt.Fprintf(&b, "client %-3d [%s, %s] %s\n", op.ClientId, ms(op.Call), ret, describe(op.Input, op.Output))
+		fmt.Fprintf(&b, "client %-3d %v [%s, %s] %s\n", op.ClientId, op.Metadata, ms(op.Call), ret, describe(op.Input, op.Output))
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Logf("writing the history: %v", err)
@@ -259,6 +261,7 @@ type linWorker struct {
 	rng      *rand.Rand
 	h        *linHistory
 	clients  []*cli.Client
+	names    []string
 	node     int
 	seen     map[string]uint64 // the last version seen per key, for CAS
 	seq      int
@@ -294,7 +297,7 @@ func (w *linWorker) once() {
 		w.seq++
 		in.Value = fmt.Sprintf("w%d-%d", w.proc, w.seq)
 	}
-	client := w.clients[w.node]
+	client, node := w.clients[w.node], w.names[w.node]
 	ctx, cancel := context.WithTimeout(context.Background(), linOpTimeout)
 	defer cancel()
 	call := time.Now().UnixNano()
@@ -363,7 +366,7 @@ func (w *linWorker) once() {
 	if out.Result == linOK && in.Kind == linDelete {
 		w.seen[key] = 0
 	}
-	w.h.add(linRecord{proc: w.proc, in: in, out: out, call: call, ret: ret})
+	w.h.add(linRecord{proc: w.proc, node: node, in: in, out: out, call: call, ret: ret})
 	if out.Result == linUnknown {
 		// Like a crashed Jepsen process: the op stays open to the end of the history,
 		// so this client goes on under a new id.
@@ -505,7 +508,7 @@ func linDiagnose(info porcupine.LinearizationInfo, ops []porcupine.Operation, st
 			_, state = model.Step(state, op.Input, op.Output)
 			done[opKey{op.ClientId, op.Call}] = true
 			if i >= len(longest)-10 {
-				fmt.Fprintf(&b, "  client %d [%s, %s] %s => %s\n", op.ClientId, ms(op.Call), ms(op.Return),
+				fmt.Fprintf(&b, "  client %d %v [%s, %s] %s => %s\n", op.ClientId, op.Metadata, ms(op.Call), ms(op.Return),
 					model.DescribeOperation(op.Input, op.Output), model.DescribeState(state))
 			}
 		}
@@ -521,7 +524,7 @@ func linDiagnose(info porcupine.LinearizationInfo, ops []porcupine.Operation, st
 			if i == 6 {
 				break
 			}
-			fmt.Fprintf(&b, "  client %d [%s, %s] %s\n", op.ClientId, ms(op.Call), ms(op.Return), model.DescribeOperation(op.Input, op.Output))
+			fmt.Fprintf(&b, "  client %d %v [%s, %s] %s\n", op.ClientId, op.Metadata, ms(op.Call), ms(op.Return), model.DescribeOperation(op.Input, op.Output))
 		}
 	}
 	return b.String()
