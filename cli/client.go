@@ -41,6 +41,10 @@ type API interface {
 	Delete(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error)
 	Promote(ctx context.Context, force bool) (*api.PromoteResponse, error)
 	Sync(ctx context.Context, masterIP string) (*api.SyncResponse, error)
+	QuarantineList(ctx context.Context, from, to, state string) ([]api.QuarantineMessage, error)
+	QuarantineShow(ctx context.Context, id string) (msg []byte, sha256 string, err error)
+	QuarantineDelete(ctx context.Context, id string) (*api.QuarantineMessage, error)
+	QuarantineRelease(ctx context.Context, id string) (*api.QuarantineMessage, error)
 }
 
 var _ API = (*Client)(nil)

@@ -162,6 +162,41 @@ func (d *fakeDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(api.SyncResponse{MasterCID: 1, Epoch: 2, AppliedIndex: 42})
+	case r.Method == http.MethodGet && r.URL.Path == api.PathQuarantine:
+		q := r.URL.Query()
+		msgs := []api.QuarantineMessage{}
+		m := wireMessage
+		if strings.Contains(m.From, q.Get("from")) && strings.Contains(strings.Join(m.To, ","), q.Get("to")) &&
+			(q.Get("state") == "" || q.Get("state") == m.State) {
+			msgs = append(msgs, m)
+		}
+		reply(msgs)
+	case r.Method == http.MethodGet && r.URL.Path == api.PathQuarantineShow:
+		switch r.URL.Query().Get("id") {
+		case "q1":
+			w.Header().Set(api.HeaderSHA256, wireMessage.SHA256)
+		case "corrupt": // the daemon states the checksum of another message
+			w.Header().Set(api.HeaderSHA256, strings.Repeat("0", 64))
+		case "nosum":
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			reply(api.Error{Code: api.CodeNotFound, Message: "no message " + r.URL.Query().Get("id")})
+			return
+		}
+		w.Header().Set("Content-Type", "message/rfc822")
+		w.Write(wireBody)
+	case r.Method == http.MethodPost && (r.URL.Path == api.PathQuarantineDelete || r.URL.Path == api.PathQuarantineRelease):
+		if id := r.URL.Query().Get("id"); id != "q1" {
+			w.WriteHeader(http.StatusNotFound)
+			reply(api.Error{Code: api.CodeNotFound, Message: "no message " + id})
+			return
+		}
+		m := wireMessage
+		m.State = api.MailDeleted
+		if r.URL.Path == api.PathQuarantineRelease {
+			m.State = api.MailReleased
+		}
+		reply(m)
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		reply(api.Error{Code: api.CodeNotFound, Message: "no route " + r.Method + " " + r.URL.Path})

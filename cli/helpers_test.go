@@ -34,6 +34,12 @@ type fakeAPI struct {
 	del     *api.DeleteResponse
 	promote *api.PromoteResponse
 	sync    *api.SyncResponse
+	// quarantine answers QuarantineList; shown and shownSum QuarantineShow; qmsg
+	// QuarantineDelete and QuarantineRelease.
+	quarantine []api.QuarantineMessage
+	shown      []byte
+	shownSum   string
+	qmsg       *api.QuarantineMessage
 	// statusSeq, when set, answers the status calls in turn, the last one over and over.
 	statusSeq []statusAnswer
 	// watchSeq answers the watch calls in turn; once it is used up, a watch call waits
@@ -59,6 +65,9 @@ type fakeAPI struct {
 	gotRead     ReadOptions
 	gotWrite    WriteOptions
 	gotWatch    []watchCall
+	// gotFilter is what the last QuarantineList asked for: from, to, state.
+	gotFilter [3]string
+	gotID     string
 }
 
 // watchAnswer is one answer of a watch call.
@@ -192,6 +201,33 @@ func (f *fakeAPI) ConfigWatch(ctx context.Context, prefix string, from uint64, w
 	a := f.watchSeq[0]
 	f.watchSeq = f.watchSeq[1:]
 	return a.r, a.err
+}
+
+func (f *fakeAPI) QuarantineList(_ context.Context, from, to, state string) ([]api.QuarantineMessage, error) {
+	f.record("quarantine-list")
+	f.gotFilter = [3]string{from, to, state}
+	return f.quarantine, f.errFor("quarantine-list")
+}
+
+func (f *fakeAPI) QuarantineShow(_ context.Context, id string) ([]byte, string, error) {
+	f.record("quarantine-show")
+	f.gotID = id
+	if err := f.errFor("quarantine-show"); err != nil {
+		return nil, "", err
+	}
+	return f.shown, f.shownSum, nil
+}
+
+func (f *fakeAPI) QuarantineDelete(_ context.Context, id string) (*api.QuarantineMessage, error) {
+	f.record("quarantine-delete")
+	f.gotID = id
+	return f.qmsg, f.errFor("quarantine-delete")
+}
+
+func (f *fakeAPI) QuarantineRelease(_ context.Context, id string) (*api.QuarantineMessage, error) {
+	f.record("quarantine-release")
+	f.gotID = id
+	return f.qmsg, f.errFor("quarantine-release")
 }
 
 // result is what one pmgcm run printed and returned.

@@ -70,6 +70,8 @@ type env struct {
 	timing catchUpTiming
 	// watch is the timing of `pmgcm config watch`; zero fields take the defaults.
 	watch watchTiming
+	// loc is the time zone that tables show times in; nil is the local one.
+	loc *time.Location
 }
 
 // app holds the state of one run: the environment and the global flags.
@@ -136,7 +138,8 @@ func (a *app) rootCmd() *cobra.Command {
 		Short: "Manage the mail gateway cluster",
 		Long: `pmgcm manages the high-availability cluster of the mail gateway: it creates the
 cluster, adds and removes nodes, shows the status of its nodes, reads and writes the
-replicated configuration, and recovers from a master failure (promote, sync).
+replicated configuration, manages the replicated mail quarantine, and recovers from a
+master failure (promote, sync).
 
 Every command talks to the local pmgclusterd daemon over its control socket.`,
 		Version:       Version,
@@ -167,7 +170,7 @@ Every command talks to the local pmgclusterd daemon over its control socket.`,
 	pf.DurationVar(&a.timeout, "timeout", DefaultTimeout, "give up waiting for the daemon after this long (0: never)")
 
 	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(),
-		a.promoteCmd(), a.syncCmd(), a.configCmd())
+		a.promoteCmd(), a.syncCmd(), a.configCmd(), a.quarantineCmd(), a.backupCmd(), a.restoreCmd())
 	return root
 }
 

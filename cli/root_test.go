@@ -38,7 +38,7 @@ func TestHelpAndVersion(t *testing.T) {
 		if r.code != ExitOK || !strings.Contains(r.stdout, "Available Commands:") || r.stderr != "" {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 		}
-		for _, c := range []string{"create", "join", "join-cmd", "status", "delete", "promote", "sync", "config"} {
+		for _, c := range []string{"create", "join", "join-cmd", "status", "delete", "promote", "sync", "config", "quarantine"} {
 			if !strings.Contains(r.stdout, "\n  "+c+" ") {
 				t.Errorf("%q: help lacks %s", args, c)
 			}
