@@ -49,6 +49,12 @@ const (
 	// QuarantineMessage in its new state. The change replicates to every node.
 	PathQuarantineDelete  = "/v1/quarantine/delete"
 	PathQuarantineRelease = "/v1/quarantine/release"
+	// PathBackup answers GET [?mail=1] with a backup file (package backup's format) of
+	// the configuration at one Raft index, and with mail=1 the quarantine too.
+	PathBackup = "/v1/backup"
+	// PathRestore answers POST (body: a backup file) with a RestoreResponse, on a node in
+	// no cluster only; a file that does not verify changes nothing.
+	PathRestore = "/v1/restore"
 	// PathDebugPartition answers POST PartitionRequest: it cuts the node's cluster
 	// port off from the given hosts (an empty list heals). It exists only on a daemon
 	// started with --fault-injection, for drills and tests.
@@ -358,4 +364,13 @@ type QuarantineMessage struct {
 	SHA256    string    `json:"sha256"`
 	State     string    `json:"state"`
 	Received  time.Time `json:"received"`
+}
+
+// RestoreResponse says what a restore loaded.
+type RestoreResponse struct {
+	// ClusterID and Index say where the backup was taken.
+	ClusterID string `json:"cluster_id"`
+	Index     uint64 `json:"index"`
+	Entries   int    `json:"entries"`
+	Mail      int    `json:"mail"`
 }

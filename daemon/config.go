@@ -30,6 +30,8 @@ type Config struct {
 	Name string
 	// Socket is the path of the control socket.
 	Socket string
+	// SMTPPort is the port of SMTP intake on IP; 0 disables it.
+	SMTPPort int
 	// Raft holds the Raft timers and snapshot settings; Dir, LocalID and Address are
 	// filled in by the daemon.
 	Raft raftnode.Config
@@ -84,6 +86,12 @@ func (c Config) Validate() error {
 		if !(r == '-' || r == '.' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')) {
 			return fmt.Errorf("--name %q may hold only letters, digits, '-', '.' and '_'", c.Name)
 		}
+	}
+	if c.SMTPPort < 0 || c.SMTPPort > 65535 {
+		return fmt.Errorf("--smtp-port %d is out of range 0-65535", c.SMTPPort)
+	}
+	if c.SMTPPort != 0 && c.SMTPPort == c.Port {
+		return fmt.Errorf("--smtp-port %d is the cluster port: give SMTP its own port", c.SMTPPort)
 	}
 	if c.Socket == "" {
 		return errors.New("--socket must not be empty")

@@ -108,6 +108,10 @@ func (d *Daemon) controlHandler() http.Handler {
 			reply(w, res, err)
 		}
 	})
+	mux.HandleFunc("GET "+api.PathQuarantine, d.handleQuarantineList)
+	mux.HandleFunc("GET "+api.PathQuarantineShow, d.handleQuarantineShow)
+	mux.HandleFunc("POST "+api.PathQuarantineDelete, d.handleQuarantineState(api.MailDeleted))
+	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
 	if d.cfg.FaultInjection {

@@ -40,6 +40,8 @@ type Daemon struct {
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
 	ctl   *http.Server
+	// mail is the quarantine: store, replication and SMTP intake.
+	mail *mailSystem
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers   []*http.Server
 	rpcClient *http.Client
@@ -119,6 +121,9 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	d.openRPC()
+	if err := d.openMail(); err != nil {
+		return err
+	}
 	if err := d.openControl(); err != nil {
 		return err
 	}
@@ -275,6 +280,7 @@ func (d *Daemon) Close() error {
 			cancel()
 			_ = os.Remove(d.cfg.Socket)
 		}
+		errs = append(errs, d.closeMail())
 		for _, srv := range d.servers {
 			_ = srv.Close()
 		}

@@ -224,6 +224,13 @@ func (d *Daemon) becomeMember(adm admission) error {
 		}
 	}
 	d.fsm.Reset()
+	if len(adm.CertPEM) > 0 {
+		// A join replaces the node's data with the cluster's; a re-admission after a
+		// forced promotion keeps it.
+		if err := d.wipeMail(); err != nil {
+			return err
+		}
+	}
 	return d.openRaft(true)
 }
 

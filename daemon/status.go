@@ -113,6 +113,8 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		case r.State == api.StateDown:
 		case r.AppliedIndex+catchUpSlack < leaderApplied:
 			r.State = api.StateSyncing
+		case r.Mail != nil && (r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0):
+			r.State = api.StateSyncing // still receiving mail from the other nodes
 		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(active):
 			r.State = api.StateSyncing // caught up, about to become a voter
 		default:
@@ -156,6 +158,7 @@ func (d *Daemon) localNode() api.Node {
 	}
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
+	n.Mail = d.mailStatus()
 	return n
 }
 

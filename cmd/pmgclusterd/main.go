@@ -70,6 +70,7 @@ socket that the pmgcm command talks to. SIGTERM or SIGINT stop it cleanly.`,
 	f.IntVar(&cfg.Port, "port", cfg.Port, "cluster port (TLS) for other nodes")
 	f.StringVar(&cfg.Name, "name", cfg.Name, "node name shown by pmgcm status (default: host name)")
 	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "path of the control socket")
+	f.IntVar(&cfg.SMTPPort, "smtp-port", cfg.SMTPPort, "SMTP intake port on --ip (0: no SMTP intake)")
 	f.DurationVar(&cfg.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.Raft.HeartbeatTimeout, "time without contact from the master before a node starts an election")
 	f.DurationVar(&cfg.Raft.ElectionTimeout, "raft-election-timeout", cfg.Raft.ElectionTimeout, "time a candidate waits for votes")
 	f.DurationVar(&cfg.Raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", cfg.Raft.LeaderLeaseTimeout, "time a master keeps leading without contact from a quorum")

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/backup"
+	"github.com/pmgcm/pmgcm/mailstore"
+)
+
+// mailBackup is the quarantine part of a backup: the messages that are not deleted, with
+// their bodies streamed from this node's store.
+type mailBackup struct {
+	store *mailstore.Store
+	list  []mailstore.Meta
+}
+
+// backupMail lists the messages to back up; none unless withMail.
+func (d *Daemon) backupMail(withMail bool) (*mailBackup, error) {
+	mb := &mailBackup{store: d.mail.store}
+	if !withMail {
+		return mb, nil
+	}
+	list, err := d.mail.store.List(mailstore.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range list {
+		if !m.HaveBody {
+			return nil, fmt.Errorf("%w: message %s has not reached this node yet (it is still syncing mail): take the backup on a node in state A, or wait",
+				ErrNotMaster, m.ID)
+		}
+	}
+	mb.list = list
+	return mb, nil
+}
+
+func (m *mailBackup) count() int { return len(m.list) }
+
+func (m *mailBackup) write(w *backup.Writer) error {
+	for _, meta := range m.list {
+		if err := m.writeOne(w, meta); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *mailBackup) writeOne(w *backup.Writer, meta mailstore.Meta) error {
+	f, cur, err := m.store.OpenBody(meta.ID)
+	if err != nil {
+		return fmt.Errorf("message %s: %w", meta.ID, err)
+	}
+	defer f.Close()
+	b, err := json.Marshal(quarantineMessage(cur))
+	if err != nil {
+		return err
+	}
+	return w.WriteMail(b, cur.Size, f)
+}
+
+// mailImporter loads backed-up messages into this node's store. Each message is taken in
+// as received here (this node's origin and a new ID: CIDs of the old cluster will be
+// handed out again), its state kept.
+type mailImporter struct{ store *mailstore.Store }
+
+func (d *Daemon) mailImporter() *mailImporter { return &mailImporter{store: d.mail.store} }
+
+func (m *mailImporter) add(metaJSON json.RawMessage, body io.Reader) error {
+	var meta api.QuarantineMessage
+	if err := json.Unmarshal(metaJSON, &meta); err != nil {
+		return fmt.Errorf("message metadata: %w", err)
+	}
+	got, err := m.store.Accept(meta.From, meta.To, body)
+	if err != nil {
+		return fmt.Errorf("message %s: %w", meta.ID, err)
+	}
+	if meta.SHA256 != "" && got.SHA256 != meta.SHA256 {
+		return fmt.Errorf("message %s: checksum %s, the backup says %s", meta.ID, got.SHA256, meta.SHA256)
+	}
+	if meta.State == api.MailReleased {
+		if _, err := m.store.SetState(got.ID, api.MailReleased); err != nil {
+			return err
+		}
+	}
+	return nil
+}
