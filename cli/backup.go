@@ -48,13 +48,15 @@ func (c *Client) Restore(ctx context.Context, r io.Reader) (*api.RestoreResponse
 }
 
 // doBody sends one request with a streamed body and returns the answer for the caller to
-// read and close. A non-2xx answer is returned as *APIError.
+// read and close. A non-2xx answer is closed and returned as *APIError; a failure to
+// connect wraps ErrUnreachable.
 func (c *Client) doBody(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
 	u := url.URL{Scheme: "http", Host: "pmgcm", Path: path, RawQuery: q.Encode()}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "pmgcm/"+Version)
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)

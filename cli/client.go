@@ -370,32 +370,14 @@ func (c *Client) exchange(ctx context.Context, method, path string, q url.Values
 	return nil
 }
 
-// do sends one request. A non-2xx answer is closed and returned as *APIError; a failure to
-// connect wraps ErrUnreachable.
+// do sends one request with an optional body. A non-2xx answer is closed and returned as
+// *APIError; a failure to connect wraps ErrUnreachable.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, ctype string) (*http.Response, error) {
-	u := url.URL{Scheme: "http", Host: "pmgcm", Path: path, RawQuery: q.Encode()}
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "pmgcm/"+Version)
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.transportError(method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer resp.Body.Close()
-		return nil, decodeAPIError(resp)
-	}
-	return resp, nil
+	return c.doBody(ctx, method, path, q, rd, ctype)
 }
 
 // transportError turns an error of http.Client.Do into one that names the cause plainly.
