@@ -1,11 +1,20 @@
 # pmgcm build, test and lint. `make help` lists the targets.
 GO          ?= go
-BIN         := bin
+BIN         ?= bin
+# make install: $(DESTDIR)$(PREFIX)/bin, .../share/man, ...; the unit under $(UNITDIR).
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/pmgcm
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The whole suite stays well under CI's budget; the timeout catches a hang.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build test test-unit test-integration drill lint fmt fuzz demo demo-stop clean help
+.PHONY: all build test test-unit test-integration drill lint fmt fuzz demo demo-stop clean help bench man install
 
 all: build
 
@@ -38,6 +47,26 @@ fmt: ## format the code
 
 fuzz: ## fuzz the command decoder for a minute
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./fsm/
+
+bench: ## benchmark a fresh 3-node localhost cluster (BENCH_FLAGS: e.g. --workloads seq_put,failover); see docs/performance.md
+	$(GO) build -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
+	$(GO) run ./cmd/pmgcm-bench --pmgclusterd $(BIN)/pmgclusterd $(BENCH_FLAGS)
+
+man: ## render the manual pages pmgcm(1) and pmgclusterd(8) from the commands' help into bin/man
+	rm -rf $(BIN)/man
+	$(GO) run ./cmd/pmgcm-docs -dir $(BIN)/man
+
+install: build man ## install binaries, systemd unit, man pages, completions, example config under $(DESTDIR)$(PREFIX)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	install -m 0755 $(BIN)/pmgcm $(BIN)/pmgclusterd $(DESTDIR)$(BINDIR)/
+	sed 's|/usr/bin/pmgclusterd|$(BINDIR)/pmgclusterd|' packaging/systemd/pmgclusterd.service >$(DESTDIR)$(UNITDIR)/pmgclusterd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pmgclusterd.service
+	install -m 0644 $(BIN)/man/man1/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BIN)/man/man8/*.8 $(DESTDIR)$(MANDIR)/man8/
+	$(BIN)/pmgcm completion bash >$(DESTDIR)$(BASHCOMPDIR)/pmgcm
+	$(BIN)/pmgcm completion zsh >$(DESTDIR)$(ZSHCOMPDIR)/_pmgcm
+	install -m 0644 packaging/pmgclusterd.toml $(DESTDIR)$(DOCDIR)/
 
 demo: build ## start a local cluster under ./run and print its status
 	./scripts/demo.sh start

@@ -62,6 +62,10 @@ const (
 	// PathSync answers POST SyncRequest with a SyncResponse once this node has caught up
 	// with (or been re-admitted by) the master.
 	PathSync = "/v1/cluster/sync"
+	// PathUpdateFingerprints answers POST [?all=1] with an UpdateFingerprintsResponse: it
+	// renews this node's certificate (with all=1, on the master: every node's) and
+	// publishes the new fingerprints through the Raft log, without a restart.
+	PathUpdateFingerprints = "/v1/cluster/update-fingerprints"
 )
 
 // HeaderSHA256 carries the hex SHA-256 of a quarantined message.
@@ -153,6 +157,9 @@ type Node struct {
 	// Error says why the node is in state D.
 	Error       string `json:"error,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// CertExpires is when the node's certificate expires, as the node itself reports
+	// it; zero (absent) when the node did not answer. Renew with update-fingerprints.
+	CertExpires time.Time `json:"cert_expires,omitzero"`
 	// Suffrage is "voter" or "nonvoter" (Raft).
 	Suffrage     string `json:"suffrage,omitempty"`
 	Term         uint64 `json:"term,omitempty"`
@@ -373,4 +380,23 @@ type RestoreResponse struct {
 	Index     uint64 `json:"index"`
 	Entries   int    `json:"entries"`
 	Mail      int    `json:"mail"`
+}
+
+// UpdateFingerprintsResponse is the answer of PathUpdateFingerprints: one entry per node
+// asked to renew its certificate.
+type UpdateFingerprintsResponse struct {
+	Nodes []RenewedCert `json:"nodes"`
+}
+
+// RenewedCert is the outcome of one node's certificate renewal.
+type RenewedCert struct {
+	CID  uint64 `json:"cid"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// OldFingerprint is refused by every member once Fingerprint is published.
+	OldFingerprint string    `json:"old_fingerprint"`
+	Fingerprint    string    `json:"fingerprint,omitempty"`
+	Expires        time.Time `json:"expires,omitzero"`
+	// Error says why the node kept its certificate; empty on success.
+	Error string `json:"error,omitempty"`
 }

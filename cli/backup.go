@@ -105,7 +105,7 @@ leaves a FILE that looks complete.
 			if !ok {
 				return errors.New("this client cannot stream backups")
 			}
-			return runBackup(ctx, b, args[0], withMail, a.stdout, a.stderr)
+			return runBackup(ctx, b, args[0], withMail, a.stdout, a.stderr, a.newTransfer("backup: %s received", 0))
 		}),
 	}
 	cmd.Flags().BoolVar(&withMail, "with-mail", false, "include the quarantined mail")
@@ -114,15 +114,18 @@ leaves a FILE that looks complete.
 }
 
 // runBackup streams a backup into path (atomically) or to stdout, checking it as it
-// arrives: a backup cut short by the daemon never verifies.
-func runBackup(ctx context.Context, c BackupAPI, path string, withMail bool, stdout, stderr io.Writer) error {
+// arrives: a backup cut short by the daemon never verifies. tr, if not nil, shows the
+// bytes received.
+func runBackup(ctx context.Context, c BackupAPI, path string, withMail bool, stdout, stderr io.Writer, tr *transfer) error {
 	rc, err := c.Backup(ctx, withMail)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
+	src := tr.reader(rc)
 	if path == "-" {
-		_, err := backup.Verify(io.TeeReader(rc, stdout))
+		_, err := backup.Verify(io.TeeReader(src, stdout))
+		tr.done()
 		return err
 	}
 	dir := filepath.Dir(path)
@@ -132,7 +135,8 @@ func runBackup(ctx context.Context, c BackupAPI, path string, withMail bool, std
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	h, err := backup.Verify(io.TeeReader(rc, tmp))
+	h, err := backup.Verify(io.TeeReader(src, tmp))
+	tr.done()
 	if err != nil {
 		return fmt.Errorf("backup incomplete, %s not written: %w", path, err)
 	}
@@ -202,25 +206,36 @@ corrupt or newer-format file is refused with nothing changed.`,
 			if !ok {
 				return errors.New("this client cannot stream backups")
 			}
-			return runRestore(ctx, b, args[0], a.stdout)
+			return runRestore(ctx, b, args[0], a.stdout, a.newTransfer)
 		}),
 	}
 }
 
-func runRestore(ctx context.Context, c BackupAPI, path string, w io.Writer) error {
+// runRestore checks the backup at path, then streams it to the daemon. newTransfer makes
+// the progress of each of the two passes over the file (nil ones show nothing).
+func runRestore(ctx context.Context, c BackupAPI, path string, w io.Writer, newTransfer func(what string, total int64) *transfer) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	var size int64
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		size = fi.Size()
+	}
 	// Check the file here first: a bad file is refused without a round trip.
-	if _, err := backup.Verify(f); err != nil {
+	tr := newTransfer("restore: checking %s", size)
+	_, err = backup.Verify(tr.reader(f))
+	tr.done()
+	if err != nil {
 		return fmt.Errorf("%s: %w; nothing was changed", path, err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	res, err := c.Restore(ctx, f)
+	tr = newTransfer("restore: %s sent", size)
+	res, err := c.Restore(ctx, tr.reader(f))
+	tr.done()
 	if err != nil {
 		return err
 	}

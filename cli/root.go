@@ -51,6 +51,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		newAPI:    func(socket string) API { return NewClient(socket) },
 		term:      newTerminal(stdin, stderr),
 		stdoutTTY: isTerminalFile(stdout),
+		stderrTTY: isTerminalFile(stderr),
 	})
 }
 
@@ -65,6 +66,9 @@ type env struct {
 	term terminal
 	// stdoutTTY is true when stdout is a terminal too: progress then updates one line.
 	stdoutTTY bool
+	// stderrTTY is true when stderr is a terminal: backup and restore then show the bytes
+	// transferred on one updating line.
+	stderrTTY bool
 	// timing of `pmgcm join` and `pmgcm sync` following the catch-up; zero fields take
 	// the defaults.
 	timing catchUpTiming
@@ -141,7 +145,10 @@ cluster, adds and removes nodes, shows the status of its nodes, reads and writes
 replicated configuration, manages the replicated mail quarantine, and recovers from a
 master failure (promote, sync).
 
-Every command talks to the local pmgclusterd daemon over its control socket.`,
+Every command talks to the local pmgclusterd daemon over its control socket.
+
+Shell completion: pmgcm completion bash|zsh prints the script to load, e.g.
+  pmgcm completion bash > /etc/bash_completion.d/pmgcm`,
 		Version:       Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -155,7 +162,7 @@ Every command talks to the local pmgclusterd daemon over its control socket.`,
 			return nil
 		},
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.CompletionOptions.HiddenDefaultCmd = true // named in Long, kept out of the command list
 	root.SetVersionTemplate("pmgcm {{.Version}}\n")
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
@@ -171,6 +178,7 @@ Every command talks to the local pmgclusterd daemon over its control socket.`,
 
 	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(),
 		a.promoteCmd(), a.syncCmd(), a.configCmd(), a.quarantineCmd(), a.backupCmd(), a.restoreCmd())
+	root.AddCommand(a.updateFingerprintsCmd())
 	return root
 }
 

@@ -46,6 +46,9 @@ type Config struct {
 	// ProtocolVersion is the node-to-node protocol version this node speaks; only
 	// compatibility drills set it to anything but ProtocolVersion.
 	ProtocolVersion int
+	// MetricsAddr, if set, is the "ip:port" where Prometheus metrics are served on
+	// /metrics (off when empty).
+	MetricsAddr string
 	// Logger receives the daemon's logs.
 	Logger hclog.Logger
 }
@@ -67,7 +70,10 @@ func DefaultConfig() Config {
 // Validate reports the first setting that cannot work, saying how to fix it.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("--data-dir is required: the directory that holds this node's state")
+		return errors.New("--data-dir is required (flag or data-dir in the --config file): the directory that holds this node's state")
+	}
+	if c.IP == "" {
+		return errors.New("--ip is required (flag or ip in the --config file): the address other nodes reach this one at")
 	}
 	ip := net.ParseIP(c.IP)
 	if ip == nil {
@@ -98,6 +104,11 @@ func (c Config) Validate() error {
 	}
 	if c.RPCTimeout <= 0 {
 		return errors.New("RPC timeout must be positive")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr %q: want IP:PORT: %v", c.MetricsAddr, err)
+		}
 	}
 	return nil
 }

@@ -60,10 +60,10 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathStatus, d.handleStatus)
 	mux.HandleFunc("POST "+api.PathCreate, d.handleCreate)
-	mux.HandleFunc("GET "+api.PathConfig, d.handleConfigGet)
-	mux.HandleFunc("PUT "+api.PathConfig, d.handleConfigSet)
-	mux.HandleFunc("DELETE "+api.PathConfig, d.handleConfigDelete)
-	mux.HandleFunc("GET "+api.PathConfigList, d.handleConfigList)
+	mux.HandleFunc("GET "+api.PathConfig, d.metrics.countConfig(opRead, d.handleConfigGet))
+	mux.HandleFunc("PUT "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigSet))
+	mux.HandleFunc("DELETE "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigDelete))
+	mux.HandleFunc("GET "+api.PathConfigList, d.metrics.countConfig(opRead, d.handleConfigList))
 	mux.HandleFunc("GET "+api.PathConfigWatch, d.handleConfigWatch)
 	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinProbeRequest
@@ -75,7 +75,9 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathJoin, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinRequest
 		if decodeBody(w, r, &req) {
+			start := time.Now()
 			res, err := d.join(r.Context(), req)
+			d.metrics.observeOp("join", start, err)
 			reply(w, res, err)
 		}
 	})
@@ -97,16 +99,24 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathPromote, func(w http.ResponseWriter, r *http.Request) {
 		var req api.PromoteRequest
 		if decodeBody(w, r, &req) {
+			start := time.Now()
 			res, err := d.promote(r.Context(), req.Force)
+			d.metrics.observeOp("promote", start, err)
 			reply(w, res, err)
 		}
 	})
 	mux.HandleFunc("POST "+api.PathSync, func(w http.ResponseWriter, r *http.Request) {
 		var req api.SyncRequest
 		if decodeBody(w, r, &req) {
+			start := time.Now()
 			res, err := d.sync(r.Context(), req.MasterIP)
+			d.metrics.observeOp("sync", start, err)
 			reply(w, res, err)
 		}
+	})
+	mux.HandleFunc("POST "+api.PathUpdateFingerprints, func(w http.ResponseWriter, r *http.Request) {
+		res, err := d.updateFingerprints(r.Context(), r.URL.Query().Get("all") == "1")
+		reply(w, res, err)
 	})
 	mux.HandleFunc("GET "+api.PathQuarantine, d.handleQuarantineList)
 	mux.HandleFunc("GET "+api.PathQuarantineShow, d.handleQuarantineShow)

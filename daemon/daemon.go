@@ -46,6 +46,8 @@ type Daemon struct {
 	servers   []*http.Server
 	rpcClient *http.Client
 	ctlLn     net.Listener
+	// metrics are served on --metrics-addr (see metrics.go).
+	metrics *metrics
 
 	// createMu serializes create and join on this node.
 	createMu sync.Mutex
@@ -69,7 +71,9 @@ func New(cfg Config) (*Daemon, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
+	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.metrics = newMetrics(d)
+	return d, nil
 }
 
 // Open locks the data directory, loads the node's identity, starts Raft, the cluster port
@@ -108,6 +112,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.loadPeers(); err != nil {
 		return err
 	}
+	d.resolveRenewal()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.
 	if me := d.self(); me.Removed == "" && me.Fenced == nil {
@@ -125,6 +130,9 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	if err := d.openControl(); err != nil {
+		return err
+	}
+	if err := d.openMetrics(); err != nil {
 		return err
 	}
 	d.bg.Add(4)

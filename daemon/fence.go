@@ -125,7 +125,8 @@ func (d *Daemon) applyStanding(verdict standing, a membership) bool {
 	me := d.self()
 	switch verdict {
 	case standingRemoved:
-		d.logger.Warn("this node was removed from the cluster; stopping raft", "cluster-id", a.ClusterID, "epoch", a.Epoch)
+		d.logger.Warn("this node was removed from the cluster; stopping raft", "cluster-id", a.ClusterID, "epoch", a.Epoch,
+			"master-cid", a.MasterCID, "master-ip", a.MasterIP)
 		me.Removed = a.ClusterID
 	case standingFenced:
 		d.logger.Warn("this node was superseded by a forced promotion; stopping raft",

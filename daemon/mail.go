@@ -70,7 +70,7 @@ func (d *Daemon) openMail() error {
 		cfg := smtpd.DefaultConfig()
 		cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
 		cfg.Hostname = d.self().Name
-		cfg.Store, cfg.Policy = mailIntake{store}, mailPolicy{d}
+		cfg.Store, cfg.Policy = mailIntake{store, d.metrics}, mailPolicy{d}
 		cfg.Logger = d.logger.Named("smtpd")
 		if m.smtp, err = smtpd.New(cfg); err != nil {
 			return err
@@ -203,11 +203,21 @@ func (d *Daemon) purgeMail() {
 	}
 }
 
-// mailIntake adapts the store to smtpd.
-type mailIntake struct{ s *mailstore.Store }
+// mailIntake adapts the store to smtpd and counts what it accepts and fails to store.
+type mailIntake struct {
+	s *mailstore.Store
+	m *metrics
+}
 
 func (m mailIntake) Accept(from string, to []string, r io.Reader) (string, error) {
 	meta, err := m.s.Accept(from, to, r)
+	if m.m != nil {
+		if err != nil {
+			m.m.mailRejected.Inc()
+		} else {
+			m.m.mailAccepted.Inc()
+		}
+	}
 	return meta.ID, err
 }
 

@@ -93,7 +93,7 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 		isMember[id] = true
 		if _, ok := inRaft[id]; !ok {
 			if err := n.AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
-				return fmt.Errorf("add cid %d as non-voter: %w", m.CID, err)
+				return fmt.Errorf("add cid %d (%s) as non-voter: %w", m.CID, memberAddr(m), err)
 			}
 			inRaft[id] = raft.Server{ID: id, Suffrage: raft.Nonvoter}
 		}
@@ -101,7 +101,7 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 	for id := range inRaft {
 		if !isMember[id] {
 			if err := n.RemoveServer(ctx, parseCID(id)); err != nil {
-				return fmt.Errorf("remove server %s: %w", id, err)
+				return fmt.Errorf("remove server cid %s (%s): %w", id, inRaft[id].Address, err)
 			}
 			delete(inRaft, id)
 		}
@@ -123,7 +123,7 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 				continue
 			}
 			if err := n.AddVoter(ctx, m.CID, memberAddr(m)); err != nil {
-				return fmt.Errorf("promote cid %d: %w", m.CID, err)
+				return fmt.Errorf("promote cid %d (%s): %w", m.CID, memberAddr(m), err)
 			}
 			d.logger.Info("node promoted to voter", "cid", m.CID, "address", memberAddr(m))
 			voters = append(voters, m)
@@ -141,7 +141,7 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 			continue
 		}
 		if err := n.DemoteVoter(ctx, m.CID); err != nil {
-			return fmt.Errorf("demote cid %d: %w", m.CID, err)
+			return fmt.Errorf("demote cid %d (%s): %w", m.CID, memberAddr(m), err)
 		}
 		d.logger.Info("node demoted to non-voter", "cid", m.CID, "address", memberAddr(m))
 		voters = slices.Delete(voters, i, i+1)

@@ -142,12 +142,36 @@ func (d *Daemon) authorizePeer(ch transport.Channel, fingerprint string) error {
 	}
 	m, epoch, ok := d.trustedMember(fingerprint)
 	if !ok {
+		m, epoch, ok = d.awaitMember(fingerprint)
+	}
+	if !ok {
 		return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
 	}
 	if m.Fenced(epoch) && !joinOnly {
-		return fmt.Errorf("%w: cid %d is fenced: it was left in epoch %d, the cluster is at epoch %d", transport.ErrPeerRefused, m.CID, m.Epoch, epoch)
+		return fmt.Errorf("%w: cid %d (%s, %s) is fenced: it was left in epoch %d, the cluster is at epoch %d", transport.ErrPeerRefused, m.CID, m.Name, memberAddr(m), m.Epoch, epoch)
 	}
 	return nil
+}
+
+// awaitMember waits up to unknownPeerWait for the local state machine to learn the
+// certificate fingerprint: a member that just renewed its certificate (rotate.go) may
+// reach this node before this node has applied the entry that published it. The
+// certificate has been verified against the cluster CA already.
+func (d *Daemon) awaitMember(fingerprint string) (fsm.Member, uint64, bool) {
+	n := d.rn()
+	if n == nil || d.fsm.Cluster() == nil {
+		return fsm.Member{}, 0, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), unknownPeerWait)
+	defer cancel()
+	for {
+		if err := n.WaitApplied(ctx, d.fsm.AppliedIndex()+1); err != nil {
+			return fsm.Member{}, 0, false
+		}
+		if m, epoch, ok := d.trustedMember(fingerprint); ok {
+			return m, epoch, true
+		}
+	}
 }
 
 // stopContext returns a context that ends when the daemon closes.

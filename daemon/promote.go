@@ -39,12 +39,13 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	deadline := time.Now().Add(d.electionWait())
 	for {
 		if leader, err := d.leaderAddr(); err == nil {
+			_, prevID := d.rn().Leader()
 			err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcTransfer, api.DeleteRequest{CID: me.CID}, nil)
 			if err == nil {
 				if err := d.waitSelfLeader(ctx); err != nil {
 					return nil, err
 				}
-				d.logger.Info("promoted to master by leadership transfer", "previous-master", leader)
+				d.logger.Info("promoted to master by leadership transfer", "previous-master-address", leader, "previous-master-cid", string(prevID))
 				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: d.fsm.Cluster().Epoch}, nil
 			}
 			var re *remoteError

@@ -76,6 +76,8 @@ func (d *Daemon) openRPC() {
 	rpc.HandleFunc("POST "+rpcDelete, d.handleRPCDelete)
 	rpc.HandleFunc("POST "+rpcTransfer, d.handleRPCTransfer)
 	rpc.HandleFunc("POST "+rpcReadmit, d.handleRPCReadmit)
+	rpc.HandleFunc("POST "+rpcRecordCert, d.handleRecordCert)
+	rpc.HandleFunc("POST "+rpcRenewCert, d.handleRenewCert)
 	join := http.NewServeMux()
 	join.HandleFunc("GET "+joinInfoPath, d.handleJoinInfo)
 	join.HandleFunc("POST "+joinAdmitPath, d.handleAdmit)
@@ -194,7 +196,11 @@ func (d *Daemon) leaderAddr() (string, error) {
 func (d *Daemon) applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	start := time.Now()
 	res, err := d.rn().Apply(ctx, cmd)
+	if err == nil {
+		d.metrics.applyLatency.Observe(time.Since(start).Seconds())
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -122,6 +122,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		}
 	}
 	st.Nodes = rows
+	st.Cluster.Warnings = append(st.Cluster.Warnings, certWarnings(rows, time.Now())...)
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
@@ -148,6 +149,9 @@ func (d *Daemon) localNode() api.Node {
 		State: api.StateActive, Local: true, Suffrage: rs.Suffrage,
 		Term: rs.Term, LastIndex: rs.LastIndex, LastLogTerm: rs.LastLogTerm, AppliedIndex: rs.AppliedIndex,
 		Fingerprint: d.mux.Identity().Fingerprint,
+	}
+	if leaf := d.mux.Identity().Leaf; leaf != nil && !d.mux.Identity().Standalone() {
+		n.CertExpires = leaf.NotAfter.UTC()
 	}
 	if _, id := d.rn().Leader(); id != "" {
 		n.MasterCID = parseCID(id)

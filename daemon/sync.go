@@ -93,7 +93,7 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncRespons
 	if err := d.becomeMember(adm); err != nil {
 		return nil, fmt.Errorf("re-admitted as cid %d, but could not restart in the new epoch: %w; restart pmgclusterd to finish", adm.CID, err)
 	}
-	d.logger.Info("re-admitted after a forced promotion", "epoch", adm.Epoch, "master", adm.MasterAddress)
+	d.logger.Info("re-admitted after a forced promotion", "epoch", adm.Epoch, "master-cid", master.CID, "master-address", adm.MasterAddress)
 	return &api.SyncResponse{Readmitted: true, MasterCID: master.CID, Epoch: adm.Epoch}, nil
 }
 

@@ -42,7 +42,7 @@ func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error
 			return ctx.Err()
 		}
 		if !errors.Is(err, errNotHere) {
-			r.log.Warn("body transfer failed", "id", id, "peer", p.CID, "error", err)
+			r.log.Warn("body transfer failed", "id", id, "cid", p.CID, "address", p.Addr, "error", err)
 		}
 		errs = append(errs, fmt.Errorf("peer %d: %w", p.CID, err))
 	}
@@ -71,7 +71,7 @@ func (r *Replicator) fetchFrom(ctx context.Context, p Peer, id string) error {
 		if n == 0 || ctx.Err() != nil {
 			return err
 		}
-		r.log.Info("body transfer broken, resuming", "id", id, "peer", p.CID, "offset", off+n, "error", err)
+		r.log.Info("body transfer broken, resuming", "id", id, "cid", p.CID, "address", p.Addr, "offset", off+n, "error", err)
 	}
 	return err
 }

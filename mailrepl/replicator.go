@@ -178,6 +178,25 @@ func (r *Replicator) Backlog() (messages, bytes int64) {
 	return messages, bytes
 }
 
+// PeerBacklog returns, for each peer this node can reach, how many events that peer has
+// beyond this node's cursors: how far this node lags it. Unreachable peers are absent.
+func (r *Replicator) PeerBacklog() map[Peer]int64 {
+	own := r.store.Heads()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[Peer]int64, len(r.heads))
+	for p, h := range r.heads {
+		var n int64
+		for o, s := range h {
+			if s > own[o] {
+				n += int64(s - own[o])
+			}
+		}
+		out[p] = n
+	}
+	return out
+}
+
 // signal does a non-blocking send on a 1-buffered channel.
 func signal(c chan struct{}) {
 	select {
@@ -238,7 +257,7 @@ func (r *Replicator) refreshPeers() {
 	defer r.mu.Unlock()
 	for p, l := range r.loops {
 		if !want[p] {
-			r.log.Info("stopping replication from peer", "cid", p.CID, "addr", p.Addr)
+			r.log.Info("stopping replication from peer", "cid", p.CID, "address", p.Addr)
 			l.cancel()
 			delete(r.loops, p)
 			delete(r.heads, p)
@@ -251,7 +270,7 @@ func (r *Replicator) refreshPeers() {
 		ctx, cancel := context.WithCancel(r.ctx)
 		l := &peerLoop{cancel: cancel, wake: make(chan struct{}, 1)}
 		r.loops[p] = l
-		r.log.Info("starting replication from peer", "cid", p.CID, "addr", p.Addr)
+		r.log.Info("starting replication from peer", "cid", p.CID, "address", p.Addr)
 		r.wg.Add(1)
 		go r.runPeer(ctx, p, l)
 	}
@@ -296,7 +315,7 @@ func (r *Replicator) setHeads(p Peer, h mailstore.Cursors) {
 // bodies they bring.
 func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 	defer r.wg.Done()
-	log := r.log.With("peer", p.CID, "addr", p.Addr)
+	log := r.log.With("cid", p.CID, "address", p.Addr)
 	var backoff, wait time.Duration // the first poll returns at once, to learn the heads
 	for ctx.Err() == nil {
 		resp, err := r.pollEvents(ctx, p, wait)

@@ -44,6 +44,8 @@ type Node struct {
 	readyTerm uint64
 	done      chan struct{}
 	wg        sync.WaitGroup
+	// obs holds what Raft's observations tell (see observe.go).
+	obs observed
 }
 
 // New returns a Node that will run f over layer. It validates cfg and does no I/O.
@@ -139,6 +141,7 @@ func (n *Node) Open() (err error) {
 	n.mu.Unlock()
 	n.wg.Add(1)
 	go n.watchLeadership()
+	n.observe(r)
 	return nil
 }
 

@@ -113,13 +113,13 @@ func TestRelayUnconfigured(t *testing.T) {
 	ts := startServer(t, nil)
 	ts.policy.set(nil, 0)
 	err := send(ts.addr, "a@example.net", []string{"bob@example.com"}, testMessage)
-	if smtpCode(err) != 550 || !strings.Contains(err.Error(), "5.7.1") ||
+	if smtpCode(err) != 451 || !strings.Contains(err.Error(), "4.3.0") ||
 		!strings.Contains(err.Error(), "no relay domains are configured") || !strings.Contains(err.Error(), "mail/relay_domains") {
 		t.Errorf("send with no relay domains: %v", err)
 	}
 	// Entries that match nothing, or would match everything, count as none.
 	ts.policy.set([]string{"", " . ", "."}, 0)
-	if err := send(ts.addr, "a@example.net", []string{"bob@example.com"}, testMessage); smtpCode(err) != 550 {
+	if err := send(ts.addr, "a@example.net", []string{"bob@example.com"}, testMessage); smtpCode(err) != 451 {
 		t.Errorf("send with only empty relay domains: %v", err)
 	}
 	// The policy is read per transaction: configuring it lets the next message in.

@@ -15,9 +15,11 @@ import (
 var (
 	errRelayDenied = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 		Message: "relay access denied"}
-	errNoRelayDomains = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-		Message: "relay access denied: no relay domains are configured on this gateway " +
-			"(configuration key mail/relay_domains)"}
+	// errNoRelayDomains is temporary: a gateway without relay domains is being set up (or
+	// is a node still catching up), and the sender's retry must not become a bounce.
+	errNoRelayDomains = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "no relay domains are configured on this gateway yet " +
+			"(configuration key mail/relay_domains), please try again later"}
 	errNoDomain = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
 		Message: "recipient address must carry a domain"}
 	errStoreFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},

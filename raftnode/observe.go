@@ -1,0 +1,78 @@
+package raftnode
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// observed is what the node learns from Raft's observations, for metrics: how often the
+// leader changed and, on the leader, which peers fail their heartbeats since when.
+type observed struct {
+	leaderChanges atomic.Uint64
+	mu            sync.Mutex
+	failing       map[raft.ServerID]time.Time // guarded by mu
+}
+
+// observe registers an observer on r and consumes its observations until the node closes.
+func (n *Node) observe(r *raft.Raft) {
+	ch := make(chan raft.Observation, 64)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
+	})
+	r.RegisterObserver(obs)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer r.DeregisterObserver(obs)
+		for {
+			select {
+			case <-n.done:
+				return
+			case o := <-ch:
+				n.note(o)
+			}
+		}
+	}()
+}
+
+func (n *Node) note(o raft.Observation) {
+	n.obs.mu.Lock()
+	defer n.obs.mu.Unlock()
+	switch d := o.Data.(type) {
+	case raft.LeaderObservation:
+		if d.LeaderID != "" {
+			n.obs.leaderChanges.Add(1)
+		}
+		n.obs.failing = nil // a new term: heartbeats start over
+	case raft.FailedHeartbeatObservation:
+		if n.obs.failing == nil {
+			n.obs.failing = map[raft.ServerID]time.Time{}
+		}
+		n.obs.failing[d.PeerID] = d.LastContact
+	case raft.ResumedHeartbeatObservation:
+		delete(n.obs.failing, d.PeerID)
+	}
+}
+
+// LeaderChanges returns how many times this node saw a (new) leader since it opened.
+func (n *Node) LeaderChanges() uint64 { return n.obs.leaderChanges.Load() }
+
+// FailingPeers returns, on the leader, the peers whose heartbeats fail, with the time
+// each was last heard from. Raft exposes no per-peer contact time for healthy peers: a
+// peer absent from the map answered its last heartbeat.
+func (n *Node) FailingPeers() map[raft.ServerID]time.Time {
+	n.obs.mu.Lock()
+	defer n.obs.mu.Unlock()
+	out := make(map[raft.ServerID]time.Time, len(n.obs.failing))
+	for id, t := range n.obs.failing {
+		out[id] = t
+	}
+	return out
+}
