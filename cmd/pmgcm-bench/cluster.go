@@ -1,0 +1,408 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cli"
+)
+
+// node is one pmgclusterd process of the bench cluster and its data.
+type node struct {
+	name     string
+	ip       string
+	port     int
+	smtpPort int // 0: no SMTP intake
+	dataDir  string
+	socket   string
+	logPath  string
+	bin      string
+	cid      uint64 // set once the node is a member
+
+	client *cli.Client // for control calls of the bench itself (not the load)
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	exitEr error
+}
+
+func (n *node) args() []string {
+	a := []string{"--data-dir", n.dataDir, "--ip", n.ip, "--port", strconv.Itoa(n.port),
+		"--name", n.name, "--socket", n.socket}
+	if n.smtpPort > 0 {
+		a = append(a, "--smtp-port", strconv.Itoa(n.smtpPort))
+	}
+	return a
+}
+
+// start starts the daemon and waits until its control socket answers.
+func (n *node) start(ctx context.Context) error {
+	n.mu.Lock()
+	if n.cmd != nil && !n.exitedLocked() {
+		n.mu.Unlock()
+		return fmt.Errorf("%s is already running", n.name)
+	}
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	cmd := exec.Command(n.bin, n.args()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C at the terminal reaches the bench only, which then
+	// stops the daemons in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		n.mu.Unlock()
+		return fmt.Errorf("start %s: %w", n.name, err)
+	}
+	exited := make(chan struct{})
+	n.cmd, n.exited, n.exitEr = cmd, exited, nil
+	n.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		_ = logf.Close()
+		n.mu.Lock()
+		n.exitEr = err
+		n.mu.Unlock()
+		close(exited)
+	}()
+	return poll(ctx, 30*time.Second, 20*time.Millisecond, n.name+" control socket", func() error {
+		select {
+		case <-exited:
+			return errStop{fmt.Errorf("%s exited: %v (log: %s)", n.name, n.exitErr(), n.logPath)}
+		default:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := n.client.Status(cctx)
+		return err
+	})
+}
+
+func (n *node) exitErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.exitEr
+}
+
+func (n *node) exitedLocked() bool {
+	if n.exited == nil {
+		return true
+	}
+	select {
+	case <-n.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+func (n *node) running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.exitedLocked()
+}
+
+func (n *node) signal(sig syscall.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil && !n.exitedLocked() {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
+// kill sends SIGKILL (kill -9) and waits until the process is gone. It returns the time
+// the signal was sent.
+func (n *node) kill() time.Time {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	at := time.Now()
+	if cmd == nil || exited == nil {
+		return at
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+	return at
+}
+
+// stop sends SIGTERM (after SIGCONT: a paused process cannot handle it) and kills the
+// process if it has not exited within timeout.
+func (n *node) stop(timeout time.Duration) {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil || exited == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// cluster is the bench's set of nodes.
+type cluster struct {
+	dir   string
+	nodes []*node
+}
+
+// errStop makes poll give up at once.
+type errStop struct{ error }
+
+func (e errStop) Unwrap() error { return e.error }
+
+// poll calls fn every interval until it returns nil, the deadline passes, or ctx ends.
+func poll(ctx context.Context, timeout, interval time.Duration, what string, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		var stop errStop
+		if errors.As(err, &stop) {
+			return stop.error
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not reached within %s: %w", what, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+// freePorts returns count distinct TCP ports that are free on every one of ips.
+func freePorts(ips []string, count int) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for tries := 0; tries < 200 && len(out) < count; tries++ {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
+		if err != nil {
+			return nil, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ok := !seen[port]
+		for _, ip := range ips[1:] {
+			if !ok {
+				break
+			}
+			l2, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				ok = false
+				break
+			}
+			_ = l2.Close()
+		}
+		_ = ln.Close()
+		if ok {
+			seen[port] = true
+			out = append(out, port)
+		}
+	}
+	if len(out) < count {
+		return nil, fmt.Errorf("no port free on every one of %v", ips)
+	}
+	return out, nil
+}
+
+// newCluster prepares the nodes (not started) with data under dir.
+func newCluster(dir, bin string, ips []string, port, smtpPort int) *cluster {
+	c := &cluster{dir: dir}
+	for i, ip := range ips {
+		name := fmt.Sprintf("node%d", i+1)
+		n := &node{
+			name: name, ip: ip, port: port, smtpPort: smtpPort, bin: bin,
+			dataDir: filepath.Join(dir, name),
+			socket:  filepath.Join(dir, name+".sock"),
+			logPath: filepath.Join(dir, name+".log"),
+		}
+		n.client = cli.NewClient(n.socket)
+		c.nodes = append(c.nodes, n)
+	}
+	return c
+}
+
+// stopAll stops every running node, in parallel.
+func (c *cluster) stopAll(timeout time.Duration) {
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.stop(timeout)
+		}()
+	}
+	wg.Wait()
+}
+
+// create makes members[0] the master of a new cluster and joins the others to it, using
+// the control API as pmgcm create / join-cmd / join do, then waits until all are in state A.
+func (c *cluster) create(ctx context.Context, members []*node) error {
+	first := members[0]
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cr, err := first.client.Create(cctx)
+	if err != nil {
+		return fmt.Errorf("create on %s: %w", first.name, err)
+	}
+	first.cid = cr.CID
+	for _, n := range members[1:] {
+		if err := c.join(ctx, n); err != nil {
+			return err
+		}
+	}
+	return c.waitActive(ctx, members, 60*time.Second)
+}
+
+// join joins n to the cluster through the current master, as `pmgcm join-cmd` on a member
+// and `pmgcm join` on n do.
+func (c *cluster) join(ctx context.Context, n *node) error {
+	cctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	var jc *api.JoinCmd
+	var errs []error
+	for _, m := range c.nodes {
+		if m == n || m.cid == 0 || !m.running() {
+			continue
+		}
+		var err error
+		if jc, err = m.client.JoinCmd(cctx, false); err == nil {
+			break
+		}
+		errs = append(errs, err)
+	}
+	if jc == nil {
+		return fmt.Errorf("join-cmd: %w", errors.Join(errs...))
+	}
+	jr, err := n.client.Join(cctx, api.JoinRequest{Master: jc.Master, Fingerprint: jc.Fingerprint, Token: jc.Token})
+	if err != nil {
+		return fmt.Errorf("join %s: %w", n.name, err)
+	}
+	n.cid = jr.CID
+	return nil
+}
+
+// waitActive waits until the status of every one of members shows exactly those members,
+// all in state A, and a master among them.
+func (c *cluster) waitActive(ctx context.Context, members []*node, timeout time.Duration) error {
+	return poll(ctx, timeout, 25*time.Millisecond, "all nodes in state A", func() error {
+		for _, n := range members {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			st, err := n.client.Status(cctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if st.Cluster == nil || st.Cluster.LeaderCID == 0 {
+				return fmt.Errorf("%s: no master", n.name)
+			}
+			if len(st.Nodes) != len(members) {
+				return fmt.Errorf("%s: %d nodes in status, want %d", n.name, len(st.Nodes), len(members))
+			}
+			for _, row := range st.Nodes {
+				if row.State != api.StateActive {
+					return fmt.Errorf("%s: %s(%d) is in state %s %s", n.name, row.Name, row.CID, row.State, row.Error)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// byCID returns the node with cid, or nil.
+func (c *cluster) byCID(cid uint64) *node {
+	for _, n := range c.nodes {
+		if n.cid == cid && cid != 0 {
+			return n
+		}
+	}
+	return nil
+}
+
+// leader asks the running members for the master, and returns it.
+func (c *cluster) leader(ctx context.Context) (*node, error) {
+	var last error
+	for _, n := range c.nodes {
+		if n.cid == 0 || !n.running() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := n.client.Status(cctx)
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		if st.Cluster != nil && st.Cluster.LeaderCID != 0 {
+			if l := c.byCID(st.Cluster.LeaderCID); l != nil {
+				return l, nil
+			}
+		}
+		last = fmt.Errorf("%s knows no master", n.name)
+	}
+	return nil, fmt.Errorf("no master: %v", last)
+}
+
+// observation is what the bench samples between workloads to count elections.
+type observation struct {
+	leader uint64
+	term   uint64
+}
+
+// observe returns the master and the highest Raft term among the running members
+// (each node's own row).
+func (c *cluster) observe(ctx context.Context) observation {
+	var o observation
+	for _, n := range c.nodes {
+		if n.cid == 0 || !n.running() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := n.client.Status(cctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if st.Cluster != nil && st.Cluster.LeaderCID != 0 {
+			o.leader = st.Cluster.LeaderCID
+		}
+		for _, row := range st.Nodes {
+			if row.Local {
+				o.term = max(o.term, row.Term)
+			}
+		}
+	}
+	return o
+}
+
+// members returns the nodes that are members of the cluster.
+func (c *cluster) members() []*node {
+	var out []*node
+	for _, n := range c.nodes {
+		if n.cid != 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/smtp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pmgcm/pmgcm/cli"
+)
+
+const relayDomain = "bench.example"
+
+// mail sends messages over SMTP round-robin over the nodes and measures the accepted
+// rate, and the replication lag: the time from the 250 until every node lists the
+// message in its quarantine (each node's list polled through the control API).
+func (b *bencher) mail(ctx context.Context) error {
+	if !b.smtp {
+		fmt.Println(line("mail", kv{"skipped", "pmgclusterd has no --smtp-port"}))
+		return nil
+	}
+	members := b.c.members()
+	// The relay domain must be applied on every node before its intake accepts.
+	set := client(members[0])
+	octx, cancel := context.WithTimeout(ctx, opTimeout)
+	_, err := set.ConfigSet(octx, "mail/relay_domains", []byte(relayDomain), cli.WriteOptions{})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("set mail/relay_domains: %w", err)
+	}
+	for _, n := range members {
+		cl := client(n)
+		if err := poll(ctx, 10*time.Second, 10*time.Millisecond, n.name+" has mail/relay_domains", func() error {
+			v, err := cl.ConfigGet(ctx, "mail/relay_domains", cli.ReadOptions{Stale: true})
+			if err != nil {
+				return err
+			}
+			if string(v.Value) != relayDomain {
+				return fmt.Errorf("value %q", v.Value)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	before, err := client(members[0]).QuarantineList(ctx, "", "", "")
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, m := range before {
+		known[m.ID] = true
+	}
+
+	total := b.o.mailMsgs
+	body := mailBody(b.o.mailSize)
+	var (
+		mu      sync.Mutex
+		ackAt   = map[string]time.Time{}
+		seen    = make([]map[string]time.Time, len(members))
+		sendErr int
+		lastAck time.Time
+	)
+	for i := range seen {
+		seen[i] = map[string]time.Time{}
+	}
+	// One queue per node: message i goes to node i mod len(members).
+	queues := make([]chan int, len(members))
+	for i := range queues {
+		queues[i] = make(chan int, total)
+	}
+	for i := 0; i < total; i++ {
+		queues[i%len(members)] <- i
+	}
+	for _, q := range queues {
+		close(q)
+	}
+
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	var pwg sync.WaitGroup
+	for i, n := range members {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			cl := client(n)
+			for pctx.Err() == nil {
+				octx, cancel := context.WithTimeout(pctx, opTimeout)
+				list, err := cl.QuarantineList(octx, "", "", "")
+				cancel()
+				now := time.Now()
+				if err == nil {
+					mu.Lock()
+					for _, m := range list {
+						if _, ok := seen[i][m.ID]; !ok && !known[m.ID] {
+							seen[i][m.ID] = now
+						}
+					}
+					mu.Unlock()
+				}
+				select {
+				case <-pctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+	}
+
+	start := time.Now()
+	var swg sync.WaitGroup
+	conns := max(b.o.mailConns, len(members))
+	for c := 0; c < conns; c++ {
+		n := members[c%len(members)]
+		q := queues[c%len(members)]
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			addr := net.JoinHostPort(n.ip, strconv.Itoa(n.smtpPort))
+			var sc *smtp.Client
+			for i := range q {
+				if ctx.Err() != nil {
+					return
+				}
+				if sc == nil {
+					var err error
+					if sc, err = dialSMTP(addr); err != nil {
+						mu.Lock()
+						sendErr++
+						mu.Unlock()
+						logf("mail: %v", err)
+						continue
+					}
+				}
+				id, err := sendOne(sc, i, body)
+				now := time.Now()
+				mu.Lock()
+				if err != nil {
+					sendErr++
+					logf("mail: message %d to %s: %v", i, n.name, err)
+					_ = sc.Close()
+					sc = nil
+				} else {
+					ackAt[id] = now
+					lastAck = now
+				}
+				mu.Unlock()
+			}
+			if sc != nil {
+				_ = sc.Quit()
+			}
+		}()
+	}
+	swg.Wait()
+	sendTime := time.Since(start)
+	accepted := len(ackAt)
+
+	// Wait until every node lists every accepted message.
+	err = poll(ctx, 120*time.Second, 20*time.Millisecond, "every node lists every message", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range members {
+			missing := 0
+			for id := range ackAt {
+				if _, ok := seen[i][id]; !ok {
+					missing++
+				}
+			}
+			if missing > 0 {
+				return fmt.Errorf("%s misses %d messages", members[i].name, missing)
+			}
+		}
+		return nil
+	})
+	pcancel()
+	pwg.Wait()
+	listedAll := time.Since(lastAck)
+	// Bodies: the status of each node says how many messages it holds and what it still
+	// has to fetch; wait until no node has a backlog.
+	bodiesErr := poll(ctx, 120*time.Second, 20*time.Millisecond, "every node holds every body", func() error {
+		for _, n := range members {
+			octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			st, err := n.client.Status(octx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			for _, row := range st.Nodes {
+				if row.Local && (row.Mail == nil || row.Mail.BacklogMessages > 0 || row.Mail.BacklogBytes > 0 ||
+					row.Mail.Messages < int64(accepted+len(known))) {
+					return fmt.Errorf("%s: mail %+v", n.name, row.Mail)
+				}
+			}
+		}
+		return nil
+	})
+	allHeld := time.Since(lastAck)
+
+	var lag latencies
+	mu.Lock()
+	for id, at := range ackAt {
+		var last time.Time
+		ok := true
+		for i := range members {
+			t, has := seen[i][id]
+			if !has {
+				ok = false
+				break
+			}
+			if t.After(last) {
+				last = t
+			}
+		}
+		if !ok {
+			lag.fail()
+			continue
+		}
+		lag.add(max(last.Sub(at), 0))
+	}
+	mu.Unlock()
+	ls, lerrs := lag.snapshot()
+	fields := []kv{{"messages", total}, {"msg_bytes", len(body)}, {"conns", conns}, {"nodes", len(members)},
+		{"accepted", accepted}, {"msgs_per_s", rate(accepted, sendTime)}, {"ops_per_s", rate(accepted, sendTime)},
+		{"lag_p50_ms", ms(percentile(ls, 50))}, {"lag_p99_ms", ms(percentile(ls, 99))}, {"lag_max_ms", ms(percentile(ls, 100))},
+		{"p50_ms", ms(percentile(ls, 50))}, {"p99_ms", ms(percentile(ls, 99))},
+		{"listed_all_after_last_ms", ms(listedAll)}, {"bodies_all_after_last_ms", ms(allHeld)},
+		{"errors", sendErr + lerrs}}
+	if e := errors.Join(err, bodiesErr); e != nil {
+		fields = append(fields, kv{"error", e.Error()})
+	}
+	fmt.Println(line("mail", fields...))
+	return nil
+}
+
+func dialSMTP(addr string) (*smtp.Client, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	sc, err := smtp.NewClient(conn, host)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if err := sc.Hello("bench.local"); err != nil {
+		_ = sc.Close()
+		return nil, err
+	}
+	return sc, nil
+}
+
+// sendOne sends message i and returns the id the server named in its 250 ("queued as").
+// DATA is driven on the textproto connection because smtp.Client drops that reply.
+func sendOne(sc *smtp.Client, i int, body []byte) (string, error) {
+	if err := sc.Mail(fmt.Sprintf("sender%d@sender.example", i)); err != nil {
+		return "", err
+	}
+	if err := sc.Rcpt(fmt.Sprintf("user%d@%s", i%50, relayDomain)); err != nil {
+		return "", err
+	}
+	t := sc.Text
+	id, err := t.Cmd("DATA")
+	if err != nil {
+		return "", err
+	}
+	t.StartResponse(id)
+	_, _, err = t.ReadResponse(354)
+	t.EndResponse(id)
+	if err != nil {
+		return "", err
+	}
+	w := t.DotWriter()
+	fmt.Fprintf(w, "From: <sender%d@sender.example>\r\nTo: <user%d@%s>\r\nSubject: bench %d\r\nMessage-ID: <bench-%d@bench.local>\r\n\r\n",
+		i, i%50, relayDomain, i, i)
+	if _, err := w.Write(body); err != nil {
+		return "", err
+	}
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	_, msg, err := t.ReadResponse(250)
+	if err != nil {
+		return "", err
+	}
+	_, qid, ok := strings.Cut(msg, "queued as ")
+	if !ok {
+		return "", fmt.Errorf("250 without an id: %q", msg)
+	}
+	return strings.TrimSpace(qid), nil
+}
+
+// mailBody returns a body of about size bytes: 76-character lines of text.
+func mailBody(size int) []byte {
+	var b bytes.Buffer
+	lineText := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz", 3)[:76]
+	for b.Len()+78 <= size {
+		b.WriteString(lineText)
+		b.WriteString("\r\n")
+	}
+	return b.Bytes()
+}
