@@ -184,6 +184,9 @@ type MailStatus struct {
 	// other nodes; the node is in state S while they are not zero.
 	BacklogMessages int64 `json:"backlog_messages"`
 	BacklogBytes    int64 `json:"backlog_bytes"`
+	// BacklogKnown is false until every other node has been asked what it has: until
+	// then the node is in state S too.
+	BacklogKnown bool `json:"backlog_known"`
 }
 
 // SysInfo holds host metrics read live on a node.

@@ -39,7 +39,9 @@ type Daemon struct {
 	raftp atomic.Pointer[raftnode.Node]
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
-	ctl   *http.Server
+	// intake is the cached mail intake policy (see intake.go).
+	intake atomic.Pointer[intakeCache]
+	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
 	// servers are the HTTP servers of the cluster RPC and join channels.
@@ -112,6 +114,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.loadPeers(); err != nil {
 		return err
 	}
+	d.loadIntake()
 	d.resolveRenewal()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.

@@ -177,12 +177,19 @@ func (d *Daemon) masterMember() (fsm.Member, bool) {
 }
 
 // activeMembers returns the members of the current epoch: the ones that take part in
-// Raft. Fenced members stay listed until they are re-admitted or deleted.
+// Raft. Fenced members stay listed until they are re-admitted or deleted. While the state
+// machine is still replaying the log after a start, the member cache answers.
 func (d *Daemon) activeMembers() []fsm.Member {
-	cl := d.fsm.Cluster()
+	members, epoch := d.fsm.Members(), uint64(0)
+	if cl := d.fsm.Cluster(); cl != nil {
+		epoch = cl.Epoch
+	}
+	if cache := d.peers.Load(); cache != nil && cache.ClusterID != "" && d.fsm.AppliedIndex() < cache.Index {
+		members, epoch = cache.Members, cache.Epoch
+	}
 	var out []fsm.Member
-	for _, m := range d.fsm.Members() {
-		if cl == nil || !m.Fenced(cl.Epoch) {
+	for _, m := range members {
+		if !m.Fenced(epoch) {
 			out = append(out, m)
 		}
 	}

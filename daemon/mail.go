@@ -184,14 +184,14 @@ func (d *Daemon) mailHousekeeping() {
 
 // purgeMail drops messages older than mail/retention_days (none when unset or 0).
 func (d *Daemon) purgeMail() {
-	e, ok := d.fsm.Get(keyRetentionDays)
+	v, ok := d.intakeSetting(keyRetentionDays)
 	if !ok {
 		return
 	}
-	days, err := strconv.Atoi(strings.TrimSpace(string(e.Value)))
+	days, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || days <= 0 {
 		if err != nil {
-			d.logger.Warn("ignoring a bad retention setting", "key", keyRetentionDays, "value", string(e.Value))
+			d.logger.Warn("ignoring a bad retention setting", "key", keyRetentionDays, "value", v)
 		}
 		return
 	}
@@ -225,21 +225,21 @@ func (m mailIntake) Accept(from string, to []string, r io.Reader) (string, error
 type mailPolicy struct{ d *Daemon }
 
 func (p mailPolicy) RelayDomains() []string {
-	e, ok := p.d.fsm.Get(keyRelayDomains)
+	v, ok := p.d.intakeSetting(keyRelayDomains)
 	if !ok {
 		return nil
 	}
-	return strings.FieldsFunc(string(e.Value), func(r rune) bool {
+	return strings.FieldsFunc(v, func(r rune) bool {
 		return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' || r == ';'
 	})
 }
 
 func (p mailPolicy) MaxSize() int64 {
-	e, ok := p.d.fsm.Get(keyMaxSize)
+	v, ok := p.d.intakeSetting(keyMaxSize)
 	if !ok {
 		return 0
 	}
-	n, _ := strconv.ParseInt(strings.TrimSpace(string(e.Value)), 10, 64)
+	n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	return n
 }
 
@@ -252,6 +252,7 @@ func (d *Daemon) mailStatus() *api.MailStatus {
 	st := &api.MailStatus{Messages: msgs, Bytes: bytes}
 	if r := d.replicator(); r != nil {
 		st.BacklogMessages, st.BacklogBytes = r.Backlog()
+		st.BacklogKnown = r.BacklogKnown()
 	}
 	return st
 }
@@ -277,6 +278,16 @@ func (d *Daemon) handleQuarantineList(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) handleQuarantineShow(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("id")
+	// Check the body before serving it: a corrupt one is moved aside, marked missing and
+	// fetched again from a peer, never shown.
+	if err := d.mail.store.Verify(id); err != nil {
+		if errors.Is(err, mailstore.ErrCorrupt) || errors.Is(err, mailstore.ErrChecksum) {
+			d.logger.Warn("corrupt mail body found; fetching it again from a peer", "id", id)
+			d.replicator().Kick()
+		}
+		writeErr(w, mailErr(id, err))
+		return
+	}
 	f, meta, err := d.mail.store.OpenBody(id)
 	if err != nil {
 		writeErr(w, mailErr(id, err))
@@ -311,6 +322,9 @@ func mailErr(id string, err error) error {
 	case errors.Is(err, mailstore.ErrDeleted):
 		return &remoteError{Status: http.StatusConflict, E: api.Error{Code: api.CodeConflict,
 			Message: fmt.Sprintf("message %s was deleted", id)}}
+	case errors.Is(err, mailstore.ErrBusy):
+		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
+			Message: fmt.Sprintf("message %s is being received from another node right now", id), Hint: "try again in a moment"}}
 	case errors.Is(err, mailstore.ErrCorrupt), errors.Is(err, mailstore.ErrChecksum):
 		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("message %s: the body on this node failed its checksum; it is being fetched again from another node", id),

@@ -80,6 +80,7 @@ func (d *Daemon) followPeers() {
 	for {
 		idx := d.fsm.AppliedIndex()
 		d.refreshPeers()
+		d.refreshIntake()
 		n := d.rn()
 		if n == nil {
 			return

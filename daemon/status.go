@@ -110,10 +110,10 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i := range rows {
 		r := &rows[i]
 		switch {
-		case r.State == api.StateDown:
+		case r.State == api.StateDown, r.State == api.StateSyncing:
 		case r.AppliedIndex+catchUpSlack < leaderApplied:
 			r.State = api.StateSyncing
-		case r.Mail != nil && (r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0):
+		case r.Mail != nil && (r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0 || !r.Mail.BacklogKnown):
 			r.State = api.StateSyncing // still receiving mail from the other nodes
 		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(active):
 			r.State = api.StateSyncing // caught up, about to become a voter
@@ -155,6 +155,10 @@ func (d *Daemon) localNode() api.Node {
 	}
 	if _, id := d.rn().Leader(); id != "" {
 		n.MasterCID = parseCID(id)
+	}
+	if rs.AppliedIndex < rs.LastIndex && n.MasterCID == 0 && d.knownCluster() != "" {
+		// Restarted and still waiting for a master to confirm its own log.
+		n.State = api.StateSyncing
 	}
 	si, err := sysinfo.Read(d.cfg.DataDir)
 	if err != nil {

@@ -110,6 +110,9 @@ type Replicator struct {
 type peerLoop struct {
 	cancel context.CancelFunc
 	wake   chan struct{}
+	// polled is set once the loop's first poll has ended, answered or failed: from then
+	// on the peer's part of the backlog is known (zero for a peer that cannot be reached).
+	polled bool
 }
 
 // New returns a Replicator; it does no I/O until Start.
@@ -176,6 +179,24 @@ func (r *Replicator) Backlog() (messages, bytes int64) {
 		bytes += m.Size
 	}
 	return messages, bytes
+}
+
+// BacklogKnown reports whether Backlog accounts for every current peer: each one has a
+// running loop that has polled it at least once. Until then a node that has received
+// nothing yet would show no backlog.
+func (r *Replicator) BacklogKnown() bool {
+	self := r.store.LocalCID()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.cfg.Peers() {
+		if p.CID == self || p.Addr == "" {
+			continue
+		}
+		if l, ok := r.loops[p]; !ok || !l.polled {
+			return false
+		}
+	}
+	return true
 }
 
 // PeerBacklog returns, for each peer this node can reach, how many events that peer has
@@ -301,9 +322,11 @@ func (r *Replicator) peers(first Peer, origin uint64) []Peer {
 func (r *Replicator) setHeads(p Peer, h mailstore.Cursors) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.loops[p]; !ok {
+	l, ok := r.loops[p]
+	if !ok {
 		return
 	}
+	l.polled = true
 	if h == nil {
 		delete(r.heads, p)
 	} else {
