@@ -48,9 +48,9 @@ var (
 
 // Header describes a backup.
 type Header struct {
-	Kind      string    `json:"kind"`
-	Format    int       `json:"format"`
-	ClusterID string    `json:"cluster_id"`
+	Kind      string `json:"kind"`
+	Format    int    `json:"format"`
+	ClusterID string `json:"cluster_id"`
 	// Index is the Raft index every entry of the backup is at.
 	Index   uint64    `json:"index"`
 	Created time.Time `json:"created"`
