@@ -187,8 +187,10 @@ func (m *Mux) HTTPClient(ch Channel) *http.Client {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return m.Dial(ctx, addr, ch)
 		},
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   8,
+		// Forwarded writes and reads run many at once; a connection that is not kept
+		// idle costs a full mutual-TLS handshake for the next request.
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   128,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
 		ExpectContinueTimeout: time.Second,

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // writeFile writes content to a file in a temporary directory and returns its path.
@@ -125,7 +127,7 @@ log-json = true
 	want := map[string]any{
 		"data-dir": "/var/lib/pmgcm", "ip": "192.168.2.127", "name": "from-file", "raft-heartbeat-timeout": "2s",
 		"port": int64(9000), "config-export-prefix": []any{"only/"}, "log-json": false,
-		"socket": "/run/pmgcm/pmgcm.sock", "raft-election-timeout": "500ms",
+		"socket": "/run/pmgcm/pmgcm.sock", "raft-election-timeout": raftnode.DefaultConfig().ElectionTimeout.String(),
 	}
 	for k, v := range want {
 		if fmt.Sprint(m[k]) != fmt.Sprint(v) {
