@@ -216,3 +216,23 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Fatalf("a refused restore changed the member: %q", got)
 	}
 }
+
+// TestRestoreGoldenBackup: a backup file of format 1 (testdata/) restores on a fresh node,
+// configuration and mail.
+func TestRestoreGoldenBackup(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1)
+	n := c.Nodes[0]
+	n.Start()
+	out := n.CLI("restore", filepath.Join("..", "testdata", "backup-format1.backup"))
+	if !strings.Contains(out, "restored 2 entries and 1 messages") {
+		t.Fatalf("restore said %q", out)
+	}
+	if got := n.CLI("config", "get", "spam/blob"); got != "\x00\x01\xfe\xff" {
+		t.Fatalf("spam/blob = %q", got)
+	}
+	list := n.CLI("quarantine", "list", "-o", "json")
+	if !strings.Contains(list, `"kept"`) || !strings.Contains(list, `"b@example.com"`) {
+		t.Fatalf("quarantine after restore: %s", list)
+	}
+}
