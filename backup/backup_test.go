@@ -41,27 +41,7 @@ func TestRoundTrip(t *testing.T) {
 	if h := r.Header(); h.ClusterID != "c1" || h.Index != 42 || h.Entries != 2 || h.Format != Format || !h.WithMail {
 		t.Fatalf("header = %+v", h)
 	}
-	var keys []string
-	var bodies []string
-	for {
-		rec, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case rec.Entry != nil:
-			keys = append(keys, rec.Entry.Key+"="+string(rec.Entry.Value))
-		case rec.Mail != nil:
-			body, err := io.ReadAll(rec.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bodies = append(bodies, string(body))
-		}
-	}
+	keys, bodies := readRecords(t, r)
 	if strings.Join(keys, ",") != "a=1\n,b/c=\x00\xff" || len(bodies) != 1 || bodies[0] != "Subject: hi\r\n\r\nbody\n\x00" {
 		t.Fatalf("keys %q bodies %q", keys, bodies)
 	}
@@ -100,6 +80,30 @@ func TestNewerAndForeign(t *testing.T) {
 	for _, in := range []string{"", "hello\n", `{"kind":"other"}` + "\n"} {
 		if _, err := NewReader(strings.NewReader(in)); !errors.Is(err, ErrNotBackup) {
 			t.Fatalf("%q: %v", in, err)
+		}
+	}
+}
+
+// readRecords reads r to its end: the entries as "key=value", the mail bodies.
+func readRecords(t *testing.T, r *Reader) (entries, bodies []string) {
+	t.Helper()
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return entries, bodies
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case rec.Entry != nil:
+			entries = append(entries, rec.Entry.Key+"="+string(rec.Entry.Value))
+		case rec.Mail != nil:
+			body, err := io.ReadAll(rec.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bodies = append(bodies, string(body))
 		}
 	}
 }

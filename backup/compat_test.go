@@ -2,9 +2,7 @@ package backup
 
 import (
 	"bytes"
-	"errors"
 	"flag"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,23 +49,8 @@ func TestFormat1StaysReadable(t *testing.T) {
 	if h := r.Header(); h.Format != 1 || h.ClusterID != "0123abcd-4567-89ef" || h.Index != 1234 || h.Entries != 2 || h.Mail != 1 {
 		t.Fatalf("header = %+v", h)
 	}
-	var got []string
-	for {
-		rec, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case rec.Entry != nil:
-			got = append(got, rec.Entry.Key+"="+string(rec.Entry.Value))
-		case rec.Mail != nil:
-			b, _ := io.ReadAll(rec.Body)
-			got = append(got, "mail:"+string(b))
-		}
-	}
+	entries, bodies := readRecords(t, r)
+	got := append(entries, "mail:"+strings.Join(bodies, ""))
 	want := []string{"mail/relay_domains=example.com\n", "spam/blob=\x00\x01\xfe\xff", "mail:From: a@example.net\r\nSubject: kept\r\n\r\nhello\r\n"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("golden backup reads %q, want %q", got, want)

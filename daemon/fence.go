@@ -61,34 +61,11 @@ func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standi
 		myEpoch = cl.Epoch
 	}
 	myFP := id.Fingerprint
-	answers := make(chan membership, len(cache.Members))
-	var wg sync.WaitGroup
-	for _, m := range cache.Members {
-		if m.CID == me.CID {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			client, err := transport.PinnedHTTPClient(transport.ChanJoin, m.Fingerprint, timeout)
-			if err != nil {
-				return
-			}
-			defer client.CloseIdleConnections()
-			var out membership
-			if err := d.call(cctx, client, memberAddr(m), http.MethodPost, joinCheckPath, map[string]string{"fingerprint": myFP}, &out); err == nil {
-				answers <- out
-			}
-		}()
-	}
-	wg.Wait()
-	close(answers)
+	answers := d.askPeers(ctx, cache.Members, myFP, timeout)
 	if d.mux.Identity().Fingerprint != myFP {
 		return standingOK, membership{} // the identity changed meanwhile: the answers are moot
 	}
-	for a := range answers {
+	for _, a := range answers {
 		if a.ClusterID != cache.ClusterID {
 			continue
 		}
@@ -102,6 +79,42 @@ func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standi
 		}
 	}
 	return standingOK, membership{}
+}
+
+// askPeers asks every member but this node, in parallel on the join channel with each
+// one's fingerprint pinned, how it sees the certificate fingerprint; it returns the
+// answers of those that answered within timeout.
+func (d *Daemon) askPeers(ctx context.Context, members []fsm.Member, fingerprint string, timeout time.Duration) []membership {
+	me := d.self().CID
+	var (
+		mu  sync.Mutex
+		out []membership
+		wg  sync.WaitGroup
+	)
+	for _, m := range members {
+		if m.CID == me {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			client, err := transport.PinnedHTTPClient(transport.ChanJoin, m.Fingerprint, timeout)
+			if err != nil {
+				return
+			}
+			defer client.CloseIdleConnections()
+			var a membership
+			if d.call(cctx, client, memberAddr(m), http.MethodPost, joinCheckPath, map[string]string{"fingerprint": fingerprint}, &a) == nil {
+				mu.Lock()
+				out = append(out, a)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // checkStanding acts on askStanding: a removed or fenced node stops Raft and says why.

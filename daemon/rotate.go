@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -303,31 +302,10 @@ func (d *Daemon) resolveRenewal() {
 		known, idx = true, cache.Index
 	}
 	if !known && cache != nil {
-		answers := make(chan membership, len(cache.Members))
-		var wg sync.WaitGroup
-		for _, m := range cache.Members {
-			if m.CID == me.CID {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-				defer cancel()
-				client, err := transport.PinnedHTTPClient(transport.ChanJoin, m.Fingerprint, startupStandingTimeout)
-				if err != nil {
-					return
-				}
-				defer client.CloseIdleConnections()
-				var out membership
-				if d.call(ctx, client, memberAddr(m), http.MethodPost, joinCheckPath, map[string]string{"fingerprint": fp}, &out) == nil {
-					answers <- out
-				}
-			}()
-		}
-		wg.Wait()
-		close(answers)
-		for a := range answers {
+		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
+		answers := d.askPeers(ctx, cache.Members, fp, startupStandingTimeout)
+		cancel()
+		for _, a := range answers {
 			if a.ClusterID == cache.ClusterID && a.Member && a.CID == me.CID {
 				known, idx = true, max(idx, a.Applied)
 			}
