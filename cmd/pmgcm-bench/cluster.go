@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cli"
+	"github.com/pmgcm/pmgcm/internal/proc"
 )
 
 // node is one pmgclusterd process of the bench cluster and its data.
@@ -31,10 +31,8 @@ type node struct {
 
 	client *cli.Client // for control calls of the bench itself (not the load)
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	exitEr error
+	mu   sync.Mutex
+	proc *proc.Process // the running daemon, or the last one
 }
 
 func (n *node) args() []string {
@@ -49,41 +47,24 @@ func (n *node) args() []string {
 // start starts the daemon and waits until its control socket answers.
 func (n *node) start(ctx context.Context) error {
 	n.mu.Lock()
-	if n.cmd != nil && !n.exitedLocked() {
+	if !n.proc.Exited() {
 		n.mu.Unlock()
 		return fmt.Errorf("%s is already running", n.name)
 	}
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		n.mu.Unlock()
-		return err
-	}
 	cmd := exec.Command(n.bin, n.args()...)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C at the terminal reaches the bench only, which then
 	// stops the daemons in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
+	p, err := proc.Start(cmd, n.logPath)
+	if err != nil {
 		n.mu.Unlock()
 		return fmt.Errorf("start %s: %w", n.name, err)
 	}
-	exited := make(chan struct{})
-	n.cmd, n.exited, n.exitEr = cmd, exited, nil
+	n.proc = p
 	n.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		_ = logf.Close()
-		n.mu.Lock()
-		n.exitEr = err
-		n.mu.Unlock()
-		close(exited)
-	}()
 	return poll(ctx, 30*time.Second, 20*time.Millisecond, n.name+" control socket", func() error {
-		select {
-		case <-exited:
-			return errStop{fmt.Errorf("%s exited: %v (log: %s)", n.name, n.exitErr(), n.logPath)}
-		default:
+		if p.Exited() {
+			return errStop{fmt.Errorf("%s exited: %v (log: %s)", n.name, p.Err(), n.logPath)}
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -92,71 +73,26 @@ func (n *node) start(ctx context.Context) error {
 	})
 }
 
-func (n *node) exitErr() error {
+func (n *node) process() *proc.Process {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.exitEr
+	return n.proc
 }
 
-func (n *node) exitedLocked() bool {
-	if n.exited == nil {
-		return true
-	}
-	select {
-	case <-n.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (n *node) running() bool { return !n.process().Exited() }
 
-func (n *node) running() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return !n.exitedLocked()
-}
-
-func (n *node) signal(sig syscall.Signal) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd != nil && !n.exitedLocked() {
-		_ = n.cmd.Process.Signal(sig)
-	}
-}
+func (n *node) signal(sig syscall.Signal) { n.process().Signal(sig) }
 
 // kill sends SIGKILL (kill -9) and waits until the process is gone. It returns the time
 // the signal was sent.
 func (n *node) kill() time.Time {
-	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
-	n.mu.Unlock()
 	at := time.Now()
-	if cmd == nil || exited == nil {
-		return at
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-exited
+	_ = n.process().Stop(syscall.SIGKILL, time.Minute)
 	return at
 }
 
-// stop sends SIGTERM (after SIGCONT: a paused process cannot handle it) and kills the
-// process if it has not exited within timeout.
-func (n *node) stop(timeout time.Duration) {
-	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
-	n.mu.Unlock()
-	if cmd == nil || exited == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-}
+// stop sends SIGTERM and kills the process if it has not exited within timeout.
+func (n *node) stop(timeout time.Duration) { _ = n.process().Stop(syscall.SIGTERM, timeout) }
 
 // cluster is the bench's set of nodes.
 type cluster struct {

@@ -1,0 +1,55 @@
+package proc
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestStartStopAndLog(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	p, err := Start(exec.Command("sh", "-c", "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(log)
+		if strings.Contains(string(b), "started") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no output in the log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.Exited() {
+		t.Fatal("exited too early")
+	}
+	p.Signal(syscall.SIGSTOP) // Stop must get through a pause
+	if err := p.Stop(syscall.SIGTERM, 5*time.Second); err != nil || !p.Exited() || p.Err() != nil {
+		t.Fatalf("Stop = %v, exited %v, err %v", err, p.Exited(), p.Err())
+	}
+	if b, _ := os.ReadFile(log); !strings.Contains(string(b), "bye") {
+		t.Fatalf("log = %q", b)
+	}
+}
+
+func TestStopKillsAfterTimeout(t *testing.T) {
+	p, err := Start(exec.Command("sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"), filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(syscall.SIGTERM, 200*time.Millisecond); !errors.Is(err, ErrKilled) {
+		t.Fatalf("Stop = %v, want ErrKilled", err)
+	}
+	var nilProc *Process
+	if !nilProc.Exited() || nilProc.Stop(syscall.SIGKILL, time.Second) != nil {
+		t.Fatal("a nil Process must count as exited")
+	}
+}
