@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/proc"
 )
 
 // binDir holds the pmgcm and pmgclusterd binaries built by TestMain.
@@ -134,10 +135,8 @@ type Node struct {
 	// ExtraArgs are added to the daemon's command line on each start.
 	ExtraArgs []string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	exitErr error
+	mu   sync.Mutex
+	proc *proc.Process // the running daemon, or the last one
 }
 
 // newCluster prepares n nodes (not started). Every node is killed at the end of the test,
@@ -202,9 +201,10 @@ func (n *Node) Start() {
 	if err := n.start(); err != nil {
 		n.t.Fatal(err)
 	}
+	p := n.process()
 	poll(n.t, 20*time.Second, n.Name+" control socket", func() error {
-		if n.Exited() {
-			return fmt.Errorf("%s exited: %v\n%s", n.Name, n.exitErr, n.Log())
+		if p.Exited() {
+			return fmt.Errorf("%s exited: %v\n%s", n.Name, p.Err(), n.Log())
 		}
 		_, _, err := n.run("status", "--list-single-node")
 		return err
@@ -214,30 +214,22 @@ func (n *Node) Start() {
 func (n *Node) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.cmd != nil && !n.exitedLocked() {
+	if !n.proc.Exited() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	p, err := proc.Start(exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...), n.LogPath)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
-		return err
-	}
-	exited := make(chan struct{})
-	n.cmd, n.exited, n.exitErr = cmd, exited, nil
-	go func() {
-		err := cmd.Wait()
-		_ = logf.Close()
-		n.mu.Lock()
-		n.exitErr = err
-		n.mu.Unlock()
-		close(exited)
-	}()
+	n.proc = p
 	return nil
+}
+
+// process returns the running daemon, or the last one (nil before the first start).
+func (n *Node) process() *proc.Process {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.proc
 }
 
 // RunDaemon runs the daemon in the foreground with extra arguments and returns its
@@ -265,80 +257,34 @@ func exitCode(err error) int {
 }
 
 // Exited reports whether the daemon process has exited.
-func (n *Node) Exited() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.exitedLocked()
-}
-
-func (n *Node) exitedLocked() bool {
-	if n.exited == nil {
-		return true
-	}
-	select {
-	case <-n.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (n *Node) Exited() bool { return n.process().Exited() }
 
 // Kill sends SIGKILL and waits for the process to go.
-func (n *Node) Kill() { n.signalAndWait(syscall.SIGKILL) }
+func (n *Node) Kill() { n.stopWith(syscall.SIGKILL) }
 
 // Stop sends SIGTERM, waits for the process to go, and fails the test unless it exited 0.
 func (n *Node) Stop() {
 	n.t.Helper()
-	n.signalAndWait(syscall.SIGTERM)
-	n.mu.Lock()
-	err := n.exitErr
-	n.mu.Unlock()
-	if err != nil {
+	n.stopWith(syscall.SIGTERM)
+	if err := n.process().Err(); err != nil {
 		n.t.Fatalf("%s did not stop cleanly: %v\n%s", n.Name, err, n.Log())
 	}
 }
 
 // Pause stops the process with SIGSTOP; Resume continues it.
-func (n *Node) Pause()  { n.signal(syscall.SIGSTOP) }
-func (n *Node) Resume() { n.signal(syscall.SIGCONT) }
+func (n *Node) Pause()  { n.process().Signal(syscall.SIGSTOP) }
+func (n *Node) Resume() { n.process().Signal(syscall.SIGCONT) }
 
-func (n *Node) signal(sig syscall.Signal) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd != nil && !n.exitedLocked() {
-		_ = n.cmd.Process.Signal(sig)
-	}
-}
-
-func (n *Node) signalAndWait(sig syscall.Signal) {
+// stopWith sends sig and waits up to 30 s for the exit, failing the test after that.
+func (n *Node) stopWith(sig syscall.Signal) {
 	n.t.Helper()
-	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
-	n.mu.Unlock()
-	if cmd == nil || exited == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot handle SIGTERM
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		n.t.Fatalf("%s did not exit within 30s of %v", n.Name, sig)
+	if err := n.process().Stop(sig, 30*time.Second); err != nil {
+		n.t.Fatalf("%s did not exit within 30s of %v: %v", n.Name, sig, err)
 	}
 }
 
-func (n *Node) kill() {
-	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
-	n.mu.Unlock()
-	if cmd != nil && exited != nil {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-}
+// kill ends the daemon at the end of a test, whatever state it is in.
+func (n *Node) kill() { _ = n.process().Stop(syscall.SIGKILL, time.Minute) }
 
 // Log returns the daemon's log so far.
 func (n *Node) Log() string {
