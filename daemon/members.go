@@ -198,7 +198,7 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 	}
 	m, ok := d.fsm.Member(cid)
 	if !ok {
-		return nil, fmt.Errorf("%w: no node has cid %d (pmgcm status lists the members)", fsm.ErrUnknownMember, cid)
+		return nil, fmt.Errorf("%w: no node has cid %d", fsm.ErrUnknownMember, cid)
 	}
 	if !d.rn().IsLeader() {
 		wctx, cancel := context.WithTimeout(ctx, d.electionWait())

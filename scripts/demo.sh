@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 RUN=${RUN:-$PWD/run}
 NODES=${NODES:-3}
 PORT=${PORT:-8006}
+SMTP_PORT=${SMTP_PORT:-2525}
 BIN=$PWD/bin
 
 stop() {
@@ -39,7 +40,7 @@ start() {
 			exit 1
 		fi
 		"$BIN/pmgclusterd" --data-dir "$dir/data" --ip "127.0.0.$i" --port "$PORT" --name "node$i" \
-			--socket "$dir/pmgcm.sock" >"$dir/pmgclusterd.log" 2>&1 &
+			--socket "$dir/pmgcm.sock" --smtp-port "$SMTP_PORT" >"$dir/pmgclusterd.log" 2>&1 &
 		echo $! >"$dir/pmgclusterd.pid"
 		wait_socket "$dir/pmgcm.sock" "$dir/pmgclusterd.log"
 	done
@@ -69,6 +70,9 @@ start() {
 
 The cluster runs in the background, its state and logs under $RUN.
 Talk to a node:   export PMGCM_SOCKET=$master; $BIN/pmgcm status
+Mail:             every node takes SMTP on port $SMTP_PORT of its address; set the relay domains
+                  with: $BIN/pmgcm config set mail/relay_domains example.com
+                  and see the replicated quarantine with: $BIN/pmgcm quarantine list
 Stop it:          make demo-stop   (make clean also removes its state)
 EOT
 }
