@@ -142,6 +142,9 @@ func TestTwoNodeMasterDies(t *testing.T) {
 		t.Fatalf("the old master disturbed the new one: %s is %s", survivor.Name, r.Role)
 	}
 
+	if errOut := old.CLIFail("sync"); !strings.Contains(errOut, "--master_ip "+survivor.IP) {
+		t.Fatalf("sync without --master_ip on a fenced node said %q", errOut)
+	}
 	old.CLI("sync", "--master_ip", survivor.IP)
 	c.waitAllActive(c.Nodes, 30*time.Second)
 	if got := old.CLI("config", "get", "after"); got != "new-epoch" {
