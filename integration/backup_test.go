@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/backup"
 	"github.com/pmgcm/pmgcm/cli"
 )
@@ -45,14 +46,17 @@ func readBackup(t *testing.T, path string) (backup.Header, map[string]backup.Ent
 }
 
 // TestTotalClusterFailure is the manual's total cluster failure: back up a 3-node
-// cluster, lose every node and its disk, restore on a fresh node, create, join two fresh
-// nodes: the configuration is back byte-exact under a new cluster ID.
+// cluster with configuration and mail, lose every node and its disk, restore on a fresh
+// node, create, join two fresh nodes: the configuration is back byte-exact and every
+// message with its checksum and state, under a new cluster ID.
 func TestTotalClusterFailure(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 3)
+	mc := newMailCluster(t, 3, false)
+	c := mc.Cluster
 	c.form()
+	setConfig(t, c.Nodes, keyRelayDomains, "example.com\nexample.org\n")
 	want := map[string][]byte{
-		"mail/relay_domains":   []byte("example.com\nexample.org\n"),
+		keyRelayDomains:        []byte("example.com\nexample.org\n"),
 		"etc/postfix/main.cf":  bytes.Repeat([]byte("relayhost = [mx.example.com]\n"), 100),
 		"spam/blob":            {0, 1, 2, 0xfe, 0xff, '\n', 0},
 		"deep/a/b/c/d/e/f/key": []byte(""),
@@ -62,14 +66,28 @@ func TestTotalClusterFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	mails := map[string]string{}
+	for i := 0; i < 12; i++ {
+		n := c.Nodes[i%3]
+		msg := mailMsg(fmt.Sprintf("backed-up-%02d", i), 500+i*700)
+		mustSend(t, mc.addr(n), msg)
+		mails[fmt.Sprintf("backed-up-%02d", i)] = sha(msg)
+	}
+	waitMail(t, c.Nodes, mails, 30*time.Second)
+	released := idOf(t, c.Nodes[0], "backed-up-05", 10*time.Second)
+	c.Nodes[0].CLI("quarantine", "release", released)
+	poll(t, 20*time.Second, "the release reaches the backup node", func() error {
+		return hasState(c.Nodes[2], "backed-up-05", api.MailReleased)
+	})
 	old, err := c.Nodes[0].Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(t.TempDir(), "cluster.backup")
-	c.Nodes[2].CLI("backup", file)
+	c.Nodes[2].CLI("backup", file, "--with-mail")
 	inspect := c.Nodes[2].CLI("backup", "--inspect", file)
-	if !strings.Contains(inspect, old.Cluster.ID) || !strings.Contains(inspect, "checksum:   ok") || !strings.Contains(inspect, "entries:    4") {
+	if !strings.Contains(inspect, old.Cluster.ID) || !strings.Contains(inspect, "checksum:   ok") ||
+		!strings.Contains(inspect, "entries:    4") || !strings.Contains(inspect, "mail:       12 messages") {
 		t.Fatalf("backup --inspect printed:\n%s", inspect)
 	}
 
@@ -84,7 +102,7 @@ func TestTotalClusterFailure(t *testing.T) {
 		n.Start()
 	}
 	out := fresh.Nodes[0].CLI("restore", file)
-	if !strings.Contains(out, "restored 4 entries") {
+	if !strings.Contains(out, "restored 4 entries and 12 messages") {
 		t.Fatalf("restore printed %q", out)
 	}
 	fresh.Nodes[0].CLI("create")
@@ -108,6 +126,29 @@ func TestTotalClusterFailure(t *testing.T) {
 			}
 		}
 	}
+	waitMail(t, fresh.Nodes, mails, 30*time.Second)
+	for _, n := range fresh.Nodes {
+		if err := hasState(n, "backed-up-05", api.MailReleased); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// hasState checks that node n lists the message with subject in state.
+func hasState(n *Node, subject, state string) error {
+	list, err := quarantine(n, "")
+	if err != nil {
+		return err
+	}
+	for _, m := range list {
+		if m.Subject == subject {
+			if m.State != state {
+				return fmt.Errorf("%s: %q is %s, want %s", n.Name, subject, m.State, state)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no message %q", n.Name, subject)
 }
 
 // TestBackupConsistentUnderWrites: a backup taken while a writer runs holds the writes
