@@ -315,6 +315,9 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeFenced, http.StatusConflict
 	case errors.Is(err, ErrBehind):
 		code, status = api.CodeBehind, http.StatusConflict
+	case errors.Is(err, ErrSyncing):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+		hint = "pmgcm status shows when the node is in state A"
 	case errors.Is(err, ErrBadToken):
 		code, status = api.CodeBadToken, http.StatusForbidden
 		hint = "get the current token with: pmgcm join-cmd (on a member)"

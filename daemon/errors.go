@@ -23,6 +23,8 @@ var (
 	ErrFenced = errors.New("this node was superseded by a forced promotion and is fenced")
 	// ErrBehind means another node holds a longer log than this one.
 	ErrBehind = errors.New("another node has a longer log")
+	// ErrSyncing means this node has not received all of the cluster's data yet.
+	ErrSyncing = errors.New("this node is still receiving data from the other nodes")
 	// ErrBadToken means the join token was wrong.
 	ErrBadToken = errors.New("join token is not valid for this cluster")
 	// ErrIncompatible means two nodes run versions that cannot work together.

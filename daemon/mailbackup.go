@@ -29,8 +29,8 @@ func (d *Daemon) backupMail(withMail bool) (*mailBackup, error) {
 	}
 	for _, m := range list {
 		if !m.HaveBody {
-			return nil, fmt.Errorf("%w: message %s has not reached this node yet (it is still syncing mail): take the backup on a node in state A, or wait",
-				ErrNotMaster, m.ID)
+			return nil, fmt.Errorf("%w: message %s has not reached it yet: take the backup on a node in state A, or wait",
+				ErrSyncing, m.ID)
 		}
 	}
 	mb.list = list
