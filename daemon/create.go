@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -114,11 +115,11 @@ func (d *Daemon) installPendingIdentity() error {
 	if err := d.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
-	certPEM, err := readFile(d.dir.file("tls", certFile))
+	certPEM, err := os.ReadFile(d.dir.file("tls", certFile))
 	if err != nil {
 		return err
 	}
-	caPEM, err := readFile(d.dir.file("tls", caFile))
+	caPEM, err := os.ReadFile(d.dir.file("tls", caFile))
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,11 @@ import (
 // rpcTransfer asks the master to hand leadership to a member (cluster RPC).
 const rpcTransfer = "/rpc/v1/transfer"
 
+// transferRequest names the member that asks for leadership.
+type transferRequest struct {
+	CID uint64 `json:"cid"`
+}
+
 // promote makes this node the master: with a live master by leadership transfer (making
 // this node a voter first if it is not one); with the quorum lost, only with force, by
 // forced recovery that starts a new epoch.
@@ -40,7 +45,7 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	for {
 		if leader, err := d.leaderAddr(); err == nil {
 			_, prevID := d.rn().Leader()
-			err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcTransfer, api.DeleteRequest{CID: me.CID}, nil)
+			err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcTransfer, transferRequest{CID: me.CID}, nil)
 			if err == nil {
 				if err := d.waitSelfLeader(ctx); err != nil {
 					return nil, err
@@ -225,7 +230,7 @@ func (d *Daemon) finishPendingEpoch() {
 
 // handleRPCTransfer hands leadership to the member that asks (on the master).
 func (d *Daemon) handleRPCTransfer(w http.ResponseWriter, r *http.Request) {
-	var req api.DeleteRequest
+	var req transferRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}

@@ -2,10 +2,8 @@ package daemon
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -169,10 +167,6 @@ func (d *Daemon) localNode() api.Node {
 	n.Mail = d.mailStatus()
 	return n
 }
-
-func encodeBase64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
-
-func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
 
 // quorumSummary describes, for an error without a master, which voters this node knows
 // and when it last heard from a master.

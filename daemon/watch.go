@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -103,5 +104,5 @@ func encodeValue(v []byte) (*string, string) {
 		s := string(v)
 		return &s, ""
 	}
-	return nil, encodeBase64(v)
+	return nil, base64.StdEncoding.EncodeToString(v)
 }
