@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -120,7 +119,9 @@ func (n *Node) Open() (err error) {
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
-		if errors.Is(err, fsm.ErrBadSnapshot) || isSnapshotLoadError(err) {
+		// raft does not wrap its snapshot errors in a sentinel: a failure to start while
+		// snapshots are on disk (the stores opened fine above) is a failure to restore one.
+		if errors.Is(err, fsm.ErrBadSnapshot) || hasSnapshots(snaps) {
 			return fmt.Errorf("%w: snapshot in %s: %v", ErrCorrupt, filepath.Join(n.cfg.Dir, "snapshots"), err)
 		}
 		return fmt.Errorf("start raft: %w", err)
@@ -163,12 +164,9 @@ func openStore(path string, timeout time.Duration) (*raftboltdb.BoltStore, error
 	}
 }
 
-func isSnapshotLoadError(err error) bool {
-	if err == nil {
-		return false
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "failed to load any existing snapshots") || strings.Contains(msg, "failed to restore snapshot")
+func hasSnapshots(snaps raft.SnapshotStore) bool {
+	list, err := snaps.List()
+	return err == nil && len(list) > 0
 }
 
 // watchLeadership issues a barrier each time this node becomes leader, so that reads

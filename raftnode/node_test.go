@@ -3,8 +3,11 @@ package raftnode
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,4 +213,45 @@ func TestRecoverSingleVoter(t *testing.T) {
 	if err != nil || len(c.Servers) != 1 || c.Servers[0].ID != ServerID(1) {
 		t.Fatalf("configuration after recovery = %+v %v", c, err)
 	}
+}
+
+// TestOpenCorruptSnapshot: a node whose only snapshot is damaged refuses to start with
+// ErrCorrupt naming the snapshot directory.
+func TestOpenCorruptSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	n, _ := openNode(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for !n.IsLeader() {
+		if ctx.Err() != nil {
+			t.Fatal("never became leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := n.Apply(ctx, fsm.ConfigSet{Key: fmt.Sprintf("k%d", i), Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.raftOrNil().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	_ = n.Close()
+	states, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+	if len(states) != 1 {
+		t.Fatalf("snapshots on disk: %v", states)
+	}
+	if err := os.WriteFile(states[0], []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	layer := newLayer(t)
+	n2, err := New(testConfig(dir, layer), fsm.New(), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n2.Open()
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Join(dir, "snapshots")) {
+		t.Fatalf("open with a damaged snapshot = %v, want ErrCorrupt naming the snapshot directory", err)
+	}
+	_ = layer.Close()
 }
