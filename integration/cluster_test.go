@@ -117,3 +117,21 @@ func (c *Cluster) master() *Node {
 	})
 	return m
 }
+
+// roles returns the master (by the nodes' status) and the other nodes, in order.
+func (c *Cluster) roles() (master *Node, followers []*Node) {
+	c.t.Helper()
+	master = c.master()
+	return master, others(c.Nodes, master)
+}
+
+// others returns nodes without except.
+func others(nodes []*Node, except *Node) []*Node {
+	var out []*Node
+	for _, n := range nodes {
+		if n != except {
+			out = append(out, n)
+		}
+	}
+	return out
+}

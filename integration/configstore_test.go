@@ -23,14 +23,8 @@ func TestCASAndQuorumLoss(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 3)
 	c.form()
-	m := c.master()
-	var f *Node
-	for _, n := range c.Nodes {
-		if n != m {
-			f = n
-			break
-		}
-	}
+	m, followers := c.roles()
+	f := followers[0]
 	out := f.CLI("config", "set", "cas/k", "v1", "--if-version", "0")
 	var v1 uint64
 	if _, err := fmt.Sscanf(out, "cas/k version %d", &v1); err != nil || v1 == 0 {
@@ -115,17 +109,8 @@ func TestWatchResumes(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 3)
 	c.form()
-	m := c.master()
-	var watched, other *Node
-	for _, n := range c.Nodes {
-		switch {
-		case n == m:
-		case watched == nil:
-			watched = n
-		default:
-			other = n
-		}
-	}
+	m, followers := c.roles()
+	watched, other := followers[0], followers[1]
 	m.CLI("config", "set", "w/before", "0")
 	w := startWatch(t, watched, "w/")
 	want := map[string]string{"w/before": "0"}
@@ -217,14 +202,8 @@ func TestSnapshotCatchUp(t *testing.T) {
 		n.ExtraArgs = []string{"--raft-snapshot-threshold", "256", "--raft-trailing-logs", "64", "--raft-snapshot-interval", "200ms"}
 	}
 	c.form()
-	m := c.master()
-	var down *Node
-	for _, n := range c.Nodes {
-		if n != m {
-			down = n
-			break
-		}
-	}
+	m, followers := c.roles()
+	down := followers[0]
 	down.Stop()
 	const entries = 3000
 	client := cli.NewClient(m.Socket)

@@ -21,13 +21,7 @@ func TestDeleteNode(t *testing.T) {
 	c := newCluster(t, 3)
 	logNotable(t, c)
 	c.form()
-	m := c.master()
-	var rest []*Node
-	for _, n := range c.Nodes {
-		if n != m {
-			rest = append(rest, n)
-		}
-	}
+	m, rest := c.roles()
 	fwd, victim := rest[0], rest[1]
 	cidOf := func(n *Node) uint64 {
 		t.Helper()

@@ -19,13 +19,8 @@ func TestTwoNodePeerDown(t *testing.T) {
 	mc := newMailCluster(t, 2, false)
 	mc.form()
 	setConfig(t, mc.Nodes, keyRelayDomains, mailDomain)
-	survivor := mc.master()
-	var dead *Node
-	for _, n := range mc.Nodes {
-		if n != survivor {
-			dead = n
-		}
-	}
+	survivor, rest := mc.roles()
+	dead := rest[0]
 	deadCID := selfRow(t, dead).CID
 	dead.Kill()
 

@@ -176,12 +176,7 @@ func TestMetrics(t *testing.T) {
 
 	// Failover.
 	m.Kill()
-	var survivors []*Node
-	for _, n := range c.Nodes {
-		if n != m {
-			survivors = append(survivors, n)
-		}
-	}
+	survivors := others(c.Nodes, m)
 	nm := c.master()
 	nm.CLI("config", "set", "metrics/after", "failover")
 	other := survivors[0]

@@ -48,16 +48,10 @@ func TestPromoteGraceful(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 3)
 	c.form()
-	first := c.master()
+	first, followers := c.roles()
+	follower, third := followers[0], followers[1]
 	if out := first.CLI("promote"); !strings.Contains(out, "already the master") {
 		t.Fatalf("promote on the master said %q", out)
-	}
-	var follower *Node
-	for _, n := range c.Nodes {
-		if n != first {
-			follower = n
-			break
-		}
 	}
 	follower.CLI("promote")
 	if r := selfRow(t, follower); r.Role != api.RoleMaster {
@@ -68,12 +62,6 @@ func TestPromoteGraceful(t *testing.T) {
 
 	// With one node down the other two still have a quorum: promote works.
 	first.Kill()
-	var third *Node
-	for _, n := range c.Nodes {
-		if n != first && n != follower {
-			third = n
-		}
-	}
 	third.CLI("promote")
 	if r := selfRow(t, third); r.Role != api.RoleMaster {
 		t.Fatalf("after promote with a node down %s is %s", third.Name, r.Role)
@@ -168,21 +156,8 @@ func TestForcedPromoteFencesOldMajority(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 3)
 	c.form()
-	m := c.master()
-	var dead []*Node
-	var survivor *Node
-	for _, n := range c.Nodes {
-		if n == m || len(dead) == 1 && survivor == nil && n != m {
-			if len(dead) < 2 {
-				dead = append(dead, n)
-				continue
-			}
-		}
-		survivor = n
-	}
-	if len(dead) != 2 || survivor == nil {
-		t.Fatalf("picking nodes went wrong: dead %d survivor %v", len(dead), survivor)
-	}
+	m, followers := c.roles()
+	dead, survivor := []*Node{m, followers[0]}, followers[1]
 	m.CLI("config", "set", "before", "1")
 	poll(t, 10*time.Second, "survivor has the entry", func() error {
 		got, _, err := survivor.run("config", "get", "before")

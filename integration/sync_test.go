@@ -11,17 +11,8 @@ func TestSyncHealthyNode(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 3)
 	c.form()
-	m := c.master()
-	var f, other *Node
-	for _, n := range c.Nodes {
-		switch {
-		case n == m:
-		case f == nil:
-			f = n
-		default:
-			other = n
-		}
-	}
+	m, followers := c.roles()
+	f, other := followers[0], followers[1]
 	m.CLI("config", "set", "before/sync", "1")
 	if out := f.CLI("sync"); !strings.Contains(out, "in sync with the master") {
 		t.Fatalf("sync said %q", out)
