@@ -218,16 +218,21 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	b, err := fsm.Encode(cmd)
-	if err != nil {
-		return nil, err
-	}
-	var out applyResult
+	var (
+		b   []byte // the command's wire form, made once it must be forwarded
+		out applyResult
+		err error
+	)
 	for {
 		if d.rn().IsLeader() {
 			res, err := d.applyLocal(ctx, cmd)
 			if !notProposed(err) || res != nil {
 				return res, err
+			}
+		}
+		if b == nil {
+			if b, err = fsm.Encode(cmd); err != nil {
+				return nil, err
 			}
 		}
 		err = d.callLeader(ctx, http.MethodPost, rpcApply, b, &out, false)
