@@ -13,21 +13,11 @@ import (
 
 func TestStartStopAndLog(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
-	p, err := Start(exec.Command("sh", "-c", "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done"), log)
+	p, err := Start(exec.Command("sh", "-c", "trap 'echo bye; exit 0' TERM; echo started; while :; do sleep 0.05; done"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, _ := os.ReadFile(log)
-		if strings.Contains(string(b), "started") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no output in the log")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLog(t, log, "started")
 	if p.Exited() {
 		t.Fatal("exited too early")
 	}
@@ -41,15 +31,33 @@ func TestStartStopAndLog(t *testing.T) {
 }
 
 func TestStopKillsAfterTimeout(t *testing.T) {
-	p, err := Start(exec.Command("sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"), filepath.Join(t.TempDir(), "log"))
+	log := filepath.Join(t.TempDir(), "log")
+	p, err := Start(exec.Command("sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitLog(t, log, "ready") // SIGTERM before the trap would end the shell at once
 	if err := p.Stop(syscall.SIGTERM, 200*time.Millisecond); !errors.Is(err, ErrKilled) {
 		t.Fatalf("Stop = %v, want ErrKilled", err)
 	}
 	var nilProc *Process
 	if !nilProc.Exited() || nilProc.Stop(syscall.SIGKILL, time.Second) != nil {
 		t.Fatal("a nil Process must count as exited")
+	}
+}
+
+// waitLog waits until the log holds want: the script has set its traps.
+func waitLog(t *testing.T, log, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(log)
+		if strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not in the log: %q", want, b)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
