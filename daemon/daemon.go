@@ -55,6 +55,8 @@ type Daemon struct {
 	createMu sync.Mutex
 	// memberMu serializes membership changes on the master (admit, delete, voters).
 	memberMu sync.Mutex
+	// catchUp is what non-voters must apply before the voter policy promotes them.
+	catchUp catchUpTargets
 	// kick wakes the leader loop (runLeaderDuties).
 	kick chan struct{}
 

@@ -280,13 +280,18 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error
 	if err := d.checkCompatible(req.ProtocolVersion, req.StateFormat); err != nil {
 		return nil, err
 	}
-	if !d.rn().IsLeader() {
-		var adm admission
-		return &adm, d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
-	}
+	return onMaster(ctx, d, func() (*admission, error) { return d.admitHere(ctx, req) },
+		func() (*admission, error) {
+			var adm admission
+			return &adm, d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
+		})
+}
+
+// admitHere admits a joining node on this node, the master.
+func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
-	cl = d.fsm.Cluster()
+	cl := d.fsm.Cluster()
 	if subtle.ConstantTimeCompare(hashToken(req.Token), cl.JoinTokenHash) != 1 {
 		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
 		return nil, ErrBadToken
@@ -324,7 +329,7 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error
 		Suffrage: fsm.Nonvoter, JoinedAt: time.Now().UTC(),
 	}})
 	if err != nil {
-		return nil, err
+		return nil, firstProposal(err)
 	}
 	if err := d.rn().AddNonvoter(ctx, cid, addr); err != nil {
 		// Undo the membership so the node can try again.

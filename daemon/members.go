@@ -19,9 +19,46 @@ import (
 // maxVoters is the most voters a cluster has; further nodes are non-voters.
 const maxVoters = 5
 
-// catchUpSlack is how far (in Raft entries) a node may trail the master and still count
-// as caught up: a busy cluster is never exactly level.
+// catchUpSlack is how far (in Raft entries) pmgcm status lets a node trail the master
+// and still show it active rather than syncing: a busy cluster is never exactly level.
+// The voter policy does not use it (see catchUpTargets).
 const catchUpSlack = 64
+
+// catchUpTargets holds, on the master, the index each non-voter must have applied before
+// it is made a voter: the master's own applied index when it first saw the non-voter in
+// this term. A fixed target and not a distance to the moving commit index: a node that
+// has applied nothing yet is within any distance of a young cluster's commit index, and
+// promoting it before the master can reach it costs the quorum (a 1-voter cluster that
+// promotes an unreachable second voter steps down). Having applied the target means the
+// node has received the log from this cluster, so it is both consistent and reachable.
+// memberMu guards it.
+type catchUpTargets struct {
+	term    uint64
+	targets map[uint64]uint64 // cid -> index
+}
+
+// ready reports whether non-voter cid, which has applied index applied, has reached its
+// target; the first call in a term for a cid sets the target to leaderApplied.
+func (c *catchUpTargets) ready(term, cid, applied, leaderApplied uint64) bool {
+	if c.targets == nil || c.term != term {
+		c.term, c.targets = term, map[uint64]uint64{}
+	}
+	target, ok := c.targets[cid]
+	if !ok {
+		target = leaderApplied
+		c.targets[cid] = target
+	}
+	return applied >= target
+}
+
+// keep forgets the targets of every cid not in cids (promoted, deleted or fenced).
+func (c *catchUpTargets) keep(cids []uint64) {
+	for cid := range c.targets {
+		if !slices.Contains(cids, cid) {
+			delete(c.targets, cid)
+		}
+	}
+}
 
 // wantVoters is the voter policy (DESIGN safety rule 6): every node is a voter up to 5,
 // and with 3 or more nodes the count is odd.
@@ -116,6 +153,11 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 		}
 	}
 	want := wantVoters(len(members))
+	waiting := make([]uint64, 0, len(nonvoters))
+	for _, m := range nonvoters {
+		waiting = append(waiting, m.CID)
+	}
+	d.catchUp.keep(waiting)
 	for len(voters) < want && len(nonvoters) > 0 {
 		promoted := false
 		for i, m := range nonvoters {
@@ -163,17 +205,17 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 	return nil
 }
 
-// caughtUp reports whether member m has applied the log to within catchUpSlack of this
-// leader's commit index.
+// caughtUp reports whether non-voter m has applied the log up to its catch-up target (see
+// catchUpTargets). The caller holds memberMu.
 func (d *Daemon) caughtUp(ctx context.Context, m fsm.Member) bool {
-	commit := d.rn().Stats().CommitIndex
+	term, leaderApplied := d.rn().Stats().Term, d.fsm.AppliedIndex()
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.RPCTimeout)
 	defer cancel()
 	var node api.Node
 	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &node); err != nil {
 		return false
 	}
-	return node.AppliedIndex+catchUpSlack >= commit
+	return d.catchUp.ready(term, m.CID, node.AppliedIndex, leaderApplied)
 }
 
 func memberAddr(m fsm.Member) string {
@@ -200,30 +242,39 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 	if !ok {
 		return nil, fmt.Errorf("%w: no node has cid %d", fsm.ErrUnknownMember, cid)
 	}
-	if !d.rn().IsLeader() {
-		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
-		var out api.DeleteResponse
-		err := d.callLeader(wctx, http.MethodPost, rpcDelete, api.DeleteRequest{CID: cid}, &out, false)
-		cancel()
-		switch {
-		case err == nil:
-			return &out, nil
-		case errors.Is(err, raftnode.ErrNoLeader) && force:
-			return d.forceDelete(ctx, m)
-		case errors.Is(err, raftnode.ErrNoLeader):
-			return nil, fmt.Errorf("%w; if cid %d is dead and it was the quorum's missing voter, remove it with: pmgcm delete --force %d", err, cid, cid)
-		}
-		return nil, err
-	}
+	return onMaster(ctx, d, func() (*api.DeleteResponse, error) { return d.deleteHere(ctx, cid) },
+		func() (*api.DeleteResponse, error) {
+			wctx, cancel := context.WithTimeout(ctx, d.electionWait())
+			var out api.DeleteResponse
+			err := d.callLeader(wctx, http.MethodPost, rpcDelete, api.DeleteRequest{CID: cid}, &out, false)
+			cancel()
+			switch {
+			case err == nil:
+				return &out, nil
+			case errors.Is(err, raftnode.ErrNoLeader) && force:
+				return d.forceDelete(ctx, m)
+			case errors.Is(err, raftnode.ErrNoLeader):
+				return nil, fmt.Errorf("%w; if cid %d is dead and it was the quorum's missing voter, remove it with: pmgcm delete --force %d", err, cid, cid)
+			}
+			return nil, err
+		})
+}
+
+// deleteHere removes node cid from the cluster on this node, the master.
+func (d *Daemon) deleteHere(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
+	m, ok := d.fsm.Member(cid)
+	if !ok {
+		return nil, fmt.Errorf("%w: no node has cid %d", fsm.ErrUnknownMember, cid)
+	}
 	if m.CID == d.self().CID {
 		return nil, fmt.Errorf("%w: cid %d (%s) is the master and cannot delete itself: make another node master first (pmgcm promote on it), then delete cid %d there",
 			ErrNotMaster, cid, m.Name, cid)
 	}
 	// Membership first: from this commit on, every member refuses the node's certificate.
 	if _, err := d.applyLocal(ctx, &fsm.RemoveMember{CID: cid}); err != nil {
-		return nil, err
+		return nil, firstProposal(err)
 	}
 	if err := d.rn().RemoveServer(ctx, cid); err != nil {
 		// The member is gone; reconcileVoters removes the server on its next pass.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -206,15 +205,18 @@ func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 // issue the certificate itself, and a connection made before an earlier renewal still
 // carries the older fingerprint.
 func (d *Daemon) recordCert(ctx context.Context, req certRecord) (uint64, error) {
-	if !d.rn().IsLeader() {
-		var out applyResult
-		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
-		defer cancel()
-		err := d.callLeader(wctx, http.MethodPost, rpcRecordCert, req, &out, true)
-		if !errors.Is(err, errSelfLeader) {
+	return onMaster(ctx, d, func() (uint64, error) { return d.recordCertHere(ctx, req) },
+		func() (uint64, error) {
+			var out applyResult
+			wctx, cancel := context.WithTimeout(ctx, d.electionWait())
+			defer cancel()
+			err := d.callLeader(wctx, http.MethodPost, rpcRecordCert, req, &out, true)
 			return out.Index, err
-		}
-	}
+		})
+}
+
+// recordCertHere publishes a renewed certificate on this node, the master.
+func (d *Daemon) recordCertHere(ctx context.Context, req certRecord) (uint64, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
@@ -235,7 +237,7 @@ func (d *Daemon) recordCert(ctx context.Context, req certRecord) (uint64, error)
 	m.Fingerprint = fp
 	res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 	if err != nil {
-		return 0, err
+		return 0, firstProposal(err)
 	}
 	d.logger.Info("member certificate renewed", "cid", m.CID, "address", memberAddr(m), "fingerprint", fp)
 	return res.Index, nil

@@ -41,6 +41,41 @@ const (
 // errSelfLeader tells a caller of callLeader that this node itself is the master now.
 var errSelfLeader = errors.New("this node is the master")
 
+// errLostMaster tells onMaster that this node stopped being the master before the
+// operation proposed anything: nothing changed, and the new master may take it.
+var errLostMaster = errors.New("this node stopped being the master before it changed anything")
+
+// onMaster runs a master-only operation: local while this node is the master, forward
+// (to the master, through callLeader) otherwise, until one of them answers. local
+// returns an error wrapping errLostMaster when leadership moved before its first
+// proposal; forward returns errSelfLeader when this node won an election meanwhile.
+func onMaster[T any](ctx context.Context, d *Daemon, local, forward func() (T, error)) (T, error) {
+	for {
+		if d.rn().IsLeader() {
+			out, err := local()
+			if !errors.Is(err, errLostMaster) {
+				return out, err
+			}
+		}
+		out, err := forward()
+		if !errors.Is(err, errSelfLeader) {
+			return out, err
+		}
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("%w: %v", raftnode.ErrNoLeader, ctx.Err())
+		}
+	}
+}
+
+// firstProposal marks err, from an operation's first proposal, with errLostMaster when
+// that proposal never happened because this node is no longer the master.
+func firstProposal(err error) error {
+	if notProposed(err) {
+		return fmt.Errorf("%w: %w", errLostMaster, err)
+	}
+	return err
+}
+
 // remoteError is an error answered by another node, kept with its api code so that the
 // control socket passes it on unchanged.
 type remoteError struct {

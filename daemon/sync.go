@@ -132,23 +132,42 @@ func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error)
 	if cl == nil {
 		return nil, ErrNoCluster
 	}
+	if _, err := d.fencedMember(cl, fp); err != nil {
+		return nil, err
+	}
+	return onMaster(ctx, d, func() (*admission, error) { return d.readmitHere(ctx, fp) },
+		func() (*admission, error) {
+			var adm admission
+			return &adm, d.callLeader(ctx, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm, false)
+		})
+}
+
+// fencedMember returns the member of cl with certificate fp, if it is fenced.
+func (d *Daemon) fencedMember(cl *fsm.Cluster, fp string) (fsm.Member, error) {
 	m, ok := d.fsm.MemberByFingerprint(fp)
 	if !ok {
-		return nil, fmt.Errorf("%w: this certificate belongs to no member of cluster %s: join the node again (pmgcm join)", fsm.ErrUnknownMember, cl.ID)
+		return m, fmt.Errorf("%w: this certificate belongs to no member of cluster %s: join the node again (pmgcm join)", fsm.ErrUnknownMember, cl.ID)
 	}
 	if !m.Fenced(cl.Epoch) {
-		return nil, fmt.Errorf("%w: cid %d is not fenced: run pmgcm sync without --master_ip", fsm.ErrBadCommand, m.CID)
+		return m, fmt.Errorf("%w: cid %d is not fenced: run pmgcm sync without --master_ip", fsm.ErrBadCommand, m.CID)
 	}
-	if !d.rn().IsLeader() {
-		var adm admission
-		return &adm, d.callLeader(ctx, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm, false)
-	}
+	return m, nil
+}
+
+// readmitHere moves the fenced member with certificate fp into the current epoch, on
+// this node, the master.
+func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
+	cl := d.fsm.Cluster()
+	m, err := d.fencedMember(cl, fp)
+	if err != nil {
+		return nil, err
+	}
 	m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
 	res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 	if err != nil {
-		return nil, err
+		return nil, firstProposal(err)
 	}
 	if err := d.rn().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
 		return nil, fmt.Errorf("add cid %d to raft: %w", m.CID, err)
