@@ -70,7 +70,10 @@ func (d *Daemon) openMail() error {
 		cfg := smtpd.DefaultConfig()
 		cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
 		cfg.Hostname = d.self().Name
-		cfg.Store, cfg.Policy = mailIntake{store, d.metrics}, mailPolicy{d}
+		cfg.Store, cfg.Policy = mailIntake{store}, mailPolicy{d}
+		if d.metrics != nil {
+			cfg.Observe = d.metrics.observeMail
+		}
 		cfg.Logger = d.logger.Named("smtpd")
 		if m.smtp, err = smtpd.New(cfg); err != nil {
 			return err
@@ -203,21 +206,11 @@ func (d *Daemon) purgeMail() {
 	}
 }
 
-// mailIntake adapts the store to smtpd and counts what it accepts and fails to store.
-type mailIntake struct {
-	s *mailstore.Store
-	m *metrics
-}
+// mailIntake adapts the store to smtpd.
+type mailIntake struct{ s *mailstore.Store }
 
 func (m mailIntake) Accept(from string, to []string, r io.Reader) (string, error) {
 	meta, err := m.s.Accept(from, to, r)
-	if m.m != nil {
-		if err != nil {
-			m.m.mailRejected.Inc()
-		} else {
-			m.m.mailAccepted.Inc()
-		}
-	}
 	return meta.ID, err
 }
 

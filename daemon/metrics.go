@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/smtpd"
 )
 
 // metrics are the daemon's Prometheus metrics, in a registry of their own (no global
@@ -25,7 +26,7 @@ type metrics struct {
 	applyLatency prometheus.Histogram
 	configOps    *prometheus.CounterVec
 	mailAccepted prometheus.Counter
-	mailRejected prometheus.Counter
+	mailRejected *prometheus.CounterVec
 	operations   *prometheus.HistogramVec
 }
 
@@ -51,10 +52,10 @@ func newMetrics(d *Daemon) *metrics {
 			Name: "pmgcm_mail_accepted_total",
 			Help: "Messages accepted by SMTP intake on this node (answered 250).",
 		}),
-		mailRejected: prometheus.NewCounter(prometheus.CounterOpts{
+		mailRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pmgcm_mail_rejected_total",
-			Help: "Messages SMTP intake could not store on this node (answered with an error after DATA). Refusals of recipients or sizes before DATA are not counted.",
-		}),
+			Help: "SMTP intake refusals on this node, by reason: a refused recipient (relay_denied, no_relay_domains) counts once per RCPT, a refused message (too_big, line_too_long, store_failed, transfer_failed, shutting_down) once. SMTP syntax errors are not counted.",
+		}, []string{"reason"}),
 		operations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pmgcm_operation_duration_seconds",
 			Help:    "Duration of the cluster operations run on this node (join, promote, sync, update_fingerprints), by result (ok, error); the count is the number of operations.",
@@ -68,7 +69,21 @@ func newMetrics(d *Daemon) *metrics {
 	for _, op := range []string{opRead, opWrite} {
 		m.configOps.WithLabelValues(op, "ok")
 	}
+	for _, o := range smtpd.Outcomes {
+		if o != smtpd.Accepted {
+			m.mailRejected.WithLabelValues(string(o))
+		}
+	}
 	return m
+}
+
+// observeMail counts one outcome of the SMTP intake (smtpd.Config.Observe).
+func (m *metrics) observeMail(o smtpd.Outcome) {
+	if o == smtpd.Accepted {
+		m.mailAccepted.Inc()
+		return
+	}
+	m.mailRejected.WithLabelValues(string(o)).Inc()
 }
 
 // observeOp records one cluster operation that started at start and ended with err.

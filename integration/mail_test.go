@@ -103,6 +103,7 @@ func watchCatchUp(t testing.TB, n *Node, want map[string]string, timeout time.Du
 func TestMailIntakeAndReplication(t *testing.T) {
 	t.Parallel()
 	mc := newMailCluster(t, 3, false)
+	urls := withMetrics(t, mc.Cluster)
 	mc.form()
 	nodes := mc.Nodes
 	setConfig(t, nodes, keyRelayDomains, mailDomain+", .sub.example.org")
@@ -154,6 +155,21 @@ func TestMailIntakeAndReplication(t *testing.T) {
 		want[subj], sent[subj], origin[subj] = sha(msg), msg, n
 		_ = s.c.Quit()
 		s.close()
+	}
+	// Each node counts its own intake: 5 accepted, 3 recipients refused, 1 message too big.
+	for _, n := range nodes {
+		m, err := scrape(urls[n])
+		if err != nil {
+			t.Fatalf("%s: metrics: %v", n.Name, err)
+		}
+		acc, _ := sumOf(m, "pmgcm_mail_accepted_total")
+		relay, _ := sumOf(m, "pmgcm_mail_rejected_total", `reason="relay_denied"`)
+		big, _ := sumOf(m, "pmgcm_mail_rejected_total", `reason="too_big"`)
+		all, _ := sumOf(m, "pmgcm_mail_rejected_total")
+		if acc != 5 || relay != 3 || big != 1 || all != 4 {
+			t.Errorf("%s: mail metrics: %v accepted, %v relay_denied, %v too_big, %v rejected in all; want 5, 3, 1, 4",
+				n.Name, acc, relay, big, all)
+		}
 	}
 
 	// Bad commands get SMTP errors; the session and the server keep working.

@@ -114,7 +114,7 @@ func TestMetrics(t *testing.T) {
 					"pmgcm_raft_leader_changes_total", "pmgcm_raft_apply_duration_seconds_count",
 					"pmgcm_mail_replication_backlog_messages", "pmgcm_mail_accepted_total", "pmgcm_mail_rejected_total",
 					"pmgcm_node_certificate_expiry_timestamp_seconds"} {
-					if _, ok := s[name]; !ok {
+					if _, ok := sumOf(s, name); !ok {
 						return fmt.Errorf("%s: no %s", n.Name, name)
 					}
 				}

@@ -141,6 +141,40 @@ type testServer struct {
 	policy *fakePolicy
 	addr   string
 	logs   *syncBuffer
+	// outcomes is what Config.Observe was told.
+	outcomes *outcomeLog
+}
+
+// outcomeLog records the outcomes a Server reports.
+type outcomeLog struct {
+	mu  sync.Mutex
+	got map[Outcome]int
+}
+
+func (l *outcomeLog) add(o Outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.got[o]++
+}
+
+func (l *outcomeLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprint(l.got)
+}
+
+// wantOutcomes waits until the server has reported exactly want (Observe is called before
+// the reply is written, but a broken transfer is seen by the server only after the client).
+func (ts *testServer) wantOutcomes(t *testing.T, want map[Outcome]int) {
+	t.Helper()
+	ws := fmt.Sprint(want)
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.outcomes.String() != ws {
+		if time.Now().After(deadline) {
+			t.Fatalf("outcomes %s, want %s", ts.outcomes, ws)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use, to capture logs.
@@ -171,6 +205,8 @@ func startServer(t *testing.T, edit func(*Config)) *testServer {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Hostname = "mx1.example.com"
 	cfg.Store, cfg.Policy = ts.store, ts.policy
+	ts.outcomes = &outcomeLog{got: map[Outcome]int{}}
+	cfg.Observe = ts.outcomes.add
 	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: ts.logs, Level: hclog.Debug})
 	cfg.ReadTimeout = 10 * time.Second
 	cfg.WriteTimeout = 10 * time.Second

@@ -43,6 +43,7 @@ func TestAccept(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}
 	}
+	ts.wantOutcomes(t, map[Outcome]int{Accepted: 1})
 }
 
 // TestAcceptReply checks the greeting and the 250 reply, which names the id.
@@ -107,6 +108,7 @@ func TestRelayRefused(t *testing.T) {
 	if ts.store.count() != 0 {
 		t.Error("something was stored")
 	}
+	ts.wantOutcomes(t, map[Outcome]int{RefusedRelay: 5})
 }
 
 func TestRelayUnconfigured(t *testing.T) {
@@ -127,6 +129,7 @@ func TestRelayUnconfigured(t *testing.T) {
 	if err := send(ts.addr, "a@example.net", []string{"bob@example.com"}, testMessage); err != nil {
 		t.Errorf("send after configuring: %v", err)
 	}
+	ts.wantOutcomes(t, map[Outcome]int{RefusedNoRelay: 2, Accepted: 1})
 }
 
 func TestRelayAllowed(t *testing.T) {
@@ -186,6 +189,7 @@ func TestOverSize(t *testing.T) {
 		t.Errorf("MAIL SIZE=1001: %d %s", code, msg)
 	}
 	rc.expect("MAIL FROM:<a@example.net> SIZE=1000", 250)
+	ts.wantOutcomes(t, map[Outcome]int{RefusedTooBig: 2, Accepted: 2})
 }
 
 func TestStoreError(t *testing.T) {
@@ -198,6 +202,7 @@ func TestStoreError(t *testing.T) {
 	if !strings.Contains(ts.logs.String(), "disk full") {
 		t.Errorf("the store error is not logged:\n%s", ts.logs.String())
 	}
+	ts.wantOutcomes(t, map[Outcome]int{FailedStore: 1})
 }
 
 func TestStoreShortRead(t *testing.T) {
@@ -274,6 +279,7 @@ func TestLongLineInData(t *testing.T) {
 	if ts.store.count() != 0 {
 		t.Error("stored a message with an over-long line")
 	}
+	ts.wantOutcomes(t, map[Outcome]int{RefusedLongLine: 1})
 }
 
 func TestMaxRecipients(t *testing.T) {

@@ -108,6 +108,7 @@ func TestDisconnectMidData(t *testing.T) {
 	if err := send(ts.addr, "a@example.net", []string{"b@example.com"}, testMessage); err != nil {
 		t.Errorf("send after the broken transfer: %v", err)
 	}
+	ts.wantOutcomes(t, map[Outcome]int{FailedTransfer: 1, Accepted: 1})
 }
 
 // TestCloseDuringData closes the server while a client is in the middle of DATA: the
@@ -138,6 +139,7 @@ func TestCloseDuringData(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", ts.addr, time.Second); err == nil {
 		t.Error("still accepting connections after Close")
 	}
+	ts.wantOutcomes(t, map[Outcome]int{FailedShutdown: 1})
 }
 
 // TestCloseWhileStoring closes the server while the store is busy with a complete

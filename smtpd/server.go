@@ -73,7 +73,32 @@ type Config struct {
 	ReadTimeout, WriteTimeout time.Duration
 	// MaxRecipients is the number of recipients per message; zero takes the default.
 	MaxRecipients int
+	// Observe, if set, is told the outcome of every message and every refused recipient
+	// (for metrics). It is called from the connections' goroutines, concurrently.
+	Observe func(Outcome)
 }
+
+// Outcome is what became of a message, or of a recipient, at the SMTP intake.
+type Outcome string
+
+// The outcomes Config.Observe is told. A refused recipient (RCPT) is one outcome; a
+// message is one outcome at the end of its transfer (or at MAIL FROM when its declared
+// size is over the limit). Commands the SMTP library itself refuses (bad syntax, out of
+// sequence, too many recipients) are not outcomes.
+const (
+	Accepted        Outcome = "accepted"         // 250, the message is stored
+	RefusedRelay    Outcome = "relay_denied"     // RCPT: not a relay domain
+	RefusedNoRelay  Outcome = "no_relay_domains" // RCPT: none configured (temporary)
+	RefusedTooBig   Outcome = "too_big"          // over the size limit (declared or sent)
+	RefusedLongLine Outcome = "line_too_long"    // a line over the SMTP limit
+	FailedStore     Outcome = "store_failed"     // the store failed (temporary)
+	FailedTransfer  Outcome = "transfer_failed"  // the client's transfer broke
+	FailedShutdown  Outcome = "shutting_down"    // the server was closing
+)
+
+// Outcomes lists every Outcome, for callers that set up one counter each.
+var Outcomes = []Outcome{Accepted, RefusedRelay, RefusedNoRelay, RefusedTooBig,
+	RefusedLongLine, FailedStore, FailedTransfer, FailedShutdown}
 
 // DefaultConfig returns a Config with the default timeouts and limits; the caller sets
 // Addr, Hostname, Store, Policy and Logger.

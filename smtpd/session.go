@@ -81,7 +81,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		ss.maxSize = DefaultMaxSize
 	}
 	if opts != nil && opts.Size > ss.maxSize {
-		return errTooBig(ss.maxSize)
+		return ss.outcome(RefusedTooBig, errTooBig(ss.maxSize))
 	}
 	ss.from = from
 	return nil
@@ -91,15 +91,15 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if len(ss.relay) == 0 {
 		ss.s.log.Debug("recipient refused: no relay domains configured", "to", to, "remote", ss.remote)
-		return errNoRelayDomains
+		return ss.outcome(RefusedNoRelay, errNoRelayDomains)
 	}
 	at := strings.LastIndexByte(to, '@')
 	if at < 0 || at == len(to)-1 {
-		return errNoDomain
+		return ss.outcome(RefusedRelay, errNoDomain) // go-smtp refuses such addresses first
 	}
 	if !relayAllowed(ss.relay, to[at+1:]) {
 		ss.s.log.Debug("recipient refused: not a relay domain", "to", to, "remote", ss.remote)
-		return errRelayDenied
+		return ss.outcome(RefusedRelay, errRelayDenied)
 	}
 	if !slices.Contains(ss.rcpts, to) {
 		ss.rcpts = append(ss.rcpts, to)
@@ -112,7 +112,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
 	if !s.beginAccept() {
-		return errShuttingDown
+		return ss.outcome(FailedShutdown, errShuttingDown)
 	}
 	defer s.inflight.Done()
 
@@ -137,16 +137,16 @@ func (ss *session) Data(r io.Reader) error {
 		select {
 		case <-s.closing:
 			s.log.Info("message transfer aborted: shutting down", "remote", ss.remote)
-			return errShuttingDown
+			return ss.outcome(FailedShutdown, errShuttingDown)
 		default:
 		}
 		if errors.Is(dr.readErr, smtp.ErrTooLongLine) {
 			// Permanent: resending cannot help. go-smtp then closes the connection.
 			s.log.Info("message refused: line too long", "from", displayFrom(ss.from), "remote", ss.remote)
-			return errLineTooLong
+			return ss.outcome(RefusedLongLine, errLineTooLong)
 		}
 		s.log.Info("message transfer failed", "remote", ss.remote, "error", dr.readErr)
-		return errTransferBroken
+		return ss.outcome(FailedTransfer, errTransferBroken)
 	case dr.tooBig:
 		if stored {
 			s.log.Error("the store accepted a message over the size limit; it was not acknowledged",
@@ -154,20 +154,28 @@ func (ss *session) Data(r io.Reader) error {
 		}
 		s.log.Info("message refused: over the size limit", "from", displayFrom(ss.from),
 			"limit", ss.maxSize, "remote", ss.remote)
-		return errTooBig(ss.maxSize)
+		return ss.outcome(RefusedTooBig, errTooBig(ss.maxSize))
 	case !stored:
 		s.log.Warn("storing a message failed; the sender will retry", "from", displayFrom(ss.from),
 			"rcpts", len(ss.rcpts), "remote", ss.remote, "error", err)
-		return errStoreFailed
+		return ss.outcome(FailedStore, errStoreFailed)
 	case !complete:
 		s.log.Error("the store returned before reading the whole message; it was not acknowledged",
 			"id", id, "remote", ss.remote)
-		return errStoreFailed
+		return ss.outcome(FailedStore, errStoreFailed)
 	}
 	s.log.Info("accepted message", "id", id, "from", displayFrom(ss.from), "rcpts", len(ss.rcpts),
 		"size", dr.n, "remote", ss.remote)
 	// A 250 reply that names the id, for the sender's logs ("queued as").
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + id}
+	return ss.outcome(Accepted, &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + id})
+}
+
+// outcome tells Config.Observe of o and returns reply, the SMTP reply that goes with it.
+func (ss *session) outcome(o Outcome, reply *smtp.SMTPError) error {
+	if obs := ss.s.cfg.Observe; obs != nil {
+		obs(o)
+	}
+	return reply
 }
 
 // dataReader is the reader handed to the Store: it counts the bytes against the size
