@@ -198,6 +198,9 @@ never restored. The manual's total cluster failure:
   2. make it the master of a new cluster:  pmgcm create
   3. install new nodes and join them:      pmgcm join <master_ip>   (on each)
 
+Restored messages keep their state (quarantined or released) and the time they were
+first received, from which retention counts; they get new IDs, from this node.
+
 The whole file is checked (checksum, format) before anything changes: a truncated,
 corrupt or newer-format file is refused with nothing changed.`,
 		Args: posArgs("FILE"),

@@ -61,9 +61,9 @@ func (m *mailBackup) writeOne(w *backup.Writer, meta mailstore.Meta) error {
 	return w.WriteMail(b, cur.Size, f)
 }
 
-// mailImporter loads backed-up messages into this node's store. Each message is taken in
-// as received here (this node's origin and a new ID: CIDs of the old cluster will be
-// handed out again), its state kept.
+// mailImporter loads backed-up messages into this node's store. Each message gets this
+// node's origin and a new ID (CIDs of the old cluster will be handed out again); its
+// state and the time it was first received are kept.
 type mailImporter struct{ store *mailstore.Store }
 
 func (d *Daemon) mailImporter() *mailImporter { return &mailImporter{store: d.mail.store} }
@@ -73,7 +73,7 @@ func (m *mailImporter) add(metaJSON json.RawMessage, body io.Reader) error {
 	if err := json.Unmarshal(metaJSON, &meta); err != nil {
 		return fmt.Errorf("message metadata: %w", err)
 	}
-	got, err := m.store.Accept(meta.From, meta.To, body)
+	got, err := m.store.Import(meta.From, meta.To, meta.Received, body)
 	if err != nil {
 		return fmt.Errorf("message %s: %w", meta.ID, err)
 	}

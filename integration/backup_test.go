@@ -83,6 +83,14 @@ func TestTotalClusterFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before, err := quarantine(c.Nodes[2], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := map[string]time.Time{} // subject -> received
+	for _, m := range before {
+		received[m.Subject] = m.Received
+	}
 	file := filepath.Join(t.TempDir(), "cluster.backup")
 	c.Nodes[2].CLI("backup", file, "--with-mail")
 	inspect := c.Nodes[2].CLI("backup", "--inspect", file)
@@ -130,6 +138,16 @@ func TestTotalClusterFailure(t *testing.T) {
 	for _, n := range fresh.Nodes {
 		if err := hasState(n, "backed-up-05", api.MailReleased); err != nil {
 			t.Fatal(err)
+		}
+		// Each message keeps the time it was first received (retention counts from it).
+		list, err := quarantine(n, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range list {
+			if want, ok := received[m.Subject]; !ok || !m.Received.Equal(want) {
+				t.Errorf("%s: %s received %v after restore, %v before", n.Name, m.Subject, m.Received, want)
+			}
 		}
 	}
 }

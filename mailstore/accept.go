@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -24,6 +25,20 @@ const maxHeader = 64 << 10
 // metadata and "new" event in one committed transaction. When Accept returns
 // without error the message is durable and the caller may answer 250.
 func (s *Store) Accept(from string, to []string, r io.Reader) (Meta, error) {
+	return s.accept(from, to, r, time.Time{})
+}
+
+// Import stores a message restored from a backup as Accept does, but keeps the time it
+// was first received: retention (Purge) then counts from that time, as it would have
+// without the restore. The message still gets this node's origin and a new ID: IDs are
+// per origin, and the CIDs of the cluster it came from are handed out again. A zero
+// received time means now.
+func (s *Store) Import(from string, to []string, received time.Time, r io.Reader) (Meta, error) {
+	return s.accept(from, to, r, received)
+}
+
+// accept stores a message; received is the time it was received, zero for now.
+func (s *Store) accept(from string, to []string, r io.Reader, received time.Time) (Meta, error) {
 	s.mu.RLock()
 	closed := s.closed
 	s.mu.RUnlock()
@@ -49,6 +64,9 @@ func (s *Store) Accept(from string, to []string, r io.Reader) (Meta, error) {
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
 	now := s.opts.Now().UTC()
+	if received.IsZero() {
+		received = now
+	}
 	meta := Meta{
 		From:     from,
 		To:       append([]string(nil), to...),
@@ -56,7 +74,7 @@ func (s *Store) Accept(from string, to []string, r io.Reader) (Meta, error) {
 		Size:     n,
 		SHA256:   hex.EncodeToString(h.Sum(nil)),
 		State:    StateQuarantined,
-		Received: now,
+		Received: received.UTC(),
 	}
 	renamed := ""
 	err = s.update(func(tx *bolt.Tx) error {

@@ -432,3 +432,37 @@ func TestStateEventBeforeItsMessage(t *testing.T) {
 		t.Fatalf("events %d", len(all))
 	}
 }
+
+// TestImportKeepsReceived: a restored message keeps the time it was first received, in
+// its metadata, in the event its replicas are made from, and for retention; it still gets
+// this node's origin and the next ID.
+func TestImportKeepsReceived(t *testing.T) {
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	now := func() time.Time { return t0.Add(40 * 24 * time.Hour) }
+	var cid atomic.Uint64
+	cid.Store(3)
+	s := openStore(t, t.TempDir(), &cid, now)
+	first := accept(t, s, message("first", 50))
+	got, err := s.Import("a@example.net", []string{"b@example.com"}, t0, bytes.NewReader(message("old", 100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != "3-2" || got.Origin != 3 || !got.Received.Equal(t0) || first.ID != "3-1" {
+		t.Fatalf("imported %s (origin %d) received %v", got.ID, got.Origin, got.Received)
+	}
+	evs, err := s.EventsSince(Cursors{3: 1}, 0)
+	if err != nil || len(evs) != 1 || evs[0].Msg == nil || !evs[0].Msg.Received.Equal(t0) {
+		t.Fatalf("event of the import: %+v %v", evs, err)
+	}
+	fresh, err := s.Import("a@example.net", []string{"b@example.com"}, time.Time{}, bytes.NewReader(message("no time", 10)))
+	if err != nil || !fresh.Received.Equal(now()) {
+		t.Fatalf("import without a time: received %v, want now %v (%v)", fresh.Received, now(), err)
+	}
+	// Retention counts from the original time: 30 days purges the imported message only.
+	if n, err := s.Purge(now().Add(-30 * 24 * time.Hour)); err != nil || n != 1 {
+		t.Fatalf("purge: %d %v", n, err)
+	}
+	if _, err := s.Get(got.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old import survived retention: %v", err)
+	}
+}
