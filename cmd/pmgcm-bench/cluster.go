@@ -276,9 +276,9 @@ func (c *cluster) byCID(cid uint64) *node {
 	return nil
 }
 
-// leader asks the running members for the master, and returns it.
-func (c *cluster) leader(ctx context.Context) (*node, error) {
-	var last error
+// statuses asks each running member for its status, in order, and calls fn with the
+// answer until fn returns false.
+func (c *cluster) statuses(ctx context.Context, fn func(n *node, st *api.Status, err error) bool) {
 	for _, n := range c.nodes {
 		if n.cid == 0 || !n.running() {
 			continue
@@ -286,18 +286,34 @@ func (c *cluster) leader(ctx context.Context) (*node, error) {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		st, err := n.client.Status(cctx)
 		cancel()
-		if err != nil {
-			last = err
-			continue
+		if !fn(n, st, err) {
+			return
 		}
-		if st.Cluster != nil && st.Cluster.LeaderCID != 0 {
-			if l := c.byCID(st.Cluster.LeaderCID); l != nil {
-				return l, nil
-			}
-		}
-		last = fmt.Errorf("%s knows no master", n.name)
 	}
-	return nil, fmt.Errorf("no master: %v", last)
+}
+
+// leader asks the running members for the master, and returns it.
+func (c *cluster) leader(ctx context.Context) (*node, error) {
+	var (
+		last   error
+		master *node
+	)
+	c.statuses(ctx, func(n *node, st *api.Status, err error) bool {
+		switch {
+		case err != nil:
+			last = err
+		case st.Cluster != nil && st.Cluster.LeaderCID != 0 && c.byCID(st.Cluster.LeaderCID) != nil:
+			master = c.byCID(st.Cluster.LeaderCID)
+			return false
+		default:
+			last = fmt.Errorf("%s knows no master", n.name)
+		}
+		return true
+	})
+	if master == nil {
+		return nil, fmt.Errorf("no master: %v", last)
+	}
+	return master, nil
 }
 
 // observation is what the bench samples between workloads to count elections.
@@ -310,15 +326,9 @@ type observation struct {
 // (each node's own row).
 func (c *cluster) observe(ctx context.Context) observation {
 	var o observation
-	for _, n := range c.nodes {
-		if n.cid == 0 || !n.running() {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		st, err := n.client.Status(cctx)
-		cancel()
+	c.statuses(ctx, func(_ *node, st *api.Status, err error) bool {
 		if err != nil {
-			continue
+			return true
 		}
 		if st.Cluster != nil && st.Cluster.LeaderCID != 0 {
 			o.leader = st.Cluster.LeaderCID
@@ -328,7 +338,8 @@ func (c *cluster) observe(ctx context.Context) observation {
 				o.term = max(o.term, row.Term)
 			}
 		}
-	}
+		return true
+	})
 	return o
 }
 
