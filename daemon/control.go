@@ -351,7 +351,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
 	case errors.Is(err, raftnode.ErrUnknownOutcome):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
-		hint = "the master changed while the write was in flight: read the key (pmgcm config get) to see whether it took effect"
+		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
 	case errors.Is(err, raftnode.ErrClosed):

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
 
@@ -281,10 +282,32 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error
 		return nil, err
 	}
 	return onMaster(ctx, d, func() (*admission, error) { return d.admitHere(ctx, req) },
-		func() (*admission, error) {
-			var adm admission
-			return &adm, d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
-		})
+		func() (*admission, error) { return d.forwardAdmit(ctx, req) })
+}
+
+// forwardAdmit sends a join request to the master. If the master took it but stopped
+// answering, this node waits for a master that answers and looks whether the node was
+// admitted meanwhile: if not, it asks again (nothing was changed); if so, the node never
+// got its certificate, and the operator is told how to clear the record.
+func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission, error) {
+	var adm admission
+	err := d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
+	if !errors.Is(err, raftnode.ErrUnknownOutcome) {
+		return &adm, err
+	}
+	d.logger.Warn("the master stopped answering a join request; checking whether it admitted the node",
+		"name", req.Name, "ip", req.IP, "error", err)
+	if rerr := d.linearizableRead(ctx); rerr != nil {
+		return nil, fmt.Errorf("%w; no master answered since: %v", err, rerr)
+	}
+	for _, m := range d.fsm.Members() {
+		if m.Name == req.Name && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
+			return nil, fmt.Errorf("%w: the master admitted this node as cid %d, but stopped before it answered, so this node never got its certificate: remove the record with pmgcm delete %d on a member, then join again",
+				err, m.CID, m.CID)
+		}
+	}
+	adm = admission{}
+	return &adm, d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
 }
 
 // admitHere admits a joining node on this node, the master.

@@ -289,18 +289,25 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 // a master that cannot be reached (one that just died is still named until the next
 // election) until ctx ends, then reports the lost quorum. A request that may have reached
 // the master is retried only if idempotent, so that a write never applies twice.
+//
+// A master this node has not heard from lately (leaderFresh) counts as none yet: it may
+// have stopped, and the election is under way. Each attempt is bounded (attemptTimeout):
+// a stopped master (SIGSTOP, a hung disk) keeps its connections open without answering.
+// A non-idempotent request it took but did not answer fails with ErrUnknownOutcome.
 func (d *Daemon) callLeader(ctx context.Context, method, path string, in, out any, idempotent bool) error {
 	for {
-		if addr, err := d.leaderAddr(); err == nil {
+		if addr, err := d.leaderAddr(); err == nil && (addr == d.cfg.Addr() || d.leaderFresh()) {
 			if addr == d.cfg.Addr() {
 				return errSelfLeader // this node won the election meanwhile: the caller acts locally
 			}
-			err := d.call(ctx, d.rpcClient, addr, method, path, in, out)
+			err, gaveUp := d.attempt(ctx, addr, method, path, in, out, d.attemptTimeout(idempotent))
 			var re *remoteError
 			switch {
 			case err == nil, !errors.As(err, &re):
 				return err
 			case re.E.Code == api.CodeUnreachable && (re.notSent || idempotent):
+			case re.E.Code == api.CodeUnreachable && gaveUp != nil:
+				return fmt.Errorf("%w: the master at %s took the request but %v", raftnode.ErrUnknownOutcome, addr, gaveUp)
 			case re.E.Code == api.CodeNotLeader || re.E.Code == api.CodeNoQuorum:
 				// Not applied: the node we asked is no master (any more).
 			default:
@@ -313,6 +320,60 @@ func (d *Daemon) callLeader(ctx context.Context, method, path string, in, out an
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// attempt sends one request to the master at addr. It gives up when the master has not
+// answered within limit, or once another master is elected: the reason is gaveUp (nil
+// when it did not give up).
+func (d *Daemon) attempt(ctx context.Context, addr, method, path string, in, out any, limit time.Duration) (err, gaveUp error) {
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.NewTimer(limit)
+		defer deadline.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-deadline.C:
+				cancel(fmt.Errorf("did not answer within %s (it may have stopped)", limit))
+				return
+			case <-tick.C:
+				if now, err := d.leaderAddr(); err == nil && now != addr {
+					cancel(fmt.Errorf("did not answer before %s was elected master", now))
+					return
+				}
+			}
+		}
+	}()
+	err = d.call(actx, d.rpcClient, addr, method, path, in, out)
+	if ctx.Err() == nil {
+		gaveUp = context.Cause(actx)
+	}
+	return err, gaveUp
+}
+
+// leaderFresh reports whether this node has heard from its master within half a
+// heartbeat timeout; a live master contacts its followers about ten times as often.
+func (d *Daemon) leaderFresh() bool {
+	since := d.rn().SinceLeaderContact()
+	return since >= 0 && since <= d.cfg.Raft.HeartbeatTimeout/2
+}
+
+// forwardAnswerTimeout bounds the master's answer to a forwarded request that is not
+// idempotent: longer than the two applies (5 s each) of the longest such request.
+const forwardAnswerTimeout = 12 * time.Second
+
+// attemptTimeout bounds one attempt of a request forwarded to the master.
+func (d *Daemon) attemptTimeout(idempotent bool) time.Duration {
+	if idempotent {
+		return max(2*time.Second, d.electionWait())
+	}
+	return forwardAnswerTimeout
 }
 
 // notProposed reports whether err says this node stopped leading before it proposed

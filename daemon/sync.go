@@ -132,48 +132,51 @@ func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error)
 	if cl == nil {
 		return nil, ErrNoCluster
 	}
-	if _, err := d.fencedMember(cl, fp); err != nil {
-		return nil, err
+	if _, ok := d.fsm.MemberByFingerprint(fp); !ok {
+		return nil, unknownCertificate(cl)
 	}
 	return onMaster(ctx, d, func() (*admission, error) { return d.readmitHere(ctx, fp) },
 		func() (*admission, error) {
 			var adm admission
-			return &adm, d.callLeader(ctx, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm, false)
+			return &adm, d.callLeader(ctx, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm, true)
 		})
 }
 
-// fencedMember returns the member of cl with certificate fp, if it is fenced.
-func (d *Daemon) fencedMember(cl *fsm.Cluster, fp string) (fsm.Member, error) {
-	m, ok := d.fsm.MemberByFingerprint(fp)
-	if !ok {
-		return m, fmt.Errorf("%w: this certificate belongs to no member of cluster %s: join the node again (pmgcm join)", fsm.ErrUnknownMember, cl.ID)
-	}
-	if !m.Fenced(cl.Epoch) {
-		return m, fmt.Errorf("%w: cid %d is not fenced: run pmgcm sync without --master_ip", fsm.ErrBadCommand, m.CID)
-	}
-	return m, nil
+// unknownCertificate is the refusal of a re-admission by a certificate of no member.
+func unknownCertificate(cl *fsm.Cluster) error {
+	return fmt.Errorf("%w: this certificate belongs to no member of cluster %s: join the node again (pmgcm join)", fsm.ErrUnknownMember, cl.ID)
 }
 
 // readmitHere moves the fenced member with certificate fp into the current epoch, on
 // this node, the master.
+//
+// It is idempotent: a member already in the current epoch (its earlier request went
+// through but the answer was lost) gets the same answer again, and the voter policy
+// adds it to Raft if it is not there yet.
 func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
-	m, err := d.fencedMember(cl, fp)
-	if err != nil {
-		return nil, err
+	m, ok := d.fsm.MemberByFingerprint(fp)
+	if !ok {
+		return nil, unknownCertificate(cl)
 	}
-	m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
-	res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
-	if err != nil {
-		return nil, firstProposal(err)
+	index := d.fsm.AppliedIndex()
+	if m.Fenced(cl.Epoch) {
+		m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
+		res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
+		if err != nil {
+			return nil, firstProposal(err)
+		}
+		index = res.Index
+		if err := d.rn().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
+			return nil, fmt.Errorf("add cid %d to raft: %w", m.CID, err)
+		}
+		d.logger.Info("fenced node re-admitted", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
+	} else {
+		d.logger.Info("fenced node asked again to be re-admitted: it is already", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	}
-	if err := d.rn().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
-		return nil, fmt.Errorf("add cid %d to raft: %w", m.CID, err)
-	}
-	d.logger.Info("fenced node re-admitted", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	d.kickLeaderDuties()
 	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
-		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
+		Members: d.fsm.Members(), Index: index, MasterAddress: d.cfg.Addr()}, nil
 }

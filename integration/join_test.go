@@ -115,3 +115,46 @@ func TestJoinConcurrentForwardedRotate(t *testing.T) {
 		t.Fatalf("after the join, n4's own entry is still there or another error: %v %s", err, errOut)
 	}
 }
+
+// TestJoinDuringFailover: the master is stopped (SIGSTOP) just before a node joins
+// through a member that is not the master. That member waits through the election and
+// the new master admits the node: the join succeeds on its first attempt. After SIGCONT
+// the old master returns as a node, and the four nodes agree with three voters.
+func TestJoinDuringFailover(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 4)
+	logNotable(t, c)
+	all := c.Nodes
+	c.Nodes = all[:3]
+	c.form()
+	old, followers := c.roles()
+	c.Nodes = all
+	via, n4 := followers[0], all[3]
+	n4.Start()
+	token := joinArgs(t, via)[5]
+	args := append(joinVia(t, via, token), "--yes")
+
+	pausedAt := time.Now()
+	old.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			old.Resume()
+		}
+	}()
+	out, errOut, err := n4.run(args...)
+	if err != nil {
+		t.Fatalf("join through %s while the master %s is stopped: %v\n%s%s", via.Name, old.Name, err, out, errOut)
+	}
+	t.Logf("joined %s after the master stopped", time.Since(pausedAt).Round(time.Millisecond))
+	_, cid, master := parseJoined(t, out)
+	if master == net.JoinHostPort(old.IP, strconv.Itoa(old.Port)) {
+		t.Fatalf("the stopped master %s admitted cid %d", old.Name, cid)
+	}
+	old.Resume()
+	resumed = true
+	c.waitAllActive(c.Nodes, 30*time.Second)
+	t.Logf("all active %s after the master stopped", time.Since(pausedAt).Round(time.Millisecond))
+	waitMembersVoters(t, c.master(), 4, 3, 30*time.Second)
+	waitAgree(t, c.Nodes, 30*time.Second)
+}

@@ -72,6 +72,23 @@ func (n *Node) Leader() (raft.ServerAddress, raft.ServerID) {
 	return r.LeaderWithID()
 }
 
+// SinceLeaderContact is how long ago this node last heard from its leader: 0 on the
+// leader itself, and -1 when it has never heard from one.
+func (n *Node) SinceLeaderContact() time.Duration {
+	r := n.raftOrNil()
+	if r == nil {
+		return -1
+	}
+	if r.State() == raft.Leader {
+		return 0
+	}
+	lc := r.LastContact()
+	if lc.IsZero() {
+		return -1
+	}
+	return time.Since(lc)
+}
+
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool {
 	r := n.raftOrNil()
