@@ -185,7 +185,8 @@ func (d *Daemon) mailHousekeeping() {
 	}
 }
 
-// purgeMail drops messages older than mail/retention_days (none when unset or 0).
+// purgeMail drops messages older than mail/retention_days (none when unset or 0), then
+// compacts the mail event log.
 func (d *Daemon) purgeMail() {
 	v, ok := d.intakeSetting(keyRetentionDays)
 	if !ok {
@@ -201,8 +202,17 @@ func (d *Daemon) purgeMail() {
 	n, err := d.mail.store.Purge(time.Now().Add(-time.Duration(days) * 24 * time.Hour))
 	if err != nil {
 		d.logger.Warn("mail retention", "error", err)
-	} else if n > 0 {
+		return
+	}
+	if n > 0 {
 		d.logger.Info("mail retention purged messages", "count", n, "days", days)
+	}
+	// The events of purged messages are needed by no node any more: drop them, so that
+	// the index does not grow with every message ever received.
+	if n, err := d.mail.store.Compact(); err != nil {
+		d.logger.Warn("mail event log compaction", "error", err)
+	} else if n > 0 {
+		d.logger.Info("mail event log compacted", "events", n, "floors", d.mail.store.Floors())
 	}
 }
 

@@ -38,6 +38,10 @@ type EventsResponse struct {
 	Events []mailstore.Event `json:"events"`
 	// Heads are the serving node's cursors, for the asker's backlog.
 	Heads mailstore.Cursors `json:"heads"`
+	// Skip holds, for each origin whose events the asker wants from below the serving
+	// node's compaction floor, that floor: the asker skips to it (mailstore.SkipTo)
+	// before it applies Events, which start above it.
+	Skip mailstore.Cursors `json:"skip,omitempty"`
 }
 
 // Handler returns the replication endpoints of store, to be served to cluster
@@ -85,13 +89,13 @@ func serveEvents(store *mailstore.Store, w http.ResponseWriter, r *http.Request)
 	defer timer.Stop()
 	for {
 		changed := store.Changed() // before reading, so no change is missed
-		evs, err := store.EventsSince(cursors, limit)
+		evs, skip, err := store.EventsFrom(cursors, limit)
 		if err != nil {
 			httpError(w, http.StatusServiceUnavailable, "%v", err)
 			return
 		}
-		if len(evs) > 0 || wait == 0 {
-			writeEvents(w, evs, store.Heads())
+		if len(evs) > 0 || len(skip) > 0 || wait == 0 {
+			writeEvents(w, EventsResponse{Events: evs, Heads: store.Heads(), Skip: skip})
 			return
 		}
 		select {
@@ -104,12 +108,15 @@ func serveEvents(store *mailstore.Store, w http.ResponseWriter, r *http.Request)
 	}
 }
 
-func writeEvents(w http.ResponseWriter, evs []mailstore.Event, heads mailstore.Cursors) {
-	if evs == nil {
-		evs = []mailstore.Event{}
+func writeEvents(w http.ResponseWriter, resp EventsResponse) {
+	if resp.Events == nil {
+		resp.Events = []mailstore.Event{}
+	}
+	if len(resp.Skip) == 0 {
+		resp.Skip = nil
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(EventsResponse{Events: evs, Heads: heads})
+	_ = json.NewEncoder(w).Encode(resp)
 }
 
 func serveBody(store *mailstore.Store, w http.ResponseWriter, r *http.Request) {

@@ -1,8 +1,10 @@
 package mailrepl
 
 import (
+	"bytes"
 	"errors"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -201,5 +203,53 @@ func TestConfigAndClose(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close blocked by a long poll")
+	}
+}
+
+// TestNewNodeSkipsCompactedEvents: messages past retention are purged and their events
+// compacted on the running nodes; a node that starts afterwards skips to their floors and
+// gets every live message, and nothing of the purged ones.
+func TestNewNodeSkipsCompactedEvents(t *testing.T) {
+	c := newCluster(t, 3)
+	c.start(0, 1)
+	a := c.nodes[0].store
+	longAgo := time.Now().Add(-30 * 24 * time.Hour)
+	var old []mailstore.Meta
+	for k := 0; k < 5; k++ {
+		m, err := a.Import("from@example.org", []string{"to@example.net"}, longAgo, bytes.NewReader([]byte("Subject: old\r\n\r\nold "+strconv.Itoa(k))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, m)
+	}
+	var fresh []mailstore.Meta
+	for k := 0; k < 4; k++ {
+		fresh = append(fresh, c.accept(k%2, 5_000))
+	}
+	all := append(append([]mailstore.Meta(nil), old...), fresh...)
+	waitFor(t, settle, "A and B in sync", func() bool { return c.hasAll(0, all) && c.hasAll(1, all) })
+	cutoff := time.Now().Add(-10 * 24 * time.Hour)
+	for _, nd := range c.nodes[:2] {
+		if n, err := nd.store.Purge(cutoff); err != nil || n != len(old) {
+			t.Fatalf("node %d purged %d (%v)", nd.cid, n, err)
+		}
+		if n, err := nd.store.Compact(); err != nil || n != len(old) {
+			t.Fatalf("node %d compacted %d events (%v), want %d", nd.cid, n, err, len(old))
+		}
+	}
+	c.start(2)
+	cst := c.nodes[2].store
+	waitFor(t, settle, "C has the live messages", func() bool { return c.hasAll(2, fresh) })
+	waitFor(t, settle, "C backlog 0", func() bool { return c.backlogZero(2) })
+	for _, m := range old {
+		if _, err := cst.Get(m.ID); err == nil {
+			t.Fatalf("C got %s, a message past retention", m.ID)
+		}
+	}
+	if f := cst.Floors(); f[1] != uint64(len(old)) {
+		t.Fatalf("C's floors %v, want origin 1 at %d", f, len(old))
+	}
+	if l, _ := cst.List(mailstore.Filter{}); len(l) != len(fresh) {
+		t.Fatalf("C lists %d messages, want %d", len(l), len(fresh))
 	}
 }

@@ -342,6 +342,13 @@ func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 	var backoff, wait time.Duration // the first poll returns at once, to learn the heads
 	for ctx.Err() == nil {
 		resp, err := r.pollEvents(ctx, p, wait)
+		if err == nil && len(resp.Skip) > 0 {
+			// The peer compacted events below its floors: they concern only messages past
+			// retention, which this node purges by the same rule.
+			if err = r.store.SkipTo(resp.Skip); err == nil {
+				log.Info("skipped events compacted on the peer (messages past retention)", "floors", resp.Skip)
+			}
+		}
 		if err == nil && len(resp.Events) > 0 {
 			var need []string
 			need, err = r.store.ApplyEvents(resp.Events)

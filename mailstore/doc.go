@@ -6,7 +6,7 @@
 //
 // Under the store's directory:
 //
-//	index.db              bbolt: metadata, event log, cursors, pending states, stats
+//	index.db              bbolt: metadata, event log, cursors, floors, pending states, stats
 //	bodies/xx/<id>        message bodies, sharded by the first byte of SHA-256(<id>)
 //	bodies/xx/<id>.part   a body being received from a peer (resumable)
 //	tmp/                  SMTP intake in progress (removed at Open: never acknowledged)
@@ -31,6 +31,14 @@
 // A deleted message's body is removed at once on every node; its metadata stays
 // as a tombstone. A purged message (retention) keeps a tombstone too, so that
 // late events neither resurrect it nor make it be fetched again.
+//
+// # Compaction
+//
+// Compact (after Purge) drops each origin's oldest events while they concern
+// purged messages only, with their tombstones, and keeps a floor per origin. A
+// peer asking from below a floor is told to skip to it (EventsFrom, SkipTo): the
+// index grows with the messages within retention, not with every message ever
+// received. See compact.go.
 //
 // # Durability
 //

@@ -129,6 +129,9 @@ func applyTx(tx *bolt.Tx, ev *Event) (need, rm, applied bool, err error) {
 		}
 		return nw.counted(), false, true, putRecord(tx, nil, nw)
 	default: // KindState
+		if old == nil && compacted(tx, ev.MsgID) {
+			return false, false, true, nil // past retention, compacted: nothing to keep
+		}
 		if old == nil {
 			p := pending.Get([]byte(ev.MsgID))
 			return false, false, true, pending.Put([]byte(ev.MsgID), []byte(maxState(string(p), ev.State)))
@@ -225,18 +228,31 @@ func (s *Store) Heads() Cursors {
 
 // EventsSince returns up to limit events (all when limit <= 0) of every origin
 // with a sequence number above c[origin], in per-origin sequence order,
-// origins in ascending order.
+// origins in ascending order. Events compacted here are skipped; see EventsFrom.
 func (s *Store) EventsSince(c Cursors, limit int) ([]Event, error) {
+	evs, _, err := s.EventsFrom(c, limit)
+	return evs, err
+}
+
+// EventsFrom is EventsSince that also returns, for each origin whose cursor in c is
+// below this node's compaction floor, that floor: the asker must skip to it (SkipTo)
+// before it applies the events, which start above it.
+func (s *Store) EventsFrom(c Cursors, limit int) ([]Event, Cursors, error) {
 	var out []Event
+	skip := Cursors{}
 	err := s.view(func(tx *bolt.Tx) error {
 		heads := tx.Bucket(bktCursors)
 		cur := tx.Bucket(bktEvents).Cursor()
 		return heads.ForEach(func(k, v []byte) error {
 			origin, head := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v)
-			if c[origin] >= head {
+			from := c[origin]
+			if f := floorOf(tx, origin); from < f {
+				skip[origin], from = f, f
+			}
+			if from >= head {
 				return nil
 			}
-			for ek, ev := cur.Seek(eventKey(origin, c[origin]+1)); ek != nil && bytes.HasPrefix(ek, k); ek, ev = cur.Next() {
+			for ek, ev := cur.Seek(eventKey(origin, from+1)); ek != nil && bytes.HasPrefix(ek, k); ek, ev = cur.Next() {
 				if limit > 0 && len(out) >= limit {
 					return nil
 				}
@@ -249,5 +265,5 @@ func (s *Store) EventsSince(c Cursors, limit int) ([]Event, error) {
 			return nil
 		})
 	})
-	return out, err
+	return out, skip, err
 }

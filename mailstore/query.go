@@ -124,6 +124,14 @@ func (s *Store) Purge(olderThan time.Time) (int, error) {
 			return err
 		}
 		for _, old := range olds { // not inside ForEach: bbolt forbids puts while iterating
+			if compacted(tx, old.ID) {
+				// Its events are gone here (skipped to a peer's floor): no tombstone needed.
+				if err := dropRecord(tx, old); err != nil {
+					return err
+				}
+				ids = append(ids, old.ID)
+				continue
+			}
 			nw := record{Meta: Meta{ID: old.ID, Origin: old.Origin, Seq: old.Seq,
 				Size: old.Size, SHA256: old.SHA256, State: old.State, Received: old.Received}, Purged: true}
 			if err := putRecord(tx, old, &nw); err != nil {

@@ -118,7 +118,7 @@ var (
 	bktPending = []byte("pending") // id -> state seen before the message
 	bktMissing = []byte("missing") // id -> "": counted messages without a body
 	bktInfo    = []byte("info")    // keyStats, keyHorizon
-	allBuckets = [][]byte{bktMeta, bktEvents, bktCursors, bktPending, bktMissing, bktInfo}
+	allBuckets = [][]byte{bktMeta, bktEvents, bktCursors, bktPending, bktMissing, bktInfo, bktFloors}
 
 	keyStats   = []byte("stats")   // messages(8) bytes(8)
 	keyHorizon = []byte("horizon") // unix nanos(8) of the latest Purge cut-off
@@ -411,6 +411,14 @@ func putRecord(tx *bolt.Tx, old, nw *record) error {
 		return err
 	}
 	return tx.Bucket(bktMeta).Put(id, v)
+}
+
+// dropRecord removes old's record, keeping the stats and the missing set in step.
+func dropRecord(tx *bolt.Tx, old *record) error {
+	if err := putRecord(tx, old, &record{Meta: Meta{ID: old.ID}, Purged: true}); err != nil {
+		return err
+	}
+	return tx.Bucket(bktMeta).Delete([]byte(old.ID))
 }
 
 // putEvent appends ev to its origin's log and advances the cursor.
