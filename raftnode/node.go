@@ -109,13 +109,21 @@ func (n *Node) Open() (err error) {
 	})
 	rc := n.cfg.raftConfig()
 	rc.Logger = n.logger
-	hasState, err := raft.HasExistingState(store, store, snaps)
+	// The leader reads back every entry it sends; keeping the newest in memory saves a
+	// bbolt read and a decode per entry per follower.
+	logs, err := raft.NewLogCache(logCacheSize, store)
+	if err != nil {
+		_ = trans.Close()
+		_ = store.Close()
+		return fmt.Errorf("log cache: %w", err)
+	}
+	hasState, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
 		return fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, err)
 	}
-	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
@@ -145,6 +153,9 @@ func (n *Node) Open() (err error) {
 	n.observe(r)
 	return nil
 }
+
+// logCacheSize is how many of the newest log entries stay in memory (raft.LogCache).
+const logCacheSize = 512
 
 func openStore(path string, timeout time.Duration) (*raftboltdb.BoltStore, error) {
 	store, err := raftboltdb.New(raftboltdb.Options{
