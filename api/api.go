@@ -107,15 +107,18 @@ const (
 	CodeConflict      = "version_conflict"
 	CodeTooLarge      = "too_large"
 	CodeUnavailable   = "unavailable"
-	CodeBadToken      = "bad_token"
-	CodeFingerprint   = "fingerprint_mismatch"
-	CodeUnreachable   = "unreachable"
-	CodeIncompatible  = "incompatible"
-	CodeMemberExists  = "member_exists"
-	CodeRemoved       = "removed"
-	CodeFenced        = "fenced"
-	CodeBehind        = "behind"
-	CodeInternal      = "internal"
+	// CodeUnknownOutcome: the master changed or stopped while the request was in flight;
+	// it may or may not have taken effect.
+	CodeUnknownOutcome = "unknown_outcome"
+	CodeBadToken       = "bad_token"
+	CodeFingerprint    = "fingerprint_mismatch"
+	CodeUnreachable    = "unreachable"
+	CodeIncompatible   = "incompatible"
+	CodeMemberExists   = "member_exists"
+	CodeRemoved        = "removed"
+	CodeFenced         = "fenced"
+	CodeBehind         = "behind"
+	CodeInternal       = "internal"
 )
 
 // Error is the body of every non-2xx answer.

@@ -350,7 +350,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeNoQuorum, http.StatusServiceUnavailable
 		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
 	case errors.Is(err, raftnode.ErrUnknownOutcome):
-		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
 		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable

@@ -255,12 +255,23 @@ func (d *Daemon) handleJoinInfo(w http.ResponseWriter, _ *http.Request) {
 
 // handleAdmit admits a joining node on the master, or forwards the request to it.
 func (d *Daemon) handleAdmit(w http.ResponseWriter, r *http.Request) {
+	d.serveAdmit(w, r, true)
+}
+
+// handleRPCAdmit takes a join request forwarded by another member. It is not forwarded
+// again: a node that is no longer master says so, and the member that forwarded it, which
+// knows whether its earlier attempt may have gone through, tries the new master itself.
+func (d *Daemon) handleRPCAdmit(w http.ResponseWriter, r *http.Request) {
+	d.serveAdmit(w, r, false)
+}
+
+func (d *Daemon) serveAdmit(w http.ResponseWriter, r *http.Request, relay bool) {
 	var req admitRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
 		return
 	}
-	adm, err := d.admit(r.Context(), req)
+	adm, err := d.admit(r.Context(), req, relay)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -270,7 +281,7 @@ func (d *Daemon) handleAdmit(w http.ResponseWriter, r *http.Request) {
 
 // admit checks a join request and, on the master, records the node as a member and adds
 // it to Raft as a non-voter. Any refusal changes nothing.
-func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error) {
+func (d *Daemon) admit(ctx context.Context, req admitRequest, relay bool) (*admission, error) {
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
@@ -282,32 +293,71 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest) (*admission, error
 		return nil, err
 	}
 	return onMaster(ctx, d, func() (*admission, error) { return d.admitHere(ctx, req) },
-		func() (*admission, error) { return d.forwardAdmit(ctx, req) })
+		func() (*admission, error) {
+			if !relay {
+				return nil, d.rn().NotLeader()
+			}
+			return d.forwardAdmit(ctx, req)
+		})
 }
 
-// forwardAdmit sends a join request to the master. If the master took it but stopped
-// answering, this node waits for a master that answers and looks whether the node was
-// admitted meanwhile: if not, it asks again (nothing was changed); if so, the node never
-// got its certificate, and the operator is told how to clear the record.
+// forwardAdmit sends a join request to the master. If the master took it but the answer
+// was lost (it stopped, crashed or was deposed), this node waits for a master that
+// answers and looks whether the node was admitted meanwhile: if not, it asks again
+// (nothing was changed); if so, the node never got its certificate, and the operator is
+// told how to clear the record.
 func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission, error) {
 	var adm admission
 	err := d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
-	if !errors.Is(err, raftnode.ErrUnknownOutcome) {
+	if !unknownOutcome(err) {
 		return &adm, err
 	}
-	d.logger.Warn("the master stopped answering a join request; checking whether it admitted the node",
+	d.logger.Warn("the master did not answer a join request; checking whether it admitted the node",
 		"name", req.Name, "ip", req.IP, "error", err)
-	if rerr := d.linearizableRead(ctx); rerr != nil {
-		return nil, fmt.Errorf("%w; no master answered since: %v", err, rerr)
+	if err := d.checkNotAdmitted(ctx, req, err); err != nil {
+		return nil, err
+	}
+	adm = admission{}
+	if err2 := d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false); err2 != nil {
+		if unknownOutcome(err2) || remoteCode(err2) == api.CodeMemberExists {
+			// The first request went through after all, or this one may have.
+			if cerr := d.checkNotAdmitted(ctx, req, err2); cerr != nil {
+				return nil, cerr
+			}
+		}
+		return &adm, err2
+	}
+	return &adm, nil
+}
+
+// checkNotAdmitted reads the member list as of now (linearizably) and fails if it holds
+// the joining node: admitted by a request whose answer was lost (cause).
+func (d *Daemon) checkNotAdmitted(ctx context.Context, req admitRequest, cause error) error {
+	if err := d.linearizableRead(ctx); err != nil {
+		return fmt.Errorf("%w; no master answered since: %v", cause, err)
 	}
 	for _, m := range d.fsm.Members() {
 		if m.Name == req.Name && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
-			return nil, fmt.Errorf("%w: the master admitted this node as cid %d, but stopped before it answered, so this node never got its certificate: remove the record with pmgcm delete %d on a member, then join again",
-				err, m.CID, m.CID)
+			return fmt.Errorf("%w: the master admitted this node as cid %d, but its answer was lost, so this node never got its certificate: remove the record with pmgcm delete %d on a member, then join again",
+				raftnode.ErrUnknownOutcome, m.CID, m.CID)
 		}
 	}
-	adm = admission{}
-	return &adm, d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
+	return nil
+}
+
+// unknownOutcome reports whether err says a request may or may not have taken effect,
+// here or on the node that answered it.
+func unknownOutcome(err error) bool {
+	return errors.Is(err, raftnode.ErrUnknownOutcome) || remoteCode(err) == api.CodeUnknownOutcome
+}
+
+// remoteCode is the api code of an error answered by another node, "" for any other.
+func remoteCode(err error) string {
+	var re *remoteError
+	if errors.As(err, &re) {
+		return re.E.Code
+	}
+	return ""
 }
 
 // admitHere admits a joining node on this node, the master.
@@ -355,11 +405,10 @@ func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, e
 		return nil, firstProposal(err)
 	}
 	if err := d.rn().AddNonvoter(ctx, cid, addr); err != nil {
-		// Undo the membership so the node can try again.
-		if _, uerr := d.applyLocal(context.Background(), &fsm.RemoveMember{CID: cid}); uerr != nil {
-			d.logger.Error("cannot undo a failed join", "cid", cid, "error", uerr)
-		}
-		return nil, fmt.Errorf("add cid %d to raft: %w", cid, err)
+		// The node is a member from the commit above on: answer it, so that it gets its
+		// certificate. The voter policy adds a member missing from Raft (on whichever
+		// node is master by then).
+		d.logger.Warn("admitted node not added to raft yet; the voter policy will", "cid", cid, "address", addr, "error", err)
 	}
 	d.logger.Info("node admitted", "cid", cid, "name", req.Name, "address", addr)
 	d.kickLeaderDuties()

@@ -18,9 +18,11 @@ import (
 	"github.com/pmgcm/pmgcm/transport"
 )
 
-// ProtocolVersion is the version of the node-to-node protocol (cluster RPC and join).
-// Nodes of different versions refuse to join each other.
-const ProtocolVersion = 1
+// ProtocolVersion is the version of the node-to-node protocol (cluster RPC, join and
+// mail replication). Nodes of different versions refuse to join each other.
+//
+// 2: mail replication answers carry the serving node's compaction floors ("skip").
+const ProtocolVersion = 2
 
 // StateFormat is the version of the replicated state's encoding: commands and snapshots.
 const StateFormat = fsm.EncodingVersion
@@ -61,9 +63,23 @@ func onMaster[T any](ctx context.Context, d *Daemon, local, forward func() (T, e
 		if !errors.Is(err, errSelfLeader) {
 			return out, err
 		}
-		if ctx.Err() != nil {
-			return out, fmt.Errorf("%w: %v", raftnode.ErrNoLeader, ctx.Err())
+		// This node is the master again, or still is while it hands over (a leadership
+		// transfer refuses proposals): look again shortly rather than spin.
+		if err := pause(ctx, 20*time.Millisecond); err != nil {
+			return out, fmt.Errorf("%w: %v", raftnode.ErrNoLeader, err)
 		}
+	}
+}
+
+// pause waits for d, or until ctx ends (its error).
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -107,7 +123,7 @@ func (d *Daemon) openRPC() {
 	})
 	rpc.HandleFunc("POST "+rpcApply, d.handleRPCApply)
 	rpc.HandleFunc("GET "+rpcReadIndex, d.handleRPCReadIndex)
-	rpc.HandleFunc("POST "+rpcAdmit, d.handleAdmit)
+	rpc.HandleFunc("POST "+rpcAdmit, d.handleRPCAdmit)
 	rpc.HandleFunc("POST "+rpcDelete, d.handleRPCDelete)
 	rpc.HandleFunc("POST "+rpcTransfer, d.handleRPCTransfer)
 	rpc.HandleFunc("POST "+rpcReadmit, d.handleRPCReadmit)
@@ -229,6 +245,11 @@ func (d *Daemon) leaderAddr() (string, error) {
 // applyLocal applies cmd on this node, which must be the leader, and turns a state
 // machine refusal into an error.
 func (d *Daemon) applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	if err := ctx.Err(); err != nil {
+		// The caller gave up (a forwarding node that saw another master elected): do not
+		// apply what nobody will hear of.
+		return nil, fmt.Errorf("the request was abandoned before it was proposed: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -274,6 +295,10 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 		if !errors.Is(err, errSelfLeader) {
 			break
 		}
+		if perr := pause(ctx, 20*time.Millisecond); perr != nil { // see onMaster
+			err = fmt.Errorf("%w: %v", raftnode.ErrNoLeader, perr)
+			break
+		}
 	}
 	if err != nil {
 		var re *remoteError
@@ -306,8 +331,14 @@ func (d *Daemon) callLeader(ctx context.Context, method, path string, in, out an
 			case err == nil, !errors.As(err, &re):
 				return err
 			case re.E.Code == api.CodeUnreachable && (re.notSent || idempotent):
-			case re.E.Code == api.CodeUnreachable && gaveUp != nil:
-				return fmt.Errorf("%w: the master at %s took the request but %v", raftnode.ErrUnknownOutcome, addr, gaveUp)
+			case re.E.Code == api.CodeUnreachable:
+				// Sent, and not answered: the master may have applied it (it stopped, crashed
+				// or was deposed after it took the request).
+				why := gaveUp
+				if why == nil {
+					why = fmt.Errorf("the connection failed before it answered: %s", re.E.Message)
+				}
+				return fmt.Errorf("%w: the master at %s took the request but %v", raftnode.ErrUnknownOutcome, addr, why)
 			case re.E.Code == api.CodeNotLeader || re.E.Code == api.CodeNoQuorum:
 				// Not applied: the node we asked is no master (any more).
 			default:

@@ -17,9 +17,9 @@ func TestJoinRefusals(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 5)
 	logNotable(t, c)
-	m, j, other, dupName, oldProto := c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[3], c.Nodes[4]
+	m, j, other, dupName, otherProto := c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[3], c.Nodes[4]
 	dupName.Name = m.Name
-	oldProto.ExtraArgs = []string{"--protocol-version", "2"}
+	otherProto.ExtraArgs = []string{"--protocol-version", "3"} // this build speaks 2
 	// A node on the master's IP (another port): its IP is already a member.
 	dupIP := m.Clone()
 	dupIP.Index, dupIP.Name, dupIP.Port = len(c.Nodes), "dupip", freePort(t, []string{m.IP})
@@ -37,7 +37,7 @@ func TestJoinRefusals(t *testing.T) {
 	other.CLI("create")
 	other.WaitMaster(15 * time.Second)
 	cliRetry(t, other, "config", "set", "other/key", "other value")
-	for _, n := range []*Node{j, dupName, oldProto, dupIP} {
+	for _, n := range []*Node{j, dupName, otherProto, dupIP} {
 		cliRetry(t, n, "config", "set", "local/key", n.Name+" value")
 	}
 
@@ -83,9 +83,9 @@ func TestJoinRefusals(t *testing.T) {
 	unchanged("a join from a member's IP", dupIP)
 
 	// Incompatible protocol versions: both are named.
-	msg = oldProto.CLIFail(append(args, "--yes")...)
-	mustContain(t, "join across protocol versions", msg, "protocol 1", "protocol 2")
-	unchanged("a join across protocol versions", oldProto)
+	msg = otherProto.CLIFail(append(args, "--yes")...)
+	mustContain(t, "join across protocol versions", msg, "protocol 2", "protocol 3")
+	unchanged("a join across protocol versions", otherProto)
 
 	// The master unreachable: nothing listens at the address; and something accepts TCP
 	// but never speaks (a hung host). Both fail within seconds with a clear message.

@@ -116,12 +116,22 @@ func TestJoinConcurrentForwardedRotate(t *testing.T) {
 	}
 }
 
-// TestJoinDuringFailover: the master is stopped (SIGSTOP) just before a node joins
-// through a member that is not the master. That member waits through the election and
-// the new master admits the node: the join succeeds on its first attempt. After SIGCONT
-// the old master returns as a node, and the four nodes agree with three voters.
+// TestJoinDuringFailover: the master is stopped (SIGSTOP), or killed (kill -9), just
+// before a node joins through a member that is not the master. That member waits through
+// the election, or finds out whether the lost master admitted the node, and the new
+// master admits it: the join succeeds on its first attempt. Once the old master is back
+// (SIGCONT, or a restart) it is a node, and the four nodes agree with three voters.
 func TestJoinDuringFailover(t *testing.T) {
 	t.Parallel()
+	for _, how := range []string{"stopped", "killed"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			joinDuringFailover(t, how == "killed")
+		})
+	}
+}
+
+func joinDuringFailover(t *testing.T, kill bool) {
 	c := newCluster(t, 4)
 	logNotable(t, c)
 	all := c.Nodes
@@ -134,27 +144,37 @@ func TestJoinDuringFailover(t *testing.T) {
 	token := joinArgs(t, via)[5]
 	args := append(joinVia(t, via, token), "--yes")
 
-	pausedAt := time.Now()
-	old.Pause()
-	resumed := false
-	defer func() {
-		if !resumed {
+	lostAt := time.Now()
+	back := func() {
+		if kill {
+			old.Start()
+		} else {
 			old.Resume()
+		}
+	}
+	if kill {
+		old.Kill()
+	} else {
+		old.Pause()
+	}
+	isBack := false
+	defer func() {
+		if !isBack {
+			back()
 		}
 	}()
 	out, errOut, err := n4.run(args...)
 	if err != nil {
-		t.Fatalf("join through %s while the master %s is stopped: %v\n%s%s", via.Name, old.Name, err, out, errOut)
+		t.Fatalf("join through %s while the master %s is lost: %v\n%s%s", via.Name, old.Name, err, out, errOut)
 	}
-	t.Logf("joined %s after the master stopped", time.Since(pausedAt).Round(time.Millisecond))
+	t.Logf("joined %s after the master was lost", time.Since(lostAt).Round(time.Millisecond))
 	_, cid, master := parseJoined(t, out)
 	if master == net.JoinHostPort(old.IP, strconv.Itoa(old.Port)) {
-		t.Fatalf("the stopped master %s admitted cid %d", old.Name, cid)
+		t.Fatalf("the lost master %s admitted cid %d", old.Name, cid)
 	}
-	old.Resume()
-	resumed = true
+	back()
+	isBack = true
 	c.waitAllActive(c.Nodes, 30*time.Second)
-	t.Logf("all active %s after the master stopped", time.Since(pausedAt).Round(time.Millisecond))
 	waitMembersVoters(t, c.master(), 4, 3, 30*time.Second)
 	waitAgree(t, c.Nodes, 30*time.Second)
 }

@@ -55,6 +55,10 @@ func (n *Node) mapErr(err error) error {
 	}
 }
 
+// NotLeader is the error for an operation refused because this node is not the leader:
+// it wraps ErrNotLeader and names the leader, or is ErrNoLeader when there is none.
+func (n *Node) NotLeader() error { return n.notLeader() }
+
 func (n *Node) notLeader() error {
 	addr, id := n.Leader()
 	if addr == "" {
