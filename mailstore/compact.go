@@ -109,6 +109,13 @@ func (s *Store) compactOnce() (int, error) {
 // compactOrigin drops up to max of origin's oldest events while they concern purged
 // messages only, and raises its floor past them.
 func compactOrigin(tx *bolt.Tx, origin uint64, max int) (int, error) {
+	return dropOldest(tx, origin, max, func(ev *Event) (bool, error) { return purgedMessage(tx, ev.MsgID) })
+}
+
+// dropOldest drops origin's events from just above its floor on, while take accepts
+// them and at most max (0: no bound), with the tombstones of the messages they created,
+// and raises the floor to the last one dropped. It returns how many it dropped.
+func dropOldest(tx *bolt.Tx, origin uint64, max int, take func(*Event) (bool, error)) (int, error) {
 	prefix := u64(origin)
 	var (
 		keys    [][]byte
@@ -116,12 +123,12 @@ func compactOrigin(tx *bolt.Tx, origin uint64, max int) (int, error) {
 		last    uint64
 	)
 	c := tx.Bucket(bktEvents).Cursor()
-	for k, v := c.Seek(eventKey(origin, floorOf(tx, origin)+1)); k != nil && bytes.HasPrefix(k, prefix) && len(keys) < max; k, v = c.Next() {
+	for k, v := c.Seek(eventKey(origin, floorOf(tx, origin)+1)); k != nil && bytes.HasPrefix(k, prefix) && (max <= 0 || len(keys) < max); k, v = c.Next() {
 		var ev Event
 		if err := json.Unmarshal(v, &ev); err != nil {
 			return 0, fmt.Errorf("decode event: %w", err)
 		}
-		if ok, err := purgedMessage(tx, ev.MsgID); err != nil || !ok {
+		if ok, err := take(&ev); err != nil || !ok {
 			if err != nil {
 				return 0, err
 			}
@@ -141,15 +148,20 @@ func compactOrigin(tx *bolt.Tx, origin uint64, max int) (int, error) {
 			return 0, err
 		}
 	}
-	if err := tx.Bucket(bktFloors).Put(prefix, u64(last)); err != nil {
-		return 0, err
-	}
 	for _, id := range created {
-		if err := tx.Bucket(bktMeta).Delete([]byte(id)); err != nil {
+		// A message still live here (not purged yet on this node) stays until its own
+		// retention; Purge then leaves no tombstone, since it is below the floor.
+		r, err := getRecord(tx, id)
+		if err != nil {
 			return 0, err
 		}
+		if r != nil && r.Purged {
+			if err := tx.Bucket(bktMeta).Delete([]byte(id)); err != nil {
+				return 0, err
+			}
+		}
 	}
-	return len(keys), nil
+	return len(keys), tx.Bucket(bktFloors).Put(prefix, u64(last))
 }
 
 // purgedMessage reports whether message id is past retention here: a tombstone, or
@@ -210,37 +222,10 @@ func (s *Store) SkipTo(peerFloors Cursors) error {
 
 // skipOrigin raises origin's floor and cursor, which is below it, to f.
 func skipOrigin(tx *bolt.Tx, origin, f uint64) error {
+	if _, err := dropOldest(tx, origin, 0, func(ev *Event) (bool, error) { return ev.Seq <= f, nil }); err != nil {
+		return err
+	}
 	prefix := u64(origin)
-	var keys [][]byte
-	var created []string
-	c := tx.Bucket(bktEvents).Cursor()
-	for k, v := c.Seek(eventKey(origin, floorOf(tx, origin)+1)); k != nil && bytes.HasPrefix(k, prefix) &&
-		binary.BigEndian.Uint64(k[8:]) <= f; k, v = c.Next() {
-		var ev Event
-		if err := json.Unmarshal(v, &ev); err != nil {
-			return fmt.Errorf("decode event: %w", err)
-		}
-		keys = append(keys, append([]byte(nil), k...))
-		if ev.Kind == KindNew {
-			created = append(created, ev.MsgID)
-		}
-	}
-	for _, k := range keys {
-		if err := tx.Bucket(bktEvents).Delete(k); err != nil {
-			return err
-		}
-	}
-	for _, id := range created {
-		r, err := getRecord(tx, id)
-		if err != nil {
-			return err
-		}
-		if r != nil && r.Purged {
-			if err := tx.Bucket(bktMeta).Delete([]byte(id)); err != nil {
-				return err
-			}
-		}
-	}
 	if err := tx.Bucket(bktFloors).Put(prefix, u64(f)); err != nil {
 		return err
 	}
