@@ -260,6 +260,12 @@ func (s *Server) Close() error {
 
 	var err error
 	if ln != nil {
+		// Our connections first: go-smtp closes a connection under its lock, which a
+		// command in progress holds (DATA while the store syncs), so its Close waits for
+		// that command, whose reply would then still go out.
+		for _, c := range conns {
+			c.Close()
+		}
 		// go-smtp closes the listeners and connections it knows of. Ours are closed too:
 		// it learns of the listener only once Serve has started, and of a connection only
 		// once its goroutine has.
@@ -268,9 +274,6 @@ func (s *Server) Close() error {
 		}
 		if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 			err = fmt.Errorf("smtpd: close: %w", cerr)
-		}
-		for _, c := range conns {
-			c.Close()
 		}
 		<-s.serveDone
 	}
