@@ -274,40 +274,31 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var (
-		b   []byte // the command's wire form, made once it must be forwarded
-		out applyResult
-		err error
-	)
-	for {
-		if d.rn().IsLeader() {
-			res, err := d.applyLocal(ctx, cmd)
-			if !notProposed(err) || res != nil {
-				return res, err
-			}
+	var b []byte // the command's wire form, made once it must be forwarded
+	return onMaster(ctx, d, func() (*fsm.Result, error) {
+		res, err := d.applyLocal(ctx, cmd)
+		if err != nil && res == nil {
+			err = firstProposal(err)
 		}
+		return res, err
+	}, func() (*fsm.Result, error) {
 		if b == nil {
+			var err error
 			if b, err = fsm.Encode(cmd); err != nil {
 				return nil, err
 			}
 		}
-		err = d.callLeader(ctx, http.MethodPost, rpcApply, b, &out, false)
-		if !errors.Is(err, errSelfLeader) {
-			break
-		}
-		if perr := pause(ctx, 20*time.Millisecond); perr != nil { // see onMaster
-			err = fmt.Errorf("%w: %v", raftnode.ErrNoLeader, perr)
-			break
-		}
-	}
-	if err != nil {
+		var out applyResult
+		err := d.callLeader(ctx, http.MethodPost, rpcApply, b, &out, false)
 		var re *remoteError
-		if errors.As(err, &re) && re.E.Code == api.CodeConflict {
+		switch {
+		case errors.As(err, &re) && re.E.Code == api.CodeConflict:
 			return &fsm.Result{Version: re.E.Version}, &versionConflict{err: fmt.Errorf("%w: %s", fsm.ErrVersionConflict, re.E.Message), version: re.E.Version}
+		case err != nil:
+			return nil, err
 		}
-		return nil, err
-	}
-	return &fsm.Result{Index: out.Index, Version: out.Version, CID: out.CID}, nil
+		return &fsm.Result{Index: out.Index, Version: out.Version, CID: out.CID}, nil
+	})
 }
 
 // callLeader sends a request to the master. It waits through an election, and retries
@@ -437,26 +428,19 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	n := d.rn()
-	var out struct {
-		Index uint64 `json:"index"`
-	}
-	for {
-		if n.IsLeader() {
-			_, err := n.ReadIndex(ctx)
-			if !notProposed(err) {
-				return err
-			}
+	_, err := onMaster(ctx, d, func() (struct{}, error) {
+		_, err := d.rn().ReadIndex(ctx)
+		return struct{}{}, firstProposal(err)
+	}, func() (struct{}, error) {
+		var out struct {
+			Index uint64 `json:"index"`
 		}
-		err := d.callLeader(ctx, http.MethodGet, rpcReadIndex, nil, &out, true)
-		if errors.Is(err, errSelfLeader) {
-			continue
+		if err := d.callLeader(ctx, http.MethodGet, rpcReadIndex, nil, &out, true); err != nil {
+			return struct{}{}, err
 		}
-		if err != nil {
-			return err
-		}
-		return n.WaitApplied(ctx, out.Index)
-	}
+		return struct{}{}, d.rn().WaitApplied(ctx, out.Index)
+	})
+	return err
 }
 
 // checkServing refuses cluster operations on a node that was removed from its cluster
