@@ -350,25 +350,26 @@ func (d *Daemon) callLeader(ctx context.Context, method, path string, in, out an
 func (d *Daemon) attempt(ctx context.Context, addr, method, path string, in, out any, limit time.Duration) (err, gaveUp error) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	changed := d.rn().LeaderChanged()
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
 		deadline := time.NewTimer(limit)
 		defer deadline.Stop()
 		for {
+			// Checked after each (re)arming of changed, so that no election is missed.
+			if now, err := d.leaderAddr(); err == nil && now != addr {
+				cancel(fmt.Errorf("did not answer before %s was elected master", now))
+				return
+			}
 			select {
 			case <-done:
 				return
 			case <-deadline.C:
 				cancel(fmt.Errorf("did not answer within %s (it may have stopped)", limit))
 				return
-			case <-tick.C:
-				if now, err := d.leaderAddr(); err == nil && now != addr {
-					cancel(fmt.Errorf("did not answer before %s was elected master", now))
-					return
-				}
+			case <-changed:
+				changed = d.rn().LeaderChanged()
 			}
 		}
 	}()

@@ -233,6 +233,10 @@ func (n *Node) Close() error {
 	r, store, trans := n.raft, n.store, n.transport
 	close(n.done)
 	n.mu.Unlock()
+	n.obs.mu.Lock()
+	n.obs.closed = true
+	n.obs.fireChanged()
+	n.obs.mu.Unlock()
 	var errs []error
 	if r != nil {
 		errs = append(errs, r.Shutdown().Error())

@@ -14,6 +14,10 @@ type observed struct {
 	leaderChanges atomic.Uint64
 	mu            sync.Mutex
 	failing       map[raft.ServerID]time.Time // guarded by mu
+	// changed is closed (and dropped) at the next leader observation; guarded by mu.
+	changed chan struct{}
+	// closed is set once the node closed: LeaderChanged then never fires.
+	closed bool
 }
 
 // observe registers an observer on r and consumes its observations until the node closes.
@@ -51,6 +55,7 @@ func (n *Node) note(o raft.Observation) {
 			n.obs.leaderChanges.Add(1)
 		}
 		n.obs.failing = nil // a new term: heartbeats start over
+		n.obs.fireChanged()
 	case raft.FailedHeartbeatObservation:
 		if n.obs.failing == nil {
 			n.obs.failing = map[raft.ServerID]time.Time{}
@@ -59,6 +64,29 @@ func (n *Node) note(o raft.Observation) {
 	case raft.ResumedHeartbeatObservation:
 		delete(n.obs.failing, d.PeerID)
 	}
+}
+
+// fireChanged wakes the LeaderChanged waiters; the caller holds obs.mu.
+func (o *observed) fireChanged() {
+	if o.changed != nil {
+		close(o.changed)
+		o.changed = nil
+	}
+}
+
+// LeaderChanged returns a channel that is closed when this node next observes a change
+// of leader (a new one, or none during an election), or when the node closes. After the
+// node has closed it returns nil, which never fires.
+func (n *Node) LeaderChanged() <-chan struct{} {
+	n.obs.mu.Lock()
+	defer n.obs.mu.Unlock()
+	if n.obs.closed {
+		return nil
+	}
+	if n.obs.changed == nil {
+		n.obs.changed = make(chan struct{})
+	}
+	return n.obs.changed
 }
 
 // LeaderChanges returns how many times this node saw a (new) leader since it opened.
