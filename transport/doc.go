@@ -27,7 +27,8 @@
 //
 // # Imports
 //
-// transport imports only the standard library, hashicorp/raft and go-hclog.
+// transport imports only the standard library, hashicorp/raft, go-hclog and
+// internal/connlimit (a leaf package).
 // It must never import another pmgcm package (fsm, raftnode, cli, ...): the
 // daemon injects membership knowledge through PeerAuthorizer.
 package transport
