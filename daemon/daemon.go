@@ -50,6 +50,8 @@ type Daemon struct {
 	ctlLn     net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
+	// limits are the listeners' connection caps (see limits.go).
+	limits *listenerLimits
 
 	// createMu serializes create and join on this node.
 	createMu sync.Mutex
@@ -101,11 +103,16 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
-	d.mux, err = transport.New(transport.Config{
+	if d.limits, err = d.planLimits(); err != nil {
+		return err
+	}
+	muxCfg := transport.Config{
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
 		Authorize: d.authorizePeer,
-	}, id)
+	}
+	d.limits.mux(&muxCfg)
+	d.mux, err = transport.New(muxCfg, id)
 	if err != nil {
 		return err
 	}
@@ -304,6 +311,7 @@ func (d *Daemon) Close() error {
 			errs = append(errs, d.mux.Close())
 		}
 		d.bg.Wait()
+		d.limits.close()
 		errs = append(errs, d.dir.close())
 		d.closeErr = errors.Join(errs...)
 	})

@@ -138,9 +138,8 @@ func (d *Daemon) openRPC() {
 		ch transport.Channel
 		h  http.Handler
 	}{{transport.ChanRPC, rpc}, {transport.ChanJoin, join}} {
-		srv := &http.Server{Handler: s.h, ConnContext: transport.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+		srv, ln := d.limits.channelServer(s.ch, s.h, d.mux.Listener(s.ch))
 		d.servers = append(d.servers, srv)
-		ln := d.mux.Listener(s.ch)
 		d.bg.Add(1)
 		go func() {
 			defer d.bg.Done()
