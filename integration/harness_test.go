@@ -134,6 +134,9 @@ type Node struct {
 	LogPath string
 	// ExtraArgs are added to the daemon's command line on each start.
 	ExtraArgs []string
+	// NoFile, if set, is the descriptor limit (ulimit -n, soft and hard) the daemon starts
+	// with, so that a flood test exhausts it with a few hundred connections.
+	NoFile int
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -217,7 +220,13 @@ func (n *Node) start() error {
 	if !n.proc.Exited() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	p, err := proc.Start(exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...), n.LogPath)
+	cmd := exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...)
+	if n.NoFile > 0 {
+		// The shell sets the limit and execs the daemon: the process is the daemon's.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n.NoFile),
+			cmd.Path}, n.daemonArgs()...)...)
+	}
+	p, err := proc.Start(cmd, n.LogPath)
 	if err != nil {
 		return err
 	}
@@ -371,7 +380,7 @@ func (n *Node) WaitMaster(timeout time.Duration) {
 // daemon on the same data directory or with a changed flag.
 func (n *Node) Clone() *Node {
 	return &Node{t: n.t, Index: n.Index, Name: n.Name, IP: n.IP, Port: n.Port, DataDir: n.DataDir,
-		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...)}
+		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...), NoFile: n.NoFile}
 }
 
 // configList returns `pmgcm config list -o json` of node n.
