@@ -24,6 +24,7 @@ const (
 	lowSMTPMax       = 64
 	lowSMTPPerIP     = 32
 	lowJoinPerSource = 4
+	lowControlMax    = 16
 )
 
 // dialFrom connects to addr from the loopback address src (on loopback the kernel would
@@ -81,11 +82,14 @@ func TestSMTPFloodAtLowDescriptorLimit(t *testing.T) {
 	mc := newMailCluster(t, 1, false)
 	n := mc.Nodes[0]
 	n.NoFile = lowNoFile
+	// More than 256 descriptors can hold: lowered to the SMTP share, with a warning.
+	n.ExtraArgs = append(n.ExtraArgs, "--smtp-max-connections", "500")
 	n.Start()
 	addr := mc.addr(n)
 	src := allocIPs(3)
 	mustContain(t, "start-up log", n.Log(), "descriptor budget", "nofile=256",
-		fmt.Sprintf(`smtp-max-connections="%d (%d per IP)"`, lowSMTPMax, lowSMTPPerIP))
+		fmt.Sprintf(`smtp-max-connections="%d (%d per IP)"`, lowSMTPMax, lowSMTPPerIP),
+		fmt.Sprintf("--smtp-max-connections 500 is more than the descriptor limit leaves for SMTP (%d of 256): using %d", lowSMTPMax, lowSMTPMax))
 
 	var held []net.Conn
 	defer func() { closeAll(held) }()
@@ -318,5 +322,41 @@ func TestJoinChannelCapsAndIdleTimeout(t *testing.T) {
 			return fmt.Errorf("%d %s", code, body)
 		}
 		return nil
+	})
+}
+
+// TestControlSocketCap: the control socket holds at most its share of connections and
+// answers the one past it with a 503 that says why; once they go, the CLI works again.
+func TestControlSocketCap(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1)
+	n := c.Nodes[0]
+	n.NoFile = lowNoFile
+	n.Start()
+	var held []net.Conn
+	defer func() { closeAll(held) }()
+	for i := 0; i < lowControlMax; i++ {
+		conn, err := net.Dial("unix", n.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+	}
+	// The daemon accepts in order: the CLI's connection comes after the held ones.
+	var errOut string
+	poll(t, 10*time.Second, "the CLI refused past the cap", func() error {
+		_, stderr, err := n.run("status", "--list-single-node")
+		if err == nil {
+			return errors.New("status answered with the control socket at its cap")
+		}
+		errOut = stderr
+		return nil
+	})
+	mustContain(t, "refused CLI", errOut, "too many connections to the control socket")
+	closeAll(held)
+	held = nil
+	poll(t, 10*time.Second, "status after the connections went", func() error {
+		_, err := n.Status()
+		return err
 	})
 }
