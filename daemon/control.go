@@ -44,9 +44,8 @@ func (d *Daemon) openControl() error {
 		_ = ln.Close()
 		return fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
-	ln = d.limits.control.Listen(ln)
+	d.ctl, ln = d.limits.controlServer(d.controlHandler(), ln)
 	d.ctlLn = ln
-	d.ctl = &http.Server{Handler: d.controlHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: controlIdleTimeout}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()

@@ -26,9 +26,15 @@ const (
 	joinIdleTimeout = 5 * time.Second
 	// joinLifetime closes a join connection however busy it is.
 	joinLifetime = 2 * time.Minute
-	// controlIdleTimeout closes a control-socket connection that waits for its next
-	// request. A request itself has no time bound: a join or a restore runs for long.
-	controlIdleTimeout = 2 * time.Minute
+	// memberIdleTimeout closes a member's RPC or mail connection that waits for its next
+	// request; longer than the clients' own idle timeout (90 s, transport.HTTPClient), so
+	// that the client, not the server, closes a kept-alive connection.
+	memberIdleTimeout = 2 * time.Minute
+	// The metrics server's timeouts: a scrape reads one small request and writes the
+	// metrics; Prometheus keeps the connection between scrapes.
+	metricsReadTimeout  = 10 * time.Second
+	metricsWriteTimeout = 30 * time.Second
+	metricsIdleTimeout  = time.Minute
 )
 
 // listenerLimits are the caps of the node's listeners, sized from its descriptor limit
@@ -37,6 +43,7 @@ type listenerLimits struct {
 	budget           connlimit.Budget
 	smtpMax, smtpPer int
 	join, control    *connlimit.Limiter
+	metrics          *connlimit.Limiter
 }
 
 // planLimits reads the descriptor limit, sizes the listeners' caps from it, logs the
@@ -67,6 +74,10 @@ func (d *Daemon) planLimits() (*listenerLimits, error) {
 		Refuse: refuseHTTP("control socket"), Logger: logger}); err != nil {
 		return nil, err
 	}
+	if l.metrics, err = connlimit.New(connlimit.Config{Name: "metrics", Max: b.Metrics, MaxPerSource: b.MetricsPerSource,
+		Refuse: refuseHTTP("metrics server"), Logger: logger}); err != nil {
+		return nil, err
+	}
 	smtp := "off"
 	if d.cfg.SMTPPort > 0 {
 		smtp = fmt.Sprintf("%d (%d per IP)", l.smtpMax, l.smtpPer)
@@ -74,7 +85,8 @@ func (d *Daemon) planLimits() (*listenerLimits, error) {
 	d.logger.Info("descriptor budget", "nofile", nofile, "smtp-max-connections", smtp,
 		"cluster-max-pending-handshakes", fmt.Sprintf("%d (%d per IP)", b.Handshake, b.HandshakePerSource),
 		"join-max-connections", fmt.Sprintf("%d (%d per IP)", b.Join, b.JoinPerSource),
-		"control-max-connections", b.Control, "reserved", b.Reserved)
+		"control-max-connections", b.Control,
+		"metrics-max-connections", fmt.Sprintf("%d (%d per IP)", b.Metrics, b.MetricsPerSource), "reserved", b.Reserved)
 	return l, nil
 }
 
@@ -83,6 +95,7 @@ func (l *listenerLimits) close() {
 	if l != nil {
 		l.join.Close()
 		l.control.Close()
+		l.metrics.Close()
 	}
 }
 
@@ -99,14 +112,34 @@ func (l *listenerLimits) mux(cfg *transport.Config) {
 
 // channelServer returns the HTTP server of a mux channel and the listener it serves. The
 // join channel, open to callers without a certificate, gets a connection cap and
-// timeouts on every stage; the member channels keep their header timeout.
+// timeouts on every stage; the member channels (a current member's certificate, checked
+// at the handshake) a header and an idle timeout.
 func (l *listenerLimits) channelServer(ch transport.Channel, h http.Handler, ln net.Listener) (*http.Server, net.Listener) {
-	srv := &http.Server{Handler: h, ConnContext: transport.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ConnContext: transport.ConnContext, ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: memberIdleTimeout}
 	if ch == transport.ChanJoin {
 		srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout = joinReadTimeout, joinWriteTimeout, joinIdleTimeout
 		ln = l.join.Listen(ln)
 	}
 	return srv, ln
+}
+
+// controlServer returns the control socket's server and the listener it serves. A
+// request has a header timeout but no bound on its length (a join or a restore runs for
+// long, a watch streams). The server closes each connection after its response: a local
+// client that leaks kept-alive connections (a new Go client per call, never closed) would
+// otherwise hold the socket's slots until it exits.
+func (l *listenerLimits) controlServer(h http.Handler, ln net.Listener) (*http.Server, net.Listener) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv.SetKeepAlivesEnabled(false)
+	return srv, l.control.Listen(ln)
+}
+
+// metricsServer returns the metrics server, with its cap and timeouts, and the listener
+// it serves.
+func (l *listenerLimits) metricsServer(h http.Handler, ln net.Listener) (*http.Server, net.Listener) {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: metricsReadTimeout,
+		WriteTimeout: metricsWriteTimeout, IdleTimeout: metricsIdleTimeout}, l.metrics.Listen(ln)
 }
 
 // refuseHTTP answers a connection over a cap with a 503 and an api.Error, so that the

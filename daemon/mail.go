@@ -56,8 +56,8 @@ func (d *Daemon) openMail() error {
 	m := &mailSystem{store: store}
 	d.mail = m
 	d.purgeMail() // before replication: never fetch what retention already dropped
-	m.srv = &http.Server{Handler: mailrepl.Handler(store), ConnContext: transport.ConnContext, ReadHeaderTimeout: 10 * time.Second}
-	ln := d.mux.Listener(transport.ChanMail)
+	var ln net.Listener
+	m.srv, ln = d.limits.channelServer(transport.ChanMail, mailrepl.Handler(store), d.mux.Listener(transport.ChanMail))
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()

@@ -18,6 +18,7 @@ const (
 	maxHandshakeCap = 1024 // connections between accept and routing on the cluster port
 	maxJoinCap      = 256  // join-channel connections (HTTP, no certificate needed)
 	maxControlCap   = 64   // control-socket connections
+	maxMetricsCap   = 16   // metrics-server connections (Prometheus scrapers)
 )
 
 // MinNoFile is the descriptor limit below which the node's caps are at their floor and
@@ -43,6 +44,8 @@ type Budget struct {
 	Join, JoinPerSource int
 	// Control caps the control socket's connections.
 	Control int
+	// Metrics and MetricsPerSource cap the metrics server's connections (--metrics-addr).
+	Metrics, MetricsPerSource int
 }
 
 // ReadNoFile returns the soft descriptor limit of this process (RLIMIT_NOFILE). The Go
@@ -58,9 +61,9 @@ func ReadNoFile() (uint64, error) {
 
 // Plan shares nofile descriptors among the listeners: a quarter of them plus 64 stay
 // reserved, and of the rest SMTP may use one half, the cluster port's handshakes a
-// quarter, the join channel and the control socket an eighth each, each within its upper
-// bound and never below a small floor (so a node with a tiny limit still works, if
-// poorly).
+// quarter, the join channel and the control socket an eighth each, the metrics server a
+// sixteenth from the reserve, each within its upper bound and never below a small floor
+// (so a node with a tiny limit still works, if poorly).
 func Plan(nofile uint64) Budget {
 	n := int(min(nofile, 1<<24))
 	b := Budget{NoFile: nofile}
@@ -69,7 +72,9 @@ func Plan(nofile uint64) Budget {
 	b.Handshake = clamp(avail/4, 8, maxHandshakeCap)
 	b.Join = clamp(avail/8, 4, maxJoinCap)
 	b.Control = clamp(avail/8, 4, maxControlCap)
-	b.Reserved = n - b.SMTP - b.Handshake - b.Join - b.Control
+	b.Metrics = clamp(avail/16, 4, maxMetricsCap)
+	b.MetricsPerSource = max(b.Metrics/2, 2)
+	b.Reserved = n - b.SMTP - b.Handshake - b.Join - b.Control - b.Metrics
 	b.SMTPDefault = min(PostfixMaxConnections, b.SMTP)
 	b.SMTPPerSourceDefault = min(PostfixMaxConnectionsPerClient, max(b.SMTPDefault/2, 1))
 	// A member opens a handful of connections at once (Raft, RPC, mail replication), each

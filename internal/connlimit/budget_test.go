@@ -10,15 +10,16 @@ func TestPlan(t *testing.T) {
 		nofile                   uint64
 		smtp, smtpPer, hs, hsPer int
 		join, joinPer, control   int
+		metrics, metricsPer      int
 	}{
-		{256, 64, 32, 32, 8, 16, 4, 16},
-		{1024, 100, 50, 176, 22, 88, 22, 64},
-		{1 << 20, 100, 50, 1024, 128, 256, 64, 64},
-		{32, 4, 2, 8, 8, 4, 4, 4}, // below the floor: every cap at its minimum
+		{256, 64, 32, 32, 8, 16, 4, 16, 8, 4},
+		{1024, 100, 50, 176, 22, 88, 22, 64, 16, 8},
+		{1 << 20, 100, 50, 1024, 128, 256, 64, 64, 16, 8},
+		{32, 4, 2, 8, 8, 4, 4, 4, 4, 2}, // below the floor: every cap at its minimum
 	} {
 		b := Plan(tc.nofile)
-		got := []int{b.SMTPDefault, b.SMTPPerSourceDefault, b.Handshake, b.HandshakePerSource, b.Join, b.JoinPerSource, b.Control}
-		want := []int{tc.smtp, tc.smtpPer, tc.hs, tc.hsPer, tc.join, tc.joinPer, tc.control}
+		got := []int{b.SMTPDefault, b.SMTPPerSourceDefault, b.Handshake, b.HandshakePerSource, b.Join, b.JoinPerSource, b.Control, b.Metrics, b.MetricsPerSource}
+		want := []int{tc.smtp, tc.smtpPer, tc.hs, tc.hsPer, tc.join, tc.joinPer, tc.control, tc.metrics, tc.metricsPer}
 		for i := range got {
 			if got[i] != want[i] {
 				t.Errorf("Plan(%d) = %+v, want smtp/per, handshake/per, join/per, control %v", tc.nofile, b, want)
@@ -26,7 +27,7 @@ func TestPlan(t *testing.T) {
 			}
 		}
 		if tc.nofile >= MinNoFile {
-			if used := b.SMTP + b.Handshake + b.Join + b.Control; used > int(tc.nofile)*3/4 || b.Reserved < 64 {
+			if used := b.SMTP + b.Handshake + b.Join + b.Control + b.Metrics; used > int(tc.nofile)*3/4 || b.Reserved < 64 {
 				t.Errorf("Plan(%d): caps use %d, reserved %d: too little left for Raft and the stores", tc.nofile, used, b.Reserved)
 			}
 		}
