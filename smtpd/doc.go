@@ -8,16 +8,12 @@
 //     the whole message, as the client sent it, byte for byte (dot-unstuffed, nothing
 //     added). A transfer that breaks, a Store error, a message over the size limit and a
 //     Store that returns without reading the message to its end are never acknowledged.
-//
 //   - Recipients outside the relay domains are refused at RCPT with 550 5.7.1; with no relay
 //     domains configured (mail/relay_domains) every recipient is refused.
-//
 //   - The Policy is read afresh at the start of every mail transaction (MAIL FROM), so a
 //     change of the replicated configuration applies to the next message.
-//
 //   - Close aborts the transfers in flight and waits until no Store.Accept is running, so
 //     the caller may close the Store right after it.
-//
 //   - At most MaxConnections sessions are open at once, MaxConnectionsPerSource from one
 //     client address (Postfix's defaults, 100 and 50); a connection past either cap is
 //     answered "421 4.7.0 <host> Too many connections..., try again later" and closed before
