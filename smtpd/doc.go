@@ -32,6 +32,6 @@
 // number.
 //
 // Package smtpd imports go-smtp, hclog, internal/connlimit (a leaf package) and the
-// standard library only; it must never import another package of this project (the daemon adapts its mail store and configuration to
-// Store and Policy).
+// standard library only; it must never import another package of this project (the
+// daemon adapts its mail store and configuration to Store and Policy).
 package smtpd
