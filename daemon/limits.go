@@ -58,13 +58,6 @@ func (d *Daemon) planLimits() (*listenerLimits, error) {
 	l := &listenerLimits{budget: b}
 	var warn string
 	l.smtpMax, l.smtpPer, warn = b.SMTPCaps(d.cfg.SMTPMaxConnections, d.cfg.SMTPMaxConnectionsPerIP)
-	if warn != "" {
-		d.logger.Warn(warn)
-	}
-	if b.Low() {
-		d.logger.Warn(fmt.Sprintf("the descriptor limit %d is low: a flood of connections leaves little for Raft and the stores; raise it to at least %d (ulimit -n, LimitNOFILE= of the service)",
-			nofile, connlimit.MinNoFile))
-	}
 	logger := d.logger.Named("limits")
 	if l.join, err = connlimit.New(connlimit.Config{Name: "join", Max: b.Join, MaxPerSource: b.JoinPerSource,
 		MaxLifetime: joinLifetime, Refuse: refuseHTTP("join channel"), Logger: logger}); err != nil {
@@ -87,6 +80,13 @@ func (d *Daemon) planLimits() (*listenerLimits, error) {
 		"join-max-connections", fmt.Sprintf("%d (%d per IP)", b.Join, b.JoinPerSource),
 		"control-max-connections", b.Control,
 		"metrics-max-connections", fmt.Sprintf("%d (%d per IP)", b.Metrics, b.MetricsPerSource), "reserved", b.Reserved)
+	if warn != "" {
+		d.logger.Warn(warn)
+	}
+	if b.Low() {
+		d.logger.Warn(fmt.Sprintf("the descriptor limit %d is low: a flood of connections leaves little for Raft and the stores; raise it to at least %d (ulimit -n, LimitNOFILE= of the service)",
+			nofile, connlimit.MinNoFile))
+	}
 	return l, nil
 }
 
