@@ -43,6 +43,9 @@ func (ln *listener) Accept() (net.Conn, error) {
 func (l *Limiter) wrap(c net.Conn, release func()) *Conn {
 	lc := &Conn{Conn: c, release: release}
 	lc.last.Store(time.Now().UnixNano())
+	// The timers are made under mu: a timer that fires at once finds them set.
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
 	if d := l.cfg.MaxLifetime; d > 0 {
 		lc.life = time.AfterFunc(d, func() {
 			l.cfg.Logger.Debug("closing a connection at the end of its lifetime",
@@ -51,9 +54,7 @@ func (l *Limiter) wrap(c net.Conn, release func()) *Conn {
 		})
 	}
 	if d := l.cfg.IdleTimeout; d > 0 {
-		lc.mu.Lock()
 		lc.idle = time.AfterFunc(d, func() { lc.checkIdle(l, d) })
-		lc.mu.Unlock()
 	}
 	return lc
 }
@@ -64,11 +65,10 @@ type Conn struct {
 	release func()
 	// last is the time of the last read or write that moved bytes, in Unix nanoseconds.
 	last atomic.Int64
-	life *time.Timer
 
-	mu     sync.Mutex
-	idle   *time.Timer
-	closed bool
+	mu         sync.Mutex
+	idle, life *time.Timer // nil when not set
+	closed     bool
 }
 
 // NetConn returns the wrapped connection (like tls.Conn.NetConn), so that callers can
@@ -99,15 +99,14 @@ func (c *Conn) Close() error {
 	c.mu.Lock()
 	first := !c.closed
 	c.closed = true
-	if c.idle != nil {
-		c.idle.Stop()
+	for _, t := range []*time.Timer{c.idle, c.life} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 	c.mu.Unlock()
 	err := c.Conn.Close()
 	if first {
-		if c.life != nil {
-			c.life.Stop()
-		}
 		c.release()
 	}
 	return err
