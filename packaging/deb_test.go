@@ -300,6 +300,19 @@ func TestDebInstallPurge(t *testing.T) {
 					t.Errorf("config postinst wrote:\n%s", got)
 				}
 			}
+			// An upgrade (here: the same version again) leaves the config as the operator
+			// has it, and does not write one where there was none.
+			edited := ""
+			if tc.want != "" {
+				edited = read(t, conf) + "smtp-port = 25\n"
+				if err := os.WriteFile(conf, []byte(edited), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dpkg("--install", pkg)
+			if got, err := os.ReadFile(conf); string(got) != edited || (err == nil) != (edited != "") {
+				t.Errorf("after the upgrade, config %q (%v), want %q", got, err, edited)
+			}
 			if _, err := os.Stat(filepath.Join(root, "usr/bin/pmgclusterd")); err != nil {
 				t.Error(err)
 			}
