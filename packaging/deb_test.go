@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -343,5 +344,39 @@ func TestDebInstallPurge(t *testing.T) {
 				t.Errorf("left after purge: %v", left)
 			}
 		})
+	}
+}
+
+// The package version from a release name, and from a bare commit hash (git describe
+// --always before the first tag), which gets the commit's date so that builds sort.
+func TestDebVersion(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git")
+	}
+	hash := strings.TrimSpace(run(t, "git", "rev-parse", "--short", "HEAD"))
+	for _, tc := range []struct{ in, want string }{
+		{"v1.2.3", "1.2.3"},
+		{"v1.2.3-4-gabcdef0", "1.2.3+4+gabcdef0"},
+		{"1.3.0-rc1", "1.3.0+rc1"},
+		{"20261201", "20261201"},
+		{"dev", "0~dev"},
+		{"1.0_beta/2", "1.0.beta.2"},
+		{"abcdef0", "0~git"},
+		{"abcdef0-dirty", "0~git"},
+	} {
+		cmd := exec.Command("../scripts/mkdeb.sh", "--print-version")
+		cmd.Env = append(os.Environ(), "VERSION="+tc.in)
+		out, err := cmd.CombinedOutput()
+		got := strings.TrimSpace(string(out))
+		if err != nil {
+			t.Fatalf("mkdeb.sh --print-version: %v\n%s", err, out)
+		}
+		if tc.want == "0~git" {
+			if !regexp.MustCompile(`^0~git[0-9]{8}\.` + hash + `(\+dirty)?$`).MatchString(got) {
+				t.Errorf("VERSION=%s: %q, want 0~gitYYYYMMDD.%s", tc.in, got, hash)
+			}
+		} else if got != tc.want {
+			t.Errorf("VERSION=%s: %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

@@ -2,9 +2,10 @@
 # mkdeb.sh builds the Debian package of pmgcm with dpkg-deb, offline: `make deb` runs it.
 #
 #   scripts/mkdeb.sh OUTDIR
+#   scripts/mkdeb.sh --print-version   (only print the version it would give the package)
 #
 # Environment: VERSION (the package version; default from `git describe --tags`, or
-# 0~gitDATE.HASH before the first tag), DEB_ARCH (default: dpkg --print-architecture),
+# 0~gitDATE.HASH before the first tag, also when VERSION is a bare commit hash), DEB_ARCH (default: dpkg --print-architecture),
 # DEB_MAINTAINER (default: the author of HEAD), MAKE and GO. It prints the .deb's path.
 #
 # The tree is `make install` with PREFIX=/usr and Debian's paths, plus: stripped binaries,
@@ -15,16 +16,9 @@
 set -euo pipefail
 umask 022
 cd "$(dirname "$0")/.."
-out=${1:?usage: mkdeb.sh OUTDIR}
+out=${1:?usage: mkdeb.sh OUTDIR | --print-version}
 MAKE=${MAKE:-make}
 GO=${GO:-go}
-
-for tool in dpkg-deb dpkg-shlibdeps dpkg-buildflags strip; do
-	command -v "$tool" >/dev/null || {
-		echo "mkdeb: $tool not found: install dpkg-dev and binutils (scripts/ci-deps.sh)" >&2
-		exit 1
-	}
-done
 
 # debversion turns a release name (v1.2.3, v1.2.3-4-gabcdef0, 1.2.3-rc1, dev) into a
 # native Debian version: starts with a digit, no hyphen, only [A-Za-z0-9.+~].
@@ -43,16 +37,34 @@ dirty=
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
 	dirty=+dirty
 fi
-if [ -n "${VERSION:-}" ]; then
+untagged="0~git$(TZ=UTC git log -1 --format=%cd --date=format:%Y%m%d).$(git rev-parse --short HEAD)$dirty"
+# A bare commit hash (git describe --always before the first tag) says nothing of order:
+# such a build gets the dated version too.
+if printf '%s' "${VERSION:-}" | grep -Eq '^[0-9a-f]{7,40}(-dirty)?$' &&
+	printf '%s' "${VERSION%-dirty}" | grep -q '[a-f]'; then
+	version=$untagged
+elif [ -n "${VERSION:-}" ]; then
 	version=$(debversion "$VERSION")
 elif tag=$(git describe --tags 2>/dev/null); then
 	version=$(debversion "$tag")$dirty
 else
-	version="0~git$(git log -1 --format=%cd --date=format:%Y%m%d).$(git rev-parse --short HEAD)$dirty"
+	version=$untagged
 fi
+if [ "$out" = --print-version ]; then
+	echo "$version"
+	exit 0
+fi
+
+for tool in dpkg-deb dpkg-shlibdeps dpkg-buildflags strip; do
+	command -v "$tool" >/dev/null || {
+		echo "mkdeb: $tool not found: install dpkg-dev and binutils (scripts/ci-deps.sh)" >&2
+		exit 1
+	}
+done
+
 arch=${DEB_ARCH:-$(dpkg --print-architecture)}
 maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>')}
-# Every file's time is the commit's, so two builds of one commit give the same package.
+# Every file's time is the commit's, not the build's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
 
 work=$(mktemp -d)
