@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -29,7 +30,13 @@ func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
 
+// runMain builds the binaries and runs the tests. Under -short (make test-unit) it builds
+// nothing: every test that runs daemons skips in newCluster, and only the pure ones run.
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "pmgcm-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -143,6 +150,7 @@ type Node struct {
 // and its log is printed if the test failed.
 func newCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	skipShort(t)
 	ips := allocIPs(n)
 	c := &Cluster{t: t, Port: freePort(t, ips)}
 	sockDir, err := os.MkdirTemp("", "pmgcm-sock-")
@@ -172,6 +180,15 @@ func newCluster(t testing.TB, n int) *Cluster {
 		_ = os.RemoveAll(sockDir)
 	})
 	return c
+}
+
+// skipShort skips a test that runs real daemons under -short: make test-unit leaves them to
+// make test and make test-integration.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs real pmgclusterd processes: skipped under -short")
+	}
 }
 
 func tail(b []byte, lines int) string {
