@@ -16,6 +16,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/backup"
 	"github.com/pmgcm/pmgcm/cli"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // readBackup returns the header and entries of a backup file, failing on any error.
@@ -76,7 +77,7 @@ func TestTotalClusterFailure(t *testing.T) {
 	waitMail(t, c.Nodes, mails, 30*time.Second)
 	released := idOf(t, c.Nodes[0], "backed-up-05", 10*time.Second)
 	c.Nodes[0].CLI("quarantine", "release", released)
-	poll(t, 20*time.Second, "the release reaches the backup node", func() error {
+	testutil.Poll(t, "the release reaches the backup node", 20*time.Second, func() error {
 		return hasState(c.Nodes[2], "backed-up-05", api.MailReleased)
 	})
 	old, err := c.Nodes[0].Status()
@@ -192,7 +193,7 @@ func TestBackupConsistentUnderWrites(t *testing.T) {
 			}
 		}
 	}()
-	poll(t, 20*time.Second, "writes under way", func() error {
+	testutil.Poll(t, "writes under way", 20*time.Second, func() error {
 		if n := len(configList(t, m)); n < 30 {
 			return fmt.Errorf("%d entries", n)
 		}

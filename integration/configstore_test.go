@@ -15,6 +15,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cli"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestCASAndQuorumLoss: compare-and-set from any node; without a quorum writes and
@@ -131,7 +132,7 @@ func TestWatchResumes(t *testing.T) {
 	delete(want, "w/k0")
 	other.CLI("config", "set", "w/after", "z")
 	want["w/after"] = "z"
-	poll(t, 30*time.Second, "watch sees the final state", func() error {
+	testutil.Poll(t, "watch sees the final state", 30*time.Second, func() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for k, v := range want {
@@ -163,7 +164,7 @@ func TestConfigExport(t *testing.T) {
 	file := filepath.Join(dir, "etc", "postfix", "main.cf")
 	waitFile := func(want string) {
 		t.Helper()
-		poll(t, 10*time.Second, "exported "+file, func() error {
+		testutil.Poll(t, "exported "+file, 10*time.Second, func() error {
 			b, err := os.ReadFile(file)
 			if want == "" {
 				if !os.IsNotExist(err) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cli"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // The linearizability check of the configuration store (issue 5): concurrent clients
@@ -445,19 +446,23 @@ func linWait(d time.Duration) {
 // cluster whose last victim is still catching up.
 func linWaitBack(t *testing.T, n *Node) {
 	t.Helper()
-	poll(t, 30*time.Second, n.Name+" answers on its socket", func() error {
+	testutil.Poll(t, n.Name+" answers on its socket", 30*time.Second, func() error {
 		_, err := n.Status()
 		return err
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	err := testutil.Wait(context.Background(), n.Name+" active with a master", 5*time.Second, func() error {
 		st, err := n.Status()
-		if err == nil && linSelfActive(st) {
-			return
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		if !linSelfActive(st) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Logf("%v; going on", err)
 	}
-	t.Logf("%s not yet active with a master after 5s; going on", n.Name)
 }
 
 // linSelfActive reports whether st shows the local node in state A and some master.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 func TestHandler(t *testing.T) {
@@ -56,7 +58,7 @@ func TestHandler(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	waitFor(t, 5*time.Second, "corrupt body marked missing", func() bool { return !st.HasBody(bad.ID) })
+	testutil.Poll(t, "corrupt body marked missing", 5*time.Second, testutil.Cond(func() bool { return !st.HasBody(bad.ID) }))
 
 	var er EventsResponse
 	resp, b = get("/mail/v1/events")

@@ -19,18 +19,6 @@ import (
 	"github.com/pmgcm/pmgcm/mailstore"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // node is one member of a test cluster: a store, its HTTP server on
 // 127.0.0.1:0 and a replicator pulling from the other nodes.
 type node struct {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/mailstore"
 )
 
@@ -34,10 +35,10 @@ func TestReplicatesEverywhereQuickly(t *testing.T) {
 	}
 	wg.Wait()
 	for i := range c.nodes {
-		waitFor(t, settle, "every message on every node", func() bool { return c.hasAll(i, ms) })
+		testutil.Poll(t, "every message on every node", settle, testutil.Cond(func() bool { return c.hasAll(i, ms) }))
 	}
 	for i := range c.nodes {
-		waitFor(t, settle, "backlog 0", func() bool { return c.backlogZero(i) })
+		testutil.Poll(t, "backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(i) }))
 		if n, _ := c.nodes[i].store.Stats(); n != 30 {
 			t.Fatalf("node %d: %d messages", i, n)
 		}
@@ -45,9 +46,9 @@ func TestReplicatesEverywhereQuickly(t *testing.T) {
 	// Latency on a healthy, idle cluster: the long polls return at once.
 	start := time.Now()
 	m := c.accept(1, 5000)
-	waitFor(t, 5*time.Second, "the new message everywhere", func() bool {
+	testutil.Poll(t, "the new message everywhere", 5*time.Second, testutil.Cond(func() bool {
 		return c.hasAll(0, []mailstore.Meta{m}) && c.hasAll(2, []mailstore.Meta{m})
-	})
+	}))
 	if d := time.Since(start); d > 1500*time.Millisecond {
 		t.Fatalf("replication took %s", d)
 	} else {
@@ -65,13 +66,13 @@ func TestLateReplicatorCatchesUp(t *testing.T) {
 	if _, err := c.nodes[0].store.SetState(ms[0].ID, mailstore.StateReleased); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, settle, "A and B in sync", func() bool { return c.hasAll(0, ms) && c.hasAll(1, ms) })
+	testutil.Poll(t, "A and B in sync", settle, testutil.Cond(func() bool { return c.hasAll(0, ms) && c.hasAll(1, ms) }))
 	if m, _ := c.nodes[2].repl.Backlog(); m != 0 {
 		t.Fatalf("backlog before start: %d", m) // it knows no peer heads yet
 	}
 	c.start(2)
-	waitFor(t, settle, "C caught up", func() bool { return c.hasAll(2, ms) })
-	waitFor(t, settle, "C backlog 0", func() bool { return c.backlogZero(2) })
+	testutil.Poll(t, "C caught up", settle, testutil.Cond(func() bool { return c.hasAll(2, ms) }))
+	testutil.Poll(t, "C backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(2) }))
 	if got, _ := c.nodes[2].store.Get(ms[0].ID); got.State != mailstore.StateReleased {
 		t.Fatalf("state %q", got.State)
 	}
@@ -83,7 +84,7 @@ func TestBrokenTransferResumes(t *testing.T) {
 	m := c.accept(0, 1_000_000)
 	c.start(0, 1, 2)
 	for i := range c.nodes {
-		waitFor(t, settle, "the big message everywhere", func() bool { return c.hasAll(i, []mailstore.Meta{m}) })
+		testutil.Poll(t, "the big message everywhere", settle, testutil.Cond(func() bool { return c.hasAll(i, []mailstore.Meta{m}) }))
 	}
 	resumed := false
 	for _, off := range c.nodes[0].cut.seen() {
@@ -106,12 +107,12 @@ func TestTransitiveWhenOriginIsGone(t *testing.T) {
 	c := newCluster(t, 3)
 	c.start(0, 1)
 	m := c.accept(0, 50_000)
-	waitFor(t, settle, "B has it", func() bool { return c.hasAll(1, []mailstore.Meta{m}) })
+	testutil.Poll(t, "B has it", settle, testutil.Cond(func() bool { return c.hasAll(1, []mailstore.Meta{m}) }))
 	_ = c.nodes[0].repl.Close()
 	_ = c.nodes[0].srv.Close()
 	c.start(2)
-	waitFor(t, settle, "C has it from B", func() bool { return c.hasAll(2, []mailstore.Meta{m}) })
-	waitFor(t, settle, "C backlog 0", func() bool { return c.backlogZero(2) })
+	testutil.Poll(t, "C has it from B", settle, testutil.Cond(func() bool { return c.hasAll(2, []mailstore.Meta{m}) }))
+	testutil.Poll(t, "C backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(2) }))
 }
 
 func TestCorruptBodyRepaired(t *testing.T) {
@@ -119,7 +120,7 @@ func TestCorruptBodyRepaired(t *testing.T) {
 	c.start(0, 1, 2)
 	m := c.accept(0, 30_000)
 	for i := range c.nodes {
-		waitFor(t, settle, "replicated", func() bool { return c.hasAll(i, []mailstore.Meta{m}) })
+		testutil.Poll(t, "replicated", settle, testutil.Cond(func() bool { return c.hasAll(i, []mailstore.Meta{m}) }))
 	}
 	b := c.nodes[1].store
 	f, err := os.OpenFile(b.BodyPath(m.ID), os.O_RDWR, 0)
@@ -132,11 +133,11 @@ func TestCorruptBodyRepaired(t *testing.T) {
 		t.Fatalf("verify: %v", err)
 	}
 	c.nodes[1].repl.Kick()
-	waitFor(t, settle, "B repaired", func() bool { return c.hasAll(1, []mailstore.Meta{m}) })
+	testutil.Poll(t, "B repaired", settle, testutil.Cond(func() bool { return c.hasAll(1, []mailstore.Meta{m}) }))
 	if err := b.Verify(m.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, settle, "B backlog 0", func() bool { return c.backlogZero(1) })
+	testutil.Poll(t, "B backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(1) }))
 }
 
 func TestConcurrentDeleteAndRelease(t *testing.T) {
@@ -144,7 +145,7 @@ func TestConcurrentDeleteAndRelease(t *testing.T) {
 	c.start(0, 1, 2)
 	ms := []mailstore.Meta{c.accept(0, 1000), c.accept(2, 1000)}
 	for i := range c.nodes {
-		waitFor(t, settle, "replicated", func() bool { return c.hasAll(i, ms) })
+		testutil.Poll(t, "replicated", settle, testutil.Cond(func() bool { return c.hasAll(i, ms) }))
 	}
 	var wg sync.WaitGroup
 	for _, op := range []struct {
@@ -163,7 +164,7 @@ func TestConcurrentDeleteAndRelease(t *testing.T) {
 	}
 	wg.Wait()
 	for i, nd := range c.nodes {
-		waitFor(t, settle, "deleted everywhere", func() bool {
+		testutil.Poll(t, "deleted everywhere", settle, testutil.Cond(func() bool {
 			for _, m := range ms {
 				got, err := nd.store.Get(m.ID)
 				if err != nil || got.State != mailstore.StateDeleted || got.HaveBody {
@@ -171,8 +172,8 @@ func TestConcurrentDeleteAndRelease(t *testing.T) {
 				}
 			}
 			return true
-		})
-		waitFor(t, settle, "backlog 0", func() bool { return c.backlogZero(i) })
+		}))
+		testutil.Poll(t, "backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(i) }))
 		if n, _ := nd.store.Stats(); n != 0 {
 			t.Fatalf("node %d: %d messages", i, n)
 		}
@@ -227,7 +228,7 @@ func TestNewNodeSkipsCompactedEvents(t *testing.T) {
 		fresh = append(fresh, c.accept(k%2, 5_000))
 	}
 	all := append(append([]mailstore.Meta(nil), old...), fresh...)
-	waitFor(t, settle, "A and B in sync", func() bool { return c.hasAll(0, all) && c.hasAll(1, all) })
+	testutil.Poll(t, "A and B in sync", settle, testutil.Cond(func() bool { return c.hasAll(0, all) && c.hasAll(1, all) }))
 	cutoff := time.Now().Add(-10 * 24 * time.Hour)
 	for _, nd := range c.nodes[:2] {
 		if n, err := nd.store.Purge(cutoff); err != nil || n != len(old) {
@@ -239,8 +240,8 @@ func TestNewNodeSkipsCompactedEvents(t *testing.T) {
 	}
 	c.start(2)
 	cst := c.nodes[2].store
-	waitFor(t, settle, "C has the live messages", func() bool { return c.hasAll(2, fresh) })
-	waitFor(t, settle, "C backlog 0", func() bool { return c.backlogZero(2) })
+	testutil.Poll(t, "C has the live messages", settle, testutil.Cond(func() bool { return c.hasAll(2, fresh) }))
+	testutil.Poll(t, "C backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(2) }))
 	for _, m := range old {
 		if _, err := cst.Get(m.ID); err == nil {
 			t.Fatalf("C got %s, a message past retention", m.ID)

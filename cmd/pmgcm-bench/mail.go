@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/cli"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 const relayDomain = "bench.example"
@@ -36,7 +37,7 @@ func (b *bencher) mail(ctx context.Context) error {
 	}
 	for _, n := range members {
 		cl := client(n)
-		if err := poll(ctx, 10*time.Second, 10*time.Millisecond, n.name+" has mail/relay_domains", func() error {
+		if err := testutil.WaitEvery(ctx, n.name+" has mail/relay_domains", 10*time.Second, 10*time.Millisecond, func() error {
 			v, err := cl.ConfigGet(ctx, "mail/relay_domains", cli.ReadOptions{Stale: true})
 			if err != nil {
 				return err
@@ -161,7 +162,7 @@ func (b *bencher) mail(ctx context.Context) error {
 	accepted := len(ackAt)
 
 	// Wait until every node lists every accepted message.
-	err = poll(ctx, 120*time.Second, 20*time.Millisecond, "every node lists every message", func() error {
+	err = testutil.WaitEvery(ctx, "every node lists every message", 120*time.Second, 20*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := range members {
@@ -182,7 +183,7 @@ func (b *bencher) mail(ctx context.Context) error {
 	listedAll := time.Since(lastAck)
 	// Bodies: the status of each node says how many messages it holds and what it still
 	// has to fetch; wait until no node has a backlog.
-	bodiesErr := poll(ctx, 120*time.Second, 20*time.Millisecond, "every node holds every body", func() error {
+	bodiesErr := testutil.WaitEvery(ctx, "every node holds every body", 120*time.Second, 20*time.Millisecond, func() error {
 		for _, n := range members {
 			octx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			st, err := n.client.Status(octx)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cli"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // bencher runs the workloads against the cluster.
@@ -591,7 +592,7 @@ func (b *bencher) join(ctx context.Context) error {
 		return err
 	}
 	admitted := time.Since(start)
-	err := poll(ctx, 120*time.Second, 10*time.Millisecond, n.name+" in state A", func() error {
+	err := testutil.WaitEvery(ctx, n.name+" in state A", 120*time.Second, 10*time.Millisecond, func() error {
 		octx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		st, err := n.client.Status(octx)

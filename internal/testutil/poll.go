@@ -1,5 +1,5 @@
 // Package testutil is what every test package of the project shares: one poll-with-deadline
-// helper (Poll, Wait) and one loopback address and port allocator (IPs, FreePort, FreePorts).
+// helper (Poll, with Wait and WaitEvery for code without a testing.TB) and one loopback address and port allocator (IPs, FreePort, FreePorts).
 // The benchmark (cmd/pmgcm-bench), which drives real daemons like the integration tests, uses
 // it too. It imports nothing of the project's, so that any package's tests may import it.
 package testutil
@@ -32,8 +32,17 @@ func Poll(t testing.TB, what string, timeout time.Duration, fn func() error) {
 // what and wraps fn's last error), ctx ends (ctx's error), or fn returns Stop(err) (err).
 // It is Poll for code that has no testing.TB, such as the benchmark.
 func Wait(ctx context.Context, what string, timeout time.Duration, fn func() error) error {
+	return wait(ctx, what, timeout, time.Millisecond, maxInterval, fn)
+}
+
+// WaitEvery is Wait with a fixed pause between attempts, for a measurement: the time until
+// the state holds is then known to within interval.
+func WaitEvery(ctx context.Context, what string, timeout, interval time.Duration, fn func() error) error {
+	return wait(ctx, what, timeout, interval, interval, fn)
+}
+
+func wait(ctx context.Context, what string, timeout, pause, maxPause time.Duration, fn func() error) error {
 	deadline := time.Now().Add(timeout)
-	pause := time.Millisecond
 	for {
 		err := fn()
 		if err == nil {
@@ -53,7 +62,7 @@ func Wait(ctx context.Context, what string, timeout time.Duration, fn func() err
 			return fmt.Errorf("%s: %w", what, ctx.Err())
 		case <-t.C:
 		}
-		pause = min(2*pause, maxInterval)
+		pause = min(2*pause, maxPause)
 	}
 }
 

@@ -77,3 +77,19 @@ func TestCond(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestWaitEveryKeepsItsInterval(t *testing.T) {
+	var at []time.Time
+	_ = WaitEvery(context.Background(), "never", 200*time.Millisecond, 50*time.Millisecond, func() error {
+		at = append(at, time.Now())
+		return errNotYet
+	})
+	if len(at) < 3 || len(at) > 6 {
+		t.Fatalf("%d attempts in 200ms at a 50ms interval", len(at))
+	}
+	for i := 1; i < len(at); i++ {
+		if d := at[i].Sub(at[i-1]); d < 50*time.Millisecond {
+			t.Fatalf("attempt %d came %s after the one before", i, d)
+		}
+	}
+}
