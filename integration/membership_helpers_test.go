@@ -331,18 +331,22 @@ var transientRe = regexp.MustCompile(`no master elected|is not the master|leader
 func cliRetry(t testing.TB, n *Node, args ...string) string {
 	t.Helper()
 	var out string
-	testutil.Poll(t, "pmgcm "+strings.Join(args, " ")+" on "+n.Name, 20*time.Second, func() error {
+	// Every 200 ms, not faster: an election takes a few hundred, and each attempt is a
+	// pmgcm process.
+	err := testutil.WaitEvery(context.Background(), "pmgcm "+strings.Join(args, " ")+" on "+n.Name, 20*time.Second, 200*time.Millisecond, func() error {
 		o, errOut, err := n.run(args...)
 		if err != nil && !transientRe.MatchString(errOut) {
-			t.Fatal(err)
+			return testutil.Stop(fmt.Errorf("%w: %s", err, errOut))
 		}
 		if err != nil {
-			time.Sleep(200 * time.Millisecond) // let the election finish
 			return err
 		}
 		out = o
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 
