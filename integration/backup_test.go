@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/backup"
-	"github.com/pmgcm/pmgcm/cli"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -177,7 +177,7 @@ func TestBackupConsistentUnderWrites(t *testing.T) {
 	c := newCluster(t, 3)
 	c.form()
 	m := c.master()
-	client := cli.NewClient(m.Socket)
+	client := apiclient.New(m.Socket)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -185,7 +185,7 @@ func TestBackupConsistentUnderWrites(t *testing.T) {
 		defer wg.Done()
 		for i := 0; ctx.Err() == nil; i++ {
 			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := client.ConfigSet(cctx, fmt.Sprintf("seq/%06d", i), []byte(fmt.Sprint(i)), cli.WriteOptions{})
+			_, err := client.ConfigSet(cctx, fmt.Sprintf("seq/%06d", i), []byte(fmt.Sprint(i)), apiclient.WriteOptions{})
 			ccancel()
 			if err != nil && ctx.Err() == nil {
 				t.Errorf("write %d: %v", i, err)

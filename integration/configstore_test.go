@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -207,7 +207,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 	down := followers[0]
 	down.Stop()
 	const entries = 3000
-	client := cli.NewClient(m.Socket)
+	client := apiclient.New(m.Socket)
 	var wg sync.WaitGroup
 	errs := make(chan error, entries)
 	for w := 0; w < 8; w++ {
@@ -216,7 +216,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 			defer wg.Done()
 			for i := w; i < entries; i += 8 {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				_, err := client.ConfigSet(ctx, fmt.Sprintf("bulk/%05d", i), []byte(fmt.Sprint(i)), cli.WriteOptions{})
+				_, err := client.ConfigSet(ctx, fmt.Sprintf("bulk/%05d", i), []byte(fmt.Sprint(i)), apiclient.WriteOptions{})
 				cancel()
 				if err != nil {
 					errs <- err

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -196,7 +196,7 @@ func mustSend(t testing.TB, addr string, msg []byte) {
 func quarantine(n *Node, state string) ([]api.QuarantineMessage, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return cli.NewClient(n.Socket).QuarantineList(ctx, "", "", state)
+	return apiclient.New(n.Socket).QuarantineList(ctx, "", "", state)
 }
 
 // showMsg returns the message id as node n serves it (checked against its SHA-256 by
@@ -204,7 +204,7 @@ func quarantine(n *Node, state string) ([]api.QuarantineMessage, error) {
 func showMsg(n *Node, id string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b, _, err := cli.NewClient(n.Socket).QuarantineShow(ctx, id)
+	b, _, err := apiclient.New(n.Socket).QuarantineShow(ctx, id)
 	return b, err
 }
 

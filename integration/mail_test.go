@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -34,7 +34,7 @@ const (
 func localStatus(n *Node) (api.Node, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := cli.NewClient(n.Socket).Status(ctx)
+	st, err := apiclient.New(n.Socket).Status(ctx)
 	if err != nil {
 		return api.Node{}, err
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -49,13 +49,13 @@ func TestCertificateRotation(t *testing.T) {
 	var errs []string
 	var perWriter [2]atomic.Int64 // the writes that each writer has completed
 	for w, n := range c.Nodes[:2] {
-		client := cli.NewClient(n.Socket)
+		client := apiclient.New(n.Socket)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err := client.ConfigSet(wctx, fmt.Sprintf("rot/%s", n.Name), []byte(fmt.Sprint(i)), cli.WriteOptions{})
+				_, err := client.ConfigSet(wctx, fmt.Sprintf("rot/%s", n.Name), []byte(fmt.Sprint(i)), apiclient.WriteOptions{})
 				cancel()
 				writes.Add(1)
 				perWriter[w].Add(1)

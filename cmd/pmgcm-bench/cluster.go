@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/proc"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
@@ -29,7 +29,7 @@ type node struct {
 	bin      string
 	cid      uint64 // set once the node is a member
 
-	client *cli.Client // for control calls of the bench itself (not the load)
+	client *apiclient.Client // for control calls of the bench itself (not the load)
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -111,7 +111,7 @@ func newCluster(dir, bin string, ips []string, port, smtpPort int) *cluster {
 			socket:  filepath.Join(dir, name+".sock"),
 			logPath: filepath.Join(dir, name+".log"),
 		}
-		n.client = cli.NewClient(n.socket)
+		n.client = apiclient.New(n.socket)
 		c.nodes = append(c.nodes, n)
 	}
 	return c

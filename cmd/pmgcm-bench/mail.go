@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -30,7 +30,7 @@ func (b *bencher) mail(ctx context.Context) error {
 	// The relay domain must be applied on every node before its intake accepts.
 	set := client(members[0])
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
-	_, err := set.ConfigSet(octx, "mail/relay_domains", []byte(relayDomain), cli.WriteOptions{})
+	_, err := set.ConfigSet(octx, "mail/relay_domains", []byte(relayDomain), apiclient.WriteOptions{})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("set mail/relay_domains: %w", err)
@@ -38,7 +38,7 @@ func (b *bencher) mail(ctx context.Context) error {
 	for _, n := range members {
 		cl := client(n)
 		if err := testutil.WaitEvery(ctx, n.name+" has mail/relay_domains", 10*time.Second, 10*time.Millisecond, func() error {
-			v, err := cl.ConfigGet(ctx, "mail/relay_domains", cli.ReadOptions{Stale: true})
+			v, err := cl.ConfigGet(ctx, "mail/relay_domains", apiclient.ReadOptions{Stale: true})
 			if err != nil {
 				return err
 			}
