@@ -28,7 +28,7 @@ build: ## build pmgcm and pmgclusterd into bin/
 test: ## run every test (unit and integration) with the race detector
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-test-unit: ## run the unit tests only
+test-unit: ## run the unit tests only (-short: the integration tests skip without building the daemons)
 	$(GO) test -race -count=1 -short ./...
 
 test-integration: ## run the integration tests (real pmgclusterd processes on 127.0.0.x)
