@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
@@ -129,7 +130,7 @@ func (d *Daemon) controlHandler() http.Handler {
 			var req api.PartitionRequest
 			if decodeBody(w, r, &req) {
 				d.mux.Partition(req.Hosts)
-				d.rpcClient.CloseIdleConnections()
+				d.peer.CloseIdleConnections()
 				writeJSON(w, http.StatusOK, req)
 			}
 		})
@@ -298,7 +299,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeErr maps an error to its HTTP status and api error code.
 func writeErr(w http.ResponseWriter, err error) {
 	code, status, hint := api.CodeInternal, http.StatusInternalServerError, ""
-	var remote *remoteError
+	var remote *cluster.RemoteError
 	var conflict *versionConflict
 	switch {
 	case errors.As(err, &conflict):

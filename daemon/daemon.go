@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
@@ -45,8 +46,10 @@ type Daemon struct {
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
 	// servers are the HTTP servers of the cluster RPC and join channels.
-	servers   []*http.Server
-	rpcClient *http.Client
+	servers []*http.Server
+	// peer is the cluster RPC client; fwd forwards master-only requests with it.
+	peer *cluster.Client
+	fwd  *cluster.Forwarder
 	ctlLn     net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics

@@ -3,10 +3,10 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -16,22 +16,6 @@ const standingInterval = 2 * time.Second
 
 // startupStandingTimeout bounds the peer check a member makes before it starts Raft.
 const startupStandingTimeout = 1500 * time.Millisecond
-
-// membership is the answer of joinCheckPath: how the answering node sees a certificate.
-type membership struct {
-	ClusterID string `json:"cluster_id"`
-	Epoch     uint64 `json:"epoch"`
-	Member    bool   `json:"member"`
-	CID       uint64 `json:"cid"`
-	// Fenced is true when the member was left in an older epoch by a forced promotion.
-	Fenced bool `json:"fenced"`
-	// Applied is the answering node's state-machine index.
-	Applied uint64 `json:"applied"`
-	// Master is the answering node's master, if it knows one.
-	MasterCID  uint64 `json:"master_cid,omitempty"`
-	MasterName string `json:"master_name,omitempty"`
-	MasterIP   string `json:"master_ip,omitempty"`
-}
 
 // standing is what the peers say of this node.
 type standing int
@@ -46,14 +30,14 @@ const (
 // how it sees this node, and returns the verdict with the answer it rests on. Only a
 // peer that knows more than this node counts: one of a newer epoch, or one of the same
 // epoch that has applied this node's admission.
-func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standing, membership) {
+func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standing, cluster.Membership) {
 	cache := d.peers.Load()
 	if cache == nil || cache.ClusterID == "" {
-		return standingOK, membership{}
+		return standingOK, cluster.Membership{}
 	}
 	id := d.mux.Identity()
 	if id.Standalone() {
-		return standingOK, membership{}
+		return standingOK, cluster.Membership{}
 	}
 	me := d.self()
 	myEpoch := cache.Epoch
@@ -63,7 +47,7 @@ func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standi
 	myFP := id.Fingerprint
 	answers := d.askPeers(ctx, cache.Members, myFP, timeout)
 	if d.mux.Identity().Fingerprint != myFP {
-		return standingOK, membership{} // the identity changed meanwhile: the answers are moot
+		return standingOK, cluster.Membership{} // the identity changed meanwhile: the answers are moot
 	}
 	for _, a := range answers {
 		if a.ClusterID != cache.ClusterID {
@@ -78,17 +62,17 @@ func (d *Daemon) askStanding(ctx context.Context, timeout time.Duration) (standi
 			return standingRemoved, a
 		}
 	}
-	return standingOK, membership{}
+	return standingOK, cluster.Membership{}
 }
 
 // askPeers asks every member but this node, in parallel on the join channel with each
 // one's fingerprint pinned, how it sees the certificate fingerprint; it returns the
 // answers of those that answered within timeout.
-func (d *Daemon) askPeers(ctx context.Context, members []fsm.Member, fingerprint string, timeout time.Duration) []membership {
+func (d *Daemon) askPeers(ctx context.Context, members []fsm.Member, fingerprint string, timeout time.Duration) []cluster.Membership {
 	me := d.self().CID
 	var (
 		mu  sync.Mutex
-		out []membership
+		out []cluster.Membership
 		wg  sync.WaitGroup
 	)
 	for _, m := range members {
@@ -105,8 +89,7 @@ func (d *Daemon) askPeers(ctx context.Context, members []fsm.Member, fingerprint
 				return
 			}
 			defer client.CloseIdleConnections()
-			var a membership
-			if d.call(cctx, client, memberAddr(m), http.MethodPost, joinCheckPath, map[string]string{"fingerprint": fingerprint}, &a) == nil {
+			if a, err := cluster.NewClient(client).CheckMembership(cctx, memberAddr(m), fingerprint); err == nil {
 				mu.Lock()
 				out = append(out, a)
 				mu.Unlock()
@@ -134,7 +117,7 @@ func (d *Daemon) checkStanding(ctx context.Context) {
 }
 
 // applyStanding records a removal or fencing and stops Raft; it reports whether it did.
-func (d *Daemon) applyStanding(verdict standing, a membership) bool {
+func (d *Daemon) applyStanding(verdict standing, a cluster.Membership) bool {
 	me := d.self()
 	switch verdict {
 	case standingRemoved:
@@ -159,25 +142,20 @@ func (d *Daemon) applyStanding(verdict standing, a membership) bool {
 	return true
 }
 
-// handleMembershipCheck answers how this node sees a certificate (joinCheckPath).
-func (d *Daemon) handleMembershipCheck(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	out := membership{}
+// membershipOf says how this node sees the certificate fingerprint
+// (cluster.JoinPathMembership). A removed or fenced node says nothing.
+func (d *Daemon) membershipOf(fingerprint string) cluster.Membership {
+	out := cluster.Membership{}
 	me := d.self()
 	if cl := d.fsm.Cluster(); cl != nil && me.Removed == "" && me.Fenced == nil {
 		out.ClusterID, out.Epoch, out.Applied = cl.ID, cl.Epoch, d.fsm.AppliedIndex()
-		m, ok := d.fsm.MemberByFingerprint(req.Fingerprint)
+		m, ok := d.fsm.MemberByFingerprint(fingerprint)
 		out.Member, out.CID, out.Fenced = ok, m.CID, ok && m.Fenced(cl.Epoch)
 		if master, ok := d.masterMember(); ok {
 			out.MasterCID, out.MasterName, out.MasterIP = master.CID, master.Name, master.IP
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // masterMember returns the member that leads now, as this node knows it.

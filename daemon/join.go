@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -15,43 +14,11 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
-
-// joinInfo is what a node tells a joining node about itself (joinInfoPath).
-type joinInfo struct {
-	ClusterID       string `json:"cluster_id"`
-	Name            string `json:"name"`
-	CID             uint64 `json:"cid"`
-	ProtocolVersion int    `json:"protocol_version"`
-	StateFormat     int    `json:"state_format"`
-}
-
-// admitRequest asks the master to admit a node (joinAdmitPath, forwarded as rpcAdmit).
-type admitRequest struct {
-	Token           string `json:"token"`
-	Name            string `json:"name"`
-	IP              string `json:"ip"`
-	Port            int    `json:"port"`
-	PublicKeyPEM    []byte `json:"public_key_pem"`
-	ProtocolVersion int    `json:"protocol_version"`
-	StateFormat     int    `json:"state_format"`
-}
-
-// admission is the master's answer: the node's CID and certificate, and the members it
-// must trust until its own state machine has caught up.
-type admission struct {
-	ClusterID     string       `json:"cluster_id"`
-	Epoch         uint64       `json:"epoch"`
-	CID           uint64       `json:"cid"`
-	CertPEM       []byte       `json:"cert_pem"`
-	CACertPEM     []byte       `json:"ca_cert_pem"`
-	Members       []fsm.Member `json:"members"`
-	Index         uint64       `json:"index"`
-	MasterAddress string       `json:"master_address"`
-}
 
 // masterAddr turns the operator's "ip" or "ip:port" into an address; the port defaults
 // to this node's own cluster port.
@@ -90,8 +57,8 @@ func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, erro
 		return nil, err
 	}
 	defer client.CloseIdleConnections()
-	var info joinInfo
-	if err := d.call(ctx, client, addr, http.MethodGet, joinInfoPath, nil, &info); err != nil {
+	info, err := cluster.NewClient(client).JoinInfo(ctx, addr)
+	if err != nil {
 		return nil, err
 	}
 	return &api.JoinProbe{Address: addr, Fingerprint: fp, ClusterID: info.ClusterID, Name: info.Name, CID: info.CID,
@@ -102,9 +69,9 @@ func unreachable(addr string, err error) error {
 	if errors.Is(err, transport.ErrFingerprintMismatch) {
 		return fmt.Errorf("the node at %s: %w: it is not the master you meant, or its certificate changed; check with pmgcm join-cmd on a member", addr, err)
 	}
-	return &remoteError{Status: http.StatusBadGateway, E: api.Error{
+	return &cluster.RemoteError{Status: http.StatusBadGateway, E: api.Error{
 		Code:    api.CodeUnreachable,
-		Message: fmt.Sprintf("cannot reach the master at %s: %v", addr, unwrapURLError(err)),
+		Message: fmt.Sprintf("cannot reach the master at %s: %v", addr, cluster.UnwrapURLError(err)),
 		Hint:    "check the address and port, and that pmgclusterd runs there and the network lets this node reach it",
 	}}
 }
@@ -139,8 +106,9 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 		return nil, err
 	}
 	defer client.CloseIdleConnections()
-	var info joinInfo
-	if err := d.call(ictx, client, addr, http.MethodGet, joinInfoPath, nil, &info); err != nil {
+	jc := cluster.NewClient(client)
+	info, err := jc.JoinInfo(ictx, addr)
+	if err != nil {
 		return nil, err
 	}
 	if err := d.checkCompatible(info.ProtocolVersion, info.StateFormat); err != nil {
@@ -159,15 +127,15 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 		return nil, err
 	}
 	me := d.self()
-	areq := admitRequest{
+	areq := cluster.AdmitRequest{
 		Token: req.Token, Name: me.Name, IP: me.IP, Port: me.Port,
 		PublicKeyPEM:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
 		ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat,
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var adm admission
-	if err := d.call(actx, client, addr, http.MethodPost, joinAdmitPath, areq, &adm); err != nil {
+	adm, err := jc.JoinAdmit(actx, addr, areq)
+	if err != nil {
 		return nil, err
 	}
 	if err := d.becomeMember(adm); err != nil {
@@ -189,7 +157,7 @@ func (d *Daemon) checkCompatible(protocol, state int) error {
 // and CID, an empty Raft log that the master fills, and the master's member list as the
 // trusted peers until then. Each step is durable before the next, and WipeRaft in
 // node.json makes a restart finish an interrupted switch.
-func (d *Daemon) becomeMember(adm admission) error {
+func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	keyPEM, err := d.dir.keyPEM()
 	if err != nil {
 		return err
@@ -245,43 +213,19 @@ func (d *Daemon) wipeRaft() error {
 	return d.setSelf(nf)
 }
 
-func (d *Daemon) handleJoinInfo(w http.ResponseWriter, _ *http.Request) {
-	info := joinInfo{Name: d.self().Name, CID: d.self().CID, ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat}
+// joinInfo says who this node is, for a joining node (cluster.JoinPathInfo).
+func (d *Daemon) joinInfo() cluster.JoinInfo {
+	me := d.self()
+	info := cluster.JoinInfo{Name: me.Name, CID: me.CID, ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat}
 	if cl := d.fsm.Cluster(); cl != nil {
 		info.ClusterID = cl.ID
 	}
-	writeJSON(w, http.StatusOK, info)
-}
-
-// handleAdmit admits a joining node on the master, or forwards the request to it.
-func (d *Daemon) handleAdmit(w http.ResponseWriter, r *http.Request) {
-	d.serveAdmit(w, r, true)
-}
-
-// handleRPCAdmit takes a join request forwarded by another member. It is not forwarded
-// again: a node that is no longer master says so, and the member that forwarded it, which
-// knows whether its earlier attempt may have gone through, tries the new master itself.
-func (d *Daemon) handleRPCAdmit(w http.ResponseWriter, r *http.Request) {
-	d.serveAdmit(w, r, false)
-}
-
-func (d *Daemon) serveAdmit(w http.ResponseWriter, r *http.Request, relay bool) {
-	var req admitRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
-		return
-	}
-	adm, err := d.admit(r.Context(), req, relay)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, adm)
+	return info
 }
 
 // admit checks a join request and, on the master, records the node as a member and adds
 // it to Raft as a non-voter. Any refusal changes nothing.
-func (d *Daemon) admit(ctx context.Context, req admitRequest, relay bool) (*admission, error) {
+func (d *Daemon) admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
@@ -292,8 +236,8 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest, relay bool) (*admi
 	if err := d.checkCompatible(req.ProtocolVersion, req.StateFormat); err != nil {
 		return nil, err
 	}
-	return onMaster(ctx, d, func() (*admission, error) { return d.admitHere(ctx, req) },
-		func() (*admission, error) {
+	return cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
+		func() (*cluster.Admission, error) {
 			if !relay {
 				return nil, d.rn().NotLeader()
 			}
@@ -306,10 +250,14 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest, relay bool) (*admi
 // answers and looks whether the node was admitted meanwhile: if not, it asks again
 // (nothing was changed); if so, the node never got its certificate, and the operator is
 // told how to clear the record.
-func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission, error) {
-	var adm admission
-	err := d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
-	if !unknownOutcome(err) {
+func (d *Daemon) forwardAdmit(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
+	var adm cluster.Admission
+	send := func(ctx context.Context, addr string) (err error) {
+		adm, err = d.peer.Admit(ctx, addr, req)
+		return err
+	}
+	err := d.fwd.CallLeader(ctx, false, send)
+	if !cluster.UnknownOutcome(err) {
 		return &adm, err
 	}
 	d.logger.Warn("the master did not answer a join request; checking whether it admitted the node",
@@ -317,9 +265,9 @@ func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission
 	if err := d.checkNotAdmitted(ctx, req, err); err != nil {
 		return nil, err
 	}
-	adm = admission{}
-	if err2 := d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false); err2 != nil {
-		if unknownOutcome(err2) || remoteCode(err2) == api.CodeMemberExists {
+	adm = cluster.Admission{}
+	if err2 := d.fwd.CallLeader(ctx, false, send); err2 != nil {
+		if cluster.UnknownOutcome(err2) || cluster.Code(err2) == api.CodeMemberExists {
 			// The first request went through after all, or this one may have.
 			if cerr := d.checkNotAdmitted(ctx, req, err2); cerr != nil {
 				return nil, cerr
@@ -332,7 +280,7 @@ func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission
 
 // checkNotAdmitted reads the member list as of now (linearizably) and fails if it holds
 // the joining node: admitted by a request whose answer was lost (cause).
-func (d *Daemon) checkNotAdmitted(ctx context.Context, req admitRequest, cause error) error {
+func (d *Daemon) checkNotAdmitted(ctx context.Context, req cluster.AdmitRequest, cause error) error {
 	if err := d.linearizableRead(ctx); err != nil {
 		return fmt.Errorf("%w; no master answered since: %v", cause, err)
 	}
@@ -345,23 +293,8 @@ func (d *Daemon) checkNotAdmitted(ctx context.Context, req admitRequest, cause e
 	return nil
 }
 
-// unknownOutcome reports whether err says a request may or may not have taken effect,
-// here or on the node that answered it.
-func unknownOutcome(err error) bool {
-	return errors.Is(err, raftnode.ErrUnknownOutcome) || remoteCode(err) == api.CodeUnknownOutcome
-}
-
-// remoteCode is the api code of an error answered by another node, "" for any other.
-func remoteCode(err error) string {
-	var re *remoteError
-	if errors.As(err, &re) {
-		return re.E.Code
-	}
-	return ""
-}
-
 // admitHere admits a joining node on this node, the master.
-func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, error) {
+func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
@@ -402,7 +335,7 @@ func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, e
 		Suffrage: fsm.Nonvoter, JoinedAt: time.Now().UTC(),
 	}})
 	if err != nil {
-		return nil, firstProposal(err)
+		return nil, cluster.FirstProposal(err)
 	}
 	if err := d.rn().AddNonvoter(ctx, cid, addr); err != nil {
 		// The node is a member from the commit above on: answer it, so that it gets its
@@ -412,6 +345,6 @@ func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, e
 	}
 	d.logger.Info("node admitted", "cid", cid, "name", req.Name, "address", addr)
 	d.kickLeaderDuties()
-	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
+	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
 		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
 }

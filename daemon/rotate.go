@@ -6,11 +6,11 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -30,14 +30,6 @@ import (
 // the new one: authorizePeer waits briefly for the local state machine in that case,
 // and Raft retries what still fails.
 
-// Paths of the cluster RPC for rotation.
-const (
-	// rpcRecordCert, on the master: record a member's renewed certificate.
-	rpcRecordCert = "/rpc/v1/record-cert"
-	// rpcRenewCert, on any member: renew your own certificate (update-fingerprints --all).
-	rpcRenewCert = "/rpc/v1/renew-cert"
-)
-
 // nextSufx marks a renewed certificate not yet known to be published.
 const nextSufx = ".next"
 
@@ -48,12 +40,6 @@ const certWarnAhead = 30 * 24 * time.Hour
 // a CA-signed certificate is not (yet) a member's: a peer that just renewed its
 // certificate is known here once this node applies the entry that published it.
 const unknownPeerWait = time.Second
-
-// certRecord asks the master to publish a member's renewed certificate.
-type certRecord struct {
-	CID     uint64 `json:"cid"`
-	CertPEM []byte `json:"cert_pem"`
-}
 
 // updateFingerprints renews this node's certificate, or with all (on the master only)
 // every active node's, one after the other, the master's last.
@@ -81,7 +67,7 @@ func (d *Daemon) updateFingerprints(ctx context.Context, all bool) (out *api.Upd
 			}
 			rc := api.RenewedCert{CID: m.CID, Name: m.Name, IP: m.IP, OldFingerprint: m.Fingerprint}
 			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			err := d.call(cctx, d.rpcClient, memberAddr(m), http.MethodPost, rpcRenewCert, nil, &rc)
+			err := d.peer.RenewCert(cctx, memberAddr(m), &rc)
 			cancel()
 			if err != nil {
 				d.logger.Warn("certificate renewal failed", "cid", m.CID, "address", memberAddr(m), "error", err)
@@ -99,15 +85,6 @@ func (d *Daemon) updateFingerprints(ctx context.Context, all bool) (out *api.Upd
 	}
 	out.Nodes = append(out.Nodes, rc)
 	return out, nil
-}
-
-func (d *Daemon) handleRenewCert(w http.ResponseWriter, r *http.Request) {
-	rc, err := d.renewCert(r.Context())
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, rc)
 }
 
 // renewCert renews this node's certificate and publishes it (see the top of this file).
@@ -150,7 +127,7 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 	if err := writeFileAtomic(next, certPEM, 0o644); err != nil {
 		return rc, fmt.Errorf("write %s: %w", next, err)
 	}
-	idx, err := d.recordCert(ctx, certRecord{CID: me.CID, CertPEM: certPEM})
+	idx, err := d.recordCert(ctx, cluster.CertRecord{CID: me.CID, CertPEM: certPEM})
 	if err != nil {
 		// The outcome may be unknown (the master changed meanwhile): look.
 		if d.linearizableRead(ctx) == nil {
@@ -204,19 +181,22 @@ func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 // asks is not checked: every member holds the CA key (fsm.Cluster.CAKeyPEM) and could
 // issue the certificate itself, and a connection made before an earlier renewal still
 // carries the older fingerprint.
-func (d *Daemon) recordCert(ctx context.Context, req certRecord) (uint64, error) {
-	return onMaster(ctx, d, func() (uint64, error) { return d.recordCertHere(ctx, req) },
+func (d *Daemon) recordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
+	return cluster.OnMaster(ctx, d.fwd, func() (uint64, error) { return d.recordCertHere(ctx, req) },
 		func() (uint64, error) {
-			var out applyResult
+			var idx uint64
 			wctx, cancel := context.WithTimeout(ctx, d.electionWait())
 			defer cancel()
-			err := d.callLeader(wctx, http.MethodPost, rpcRecordCert, req, &out, true)
-			return out.Index, err
+			err := d.fwd.CallLeader(wctx, true, func(ctx context.Context, addr string) (err error) {
+				idx, err = d.peer.RecordCert(ctx, addr, req)
+				return err
+			})
+			return idx, err
 		})
 }
 
 // recordCertHere publishes a renewed certificate on this node, the master.
-func (d *Daemon) recordCertHere(ctx context.Context, req certRecord) (uint64, error) {
+func (d *Daemon) recordCertHere(ctx context.Context, req cluster.CertRecord) (uint64, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
@@ -237,23 +217,10 @@ func (d *Daemon) recordCertHere(ctx context.Context, req certRecord) (uint64, er
 	m.Fingerprint = fp
 	res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 	if err != nil {
-		return 0, firstProposal(err)
+		return 0, cluster.FirstProposal(err)
 	}
 	d.logger.Info("member certificate renewed", "cid", m.CID, "address", memberAddr(m), "fingerprint", fp)
 	return res.Index, nil
-}
-
-func (d *Daemon) handleRecordCert(w http.ResponseWriter, r *http.Request) {
-	var req certRecord
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	idx, err := d.recordCert(r.Context(), req)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, applyResult{Index: idx, CID: req.CID})
 }
 
 // checkNodeCert checks that certPEM is a node certificate of the cluster CA for member

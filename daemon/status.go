@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -131,8 +130,8 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
 	ctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
 	defer cancel()
-	var n api.Node
-	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &n); err != nil {
+	n, err := d.peer.Node(ctx, memberAddr(m))
+	if err != nil {
 		return api.Node{State: api.StateDown, Error: err.Error()}
 	}
 	n.Local = false
@@ -219,8 +218,7 @@ func (d *Daemon) reachableVoters() string {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 			defer cancel()
-			var n api.Node
-			err := d.call(ctx, d.rpcClient, string(s.Address), http.MethodGet, rpcNode, nil, &n)
+			_, err := d.peer.Node(ctx, string(s.Address))
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {

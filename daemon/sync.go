@@ -4,20 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
-)
-
-// Paths of re-admission: a fenced node asks on the join channel, with its own
-// certificate; a member that is not the master forwards it over cluster RPC.
-const (
-	joinReadmitPath = "/join/v1/readmit"
-	rpcReadmit      = "/rpc/v1/readmit"
 )
 
 // sync brings this node in line with the master: a healthy node catches up now; a node
@@ -42,7 +35,7 @@ func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", fsm.ErrBadCommand, masterIP)
 		}
 		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
-		_, err := d.waitLeaderAddr(wctx)
+		_, err := d.fwd.WaitLeaderAddr(wctx)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -81,8 +74,8 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncRespons
 	// The join channel with this node's own certificate: the master knows it by it.
 	client := d.mux.HTTPClient(transport.ChanJoin)
 	defer client.CloseIdleConnections()
-	var adm admission
-	if err := d.call(ctx, client, memberAddr(master), http.MethodPost, joinReadmitPath, struct{}{}, &adm); err != nil {
+	adm, err := cluster.NewClient(client).JoinReadmit(ctx, memberAddr(master))
+	if err != nil {
 		return nil, err
 	}
 	if adm.ClusterID != cache.ClusterID || adm.Epoch < d.self().Fenced.Epoch {
@@ -97,34 +90,9 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncRespons
 	return &api.SyncResponse{Readmitted: true, MasterCID: master.CID, Epoch: adm.Epoch}, nil
 }
 
-// handleReadmit takes back a fenced member that asks with its own certificate (join
-// channel), or forwards the request to the master.
-func (d *Daemon) handleReadmit(w http.ResponseWriter, r *http.Request) {
-	fp := transport.PeerFingerprintFromContext(r.Context())
-	if fp == "" {
-		writeErr(w, fmt.Errorf("%w: re-admission needs the node's own certificate", fsm.ErrBadCommand))
-		return
-	}
-	adm, err := d.admitFenced(r.Context(), fp)
-	reply(w, adm, err)
-}
-
-// handleRPCReadmit is the forwarded form: the member that received the request vouches
-// for the fingerprint it saw.
-func (d *Daemon) handleRPCReadmit(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	adm, err := d.admitFenced(r.Context(), req.Fingerprint)
-	reply(w, adm, err)
-}
-
 // admitFenced moves the fenced member with certificate fp into the current epoch as a
 // non-voter; the voter policy then promotes it once it has caught up.
-func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error) {
+func (d *Daemon) admitFenced(ctx context.Context, fp string) (*cluster.Admission, error) {
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
@@ -135,10 +103,13 @@ func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error)
 	if _, ok := d.fsm.MemberByFingerprint(fp); !ok {
 		return nil, unknownCertificate(cl)
 	}
-	return onMaster(ctx, d, func() (*admission, error) { return d.readmitHere(ctx, fp) },
-		func() (*admission, error) {
-			var adm admission
-			return &adm, d.callLeader(ctx, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm, true)
+	return cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.readmitHere(ctx, fp) },
+		func() (*cluster.Admission, error) {
+			var adm cluster.Admission
+			return &adm, d.fwd.CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
+				adm, err = d.peer.Readmit(ctx, addr, fp)
+				return err
+			})
 		})
 }
 
@@ -153,7 +124,7 @@ func unknownCertificate(cl *fsm.Cluster) error {
 // It is idempotent: a member already in the current epoch (its earlier request went
 // through but the answer was lost) gets the same answer again, and the voter policy
 // adds it to Raft if it is not there yet.
-func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error) {
+func (d *Daemon) readmitHere(ctx context.Context, fp string) (*cluster.Admission, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
@@ -166,7 +137,7 @@ func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error)
 		m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
 		res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 		if err != nil {
-			return nil, firstProposal(err)
+			return nil, cluster.FirstProposal(err)
 		}
 		index = res.Index
 		if err := d.rn().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
@@ -177,6 +148,6 @@ func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error)
 		d.logger.Info("fenced node asked again to be re-admitted: it is already", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	}
 	d.kickLeaderDuties()
-	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
+	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
 		Members: d.fsm.Members(), Index: index, MasterAddress: d.cfg.Addr()}, nil
 }
