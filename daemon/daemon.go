@@ -48,9 +48,9 @@ type Daemon struct {
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers []*http.Server
 	// peer is the cluster RPC client; fwd forwards master-only requests with it.
-	peer *cluster.Client
-	fwd  *cluster.Forwarder
-	ctlLn     net.Listener
+	peer  *cluster.Client
+	fwd   *cluster.Forwarder
+	ctlLn net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
 
