@@ -23,7 +23,9 @@ type fakeRaft struct {
 	changed chan struct{}
 }
 
-func newFakeRaft(leader string) *fakeRaft { return &fakeRaft{leader: leader, changed: make(chan struct{})} }
+func newFakeRaft(leader string) *fakeRaft {
+	return &fakeRaft{leader: leader, changed: make(chan struct{})}
+}
 
 func (f *fakeRaft) IsLeader() bool { return false }
 func (f *fakeRaft) LeaderAddr() string {

@@ -101,7 +101,9 @@ func (f *fakeHandler) RecordCert(_ context.Context, req CertRecord) (uint64, err
 func (f *fakeHandler) RenewCert(context.Context) (api.RenewedCert, error) {
 	return api.RenewedCert{CID: 7}, f.err
 }
-func (f *fakeHandler) JoinInfo() JoinInfo { return JoinInfo{Name: "n", ProtocolVersion: ProtocolVersion} }
+func (f *fakeHandler) JoinInfo() JoinInfo {
+	return JoinInfo{Name: "n", ProtocolVersion: ProtocolVersion}
+}
 func (f *fakeHandler) CheckMembership(fp string) Membership {
 	f.fp = fp
 	return Membership{Member: true, CID: 8}
