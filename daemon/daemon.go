@@ -36,8 +36,8 @@ type Daemon struct {
 	key    crypto.Signer
 	fsm    *fsm.FSM
 	mux    *transport.Mux
-	// raftp is the running Raft instance; join replaces it (see rn).
-	raftp atomic.Pointer[raftnode.Node]
+	// raftp is the running Raft instance; join replaces it (see rn and raftslot.go).
+	raftp atomic.Pointer[raftSlot]
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
 	// intake is the cached mail intake policy (see intake.go).
@@ -157,9 +157,6 @@ func (d *Daemon) Open() (err error) {
 	return nil
 }
 
-// rn returns the running Raft instance.
-func (d *Daemon) rn() *raftnode.Node { return d.raftp.Load() }
-
 // openRaft starts Raft for this node's CID. A node that never joined a cluster
 // bootstraps itself as the single voter of its own configuration. With start false (a
 // removed or fenced node) the Raft node is made but never opened: every method of it
@@ -187,7 +184,7 @@ func (d *Daemon) openRaft(start bool) error {
 			return d.raftOpenErr(err)
 		}
 	}
-	d.raftp.Store(n)
+	d.setRaft(n)
 	return nil
 }
 

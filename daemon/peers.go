@@ -81,16 +81,10 @@ func (d *Daemon) followPeers() {
 		idx := d.fsm.AppliedIndex()
 		d.refreshPeers()
 		d.refreshIntake()
-		n := d.rn()
-		if n == nil {
-			return
-		}
-		if err := n.WaitApplied(ctx, idx+1); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			// The Raft instance was replaced (join): follow the new one.
-			continue
+		// Across Raft instances (a join replaces it; a removed or fenced node waits for
+		// the next without spinning).
+		if err := d.waitApplied(ctx, idx+1); err != nil {
+			return // the daemon stops
 		}
 	}
 }
