@@ -316,6 +316,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeFenced, http.StatusConflict
 	case errors.Is(err, ErrBehind):
 		code, status = api.CodeBehind, http.StatusConflict
+	case errors.Is(err, ErrBusy):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 	case errors.Is(err, ErrSyncing):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 		hint = "pmgcm status shows when the node is in state A"
@@ -332,7 +334,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeBadRequest, http.StatusConflict
 	case errors.Is(err, transport.ErrFingerprintMismatch), errors.Is(err, transport.ErrBadFingerprint):
 		code, status = api.CodeFingerprint, http.StatusBadRequest
-	case errors.Is(err, fsm.ErrBadCommand):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, cluster.ErrBadRequest), errors.Is(err, fsm.ErrBadCommand):
 		code, status = api.CodeBadRequest, http.StatusBadRequest
 	case errors.Is(err, fsm.ErrVersionConflict):
 		code, status = api.CodeConflict, http.StatusConflict

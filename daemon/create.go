@@ -28,8 +28,11 @@ const nodeCertValidity = 2 * 365 * 24 * time.Hour
 // certificate for this node signed by it, and a join token, committed as one Raft command.
 // Configuration entries already on the node are kept.
 func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	leave, err := d.gate.enter("pmgcm create")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	if id := d.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, d.self().CID)
 	}

@@ -30,9 +30,12 @@ type Daemon struct {
 	logger  hclog.Logger
 	started time.Time
 
-	dir    *dataDir
-	nodeMu sync.RWMutex
-	node   nodeFile // guarded by nodeMu; see self and setSelf
+	dir *dataDir
+	// node is this node's identity file as it is now, replaced whole (copy on write) so
+	// that readers (the TLS authorizer among them) never wait; nodeMu serializes the
+	// writers, which write node.json before they publish (see self and updateSelf).
+	node   atomic.Pointer[nodeFile]
+	nodeMu sync.Mutex
 	key    crypto.Signer
 	fsm    *fsm.FSM
 	mux    *transport.Mux
@@ -54,14 +57,18 @@ type Daemon struct {
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
 
-	// createMu serializes create and join on this node.
-	createMu sync.Mutex
+	// gate admits one identity-changing operation at a time (create, join, ...).
+	gate opGate
 	// memberMu serializes membership changes on the master (admit, delete, voters).
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
 	catchUp catchUpTargets
 	// kick wakes the leader loop (runLeaderDuties).
 	kick chan struct{}
+	// standingKick wakes the standing check (watchStanding); standingClients are its
+	// join-channel clients, one per peer fingerprint, reused from one check to the next.
+	standingKick    chan struct{}
+	standingClients clientCache
 
 	closeOnce sync.Once
 	closeErr  error
@@ -78,7 +85,8 @@ func New(cfg Config) (*Daemon, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1),
+		standingKick: make(chan struct{}, 1)}
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -108,6 +116,7 @@ func (d *Daemon) Open() (err error) {
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
 		Authorize: d.authorizePeer,
+		Refused:   d.peerRefused,
 	}, id)
 	if err != nil {
 		return err
@@ -123,14 +132,13 @@ func (d *Daemon) Open() (err error) {
 	d.resolveRenewal()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.
-	if me := d.self(); me.Removed == "" && me.Fenced == nil {
+	if !d.standing().out() {
 		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-		verdict, a := d.askStanding(ctx, startupStandingTimeout)
+		st, a := d.askStanding(ctx, startupStandingTimeout)
 		cancel()
-		d.applyStanding(verdict, a)
+		d.applyStanding(st, a)
 	}
-	me := d.self()
-	if err := d.openRaft(me.Removed == "" && me.Fenced == nil); err != nil {
+	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
 	d.openRPC()
@@ -143,7 +151,8 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMetrics(); err != nil {
 		return err
 	}
-	d.bg.Add(4)
+	d.bg.Add(5)
+	go d.watchStanding()
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
@@ -221,25 +230,35 @@ func (d *Daemon) loadNodeFile() error {
 		d.logger.Warn("--name differs from the node's recorded name; keeping the recorded one",
 			"recorded", nf.Name, "flag", d.cfg.Name)
 	}
-	d.node = nf
+	d.node.Store(&nf)
 	return nil
 }
 
-// self returns this node's identity file as it is now.
+// self returns this node's identity file as it is now. It never blocks.
 func (d *Daemon) self() nodeFile {
-	d.nodeMu.RLock()
-	defer d.nodeMu.RUnlock()
-	return d.node
+	if nf := d.node.Load(); nf != nil {
+		return *nf
+	}
+	return nodeFile{}
 }
 
 // setSelf writes node.json and makes nf this node's identity.
 func (d *Daemon) setSelf(nf nodeFile) error {
+	return d.updateSelf(func(cur *nodeFile) { *cur = nf })
+}
+
+// updateSelf changes this node's identity file with change, writes it (fsynced) and
+// then publishes it. Writers are serialized; readers (self) see the old file until the
+// new one is on disk.
+func (d *Daemon) updateSelf(change func(*nodeFile)) error {
 	d.nodeMu.Lock()
 	defer d.nodeMu.Unlock()
+	nf := d.self()
+	change(&nf)
 	if err := d.dir.writeNodeFile(nf); err != nil {
 		return fmt.Errorf("write %s: %w", d.dir.file("node.json"), err)
 	}
-	d.node = nf
+	d.node.Store(&nf)
 	return nil
 }
 

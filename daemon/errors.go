@@ -31,6 +31,11 @@ var (
 	ErrIncompatible = errors.New("incompatible pmgcm versions")
 	// ErrNotMaster means an operation was refused because of which node is the master.
 	ErrNotMaster = errors.New("refused on the master")
+	// ErrBusy means another operation that changes this node's identity is under way.
+	ErrBusy = errors.New("this node is busy")
+	// ErrBadRequest means the request itself is malformed or names something that
+	// cannot be (an address that is no IP, a certificate of another CA): HTTP 400.
+	ErrBadRequest = errors.New("bad request")
 	// ErrNoCluster means the operation needs a cluster and the node is in none.
 	ErrNoCluster = errors.New("no cluster defined")
 )

@@ -79,10 +79,13 @@ func unreachable(addr string, err error) error {
 // join makes this standalone node a member of master's cluster. Nothing changes on
 // either side until the master admits the node; then the node's own state is replaced.
 func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	leave, err := d.gate.enter("pmgcm join")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	// A node removed from its cluster may join again (with a new CID).
-	if id := d.knownCluster(); id != "" && d.self().Removed == "" {
+	if id := d.knownCluster(); id != "" && d.standing().kind != standRemoved {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed (to move it to another cluster, delete it there first and remove its data directory)",
 			ErrClusterExists, id, d.self().CID)
 	}
@@ -182,9 +185,10 @@ func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	if err := d.storePeers(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
 		return err
 	}
-	nf := d.self()
-	nf.CID, nf.Joined, nf.WipeRaft, nf.Removed, nf.Fenced, nf.JoinIndex = adm.CID, true, true, "", nil, adm.Index
-	if err := d.setSelf(nf); err != nil {
+	if err := d.updateSelf(func(nf *nodeFile) {
+		*nf = nf.withStanding(standing{kind: standMember})
+		nf.CID, nf.Joined, nf.WipeRaft, nf.JoinIndex = adm.CID, true, true, adm.Index
+	}); err != nil {
 		return err
 	}
 	if old := d.rn(); old != nil {
@@ -208,9 +212,7 @@ func (d *Daemon) wipeRaft() error {
 	if err := os.RemoveAll(d.dir.file("raft")); err != nil {
 		return fmt.Errorf("remove %s: %w", d.dir.file("raft"), err)
 	}
-	nf := d.self()
-	nf.WipeRaft = false
-	return d.setSelf(nf)
+	return d.updateSelf(func(nf *nodeFile) { nf.WipeRaft = false })
 }
 
 // joinInfo says who this node is, for a joining node (cluster.JoinPathInfo).

@@ -78,15 +78,13 @@ func (d *Daemon) kickLeaderDuties() {
 }
 
 // runLeaderDuties keeps, on the leader, the Raft configuration in line with the member
-// list and the voter policy; on every node it checks this node's standing with its peers
-// (removed, or fenced by a forced promotion elsewhere).
+// list and the voter policy. (The standing check is watchStanding's.)
 func (d *Daemon) runLeaderDuties() {
 	defer d.bg.Done()
 	ctx, cancel := d.stopContext()
 	defer cancel()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	var lastStanding time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -98,10 +96,6 @@ func (d *Daemon) runLeaderDuties() {
 			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
 				d.logger.Warn("voter reconciliation", "error", err)
 			}
-		}
-		if time.Since(lastStanding) >= standingInterval {
-			lastStanding = time.Now()
-			d.checkStanding(ctx)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/pmgcm/pmgcm/raftnode"
 )
@@ -49,5 +50,17 @@ func (d *Daemon) waitApplied(ctx context.Context, index uint64) error {
 			return err
 		case <-s.replaced:
 		}
+	}
+}
+
+// pause waits for d, or until ctx ends (its error).
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

@@ -27,19 +27,14 @@ import (
 //
 // Connections made before keep working. Between 2 and 3 a new connection with the old
 // certificate is refused, and a peer that has not applied the entry yet does not know
-// the new one: authorizePeer waits briefly for the local state machine in that case,
-// and Raft retries what still fails.
+// the new one: authorizePeer, which never waits inside a handshake, refuses it, and Raft
+// and forwarding (a connection never made is retried) try again.
 
 // nextSufx marks a renewed certificate not yet known to be published.
 const nextSufx = ".next"
 
 // certWarnAhead is how long before a node certificate expires status warns.
 const certWarnAhead = 30 * 24 * time.Hour
-
-// unknownPeerWait bounds how long authorizePeer waits for the local state machine when
-// a CA-signed certificate is not (yet) a member's: a peer that just renewed its
-// certificate is known here once this node applies the entry that published it.
-const unknownPeerWait = time.Second
 
 // updateFingerprints renews this node's certificate, or with all (on the master only)
 // every active node's, one after the other, the master's last.
@@ -89,11 +84,13 @@ func (d *Daemon) updateFingerprints(ctx context.Context, all bool) (out *api.Upd
 
 // renewCert renews this node's certificate and publishes it (see the top of this file).
 func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
-	// Serialized with create, join and the standing check, which all read or replace
-	// the identity.
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	// One at a time with create, join and re-admission, which replace the identity.
 	me := d.self()
+	leave, err := d.gate.enter("pmgcm update-fingerprints")
+	if err != nil {
+		return api.RenewedCert{CID: me.CID, Name: me.Name, IP: me.IP}, err
+	}
+	defer leave()
 	old := d.mux.Identity()
 	rc := api.RenewedCert{CID: me.CID, Name: me.Name, IP: me.IP, OldFingerprint: old.Fingerprint}
 	if err := d.checkServing(); err != nil {
@@ -162,10 +159,8 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 // that have not applied it do not know this certificate yet (see askStanding).
 func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 	d.mux.SetIdentity(id)
-	nf := d.self()
-	if idx > nf.JoinIndex {
-		nf.JoinIndex = idx
-		if err := d.setSelf(nf); err != nil {
+	if idx > d.self().JoinIndex {
+		if err := d.updateSelf(func(nf *nodeFile) { nf.JoinIndex = max(nf.JoinIndex, idx) }); err != nil {
 			return err
 		}
 	}

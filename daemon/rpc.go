@@ -162,13 +162,4 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 
 // checkServing refuses cluster operations on a node that was removed from its cluster
 // or fenced by a forced promotion elsewhere.
-func (d *Daemon) checkServing() error {
-	me := d.self()
-	if me.Removed != "" {
-		return fmt.Errorf("%w: this node was removed from cluster %s", ErrRemoved, me.Removed)
-	}
-	if me.Fenced != nil {
-		return fencedError(me.Fenced)
-	}
-	return nil
-}
+func (d *Daemon) checkServing() error { return d.standing().err() }

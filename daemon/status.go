@@ -25,16 +25,17 @@ const statusTimeout = 1500 * time.Millisecond
 func (d *Daemon) status(ctx context.Context) api.Status {
 	local := d.localNode()
 	me := d.self()
-	if me.Removed != "" {
+	switch st := me.standing(); st.kind {
+	case standRemoved:
 		local.Role, local.State = api.RoleNone, api.StateDown
 		local.Error = "removed from the cluster"
 		return api.Status{
-			Cluster: &api.Cluster{ID: me.Removed, Warnings: []string{fmt.Sprintf(
-				"this node was removed from cluster %s; to come back: pmgcm join <master_ip> (all data on this node is replaced)", me.Removed)}},
+			Cluster: &api.Cluster{ID: st.removedFrom, Warnings: []string{fmt.Sprintf(
+				"this node was removed from cluster %s; to come back: pmgcm join <master_ip> (all data on this node is replaced)", st.removedFrom)}},
 			Nodes: []api.Node{local},
 		}
-	}
-	if f := me.Fenced; f != nil {
+	case standFenced:
+		f := st.fence
 		local.Role, local.State = api.RoleNone, api.StateDown
 		local.Error = fmt.Sprintf("fenced: superseded at epoch %d", f.Epoch)
 		return api.Status{

@@ -17,15 +17,14 @@ import (
 // fenced by a forced promotion is re-admitted by the master at masterIP, with its CID,
 // name and data kept and its stale Raft state dropped.
 func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
-	me := d.self()
-	if me.Removed != "" {
-		return nil, d.checkServing()
-	}
-	if me.Fenced != nil {
+	switch st := d.standing(); st.kind {
+	case standRemoved:
+		return nil, st.err()
+	case standFenced:
 		if masterIP == "" {
-			return nil, fmt.Errorf("%w; give the master's address: pmgcm sync --master_ip %s", fencedError(me.Fenced), me.Fenced.MasterIP)
+			return nil, fmt.Errorf("%w; give the master's address: pmgcm sync --master_ip %s", st.err(), st.fence.MasterIP)
 		}
-		return d.readmit(ctx, masterIP)
+		return d.readmit(ctx, masterIP, st.fence)
 	}
 	if d.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
@@ -56,9 +55,12 @@ func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 }
 
 // readmit asks the master at masterIP to take this fenced node back.
-func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+func (d *Daemon) readmit(ctx context.Context, masterIP string, fence *fenceInfo) (*api.SyncResponse, error) {
+	leave, err := d.gate.enter("pmgcm sync (re-admission)")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	cache := d.peers.Load()
 	var master fsm.Member
 	for _, m := range cache.Members {
@@ -78,7 +80,7 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncRespons
 	if err != nil {
 		return nil, err
 	}
-	if adm.ClusterID != cache.ClusterID || adm.Epoch < d.self().Fenced.Epoch {
+	if adm.ClusterID != cache.ClusterID || adm.Epoch < fence.Epoch {
 		return nil, fmt.Errorf("%w: the node at %s answered for cluster %s epoch %d, this node belongs to cluster %s",
 			ErrNotMaster, masterIP, adm.ClusterID, adm.Epoch, cache.ClusterID)
 	}

@@ -85,3 +85,41 @@ func TestDeletedNodeIdles(t *testing.T) {
 	})
 	measureIdle(t, victim, "deleted node", m, 4*time.Second)
 }
+
+// TestFencedAtRunTime: a member cut off while another is promoted by force learns, once
+// the network heals, that it was fenced from the first connection the new master refuses
+// (the refusal carries the epoch), well before the periodic standing check would tell it;
+// and then it idles.
+func TestFencedAtRunTime(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	for _, n := range c.Nodes {
+		n.ExtraArgs = []string{"--fault-injection"}
+	}
+	c.form()
+	a, b := c.Nodes[0], c.Nodes[1]
+	a.Partition(b)
+	b.Partition(a)
+	poll(t, 20*time.Second, a.Name+" lost its quorum", func() error {
+		out, msg, err := a.run("promote")
+		if err == nil || !strings.Contains(msg, "quorum") {
+			return fmt.Errorf("promote without --force: %q %q %v", out, msg, err)
+		}
+		return nil
+	})
+	a.CLI("promote", "--force", "--yes")
+	a.WaitMaster(15 * time.Second)
+	healed := time.Now()
+	a.Partition()
+	b.Partition()
+	waitFenced(t, b)
+	learned := time.Since(healed)
+	t.Logf("%s learned it was fenced %.1f s after the network healed", b.Name, learned.Seconds())
+	if learned > standingBackstop/2 {
+		t.Errorf("%s learned it was fenced only after %s: not from the refused connections", b.Name, learned)
+	}
+	measureIdle(t, b, "fenced node", a, 4*time.Second)
+}
+
+// standingBackstop is the daemon's period of its standing check (daemon.standingInterval).
+const standingBackstop = 30 * time.Second
