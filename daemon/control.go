@@ -203,7 +203,7 @@ func ifVersion(r *http.Request) (*uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: if_version %q is not a version number", fsm.ErrBadCommand, s)
+		return nil, fmt.Errorf("%w: if_version %q is not a version number", ErrBadRequest, s)
 	}
 	return &v, nil
 }
@@ -275,7 +275,7 @@ func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
 // decodeBody decodes a JSON request body into v, answering the error itself if it cannot.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(v); err != nil {
-		writeErr(w, fmt.Errorf("%w: request body: %v", fsm.ErrBadCommand, err))
+		writeErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
 		return false
 	}
 	return true

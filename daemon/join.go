@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -28,7 +29,7 @@ func (d *Daemon) masterAddr(master string) (string, error) {
 		host, port = h, p
 	}
 	if net.ParseIP(host) == nil {
-		return "", fmt.Errorf("%w: %q is not an IP address (give the master's IP, optionally with :port)", fsm.ErrBadCommand, master)
+		return "", fmt.Errorf("%w: %q is not an IP address (give the master's IP, optionally with :port)", ErrBadRequest, master)
 	}
 	return net.JoinHostPort(host, port), nil
 }
@@ -287,9 +288,21 @@ func (d *Daemon) checkNotAdmitted(ctx context.Context, req cluster.AdmitRequest,
 		return fmt.Errorf("%w; no master answered since: %v", cause, err)
 	}
 	for _, m := range d.fsm.Members() {
-		if m.Name == req.Name && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
+		if strings.EqualFold(m.Name, req.Name) && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
 			return fmt.Errorf("%w: the master admitted this node as cid %d, but its answer was lost, so this node never got its certificate: remove the record with pmgcm delete %d on a member, then join again",
 				raftnode.ErrUnknownOutcome, m.CID, m.CID)
+		}
+	}
+	return nil
+}
+
+// memberClash refuses a joining node whose name or address a member has already, by
+// the state machine's own rule (fsm.Conflict: names compare case-insensitively).
+func memberClash(members []fsm.Member, name, ip string) error {
+	for _, m := range members {
+		if why := fsm.Conflict(fsm.Member{Name: name, IP: ip}, m); why != "" {
+			return fmt.Errorf("%w: %s: cid %d is already %s at %s: pick another --name/--ip, or delete cid %d first (pmgcm delete %d)",
+				fsm.ErrMemberExists, why, m.CID, m.Name, m.IP, m.CID, m.CID)
 		}
 	}
 	return nil
@@ -304,19 +317,16 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
 		return nil, ErrBadToken
 	}
-	for _, m := range d.fsm.Members() {
-		if m.Name == req.Name || net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
-			return nil, fmt.Errorf("%w: cid %d is already %s at %s: pick another --name/--ip, or delete cid %d first (pmgcm delete %d)",
-				fsm.ErrMemberExists, m.CID, m.Name, m.IP, m.CID, m.CID)
-		}
+	if err := memberClash(d.fsm.Members(), req.Name, req.IP); err != nil {
+		return nil, err
 	}
 	block, _ := pem.Decode(req.PublicKeyPEM)
 	if block == nil {
-		return nil, fmt.Errorf("%w: no public key in the join request", fsm.ErrBadCommand)
+		return nil, fmt.Errorf("%w: no public key in the join request", ErrBadRequest)
 	}
 	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: public key: %v", fsm.ErrBadCommand, err)
+		return nil, fmt.Errorf("%w: public key: %v", ErrBadRequest, err)
 	}
 	ca, err := transport.ParseCA(cl.CACertPEM, cl.CAKeyPEM)
 	if err != nil {

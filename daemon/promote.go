@@ -92,14 +92,15 @@ func (d *Daemon) waitSelfLeader(ctx context.Context) error {
 }
 
 // checkSurvivors refuses a forced promotion when another reachable member has a longer
-// log (it must be promoted instead, or its writes are lost) or still sees a master.
+// log (it must be promoted instead, or its writes are lost) or still sees a master. The
+// refusal does not depend on which member answered first (survivorsVerdict).
 func (d *Daemon) checkSurvivors(ctx context.Context) error {
 	mine := d.rn().Stats()
 	me := d.self()
 	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
+		mu      sync.Mutex
+		answers []survivor
+		wg      sync.WaitGroup
 	)
 	for _, m := range d.activeMembers() {
 		if m.CID == me.CID {
@@ -109,29 +110,13 @@ func (d *Daemon) checkSurvivors(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			n := d.remoteNode(ctx, m)
-			if n.State == api.StateDown {
-				return
-			}
-			var err error
-			switch {
-			case n.MasterCID != 0:
-				err = fmt.Errorf("%w: cid %d (%s at %s) still reaches a master: promote without --force, or check the network", ErrNotMaster, m.CID, m.Name, m.IP)
-			case n.LastLogTerm > mine.LastLogTerm || n.LastLogTerm == mine.LastLogTerm && n.LastIndex > mine.LastIndex:
-				err = fmt.Errorf("%w: cid %d (%s at %s) holds a longer log (term %d, index %d; this node: term %d, index %d): run 'pmgcm promote --force' on cid %d instead, or its writes are lost",
-					ErrBehind, m.CID, m.Name, m.IP, n.LastLogTerm, n.LastIndex, mine.LastLogTerm, mine.LastIndex, m.CID)
-			}
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
+			mu.Lock()
+			answers = append(answers, survivor{m: m, n: n})
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return errs[0]
-	}
-	return nil
+	return survivorsVerdict(mine, answers)
 }
 
 // forceRecover makes this node the only voter (Raft RecoverCluster, offline) and commits

@@ -223,23 +223,23 @@ func (d *Daemon) recordCertHere(ctx context.Context, req cluster.CertRecord) (ui
 func checkNodeCert(certPEM, caPEM []byte, m fsm.Member) (string, error) {
 	block, _ := pem.Decode(certPEM)
 	if block == nil {
-		return "", fmt.Errorf("%w: no PEM certificate", fsm.ErrBadCommand)
+		return "", fmt.Errorf("%w: no PEM certificate", ErrBadRequest)
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", fsm.ErrBadCommand, err)
+		return "", fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return "", fmt.Errorf("%w: no cluster CA", fsm.ErrBadCommand)
+		return "", fmt.Errorf("%w: no cluster CA", ErrBadRequest)
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return "", fmt.Errorf("%w: certificate is not from the cluster CA: %v", fsm.ErrBadCommand, err)
+		return "", fmt.Errorf("%w: certificate is not from the cluster CA: %v", ErrBadRequest, err)
 	}
 	ip := net.ParseIP(m.IP)
 	if cert.Subject.CommonName != m.Name || len(cert.IPAddresses) != 1 || !cert.IPAddresses[0].Equal(ip) {
 		return "", fmt.Errorf("%w: certificate for %s (%v) does not match cid %d (%s, %s)",
-			fsm.ErrBadCommand, cert.Subject.CommonName, cert.IPAddresses, m.CID, m.Name, m.IP)
+			ErrBadRequest, cert.Subject.CommonName, cert.IPAddresses, m.CID, m.Name, m.IP)
 	}
 	return transport.Fingerprint(cert.Raw), nil
 }

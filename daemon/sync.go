@@ -31,7 +31,7 @@ func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 	}
 	if masterIP != "" {
 		if net.ParseIP(masterIP) == nil {
-			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", fsm.ErrBadCommand, masterIP)
+			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", ErrBadRequest, masterIP)
 		}
 		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
 		_, err := d.fwd.WaitLeaderAddr(wctx)

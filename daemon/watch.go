@@ -30,7 +30,7 @@ func (d *Daemon) handleConfigWatch(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("from"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			writeErr(w, fmt.Errorf("%w: from %q is not a version number", fsm.ErrBadCommand, s))
+			writeErr(w, fmt.Errorf("%w: from %q is not a version number", ErrBadRequest, s))
 			return
 		}
 		from = v
@@ -39,7 +39,7 @@ func (d *Daemon) handleConfigWatch(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("wait"); s != "" {
 		v, err := time.ParseDuration(s)
 		if err != nil || v < 0 {
-			writeErr(w, fmt.Errorf("%w: wait %q is not a duration", fsm.ErrBadCommand, s))
+			writeErr(w, fmt.Errorf("%w: wait %q is not a duration", ErrBadRequest, s))
 			return
 		}
 		wait = min(v, maxWatchWait)
