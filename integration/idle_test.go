@@ -115,11 +115,15 @@ func TestFencedAtRunTime(t *testing.T) {
 	waitFenced(t, b)
 	learned := time.Since(healed)
 	t.Logf("%s learned it was fenced %.1f s after the network healed", b.Name, learned.Seconds())
-	if learned > standingBackstop/2 {
+	// From a refusal that named the new epoch, not from the periodic check.
+	if !strings.Contains(b.Log(), "a peer refused this node and names a newer epoch") {
+		t.Errorf("%s was not told the epoch by a refused connection", b.Name)
+	}
+	if learned > standingBackstop/3 {
 		t.Errorf("%s learned it was fenced only after %s: not from the refused connections", b.Name, learned)
 	}
 	measureIdle(t, b, "fenced node", a, 4*time.Second)
 }
 
 // standingBackstop is the daemon's period of its standing check (daemon.standingInterval).
-const standingBackstop = 30 * time.Second
+const standingBackstop = 10 * time.Second
