@@ -65,10 +65,8 @@ type Daemon struct {
 	catchUp catchUpTargets
 	// kick wakes the leader loop (runLeaderDuties).
 	kick chan struct{}
-	// standingKick wakes the standing check (watchStanding); standingClients are its
-	// join-channel clients, one per peer fingerprint, reused from one check to the next.
-	standingKick    chan struct{}
-	standingClients clientCache
+	// standingW finds out when this node was removed or fenced (standingwatch.go).
+	standingW *standingWatch
 
 	closeOnce sync.Once
 	closeErr  error
@@ -85,8 +83,7 @@ func New(cfg Config) (*Daemon, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1),
-		standingKick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -116,10 +113,14 @@ func (d *Daemon) Open() (err error) {
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
 		Authorize: d.authorizePeer,
-		Refused:   d.peerRefused,
+		Refused:   func(addr string, r transport.Refusal) { d.standingW.refused(addr, r) },
 	}, id)
 	if err != nil {
 		return err
+	}
+	d.standingW = &standingWatch{
+		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
+		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
 	}
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
@@ -134,9 +135,9 @@ func (d *Daemon) Open() (err error) {
 	// coming back after a forced promotion elsewhere must not vote or lead.
 	if !d.standing().out() {
 		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-		st, a := d.askStanding(ctx, startupStandingTimeout)
+		st, a := d.standingW.ask(ctx, startupStandingTimeout)
 		cancel()
-		d.applyStanding(st, a)
+		d.standingW.apply(st, a)
 	}
 	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
@@ -152,7 +153,12 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	d.bg.Add(5)
-	go d.watchStanding()
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.stopContext()
+		defer cancel()
+		d.standingW.run(ctx)
+	}()
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()

@@ -78,7 +78,7 @@ func (d *Daemon) kickLeaderDuties() {
 }
 
 // runLeaderDuties keeps, on the leader, the Raft configuration in line with the member
-// list and the voter policy. (The standing check is watchStanding's.)
+// list and the voter policy. (The standing check is standingWatch's.)
 func (d *Daemon) runLeaderDuties() {
 	defer d.bg.Done()
 	ctx, cancel := d.stopContext()

@@ -82,7 +82,7 @@ func (d *Daemon) followPeers() {
 		d.refreshPeers()
 		d.refreshIntake()
 		if d.listedNoMore() {
-			d.kickStanding() // the peers confirm it, and this node stops Raft
+			d.standingW.kickNow() // the peers confirm it, and this node stops Raft
 		}
 		// Across Raft instances (a join replaces it; a removed or fenced node waits for
 		// the next without spinning).

@@ -31,6 +31,16 @@ func (d *Daemon) setRaft(n *raftnode.Node) {
 	}
 }
 
+// stopRaft closes the running Raft instance (this node was removed or fenced); it stays
+// in place, closed, until a join or re-admission replaces it.
+func (d *Daemon) stopRaft() {
+	if n := d.rn(); n != nil {
+		if err := n.Close(); err != nil {
+			d.logger.Warn("stopping raft", "error", err)
+		}
+	}
+}
+
 // waitApplied waits until the local state machine has applied index, across Raft
 // instances: while the instance is closed (this node was removed or fenced, or a join is
 // replacing it) it waits for the next instance, not failing at once, so that a loop

@@ -156,7 +156,7 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 
 // installCert presents id on new connections from now on and moves the renewed
 // certificate file into place. idx is the state-machine index that published it: peers
-// that have not applied it do not know this certificate yet (see askStanding).
+// that have not applied it do not know this certificate yet (see standingWatch.ask).
 func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 	d.mux.SetIdentity(id)
 	if idx > d.self().JoinIndex {
@@ -267,7 +267,7 @@ func (d *Daemon) resolveRenewal() {
 	}
 	if !known && cache != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-		answers := d.askPeers(ctx, cache.Members, fp, startupStandingTimeout)
+		answers := d.standingW.askPeers(ctx, cache.Members, fp, startupStandingTimeout)
 		cancel()
 		for _, a := range answers {
 			if a.ClusterID == cache.ClusterID && a.Member && a.CID == me.CID {

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
@@ -216,4 +218,31 @@ func TestWaitAppliedAcrossRaftInstances(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("waitApplied did not end when the daemon stopped")
 	}
+}
+
+// TestStandingWatchApply: a removal or fencing is recorded in node.json and stops Raft;
+// a member's standing changes nothing; a kick never blocks.
+func TestStandingWatchApply(t *testing.T) {
+	var nf nodeFile
+	stopped := 0
+	w := &standingWatch{
+		logger:     hclog.NewNullLogger(),
+		updateSelf: func(change func(*nodeFile)) error { change(&nf); return nil },
+		stopRaft:   func() { stopped++ },
+		kick:       make(chan struct{}, 1),
+	}
+	if w.apply(standing{}, cluster.Membership{}) || stopped != 0 {
+		t.Fatal("a member's standing changed something")
+	}
+	if !w.apply(removedFrom("c"), cluster.Membership{ClusterID: "c"}) || nf.Removed != "c" || stopped != 1 {
+		t.Fatalf("removal: recorded %+v, raft stopped %d times", nf, stopped)
+	}
+	f := &fenceInfo{ClusterID: "c", Epoch: 2}
+	if !w.apply(fencedBy(f), cluster.Membership{}) || nf.Fenced != f || nf.Removed != "" || stopped != 2 {
+		t.Fatalf("fencing: recorded %+v, raft stopped %d times", nf, stopped)
+	}
+	w.kickNow()
+	w.kickNow() // the second finds the first pending and returns
+	var none *standingWatch
+	none.kickNow() // before Open made it
 }
