@@ -204,14 +204,8 @@ func (d *Daemon) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
 	if _, err := d.leaderAddr(); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, d.quorumSummary())
 	}
-	_, leaderID := d.rn().Leader()
-	var master fsm.Member
-	for _, m := range d.fsm.Members() {
-		if raftnode.ServerID(m.CID) == leaderID {
-			master = m
-		}
-	}
-	if master.CID == 0 {
+	master, ok := d.masterMember()
+	if !ok {
 		return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 	}
 	addr := master.IP

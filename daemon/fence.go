@@ -22,7 +22,8 @@ func (d *Daemon) membershipOf(fingerprint string) cluster.Membership {
 	return out
 }
 
-// masterMember returns the member that leads now, as this node knows it.
+// masterMember returns the member that leads now, as this node knows it: the one
+// lookup of the master as a member (its address alone: leaderAddr).
 func (d *Daemon) masterMember() (fsm.Member, bool) {
 	_, id := d.rn().Leader()
 	if id == "" {

@@ -66,11 +66,10 @@ func (l leadership) SinceLeaderContact() time.Duration { return l.d.rn().SinceLe
 
 // leaderAddr returns the address of the current leader, or an error if there is none.
 func (d *Daemon) leaderAddr() (string, error) {
-	addr, _ := d.rn().Leader()
-	if addr == "" {
-		return "", raftnode.ErrNoLeader
+	if addr := (leadership{d}).LeaderAddr(); addr != "" {
+		return addr, nil
 	}
-	return string(addr), nil
+	return "", raftnode.ErrNoLeader
 }
 
 // applyLocal applies cmd on this node, which must be the leader, and turns a state
