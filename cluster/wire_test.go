@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -237,5 +238,40 @@ func FuzzService(f *testing.F) {
 		if rec.Code != http.StatusOK && rec.Code != http.StatusBadRequest && rec.Code != http.StatusInternalServerError {
 			t.Fatalf("%s: status %d", p.path, rec.Code)
 		}
+	})
+}
+
+// answerTransport answers every request with status and body, without a network.
+type answerTransport struct {
+	status int
+	body   []byte
+}
+
+func (a answerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: a.status, Status: http.StatusText(a.status), Body: io.NopCloser(bytes.NewReader(a.body)),
+		Header: http.Header{}, Request: r}, nil
+}
+
+// FuzzClientAnswers feeds arbitrary answers to the Client's decoders: each gives a value
+// or an error (a RemoteError for a non-2xx status), never a panic.
+func FuzzClientAnswers(f *testing.F) {
+	f.Add(200, []byte(`{"cluster_id":"c","epoch":1,"cid":2,"members":[{"cid":1}]}`))
+	f.Add(503, []byte(`{"code":"not_leader","message":"no"}`))
+	f.Add(500, []byte(`<html>`))
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		if status < 100 || status > 599 {
+			status = 200
+		}
+		c := NewClient(&http.Client{Transport: answerTransport{status: status, body: body}})
+		ctx := context.Background()
+		_, err := c.JoinAdmit(ctx, "127.0.0.1:1", AdmitRequest{})
+		if status/100 != 2 {
+			var re *RemoteError
+			if !errors.As(err, &re) || re.Status != status {
+				t.Fatalf("status %d answered %v", status, err)
+			}
+		}
+		_, _ = c.CheckMembership(ctx, "127.0.0.1:1", "fp")
+		_, _ = c.Node(ctx, "127.0.0.1:1")
 	})
 }

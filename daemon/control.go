@@ -272,9 +272,15 @@ func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// decodeBody decodes a JSON request body into v, answering the error itself if it cannot.
+// maxControlBody bounds every JSON request body of the control socket (a restore's
+// backup file is streamed, not decoded by decodeBody). Node-to-node bodies have their
+// own bound, cluster.MaxRequestBytes.
+const maxControlBody = 64 << 10
+
+// decodeBody decodes a JSON request body of at most maxControlBody into v, answering the
+// error itself if it cannot.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(v); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody)).Decode(v); err != nil {
 		writeErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
 		return false
 	}
