@@ -47,18 +47,12 @@ func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	conn, leaf, err := transport.DialPinned(ctx, addr, transport.ChanJoin, "", joinDialTimeout)
+	jc, fp, err := cluster.DialJoin(ctx, addr, "", joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
-	_ = conn.Close()
-	fp := transport.Fingerprint(leaf.Raw)
-	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
-	if err != nil {
-		return nil, err
-	}
-	defer client.CloseIdleConnections()
-	info, err := cluster.NewClient(client).JoinInfo(ctx, addr)
+	defer jc.CloseIdleConnections()
+	info, err := jc.JoinInfo(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -100,17 +94,11 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	ictx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	conn, _, err := transport.DialPinned(ictx, addr, transport.ChanJoin, fp, joinDialTimeout)
+	jc, _, err := cluster.DialJoin(ictx, addr, fp, joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
-	_ = conn.Close()
-	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
-	if err != nil {
-		return nil, err
-	}
-	defer client.CloseIdleConnections()
-	jc := cluster.NewClient(client)
+	defer jc.CloseIdleConnections()
 	info, err := jc.JoinInfo(ictx, addr)
 	if err != nil {
 		return nil, err
