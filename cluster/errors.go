@@ -10,6 +10,9 @@ import (
 
 // Sentinel errors of the protocol.
 var (
+	// ErrIncompatible means two nodes speak protocol versions or state formats that
+	// cannot work together.
+	ErrIncompatible = errors.New("incompatible pmgcm versions")
 	// ErrBadRequest means a request body could not be decoded (malformed, or larger
 	// than MaxRequestBytes). It is answered with HTTP 400.
 	ErrBadRequest = errors.New("bad cluster request")

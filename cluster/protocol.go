@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"fmt"
+
 	"github.com/pmgcm/pmgcm/fsm"
 )
 
@@ -20,6 +22,17 @@ const (
 
 // StateFormat is the version of the replicated state's encoding: commands and snapshots.
 const StateFormat = fsm.EncodingVersion
+
+// CheckCompatible refuses a node that speaks protocol theirs with state format
+// theirState to this node, which speaks mine with StateFormat: today both must be
+// equal (the range MinProtocolVersion..MaxProtocolVersion is one version wide).
+func CheckCompatible(mine, theirs, theirState int) error {
+	if theirs != mine || theirState != StateFormat {
+		return fmt.Errorf("%w: this node speaks protocol %d with state format %d, the other node protocol %d with state format %d: upgrade the older one",
+			ErrIncompatible, mine, StateFormat, theirs, theirState)
+	}
+	return nil
+}
 
 // Paths of the cluster RPC channel (transport.ChanRPC: members only, mutual TLS).
 const (

@@ -275,3 +275,15 @@ func FuzzClientAnswers(f *testing.F) {
 		_, _ = c.Node(ctx, "127.0.0.1:1")
 	})
 }
+
+// TestCheckCompatible: only the same protocol and state format work together.
+func TestCheckCompatible(t *testing.T) {
+	if err := CheckCompatible(ProtocolVersion, ProtocolVersion, StateFormat); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]int{{ProtocolVersion + 1, StateFormat}, {ProtocolVersion - 1, StateFormat}, {ProtocolVersion, StateFormat + 1}} {
+		if err := CheckCompatible(ProtocolVersion, c[0], c[1]); !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "upgrade the older one") {
+			t.Errorf("protocol %d state %d: %v", c[0], c[1], err)
+		}
+	}
+}

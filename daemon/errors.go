@@ -1,6 +1,10 @@
 package daemon
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/pmgcm/pmgcm/cluster"
+)
 
 // Sentinel errors of the daemon. Each message names the problem; the wrapping error adds
 // the path and what the operator can do.
@@ -27,8 +31,9 @@ var (
 	ErrSyncing = errors.New("this node is still receiving data from the other nodes")
 	// ErrBadToken means the join token was wrong.
 	ErrBadToken = errors.New("join token is not valid for this cluster")
-	// ErrIncompatible means two nodes run versions that cannot work together.
-	ErrIncompatible = errors.New("incompatible pmgcm versions")
+	// ErrIncompatible means two nodes run versions that cannot work together (the
+	// protocol's own sentinel, cluster.ErrIncompatible).
+	ErrIncompatible = cluster.ErrIncompatible
 	// ErrNotMaster means an operation was refused because of which node is the master.
 	ErrNotMaster = errors.New("refused on the master")
 	// ErrBusy means another operation that changes this node's identity is under way.

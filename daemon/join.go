@@ -103,7 +103,7 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	if err != nil {
 		return nil, err
 	}
-	if err := d.checkCompatible(info.ProtocolVersion, info.StateFormat); err != nil {
+	if err := cluster.CheckCompatible(d.cfg.ProtocolVersion, info.ProtocolVersion, info.StateFormat); err != nil {
 		return nil, fmt.Errorf("%w (the node at %s)", err, addr)
 	}
 	keyPEM, err := d.dir.keyPEM()
@@ -135,14 +135,6 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	d.logger.Info("joined cluster", "cluster-id", adm.ClusterID, "cid", adm.CID, "master", adm.MasterAddress)
 	return &api.JoinResponse{ClusterID: adm.ClusterID, CID: adm.CID, Name: me.Name, MasterAddress: adm.MasterAddress}, nil
-}
-
-func (d *Daemon) checkCompatible(protocol, state int) error {
-	if protocol != d.cfg.ProtocolVersion || state != StateFormat {
-		return fmt.Errorf("%w: this node speaks protocol %d with state format %d, the other node protocol %d with state format %d: upgrade the older one",
-			ErrIncompatible, d.cfg.ProtocolVersion, StateFormat, protocol, state)
-	}
-	return nil
 }
 
 // becomeMember replaces this node's state with the cluster's: the admitted certificate
@@ -224,7 +216,7 @@ func (d *Daemon) admit(ctx context.Context, req cluster.AdmitRequest, relay bool
 	if cl == nil {
 		return nil, fmt.Errorf("%w: the node at %s is in no cluster: run pmgcm create there first", ErrNoCluster, d.cfg.Addr())
 	}
-	if err := d.checkCompatible(req.ProtocolVersion, req.StateFormat); err != nil {
+	if err := cluster.CheckCompatible(d.cfg.ProtocolVersion, req.ProtocolVersion, req.StateFormat); err != nil {
 		return nil, err
 	}
 	return cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
