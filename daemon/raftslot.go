@@ -49,6 +49,9 @@ func (d *Daemon) stopRaft() {
 func (d *Daemon) waitApplied(ctx context.Context, index uint64) error {
 	for {
 		s := d.raftp.Load()
+		if s == nil {
+			return raftnode.ErrClosed // before Open made one
+		}
 		err := s.n.WaitApplied(ctx, index)
 		if err == nil || ctx.Err() != nil || !errors.Is(err, raftnode.ErrClosed) {
 			return err
