@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/mailrepl"
 	"github.com/pmgcm/pmgcm/mailstore"
 	"github.com/pmgcm/pmgcm/smtpd"
@@ -321,16 +322,16 @@ func (d *Daemon) handleQuarantineState(state string) http.HandlerFunc {
 func mailErr(id string, err error) error {
 	switch {
 	case errors.Is(err, mailstore.ErrNotFound), errors.Is(err, mailstore.ErrInvalid):
-		return &remoteError{Status: http.StatusNotFound, E: api.Error{Code: api.CodeNotFound,
+		return &cluster.RemoteError{Status: http.StatusNotFound, E: api.Error{Code: api.CodeNotFound,
 			Message: fmt.Sprintf("no message %q in the quarantine", id), Hint: "pmgcm quarantine list shows the messages"}}
 	case errors.Is(err, mailstore.ErrDeleted):
-		return &remoteError{Status: http.StatusConflict, E: api.Error{Code: api.CodeConflict,
+		return &cluster.RemoteError{Status: http.StatusConflict, E: api.Error{Code: api.CodeConflict,
 			Message: fmt.Sprintf("message %s was deleted", id)}}
 	case errors.Is(err, mailstore.ErrBusy):
-		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
+		return &cluster.RemoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("message %s is being received from another node right now", id), Hint: "try again in a moment"}}
 	case errors.Is(err, mailstore.ErrCorrupt), errors.Is(err, mailstore.ErrChecksum):
-		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
+		return &cluster.RemoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("message %s: the body on this node failed its checksum; it is being fetched again from another node", id),
 			Hint:    "try again in a moment, or on another node"}}
 	}

@@ -67,7 +67,9 @@ func (c Channel) valid() bool {
 // the TLS handshake (so non-members fail the handshake itself) and with the
 // requested channel once the channel byte is read. On the dialing side (Dial)
 // it is called once with the channel being opened, for the server's
-// certificate. It must be safe for concurrent use and should not block.
+// certificate. It must be safe for concurrent use and must not block: it runs inside
+// the TLS handshake. A refusal whose error wraps a *Refusal (with errors.As) is sent
+// to the dialer (see Refusal); any other is a silent close.
 type PeerAuthorizer func(ch Channel, fingerprint string) error
 
 // Config configures a Mux. Fields are read once, by New.
@@ -89,6 +91,10 @@ type Config struct {
 	// descriptors nor keep members out. Zero takes DefaultMaxPending and
 	// DefaultMaxPendingPerSource (at most MaxPending).
 	MaxPending, MaxPendingPerSource int
+	// Refused, if set, is told of every refusal of this node's Dial by the server
+	// after the handshake: explained (a *Refusal with the server's epoch) or not (the
+	// zero Refusal). It must not block.
+	Refused func(addr string, r Refusal)
 }
 
 // Defaults of Config.MaxPending and Config.MaxPendingPerSource. A member's connections
@@ -349,6 +355,11 @@ func (m *Mux) handle(raw net.Conn) {
 	ch := Channel(b[0])
 	log = log.With("channel", ch.String())
 	if err := m.admit(ch, fp); err != nil {
+		if r := refusalOf(err); r != nil && fp != "" {
+			// A member refused for a reason it must know (it is fenced): say so, with
+			// the epoch, within the handshake deadline.
+			_ = writeRefusal(tc, r)
+		}
 		stop()
 		_ = raw.Close()
 		if errors.Is(err, ErrUnknownChannel) || fp == "" {
