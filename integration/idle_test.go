@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
