@@ -25,26 +25,34 @@ type testMail struct {
 // nothing): the files a restore must refuse whole.
 func craft(t *testing.T, entries []Entry, mail []testMail) []byte {
 	t.Helper()
+	b, err := craftBytes(entries, mail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func craftBytes(entries []Entry, mail []testMail) ([]byte, error) {
 	var buf bytes.Buffer
 	w, err := NewWriter(&buf, Header{ClusterID: "c1", Index: 7, Created: time.Unix(1e9, 0).UTC(),
 		Entries: len(entries), WithMail: len(mail) > 0, Mail: len(mail)})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	for _, e := range entries {
 		if err := w.WriteEntry(e); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	for _, m := range mail {
 		if err := w.WriteMail(json.RawMessage(m.meta), int64(len(m.body)), strings.NewReader(m.body)); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	if err := w.Close(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return buf.Bytes()
+	return buf.Bytes(), nil
 }
 
 // goodMeta is the metadata the daemon writes for body.
