@@ -99,7 +99,9 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 	}
 	out := &api.RestoreResponse{ClusterID: h.ClusterID, Index: h.Index, Mail: mailCount}
 	if out.Entries, err = d.restoreConfig(ctx, spool); err != nil {
-		return nil, err
+		// The file was checked whole: only a failure of the node itself (its Raft log,
+		// its disk) stops the load half-way.
+		return nil, fmt.Errorf("%w; the quarantine was not changed, the configuration may be partly restored: fix the cause and run pmgcm restore again", err)
 	}
 	if stage != nil {
 		if err := d.commitMail(stage); err != nil {
