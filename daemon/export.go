@@ -15,6 +15,10 @@ import (
 // and the state-machine index it has exported up to.
 const manifestName = ".pmgcm-export.json"
 
+// maxManifest bounds the manifest the exporter reads back: a few hundred bytes per
+// exported file, far below it; a larger one is refused (remove it to export again).
+const maxManifest = 64 << 20
+
 // exportManifest lists the keys whose files the exporter owns: it never removes a file
 // it did not write.
 type exportManifest struct {
@@ -44,6 +48,9 @@ func (d *Daemon) runExporter() {
 	}
 	if err := e.load(); err != nil {
 		d.logger.Error("config export disabled: cannot read its manifest", "dir", e.dir, "error", err)
+		if e.x != nil {
+			_ = e.x.Close()
+		}
 		return
 	}
 	defer e.x.Close()
@@ -69,7 +76,7 @@ func (e *exporter) load() error {
 	}
 	e.x = x
 	e.m = exportManifest{Files: map[string]uint64{}}
-	b, err := e.x.readFile(manifestName)
+	b, err := e.x.readFile(manifestName, maxManifest)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

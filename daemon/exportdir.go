@@ -121,8 +121,8 @@ func (x *exportDir) exists(rel string) bool {
 	return unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
 }
 
-// readFile reads rel, refusing a link.
-func (x *exportDir) readFile(rel string) ([]byte, error) {
+// readFile reads rel, at most max bytes, refusing a link.
+func (x *exportDir) readFile(rel string, max int64) ([]byte, error) {
 	fd, name, err := x.parent(rel, false)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -140,7 +140,11 @@ func (x *exportDir) readFile(rel string) ([]byte, error) {
 	}
 	f := os.NewFile(uintptr(ffd), filepath.Join(x.path, rel))
 	defer f.Close()
-	return io.ReadAll(f)
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("%s is over %d bytes", f.Name(), max)
+	}
+	return b, err
 }
 
 // writeFile replaces rel atomically (a temporary file in the same directory, fsync,
