@@ -106,3 +106,29 @@ func TestExportModes(t *testing.T) {
 		t.Fatalf("temporary files left: %v", ents)
 	}
 }
+
+// FuzzExportManifest checks the decoder of the export manifest, a file in a directory
+// that the gateway's services may write: load never panics, and a manifest it accepts
+// has a file map to fill.
+func FuzzExportManifest(f *testing.F) {
+	f.Add([]byte(`{"index":7,"files":{"etc/a":3,"etc/b/c":7}}`))
+	f.Add([]byte(`{"files":null}`))
+	f.Add([]byte(`[]`))
+	dir := filepath.Join(f.TempDir(), "export")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, manifestName), b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		e := &exporter{dir: dir}
+		err := e.load()
+		if e.x != nil {
+			defer e.x.Close()
+		}
+		if err == nil && e.m.Files == nil {
+			t.Fatal("an accepted manifest without a file map")
+		}
+	})
+}
