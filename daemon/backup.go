@@ -92,7 +92,10 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 	defer spool.Close()
 	h, stage, mailCount, err := d.restoreCheck(io.TeeReader(body, spool))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w; nothing was changed", fsm.ErrBadCommand, err)
+		if badBackup(err) {
+			return nil, fmt.Errorf("%w: %w; nothing was changed", fsm.ErrBadCommand, err)
+		}
+		return nil, fmt.Errorf("restore: %w; nothing was changed", err)
 	}
 	if stage != nil {
 		defer func() { _ = stage.Abort() }() // a no-op once committed
@@ -110,6 +113,17 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 	}
 	d.logger.Info("backup restored", "from-cluster", h.ClusterID, "index", h.Index, "entries", out.Entries, "mail", out.Mail)
 	return out, nil
+}
+
+// badBackup reports whether err is about the backup file (refused: the caller's
+// mistake), not about this node.
+func badBackup(err error) bool {
+	for _, e := range []error{backup.ErrNotBackup, backup.ErrNewer, backup.ErrCorrupt, backup.ErrTruncated, backup.ErrInvalid} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // restoreCheck is pass 1 of restore: it reads the whole backup from r, checking it, and
