@@ -2,6 +2,8 @@ package mailstore
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -162,4 +164,48 @@ func TestRestoreInterruptedSwap(t *testing.T) {
 	if _, err := os.Stat(swapOldDir(dir)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("old copy left behind: %v", err)
 	}
+}
+
+// TestRestoreCommitWaitsForBusyBodies: while a body of the live store is being
+// received, Commit refuses with ErrBusy and changes nothing; once it is done, Commit
+// goes through.
+func TestRestoreCommitWaitsForBusyBodies(t *testing.T) {
+	s, _ := restoreStore(t)
+	accept(t, s, message("kept", 10))
+	raw := message("remote", 10)
+	m := Meta{ID: MakeID(2, 1), Origin: 2, Seq: 1, From: "a@x.test", To: []string{"b@example.com"},
+		Size: int64(len(raw)), SHA256: sha(raw), State: StateQuarantined, Received: time.Unix(1e9, 0).UTC()}
+	if _, err := s.ApplyEvent(Event{Origin: 2, Seq: 1, Kind: KindNew, MsgID: m.ID, Msg: &m, At: m.Received}); err != nil {
+		t.Fatal(err)
+	}
+	w, _, err := s.BeginBody(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.BeginRestore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Import("x@example.org", nil, time.Time{}, bytes.NewReader(message("restored", 10))); err != nil {
+		t.Fatal(err)
+	}
+	before := subjects(t, s)
+	if err := g.Commit(); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Commit with a body in flight: %v, want ErrBusy", err)
+	}
+	if got := subjects(t, s); got != before {
+		t.Fatalf("a refused Commit changed the store: %s, was %s", got, before)
+	}
+	_ = w.Close()
+	if err := g.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := subjects(t, s); got != "restored=quarantined" {
+		t.Fatalf("after Commit: %s", got)
+	}
+}
+
+func sha(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }
