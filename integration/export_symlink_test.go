@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +35,7 @@ func TestConfigExportRefusesSymlinks(t *testing.T) {
 	n.CLI("config", "set", "svc/victim", "pwned")
 	n.CLI("config", "set", "etc/postfix/main.cf", "relayhost = x\n")
 	good := filepath.Join(export, "etc", "postfix", "main.cf")
-	poll(t, 15*time.Second, "the other entry exported and the link refused in the log", func() error {
+	testutil.Poll(t, "the other entry exported and the link refused in the log", 15*time.Second, func() error {
 		if b, err := os.ReadFile(good); err != nil || string(b) != "relayhost = x\n" {
 			return fmt.Errorf("%s: %q %v", good, b, err)
 		}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/backup"
-	"github.com/pmgcm/pmgcm/cli"
 )
 
 // badMail is one message of a crafted backup.
@@ -117,7 +117,7 @@ func TestRestoreInvalidChangesNothing(t *testing.T) {
 		{"metadata of the wrong type", craftBackup(t, filepath.Join(dir, "c"),
 			[]backup.Entry{{Key: "restored/key", Value: []byte("x")}}, []badMail{good, {`{"id":"1-2","to":"user@example.com"}`, body}}), "metadata"},
 	}
-	client := cli.NewClient(n.Socket)
+	client := apiclient.New(n.Socket)
 	for _, f := range files {
 		_, errOut, err := n.run("restore", f.path)
 		if err == nil || !strings.Contains(err.Error(), "exit 1:") {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/mailstore"
 )
 
@@ -88,14 +89,14 @@ func TestReplicatorShrinksBatch(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = r.Close() })
 	r.Start()
-	waitFor(t, 20*time.Second, "every message replicated in small batches", func() bool {
+	testutil.Poll(t, "every message replicated in small batches", 20*time.Second, testutil.Cond(func() bool {
 		for _, m := range want {
 			if !dst.HasBody(m.ID) {
 				return false
 			}
 		}
 		return true
-	})
+	}))
 	// The whole batch cannot fit: it was asked for (and refused), then fewer.
 	evs, _ := src.EventsSince(nil, 0)
 	full, _ := json.Marshal(EventsResponse{Events: evs})
