@@ -19,6 +19,8 @@ type FSM struct {
 	st      state
 	applied uint64
 	onApply func(index uint64)
+	// hashReqs wait for the state at an index (HashAt, hash.go).
+	hashReqs []*hashRequest
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -117,6 +119,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		cmd, decodeErr = Decode(l.Data)
 	}
 	f.mu.Lock()
+	f.serveHashesLocked(l.Index, false, false)
 	if res != nil {
 		if decodeErr != nil {
 			res.Err = decodeErr
@@ -125,6 +128,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		}
 	}
 	f.applied = l.Index
+	f.serveHashesLocked(l.Index, true, false)
 	hook := f.onApply
 	f.mu.Unlock()
 	if hook != nil {

@@ -163,6 +163,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.st = st
 	f.applied = applied
+	f.serveHashesLocked(applied, true, true)
 	hook := f.onApply
 	f.mu.Unlock()
 	if hook != nil {
