@@ -114,6 +114,9 @@ func NewService(h Handler, writeErr ErrorWriter) *Service {
 		adm, err := h.Readmit(r.Context(), fp)
 		s.reply(w, adm, err)
 	})
+	if oh, ok := h.(OpsHandler); ok {
+		s.registerOps(oh)
+	}
 	return s
 }
 
