@@ -94,6 +94,7 @@ const (
 	StateActive  = "A"
 	StateSyncing = "S"
 	StateDown    = "D"
+	// StateMaintenance ("M") is in ops.go.
 )
 
 // Error codes carried in Error.Code. The CLI maps them to its messages and exit codes.
@@ -177,6 +178,8 @@ type Node struct {
 	Sys *SysInfo `json:"sys,omitempty"`
 	// Mail is the node's mail store and replication backlog; absent when unknown.
 	Mail *MailStatus `json:"mail,omitempty"`
+	// Backup is the state of the node's scheduled backups; absent when they are off.
+	Backup *BackupStatus `json:"backup,omitempty"`
 }
 
 // MailStatus is a node's quarantine and how far its copy lags the other nodes'.

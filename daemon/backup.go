@@ -31,18 +31,36 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	withMail := r.URL.Query().Get("mail") == "1"
-	mail, err := d.backupMail(withMail)
-	if err != nil {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	h, err := d.writeBackup(r.URL.Query().Get("mail") == "1", func() io.Writer {
+		w.WriteHeader(http.StatusOK)
+		return w
+	})
+	if err != nil && h == nil {
 		writeErr(w, err)
 		return
+	}
+	if err != nil {
+		// The answer has begun: cut the connection so the client sees an incomplete file,
+		// which never verifies.
+		d.logger.Error("backup failed", "error", err)
+		panic(http.ErrAbortHandler)
+	}
+	d.logger.Info("backup written", "index", h.Index, "entries", h.Entries, "mail", h.Mail)
+}
+
+// writeBackup writes a backup of the configuration at one index (and, withMail, the
+// quarantine) to the writer open returns, called once the backup can begin. A nil header
+// means nothing was written.
+func (d *Daemon) writeBackup(withMail bool, open func() io.Writer) (*backup.Header, error) {
+	mail, err := d.backupMail(withMail)
+	if err != nil {
+		return nil, err
 	}
 	idx, entries := d.fsm.EntriesAt()
 	h := backup.Header{ClusterID: d.knownCluster(), Index: idx, Created: time.Now().UTC(),
 		Entries: len(entries), WithMail: withMail, Mail: mail.count()}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.WriteHeader(http.StatusOK)
-	bw, err := backup.NewWriter(w, h)
+	bw, err := backup.NewWriter(open(), h)
 	for _, e := range entries {
 		if err != nil {
 			break
@@ -55,13 +73,7 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = bw.Close()
 	}
-	if err != nil {
-		// The answer has begun: cut the connection so the client sees an incomplete file,
-		// which never verifies.
-		d.logger.Error("backup failed", "error", err)
-		panic(http.ErrAbortHandler)
-	}
-	d.logger.Info("backup written", "index", idx, "entries", len(entries), "mail", mail.count())
+	return &h, err
 }
 
 // handleRestore loads a backup into this node, which must be in no cluster. The file is

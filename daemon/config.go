@@ -56,6 +56,11 @@ type Config struct {
 	// MetricsAddr, if set, is the "ip:port" where Prometheus metrics are served on
 	// /metrics (off when empty).
 	MetricsAddr string
+	// BackupDir, if set, turns on scheduled backups: the master writes a backup with mail
+	// there every BackupInterval and keeps the newest BackupKeep (schedbackup.go).
+	BackupDir      string
+	BackupInterval time.Duration
+	BackupKeep     int
 	// Logger receives the daemon's logs.
 	Logger hclog.Logger
 }
@@ -74,6 +79,9 @@ func DefaultConfig() Config {
 		SMTPSessionTimeout: smtpd.DefaultSessionTimeout,
 
 		ProtocolVersion: ProtocolVersion,
+
+		BackupInterval: DefaultBackupInterval,
+		BackupKeep:     DefaultBackupKeep,
 	}
 }
 
@@ -124,6 +132,9 @@ func (c Config) Validate() error {
 	}
 	if c.RPCTimeout <= 0 {
 		return errors.New("RPC timeout must be positive")
+	}
+	if err := c.validateBackups(); err != nil {
+		return err
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

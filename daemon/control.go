@@ -165,6 +165,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
+	d.registerOps(mux)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest
@@ -364,6 +365,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeBehind, http.StatusConflict
 	case errors.Is(err, ErrBusy):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+	case errors.Is(err, ErrMaintenance):
+		code, status = api.CodeUnavailable, http.StatusConflict
 	case errors.Is(err, ErrSyncing):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 		hint = "pmgcm status shows when the node is in state A"

@@ -69,6 +69,8 @@ type Daemon struct {
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
+	// ops is the state of the operator tools: maintenance, scheduled backups (maintenance.go).
+	ops opsState
 
 	closeOnce sync.Once
 	closeErr  error

@@ -67,22 +67,9 @@ func (d *Daemon) openMail() error {
 	if err := d.startReplicator(); err != nil {
 		return err
 	}
-	if d.cfg.SMTPPort > 0 {
-		cfg := smtpd.DefaultConfig()
-		cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
-		cfg.Hostname = d.self().Name
-		cfg.Store, cfg.Policy = mailIntake{store}, mailPolicy{d}
-		if d.metrics != nil {
-			cfg.Observe = d.metrics.observeMail
-		}
-		cfg.Logger = d.logger.Named("smtpd")
-		d.limits.smtp(&cfg, d.cfg)
-		if m.smtp, err = smtpd.New(cfg); err != nil {
-			return err
-		}
-		if err := m.smtp.Open(); err != nil {
-			return fmt.Errorf("SMTP intake on %s: %w: choose another --smtp-port, or 0 to disable it", cfg.Addr, err)
-		}
+	// A node in maintenance keeps SMTP intake closed (maintenance.go).
+	if err := d.setSMTP(!d.maintenanceOn()); err != nil {
+		return err
 	}
 	d.bg.Add(1)
 	go d.mailHousekeeping()
@@ -147,8 +134,8 @@ func (d *Daemon) closeMail() error {
 		return nil
 	}
 	var errs []error
-	if m.smtp != nil {
-		errs = append(errs, m.smtp.Close())
+	if s := m.takeSMTP(); s != nil {
+		errs = append(errs, s.Close())
 	}
 	if r := d.replicator(); r != nil {
 		errs = append(errs, r.Close())

@@ -83,6 +83,7 @@ func (d *Daemon) runLeaderDuties() {
 	defer d.bg.Done()
 	ctx, cancel := d.stopContext()
 	defer cancel()
+	defer d.stopTermDuties()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -92,6 +93,7 @@ func (d *Daemon) runLeaderDuties() {
 		case <-tick.C:
 		case <-d.kick:
 		}
+		d.runTermDuties(ctx)
 		if d.rn().IsLeader() && d.fsm.Cluster() != nil {
 			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
 				d.logger.Warn("voter reconciliation", "error", err)

@@ -65,6 +65,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.reg.MustRegister(m.applyLatency, m.configOps, m.mailAccepted, m.mailRejected, m.operations,
 		stateCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(backupCollectors(d)...)
 	// Make the series exist from the start, so a scrape shows zeros instead of nothing.
 	for _, op := range []string{opRead, opWrite} {
 		m.configOps.WithLabelValues(op, "ok")

@@ -23,6 +23,9 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
+	if err := d.refuseInMaintenance("pmgcm promote"); err != nil {
+		return nil, err
+	}
 	cl := d.fsm.Cluster()
 	if cl == nil {
 		return nil, ErrNoCluster

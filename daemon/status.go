@@ -108,7 +108,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i := range rows {
 		r := &rows[i]
 		switch {
-		case r.State == api.StateDown, r.State == api.StateSyncing:
+		case r.State == api.StateDown, r.State == api.StateSyncing, r.State == api.StateMaintenance:
 		case r.AppliedIndex+catchUpSlack < leaderApplied:
 			r.State = api.StateSyncing
 		case r.Mail != nil && (r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0 || !r.Mail.BacklogKnown):
@@ -121,6 +121,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	}
 	st.Nodes = rows
 	st.Cluster.Warnings = append(st.Cluster.Warnings, certWarnings(rows, time.Now())...)
+	st.Cluster.Warnings = append(st.Cluster.Warnings, backupWarnings(rows)...)
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
@@ -165,6 +166,10 @@ func (d *Daemon) localNode() api.Node {
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
 	n.Mail = d.mailStatus()
+	n.Backup = d.backupStatus()
+	if d.maintenanceOn() {
+		n.State = api.StateMaintenance
+	}
 	return n
 }
 

@@ -1,0 +1,350 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/smtpd"
+)
+
+// ErrMaintenance means the node is in maintenance (pmgcm maintenance on): it takes no
+// mail and does not become master.
+var ErrMaintenance = errors.New("this node is in maintenance")
+
+// maintenanceFile is where the node keeps its maintenance mode, in its own data
+// directory: the mode belongs to the node (it must hold while the cluster has no
+// quorum, and a backup restored elsewhere must not carry it), not to the replicated
+// configuration.
+const maintenanceFile = "maintenance.json"
+
+// handoverEvery paces the retries of a master in maintenance that found no node to hand
+// mastership to.
+const handoverEvery = 2 * time.Second
+
+// maintenanceRecord is the content of maintenanceFile.
+type maintenanceRecord struct {
+	On    bool      `json:"on"`
+	Since time.Time `json:"since"`
+}
+
+// opsState is the state of the operator tools: maintenance mode, scheduled backups and
+// the leader duties they run for one leadership term.
+type opsState struct {
+	// maintMu serializes maintenance changes: each writes the file, then opens or
+	// closes SMTP intake (waiting for the transactions in flight). Nothing else takes it.
+	maintMu sync.Mutex
+	maint   bool
+	since   time.Time
+	loaded  bool
+	flagMu  sync.RWMutex // guards maint, since and loaded for readers
+
+	// term runs the leader duties of one leadership term (see runTermDuties).
+	termCancel context.CancelFunc
+	termDone   chan struct{}
+
+	backup backupState
+}
+
+// maintenanceOn reports whether this node is in maintenance, reading the file once.
+func (d *Daemon) maintenanceOn() bool {
+	o := &d.ops
+	o.flagMu.RLock()
+	on, loaded := o.maint, o.loaded
+	o.flagMu.RUnlock()
+	if loaded {
+		return on
+	}
+	rec := maintenanceRecord{}
+	if b, err := os.ReadFile(d.dir.file(maintenanceFile)); err == nil {
+		if err := json.Unmarshal(b, &rec); err != nil {
+			d.logger.Warn("ignoring an unreadable maintenance file: the node is in service", "path", d.dir.file(maintenanceFile), "error", err)
+			rec = maintenanceRecord{}
+		}
+	}
+	o.flagMu.Lock()
+	if !o.loaded {
+		o.maint, o.since, o.loaded = rec.On, rec.Since, true
+	}
+	on = o.maint
+	o.flagMu.Unlock()
+	return on
+}
+
+// refuseInMaintenance refuses what a node in maintenance must not do.
+func (d *Daemon) refuseInMaintenance(what string) error {
+	if d.maintenanceOn() {
+		return fmt.Errorf("%w: %s is refused until: pmgcm maintenance off", ErrMaintenance, what)
+	}
+	return nil
+}
+
+// maintenance takes a node out of service or back: this one (CID 0 or its own), or
+// another member, asked over the cluster port.
+func (d *Daemon) maintenance(ctx context.Context, req api.MaintenanceRequest) (*api.MaintenanceResponse, error) {
+	if err := d.checkServing(); err != nil {
+		return nil, err
+	}
+	me := d.self()
+	if req.CID == 0 || req.CID == me.CID {
+		res, err := d.setMaintenance(ctx, req.On)
+		return &res, err
+	}
+	m, ok := d.fsm.Member(req.CID)
+	if !ok {
+		return nil, fmt.Errorf("%w: cid %d (pmgcm status lists the nodes)", fsm.ErrUnknownMember, req.CID)
+	}
+	res, err := d.peer.SetMaintenance(ctx, memberAddr(m), req.On)
+	if cluster.NotSupported(err) {
+		return nil, fmt.Errorf("%w: %s (cid %d) runs an older version without maintenance mode: upgrade it, or stop its SMTP intake by hand",
+			ErrBadRequest, m.Name, m.CID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// SetMaintenance implements cluster.OpsHandler: another node relays `pmgcm maintenance
+// --cid` for this one.
+func (h rpcHandler) SetMaintenance(ctx context.Context, on bool) (api.MaintenanceResponse, error) {
+	if err := h.d.checkServing(); err != nil {
+		return api.MaintenanceResponse{}, err
+	}
+	return h.d.setMaintenance(ctx, on)
+}
+
+// setMaintenance records the mode, then closes or reopens SMTP intake, and on the
+// master hands mastership over.
+func (d *Daemon) setMaintenance(ctx context.Context, on bool) (api.MaintenanceResponse, error) {
+	o := &d.ops
+	me := d.self()
+	res := api.MaintenanceResponse{CID: me.CID, Name: me.Name, On: on}
+	d.maintenanceOn() // loaded
+	o.maintMu.Lock()
+	defer o.maintMu.Unlock()
+	rec := maintenanceRecord{On: on, Since: time.Now().UTC()}
+	b, _ := json.Marshal(rec)
+	if err := writeFileAtomic(d.dir.file(maintenanceFile), b, 0o600); err != nil {
+		return res, fmt.Errorf("record the maintenance mode in %s: %w", d.dir.file(maintenanceFile), err)
+	}
+	o.flagMu.Lock()
+	changed := o.maint != on
+	o.maint, o.since = on, rec.Since
+	o.flagMu.Unlock()
+	if changed {
+		d.logger.Info("maintenance mode", "on", on)
+	}
+	if err := d.setSMTP(!on); err != nil {
+		return res, err
+	}
+	if on && d.rn().IsLeader() {
+		cid, err := d.handOver(ctx)
+		if err != nil {
+			res.Warning = err.Error()
+		}
+		res.HandedOver = cid
+	}
+	return res, nil
+}
+
+// setSMTP opens (on) or closes SMTP intake; a no-op without --smtp-port or when it is
+// already so. It is called with maintMu held, or before the control socket opens.
+func (d *Daemon) setSMTP(on bool) error {
+	if d.cfg.SMTPPort == 0 || d.mail == nil {
+		return nil
+	}
+	m := d.mail
+	m.mu.Lock()
+	cur := m.smtp
+	if !on {
+		m.smtp = nil
+	}
+	m.mu.Unlock()
+	if !on {
+		if cur == nil {
+			return nil
+		}
+		d.logger.Info("SMTP intake closed: the node is in maintenance; senders use the other MX")
+		return cur.Close()
+	}
+	if cur != nil {
+		return nil
+	}
+	srv, err := d.newSMTP()
+	if err != nil {
+		return err
+	}
+	if err := srv.Open(); err != nil {
+		return fmt.Errorf("SMTP intake on %s: %w: choose another --smtp-port, or 0 to disable it",
+			net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort)), err)
+	}
+	m.mu.Lock()
+	m.smtp = srv
+	m.mu.Unlock()
+	return nil
+}
+
+// takeSMTP removes the SMTP server from the mail system, for closeMail.
+func (m *mailSystem) takeSMTP() *smtpd.Server {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.smtp
+	m.smtp = nil
+	return s
+}
+
+// smtpOpen reports whether SMTP intake is listening now.
+func (d *Daemon) smtpOpen() bool {
+	if d.mail == nil {
+		return false
+	}
+	d.mail.mu.Lock()
+	defer d.mail.mu.Unlock()
+	return d.mail.smtp != nil
+}
+
+// newSMTP makes the SMTP intake server of this node (not yet listening).
+func (d *Daemon) newSMTP() (*smtpd.Server, error) {
+	cfg := smtpd.DefaultConfig()
+	cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
+	cfg.Hostname = d.self().Name
+	cfg.Store, cfg.Policy = mailIntake{d.mail.store}, mailPolicy{d}
+	if d.metrics != nil {
+		cfg.Observe = d.metrics.observeMail
+	}
+	cfg.Logger = d.logger.Named("smtpd")
+	d.limits.smtp(&cfg, d.cfg)
+	return smtpd.New(cfg)
+}
+
+// handOver gives mastership to the most up-to-date voter that is up and not in
+// maintenance itself, and returns its CID.
+func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
+	cfg, err := d.rn().Configuration()
+	if err != nil {
+		return 0, err
+	}
+	me := raftnode.ServerID(d.self().CID)
+	type cand struct {
+		cid     uint64
+		applied uint64
+	}
+	var (
+		mu    sync.Mutex
+		best  *cand
+		wg    sync.WaitGroup
+		found int
+	)
+	for _, s := range cfg.Servers {
+		if s.Suffrage != raft.Voter || s.ID == me {
+			continue
+		}
+		m, ok := d.fsm.Member(parseCID(s.ID))
+		if !ok {
+			continue
+		}
+		found++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := d.remoteNode(ctx, m)
+			if n.State == api.StateDown || n.State == api.StateMaintenance || n.Error != "" {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if best == nil || n.AppliedIndex > best.applied {
+				best = &cand{cid: m.CID, applied: n.AppliedIndex}
+			}
+		}()
+	}
+	wg.Wait()
+	if best == nil {
+		if found == 0 {
+			return 0, errors.New("this node is the only voter: it stays master while in maintenance (join or promote another node to hand over)")
+		}
+		return 0, errors.New("no other voter is up and out of maintenance: this node stays master until one is")
+	}
+	if err := d.transferTo(ctx, best.cid); err != nil {
+		return 0, fmt.Errorf("hand mastership to cid %d: %w", best.cid, err)
+	}
+	d.logger.Info("in maintenance: handed mastership over", "to-cid", best.cid)
+	return best.cid, nil
+}
+
+// maintenanceDuty runs on the master for one leadership term: a node in maintenance
+// that becomes master hands mastership over at once, and retries while no voter can
+// take it.
+func (d *Daemon) maintenanceDuty(ctx context.Context) {
+	for {
+		if d.maintenanceOn() && d.rn().IsLeader() && d.fsm.Cluster() != nil {
+			if _, err := d.handOver(ctx); err != nil && ctx.Err() == nil {
+				d.logger.Warn("in maintenance but master", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(handoverEvery):
+		}
+	}
+}
+
+// leaderDuties are the duties of the operator tools that run for one leadership term
+// each (see runTermDuties).
+func (d *Daemon) leaderDuties() []func(context.Context) {
+	return []func(context.Context){d.maintenanceDuty, d.backupDuty}
+}
+
+// runTermDuties starts the per-term duties when this node has become leader and stops
+// them when it no longer is. runLeaderDuties calls it at each turn of its loop.
+func (d *Daemon) runTermDuties(parent context.Context) {
+	o := &d.ops
+	leader := d.rn().IsLeader() && parent.Err() == nil
+	switch {
+	case leader && o.termCancel == nil:
+		ctx, cancel := context.WithCancel(parent)
+		done := make(chan struct{})
+		o.termCancel, o.termDone = cancel, done
+		duties := d.leaderDuties()
+		var wg sync.WaitGroup
+		for _, duty := range duties {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				duty(ctx)
+			}()
+		}
+		go func() {
+			wg.Wait()
+			close(done)
+		}()
+	case !leader && o.termCancel != nil:
+		d.stopTermDuties()
+	}
+}
+
+// stopTermDuties ends the duties of the current leadership term, if any, and waits for
+// them.
+func (d *Daemon) stopTermDuties() {
+	o := &d.ops
+	if o.termCancel == nil {
+		return
+	}
+	o.termCancel()
+	<-o.termDone
+	o.termCancel, o.termDone = nil, nil
+}

@@ -1,0 +1,261 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/backup"
+)
+
+// Defaults of the scheduled backups (--backup-dir turns them on).
+const (
+	DefaultBackupInterval = 24 * time.Hour
+	DefaultBackupKeep     = 7
+)
+
+// Scheduled backup files are named backupPrefix + UTC time + backupSuffix; only such
+// files are ever removed from the backup directory.
+const (
+	backupPrefix     = "pmgcm-"
+	backupSuffix     = ".backup"
+	backupTimeLayout = "20060102T150405Z"
+)
+
+// backupState is the outcome of this node's scheduled backups, shown in status and the
+// metrics.
+type backupState struct {
+	mu   sync.Mutex
+	st   api.BackupStatus
+	init bool
+}
+
+// backupStatus returns the state of the scheduled backups, nil when they are off. Before
+// this node wrote one, the newest file in the directory stands in.
+func (d *Daemon) backupStatus() *api.BackupStatus {
+	if d.cfg.BackupDir == "" {
+		return nil
+	}
+	b := &d.ops.backup
+	b.mu.Lock()
+	if !b.init {
+		b.init = true
+		b.st.Dir = d.cfg.BackupDir
+		if files, err := listBackups(d.cfg.BackupDir); err == nil && len(files) > 0 {
+			newest := files[len(files)-1]
+			if fi, err := os.Stat(filepath.Join(d.cfg.BackupDir, newest)); err == nil {
+				b.st.File, b.st.Size = filepath.Join(d.cfg.BackupDir, newest), fi.Size()
+				b.st.Last, b.st.LastSuccess = fi.ModTime().UTC(), fi.ModTime().UTC()
+			}
+		}
+	}
+	st := b.st
+	b.mu.Unlock()
+	return &st
+}
+
+// backupDuty runs on the master for one leadership term: every --backup-interval it
+// writes a consistent backup, with mail, into --backup-dir and keeps the newest
+// --backup-keep. The first one is due an interval after the newest in the directory, so
+// that a change of master does not start the count over.
+func (d *Daemon) backupDuty(ctx context.Context) {
+	if d.cfg.BackupDir == "" || d.fsm.Cluster() == nil {
+		return
+	}
+	for {
+		last := d.backupStatus().Last
+		wait := time.Until(last.Add(d.cfg.BackupInterval))
+		if last.IsZero() || wait < 0 {
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if ctx.Err() != nil || !d.rn().IsLeader() {
+			return
+		}
+		d.scheduledBackup(ctx)
+	}
+}
+
+// scheduledBackup writes one backup and records the outcome.
+func (d *Daemon) scheduledBackup(ctx context.Context) {
+	start := time.Now()
+	path, size, err := d.backupToDir(ctx)
+	b := &d.ops.backup
+	d.backupStatus() // initialized
+	b.mu.Lock()
+	b.st.Last = start.UTC()
+	if err != nil {
+		b.st.Error = err.Error()
+	} else {
+		b.st.Error, b.st.File, b.st.Size, b.st.LastSuccess = "", path, size, start.UTC()
+	}
+	b.mu.Unlock()
+	if err != nil {
+		d.logger.Error("scheduled backup failed; the older backups are kept", "dir", d.cfg.BackupDir, "error", err)
+		return
+	}
+	d.logger.Info("scheduled backup written", "file", path, "bytes", size, "duration", time.Since(start).Round(time.Millisecond))
+	if err := pruneBackups(d.cfg.BackupDir, d.cfg.BackupKeep); err != nil {
+		d.logger.Warn("cannot remove old backups", "dir", d.cfg.BackupDir, "error", err)
+	}
+}
+
+// backupToDir writes a backup with mail to a temporary file in the backup directory,
+// fsyncs it, checks it whole (as a restore would), renames it into place and fsyncs
+// the directory: a crash or a failure never leaves a file under a backup's name that is
+// not a complete backup.
+func (d *Daemon) backupToDir(ctx context.Context) (string, int64, error) {
+	dir := d.cfg.BackupDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", 0, fmt.Errorf("create --backup-dir %s: %w", dir, err)
+	}
+	if err := d.linearizableRead(ctx); err != nil {
+		return "", 0, err
+	}
+	name := backupPrefix + time.Now().UTC().Format(backupTimeLayout) + backupSuffix
+	final := filepath.Join(dir, name)
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp*")
+	if err != nil {
+		return "", 0, fmt.Errorf("write a backup in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	defer tmp.Close()
+	if err := tmp.Chmod(0o600); err != nil {
+		return "", 0, err
+	}
+	if _, err := d.writeBackup(true, func() io.Writer { return tmp }); err != nil {
+		return "", 0, fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", 0, fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if _, err := tmp.Seek(0, 0); err != nil {
+		return "", 0, err
+	}
+	if _, err := backup.Verify(tmp); err != nil {
+		return "", 0, fmt.Errorf("the backup written to %s does not verify: %w", tmp.Name(), err)
+	}
+	fi, err := tmp.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", 0, err
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return "", 0, err
+	}
+	if err := syncDir(dir); err != nil {
+		return "", 0, fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return final, fi.Size(), nil
+}
+
+// listBackups returns the names of the scheduled backups in dir, oldest first.
+func listBackups(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if e.Type().IsRegular() && strings.HasPrefix(n, backupPrefix) && strings.HasSuffix(n, backupSuffix) {
+			if _, err := time.Parse(backupTimeLayout, strings.TrimSuffix(strings.TrimPrefix(n, backupPrefix), backupSuffix)); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	slices.Sort(out) // the UTC time in the name sorts as the name
+	return out, nil
+}
+
+// pruneBackups removes all but the newest keep scheduled backups in dir.
+func pruneBackups(dir string, keep int) error {
+	files, err := listBackups(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for len(files) > keep {
+		if err := os.Remove(filepath.Join(dir, files[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		files = files[1:]
+	}
+	if len(errs) == 0 {
+		return syncDir(dir)
+	}
+	return errors.Join(errs...)
+}
+
+// backupWarnings are the status warnings about the nodes' scheduled backups.
+func backupWarnings(rows []api.Node) []string {
+	var out []string
+	for _, r := range rows {
+		if r.Backup != nil && r.Backup.Error != "" {
+			out = append(out, fmt.Sprintf("the last scheduled backup on %s (cid %d) failed at %s: %s; the older backups are kept",
+				r.Name, r.CID, r.Backup.Last.Format(time.RFC3339), r.Backup.Error))
+		}
+	}
+	return out
+}
+
+// backupCollectors are the metrics of the scheduled backups, registered only when they
+// are on (a node without them would read as one whose backups are old).
+func backupCollectors(d *Daemon) []prometheus.Collector {
+	if d.cfg.BackupDir == "" {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pmgcm_backup_last_success_timestamp_seconds",
+			Help: "Unix time of the last good scheduled backup in --backup-dir on this node (0: none).",
+		}, func() float64 {
+			if t := d.backupStatus().LastSuccess; !t.IsZero() {
+				return float64(t.UnixNano()) / 1e9
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pmgcm_backup_last_failed",
+			Help: "1 when the last scheduled backup attempted on this node failed, else 0.",
+		}, func() float64 {
+			if d.backupStatus().Error != "" {
+				return 1
+			}
+			return 0
+		}),
+	}
+}
+
+// validateBackups checks the scheduled backup settings (Config.Validate).
+func (c Config) validateBackups() error {
+	if c.BackupDir == "" {
+		return nil
+	}
+	if !filepath.IsAbs(c.BackupDir) {
+		return fmt.Errorf("--backup-dir %q must be an absolute path", c.BackupDir)
+	}
+	if c.BackupInterval < time.Second {
+		return fmt.Errorf("--backup-interval %s is too short: give at least 1s (e.g. 24h)", c.BackupInterval)
+	}
+	if c.BackupKeep < 1 {
+		return fmt.Errorf("--backup-keep %d: keep at least 1 backup", c.BackupKeep)
+	}
+	return nil
+}
