@@ -35,7 +35,7 @@ func (a *app) statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the status of every cluster node",
 		Long: `Show the status of every cluster node: name and CID, IP address, role (master or
-node), state (A active, S syncing, D down), uptime, load, memory and disk use.
+node), state (A active, S syncing, M maintenance, D down), uptime, load, memory and disk use.
 
 A node outside any cluster prints "no cluster defined", or with --list-single-node its
 own row.`,
