@@ -29,6 +29,10 @@ const (
 	// checkRetentionMargin: messages this close to the retention cut-off are left out,
 	// since each node purges on its own timer.
 	checkRetentionMargin = time.Hour
+	// checkDetailBuckets bounds the buckets compared message by message: each costs every
+	// node a scan of its index, and the report would list every message of a node that
+	// lost them all. The rest are counted.
+	checkDetailBuckets = 16
 )
 
 // CheckState implements cluster.OpsHandler. index 0 asks for the state as it is now. A
@@ -326,6 +330,13 @@ func (d *Daemon) checkMail(ctx context.Context, nodes []*checkNode, rep *api.Che
 	buckets := differingBuckets(live)
 	if len(buckets) == 0 {
 		return nil
+	}
+	if len(buckets) > checkDetailBuckets {
+		rep.Differences = append(rep.Differences, api.CheckDifference{What: "mail",
+			Detail: fmt.Sprintf("%d of %d message buckets differ between the nodes; the messages of the first %d are listed",
+				len(buckets), mailstore.CheckBuckets, checkDetailBuckets),
+			Repair: "repair the differences listed, then run pmgcm check again"})
+		buckets = buckets[:checkDetailBuckets]
 	}
 	first, err := d.bucketEntries(ctx, live, req, buckets)
 	if err != nil {
