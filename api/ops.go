@@ -11,6 +11,10 @@ const (
 	PathMaintenance = "/v1/maintenance"
 )
 
+// HeaderSizeEstimate carries, on the answer of PathBackup, about how many bytes the
+// backup will be: for a progress line, never a Content-Length.
+const HeaderSizeEstimate = "X-Pmgcm-Size-Estimate"
+
 // StateMaintenance is the state of a node taken out of service with `pmgcm maintenance
 // on`: it takes no mail and never stays master.
 const StateMaintenance = "M"

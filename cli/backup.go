@@ -66,6 +66,7 @@ func runBackup(ctx context.Context, c BackupAPI, path string, withMail bool, std
 		return err
 	}
 	defer rc.Close()
+	tr.estimate(rc)
 	src := tr.reader(rc)
 	if path == "-" {
 		_, err := backup.Verify(io.TeeReader(src, stdout))

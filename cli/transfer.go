@@ -20,6 +20,7 @@ type transfer struct {
 	p      *progress
 	what   string // "backup: %s received"; %s is the bytes so far
 	total  int64  // bytes expected; 0 when unknown
+	approx bool   // total is an estimate (a backup's): shown with "~", at most 99%
 	n      int64
 	lastAt time.Time
 	// ended is set by done: a read after it (the HTTP client may still be sending a body
@@ -59,7 +60,10 @@ func (t *transfer) add(n int) {
 
 func (t *transfer) showLocked() {
 	amount := formatBytes(t.n)
-	if t.total > 0 {
+	switch {
+	case t.total > 0 && t.approx:
+		amount = fmt.Sprintf("%s of ~%s (%d%%)", amount, formatBytes(t.total), min(99, t.n*100/t.total))
+	case t.total > 0:
 		amount = fmt.Sprintf("%s of %s (%d%%)", amount, formatBytes(t.total), t.n*100/t.total)
 	}
 	t.p.show(fmt.Sprintf(t.what, amount))
@@ -77,6 +81,9 @@ func (t *transfer) done() {
 		return
 	}
 	t.ended = true
+	if t.approx {
+		t.total = 0 // the estimate is past: show what went through
+	}
 	t.showLocked()
 	t.p.end()
 }
@@ -108,4 +115,15 @@ func formatBytes(n int64) string {
 		v, suffix = v/unit, s
 	}
 	return fmt.Sprintf("%.1f %s", v, suffix)
+}
+
+// estimate takes the expected size of a backup stream from it, when it says.
+func (t *transfer) estimate(rc any) {
+	e, ok := rc.(interface{ EstimatedSize() int64 })
+	if t == nil || !ok || e.EstimatedSize() <= 0 {
+		return
+	}
+	t.mu.Lock()
+	t.total, t.approx = e.EstimatedSize(), true
+	t.mu.Unlock()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -32,7 +33,8 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	h, err := d.writeBackup(r.URL.Query().Get("mail") == "1", func() io.Writer {
+	h, err := d.writeBackup(r.URL.Query().Get("mail") == "1", func(estimate int64) io.Writer {
+		w.Header().Set(api.HeaderSizeEstimate, strconv.FormatInt(estimate, 10))
 		w.WriteHeader(http.StatusOK)
 		return w
 	})
@@ -50,9 +52,9 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeBackup writes a backup of the configuration at one index (and, withMail, the
-// quarantine) to the writer open returns, called once the backup can begin. A nil header
-// means nothing was written.
-func (d *Daemon) writeBackup(withMail bool, open func() io.Writer) (*backup.Header, error) {
+// quarantine) to the writer open returns, called once the backup can begin with an
+// estimate of its size. A nil header means nothing was written.
+func (d *Daemon) writeBackup(withMail bool, open func(estimate int64) io.Writer) (*backup.Header, error) {
 	mail, err := d.backupMail(withMail)
 	if err != nil {
 		return nil, err
@@ -60,7 +62,7 @@ func (d *Daemon) writeBackup(withMail bool, open func() io.Writer) (*backup.Head
 	idx, entries := d.fsm.EntriesAt()
 	h := backup.Header{ClusterID: d.knownCluster(), Index: idx, Created: time.Now().UTC(),
 		Entries: len(entries), WithMail: withMail, Mail: mail.count()}
-	bw, err := backup.NewWriter(open(), h)
+	bw, err := backup.NewWriter(open(backupEstimate(entries, mail.list)), h)
 	for _, e := range entries {
 		if err != nil {
 			break

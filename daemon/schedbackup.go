@@ -16,6 +16,8 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/backup"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/mailstore"
 )
 
 // Defaults of the scheduled backups (--backup-dir turns them on).
@@ -137,7 +139,7 @@ func (d *Daemon) backupToDir(ctx context.Context) (string, int64, error) {
 	if err := tmp.Chmod(0o600); err != nil {
 		return "", 0, err
 	}
-	if _, err := d.writeBackup(true, func() io.Writer { return tmp }); err != nil {
+	if _, err := d.writeBackup(true, func(int64) io.Writer { return tmp }); err != nil {
 		return "", 0, fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
@@ -258,4 +260,20 @@ func (c Config) validateBackups() error {
 		return fmt.Errorf("--backup-keep %d: keep at least 1 backup", c.BackupKeep)
 	}
 	return nil
+}
+
+// backupEstimate is about the size of a backup of entries and messages (values are
+// base64 in it, bodies raw), for the progress of `pmgcm backup`.
+func backupEstimate(entries []fsm.Entry, mail []mailstore.Meta) int64 {
+	n := int64(256)
+	for _, e := range entries {
+		n += int64(len(e.Key)) + int64(len(e.Value))*4/3 + 64
+	}
+	for _, m := range mail {
+		n += m.Size + 320 + int64(len(m.Subject)+len(m.From))
+		for _, to := range m.To {
+			n += int64(len(to)) + 3
+		}
+	}
+	return n
 }

@@ -21,7 +21,7 @@ func (c *Client) Backup(ctx context.Context, withMail bool) (io.ReadCloser, erro
 	if err != nil {
 		return nil, err
 	}
-	return resp.Body, nil
+	return newEstimatedBody(resp), nil
 }
 
 // Restore streams a backup file to the daemon.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/pmgcm/pmgcm/api"
 )
@@ -59,4 +60,19 @@ func (c *Client) Check(ctx context.Context, verify bool, progress func(api.Check
 func (c *Client) Maintenance(ctx context.Context, on bool, cid uint64) (*api.MaintenanceResponse, error) {
 	var out api.MaintenanceResponse
 	return &out, c.postJSON(ctx, api.PathMaintenance, nil, api.MaintenanceRequest{On: on, CID: cid}, &out)
+}
+
+// EstimatedBody is the backup stream Backup returns: EstimatedSize says about how large
+// it will be (0: unknown), from the daemon's api.HeaderSizeEstimate.
+type EstimatedBody struct {
+	io.ReadCloser
+	estimate int64
+}
+
+// EstimatedSize returns about how many bytes the stream holds, 0 when unknown.
+func (b *EstimatedBody) EstimatedSize() int64 { return b.estimate }
+
+func newEstimatedBody(resp *http.Response) *EstimatedBody {
+	n, _ := strconv.ParseInt(resp.Header.Get(api.HeaderSizeEstimate), 10, 64)
+	return &EstimatedBody{ReadCloser: resp.Body, estimate: max(n, 0)}
 }
