@@ -18,7 +18,7 @@ func TestCompletion(t *testing.T) {
 	}
 	// What the scripts get: the commands, then a command's arguments and flags.
 	r := runFake(t, &fakeAPI{}, "", "__complete", "")
-	for _, c := range []string{"join", "join-cmd", "status", "promote", "sync", "config", "backup", "restore"} {
+	for _, c := range []string{"join", "join-cmd", "status", "promote", "sync", "config", "backup", "restore", "check", "maintenance"} {
 		if !strings.Contains("\n"+r.stdout, "\n"+c+"\t") {
 			t.Errorf("__complete lacks %s:\n%s", c, r.stdout)
 		}
@@ -26,6 +26,14 @@ func TestCompletion(t *testing.T) {
 	r = runFake(t, &fakeAPI{}, "", "__complete", "join", "--")
 	if !strings.Contains(r.stdout, "--fingerprint") || !strings.Contains(r.stdout, "--token") {
 		t.Errorf("__complete join --:\n%s", r.stdout)
+	}
+	r = runFake(t, &fakeAPI{}, "", "__complete", "maintenance", "")
+	if !strings.Contains(r.stdout, "on\n") || !strings.Contains(r.stdout, "off\n") {
+		t.Errorf("__complete maintenance:\n%s", r.stdout)
+	}
+	r = runFake(t, &fakeAPI{}, "", "__complete", "check", "--")
+	if !strings.Contains(r.stdout, "--verify-bodies") || !strings.Contains(r.stdout, "--output") {
+		t.Errorf("__complete check --:\n%s", r.stdout)
 	}
 	r = runFake(t, &fakeAPI{}, "", "__complete", "config", "")
 	if !strings.Contains(r.stdout, "get\t") {

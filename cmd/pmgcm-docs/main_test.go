@@ -60,7 +60,7 @@ func TestManPages(t *testing.T) {
 		}
 	}
 	walk(cli.DocCommand())
-	for _, name := range []string{"join", "join-cmd", "status", "delete", "promote", "sync", "config-get", "quarantine-list", "backup", "restore"} {
+	for _, name := range []string{"join", "join-cmd", "status", "delete", "promote", "sync", "config-get", "quarantine-list", "backup", "restore", "check", "maintenance"} {
 		if _, err := os.Stat(filepath.Join(dir, "man1", "pmgcm-"+name+".1")); err != nil {
 			t.Errorf("no page for pmgcm %s: %v", name, err)
 		}
