@@ -134,7 +134,7 @@ func (d *Daemon) closeMail() error {
 		return nil
 	}
 	var errs []error
-	if s := m.takeSMTP(); s != nil {
+	if s := d.takeSMTP(); s != nil {
 		errs = append(errs, s.Close())
 	}
 	if r := d.replicator(); r != nil {

@@ -183,6 +183,11 @@ func (d *Daemon) setSMTP(on bool) error {
 	if cur != nil {
 		return nil
 	}
+	select {
+	case <-d.stop:
+		return nil // the daemon is closing: closeMail has taken intake down for good
+	default:
+	}
 	srv, err := d.newSMTP()
 	if err != nil {
 		return err
@@ -197,8 +202,13 @@ func (d *Daemon) setSMTP(on bool) error {
 	return nil
 }
 
-// takeSMTP removes the SMTP server from the mail system, for closeMail.
-func (m *mailSystem) takeSMTP() *smtpd.Server {
+// takeSMTP removes the SMTP server from the mail system, for closeMail. It waits for a
+// maintenance change under way, so that none reopens intake afterwards (setSMTP does not
+// once the daemon is stopping).
+func (d *Daemon) takeSMTP() *smtpd.Server {
+	d.ops.maintMu.Lock()
+	defer d.ops.maintMu.Unlock()
+	m := d.mail
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.smtp

@@ -50,17 +50,26 @@ func (d *Daemon) backupStatus() *api.BackupStatus {
 	}
 	b := &d.ops.backup
 	b.mu.Lock()
-	if !b.init {
-		b.init = true
-		b.st.Dir = d.cfg.BackupDir
+	init := b.init
+	b.mu.Unlock()
+	if !init {
+		// Read the directory outside the lock, then publish what was found unless this
+		// node has written a backup meanwhile.
+		found := api.BackupStatus{Dir: d.cfg.BackupDir}
 		if files, err := listBackups(d.cfg.BackupDir); err == nil && len(files) > 0 {
-			newest := files[len(files)-1]
-			if fi, err := os.Stat(filepath.Join(d.cfg.BackupDir, newest)); err == nil {
-				b.st.File, b.st.Size = filepath.Join(d.cfg.BackupDir, newest), fi.Size()
-				b.st.Last, b.st.LastSuccess = fi.ModTime().UTC(), fi.ModTime().UTC()
+			newest := filepath.Join(d.cfg.BackupDir, files[len(files)-1])
+			if fi, err := os.Stat(newest); err == nil {
+				found.File, found.Size = newest, fi.Size()
+				found.Last, found.LastSuccess = fi.ModTime().UTC(), fi.ModTime().UTC()
 			}
 		}
+		b.mu.Lock()
+		if !b.init {
+			b.init, b.st = true, found
+		}
+		b.mu.Unlock()
 	}
+	b.mu.Lock()
 	st := b.st
 	b.mu.Unlock()
 	return &st
@@ -71,7 +80,7 @@ func (d *Daemon) backupStatus() *api.BackupStatus {
 // --backup-keep. The first one is due an interval after the newest in the directory, so
 // that a change of master does not start the count over.
 func (d *Daemon) backupDuty(ctx context.Context) {
-	if d.cfg.BackupDir == "" || d.fsm.Cluster() == nil {
+	if d.cfg.BackupDir == "" {
 		return
 	}
 	for {
@@ -125,8 +134,10 @@ func (d *Daemon) backupToDir(ctx context.Context) (string, int64, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", 0, fmt.Errorf("create --backup-dir %s: %w", dir, err)
 	}
-	if err := d.linearizableRead(ctx); err != nil {
-		return "", 0, err
+	if d.knownCluster() != "" {
+		if err := d.linearizableRead(ctx); err != nil {
+			return "", 0, err
+		}
 	}
 	name := backupPrefix + time.Now().UTC().Format(backupTimeLayout) + backupSuffix
 	final := filepath.Join(dir, name)
