@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -67,12 +68,10 @@ func (d *Daemon) maintenanceOn() bool {
 	if loaded {
 		return on
 	}
-	rec := maintenanceRecord{}
-	if b, err := os.ReadFile(d.dir.file(maintenanceFile)); err == nil {
-		if err := json.Unmarshal(b, &rec); err != nil {
-			d.logger.Warn("ignoring an unreadable maintenance file: the node is in service", "path", d.dir.file(maintenanceFile), "error", err)
-			rec = maintenanceRecord{}
-		}
+	rec, err := readMaintenance(d.dir.file(maintenanceFile))
+	if err != nil {
+		d.logger.Warn("ignoring an unreadable maintenance file: the node is in service; set the mode again with pmgcm maintenance on|off",
+			"path", d.dir.file(maintenanceFile), "error", err)
 	}
 	o.flagMu.Lock()
 	if !o.loaded {
@@ -81,6 +80,39 @@ func (d *Daemon) maintenanceOn() bool {
 	on = o.maint
 	o.flagMu.Unlock()
 	return on
+}
+
+// maxMaintenanceFile bounds maintenanceFile, a few dozen bytes when the daemon wrote it.
+const maxMaintenanceFile = 4 << 10
+
+// readMaintenance reads maintenanceFile: none is "in service"; a file that is too large
+// or not a record is an error (and the node is in service).
+func readMaintenance(path string) (maintenanceRecord, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return maintenanceRecord{}, nil
+	}
+	if err != nil {
+		return maintenanceRecord{}, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxMaintenanceFile+1))
+	if err != nil {
+		return maintenanceRecord{}, err
+	}
+	return parseMaintenance(b)
+}
+
+// parseMaintenance decodes the content of maintenanceFile.
+func parseMaintenance(b []byte) (maintenanceRecord, error) {
+	if len(b) > maxMaintenanceFile {
+		return maintenanceRecord{}, fmt.Errorf("over %d bytes", maxMaintenanceFile)
+	}
+	var rec maintenanceRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return maintenanceRecord{}, err
+	}
+	return rec, nil
 }
 
 // refuseInMaintenance refuses what a node in maintenance must not do.
