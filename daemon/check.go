@@ -138,8 +138,8 @@ func nodeRepair(n *checkNode) string {
 // checkConfig compares the state machines at the master's applied index. A node that
 // has passed the index (a write came in meanwhile) makes the round start over at a newer
 // one; a node that does not reach it (the master's index is that of a restored snapshot,
-// which a node replaying the log never applies as such) is given a real index: a no-op
-// write of the master's own member record.
+// which a node replaying the log never applies as such) is given a real index: a command
+// that changes nothing (checkMark).
 func (d *Daemon) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.CheckReport, progress func(api.CheckProgress)) error {
 	marked := false
 	for round := 0; ; round++ {
@@ -260,17 +260,23 @@ func (d *Daemon) masterIndex(ctx context.Context) (uint64, error) {
 	return sc.Index, nil
 }
 
-// checkMark writes the master's own member record, unchanged, through Raft: a command
-// every node applies at one index.
+// checkMarkKey is the key of the consistency check's mark: a conditional delete of it
+// "only if absent" changes nothing whatever the store holds (it fails, not found or
+// version conflict), yet every node applies it at one index.
+const checkMarkKey = "pmgcm/check-mark"
+
+// checkMark commits a command that changes nothing, so that every node applies one
+// index the configurations can be compared at.
 func (d *Daemon) checkMark(ctx context.Context) error {
-	m, ok := d.masterMember()
-	if !ok {
-		return fmt.Errorf("no master to compare the configuration with: %s", d.quorumSummary())
+	zero := uint64(0)
+	_, err := d.propose(ctx, fsm.ConfigDelete{Key: checkMarkKey, IfVersion: &zero})
+	var vc *versionConflict
+	switch {
+	case err == nil, errors.Is(err, fsm.ErrNotFound), errors.Is(err, fsm.ErrVersionConflict), errors.As(err, &vc),
+		cluster.Code(err) == api.CodeNotFound, cluster.Code(err) == api.CodeConflict:
+		return nil
 	}
-	if _, err := d.propose(ctx, fsm.UpdateMember{Member: m}); err != nil {
-		return fmt.Errorf("mark an index for the consistency check: %w", err)
-	}
-	return nil
+	return fmt.Errorf("mark an index for the consistency check: %w", err)
 }
 
 func (d *Daemon) stateOf(ctx context.Context, n *checkNode, index uint64) (cluster.StateCheck, error) {

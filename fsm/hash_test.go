@@ -87,3 +87,35 @@ func TestHashAtWaitsForIndex(t *testing.T) {
 		t.Fatal("abandoned request left behind")
 	}
 }
+
+// TestNoOpMarkKeepsTheHash: the consistency check's mark, a delete "only if absent",
+// fails whatever the store holds, changes nothing, and is applied at an index.
+func TestNoOpMarkKeepsTheHash(t *testing.T) {
+	h := withCluster(t, 2)
+	h.must(ConfigSet{Key: "pmgcm/check-mark-neighbour", Value: []byte("v")})
+	before, err := h.f.HashAt(context.Background(), h.idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := uint64(0)
+	if res := h.apply(ConfigDelete{Key: "pmgcm/check-mark", IfVersion: &zero}); !errors.Is(res.Err, ErrNotFound) {
+		t.Fatalf("mark on an absent key: %v", res.Err)
+	}
+	if got, _ := h.f.HashAt(context.Background(), h.idx); got.SHA256 != before.SHA256 {
+		t.Fatal("the mark on an absent key changed the state")
+	}
+	h.must(ConfigSet{Key: "x", Value: []byte("1")})
+	h.apply(ConfigDelete{Key: "x"}) // a tombstone, then the mark on a present key
+	h.must(ConfigSet{Key: "pmgcm/check-mark", Value: []byte("someone's")})
+	mid, _ := h.f.HashAt(context.Background(), h.idx)
+	if res := h.apply(ConfigDelete{Key: "pmgcm/check-mark", IfVersion: &zero}); !errors.Is(res.Err, ErrVersionConflict) {
+		t.Fatalf("mark on a present key: %v", res.Err)
+	}
+	after, _ := h.f.HashAt(context.Background(), h.idx)
+	if after.SHA256 != mid.SHA256 || after.Index != h.idx || h.f.AppliedIndex() != h.idx {
+		t.Fatalf("the mark changed the state: %+v -> %+v", mid, after)
+	}
+	if _, ok := h.f.Get("pmgcm/check-mark"); !ok {
+		t.Fatal("the mark deleted an entry")
+	}
+}
