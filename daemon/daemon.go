@@ -69,8 +69,8 @@ type Daemon struct {
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
-	// ops is the state of the operator tools: maintenance, scheduled backups (maintenance.go).
-	ops opsState
+	// tools is the state of maintenance mode and scheduled backups (maintenance.go).
+	tools toolState
 
 	closeOnce sync.Once
 	closeErr  error

@@ -41,9 +41,9 @@ type maintenanceRecord struct {
 	Since time.Time `json:"since"`
 }
 
-// opsState is the state of the operator tools: maintenance mode, scheduled backups and
+// toolState is the state of the operator tools: maintenance mode, scheduled backups and
 // the leader duties they run for one leadership term.
-type opsState struct {
+type toolState struct {
 	// maintMu serializes maintenance changes: each writes the file, then opens or
 	// closes SMTP intake (waiting for the transactions in flight). Nothing else takes it.
 	maintMu sync.Mutex
@@ -61,7 +61,7 @@ type opsState struct {
 
 // maintenanceOn reports whether this node is in maintenance, reading the file once.
 func (d *Daemon) maintenanceOn() bool {
-	o := &d.ops
+	o := &d.tools
 	o.flagMu.RLock()
 	on, loaded := o.maint, o.loaded
 	o.flagMu.RUnlock()
@@ -161,7 +161,7 @@ func (h rpcHandler) SetMaintenance(ctx context.Context, on bool) (api.Maintenanc
 // setMaintenance records the mode, then closes or reopens SMTP intake, and on the
 // master hands mastership over.
 func (d *Daemon) setMaintenance(ctx context.Context, on bool) (api.MaintenanceResponse, error) {
-	o := &d.ops
+	o := &d.tools
 	me := d.self()
 	res := api.MaintenanceResponse{CID: me.CID, Name: me.Name, On: on}
 	d.maintenanceOn() // loaded
@@ -238,8 +238,8 @@ func (d *Daemon) setSMTP(on bool) error {
 // maintenance change under way, so that none reopens intake afterwards (setSMTP does not
 // once the daemon is stopping).
 func (d *Daemon) takeSMTP() *smtpd.Server {
-	d.ops.maintMu.Lock()
-	defer d.ops.maintMu.Unlock()
+	d.tools.maintMu.Lock()
+	defer d.tools.maintMu.Unlock()
 	m := d.mail
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -354,7 +354,7 @@ func (d *Daemon) leaderDuties() []func(context.Context) {
 // runTermDuties starts the per-term duties when this node has become leader and stops
 // them when it no longer is. runLeaderDuties calls it at each turn of its loop.
 func (d *Daemon) runTermDuties(parent context.Context) {
-	o := &d.ops
+	o := &d.tools
 	leader := d.rn().IsLeader() && parent.Err() == nil
 	switch {
 	case leader && o.termCancel == nil:
@@ -382,7 +382,7 @@ func (d *Daemon) runTermDuties(parent context.Context) {
 // stopTermDuties ends the duties of the current leadership term, if any, and waits for
 // them.
 func (d *Daemon) stopTermDuties() {
-	o := &d.ops
+	o := &d.tools
 	if o.termCancel == nil {
 		return
 	}

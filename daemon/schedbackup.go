@@ -48,7 +48,7 @@ func (d *Daemon) backupStatus() *api.BackupStatus {
 	if d.cfg.BackupDir == "" {
 		return nil
 	}
-	b := &d.ops.backup
+	b := &d.tools.backup
 	b.mu.Lock()
 	init := b.init
 	b.mu.Unlock()
@@ -105,7 +105,7 @@ func (d *Daemon) backupDuty(ctx context.Context) {
 func (d *Daemon) scheduledBackup(ctx context.Context) {
 	start := time.Now()
 	path, size, err := d.backupToDir(ctx)
-	b := &d.ops.backup
+	b := &d.tools.backup
 	d.backupStatus() // initialized
 	b.mu.Lock()
 	b.st.Last = start.UTC()
