@@ -149,7 +149,7 @@ func (n *Node) Open() (err error) {
 	n.raft, n.store, n.transport = r, store, trans
 	n.mu.Unlock()
 	n.wg.Add(1)
-	go n.watchLeadership()
+	go n.watchLeadership(r)
 	n.observe(r)
 	return nil
 }
@@ -181,10 +181,10 @@ func hasSnapshots(snaps raft.SnapshotStore) bool {
 }
 
 // watchLeadership issues a barrier each time this node becomes leader, so that reads
-// know when its commit index covers every earlier term.
-func (n *Node) watchLeadership() {
+// know when its commit index covers every earlier term. It is given r: re-reading it
+// from the node would find nil once a quick Close has begun.
+func (n *Node) watchLeadership(r *raft.Raft) {
 	defer n.wg.Done()
-	r := n.raftOrNil()
 	for {
 		select {
 		case <-n.done:
