@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -56,7 +57,7 @@ type Daemon struct {
 	// memberMu serializes membership changes on the master (admit, delete, voters).
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
-	catchUp catchUpTargets
+	catchUp voterpolicy.Targets
 	// kick wakes the leader loop (runLeaderDuties).
 	kick chan struct{}
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -254,35 +254,17 @@ func (d *Daemon) transferTo(ctx context.Context, cid uint64) error {
 	if !ok || target.Fenced(d.fsm.Cluster().Epoch) {
 		return fmt.Errorf("%w: cid %d is not an active member", fsm.ErrUnknownMember, cid)
 	}
+	// The target must be a voter: the voter policy with it kept promotes it if need be
+	// and demotes another voter (the highest CID, never the leader) to keep the count odd.
 	cfg, err := n.Configuration()
 	if err != nil {
 		return err
 	}
-	var voters []raft.ServerID
-	isVoter := false
-	for _, s := range cfg.Servers {
-		if s.Suffrage == raft.Voter {
-			voters = append(voters, s.ID)
-			isVoter = isVoter || s.ID == raftnode.ServerID(cid)
-		}
-	}
-	if !isVoter {
-		if err := n.AddVoter(ctx, cid, memberAddr(target)); err != nil {
-			return fmt.Errorf("make cid %d a voter: %w", cid, err)
-		}
-		voters = append(voters, raftnode.ServerID(cid))
-		_, leaderID := n.Leader()
-		if len(voters) > wantVoters(len(d.activeMembers())) {
-			slices.Sort(voters)
-			for i := len(voters) - 1; i >= 0; i-- {
-				if voters[i] != leaderID && voters[i] != raftnode.ServerID(cid) {
-					if err := n.DemoteVoter(ctx, parseCID(voters[i])); err != nil {
-						return fmt.Errorf("demote %s to keep the voter count odd: %w", voters[i], err)
-					}
-					break
-				}
-			}
-		}
+	_, leaderID := n.Leader()
+	leader, _ := voterpolicy.ParseServerID(leaderID)
+	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: d.activeMembers(), Leader: leader, Keep: []uint64{cid}})
+	if err := d.carryOut(ctx, plan); err != nil {
+		return fmt.Errorf("make cid %d a voter: %w", cid, err)
 	}
 	if err := n.TransferLeadership(cid, memberAddr(target)); err != nil {
 		if errors.Is(err, raftnode.ErrNotLeader) {

@@ -101,3 +101,9 @@ func (c Config) raftConfig() *raft.Config {
 	}
 	return rc
 }
+
+// singleVoter is the Raft configuration with this node as its only voter: what a
+// standalone node bootstraps and what a forced recovery writes.
+func (c Config) singleVoter() raft.Configuration {
+	return raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: c.LocalID, Address: c.Address}}}
+}

@@ -135,10 +135,7 @@ func (n *Node) Open() (err error) {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	if !hasState && n.cfg.Bootstrap {
-		cfg := raft.Configuration{Servers: []raft.Server{{
-			Suffrage: raft.Voter, ID: n.cfg.LocalID, Address: n.cfg.Address,
-		}}}
-		if err := r.BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		if err := r.BootstrapCluster(n.cfg.singleVoter()).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			_ = r.Shutdown().Error()
 			_ = trans.Close()
 			_ = store.Close()

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/membership"
 )
 
 // Apply proposes cmd on this node, which must be the leader, and returns the state
@@ -302,7 +303,7 @@ func (n *Node) configChange(ctx context.Context, op func(*raft.Raft, time.Durati
 }
 
 // ServerID is the Raft server ID of the node with the given CID.
-func ServerID(cid uint64) raft.ServerID { return raft.ServerID(strconv.FormatUint(cid, 10)) }
+func ServerID(cid uint64) raft.ServerID { return membership.ServerID(cid) }
 
 // TransferLeadership hands leadership to server cid at addr, which must be a voter, and
 // returns once the transfer is done or has failed. Leader only.

@@ -29,7 +29,7 @@ func Recover(cfg Config) error {
 	// The transport only encodes the configuration into the snapshot's metadata.
 	_, trans := raft.NewInmemTransport(cfg.Address)
 	defer trans.Close()
-	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: cfg.LocalID, Address: cfg.Address}}}
+	conf := cfg.singleVoter()
 	// The state machine here is scratch: the node's own is rebuilt from the snapshot that
 	// RecoverCluster writes when the next Node opens.
 	if err := raft.RecoverCluster(cfg.raftConfig(), fsm.New(), store, store, snaps, trans, conf); err != nil {
