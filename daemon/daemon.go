@@ -36,7 +36,8 @@ type Daemon struct {
 	key    crypto.Signer
 	fsm    *fsm.FSM
 	mux    *transport.Mux
-	// raftp is the running Raft instance; join replaces it (see rn).
+	// raftp is this node's Raft node, set once by Open: join, sync and forced recovery
+	// restart it in place (see rn).
 	raftp atomic.Pointer[raftnode.Node]
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
@@ -58,7 +59,7 @@ type Daemon struct {
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
 	catchUp voterpolicy.Targets
-	// kick wakes the leader loop (runLeaderDuties).
+	// kick wakes the master's voter duty (voterDuty).
 	kick chan struct{}
 
 	closeOnce sync.Once
@@ -145,7 +146,7 @@ func (d *Daemon) Open() (err error) {
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
-	go d.runLeaderDuties()
+	go d.runStandingChecks()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go d.runExporter()
@@ -155,13 +156,13 @@ func (d *Daemon) Open() (err error) {
 	return nil
 }
 
-// rn returns the running Raft instance.
+// rn returns this node's Raft node.
 func (d *Daemon) rn() *raftnode.Node { return d.raftp.Load() }
 
 // openRaft starts Raft for this node's CID. A node that never joined a cluster
 // bootstraps itself as the single voter of its own configuration. With start false (a
 // removed or fenced node) the Raft node is made but never opened: every method of it
-// answers as a closed node would.
+// answers as a stopped node does, until join or sync restarts it.
 func (d *Daemon) openRaft(start bool) error {
 	if d.self().WipeRaft {
 		// A join was interrupted after the cluster admitted this node: finish replacing
@@ -176,10 +177,11 @@ func (d *Daemon) openRaft(start bool) error {
 	rc.Address = raft.ServerAddress(d.cfg.Addr())
 	rc.Bootstrap = !d.self().Joined
 	rc.Logger = d.logger.Named("raft")
-	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer())
+	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer)
 	if err != nil {
 		return err
 	}
+	n.OnLeader(d.voterDuty)
 	if start {
 		if err := n.Open(); err != nil {
 			return d.raftOpenErr(err)

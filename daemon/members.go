@@ -21,7 +21,8 @@ import (
 // The voter policy does not use it (see voterpolicy.Targets).
 const catchUpSlack = 64
 
-// kickLeaderDuties asks the leader loop to run now instead of at its next tick.
+// kickLeaderDuties asks the master's voter duty to reconcile now instead of at its next
+// re-check.
 func (d *Daemon) kickLeaderDuties() {
 	select {
 	case d.kick <- struct{}{}:
@@ -29,32 +30,47 @@ func (d *Daemon) kickLeaderDuties() {
 	}
 }
 
-// runLeaderDuties keeps, on the leader, the Raft configuration in line with the member
-// list and the voter policy; on every node it checks this node's standing with its peers
-// (removed, or fenced by a forced promotion elsewhere).
-func (d *Daemon) runLeaderDuties() {
-	defer d.bg.Done()
-	ctx, cancel := d.stopContext()
-	defer cancel()
-	tick := time.NewTicker(500 * time.Millisecond)
+// voterRecheck is how often the voter duty looks again while nothing kicks it: a
+// non-voter's progress towards its catch-up target is learnt only by asking it.
+const voterRecheck = 500 * time.Millisecond
+
+// voterDuty is the master's leader duty (registered with raftnode.Node.OnLeader): for
+// as long as this node's leadership term lasts it keeps the Raft configuration in line
+// with the member list and the voter policy (reconcileVoters). raftnode starts it in
+// each term and ends ctx with the term: nothing here asks whether this node leads.
+func (d *Daemon) voterDuty(ctx context.Context) {
+	tick := time.NewTicker(voterRecheck)
 	defer tick.Stop()
-	var lastStanding time.Time
 	for {
+		if d.fsm.Cluster() != nil {
+			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
+				d.logger.Warn("voter reconciliation", "error", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-d.kick:
 		}
-		if d.rn().IsLeader() && d.fsm.Cluster() != nil {
-			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
-				d.logger.Warn("voter reconciliation", "error", err)
-			}
+	}
+}
+
+// runStandingChecks checks, on every node, this node's standing with its peers
+// (removed, or fenced by a forced promotion elsewhere) every standingInterval.
+func (d *Daemon) runStandingChecks() {
+	defer d.bg.Done()
+	ctx, cancel := d.stopContext()
+	defer cancel()
+	tick := time.NewTicker(standingInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
-		if time.Since(lastStanding) >= standingInterval {
-			lastStanding = time.Now()
-			d.checkStanding(ctx)
-		}
+		d.checkStanding(ctx)
 	}
 }
 

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	voterpolicy "github.com/pmgcm/pmgcm/membership"
@@ -89,12 +87,8 @@ func (d *Daemon) electionWait() time.Duration {
 func (d *Daemon) waitSelfLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for !d.rn().IsLeader() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: leadership did not move to this node: %v", raftnode.ErrTimeout, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := d.rn().WaitLeader(ctx); err != nil {
+		return fmt.Errorf("leadership did not move to this node: %w", err)
 	}
 	return nil
 }
@@ -158,18 +152,8 @@ func (d *Daemon) forceRecover(ctx context.Context, removeCID uint64) ([]uint64, 
 	if err := d.setSelf(me); err != nil {
 		return nil, 0, err
 	}
-	if err := d.rn().Close(); err != nil {
-		d.logger.Warn("stopping raft for recovery", "error", err)
-	}
-	rc := d.cfg.Raft
-	rc.Dir, rc.LocalID = d.dir.file("raft"), raftnode.ServerID(me.CID)
-	rc.Address, rc.Logger = raft.ServerAddress(d.cfg.Addr()), d.logger.Named("raft")
-	if err := raftnode.Recover(rc); err != nil {
-		return nil, 0, err
-	}
-	d.fsm.Reset()
-	if err := d.openRaft(true); err != nil {
-		return nil, 0, err
+	if err := d.rn().ForceRecover(); err != nil {
+		return nil, 0, d.raftOpenErr(err)
 	}
 	return d.commitEpoch(ctx, epoch, removeCID)
 }

@@ -45,7 +45,7 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 	rc := raftnode.DefaultConfig()
 	rc.Dir, rc.LocalID, rc.Address, rc.Bootstrap = t.TempDir(), "1", raft.ServerAddress(ln.Addr().String()), true
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
-	n, err := raftnode.New(rc, d.fsm, layer)
+	n, err := raftnode.New(rc, d.fsm, func() raft.StreamLayer { return layer })
 	if err != nil {
 		t.Fatal(err)
 	}
