@@ -38,12 +38,25 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 		return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: cl.Epoch}, nil
 	}
 	// An election may be under way, or Raft may still name a master that just died: give
-	// it a moment before calling the quorum lost.
-	deadline := time.Now().Add(d.electionWait())
+	// it a moment before calling the quorum lost. Each transfer request is bounded: a hung
+	// master (SIGSTOP) keeps a pooled connection open and never answers. Between attempts
+	// it waits for Raft to see another master, not by polling.
+	start := time.Now()
+	deadline := start.Add(d.electionWait())
+	// The search and the survivor check together stay within promoteSearchTimeout, so that
+	// a forced promotion answers well within 20 s however the peers fail.
+	sctx, cancel := context.WithTimeout(ctx, promoteSearchTimeout)
+	defer cancel()
+search:
 	for {
-		if leader, err := d.leaderAddr(); err == nil {
+		changed := d.rn().LeaderChanged()
+		if d.rn().IsLeader() {
+			// Won an election meanwhile: this node is the master of the current epoch.
+			return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: d.fsm.Cluster().Epoch}, nil
+		}
+		if leader, err := d.leaderAddr(); err == nil && leader != d.cfg.Addr() {
 			_, prevID := d.rn().Leader()
-			err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcTransfer, transferRequest{CID: me.CID}, nil)
+			err := d.askTransfer(sctx, leader, me.CID, changed)
 			if err == nil {
 				if err := d.waitSelfLeader(ctx); err != nil {
 					return nil, err
@@ -55,29 +68,72 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 			if !errors.As(err, &re) || re.Code() != api.CodeUnreachable {
 				return nil, err
 			}
+			d.logger.Warn("promote: the master did not answer the transfer request", "master-address", leader, "error", err)
 		}
-		if time.Now().After(deadline) {
+		wait := time.Until(deadline)
+		if wait <= 0 {
 			break
 		}
+		t := time.NewTimer(wait)
 		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-sctx.Done():
+			t.Stop()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			break search
+		case <-changed:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 	if !force {
 		return nil, fmt.Errorf("%w: no master, and this node cannot reach a quorum: %s. If the master and the other voters are lost for good, make this node the master with: pmgcm promote --force (the other members are then fenced until 'pmgcm sync --master_ip <this node's ip>' brings each back)",
 			raftnode.ErrNoLeader, d.quorumSummary())
 	}
-	if err := d.checkSurvivors(ctx); err != nil {
+	d.logger.Warn("promote --force: no master answered; checking the other members", "searched", time.Since(start).Round(time.Millisecond))
+	if err := d.checkSurvivors(sctx); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d.logger.Warn("promote --force: no reachable member objects", "elapsed", time.Since(start).Round(time.Millisecond))
 	fenced, epoch, err := d.forceRecover(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
+	d.logger.Warn("promote --force: done", "elapsed", time.Since(start).Round(time.Millisecond))
 	return &api.PromoteResponse{CID: me.CID, Name: me.Name, Forced: true, Epoch: epoch, Fenced: fenced}, nil
 }
+
+// askTransfer asks the master at addr to hand leadership to cid. It gives up after
+// transferAttemptTimeout, or as soon as Raft sees the leader change (changed fires): a
+// hung master is no longer named once its heartbeats have been missed.
+func (d *Daemon) askTransfer(ctx context.Context, addr string, cid uint64, changed <-chan struct{}) error {
+	actx, cancel := context.WithTimeout(ctx, transferAttemptTimeout)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-stop:
+		}
+	}()
+	return d.call(actx, d.rpcClient, addr, http.MethodPost, rpcTransfer, transferRequest{CID: cid}, nil)
+}
+
+// promoteSearchTimeout bounds the part of a promotion that asks other nodes (the master
+// for a transfer, the members for their logs) before it changes anything: a member
+// that has not answered by then counts as down. The forced recovery after it is bounded
+// by raftnode (Config.DialTimeout) and the new single voter's election.
+const promoteSearchTimeout = 8 * time.Second
+
+// transferAttemptTimeout bounds one leadership transfer request to the master, which
+// answers once raft's transfer (bounded by the election timeout) has run.
+const transferAttemptTimeout = 5 * time.Second
 
 // electionWait is how long to wait for an election before deciding there is no quorum.
 func (d *Daemon) electionWait() time.Duration {

@@ -3,10 +3,13 @@ package raftnode
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/fsm"
 )
@@ -214,5 +217,34 @@ func TestStopOpenFollowerRejoins(t *testing.T) {
 	}
 	if err := f.WaitApplied(ctx, res.Index); err != nil {
 		t.Fatalf("the reopened follower never caught up: %v", err)
+	}
+}
+
+// recordingLayer records the timeout of each Dial.
+type recordingLayer struct {
+	tcpLayer
+	got time.Duration
+}
+
+func (l *recordingLayer) Dial(_ raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	l.got = timeout
+	return nil, errors.New("not dialing")
+}
+
+// TestDialTimeoutBound: raft dials with its RPC timeout (5 s); each new connection is
+// bounded by Config.DialTimeout instead, so that vote RPCs stuck in TLS handshakes with
+// hung peers end soon and raft's Shutdown (which waits for them) returns.
+func TestDialTimeoutBound(t *testing.T) {
+	rec := &recordingLayer{}
+	b := boundedDial{StreamLayer: rec, max: 2 * time.Second}
+	for _, tc := range []struct{ ask, want time.Duration }{
+		{5 * time.Second, 2 * time.Second},
+		{time.Second, time.Second},
+		{0, 2 * time.Second},
+	} {
+		_, _ = b.Dial("127.0.0.1:1", tc.ask)
+		if rec.got != tc.want {
+			t.Errorf("Dial with %s dialed with %s, want %s", tc.ask, rec.got, tc.want)
+		}
 	}
 }

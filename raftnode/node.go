@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -143,7 +144,7 @@ func (n *Node) start() (err error) {
 		return fmt.Errorf("open snapshot store in %s: %w", cfg.Dir, err)
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  n.layers(),
+		Stream:  boundedDial{StreamLayer: n.layers(), max: cfg.DialTimeout},
 		MaxPool: 3,
 		Timeout: 5 * time.Second,
 		Logger:  n.logger.Named("transport"),
@@ -195,6 +196,20 @@ func (n *Node) start() (err error) {
 	go n.monitorLeadership(in)
 	n.observe(in)
 	return nil
+}
+
+// boundedDial caps the dial timeout raft asks for (its RPC timeout) at max.
+type boundedDial struct {
+	raft.StreamLayer
+	max time.Duration
+}
+
+// Dial dials address within the shorter of timeout and max.
+func (b boundedDial) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || timeout > b.max {
+		timeout = b.max
+	}
+	return b.StreamLayer.Dial(address, timeout)
 }
 
 // logCacheSize is how many of the newest log entries stay in memory (raft.LogCache).
