@@ -151,8 +151,10 @@ func (d *Daemon) applyStanding(verdict standing, a membership) bool {
 	if err := d.setSelf(me); err != nil {
 		d.logger.Error("cannot record this node's standing", "error", err)
 	}
+	// Stop, not Close: sync restarts Raft in place once the node is re-admitted, and a
+	// stopped node's waits wait instead of failing at once.
 	if n := d.rn(); n != nil {
-		if err := n.Close(); err != nil {
+		if err := n.Stop(); err != nil {
 			d.logger.Warn("stopping raft", "error", err)
 		}
 	}

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
-	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // Long-poll bounds of a watch.
@@ -76,15 +74,9 @@ func (d *Daemon) watch(ctx context.Context, prefix string, from uint64, wait tim
 		case err == nil:
 		case ctx.Err() != nil:
 			return &api.WatchResponse{Events: []api.WatchEvent{}, Next: max(from, idx)}, nil
-		case errors.Is(err, raftnode.ErrClosed):
-			// Raft is being replaced (join, sync) or the daemon stops: look again shortly.
-			select {
-			case <-d.stop:
-				return nil, err
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
 		default:
+			// ErrClosed: the daemon stops. (A Raft restart in place, for a join or a sync,
+			// does not end the wait: raftnode's waiters survive it.)
 			return nil, err
 		}
 	}
