@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -151,12 +153,13 @@ func (d *Daemon) waitSelfLeader(ctx context.Context) error {
 
 // checkSurvivors refuses a forced promotion when another reachable member has a longer
 // log (it must be promoted instead, or its writes are lost) or still sees a master.
+// Every member is asked at once; of several objections, the lowest CID's is returned.
 func (d *Daemon) checkSurvivors(ctx context.Context) error {
 	mine := d.rn().Stats()
 	me := d.self()
 	var (
 		mu   sync.Mutex
-		errs []error
+		errs = map[uint64]error{}
 		wg   sync.WaitGroup
 	)
 	for _, m := range d.activeMembers() {
@@ -180,14 +183,15 @@ func (d *Daemon) checkSurvivors(ctx context.Context) error {
 			}
 			if err != nil {
 				mu.Lock()
-				errs = append(errs, err)
+				errs[m.CID] = err
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return errs[0]
+	// The same answer whichever peer answered first: the lowest CID's objection.
+	if cids := slices.Sorted(maps.Keys(errs)); len(cids) > 0 {
+		return errs[cids[0]]
 	}
 	return nil
 }
@@ -197,20 +201,26 @@ func (d *Daemon) checkSurvivors(ctx context.Context) error {
 // fenced, and removeCID (if not 0) is dropped. It returns the fenced CIDs and the epoch.
 func (d *Daemon) forceRecover(ctx context.Context, removeCID uint64) ([]uint64, uint64, error) {
 	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
 	me := d.self()
 	epoch := cl.Epoch + 1
 	d.logger.Warn("forced promotion: making this node the only voter", "epoch", epoch, "remove-cid", removeCID)
-	// Recorded first: until the epoch commits, this node talks to no peer, and a restart
-	// finishes the promotion (finishPendingEpoch).
+	// Recorded first: until the epoch commits, this node talks to no peer, its voter duty
+	// changes nothing (reconcileVoters), and a restart finishes the promotion
+	// (finishPendingEpoch).
 	me.PendingEpoch = epoch
-	if err := d.setSelf(me); err != nil {
+	err := d.setSelf(me)
+	// Not held across the recovery: it waits for a leader term that is ending, whose
+	// voter duty may be waiting for memberMu.
+	d.memberMu.Unlock()
+	if err != nil {
 		return nil, 0, err
 	}
 	if err := d.rn().ForceRecover(); err != nil {
 		return nil, 0, d.raftOpenErr(err)
 	}
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
 	return d.commitEpoch(ctx, epoch, removeCID)
 }
 
@@ -243,6 +253,7 @@ func (d *Daemon) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]ui
 		return nil, 0, err
 	}
 	d.refreshPeers()
+	d.kickLeaderDuties()
 	var fenced []uint64
 	cl := d.fsm.Cluster()
 	for _, m := range d.fsm.Members() {

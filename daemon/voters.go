@@ -27,6 +27,10 @@ func (d *Daemon) reconcileVoters(ctx context.Context) error {
 
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
+	if d.self().PendingEpoch != 0 {
+		// A forced promotion is under way: the member list changes with its epoch.
+		return nil
+	}
 	if cfg, err = n.Configuration(); err != nil {
 		return err
 	}

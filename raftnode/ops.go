@@ -233,7 +233,7 @@ func (n *Node) Stats() Stats {
 	}
 	if cfg, err := n.Configuration(); err == nil {
 		for _, s := range cfg.Servers {
-			if s.ID == n.cfg.LocalID {
+			if s.ID == n.localID() {
 				st.Suffrage = suffrageName(s.Suffrage)
 			}
 		}
