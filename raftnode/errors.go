@@ -12,7 +12,8 @@ var (
 	ErrLocked = errors.New("raft database is locked by another process")
 	// ErrCorrupt means a Raft data file failed its integrity checks.
 	ErrCorrupt = errors.New("raft data is corrupt")
-	// ErrClosed means the node has been closed.
+	// ErrClosed means Raft is not running on this node: stopped (Stop, or a Restart or
+	// ForceRecover under way) or closed for good (Close).
 	ErrClosed = errors.New("raft node is closed")
 	// ErrUnknownOutcome means a command was sent but leadership was lost before it was
 	// known to commit: it may or may not take effect. It must not be proposed again.

@@ -222,7 +222,7 @@ func TestRecoverSingleVoter(t *testing.T) {
 	}
 	_ = n.Close()
 
-	if err := Recover(cfg); err != nil {
+	if err := recoverOffline(cfg); err != nil {
 		t.Fatal(err)
 	}
 	f2 := fsm.New()

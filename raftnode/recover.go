@@ -8,12 +8,12 @@ import (
 	"github.com/pmgcm/pmgcm/fsm"
 )
 
-// Recover rewrites the Raft state in cfg.Dir so that this node (cfg.LocalID at
+// recoverOffline rewrites the Raft state in cfg.Dir so that this node (cfg.LocalID at
 // cfg.Address) is the single voter of its configuration: Raft's RecoverCluster, for a
 // cluster that lost its quorum for good. It runs offline: no Node may have cfg.Dir open.
 // Every entry in the local log is kept, committed or not, as RecoverCluster does.
-// Open a new Node on cfg.Dir afterwards; it elects itself.
-func Recover(cfg Config) error {
+// ForceRecover runs it between two runs of Raft; the next run elects itself.
+func recoverOffline(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

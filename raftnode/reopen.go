@@ -48,7 +48,7 @@ func (n *Node) Restart(opts RestartOptions) error {
 
 // ForceRecover makes this node the single voter of its configuration, in place, for a
 // cluster that lost its quorum for good: it stops Raft (no handover: there is no quorum
-// to hand over to), rewrites the Raft state with Recover, and starts Raft again, which
+// to hand over to), rewrites the Raft state (recoverOffline: raft.RecoverCluster), and starts Raft again, which
 // then elects itself. Every entry of the local log is kept, committed or not.
 func (n *Node) ForceRecover() error {
 	n.life.Lock()
@@ -63,7 +63,7 @@ func (n *Node) ForceRecover() error {
 		return ErrClosed
 	}
 	cfg.Logger = n.logger
-	if err := Recover(cfg); err != nil {
+	if err := recoverOffline(cfg); err != nil {
 		return err
 	}
 	return n.start()
