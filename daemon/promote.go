@@ -42,23 +42,30 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	// An election may be under way, or Raft may still name a master that just died: give
 	// it a moment before calling the quorum lost. Each transfer request is bounded: a hung
 	// master (SIGSTOP) keeps a pooled connection open and never answers. Between attempts
-	// it waits for Raft to see another master, not by polling.
+	// it waits for Raft to see the leader change, not by polling.
 	start := time.Now()
 	deadline := start.Add(d.electionWait())
 	// The search and the survivor check together stay within promoteSearchTimeout, so that
 	// a forced promotion answers well within 20 s however the peers fail.
 	sctx, cancel := context.WithTimeout(ctx, promoteSearchTimeout)
 	defer cancel()
+	asked := "" // the master last asked for a transfer
 search:
 	for {
 		changed := d.rn().LeaderChanged()
 		if d.rn().IsLeader() {
+			if asked != "" {
+				// The transfer went through (the master's answer was lost or late).
+				d.logger.Info("promoted to master by leadership transfer", "previous-master-address", asked)
+				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: d.fsm.Cluster().Epoch}, nil
+			}
 			// Won an election meanwhile: this node is the master of the current epoch.
 			return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: d.fsm.Cluster().Epoch}, nil
 		}
 		if leader, err := d.leaderAddr(); err == nil && leader != d.cfg.Addr() {
 			_, prevID := d.rn().Leader()
-			err := d.askTransfer(sctx, leader, me.CID, changed)
+			asked = leader
+			err := d.askTransfer(sctx, leader, me.CID)
 			if err == nil {
 				if err := d.waitSelfLeader(ctx); err != nil {
 					return nil, err
@@ -109,22 +116,14 @@ search:
 	return &api.PromoteResponse{CID: me.CID, Name: me.Name, Forced: true, Epoch: epoch, Fenced: fenced}, nil
 }
 
-// askTransfer asks the master at addr to hand leadership to cid. It gives up after
-// transferAttemptTimeout, or as soon as Raft sees the leader change (changed fires): a
-// hung master is no longer named once its heartbeats have been missed.
-func (d *Daemon) askTransfer(ctx context.Context, addr string, cid uint64, changed <-chan struct{}) error {
-	actx, cancel := context.WithTimeout(ctx, transferAttemptTimeout)
+// askTransfer asks the master at addr to hand leadership to cid, bounded by
+// transferAttemptTimeout. It waits for the master's answer even when Raft sees the
+// leader change meanwhile: the change may be the transfer itself, and a promotion that
+// gave up on it could go on to force a recovery while the transfer completes.
+func (d *Daemon) askTransfer(ctx context.Context, addr string, cid uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, transferAttemptTimeout)
 	defer cancel()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-changed:
-			cancel()
-		case <-stop:
-		}
-	}()
-	return d.call(actx, d.rpcClient, addr, http.MethodPost, rpcTransfer, transferRequest{CID: cid}, nil)
+	return d.call(ctx, d.rpcClient, addr, http.MethodPost, rpcTransfer, transferRequest{CID: cid}, nil)
 }
 
 // promoteSearchTimeout bounds the part of a promotion that asks other nodes (the master
@@ -134,8 +133,9 @@ func (d *Daemon) askTransfer(ctx context.Context, addr string, cid uint64, chang
 const promoteSearchTimeout = 8 * time.Second
 
 // transferAttemptTimeout bounds one leadership transfer request to the master, which
-// answers once raft's transfer (bounded by the election timeout) has run.
-const transferAttemptTimeout = 5 * time.Second
+// answers once two configuration changes and raft's transfer (bounded by the election
+// timeout) have run; a hung master (SIGSTOP) never answers.
+const transferAttemptTimeout = 4 * time.Second
 
 // electionWait is how long to wait for an election before deciding there is no quorum.
 func (d *Daemon) electionWait() time.Duration {
