@@ -395,12 +395,14 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrNoCluster), errors.Is(err, fsm.ErrNoCluster):
 		code, status = api.CodeNoCluster, http.StatusConflict
 		hint = "create one with: pmgcm create, or join one with: pmgcm join <master_ip>"
+	case errors.Is(err, raftnode.ErrUnknownOutcome):
+		// Before no_quorum: callLeader sends a no_quorum request again, and an entry that
+		// may have been appended must never be (raftnode.ErrTimeout is never appended).
+		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
+		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
 	case errors.Is(err, raftnode.ErrNoLeader), errors.Is(err, raftnode.ErrTimeout):
 		code, status = api.CodeNoQuorum, http.StatusServiceUnavailable
 		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
-	case errors.Is(err, raftnode.ErrUnknownOutcome):
-		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
-		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
 	case errors.Is(err, raftnode.ErrClosed):

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -39,8 +40,9 @@ type Daemon struct {
 	key    crypto.Signer
 	fsm    *fsm.FSM
 	mux    *transport.Mux
-	// raftp is the running Raft instance; join replaces it (see rn and raftslot.go).
-	raftp atomic.Pointer[raftSlot]
+	// raftp is this node's Raft node, set once by Open: join, sync and forced recovery
+	// restart it in place (see rn).
+	raftp atomic.Pointer[raftnode.Node]
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
 	// intake is the cached mail intake policy (see intake.go).
@@ -64,8 +66,8 @@ type Daemon struct {
 	// memberMu serializes membership changes on the master (admit, delete, voters).
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
-	catchUp catchUpTargets
-	// kick wakes the leader loop (runLeaderDuties).
+	catchUp voterpolicy.Targets
+	// kick wakes the master's voter duty (voterDuty).
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
@@ -159,7 +161,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMetrics(); err != nil {
 		return err
 	}
-	d.bg.Add(5)
+	d.bg.Add(4)
 	go func() {
 		defer d.bg.Done()
 		ctx, cancel := d.stopContext()
@@ -169,7 +171,6 @@ func (d *Daemon) Open() (err error) {
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
-	go d.runLeaderDuties()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go d.runExporter()
@@ -182,7 +183,7 @@ func (d *Daemon) Open() (err error) {
 // openRaft starts Raft for this node's CID. A node that never joined a cluster
 // bootstraps itself as the single voter of its own configuration. With start false (a
 // removed or fenced node) the Raft node is made but never opened: every method of it
-// answers as a closed node would.
+// answers as a stopped node does, until join or sync restarts it.
 func (d *Daemon) openRaft(start bool) error {
 	if d.self().WipeRaft {
 		// A join was interrupted after the cluster admitted this node: finish replacing
@@ -197,16 +198,17 @@ func (d *Daemon) openRaft(start bool) error {
 	rc.Address = raft.ServerAddress(d.cfg.Addr())
 	rc.Bootstrap = !d.self().Joined
 	rc.Logger = d.logger.Named("raft")
-	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer())
+	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer)
 	if err != nil {
 		return err
 	}
+	n.OnLeader(d.voterDuty)
 	if start {
 		if err := n.Open(); err != nil {
 			return d.raftOpenErr(err)
 		}
 	}
-	d.setRaft(n)
+	d.raftp.Store(n)
 	return nil
 }
 

@@ -172,20 +172,17 @@ func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	}); err != nil {
 		return err
 	}
-	if old := d.rn(); old != nil {
-		if err := old.Close(); err != nil {
-			d.logger.Warn("closing the standalone raft", "error", err)
+	// Raft restarts in place as the cluster's cid, its own state replaced.
+	return d.rn().Restart(raftnode.RestartOptions{LocalID: raftnode.ServerID(adm.CID), Prepare: func(string) error {
+		if len(adm.CertPEM) > 0 {
+			// A join replaces the node's data with the cluster's; a re-admission after a
+			// forced promotion keeps it.
+			if err := d.wipeMail(); err != nil {
+				return err
+			}
 		}
-	}
-	d.fsm.Reset()
-	if len(adm.CertPEM) > 0 {
-		// A join replaces the node's data with the cluster's; a re-admission after a
-		// forced promotion keeps it.
-		if err := d.wipeMail(); err != nil {
-			return err
-		}
-	}
-	return d.openRaft(true)
+		return d.wipeRaft()
+	}})
 }
 
 // wipeRaft removes the node's Raft state and clears WipeRaft.

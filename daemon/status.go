@@ -12,6 +12,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/sysinfo"
 )
@@ -113,7 +114,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 			r.State = api.StateSyncing
 		case r.Mail != nil && (r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0 || !r.Mail.BacklogKnown):
 			r.State = api.StateSyncing // still receiving mail from the other nodes
-		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(active):
+		case r.Suffrage == string(fsm.Nonvoter) && voters < voterpolicy.WantVoters(active):
 			r.State = api.StateSyncing // caught up, about to become a voter
 		default:
 			r.State = api.StateActive

@@ -39,6 +39,10 @@ type Config struct {
 	MaxAppendEntries int
 	// OpenTimeout bounds the wait for the raft.db file lock.
 	OpenTimeout time.Duration
+	// DialTimeout bounds each new connection to a peer (its TCP, TLS and channel
+	// handshakes), apart from the 5 s bound on each RPC: a hung peer (SIGSTOP) accepts
+	// TCP but never completes TLS, and raft's Shutdown waits for every vote RPC in flight.
+	DialTimeout time.Duration
 
 	// Logger receives Raft's logs; nil means no logs.
 	Logger hclog.Logger
@@ -59,6 +63,7 @@ func DefaultConfig() Config {
 		SnapshotRetain:     2,
 		MaxAppendEntries:   256,
 		OpenTimeout:        2 * time.Second,
+		DialTimeout:        2 * time.Second,
 	}
 }
 
@@ -71,6 +76,8 @@ func (c Config) Validate() error {
 		return errors.New("raftnode: LocalID is required")
 	case c.Address == "":
 		return errors.New("raftnode: Address is required")
+	case c.DialTimeout <= 0:
+		return errors.New("raftnode: DialTimeout must be positive")
 	case c.OpenTimeout <= 0:
 		return errors.New("raftnode: OpenTimeout must be positive (0 would wait forever for the file lock)")
 	case c.SnapshotRetain < 1:
@@ -100,4 +107,10 @@ func (c Config) raftConfig() *raft.Config {
 		rc.Logger = hclog.NewNullLogger()
 	}
 	return rc
+}
+
+// singleVoter is the Raft configuration with this node as its only voter: what a
+// standalone node bootstraps and what a forced recovery writes.
+func (c Config) singleVoter() raft.Configuration {
+	return raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: c.LocalID, Address: c.Address}}}
 }
