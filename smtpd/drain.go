@@ -1,0 +1,136 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+)
+
+// DefaultDrainTimeout is how long a planned stop lets the transactions in flight finish
+// (Drain's bound, as the daemon sets it by default). A sender that needs longer is cut
+// off without a 250 and retries, at the other MX or later.
+const DefaultDrainTimeout = 10 * time.Second
+
+// byeReply is the line a draining server answers any command outside a transaction with,
+// before it closes the connection (RFC 5321 3.8: 421 may be sent in reply to any command).
+const byeReply = "421 4.3.2 service shutting down, please try again later\r\n"
+
+// Drain stops the intake for a planned stop, in this order:
+//
+//  1. The listener closes at once, so that sending MTAs get "connection refused" and
+//     fall back to the next MX without waiting.
+//  2. The transactions in flight (from an accepted MAIL FROM to the reply after DATA) go
+//     on, and each gets its 250 once its message is stored, until all have ended or ctx
+//     is done. Any command outside a transaction (a new MAIL FROM, EHLO, NOOP) is
+//     answered 421 4.3.2 and the connection is closed.
+//  3. Then Close: the connections still open get 421 if they wait for a command, or are
+//     cut (a transfer still running when ctx ended gets no reply: nothing half-stored is
+//     acknowledged), and Drain returns once no Store.Accept call runs.
+//
+// Every 250 the server sent is for a message the Store returned from, so the caller
+// may close the Store when Drain returns. Drain on a closed server returns nil.
+func (s *Server) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.drained == nil {
+		s.draining.Store(true)
+		s.drained = make(chan struct{})
+		if s.activeTx == 0 {
+			close(s.drained)
+		}
+	}
+	ln, drained, active := s.ln, s.drained, s.activeTx
+	s.mu.Unlock()
+
+	if ln != nil {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Warn("SMTP intake: closing the listener", "error", err)
+		}
+		s.log.Info("SMTP intake draining: no longer accepting connections",
+			"transactions-in-flight", active)
+	}
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		s.mu.Lock()
+		left := s.activeTx
+		s.mu.Unlock()
+		s.log.Warn("SMTP drain bound reached: cutting the transactions still in flight (no 250 was sent for them; their senders retry)",
+			"transactions", left)
+	}
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		if c.waiting.Load() && !c.inTx.Load() {
+			c.sayBye()
+		}
+	}
+	return s.Close()
+}
+
+// beginTx counts the session as inside a transaction; it is refused while draining.
+func (ss *session) beginTx() bool {
+	s := ss.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() || s.closed {
+		return false
+	}
+	if !ss.inTx {
+		ss.inTx = true
+		s.activeTx++
+		if ss.conn != nil {
+			ss.conn.inTx.Store(true)
+		}
+	}
+	return true
+}
+
+// endTx ends the session's transaction, if it is in one; the last one to end during a
+// drain lets Drain go on.
+func (ss *session) endTx() {
+	if !ss.inTx {
+		return
+	}
+	s := ss.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss.inTx = false
+	if ss.conn != nil {
+		ss.conn.inTx.Store(false)
+	}
+	s.activeTx--
+	if s.activeTx == 0 && s.drained != nil {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
+}
+
+// refuse answers a command that came while draining with 421 and closes the connection.
+// The error it returns makes go-smtp end the connection quietly.
+func (c *trackedConn) refuse() error {
+	c.sayBye()
+	c.Close()
+	return net.ErrClosed
+}
+
+// sayBye writes the 421 of a drain, once. It is called only while go-smtp writes
+// nothing on the connection (it waits for a command, or has just read one it will not
+// get to handle).
+func (c *trackedConn) sayBye() {
+	c.bye.Do(func() {
+		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.Conn.Write([]byte(byeReply))
+	})
+}
