@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/smtpd"
 )
 
 // DefaultPort is the cluster port (TLS) of a node.
@@ -32,6 +33,9 @@ type Config struct {
 	Socket string
 	// SMTPPort is the port of SMTP intake on IP; 0 disables it.
 	SMTPPort int
+	// SMTPDrainTimeout bounds how long a stop lets the SMTP transactions in flight finish
+	// (the listener closes first; see smtpd.Server.Drain).
+	SMTPDrainTimeout time.Duration
 	// Raft holds the Raft timers and snapshot settings; Dir, LocalID and Address are
 	// filled in by the daemon.
 	Raft raftnode.Config
@@ -62,6 +66,8 @@ func DefaultConfig() Config {
 		Socket:     DefaultSocket,
 		Raft:       raftnode.DefaultConfig(),
 		RPCTimeout: 2 * time.Second,
+
+		SMTPDrainTimeout: smtpd.DefaultDrainTimeout,
 
 		ProtocolVersion: ProtocolVersion,
 	}
@@ -98,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if c.SMTPPort != 0 && c.SMTPPort == c.Port {
 		return fmt.Errorf("--smtp-port %d is the cluster port: give SMTP its own port", c.SMTPPort)
+	}
+	if c.SMTPDrainTimeout < 0 {
+		return fmt.Errorf("--smtp-drain-timeout %s is negative: give how long a stop lets SMTP transactions in flight finish", c.SMTPDrainTimeout)
 	}
 	if c.Socket == "" {
 		return errors.New("--socket must not be empty")

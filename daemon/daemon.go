@@ -286,7 +286,8 @@ func (d *Daemon) Wait(ctx context.Context) error {
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		close(d.stop)
-		var errs []error
+		// SMTP first: sending MTAs go to the other MX at once; the mail in flight is stored.
+		errs := []error{d.drainMail()}
 		if d.ctl != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, ignoreClosed(d.ctl.Shutdown(ctx)))

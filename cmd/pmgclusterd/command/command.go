@@ -100,6 +100,7 @@ effect, as such a file, and exits.`,
 	f.Lookup("name").DefValue = "" // the host name of this machine, not of the one that renders the help
 	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "path of the control socket")
 	f.IntVar(&cfg.SMTPPort, "smtp-port", cfg.SMTPPort, "SMTP intake port on --ip (0: no SMTP intake)")
+	f.DurationVar(&cfg.SMTPDrainTimeout, "smtp-drain-timeout", cfg.SMTPDrainTimeout, "on stop, how long SMTP transactions in flight may take to finish (new connections are refused at once)")
 	f.DurationVar(&cfg.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.Raft.HeartbeatTimeout, "time without contact from the master before a node starts an election")
 	f.DurationVar(&cfg.Raft.ElectionTimeout, "raft-election-timeout", cfg.Raft.ElectionTimeout, "time a candidate waits for votes")
 	f.DurationVar(&cfg.Raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", cfg.Raft.LeaderLeaseTimeout, "time a master keeps leading without contact from a quorum")
