@@ -13,8 +13,14 @@ ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The whole suite stays well under CI's budget; the timeout catches a hang.
 TEST_TIMEOUT ?= 12m
+# The build's version (pmgcm --version, status): from git, or the fallback when there is
+# no git history (a source tarball). See internal/version and docs/releases.md.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.2.0-dev)
+LDFLAGS     := -X github.com/pmgcm/pmgcm/internal/version.Version=$(VERSION)
+# make upgrade-drill: how long the writers and mail run in each upgrade step.
+UPGRADE_DRILL_STEP ?= 5s
 
-.PHONY: all build test test-unit test-integration drill lint fmt fuzz demo demo-stop clean help bench man install
+.PHONY: all build test test-unit test-integration drill upgrade-drill lint fmt fuzz demo demo-stop clean help bench man install
 
 all: build
 
@@ -22,8 +28,8 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## build pmgcm and pmgclusterd into bin/
-	$(GO) build -o $(BIN)/pmgcm ./cmd/pmgcm
-	$(GO) build -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pmgcm ./cmd/pmgcm
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
 
 test: ## run every test (unit and integration) with the race detector
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -37,6 +43,9 @@ test-integration: ## run the integration tests (real pmgclusterd processes on 12
 drill: ## the linearizability check under faults for 60s (seed: PMGCM_LIN_SEED; on failure the visualization goes to PMGCM_LIN_OUT or a temp dir)
 	PMGCM_LIN_DURATION=60s $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run TestLinearizable -v ./integration/
 
+upgrade-drill: ## upgrade a cluster of the previous release (docs/releases.md) node by node under writes and mail, longer than the suite's run (UPGRADE_DRILL_STEP per step)
+	PMGCM_UPGRADE_STEP=$(UPGRADE_DRILL_STEP) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestUpgrade' -v ./integration/
+
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -49,7 +58,7 @@ fuzz: ## fuzz the command decoder for a minute
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./fsm/
 
 bench: ## benchmark a fresh 3-node localhost cluster (BENCH_FLAGS: e.g. --workloads seq_put,failover); see docs/performance.md
-	$(GO) build -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
 	$(GO) run ./cmd/pmgcm-bench --pmgclusterd $(BIN)/pmgclusterd $(BENCH_FLAGS)
 
 man: ## render the manual pages pmgcm(1) and pmgclusterd(8) from the commands' help into bin/man

@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pmgcm/pmgcm/internal/version"
 )
 
-// Version is what `pmgcm --version` prints. Builds set it with
-// -ldflags "-X github.com/pmgcm/pmgcm/cli.Version=1.2.3".
-var Version = "dev"
+// Version is what `pmgcm --version` prints: the build's version and feature levels (see
+// package internal/version, whose Version the Makefile sets from git).
+var Version = version.String()
 
 // Exit codes of Main and Run.
 const (
