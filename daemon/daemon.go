@@ -101,6 +101,7 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
+	d.watchHalt()
 	d.mux, err = transport.New(transport.Config{
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -38,6 +39,10 @@ type admitRequest struct {
 	PublicKeyPEM    []byte `json:"public_key_pem"`
 	ProtocolVersion int    `json:"protocol_version"`
 	StateFormat     int    `json:"state_format"`
+	// Version and Level are the joining build's (see version.go); release 0.1.0 sends
+	// neither.
+	Version string `json:"version,omitempty"`
+	Level   int    `json:"level,omitempty"`
 }
 
 // admission is the master's answer: the node's CID and certificate, and the members it
@@ -163,6 +168,7 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 		Token: req.Token, Name: me.Name, IP: me.IP, Port: me.Port,
 		PublicKeyPEM:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
 		ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat,
+		Version: version.Version, Level: version.Level,
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -365,6 +371,9 @@ func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, e
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
+	if err := d.checkJoinLevel(req); err != nil {
+		return nil, err
+	}
 	if subtle.ConstantTimeCompare(hashToken(req.Token), cl.JoinTokenHash) != 1 {
 		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
 		return nil, ErrBadToken

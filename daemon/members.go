@@ -88,6 +88,7 @@ func (d *Daemon) runLeaderDuties() {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var lastStanding time.Time
+	recordVersion := d.clusterVersionDuty()
 	for {
 		select {
 		case <-ctx.Done():
@@ -99,6 +100,7 @@ func (d *Daemon) runLeaderDuties() {
 			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
 				d.logger.Warn("voter reconciliation", "error", err)
 			}
+			recordVersion(ctx)
 		}
 		if time.Since(lastStanding) >= standingInterval {
 			lastStanding = time.Now()
