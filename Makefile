@@ -17,8 +17,9 @@ TEST_TIMEOUT ?= 12m
 # no git history (a source tarball). See internal/version and docs/releases.md.
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.2.0-dev)
 LDFLAGS     := -X github.com/pmgcm/pmgcm/internal/version.Version=$(VERSION)
-# make upgrade-drill: how long the writers and mail run in each upgrade step.
-UPGRADE_DRILL_STEP ?= 5s
+# make upgrade-drill: rolling restarts after the upgrade, and acknowledged writes per step.
+UPGRADE_DRILL_ROUNDS ?= 3
+UPGRADE_DRILL_WRITES ?= 100
 
 .PHONY: all build test test-unit test-integration drill upgrade-drill lint fmt fuzz demo demo-stop clean help bench man install
 
@@ -43,8 +44,8 @@ test-integration: ## run the integration tests (real pmgclusterd processes on 12
 drill: ## the linearizability check under faults for 60s (seed: PMGCM_LIN_SEED; on failure the visualization goes to PMGCM_LIN_OUT or a temp dir)
 	PMGCM_LIN_DURATION=60s $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run TestLinearizable -v ./integration/
 
-upgrade-drill: ## upgrade a cluster of the previous release (docs/releases.md) node by node under writes and mail, longer than the suite's run (UPGRADE_DRILL_STEP per step)
-	PMGCM_UPGRADE_STEP=$(UPGRADE_DRILL_STEP) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestUpgrade' -v ./integration/
+upgrade-drill: ## upgrade a cluster of the previous release (RELEASES) node by node under writes and mail, longer than the suite does (UPGRADE_DRILL_ROUNDS, UPGRADE_DRILL_WRITES)
+	PMGCM_UPGRADE_ROUNDS=$(UPGRADE_DRILL_ROUNDS) PMGCM_UPGRADE_WRITES=$(UPGRADE_DRILL_WRITES) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestUpgrade' -v ./integration/
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
