@@ -249,6 +249,7 @@ func TestUpgradeRolling(t *testing.T) {
 	// A node of the old release is refused now, with both versions named.
 	late.Start()
 	errOut := late.CLIFail(append(joinArgs(t, nodes[0]), "--yes")...)
+	t.Logf("join of a %s node refused: %s", rel.Name, strings.TrimSpace(errOut))
 	if !strings.Contains(errOut, version.LevelName(version.Level)) || !strings.Contains(errOut, "0.1.0") {
 		t.Errorf("join of a %s node into a cluster at %s: %s, want both versions named", rel.Name,
 			version.LevelName(version.Level), errOut)
