@@ -182,7 +182,7 @@ func TestUpgradeRolling(t *testing.T) {
 	rounds := upgradeEnvInt(t, "PMGCM_UPGRADE_ROUNDS", 0)
 
 	mc := newMailCluster(t, 4, false)
-	late := mc.Nodes[3] // an old-release node that tries to join the upgraded cluster
+	late := mc.Nodes[3]  // an old-release node that tries to join the upgraded cluster
 	t.Cleanup(late.kill) // not in mc.Nodes below
 	for _, n := range mc.Nodes {
 		n.setBinDir(old)
