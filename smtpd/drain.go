@@ -97,12 +97,12 @@ func (ss *session) beginTx() bool {
 // endTx ends the session's transaction, if it is in one; the last one to end during a
 // drain lets Drain go on.
 func (ss *session) endTx() {
+	s := ss.s
+	s.mu.Lock() // also guards ss.inTx: go-smtp's Close calls Logout from another goroutine
+	defer s.mu.Unlock()
 	if !ss.inTx {
 		return
 	}
-	s := ss.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	ss.inTx = false
 	if ss.conn != nil {
 		ss.conn.inTx.Store(false)

@@ -51,7 +51,8 @@ type session struct {
 	relay   []string // the Policy's relay domains at MAIL FROM, normalized
 	maxSize int64    // the Policy's size limit at MAIL FROM
 	// inTx is set from a MAIL FROM that was accepted to the transaction's end; the
-	// server counts such sessions, and a drain waits for them (see drain.go).
+	// server counts such sessions, and a drain waits for them (see drain.go). Guarded
+	// by the Server's mu.
 	inTx bool
 }
 
