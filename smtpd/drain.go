@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"time"
 )
@@ -24,8 +25,9 @@ const byeReply = "421 4.3.2 service shutting down, please try again later\r\n"
 //     on, and each gets its 250 once its message is stored, until all have ended or ctx
 //     is done. Any command outside a transaction (a new MAIL FROM, EHLO, NOOP) is
 //     answered 421 4.3.2 and the connection is closed.
-//  3. Then Close: the connections still open get 421 if they wait for a command, or are
-//     cut (a transfer still running when ctx ended gets no reply: nothing half-stored is
+//  3. Once no transaction is left, every connection gets its 421 and the end of the
+//     stream, and up to drainLinger to hang up. Then Close: what is still open is cut (a
+//     transfer still running when ctx ended gets no reply: nothing half-stored is
 //     acknowledged), and Drain returns once no Store.Accept call runs.
 //
 // Every 250 the server sent is for a message the Store returned from, so the caller
@@ -68,13 +70,36 @@ func (s *Server) Drain(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
-	for _, c := range conns {
-		if c.waiting.Load() && !c.inTx.Load() {
-			c.sayBye()
+	if ctx.Err() == nil {
+		// Every session is between transactions: each gets its 421 (now if it waits for a
+		// command, else at its next read) and the end of the stream, and a moment to read
+		// them and hang up. Closing a connection whose client's next command is still
+		// unread would reset it, and the 421 with it.
+		for _, c := range conns {
+			if c.waiting.Load() && !c.inTx.Load() {
+				c.sayBye()
+				c.closeWrite()
+			}
+		}
+		linger := time.NewTimer(drainLinger)
+		defer linger.Stop()
+	wait:
+		for _, c := range conns {
+			select {
+			case <-c.closed:
+			case <-linger.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
 		}
 	}
 	return s.Close()
 }
+
+// drainLinger bounds how long a drained server waits for its clients to hang up after
+// their 421.
+const drainLinger = 2 * time.Second
 
 // beginTx counts the session as inside a transaction; it is refused while draining.
 func (ss *session) beginTx() bool {
@@ -117,12 +142,25 @@ func (ss *session) endTx() {
 	}
 }
 
-// refuse answers a command that came while draining with 421 and closes the connection.
-// The error it returns makes go-smtp end the connection quietly.
+// refuse answers a command that came while draining with 421 and closes the connection:
+// after the 421 the end of the stream, then what the client still sends is read and
+// dropped (for at most drainLinger and 64 KiB) until it hangs up, so that the close does
+// not reset the connection before the client has read the 421. The error it returns makes
+// go-smtp end the connection quietly.
 func (c *trackedConn) refuse() error {
 	c.sayBye()
+	c.closeWrite()
+	c.Conn.SetReadDeadline(time.Now().Add(drainLinger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, 64<<10))
 	c.Close()
 	return net.ErrClosed
+}
+
+// closeWrite ends the stream to the client (TCP FIN), keeping the reading side open.
+func (c *trackedConn) closeWrite() {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
 }
 
 // sayBye writes the 421 of a drain, once. It is called only while go-smtp writes

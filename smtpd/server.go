@@ -310,7 +310,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, s: l.s}
+	tc := &trackedConn{Conn: c, s: l.s, closed: make(chan struct{})}
 	l.s.mu.Lock()
 	closed := l.s.closed
 	if !closed {
@@ -340,6 +340,8 @@ type trackedConn struct {
 	waiting atomic.Bool
 	// bye makes the 421 of a drain go out once.
 	bye sync.Once
+	// closed is closed by Close.
+	closed chan struct{}
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -370,6 +372,9 @@ func (c *trackedConn) Close() error {
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
+		if c.closed != nil {
+			close(c.closed)
+		}
 	})
 	return c.Conn.Close()
 }
