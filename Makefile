@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The whole suite stays well under CI's budget; the timeout catches a hang.
 TEST_TIMEOUT ?= 12m
 # The build's version (pmgcm --version, status): from git, or the fallback when there is
-# no git history (a source tarball). See internal/version and docs/releases.md.
+# no git history (a source tarball). See internal/version and RELEASES.
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.2.0-dev)
 LDFLAGS     := -X github.com/pmgcm/pmgcm/internal/version.Version=$(VERSION)
 # make upgrade-drill: rolling restarts after the upgrade, and acknowledged writes per step.
