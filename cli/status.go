@@ -35,7 +35,10 @@ func (a *app) statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the status of every cluster node",
 		Long: `Show the status of every cluster node: name and CID, IP address, role (master or
-node), state (A active, S syncing, D down), uptime, load, memory and disk use.
+node), state (A active, S syncing, D down), uptime, load, memory and disk use. Under
+the table: the cluster version (the feature level every member supports) and each
+node's build version ("-" when it is down, "<=0.1.0" for a node of release 0.1.0); in
+-o json they are cluster.version and nodes[].version, nodes[].level.
 
 A node outside any cluster prints "no cluster defined", or with --list-single-node its
 own row.`,
