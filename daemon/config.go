@@ -33,14 +33,14 @@ type Config struct {
 	Socket string
 	// SMTPPort is the port of SMTP intake on IP; 0 disables it.
 	SMTPPort int
-	// SMTPDrainTimeout bounds how long a stop lets the SMTP transactions in flight finish
-	// (the listener closes first; see smtpd.Server.Drain).
-	SMTPDrainTimeout time.Duration
 	// Raft holds the Raft timers and snapshot settings; Dir, LocalID and Address are
 	// filled in by the daemon.
 	Raft raftnode.Config
 	// RPCTimeout bounds one request to another node (status, forwarding).
 	RPCTimeout time.Duration
+	// SMTPDrainTimeout bounds how long a stop lets the SMTP transactions in flight finish
+	// (the listener closes first; see smtpd.Server.Drain).
+	SMTPDrainTimeout time.Duration
 	// ExportDir, if set, receives the configuration entries under ExportPrefixes (all
 	// when empty) as files, rewritten atomically after each applied change.
 	ExportDir      string
@@ -67,9 +67,9 @@ func DefaultConfig() Config {
 		Raft:       raftnode.DefaultConfig(),
 		RPCTimeout: 2 * time.Second,
 
-		SMTPDrainTimeout: smtpd.DefaultDrainTimeout,
-
 		ProtocolVersion: ProtocolVersion,
+
+		SMTPDrainTimeout: smtpd.DefaultDrainTimeout,
 	}
 }
 
@@ -105,14 +105,14 @@ func (c Config) Validate() error {
 	if c.SMTPPort != 0 && c.SMTPPort == c.Port {
 		return fmt.Errorf("--smtp-port %d is the cluster port: give SMTP its own port", c.SMTPPort)
 	}
-	if c.SMTPDrainTimeout < 0 {
-		return fmt.Errorf("--smtp-drain-timeout %s is negative: give how long a stop lets SMTP transactions in flight finish", c.SMTPDrainTimeout)
-	}
 	if c.Socket == "" {
 		return errors.New("--socket must not be empty")
 	}
 	if c.RPCTimeout <= 0 {
 		return errors.New("RPC timeout must be positive")
+	}
+	if c.SMTPDrainTimeout < 0 {
+		return fmt.Errorf("--smtp-drain-timeout %s is negative: give how long a stop lets SMTP transactions in flight finish", c.SMTPDrainTimeout)
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

@@ -101,7 +101,6 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
-	d.watchHalt()
 	d.mux, err = transport.New(transport.Config{
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
@@ -128,6 +127,7 @@ func (d *Daemon) Open() (err error) {
 		d.applyStanding(verdict, a)
 	}
 	me := d.self()
+	d.watchHalt() // before Raft applies anything
 	if err := d.openRaft(me.Removed == "" && me.Fenced == nil); err != nil {
 		return err
 	}

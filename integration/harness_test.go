@@ -132,11 +132,11 @@ type Node struct {
 	DataDir string
 	Socket  string
 	LogPath string
-	// ExtraArgs are added to the daemon's command line on each start.
-	ExtraArgs []string
 	// BinDir holds the pmgclusterd this node runs and the pmgcm that talks to it (an
 	// older release: see upgrade_test.go); empty: the ones TestMain built.
 	BinDir string
+	// ExtraArgs are added to the daemon's command line on each start.
+	ExtraArgs []string
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one

@@ -104,7 +104,6 @@ effect, as such a file, and exits.`,
 	f.Lookup("name").DefValue = "" // the host name of this machine, not of the one that renders the help
 	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "path of the control socket")
 	f.IntVar(&cfg.SMTPPort, "smtp-port", cfg.SMTPPort, "SMTP intake port on --ip (0: no SMTP intake)")
-	f.DurationVar(&cfg.SMTPDrainTimeout, "smtp-drain-timeout", cfg.SMTPDrainTimeout, "on stop, how long SMTP transactions in flight may take to finish (new connections are refused at once)")
 	f.DurationVar(&cfg.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.Raft.HeartbeatTimeout, "time without contact from the master before a node starts an election")
 	f.DurationVar(&cfg.Raft.ElectionTimeout, "raft-election-timeout", cfg.Raft.ElectionTimeout, "time a candidate waits for votes")
 	f.DurationVar(&cfg.Raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", cfg.Raft.LeaderLeaseTimeout, "time a master keeps leading without contact from a quorum")
@@ -113,6 +112,7 @@ effect, as such a file, and exits.`,
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "log entries kept behind a snapshot")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "write logs as JSON lines")
+	f.DurationVar(&cfg.SMTPDrainTimeout, "smtp-drain-timeout", cfg.SMTPDrainTimeout, "on stop, how long SMTP transactions in flight may take to finish (new connections are refused at once)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`IP:PORT`/metrics (off when empty)")
 	f.StringVar(&cfg.ExportDir, "config-export-dir", "", "write the configuration entries as files into this directory after each change (off when empty)")
 	f.StringSliceVar(&cfg.ExportPrefixes, "config-export-prefix", nil, "export only the entries under this key prefix (repeatable; default: all)")
