@@ -10,13 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/pmgcm/pmgcm/internal/version"
 )
-
-// Version is what `pmgcm --version` prints: the build's version and feature levels (see
-// package internal/version, whose Version the Makefile sets from git).
-var Version = version.String()
 
 // Exit codes of Main and Run.
 const (
