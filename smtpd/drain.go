@@ -156,10 +156,20 @@ func (c *trackedConn) refuse() error {
 	return net.ErrClosed
 }
 
-// closeWrite ends the stream to the client (TCP FIN), keeping the reading side open.
+// closeWrite ends the stream to the client (TCP FIN), keeping the reading side open. A
+// wrapping connection (a connection limiter's) is looked through with NetConn.
 func (c *trackedConn) closeWrite() {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
+	conn := c.Conn
+	for range 8 {
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+			return
+		}
+		u, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		conn = u.NetConn()
 	}
 }
 

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"context"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -169,5 +170,39 @@ func TestDrainIdle(t *testing.T) {
 	}
 	if err := ts.Open(); err == nil {
 		t.Error("Open after Drain succeeded")
+	}
+}
+
+// wrappedConn hides the TCP connection's own methods, as a connection limiter's does,
+// and hands it out with NetConn.
+type wrappedConn struct{ net.Conn }
+
+func (w wrappedConn) NetConn() net.Conn { return w.Conn }
+
+// TestCloseWriteThroughWrapper: the end of the stream after a drain's 421 reaches the
+// client also through a wrapping connection.
+func TestCloseWriteThroughWrapper(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	tc := &trackedConn{Conn: wrappedConn{server}, closed: make(chan struct{})}
+	tc.sayBye()
+	tc.closeWrite()
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != byeReply {
+		t.Fatalf("client read %q, %v; want the 421 and the end of the stream", got, err)
 	}
 }
