@@ -35,7 +35,7 @@ build: ## build pmgcm and pmgclusterd into bin/
 test: ## run every test (unit and integration) with the race detector
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-test-unit: ## run the unit tests only
+test-unit: ## run the unit tests only (-short: the integration tests skip without building the daemons)
 	$(GO) test -race -count=1 -short ./...
 
 test-integration: ## run the integration tests (real pmgclusterd processes on 127.0.0.x)
@@ -78,6 +78,17 @@ install: build man ## install binaries, systemd unit, man pages, completions, ex
 	$(BIN)/pmgcm completion zsh >$(DESTDIR)$(ZSHCOMPDIR)/_pmgcm
 	install -m 0644 packaging/pmgclusterd.toml $(DESTDIR)$(DOCDIR)/
 
+# make deb: the Debian package into $(DEB_DIR); VERSION=1.2.3 sets its version (default
+# from git describe), DEB_ARCH and DEB_MAINTAINER the other control fields.
+DEB_DIR ?= dist
+
+.PHONY: deb check-packaging
+deb: ## build the Debian package dist/pmgcm_VERSION_ARCH.deb with dpkg-deb (offline; VERSION= to set the version)
+	VERSION="$(VERSION)" MAKE="$(MAKE)" GO="$(GO)" scripts/mkdeb.sh $(DEB_DIR)
+
+check-packaging: ## check the package, the Prometheus rules and the dashboard (dpkg-deb, lintian, promtool; skips what is not installed)
+	$(GO) test -count=1 -run 'TestDeb|TestAlert|TestDashboard' -v ./packaging/
+
 demo: build ## start a local cluster under ./run and print its status
 	./scripts/demo.sh start
 
@@ -85,4 +96,4 @@ demo-stop: ## stop the demo cluster
 	./scripts/demo.sh stop
 
 clean: ## remove build output and the demo's state
-	rm -rf $(BIN) run
+	rm -rf $(BIN) run $(DEB_DIR)

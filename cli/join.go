@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // Prompts and refusals of `pmgcm join`.
@@ -242,9 +243,9 @@ func joinedRow(st *api.Status, jr *api.JoinResponse) *api.Node {
 	return nil
 }
 
-// withHint returns err with hints[code] as its hint when err is an *APIError that has none.
+// withHint returns err with hints[code] as its hint when err is an *client.APIError that has none.
 func withHint(err error, hints map[string]string) error {
-	var ae *APIError
+	var ae *client.APIError
 	if !errors.As(err, &ae) || ae.Hint != "" {
 		return err
 	}

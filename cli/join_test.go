@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // fakeTerm is a terminal that answers from a script and records the questions.
@@ -58,7 +59,7 @@ func joinStatus(role, state string, applied uint64) *api.Status {
 // catchingUp is the status sequence of a join: the node's status from before the join, a
 // daemon busy resetting, then the catch-up from S to A.
 func catchingUp() []statusAnswer {
-	unavailable := &APIError{Status: 503, wireError: api.Error{Code: api.CodeUnavailable, Message: "starting"}}
+	unavailable := client.NewAPIError(503, api.Error{Code: api.CodeUnavailable, Message: "starting"})
 	return []statusAnswer{
 		{st: &api.Status{Nodes: []api.Node{{Name: "pmg6", IP: "192.168.2.128", Role: api.RoleNone, State: api.StateActive, Local: true}}}},
 		{err: unavailable},
@@ -331,7 +332,7 @@ func TestJoinDaemonErrors(t *testing.T) {
 		if tt.wantHint != "" {
 			want += tt.wantHint + "\n"
 		}
-		apiErr := &APIError{Status: 400, wireError: api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint}}
+		apiErr := client.NewAPIError(400, api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint})
 
 		f := joinFake()
 		f.errs = map[string]error{"join": apiErr}
@@ -355,7 +356,7 @@ func TestJoinDaemonErrors(t *testing.T) {
 
 	// The local daemon down is the client's error, worded by the client.
 	f := joinFake()
-	f.errs = map[string]error{"join": ErrUnreachable}
+	f.errs = map[string]error{"join": client.ErrUnreachable}
 	r := runFake(t, f, "", "join", "192.168.2.127", "--fingerprint", "FP", "--token", "T", "--yes")
 	if r.code != ExitError || r.stderr != "pmgcm: cannot reach pmgclusterd\n" {
 		t.Errorf("unreachable daemon: exit %d, stderr %q", r.code, r.stderr)
@@ -381,7 +382,7 @@ func TestJoinWaitExpiry(t *testing.T) {
 	// When the status keeps failing, the last error is told; on a terminal the progress line
 	// is ended first.
 	f = joinFake()
-	unavailable := &APIError{Status: 503, wireError: api.Error{Code: api.CodeUnavailable, Message: "installing snapshot", Hint: "wait"}}
+	unavailable := client.NewAPIError(503, api.Error{Code: api.CodeUnavailable, Message: "installing snapshot", Hint: "wait"})
 	f.statusSeq = []statusAnswer{{st: joinStatus(api.RoleNode, api.StateSyncing, 10)}, {err: unavailable}}
 	r = runEnv(t, context.Background(), env{term: &fakeTerm{}, stdoutTTY: true, timing: fast}, f,
 		"join", "192.168.2.127", "--fingerprint", "FP", "--token", "T", "--yes", "--wait", "50ms")
@@ -479,7 +480,7 @@ func TestJoinCmd(t *testing.T) {
 		t.Errorf("rotate: exit %d, stdout %q, stderr %q, rotate %v", r.code, r.stdout, r.stderr, f.gotRotate)
 	}
 
-	noCluster := &APIError{Status: 409, wireError: api.Error{Code: api.CodeNoCluster, Message: "no cluster defined", Hint: "create one with pmgcm create"}}
+	noCluster := client.NewAPIError(409, api.Error{Code: api.CodeNoCluster, Message: "no cluster defined", Hint: "create one with pmgcm create"})
 	r = runFake(t, &fakeAPI{err: noCluster}, "", "join-cmd", "--rotate")
 	if r.code != ExitError || r.stdout != "" || r.stderr != "pmgcm: no cluster defined\ncreate one with pmgcm create\n" {
 		t.Errorf("error: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -505,7 +506,7 @@ func TestDelete(t *testing.T) {
 		t.Errorf("json: exit %d, stdout %q", r.code, r.stdout)
 	}
 
-	notFound := &APIError{Status: 404, wireError: api.Error{Code: api.CodeNotFound, Message: "no node with cid 9"}}
+	notFound := client.NewAPIError(404, api.Error{Code: api.CodeNotFound, Message: "no node with cid 9"})
 	f = &fakeAPI{err: notFound}
 	r = runFake(t, f, "", "delete", "9")
 	if r.code != ExitError || r.stdout != "" || r.stderr != "pmgcm: no node with cid 9\nlist the nodes and their CIDs with pmgcm status\n" || f.gotCID != 9 {
@@ -527,12 +528,12 @@ func TestWithHint(t *testing.T) {
 	if withHint(plain, hints) != plain {
 		t.Error("plain error changed")
 	}
-	orig := &APIError{Status: 404, wireError: api.Error{Code: api.CodeNotFound, Message: "gone"}}
+	orig := client.NewAPIError(404, api.Error{Code: api.CodeNotFound, Message: "gone"})
 	got := withHint(orig, hints)
 	if got.Error() != "gone\nlook" || orig.Hint != "" {
 		t.Errorf("got %q, original hint %q", got, orig.Hint)
 	}
-	var ae *APIError
+	var ae *client.APIError
 	if !errors.As(got, &ae) || ae.Code != api.CodeNotFound || ae.Status != 404 {
 		t.Errorf("hinted error lost its code: %#v", got)
 	}

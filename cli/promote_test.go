@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // forcedStatus is the status on pmg5 (cid 1, 192.168.2.127) after a forced recovery that
@@ -92,8 +93,7 @@ func TestPromoteDaemonErrors(t *testing.T) {
 		if tt.wantHint != "" {
 			want += tt.wantHint + "\n"
 		}
-		f := &fakeAPI{errs: map[string]error{"promote": &APIError{Status: 409,
-			wireError: api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint}}}}
+		f := &fakeAPI{errs: map[string]error{"promote": client.NewAPIError(409, api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint})}}
 		r := runFake(t, f, "", "promote")
 		if r.code != ExitError || r.stderr != want || r.stdout != "" {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q, want %q", tt.code, r.code, r.stdout, r.stderr, want)
@@ -105,8 +105,8 @@ func TestPromoteDaemonErrors(t *testing.T) {
 
 	// A refused forced promotion: the warning, then the error; no status call.
 	f := forcedFake()
-	f.errs = map[string]error{"promote": &APIError{Status: 409, wireError: api.Error{Code: api.CodeBehind,
-		Message: "pmg7(3) at 192.168.2.129 has a longer committed log"}}}
+	f.errs = map[string]error{"promote": client.NewAPIError(409, api.Error{Code: api.CodeBehind,
+		Message: "pmg7(3) at 192.168.2.129 has a longer committed log"})}
 	r := runFake(t, f, "", "promote", "--force")
 	if r.code != ExitError || !strings.HasPrefix(r.stderr, "WARNING: ") ||
 		!strings.HasSuffix(r.stderr, "\npmgcm: pmg7(3) at 192.168.2.129 has a longer committed log\n"+promoteHints[api.CodeBehind]+"\n") {
@@ -305,8 +305,7 @@ func TestDeleteForce(t *testing.T) {
 	}
 
 	// A delete refused for lack of quorum points at --force.
-	f = &fakeAPI{errs: map[string]error{"delete-node": &APIError{Status: 503,
-		wireError: api.Error{Code: api.CodeNoQuorum, Message: "no quorum: 1 of 2 voters reachable"}}}}
+	f = &fakeAPI{errs: map[string]error{"delete-node": client.NewAPIError(503, api.Error{Code: api.CodeNoQuorum, Message: "no quorum: 1 of 2 voters reachable"})}}
 	r = runFake(t, f, "", "delete", "2")
 	if r.code != ExitError || r.stderr != "pmgcm: no quorum: 1 of 2 voters reachable\n"+deleteHints[api.CodeNoQuorum]+"\n" {
 		t.Errorf("no quorum: exit %d, stderr %q", r.code, r.stderr)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // Exit codes of Main and Run.
@@ -44,7 +46,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		stdout:    stdout,
 		stderr:    stderr,
 		getenv:    os.Getenv,
-		newAPI:    func(socket string) API { return NewClient(socket) },
+		newAPI:    func(socket string) API { return client.New(socket, client.WithUserAgent("pmgcm/"+Version)) },
 		term:      newTerminal(stdin, stderr),
 		stdoutTTY: isTerminalFile(stdout),
 		stderrTTY: isTerminalFile(stderr),
@@ -120,7 +122,7 @@ func run(ctx context.Context, args []string, e env) int {
 // explain rewords errors whose raw text would not tell the operator what happened.
 func (a *app) explain(err error) error {
 	switch {
-	case errors.Is(err, ErrUnreachable):
+	case errors.Is(err, client.ErrUnreachable):
 		return err
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("no answer from pmgclusterd at %s within %s; the daemon may be busy "+

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 func TestFormatUptime(t *testing.T) {
@@ -177,7 +178,7 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func TestStatusErrors(t *testing.T) {
-	apiErr := &APIError{Status: 503, wireError: api.Error{Code: api.CodeUnavailable, Message: "daemon is starting", Hint: "wait a few seconds"}}
+	apiErr := client.NewAPIError(503, api.Error{Code: api.CodeUnavailable, Message: "daemon is starting", Hint: "wait a few seconds"})
 	r := runFake(t, &fakeAPI{err: apiErr}, "", "status")
 	if r.code != ExitError || r.stdout != "" || r.stderr != "pmgcm: daemon is starting\nwait a few seconds\n" {
 		t.Errorf("api error: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)

@@ -71,8 +71,11 @@ func (d *Daemon) handleRestore(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	leave, err := d.gate.enter("pmgcm restore")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	if id := d.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: this node is cid %d of cluster %s: a backup is restored on a node in no cluster (the manual's total cluster failure: restore on a fresh node, then pmgcm create, then join the other nodes); nothing was changed",
 			ErrClusterExists, d.self().CID, id)

@@ -33,6 +33,12 @@ type Config struct {
 	Socket string
 	// SMTPPort is the port of SMTP intake on IP; 0 disables it.
 	SMTPPort int
+	// SMTPMaxConnections and SMTPMaxConnectionsPerIP cap the SMTP sessions open at once,
+	// in all and per client address; zero sizes them from the descriptor limit (at most
+	// Postfix's 100 and 50). SMTPIdleTimeout bounds the wait for a command or data,
+	// SMTPSessionTimeout a whole session.
+	SMTPMaxConnections, SMTPMaxConnectionsPerIP int
+	SMTPIdleTimeout, SMTPSessionTimeout         time.Duration
 	// Raft holds the Raft timers and snapshot settings; Dir, LocalID and Address are
 	// filled in by the daemon.
 	Raft raftnode.Config
@@ -66,6 +72,9 @@ func DefaultConfig() Config {
 		Socket:     DefaultSocket,
 		Raft:       raftnode.DefaultConfig(),
 		RPCTimeout: 2 * time.Second,
+
+		SMTPIdleTimeout:    smtpd.DefaultReadTimeout,
+		SMTPSessionTimeout: smtpd.DefaultSessionTimeout,
 
 		ProtocolVersion: ProtocolVersion,
 
@@ -104,6 +113,16 @@ func (c Config) Validate() error {
 	}
 	if c.SMTPPort != 0 && c.SMTPPort == c.Port {
 		return fmt.Errorf("--smtp-port %d is the cluster port: give SMTP its own port", c.SMTPPort)
+	}
+	if c.SMTPMaxConnections < 0 || c.SMTPMaxConnectionsPerIP < 0 {
+		return errors.New("--smtp-max-connections and --smtp-max-connections-per-ip must not be negative (0: sized from the descriptor limit)")
+	}
+	if c.SMTPMaxConnections > 0 && c.SMTPMaxConnectionsPerIP > c.SMTPMaxConnections {
+		return fmt.Errorf("--smtp-max-connections-per-ip %d is more than --smtp-max-connections %d: lower it, or raise the total",
+			c.SMTPMaxConnectionsPerIP, c.SMTPMaxConnections)
+	}
+	if c.SMTPIdleTimeout <= 0 || c.SMTPSessionTimeout <= 0 {
+		return errors.New("--smtp-idle-timeout and --smtp-session-timeout must be positive")
 	}
 	if c.Socket == "" {
 		return errors.New("--socket must not be empty")

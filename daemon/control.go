@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
@@ -44,8 +45,8 @@ func (d *Daemon) openControl() error {
 		_ = ln.Close()
 		return fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
+	d.ctl, ln = d.limits.controlServer(d.controlHandler(), ln)
 	d.ctlLn = ln
-	d.ctl = &http.Server{Handler: d.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
@@ -129,7 +130,7 @@ func (d *Daemon) controlHandler() http.Handler {
 			var req api.PartitionRequest
 			if decodeBody(w, r, &req) {
 				d.mux.Partition(req.Hosts)
-				d.rpcClient.CloseIdleConnections()
+				d.peer.CloseIdleConnections()
 				writeJSON(w, http.StatusOK, req)
 			}
 		})
@@ -202,7 +203,7 @@ func ifVersion(r *http.Request) (*uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: if_version %q is not a version number", fsm.ErrBadCommand, s)
+		return nil, fmt.Errorf("%w: if_version %q is not a version number", ErrBadRequest, s)
 	}
 	return &v, nil
 }
@@ -271,10 +272,16 @@ func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// decodeBody decodes a JSON request body into v, answering the error itself if it cannot.
+// maxControlBody bounds every JSON request body of the control socket (a restore's
+// backup file is streamed, not decoded by decodeBody). Node-to-node bodies have their
+// own bound, cluster.MaxRequestBytes.
+const maxControlBody = 64 << 10
+
+// decodeBody decodes a JSON request body of at most maxControlBody into v, answering the
+// error itself if it cannot.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(v); err != nil {
-		writeErr(w, fmt.Errorf("%w: request body: %v", fsm.ErrBadCommand, err))
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody)).Decode(v); err != nil {
+		writeErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
 		return false
 	}
 	return true
@@ -298,7 +305,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeErr maps an error to its HTTP status and api error code.
 func writeErr(w http.ResponseWriter, err error) {
 	code, status, hint := api.CodeInternal, http.StatusInternalServerError, ""
-	var remote *remoteError
+	var remote *cluster.RemoteError
 	var conflict *versionConflict
 	switch {
 	case errors.As(err, &conflict):
@@ -315,6 +322,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeFenced, http.StatusConflict
 	case errors.Is(err, ErrBehind):
 		code, status = api.CodeBehind, http.StatusConflict
+	case errors.Is(err, ErrBusy):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 	case errors.Is(err, ErrSyncing):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 		hint = "pmgcm status shows when the node is in state A"
@@ -331,7 +340,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeBadRequest, http.StatusConflict
 	case errors.Is(err, transport.ErrFingerprintMismatch), errors.Is(err, transport.ErrBadFingerprint):
 		code, status = api.CodeFingerprint, http.StatusBadRequest
-	case errors.Is(err, fsm.ErrBadCommand):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, cluster.ErrBadRequest), errors.Is(err, fsm.ErrBadCommand):
 		code, status = api.CodeBadRequest, http.StatusBadRequest
 	case errors.Is(err, fsm.ErrVersionConflict):
 		code, status = api.CodeConflict, http.StatusConflict

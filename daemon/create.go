@@ -28,8 +28,11 @@ const nodeCertValidity = 2 * 365 * 24 * time.Hour
 // certificate for this node signed by it, and a join token, committed as one Raft command.
 // Configuration entries already on the node are kept.
 func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	leave, err := d.gate.enter("pmgcm create")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	if id := d.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, d.self().CID)
 	}
@@ -201,14 +204,8 @@ func (d *Daemon) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
 	if _, err := d.leaderAddr(); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, d.quorumSummary())
 	}
-	_, leaderID := d.rn().Leader()
-	var master fsm.Member
-	for _, m := range d.fsm.Members() {
-		if raftnode.ServerID(m.CID) == leaderID {
-			master = m
-		}
-	}
-	if master.CID == 0 {
+	master, ok := d.masterMember()
+	if !ok {
 		return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 	}
 	addr := master.IP

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
@@ -29,14 +30,17 @@ type Daemon struct {
 	logger  hclog.Logger
 	started time.Time
 
-	dir    *dataDir
-	nodeMu sync.RWMutex
-	node   nodeFile // guarded by nodeMu; see self and setSelf
+	dir *dataDir
+	// node is this node's identity file as it is now, replaced whole (copy on write) so
+	// that readers (the TLS authorizer among them) never wait; nodeMu serializes the
+	// writers, which write node.json before they publish (see self and updateSelf).
+	node   atomic.Pointer[nodeFile]
+	nodeMu sync.Mutex
 	key    crypto.Signer
 	fsm    *fsm.FSM
 	mux    *transport.Mux
-	// raftp is the running Raft instance; join replaces it (see rn).
-	raftp atomic.Pointer[raftnode.Node]
+	// raftp is the running Raft instance; join replaces it (see rn and raftslot.go).
+	raftp atomic.Pointer[raftSlot]
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
 	// intake is the cached mail intake policy (see intake.go).
@@ -45,20 +49,26 @@ type Daemon struct {
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
 	// servers are the HTTP servers of the cluster RPC and join channels.
-	servers   []*http.Server
-	rpcClient *http.Client
-	ctlLn     net.Listener
+	servers []*http.Server
+	// peer is the cluster RPC client; fwd forwards master-only requests with it.
+	peer  *cluster.Client
+	fwd   *cluster.Forwarder
+	ctlLn net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
+	// limits are the listeners' connection caps (see limits.go).
+	limits *listenerLimits
 
-	// createMu serializes create and join on this node.
-	createMu sync.Mutex
+	// gate admits one identity-changing operation at a time (create, join, ...).
+	gate opGate
 	// memberMu serializes membership changes on the master (admit, delete, voters).
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
 	catchUp catchUpTargets
 	// kick wakes the leader loop (runLeaderDuties).
 	kick chan struct{}
+	// standingW finds out when this node was removed or fenced (standingwatch.go).
+	standingW *standingWatch
 
 	closeOnce sync.Once
 	closeErr  error
@@ -101,13 +111,23 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
-	d.mux, err = transport.New(transport.Config{
+	if d.limits, err = d.planLimits(); err != nil {
+		return err
+	}
+	muxCfg := transport.Config{
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
 		Authorize: d.authorizePeer,
-	}, id)
+		Refused:   func(addr string, r transport.Refusal) { d.standingW.refused(addr, r) },
+	}
+	d.limits.mux(&muxCfg)
+	d.mux, err = transport.New(muxCfg, id)
 	if err != nil {
 		return err
+	}
+	d.standingW = &standingWatch{
+		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
+		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
 	}
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
@@ -120,15 +140,14 @@ func (d *Daemon) Open() (err error) {
 	d.resolveRenewal()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.
-	if me := d.self(); me.Removed == "" && me.Fenced == nil {
+	if !d.standing().out() {
 		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-		verdict, a := d.askStanding(ctx, startupStandingTimeout)
+		st, a := d.standingW.ask(ctx, startupStandingTimeout)
 		cancel()
-		d.applyStanding(verdict, a)
+		d.standingW.apply(st, a)
 	}
-	me := d.self()
 	d.watchHalt() // before Raft applies anything
-	if err := d.openRaft(me.Removed == "" && me.Fenced == nil); err != nil {
+	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
 	d.openRPC()
@@ -141,7 +160,13 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMetrics(); err != nil {
 		return err
 	}
-	d.bg.Add(4)
+	d.bg.Add(5)
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.stopContext()
+		defer cancel()
+		d.standingW.run(ctx)
+	}()
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
@@ -154,9 +179,6 @@ func (d *Daemon) Open() (err error) {
 		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
 	return nil
 }
-
-// rn returns the running Raft instance.
-func (d *Daemon) rn() *raftnode.Node { return d.raftp.Load() }
 
 // openRaft starts Raft for this node's CID. A node that never joined a cluster
 // bootstraps itself as the single voter of its own configuration. With start false (a
@@ -185,7 +207,7 @@ func (d *Daemon) openRaft(start bool) error {
 			return d.raftOpenErr(err)
 		}
 	}
-	d.raftp.Store(n)
+	d.setRaft(n)
 	return nil
 }
 
@@ -222,25 +244,35 @@ func (d *Daemon) loadNodeFile() error {
 		d.logger.Warn("--name differs from the node's recorded name; keeping the recorded one",
 			"recorded", nf.Name, "flag", d.cfg.Name)
 	}
-	d.node = nf
+	d.node.Store(&nf)
 	return nil
 }
 
-// self returns this node's identity file as it is now.
+// self returns this node's identity file as it is now. It never blocks.
 func (d *Daemon) self() nodeFile {
-	d.nodeMu.RLock()
-	defer d.nodeMu.RUnlock()
-	return d.node
+	if nf := d.node.Load(); nf != nil {
+		return *nf
+	}
+	return nodeFile{}
 }
 
 // setSelf writes node.json and makes nf this node's identity.
 func (d *Daemon) setSelf(nf nodeFile) error {
+	return d.updateSelf(func(cur *nodeFile) { *cur = nf })
+}
+
+// updateSelf changes this node's identity file with change, writes it (fsynced) and
+// then publishes it. Writers are serialized; readers (self) see the old file until the
+// new one is on disk.
+func (d *Daemon) updateSelf(change func(*nodeFile)) error {
 	d.nodeMu.Lock()
 	defer d.nodeMu.Unlock()
+	nf := d.self()
+	change(&nf)
 	if err := d.dir.writeNodeFile(nf); err != nil {
 		return fmt.Errorf("write %s: %w", d.dir.file("node.json"), err)
 	}
-	d.node = nf
+	d.node.Store(&nf)
 	return nil
 }
 
@@ -306,6 +338,7 @@ func (d *Daemon) Close() error {
 			errs = append(errs, d.mux.Close())
 		}
 		d.bg.Wait()
+		d.limits.close()
 		errs = append(errs, d.dir.close())
 		d.closeErr = errors.Join(errs...)
 	})

@@ -1,7 +1,12 @@
 // Package daemon is pmgclusterd: it owns the node's data directory (its lock, layout and
-// identity files), wires the fsm, raftnode and transport packages together, and serves
-// the control socket (HTTP+JSON on a unix socket, the API of package api) that the pmgcm
-// CLI talks to.
+// identity files) and the node's standing (member, promoting, removed or fenced: one
+// typed state, standing.go), wires the fsm, raftnode, transport and cluster packages
+// together, and serves the control socket (HTTP+JSON on a unix socket, the API of
+// package api) that the pmgcm CLI talks to.
+//
+// The node-to-node protocol is package cluster's: daemon implements its Handler
+// (service.go) and sends with its Client and Forwarder; no file here defines a
+// node-to-node path or wire type.
 //
 // Layout of a data directory:
 //

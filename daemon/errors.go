@@ -1,6 +1,10 @@
 package daemon
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/pmgcm/pmgcm/cluster"
+)
 
 // Sentinel errors of the daemon. Each message names the problem; the wrapping error adds
 // the path and what the operator can do.
@@ -27,10 +31,16 @@ var (
 	ErrSyncing = errors.New("this node is still receiving data from the other nodes")
 	// ErrBadToken means the join token was wrong.
 	ErrBadToken = errors.New("join token is not valid for this cluster")
-	// ErrIncompatible means two nodes run versions that cannot work together.
-	ErrIncompatible = errors.New("incompatible pmgcm versions")
+	// ErrIncompatible means two nodes run versions that cannot work together (the
+	// protocol's own sentinel, cluster.ErrIncompatible).
+	ErrIncompatible = cluster.ErrIncompatible
 	// ErrNotMaster means an operation was refused because of which node is the master.
 	ErrNotMaster = errors.New("refused on the master")
+	// ErrBusy means another operation that changes this node's identity is under way.
+	ErrBusy = errors.New("this node is busy")
+	// ErrBadRequest means the request itself is malformed or names something that
+	// cannot be (an address that is no IP, a certificate of another CA): HTTP 400.
+	ErrBadRequest = errors.New("bad request")
 	// ErrNoCluster means the operation needs a cluster and the node is in none.
 	ErrNoCluster = errors.New("no cluster defined")
 )

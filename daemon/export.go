@@ -51,7 +51,7 @@ func (d *Daemon) runExporter() {
 		if err := e.sync(); err != nil {
 			d.logger.Error("config export", "dir", e.dir, "error", err)
 		}
-		if err := d.rn().WaitApplied(ctx, e.m.Index+1); err != nil && ctx.Err() != nil {
+		if err := d.waitApplied(ctx, e.m.Index+1); err != nil {
 			return
 		}
 	}

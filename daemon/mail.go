@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/mailrepl"
 	"github.com/pmgcm/pmgcm/mailstore"
 	"github.com/pmgcm/pmgcm/smtpd"
@@ -57,8 +58,8 @@ func (d *Daemon) openMail() error {
 	m := &mailSystem{store: store}
 	d.mail = m
 	d.purgeMail() // before replication: never fetch what retention already dropped
-	m.srv = &http.Server{Handler: mailrepl.Handler(store), ConnContext: transport.ConnContext, ReadHeaderTimeout: 10 * time.Second}
-	ln := d.mux.Listener(transport.ChanMail)
+	var ln net.Listener
+	m.srv, ln = d.limits.channelServer(transport.ChanMail, mailrepl.Handler(store), d.mux.Listener(transport.ChanMail))
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
@@ -76,6 +77,7 @@ func (d *Daemon) openMail() error {
 			cfg.Observe = d.metrics.observeMail
 		}
 		cfg.Logger = d.logger.Named("smtpd")
+		d.limits.smtp(&cfg, d.cfg)
 		if m.smtp, err = smtpd.New(cfg); err != nil {
 			return err
 		}
@@ -334,16 +336,16 @@ func (d *Daemon) handleQuarantineState(state string) http.HandlerFunc {
 func mailErr(id string, err error) error {
 	switch {
 	case errors.Is(err, mailstore.ErrNotFound), errors.Is(err, mailstore.ErrInvalid):
-		return &remoteError{Status: http.StatusNotFound, E: api.Error{Code: api.CodeNotFound,
+		return &cluster.RemoteError{Status: http.StatusNotFound, E: api.Error{Code: api.CodeNotFound,
 			Message: fmt.Sprintf("no message %q in the quarantine", id), Hint: "pmgcm quarantine list shows the messages"}}
 	case errors.Is(err, mailstore.ErrDeleted):
-		return &remoteError{Status: http.StatusConflict, E: api.Error{Code: api.CodeConflict,
+		return &cluster.RemoteError{Status: http.StatusConflict, E: api.Error{Code: api.CodeConflict,
 			Message: fmt.Sprintf("message %s was deleted", id)}}
 	case errors.Is(err, mailstore.ErrBusy):
-		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
+		return &cluster.RemoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("message %s is being received from another node right now", id), Hint: "try again in a moment"}}
 	case errors.Is(err, mailstore.ErrCorrupt), errors.Is(err, mailstore.ErrChecksum):
-		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
+		return &cluster.RemoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("message %s: the body on this node failed its checksum; it is being fetched again from another node", id),
 			Hint:    "try again in a moment, or on another node"}}
 	}

@@ -2,16 +2,15 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
@@ -79,15 +78,13 @@ func (d *Daemon) kickLeaderDuties() {
 }
 
 // runLeaderDuties keeps, on the leader, the Raft configuration in line with the member
-// list and the voter policy; on every node it checks this node's standing with its peers
-// (removed, or fenced by a forced promotion elsewhere).
+// list and the voter policy. (The standing check is standingWatch's.)
 func (d *Daemon) runLeaderDuties() {
 	defer d.bg.Done()
 	ctx, cancel := d.stopContext()
 	defer cancel()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	var lastStanding time.Time
 	recordVersion := d.clusterVersionDuty()
 	for {
 		select {
@@ -101,10 +98,6 @@ func (d *Daemon) runLeaderDuties() {
 				d.logger.Warn("voter reconciliation", "error", err)
 			}
 			recordVersion(ctx)
-		}
-		if time.Since(lastStanding) >= standingInterval {
-			lastStanding = time.Now()
-			d.checkStanding(ctx)
 		}
 	}
 }
@@ -213,8 +206,8 @@ func (d *Daemon) caughtUp(ctx context.Context, m fsm.Member) bool {
 	term, leaderApplied := d.rn().Stats().Term, d.fsm.AppliedIndex()
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.RPCTimeout)
 	defer cancel()
-	var node api.Node
-	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &node); err != nil {
+	node, err := d.peer.Node(ctx, memberAddr(m))
+	if err != nil {
 		return false
 	}
 	return d.catchUp.ready(term, m.CID, node.AppliedIndex, leaderApplied)
@@ -244,11 +237,14 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 	if !ok {
 		return nil, fmt.Errorf("%w: no node has cid %d", fsm.ErrUnknownMember, cid)
 	}
-	return onMaster(ctx, d, func() (*api.DeleteResponse, error) { return d.deleteHere(ctx, cid) },
+	return cluster.OnMaster(ctx, d.fwd, func() (*api.DeleteResponse, error) { return d.deleteHere(ctx, cid) },
 		func() (*api.DeleteResponse, error) {
 			wctx, cancel := context.WithTimeout(ctx, d.electionWait())
 			var out api.DeleteResponse
-			err := d.callLeader(wctx, http.MethodPost, rpcDelete, api.DeleteRequest{CID: cid}, &out, false)
+			err := d.fwd.CallLeader(wctx, false, func(ctx context.Context, addr string) (err error) {
+				out, err = d.peer.Delete(ctx, addr, cid)
+				return err
+			})
 			cancel()
 			switch {
 			case err == nil:
@@ -276,7 +272,7 @@ func (d *Daemon) deleteHere(ctx context.Context, cid uint64) (*api.DeleteRespons
 	}
 	// Membership first: from this commit on, every member refuses the node's certificate.
 	if _, err := d.applyLocal(ctx, &fsm.RemoveMember{CID: cid}); err != nil {
-		return nil, firstProposal(err)
+		return nil, cluster.FirstProposal(err)
 	}
 	if err := d.rn().RemoveServer(ctx, cid); err != nil {
 		// The member is gone; reconcileVoters removes the server on its next pass.
@@ -285,20 +281,6 @@ func (d *Daemon) deleteHere(ctx context.Context, cid uint64) (*api.DeleteRespons
 	d.logger.Info("node deleted", "cid", cid, "name", m.Name, "address", memberAddr(m))
 	d.kickLeaderDuties()
 	return &api.DeleteResponse{CID: cid, Name: m.Name, IP: m.IP}, nil
-}
-
-func (d *Daemon) handleRPCDelete(w http.ResponseWriter, r *http.Request) {
-	var req api.DeleteRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil {
-		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
-		return
-	}
-	out, err := d.deleteMember(r.Context(), req.CID, false)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // forceDelete removes member m from a cluster without a master by forced recovery of

@@ -153,7 +153,7 @@ func (d *Daemon) openMetrics() error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: hclogAdapter{d}, ErrorHandling: promhttp.ContinueOnError,
 	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv, ln := d.limits.metricsServer(mux, ln)
 	d.servers = append(d.servers, srv)
 	d.bg.Add(1)
 	go func() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -12,17 +11,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
-
-// rpcTransfer asks the master to hand leadership to a member (cluster RPC).
-const rpcTransfer = "/rpc/v1/transfer"
-
-// transferRequest names the member that asks for leadership.
-type transferRequest struct {
-	CID uint64 `json:"cid"`
-}
 
 // promote makes this node the master: with a live master by leadership transfer (making
 // this node a voter first if it is not one); with the quorum lost, only with force, by
@@ -45,7 +37,7 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	for {
 		if leader, err := d.leaderAddr(); err == nil {
 			_, prevID := d.rn().Leader()
-			err := d.call(ctx, d.rpcClient, leader, http.MethodPost, rpcTransfer, transferRequest{CID: me.CID}, nil)
+			err := d.peer.Transfer(ctx, leader, me.CID)
 			if err == nil {
 				if err := d.waitSelfLeader(ctx); err != nil {
 					return nil, err
@@ -53,7 +45,7 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 				d.logger.Info("promoted to master by leadership transfer", "previous-master-address", leader, "previous-master-cid", string(prevID))
 				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: d.fsm.Cluster().Epoch}, nil
 			}
-			var re *remoteError
+			var re *cluster.RemoteError
 			if !errors.As(err, &re) || re.Code() != api.CodeUnreachable {
 				return nil, err
 			}
@@ -100,14 +92,15 @@ func (d *Daemon) waitSelfLeader(ctx context.Context) error {
 }
 
 // checkSurvivors refuses a forced promotion when another reachable member has a longer
-// log (it must be promoted instead, or its writes are lost) or still sees a master.
+// log (it must be promoted instead, or its writes are lost) or still sees a master. The
+// refusal does not depend on which member answered first (survivorsVerdict).
 func (d *Daemon) checkSurvivors(ctx context.Context) error {
 	mine := d.rn().Stats()
 	me := d.self()
 	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
+		mu      sync.Mutex
+		answers []survivor
+		wg      sync.WaitGroup
 	)
 	for _, m := range d.activeMembers() {
 		if m.CID == me.CID {
@@ -117,29 +110,13 @@ func (d *Daemon) checkSurvivors(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			n := d.remoteNode(ctx, m)
-			if n.State == api.StateDown {
-				return
-			}
-			var err error
-			switch {
-			case n.MasterCID != 0:
-				err = fmt.Errorf("%w: cid %d (%s at %s) still reaches a master: promote without --force, or check the network", ErrNotMaster, m.CID, m.Name, m.IP)
-			case n.LastLogTerm > mine.LastLogTerm || n.LastLogTerm == mine.LastLogTerm && n.LastIndex > mine.LastIndex:
-				err = fmt.Errorf("%w: cid %d (%s at %s) holds a longer log (term %d, index %d; this node: term %d, index %d): run 'pmgcm promote --force' on cid %d instead, or its writes are lost",
-					ErrBehind, m.CID, m.Name, m.IP, n.LastLogTerm, n.LastIndex, mine.LastLogTerm, mine.LastIndex, m.CID)
-			}
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
+			mu.Lock()
+			answers = append(answers, survivor{m: m, n: n})
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return errs[0]
-	}
-	return nil
+	return survivorsVerdict(mine, answers)
 }
 
 // forceRecover makes this node the only voter (Raft RecoverCluster, offline) and commits
@@ -226,19 +203,6 @@ func (d *Daemon) finishPendingEpoch() {
 	if _, _, err := d.commitEpoch(ctx, epoch, 0); err != nil && ctx.Err() == nil {
 		d.logger.Error("cannot finish the forced promotion; restart pmgclusterd to retry", "epoch", epoch, "error", err)
 	}
-}
-
-// handleRPCTransfer hands leadership to the member that asks (on the master).
-func (d *Daemon) handleRPCTransfer(w http.ResponseWriter, r *http.Request) {
-	var req transferRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	if err := d.transferTo(r.Context(), req.CID); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
 }
 
 // transferTo makes member cid a voter if it is not one, keeping the voter policy by

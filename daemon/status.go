@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -26,16 +25,17 @@ const statusTimeout = 1500 * time.Millisecond
 func (d *Daemon) status(ctx context.Context) api.Status {
 	local := d.localNode()
 	me := d.self()
-	if me.Removed != "" {
+	switch st := me.standing(); st.kind {
+	case standRemoved:
 		local.Role, local.State = api.RoleNone, api.StateDown
 		local.Error = "removed from the cluster"
 		return api.Status{
-			Cluster: &api.Cluster{ID: me.Removed, Warnings: []string{fmt.Sprintf(
-				"this node was removed from cluster %s; to come back: pmgcm join <master_ip> (all data on this node is replaced)", me.Removed)}},
+			Cluster: &api.Cluster{ID: st.removedFrom, Warnings: []string{fmt.Sprintf(
+				"this node was removed from cluster %s; to come back: pmgcm join <master_ip> (all data on this node is replaced)", st.removedFrom)}},
 			Nodes: []api.Node{local},
 		}
-	}
-	if f := me.Fenced; f != nil {
+	case standFenced:
+		f := st.fence
 		local.Role, local.State = api.RoleNone, api.StateDown
 		local.Error = fmt.Sprintf("fenced: superseded at epoch %d", f.Epoch)
 		return api.Status{
@@ -132,8 +132,8 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
 	ctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
 	defer cancel()
-	var n api.Node
-	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &n); err != nil {
+	n, err := d.peer.Node(ctx, memberAddr(m))
+	if err != nil {
 		return api.Node{State: api.StateDown, Error: err.Error()}
 	}
 	n.Local = false
@@ -221,8 +221,7 @@ func (d *Daemon) reachableVoters() string {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 			defer cancel()
-			var n api.Node
-			err := d.call(ctx, d.rpcClient, string(s.Address), http.MethodGet, rpcNode, nil, &n)
+			_, err := d.peer.Node(ctx, string(s.Address))
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {

@@ -3,13 +3,13 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/internal/version"
 )
@@ -87,7 +87,7 @@ func (d *Daemon) watchHalt() {
 
 // checkJoinLevel refuses a joining node whose build is below the cluster version. The
 // caller holds memberMu, which recordClusterVersion holds to raise the version.
-func (d *Daemon) checkJoinLevel(req admitRequest) error {
+func (d *Daemon) checkJoinLevel(req cluster.AdmitRequest) error {
 	level, v := req.Level, req.Version
 	if level == 0 {
 		level, v = version.LevelRelease010, oldNodeVersion
@@ -169,8 +169,8 @@ func (d *Daemon) lowestLevel(ctx context.Context, members []fsm.Member) (int, st
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
 			defer cancel()
-			var n api.Node
-			if err := d.call(cctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &n); err != nil {
+			n, err := d.peer.Node(cctx, memberAddr(m))
+			if err != nil {
 				answers[i].err = err
 				return
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/internal/version"
 )
@@ -32,8 +33,8 @@ func TestCheckJoinLevel(t *testing.T) {
 	d := &Daemon{fsm: fsm.New()}
 	applyTo(t, d.fsm, 1, fsm.CreateCluster{ClusterID: "c", CreatedAt: time.Now(), Founder: fsm.Member{
 		CID: 1, Name: "pmg1", IP: "127.0.0.1", Port: 8006, Fingerprint: "AA:BB", Suffrage: fsm.Voter}})
-	old := admitRequest{Name: "old"}
-	cur := admitRequest{Name: "new", Version: version.Version, Level: version.Level}
+	old := cluster.AdmitRequest{Name: "old"}
+	cur := cluster.AdmitRequest{Name: "new", Version: version.Version, Level: version.Level}
 	if err := d.checkJoinLevel(old); err != nil {
 		t.Fatalf("release 0.1.0 node refused by a cluster at level 1: %v", err)
 	}

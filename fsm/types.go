@@ -218,6 +218,10 @@ func sameIP(a, b string) bool {
 	return pa.Unmap() == pb.Unmap()
 }
 
+// Conflict reports why m clashes with other (same name, IP or fingerprint), or "" if it
+// does not: the check AddMember makes, for a caller that refuses before it proposes.
+func Conflict(m, other Member) string { return conflict(m, other) }
+
 // conflict reports why m clashes with other (same name, IP or fingerprint),
 // or "" if it does not. Names and fingerprints compare case-insensitively.
 func conflict(m, other Member) string {

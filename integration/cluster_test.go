@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // joinArgs returns the arguments of the `pmgcm join ...` line that join-cmd prints on n.
@@ -47,7 +48,7 @@ func (c *Cluster) waitAllActive(nodes []*Node, timeout time.Duration) {
 		want[n.IP] = true
 	}
 	for _, n := range nodes {
-		poll(c.t, timeout, n.Name+" sees every node active", func() error {
+		testutil.Poll(c.t, n.Name+" sees every node active", timeout, func() error {
 			st, err := n.Status()
 			if err != nil {
 				return err
@@ -97,7 +98,7 @@ func voters(st api.Status) int {
 func (c *Cluster) master() *Node {
 	c.t.Helper()
 	var m *Node
-	poll(c.t, 15*time.Second, "a master", func() error {
+	testutil.Poll(c.t, "a master", 15*time.Second, func() error {
 		for _, n := range c.Nodes {
 			if n.Exited() {
 				continue

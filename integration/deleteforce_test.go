@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestTwoNodePeerDown: in a 2-node cluster whose non-master node is down, status on the
@@ -24,7 +25,7 @@ func TestTwoNodePeerDown(t *testing.T) {
 	deadCID := selfRow(t, dead).CID
 	dead.Kill()
 
-	poll(t, 20*time.Second, "status warns that writes are unavailable", func() error {
+	testutil.Poll(t, "status warns that writes are unavailable", 20*time.Second, func() error {
 		st, err := survivor.Status()
 		if err != nil {
 			return err
@@ -54,7 +55,7 @@ func TestTwoNodePeerDown(t *testing.T) {
 	}
 
 	dead.Start()
-	poll(t, 20*time.Second, "the deleted node learns it was removed", func() error {
+	testutil.Poll(t, "the deleted node learns it was removed", 20*time.Second, func() error {
 		st, err := dead.Status()
 		if err != nil {
 			return err

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestStopDrainsSMTP: SIGTERM on a node while a message is in the middle of DATA. The
@@ -62,7 +64,7 @@ func TestStopDrainsSMTP(t *testing.T) {
 
 	sent := time.Now()
 	n.process().Signal(syscall.SIGTERM)
-	poll(t, 10*time.Second, "the SMTP listener closes", func() error {
+	testutil.Poll(t, "the SMTP listener closes", 10*time.Second, func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()

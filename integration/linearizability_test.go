@@ -18,7 +18,8 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // The linearizability check of the configuration store (issue 5): concurrent clients
@@ -152,7 +153,7 @@ func TestLinearizable(t *testing.T) {
 			seen: map[string]uint64{},
 		}
 		for _, n := range c.Nodes {
-			w.clients = append(w.clients, cli.NewClient(n.Socket))
+			w.clients = append(w.clients, apiclient.New(n.Socket))
 			w.names = append(w.names, n.Name)
 		}
 		w.node = w.rng.IntN(len(w.clients))
@@ -260,7 +261,7 @@ type linWorker struct {
 	nextProc *atomic.Int64
 	rng      *rand.Rand
 	h        *linHistory
-	clients  []*cli.Client
+	clients  []*apiclient.Client
 	names    []string
 	node     int
 	seen     map[string]uint64 // the last version seen per key, for CAS
@@ -305,12 +306,12 @@ func (w *linWorker) once() {
 	var err error
 	switch in.Kind {
 	case linGet:
-		var v *cli.ConfigValue
-		if v, err = client.ConfigGet(ctx, key, cli.ReadOptions{}); err == nil {
+		var v *apiclient.ConfigValue
+		if v, err = client.ConfigGet(ctx, key, apiclient.ReadOptions{}); err == nil {
 			out = linOutput{Result: linOK, Value: string(v.Value), Version: v.Version}
 		}
 	case linSet, linCAS:
-		opts := cli.WriteOptions{}
+		opts := apiclient.WriteOptions{}
 		if in.Kind == linCAS {
 			x := in.IfVersion
 			opts.IfVersion = &x
@@ -321,17 +322,17 @@ func (w *linWorker) once() {
 		}
 	case linDelete:
 		var r *api.WriteResponse
-		if r, err = client.ConfigDelete(ctx, key, cli.WriteOptions{}); err == nil {
+		if r, err = client.ConfigDelete(ctx, key, apiclient.WriteOptions{}); err == nil {
 			out = linOutput{Result: linOK, Version: r.Version}
 		}
 	}
 	ret := time.Now().UnixNano()
 
 	if err != nil {
-		var ae *cli.APIError
+		var ae *apiclient.APIError
 		isAPI := errors.As(err, &ae)
 		switch {
-		case errors.Is(err, cli.ErrUnreachable):
+		case errors.Is(err, apiclient.ErrUnreachable):
 			// Not connected: nothing was sent.
 			w.h.drop()
 			w.repick()
@@ -445,19 +446,23 @@ func linWait(d time.Duration) {
 // cluster whose last victim is still catching up.
 func linWaitBack(t *testing.T, n *Node) {
 	t.Helper()
-	poll(t, 30*time.Second, n.Name+" answers on its socket", func() error {
+	testutil.Poll(t, n.Name+" answers on its socket", 30*time.Second, func() error {
 		_, err := n.Status()
 		return err
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	err := testutil.Wait(context.Background(), n.Name+" active with a master", 5*time.Second, func() error {
 		st, err := n.Status()
-		if err == nil && linSelfActive(st) {
-			return
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		if !linSelfActive(st) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Logf("%v; going on", err)
 	}
-	t.Logf("%s not yet active with a master after 5s; going on", n.Name)
 }
 
 // linSelfActive reports whether st shows the local node in state A and some master.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/internal/version"
 )
 
@@ -130,7 +131,7 @@ func waitProgress(t testing.TB, w *drillWriter, s *mailSender, n int) {
 	t.Helper()
 	w.waitAcks(t, w.count()+n, 90*time.Second)
 	want := s.count() + 1
-	poll(t, 60*time.Second, "one more message accepted", func() error {
+	testutil.Poll(t, "one more message accepted", 60*time.Second, func() error {
 		if got := s.count(); got < want {
 			return fmt.Errorf("%d messages accepted", got)
 		}
@@ -155,7 +156,7 @@ func restartWith(t testing.TB, mc *mailCluster, up *upNodes, n *Node, dir string
 func statusOf(t testing.TB, n *Node) api.Status {
 	t.Helper()
 	var st api.Status
-	poll(t, 20*time.Second, n.Name+" status", func() error {
+	testutil.Poll(t, n.Name+" status", 20*time.Second, func() error {
 		var err error
 		st, err = n.Status()
 		if err == nil && st.Cluster == nil {
@@ -228,7 +229,7 @@ func TestUpgradeRolling(t *testing.T) {
 
 	// All upgraded: the master records the cluster version, every node shows it.
 	for _, n := range nodes {
-		poll(t, 60*time.Second, n.Name+" shows the new cluster version", func() error {
+		testutil.Poll(t, n.Name+" shows the new cluster version", 60*time.Second, func() error {
 			st, err := n.Status()
 			if err != nil {
 				return err

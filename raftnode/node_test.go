@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // tcpLayer is a plain TCP raft.StreamLayer for tests on 127.0.0.1.
@@ -64,14 +65,10 @@ func TestStandaloneBootstrapApplyRead(t *testing.T) {
 	n, f := openNode(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for {
-		if _, err := n.ReadIndex(ctx); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("never became a ready leader: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "a ready leader", 10*time.Second, func() error {
+		_, err := n.ReadIndex(ctx)
+		return err
+	})
 	res, err := n.Apply(ctx, fsm.ConfigSet{Key: "a/b", Value: []byte("v")})
 	if err != nil || res.Err != nil {
 		t.Fatalf("apply: %v %v", err, res)
@@ -170,12 +167,7 @@ func TestRecoverSingleVoter(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for !n.IsLeader() {
-		if ctx.Err() != nil {
-			t.Fatal("never became leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "leader", 10*time.Second, testutil.Cond(n.IsLeader))
 	res, err := n.Apply(ctx, fsm.ConfigSet{Key: "kept", Value: []byte("yes")})
 	if err != nil || res.Err != nil {
 		t.Fatalf("apply: %v %+v", err, res)
@@ -198,14 +190,10 @@ func TestRecoverSingleVoter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n2.Close()
-	for {
-		if _, err := n2.ReadIndex(ctx); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("recovered node never led: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "the recovered node a ready leader", 10*time.Second, func() error {
+		_, err := n2.ReadIndex(ctx)
+		return err
+	})
 	if e, ok := f2.Get("kept"); !ok || string(e.Value) != "yes" {
 		t.Fatalf("entry lost in recovery: %+v %v", e, ok)
 	}
@@ -222,12 +210,7 @@ func TestOpenCorruptSnapshot(t *testing.T) {
 	n, _ := openNode(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for !n.IsLeader() {
-		if ctx.Err() != nil {
-			t.Fatal("never became leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "leader", 10*time.Second, testutil.Cond(n.IsLeader))
 	for i := 0; i < 20; i++ {
 		if _, err := n.Apply(ctx, fsm.ConfigSet{Key: fmt.Sprintf("k%d", i), Value: []byte("v")}); err != nil {
 			t.Fatal(err)

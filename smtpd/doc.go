@@ -17,6 +17,12 @@
 //     change of the replicated configuration applies to the next message.
 //   - Close aborts the transfers in flight and waits until no Store.Accept is running, so
 //     the caller may close the Store right after it.
+//   - At most MaxConnections sessions are open at once, MaxConnectionsPerSource from one
+//     client address (Postfix's defaults, 100 and 50); a connection past either cap is
+//     answered "421 4.7.0 <host> Too many connections..., try again later" and closed before
+//     go-smtp sees it. Refusals are logged as one summary line per interval. A session is
+//     closed after ReadTimeout without a command or a byte of data, and after
+//     SessionTimeout in all.
 //
 // Out of scope: AUTH and STARTTLS (the intake is the inbound MX of the relay domains, not a
 // submission service; TLS termination, if wanted, belongs in front of it), delivery, and
@@ -28,7 +34,7 @@
 // answering 552 5.3.4 once the limit is passed. EHLO therefore advertises SIZE without a
 // number.
 //
-// Package smtpd imports go-smtp, hclog and the standard library only; it must never import
-// another package of this project (the daemon adapts its mail store and configuration to
-// Store and Policy).
+// Package smtpd imports go-smtp, hclog, internal/connlimit (a leaf package) and the
+// standard library only; it must never import another package of this project (the
+// daemon adapts its mail store and configuration to Store and Policy).
 package smtpd

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // drainAsync starts Drain with the bound and returns where its result arrives.
@@ -23,13 +25,13 @@ func drainAsync(ts *testServer, bound time.Duration) <-chan error {
 // waitRefused waits until the server no longer accepts connections.
 func waitRefused(t *testing.T, addr string) {
 	t.Helper()
-	poll(t, "the listener to close", func() bool {
+	testutil.Poll(t, "the listener to close", 10*time.Second, testutil.Cond(func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err != nil
-	})
+	}))
 }
 
 // TestDrainCompletesTransactionInData: a transfer in the middle of DATA when Drain

@@ -14,6 +14,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/internal/connlimit"
 )
 
 // Store makes a message durable.
@@ -53,6 +55,15 @@ const (
 	DefaultMaxRecipients = 100
 	// DefaultMaxSize is the size limit when the Policy sets none (Postfix's default).
 	DefaultMaxSize = 10240000
+	// DefaultMaxConnections is the number of SMTP connections open at once (Postfix's
+	// default_process_limit); past it a new connection is answered 421 and closed.
+	DefaultMaxConnections = connlimit.PostfixMaxConnections
+	// DefaultMaxConnectionsPerSource is the number of connections open at once from one
+	// client IP address (Postfix's smtpd_client_connection_count_limit).
+	DefaultMaxConnectionsPerSource = connlimit.PostfixMaxConnectionsPerClient
+	// DefaultSessionTimeout bounds a whole SMTP session, however active: a client that
+	// trickles its data slower than ReadTimeout cannot hold a connection for longer.
+	DefaultSessionTimeout = 30 * time.Minute
 )
 
 // Config is the configuration of a Server. Start from DefaultConfig.
@@ -73,6 +84,14 @@ type Config struct {
 	ReadTimeout, WriteTimeout time.Duration
 	// MaxRecipients is the number of recipients per message; zero takes the default.
 	MaxRecipients int
+	// MaxConnections caps the connections open at once, MaxConnectionsPerSource those
+	// from one client IP address; past either a new connection is answered
+	// "421 4.7.0 ... try again later" and closed. Zero takes the default.
+	MaxConnections, MaxConnectionsPerSource int
+	// SessionTimeout closes a session this long after its connection was accepted,
+	// whatever it is doing (a transfer in flight fails and is not acknowledged). Zero
+	// takes the default.
+	SessionTimeout time.Duration
 	// Observe, if set, is told the outcome of every message and every refused recipient
 	// (for metrics). It is called from the connections' goroutines, concurrently.
 	Observe func(Outcome)
@@ -107,6 +126,10 @@ func DefaultConfig() Config {
 		ReadTimeout:   DefaultReadTimeout,
 		WriteTimeout:  DefaultWriteTimeout,
 		MaxRecipients: DefaultMaxRecipients,
+
+		MaxConnections:          DefaultMaxConnections,
+		MaxConnectionsPerSource: DefaultMaxConnectionsPerSource,
+		SessionTimeout:          DefaultSessionTimeout,
 	}
 }
 
@@ -147,6 +170,22 @@ func (c *Config) validate() error {
 	if c.MaxRecipients < 0 {
 		return fmt.Errorf("%w: negative MaxRecipients", ErrConfig)
 	}
+	if c.MaxConnections < 0 || c.MaxConnectionsPerSource < 0 || c.SessionTimeout < 0 {
+		return fmt.Errorf("%w: negative connection cap or session timeout", ErrConfig)
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerSource == 0 {
+		c.MaxConnectionsPerSource = min(DefaultMaxConnectionsPerSource, c.MaxConnections)
+	}
+	if c.MaxConnectionsPerSource > c.MaxConnections {
+		return fmt.Errorf("%w: %d connections per client address is more than the %d in all",
+			ErrConfig, c.MaxConnectionsPerSource, c.MaxConnections)
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = DefaultSessionTimeout
+	}
 	if c.ReadTimeout == 0 {
 		c.ReadTimeout = DefaultReadTimeout
 	}
@@ -164,9 +203,10 @@ func (c *Config) validate() error {
 
 // Server is the SMTP intake of a node. Its lifecycle is New, Open, Close.
 type Server struct {
-	cfg Config
-	log hclog.Logger
-	srv *smtp.Server
+	cfg   Config
+	log   hclog.Logger
+	srv   *smtp.Server
+	limit *connlimit.Limiter
 
 	// closing is closed by Close: transfers in flight fail at their next read.
 	closing chan struct{}
@@ -208,6 +248,14 @@ func New(cfg Config) (*Server, error) {
 	// No MaxMessageBytes: the limit is the Policy's, checked per transaction (see doc.go).
 	srv.ErrorLog = errorLog{s.log}
 	s.srv = srv
+	limit, err := connlimit.New(connlimit.Config{
+		Name: "smtp", Max: cfg.MaxConnections, MaxPerSource: cfg.MaxConnectionsPerSource,
+		MaxLifetime: cfg.SessionTimeout, Refuse: s.refuse, Logger: s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	s.limit = limit
 	return s, nil
 }
 
@@ -225,15 +273,26 @@ func (s *Server) Open() error {
 	if err != nil {
 		return fmt.Errorf("smtpd: listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = &trackingListener{Listener: ln, s: s}
+	s.ln = &trackingListener{Listener: s.limit.Listen(ln), s: s}
 	go func() {
 		defer close(s.serveDone)
 		if err := s.srv.Serve(s.ln); err != nil && !s.draining.Load() {
 			s.log.Error("SMTP intake stopped accepting connections", "address", ln.Addr(), "error", err)
 		}
 	}()
-	s.log.Info("SMTP intake listening", "address", ln.Addr())
+	s.log.Info("SMTP intake listening", "address", ln.Addr(), "max-connections", s.cfg.MaxConnections,
+		"max-connections-per-ip", s.cfg.MaxConnectionsPerSource, "idle-timeout", s.cfg.ReadTimeout,
+		"session-timeout", s.cfg.SessionTimeout)
 	return nil
+}
+
+// refuse answers a connection over a cap, as Postfix does, before it is closed.
+func (s *Server) refuse(c net.Conn, reason error) {
+	msg := "Too many connections, try again later"
+	if errors.Is(reason, connlimit.ErrPerSource) {
+		msg = "Too many connections from your address, try again later"
+	}
+	_, _ = fmt.Fprintf(c, "421 4.7.0 %s %s\r\n", s.cfg.Hostname, msg)
 }
 
 // Addr returns the address the server listens on, nil before Open.
@@ -285,6 +344,7 @@ func (s *Server) Close() error {
 		<-s.serveDone
 	}
 	s.inflight.Wait()
+	s.limit.Close()
 	return err
 }
 

@@ -63,6 +63,7 @@ func (m *Mux) Dial(ctx context.Context, addr string, ch Channel) (net.Conn, erro
 	c, err := dialChannel(ctx, addr, ch, cfg)
 	if err != nil {
 		m.logger.Debug("dial failed", "remote-addr", addr, "channel", ch.String(), "error", err)
+		m.noteRefused(addr, err)
 		return nil, err
 	}
 	c.m, c.peer = m, addr
@@ -141,6 +142,13 @@ func dialChannel(ctx context.Context, addr string, ch Channel, cfg *tls.Config) 
 	if _, err := tc.Read(b[:]); err != nil {
 		return fail(refusedOr(ctx, addr, ch, err))
 	}
+	if b[0] == refusalMarker {
+		r, err := readRefusal(tc)
+		if err != nil {
+			return fail(refusedOr(ctx, addr, ch, err))
+		}
+		return fail(fmt.Errorf("transport: dial %s (%s): %w", addr, ch, r))
+	}
 	if Channel(b[0]) != ch {
 		return fail(fmt.Errorf("transport: dial %s (%s): bad acknowledgement %s", addr, ch, Channel(b[0])))
 	}
@@ -163,7 +171,7 @@ func refusedOr(ctx context.Context, addr string, ch Channel, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("transport: dial %s (%s): %w (%w)", addr, ch, context.Cause(ctx), err)
 	}
-	return fmt.Errorf("transport: dial %s (%s): %w: server closed the connection: %w", addr, ch, ErrPeerRefused, err)
+	return fmt.Errorf("transport: dial %s (%s): %w: server closed the connection: %w", addr, ch, &Refusal{}, err)
 }
 
 func hasIP(c *x509.Certificate, ip net.IP) bool {

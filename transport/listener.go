@@ -50,6 +50,9 @@ func PeerFingerprint(conn net.Conn) string {
 		if pc := c.ConnectionState().PeerCertificates; len(pc) > 0 {
 			return Fingerprint(pc[0].Raw)
 		}
+	case interface{ NetConn() net.Conn }:
+		// A wrapper, such as a connection limiter's.
+		return PeerFingerprint(c.NetConn())
 	}
 	return ""
 }

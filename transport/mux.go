@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/internal/connlimit"
 )
 
 // Channel is the first byte a dialer sends after the TLS handshake; it picks
@@ -65,7 +67,9 @@ func (c Channel) valid() bool {
 // the TLS handshake (so non-members fail the handshake itself) and with the
 // requested channel once the channel byte is read. On the dialing side (Dial)
 // it is called once with the channel being opened, for the server's
-// certificate. It must be safe for concurrent use and should not block.
+// certificate. It must be safe for concurrent use and must not block: it runs inside
+// the TLS handshake. A refusal whose error wraps a *Refusal (with errors.As) is sent
+// to the dialer (see Refusal); any other is a silent close.
 type PeerAuthorizer func(ch Channel, fingerprint string) error
 
 // Config configures a Mux. Fields are read once, by New.
@@ -80,11 +84,30 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Authorize checks CA-verified peers; nil allows any CA-verified peer.
 	Authorize PeerAuthorizer
+	// MaxPending caps the connections between Accept and routing (TLS handshake and
+	// channel byte) at once, MaxPendingPerSource those from one source IP address; past
+	// either a new connection is closed at once (and counted in a summary line of the
+	// log), so that idle clients, from one address or many, can neither exhaust the
+	// descriptors nor keep members out. Zero takes DefaultMaxPending and
+	// DefaultMaxPendingPerSource (at most MaxPending).
+	MaxPending, MaxPendingPerSource int
+	// Refused, if set, is told of every refusal of this node's Dial by the server
+	// after the handshake: explained (a *Refusal with the server's epoch) or not (the
+	// zero Refusal). It must not block.
+	Refused func(addr string, r Refusal)
 }
+
+// Defaults of Config.MaxPending and Config.MaxPendingPerSource. A member's connections
+// pass the handshake in milliseconds, a few at a time.
+const (
+	DefaultMaxPending          = 1024
+	DefaultMaxPendingPerSource = 64
+)
 
 // DefaultConfig returns a Config with defaults filled in, for bindAddr.
 func DefaultConfig(bindAddr string) Config {
-	return Config{BindAddr: bindAddr, HandshakeTimeout: 5 * time.Second}
+	return Config{BindAddr: bindAddr, HandshakeTimeout: 5 * time.Second,
+		MaxPending: DefaultMaxPending, MaxPendingPerSource: DefaultMaxPendingPerSource}
 }
 
 // validate fills defaults and checks the config.
@@ -101,13 +124,18 @@ func (c *Config) validate() error {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.MaxPending < 0 || c.MaxPendingPerSource < 0 {
+		return fmt.Errorf("transport: negative cap on pending handshakes")
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.MaxPendingPerSource == 0 {
+		c.MaxPendingPerSource = DefaultMaxPendingPerSource
+	}
+	c.MaxPendingPerSource = min(c.MaxPendingPerSource, c.MaxPending)
 	return nil
 }
-
-// maxPendingHandshakes bounds the connections that are between Accept and
-// routing at once; beyond it new connections are closed at once, so a flood
-// of idle clients cannot exhaust memory.
-const maxPendingHandshakes = 1024
 
 // Mux accepts TLS connections on one port and routes each to a channel
 // listener; it also dials peers with the node's identity. All methods are
@@ -124,7 +152,8 @@ type Mux struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // accept loop and handshake goroutines
-	sem    chan struct{}  // pending handshake slots
+	// pending counts the connections between Accept and routing, in all and per source.
+	pending *connlimit.Limiter
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -141,6 +170,11 @@ func New(cfg Config, id *Identity) (*Mux, error) {
 	if id == nil {
 		return nil, errors.New("transport: nil identity")
 	}
+	pending, err := connlimit.New(connlimit.Config{Name: "cluster-handshake",
+		Max: cfg.MaxPending, MaxPerSource: cfg.MaxPendingPerSource, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("transport: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Mux{
 		cfg:       cfg,
@@ -148,7 +182,7 @@ func New(cfg Config, id *Identity) (*Mux, error) {
 		listeners: make(map[Channel]*chanListener, len(channels)),
 		ctx:       ctx,
 		cancel:    cancel,
-		sem:       make(chan struct{}, maxPendingHandshakes),
+		pending:   pending,
 	}
 	m.id.Store(id)
 	for _, ch := range channels {
@@ -174,7 +208,8 @@ func (m *Mux) Open() error {
 		return fmt.Errorf("transport: listen on %s: %w", m.cfg.BindAddr, err)
 	}
 	m.ln = ln
-	m.logger.Info("listening", "address", ln.Addr().String())
+	m.logger.Info("listening", "address", ln.Addr().String(), "max-pending-handshakes", m.cfg.MaxPending,
+		"max-pending-handshakes-per-ip", m.cfg.MaxPendingPerSource, "handshake-timeout", m.cfg.HandshakeTimeout)
 	m.wg.Add(1)
 	go m.acceptLoop(ln)
 	return nil
@@ -236,6 +271,7 @@ func (m *Mux) Close() error {
 		for _, l := range m.listeners {
 			_ = l.Close()
 		}
+		m.pending.Close()
 		m.logger.Info("closed")
 	})
 	return m.closeErr
@@ -263,18 +299,16 @@ func (m *Mux) acceptLoop(ln net.Listener) {
 			continue
 		}
 		backoff = 0
-		select {
-		case m.sem <- struct{}{}:
-		default:
-			m.logger.Warn("too many pending handshakes, dropping connection",
-				"remote-addr", raw.RemoteAddr().String())
+		release, err := m.pending.Acquire(raw.RemoteAddr())
+		if err != nil {
+			// Counted and summed up in the log by the limiter: no line per refusal.
 			_ = raw.Close()
 			continue
 		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			defer func() { <-m.sem }()
+			defer release()
 			m.handle(raw)
 		}()
 	}
@@ -321,6 +355,11 @@ func (m *Mux) handle(raw net.Conn) {
 	ch := Channel(b[0])
 	log = log.With("channel", ch.String())
 	if err := m.admit(ch, fp); err != nil {
+		if r := refusalOf(err); r != nil && fp != "" {
+			// A member refused for a reason it must know (it is fenced): say so, with
+			// the epoch, within the handshake deadline.
+			_ = writeRefusal(tc, r)
+		}
 		stop()
 		_ = raw.Close()
 		if errors.Is(err, ErrUnknownChannel) || fp == "" {

@@ -104,6 +104,10 @@ effect, as such a file, and exits.`,
 	f.Lookup("name").DefValue = "" // the host name of this machine, not of the one that renders the help
 	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "path of the control socket")
 	f.IntVar(&cfg.SMTPPort, "smtp-port", cfg.SMTPPort, "SMTP intake port on --ip (0: no SMTP intake)")
+	f.IntVar(&cfg.SMTPMaxConnections, "smtp-max-connections", cfg.SMTPMaxConnections, "SMTP sessions open at once; past it new ones get 421 (0: 100, or less if the descriptor limit needs it)")
+	f.IntVar(&cfg.SMTPMaxConnectionsPerIP, "smtp-max-connections-per-ip", cfg.SMTPMaxConnectionsPerIP, "SMTP sessions open at once from one client address; past it new ones get 421 (0: 50, or less if the descriptor limit needs it; at most --smtp-max-connections)")
+	f.DurationVar(&cfg.SMTPIdleTimeout, "smtp-idle-timeout", cfg.SMTPIdleTimeout, "close an SMTP session that sends no command or data for this long")
+	f.DurationVar(&cfg.SMTPSessionTimeout, "smtp-session-timeout", cfg.SMTPSessionTimeout, "close an SMTP session this long after it began, however active")
 	f.DurationVar(&cfg.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.Raft.HeartbeatTimeout, "time without contact from the master before a node starts an election")
 	f.DurationVar(&cfg.Raft.ElectionTimeout, "raft-election-timeout", cfg.Raft.ElectionTimeout, "time a candidate waits for votes")
 	f.DurationVar(&cfg.Raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", cfg.Raft.LeaderLeaseTimeout, "time a master keeps leading without contact from a quorum")

@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
+	"github.com/pmgcm/pmgcm/fsm"
+)
+
+// rpcHandler is the daemon's side of the node-to-node protocol: cluster.Service
+// dispatches every request of the cluster RPC and join channels to it.
+type rpcHandler struct{ d *Daemon }
+
+var _ cluster.Handler = rpcHandler{}
+
+func (h rpcHandler) NodeInfo() api.Node { return h.d.localNode() }
+
+func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyResult, error) {
+	res, err := h.d.applyLocal(ctx, cmd)
+	if err != nil {
+		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
+			err = &versionConflict{err: err, version: res.Version}
+		}
+		return cluster.ApplyResult{}, err
+	}
+	return cluster.ApplyResult{Index: res.Index, Version: res.Version, CID: res.CID}, nil
+}
+
+func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) { return h.d.rn().ReadIndex(ctx) }
+
+// Admit on the join channel (relay) forwards to the master; the forwarded form
+// (cluster.PathAdmit) is not forwarded again: a node that is no longer master says so,
+// and the member that forwarded it, which knows whether its earlier attempt may have
+// gone through, tries the new master itself.
+func (h rpcHandler) Admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
+	return h.d.admit(ctx, req, relay)
+}
+
+func (h rpcHandler) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
+	return h.d.deleteMember(ctx, cid, false)
+}
+
+func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error { return h.d.transferTo(ctx, cid) }
+
+func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.Admission, error) {
+	return h.d.admitFenced(ctx, fingerprint)
+}
+
+func (h rpcHandler) RecordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
+	return h.d.recordCert(ctx, req)
+}
+
+func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
+	return h.d.renewCert(ctx)
+}
+
+func (h rpcHandler) JoinInfo() cluster.JoinInfo { return h.d.joinInfo() }
+
+func (h rpcHandler) CheckMembership(fingerprint string) cluster.Membership {
+	return h.d.membershipOf(fingerprint)
+}
