@@ -13,6 +13,10 @@ ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The whole suite stays well under CI's budget; the timeout catches a hang.
 TEST_TIMEOUT ?= 12m
+# make fuzz: how long each fuzz target runs, and the most time spent minimizing one new
+# input (the default, 60s, would take a slow target's whole turn).
+FUZZTIME    ?= 10s
+FUZZMINTIME ?= 2s
 # The build's version (pmgcm --version, status): from git, or the fallback when there is
 # no git history (a source tarball). See internal/version and RELEASES.
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.2.0-dev)
@@ -55,8 +59,12 @@ lint: ## gofmt, go vet and staticcheck
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-fuzz: ## fuzz the command decoder for a minute
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./fsm/
+fuzz: ## run every fuzz target (each func FuzzXxx of a _test.go file) for FUZZTIME (10s) each
+	@set -e; grep -r --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*' . | sort | while IFS=: read -r file fn; do \
+		pkg=./$$(dirname "$${file#./}"); name=$${fn#func }; \
+		echo "fuzz: $$pkg $$name"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) "$$pkg"; \
+	done
 
 bench: ## benchmark a fresh 3-node localhost cluster (BENCH_FLAGS: e.g. --workloads seq_put,failover); see docs/performance.md
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pmgclusterd ./cmd/pmgclusterd

@@ -35,7 +35,10 @@ the backup on a fresh node, then runs pmgcm create and joins new nodes.
 written to a temporary name, checked and then renamed: an interrupted backup never
 leaves a FILE that looks complete.
 
---inspect FILE prints the header of an existing backup and checks its checksum.`,
+--inspect FILE prints the header of an existing backup and checks it whole, as a restore
+does: its checksum, and its content (every key and value by the rules of the
+configuration store, no key twice, every message's metadata and the SHA-256 of its
+body). It exits 1, saying what is wrong, when a restore would refuse the file.`,
 		Example: "  pmgcm backup /var/backups/pmgcm-$(date +%F).backup --with-mail\n  pmgcm backup --inspect /var/backups/pmgcm-2026-11-28.backup",
 		Args:    posArgs("FILE"),
 		RunE: a.runLongE(func(ctx context.Context, c API, args []string) error {
@@ -50,7 +53,7 @@ leaves a FILE that looks complete.
 		}),
 	}
 	cmd.Flags().BoolVar(&withMail, "with-mail", false, "include the quarantined mail")
-	cmd.Flags().BoolVar(&inspect, "inspect", false, "print the header of FILE and check its checksum")
+	cmd.Flags().BoolVar(&inspect, "inspect", false, "print the header of FILE and check it whole (checksum and content)")
 	return cmd
 }
 
@@ -119,11 +122,15 @@ func runInspect(path string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "format:     %d\ncluster:    %s\nindex:      %d\ncreated:    %s\nentries:    %d\nmail:       %d messages (with mail: %v)\n",
 		h.Format, orNone(h.ClusterID), h.Index, h.Created.Format("2006-01-02T15:04:05Z07:00"), h.Entries, h.Mail, h.WithMail)
+	if errors.Is(verr, backup.ErrInvalid) {
+		fmt.Fprintln(w, "content:    INVALID")
+		return fmt.Errorf("%s: %w: a restore would refuse it", path, verr)
+	}
 	if verr != nil {
 		fmt.Fprintln(w, "checksum:   FAILED")
 		return fmt.Errorf("%s: %w", path, verr)
 	}
-	_, err = fmt.Fprintln(w, "checksum:   ok")
+	_, err = fmt.Fprintln(w, "checksum:   ok\ncontent:    ok")
 	return err
 }
 
@@ -142,8 +149,10 @@ never restored. The manual's total cluster failure:
 Restored messages keep their state (quarantined or released) and the time they were
 first received, from which retention counts; they get new IDs, from this node.
 
-The whole file is checked (checksum, format) before anything changes: a truncated,
-corrupt or newer-format file is refused with nothing changed.`,
+The whole file is checked before anything changes (checksum, format, and content: every
+key and value, every message's metadata and the SHA-256 of its body), and its mail is
+imported into a staging area that replaces the quarantine only once all of it is in: a
+truncated, corrupt, invalid or newer-format file is refused with nothing changed.`,
 		Args: posArgs("FILE"),
 		RunE: a.runLongE(func(ctx context.Context, c API, args []string) error {
 			b, ok := c.(BackupAPI)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -26,16 +27,8 @@ func (d *Daemon) openControl() error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create socket directory %s: %w", filepath.Dir(path), err)
 	}
-	if _, err := os.Lstat(path); err == nil {
-		// A socket file is left behind by a daemon that was killed. Remove it only if
-		// nobody answers on it.
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			_ = c.Close()
-			return fmt.Errorf("%w: %s answers: stop that daemon or give this one another --socket", ErrSocketInUse, path)
-		}
-		if err := os.Remove(path); err != nil {
-			return fmt.Errorf("remove stale socket %s: %w", path, err)
-		}
+	if err := clearStaleSocket(path); err != nil {
+		return err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -55,6 +48,53 @@ func (d *Daemon) openControl() error {
 		}
 	}()
 	return nil
+}
+
+// clearStaleSocket makes path free for the control socket. A socket file is left behind
+// by a daemon that was killed: it is removed only if it is a socket (by file type, never
+// following a link) and nobody answers on it. Anything else at path (a regular file such
+// as a mistyped configuration path, a directory, a symbolic link) is refused, untouched.
+func clearStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%w: %s is %s: it was left as it is; give --socket the path of the control socket (default %s)",
+			ErrSocketPath, path, fileKind(fi.Mode()), DefaultSocket)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		_ = c.Close()
+		return fmt.Errorf("%w: %s answers: stop that daemon or give this one another --socket", ErrSocketInUse, path)
+	}
+	// Remove what was checked, not what may have replaced it meanwhile.
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(fi, now) {
+		return fmt.Errorf("%w: %s changed while it was checked: start the daemon again", ErrSocketPath, path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// fileKind names the type of a file for an error message.
+func fileKind(m fs.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case fs.ModeDir:
+		return "a directory"
+	case fs.ModeSymlink:
+		return "a symbolic link"
+	case fs.ModeNamedPipe:
+		return "a named pipe"
+	case fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice:
+		return "a device"
+	}
+	return "not a socket"
 }
 
 func (d *Daemon) controlHandler() http.Handler {

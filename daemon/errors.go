@@ -19,6 +19,9 @@ var (
 	ErrAddressChanged = errors.New("node address cannot change")
 	// ErrSocketInUse means another daemon answers on the control socket.
 	ErrSocketInUse = errors.New("control socket is in use by another pmgclusterd")
+	// ErrSocketPath means the --socket path holds something that is not a socket (a
+	// file, a directory, a link), which the daemon never removes.
+	ErrSocketPath = errors.New("control socket path is taken by something that is not a socket")
 	// ErrClusterExists means the node is already in a cluster.
 	ErrClusterExists = errors.New("this node is already in a cluster")
 	// ErrRemoved means this node was deleted from its cluster and serves none of its data.

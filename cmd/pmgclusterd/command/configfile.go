@@ -19,6 +19,10 @@ const (
 	flagHelp        = "help"
 )
 
+// maxConfigFile bounds the --config file: a file of every setting with its comment is
+// a few KiB; a larger one is refused before it is parsed.
+const maxConfigFile = 1 << 20
+
 // FileError is a mistake in the config file, at a line of it. Its text is "FILE:LINE: ...".
 type FileError struct {
 	File string
@@ -43,10 +47,32 @@ func isSetting(f *pflag.Flag) bool {
 // Every unknown key, wrong type and bad value is reported as a *FileError with its line;
 // nothing is set from a file with a syntax error.
 func LoadConfigFile(fs *pflag.FlagSet, path string) error {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return fmt.Errorf("reading the --config file: %w", err)
+		return err
 	}
+	return decodeConfigFile(fs, path, data)
+}
+
+// readConfigFile reads the --config file, at most maxConfigFile bytes.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the --config file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the --config file: %w", err)
+	}
+	if len(data) > maxConfigFile {
+		return nil, fmt.Errorf("the --config file %s is over %d bytes: is it the right file? (pmgclusterd --print-config writes one)", path, maxConfigFile)
+	}
+	return data, nil
+}
+
+// decodeConfigFile is LoadConfigFile of the contents data of the file at path.
+func decodeConfigFile(fs *pflag.FlagSet, path string, data []byte) error {
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {
