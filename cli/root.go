@@ -14,10 +14,6 @@ import (
 	"github.com/pmgcm/pmgcm/api/client"
 )
 
-// Version is what `pmgcm --version` prints. Builds set it with
-// -ldflags "-X github.com/pmgcm/pmgcm/cli.Version=1.2.3".
-var Version = "dev"
-
 // Exit codes of Main and Run.
 const (
 	// ExitOK means the command did what was asked.

@@ -44,6 +44,9 @@ type Config struct {
 	Raft raftnode.Config
 	// RPCTimeout bounds one request to another node (status, forwarding).
 	RPCTimeout time.Duration
+	// SMTPDrainTimeout bounds how long a stop lets the SMTP transactions in flight finish
+	// (the listener closes first; see smtpd.Server.Drain).
+	SMTPDrainTimeout time.Duration
 	// ExportDir, if set, receives the configuration entries under ExportPrefixes (all
 	// when empty) as files, rewritten atomically after each applied change.
 	ExportDir      string
@@ -74,6 +77,8 @@ func DefaultConfig() Config {
 		SMTPSessionTimeout: smtpd.DefaultSessionTimeout,
 
 		ProtocolVersion: ProtocolVersion,
+
+		SMTPDrainTimeout: smtpd.DefaultDrainTimeout,
 	}
 }
 
@@ -124,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.RPCTimeout <= 0 {
 		return errors.New("RPC timeout must be positive")
+	}
+	if c.SMTPDrainTimeout < 0 {
+		return fmt.Errorf("--smtp-drain-timeout %s is negative: give how long a stop lets SMTP transactions in flight finish", c.SMTPDrainTimeout)
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

@@ -148,6 +148,7 @@ func (d *Daemon) Open() (err error) {
 		cancel()
 		d.standingW.apply(st, a)
 	}
+	d.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
@@ -203,6 +204,7 @@ func (d *Daemon) openRaft(start bool) error {
 		return err
 	}
 	n.OnLeader(d.voterDuty)
+	n.OnLeader(d.versionDuty)
 	if start {
 		if err := n.Open(); err != nil {
 			return d.raftOpenErr(err)
@@ -320,7 +322,8 @@ func (d *Daemon) Wait(ctx context.Context) error {
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		close(d.stop)
-		var errs []error
+		// SMTP first: sending MTAs go to the other MX at once; the mail in flight is stored.
+		errs := []error{d.drainMail()}
 		if d.ctl != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, ignoreClosed(d.ctl.Shutdown(ctx)))

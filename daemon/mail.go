@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -138,6 +139,19 @@ func (d *Daemon) wipeMail() error {
 		return fmt.Errorf("empty the mail store: %w", err)
 	}
 	return d.startReplicator()
+}
+
+// drainMail stops the SMTP intake for a planned stop: it stops accepting connections at
+// once and lets the transactions in flight finish within SMTPDrainTimeout, while the
+// store is still open (closeMail closes it after).
+func (d *Daemon) drainMail() error {
+	m := d.mail
+	if m == nil || m.smtp == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SMTPDrainTimeout)
+	defer cancel()
+	return m.smtp.Drain(ctx)
 }
 
 // closeMail stops intake first, then replication, then the store.

@@ -125,6 +125,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
+	d.versionStatus(&st)
 	return st
 }
 
@@ -166,6 +167,7 @@ func (d *Daemon) localNode() api.Node {
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
 	n.Mail = d.mailStatus()
+	setBuildVersion(&n)
 	return n
 }
 

@@ -215,10 +215,17 @@ type Server struct {
 	// inflight counts the Store.Accept calls running; Close waits for them.
 	inflight sync.WaitGroup
 
+	// draining is set by Drain: no new transaction starts (see drain.go).
+	draining atomic.Bool
+
 	mu     sync.Mutex
 	ln     net.Listener // nil until Open
 	closed bool
 	conns  map[*trackedConn]struct{}
+	// activeTx counts the sessions inside a mail transaction (MAIL FROM to its end);
+	// drained is made by Drain and closed once activeTx is 0 while draining.
+	activeTx int
+	drained  chan struct{}
 }
 
 // New checks cfg and returns a Server that is not listening yet. It does no I/O.
@@ -269,7 +276,7 @@ func (s *Server) Open() error {
 	s.ln = &trackingListener{Listener: s.limit.Listen(ln), s: s}
 	go func() {
 		defer close(s.serveDone)
-		if err := s.srv.Serve(s.ln); err != nil {
+		if err := s.srv.Serve(s.ln); err != nil && !s.draining.Load() {
 			s.log.Error("SMTP intake stopped accepting connections", "address", ln.Addr(), "error", err)
 		}
 	}()
@@ -363,7 +370,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, s: l.s}
+	tc := &trackedConn{Conn: c, s: l.s, closed: make(chan struct{})}
 	l.s.mu.Lock()
 	closed := l.s.closed
 	if !closed {
@@ -386,13 +393,35 @@ type trackedConn struct {
 	once sync.Once
 	// idle is the read timeout renewed before each read, in nanoseconds; 0: none.
 	idle atomic.Int64
+	// inTx is set while the session is inside a mail transaction (see drain.go).
+	inTx atomic.Bool
+	// waiting is set while go-smtp waits for a command outside a transaction: nothing
+	// else writes to the connection then, so Drain may answer 421 on it.
+	waiting atomic.Bool
+	// bye makes the 421 of a drain go out once.
+	bye sync.Once
+	// closed is closed by Close.
+	closed chan struct{}
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Read(p)
+	if c.inTx.Load() {
+		return c.Conn.Read(p)
+	}
+	// Between transactions: once the server drains, the next command gets 421.
+	if c.s.draining.Load() {
+		return 0, c.refuse()
+	}
+	c.waiting.Store(true)
+	n, err := c.Conn.Read(p)
+	c.waiting.Store(false)
+	if n > 0 && c.s.draining.Load() {
+		return 0, c.refuse()
+	}
+	return n, err
 }
 
 // renewDeadlines turns the renewal of the read deadline on (d > 0) or off (0).
@@ -403,6 +432,9 @@ func (c *trackedConn) Close() error {
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
+		if c.closed != nil {
+			close(c.closed)
+		}
 	})
 	return c.Conn.Close()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/daemon"
+	"github.com/pmgcm/pmgcm/internal/version"
 )
 
 // Run runs pmgclusterd with args (without the program name) and returns the exit code.
@@ -58,7 +59,9 @@ effect, as such a file, and exits.`,
 		Example: "  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml\n" +
 			"  pmgclusterd --data-dir /var/lib/pmgcm --ip 192.168.2.127\n" +
 			"  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml --print-config",
-		Args:          cobra.NoArgs,
+		Args: cobra.NoArgs,
+		Version: fmt.Sprintf("%s; node protocol %d, state format %d",
+			version.String(), daemon.ProtocolVersion, daemon.StateFormat),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -90,6 +93,7 @@ effect, as such a file, and exits.`,
 			return d.Wait(ctx)
 		},
 	}
+	cmd.SetVersionTemplate("pmgclusterd {{.Version}}\n")
 	f := cmd.Flags()
 	f.StringVar(&configFile, flagConfig, "", "read settings from this TOML `FILE`; flags override it")
 	f.BoolVar(&printConfig, flagPrintConfig, false, "print the settings in effect as TOML (for --config) and exit")
@@ -112,6 +116,7 @@ effect, as such a file, and exits.`,
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "log entries kept behind a snapshot")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "write logs as JSON lines")
+	f.DurationVar(&cfg.SMTPDrainTimeout, "smtp-drain-timeout", cfg.SMTPDrainTimeout, "on stop, how long SMTP transactions in flight may take to finish (new connections are refused at once)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`IP:PORT`/metrics (off when empty)")
 	f.StringVar(&cfg.ExportDir, "config-export-dir", "", "write the configuration entries as files into this directory after each change (off when empty)")
 	f.StringSliceVar(&cfg.ExportPrefixes, "config-export-prefix", nil, "export only the entries under this key prefix (repeatable; default: all)")
