@@ -70,7 +70,8 @@ type PeerAuthorizer func(ch Channel, fingerprint string) error
 
 // Config configures a Mux. Fields are read once, by New.
 type Config struct {
-	// BindAddr is the "ip:port" to listen on.
+	// BindAddr is the "ip:port" to listen on. Its IP, unless unspecified, is also
+	// the source address of every connection Dial makes.
 	BindAddr string
 	// Logger receives the mux's logs; nil discards them.
 	Logger hclog.Logger
@@ -115,7 +116,9 @@ const maxPendingHandshakes = 1024
 type Mux struct {
 	cfg    Config
 	logger hclog.Logger
-	id     atomic.Pointer[Identity]
+	// localIP is BindAddr's IP, the source address of every Dial (nil: unspecified).
+	localIP net.IP
+	id      atomic.Pointer[Identity]
 	// partition is the set of hosts cut off by Partition (fault injection).
 	partition atomic.Pointer[partition]
 
@@ -149,6 +152,9 @@ func New(cfg Config, id *Identity) (*Mux, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		sem:       make(chan struct{}, maxPendingHandshakes),
+	}
+	if host, _, err := net.SplitHostPort(cfg.BindAddr); err == nil {
+		m.localIP = net.ParseIP(host)
 	}
 	m.id.Store(id)
 	for _, ch := range channels {
