@@ -86,6 +86,10 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		}()
 	}
 	wg.Wait()
+	for i, m := range members {
+		rows[i].CID = m.CID
+	}
+	leaderID = d.honestLeader(leaderID, rows)
 	var leaderApplied uint64
 	voters, active := 0, 0
 	for i, m := range members {
@@ -165,6 +169,7 @@ func (d *Daemon) localNode() api.Node {
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
 	n.Mail = d.mailStatus()
+	d.honestLocal(&n)
 	return n
 }
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/netfault"
 	"github.com/pmgcm/pmgcm/internal/proc"
 )
 
@@ -120,6 +121,8 @@ type Cluster struct {
 	t     testing.TB
 	Port  int
 	Nodes []*Node
+	// NS is the network namespace the nodes run in (newNetnsCluster), nil for none.
+	NS *netfault.NS
 }
 
 // Node is one pmgclusterd process and its data.
@@ -134,6 +137,9 @@ type Node struct {
 	LogPath string
 	// ExtraArgs are added to the daemon's command line on each start.
 	ExtraArgs []string
+	// Launcher, when set, is the command prefix the daemon runs under, such as
+	// `ip netns exec NS` (see newNetnsCluster).
+	Launcher []string
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -217,12 +223,21 @@ func (n *Node) start() error {
 	if !n.proc.Exited() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	p, err := proc.Start(exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...), n.LogPath)
+	p, err := proc.Start(n.daemonCommand(n.daemonArgs()...), n.LogPath)
 	if err != nil {
 		return err
 	}
 	n.proc = p
 	return nil
+}
+
+// daemonCommand is the command that runs pmgclusterd with args, under the node's Launcher.
+func (n *Node) daemonCommand(args ...string) *exec.Cmd {
+	bin := filepath.Join(binDir, "pmgclusterd")
+	if len(n.Launcher) == 0 {
+		return exec.Command(bin, args...)
+	}
+	return exec.Command(n.Launcher[0], append(append(n.Launcher[1:len(n.Launcher):len(n.Launcher)], bin), args...)...)
 }
 
 // process returns the running daemon, or the last one (nil before the first start).
@@ -238,7 +253,8 @@ func (n *Node) RunDaemon(timeout time.Duration, extra ...string) (string, int) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pmgclusterd"), append(n.daemonArgs(), extra...)...)
+	cmd := n.daemonCommand(append(n.daemonArgs(), extra...)...)
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		n.t.Fatalf("pmgclusterd did not exit within %s:\n%s", timeout, out)
@@ -371,7 +387,8 @@ func (n *Node) WaitMaster(timeout time.Duration) {
 // daemon on the same data directory or with a changed flag.
 func (n *Node) Clone() *Node {
 	return &Node{t: n.t, Index: n.Index, Name: n.Name, IP: n.IP, Port: n.Port, DataDir: n.DataDir,
-		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...)}
+		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...),
+		Launcher: n.Launcher}
 }
 
 // configList returns `pmgcm config list -o json` of node n.
