@@ -119,6 +119,9 @@ const (
 	CodeFenced         = "fenced"
 	CodeBehind         = "behind"
 	CodeInternal       = "internal"
+	// CodeReadFailed: a linearizable read could not be confirmed with a master (it lost
+	// leadership or stopped during the read). A read changes nothing: retry it.
+	CodeReadFailed = "read_failed"
 )
 
 // Error is the body of every non-2xx answer.

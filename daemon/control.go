@@ -349,6 +349,8 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, raftnode.ErrNoLeader), errors.Is(err, raftnode.ErrTimeout):
 		code, status = api.CodeNoQuorum, http.StatusServiceUnavailable
 		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
+	case errors.Is(err, ErrReadFailed):
+		code, status, hint = api.CodeReadFailed, http.StatusServiceUnavailable, readFailedHint
 	case errors.Is(err, raftnode.ErrUnknownOutcome):
 		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
 		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"

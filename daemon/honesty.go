@@ -40,10 +40,12 @@ func (d *Daemon) honestLocal(n *api.Node) {
 // honestLeader returns the leader that status shows, given Raft's local answer
 // (leaderID) and the rows just read from the members (rows[i] is members[i]'s, the
 // local one included). When the local node claims leadership, it keeps it only while
-// Raft still says so, no row is at a newer term, and a quorum of the voters answered;
-// otherwise the leader is the one the rows of the newest term follow, or none. The local
-// row is corrected to match. Other rows that claim mastership at an older term than the
-// newest seen, or that know no master, are not shown active.
+// Raft still says so (asked again after the rows: a master cut off from the voters
+// steps down within the leader lease, sooner than unreachable rows time out) and no row
+// is at a newer term; otherwise the leader is the one the rows of the newest term
+// follow, or none, and the local row is corrected to match. Other rows that claim
+// mastership at an older term than the newest seen, or that know no master, are not
+// shown active.
 func (d *Daemon) honestLeader(leaderID raft.ServerID, rows []api.Node) raft.ServerID {
 	var maxTerm, maxTermMaster uint64
 	local := -1
@@ -90,11 +92,6 @@ func (d *Daemon) honestLeader(leaderID raft.ServerID, rows []api.Node) raft.Serv
 		return now
 	case me.Term < maxTerm:
 		reason = fmt.Sprintf("has seen term %d, newer than its own leadership at term %d; stepping down", maxTerm, me.Term)
-	default:
-		if up, total := d.votersAnswering(rows); up < total/2+1 {
-			reason = fmt.Sprintf("master at term %d but only %d of %d voters answer (a master needs %d); stepping down",
-				me.Term, up, total, total/2+1)
-		}
 	}
 	if reason == "" {
 		return leaderID
@@ -105,29 +102,4 @@ func (d *Daemon) honestLeader(leaderID raft.ServerID, rows []api.Node) raft.Serv
 		return raftnode.ServerID(maxTermMaster)
 	}
 	return ""
-}
-
-// votersAnswering counts the voters of this node's Raft configuration whose row is up,
-// and all voters.
-func (d *Daemon) votersAnswering(rows []api.Node) (up, total int) {
-	cfg, err := d.rn().Configuration()
-	if err != nil {
-		return 0, 0
-	}
-	upByCID := map[uint64]bool{}
-	for _, r := range rows {
-		if r.State != api.StateDown {
-			upByCID[r.CID] = true
-		}
-	}
-	for _, s := range cfg.Servers {
-		if s.Suffrage != raft.Voter {
-			continue
-		}
-		total++
-		if upByCID[parseCID(s.ID)] {
-			up++
-		}
-	}
-	return up, total
 }

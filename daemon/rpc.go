@@ -441,7 +441,7 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 		}
 		return struct{}{}, d.rn().WaitApplied(ctx, out.Index)
 	})
-	return err
+	return readFailed(err)
 }
 
 // checkServing refuses cluster operations on a node that was removed from its cluster
