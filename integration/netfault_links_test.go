@@ -45,25 +45,35 @@ func (m logMarks) since(n *Node) []string {
 }
 
 // elections counts the times a node became leader since the marks ("entering leader
-// state", Raft's own line), and returns the count and the lines that explain the
-// step-downs (why each leader left), for the test's log.
-func (m logMarks) elections(nodes []*Node) (int, []string) {
+// state", Raft's own line), and what Raft logged as the causes: how often a master's
+// lease check found no quorum ("failed to contact quorum"), how often a follower's
+// heartbeat timer ran out, and the lines themselves, for the test's log.
+func (m logMarks) elections(nodes []*Node) (int, map[string]int, []string) {
 	n := 0
+	causes := map[string]int{}
 	var why []string
 	for _, node := range nodes {
 		for _, line := range m.since(node) {
+			cause := ""
 			switch {
 			case strings.Contains(line, "entering leader state"):
 				n++
-			case strings.Contains(line, "failed to contact quorum"),
-				strings.Contains(line, "heartbeat timeout reached"),
-				strings.Contains(line, "stepping down"),
-				strings.Contains(line, "newer term"):
+			case strings.Contains(line, "failed to contact quorum"):
+				cause = "master: lease expired (failed to contact quorum)"
+			case strings.Contains(line, "heartbeat timeout reached"):
+				cause = "follower: heartbeat timeout, pre-vote"
+			case strings.Contains(line, "lost leadership because received a requestVote"):
+				cause = "master: deposed by a newer term"
+			case strings.Contains(line, "failed to contact") && strings.Contains(line, "server-id"):
+				cause = "master: a follower silent past the lease"
+			}
+			if cause != "" {
+				causes[cause]++
 				why = append(why, node.Name+": "+strings.TrimSpace(line))
 			}
 		}
 	}
-	return n, why
+	return n, causes, why
 }
 
 // linkWriter writes configuration keys on random nodes until stopped, counting the
@@ -165,8 +175,8 @@ func TestNetfaultBridgePartition(t *testing.T) {
 	holdFor(hold)
 	c.NS.Heal()
 	writes := w.finish()
-	n, why := marks.elections(c.Nodes)
-	t.Logf("bridge partition %s-%s (both reach %s) for %s: %d leader elections; %s", master.Name, cut.Name, bridge.Name, hold, n, writes)
+	n, causes, why := marks.elections(c.Nodes)
+	t.Logf("bridge partition %s-%s (both reach %s) for %s: %d leader elections; %s; logged causes %v", master.Name, cut.Name, bridge.Name, hold, n, writes, causes)
 	for _, l := range why {
 		t.Logf("  %s", l)
 	}
@@ -206,10 +216,10 @@ func TestNetfaultLossyLinks(t *testing.T) {
 	holdFor(d)
 	c.NS.Heal()
 	writes := w.finish()
-	n, why := marks.elections(c.Nodes)
-	t.Logf("10%% loss on every link for %s: %d leader changes (%.1f per 30s); %s", d, n, float64(n)*30/d.Seconds(), writes)
+	n, causes, why := marks.elections(c.Nodes)
+	t.Logf("10%% loss on every link for %s: %d leader changes (%.1f per 30s); %s; logged causes %v", d, n, float64(n)*30/d.Seconds(), writes, causes)
 	for i, l := range why {
-		if i == 20 {
+		if i == 12 {
 			t.Logf("  ... %d more", len(why)-i)
 			break
 		}

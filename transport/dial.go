@@ -60,7 +60,7 @@ func (m *Mux) Dial(ctx context.Context, addr string, ch Channel) (net.Conn, erro
 		ctx, cancel = context.WithTimeout(ctx, m.cfg.HandshakeTimeout)
 		defer cancel()
 	}
-	c, err := dialChannel(ctx, m.localIP, addr, ch, cfg)
+	c, err := dialChannel(ctx, m.localIP, m.cfg.RTOMin, addr, ch, cfg)
 	if err != nil {
 		m.logger.Debug("dial failed", "remote-addr", addr, "channel", ch.String(), "error", err)
 		return nil, err
@@ -113,22 +113,23 @@ func DialPinnedFrom(ctx context.Context, local net.IP, addr string, ch Channel, 
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	c, err := dialChannel(ctx, local, addr, ch, cfg)
+	c, err := dialChannel(ctx, local, DefaultRTOMin, addr, ch, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	return c, c.tls.ConnectionState().PeerCertificates[0], nil
 }
 
-// dialChannel dials TCP from local (nil: any source), completes the TLS
-// handshake, sends the channel byte and waits for its acknowledgement, all
-// bounded by ctx.
-func dialChannel(ctx context.Context, local net.IP, addr string, ch Channel, cfg *tls.Config) (*Conn, error) {
+// dialChannel dials TCP from local (nil: any source) with the minimum
+// retransmission timeout rtoMin, completes the TLS handshake, sends the channel
+// byte and waits for its acknowledgement, all bounded by ctx.
+func dialChannel(ctx context.Context, local net.IP, rtoMin time.Duration, addr string, ch Channel, cfg *tls.Config) (*Conn, error) {
 	d := net.Dialer{LocalAddr: localAddr(local, addr)}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("transport: dial %s (%s): %w", addr, ch, err)
 	}
+	tuneConn(raw, rtoMin)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}

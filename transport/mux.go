@@ -81,6 +81,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Authorize checks CA-verified peers; nil allows any CA-verified peer.
 	Authorize PeerAuthorizer
+	// RTOMin is the minimum TCP retransmission timeout of every connection the mux
+	// dials or accepts (see DefaultRTOMin); zero means DefaultRTOMin, negative the
+	// kernel's default.
+	RTOMin time.Duration
 }
 
 // DefaultConfig returns a Config with defaults filled in, for bindAddr.
@@ -98,6 +102,9 @@ func (c *Config) validate() error {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.RTOMin == 0 {
+		c.RTOMin = DefaultRTOMin
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -290,6 +297,7 @@ func (m *Mux) acceptLoop(ln net.Listener) {
 // with the acknowledgement and routes the connection. Everything before
 // routing is bounded by HandshakeTimeout and by Close.
 func (m *Mux) handle(raw net.Conn) {
+	tuneConn(raw, m.cfg.RTOMin)
 	remote := raw.RemoteAddr().String()
 	log := m.logger.With("remote-addr", remote)
 	if m.partitioned(remote) {
