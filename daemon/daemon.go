@@ -44,6 +44,8 @@ type Daemon struct {
 	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
+	// disk is the free space of the mail store's disk (diskfull.go).
+	disk diskState
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers   []*http.Server
 	rpcClient *http.Client
@@ -140,11 +142,12 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMetrics(); err != nil {
 		return err
 	}
-	d.bg.Add(4)
+	d.bg.Add(5)
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
 	go d.runLeaderDuties()
+	go d.watchDisk()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go d.runExporter()

@@ -170,6 +170,7 @@ func (d *Daemon) localNode() api.Node {
 	n.Sys = &si
 	n.Mail = d.mailStatus()
 	d.honestLocal(&n)
+	d.markDiskFull(&n)
 	return n
 }
 
