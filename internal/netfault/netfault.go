@@ -10,8 +10,9 @@
 // not in the network namespace: the CLI runs outside it unchanged.
 //
 // It needs root, `ip` (iproute2) and `nft` (nftables); scripts/netfault-deps.sh installs
-// them. Without them New skips the test with a message saying what is missing. Delay is
-// not offered: this kernel has no netem qdisc and no nft queue statement.
+// them. Without them New skips the test with a message saying what is missing. Delay
+// has no netem qdisc and no nft queue statement on this kernel: it goes through an
+// iptables-legacy NFQUEUE rule and a reader in the test process (delay_linux.go).
 //
 // It imports nothing of the project's.
 package netfault
@@ -29,6 +30,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // prefix starts the name of every namespace this package makes; the pid follows, so
@@ -49,6 +51,8 @@ type NS struct {
 	mu    sync.Mutex
 	cuts  map[[2]string]bool // one-way cuts, from -> to
 	lossP int                // random loss in percent, 0: none
+	queue *delayQueue        // the delay queue, once Delay was called
+	rule  bool               // the NFQUEUE rule is in place
 }
 
 // Available reports why the namespace cannot be made here, or "" when it can.
@@ -172,12 +176,64 @@ func (ns *NS) Loss(percent int) {
 	ns.apply()
 }
 
-// Heal removes every cut and the loss.
+// delayQueueNum is the NFQUEUE number of the delay queue (queues are per namespace).
+const delayQueueNum = 1
+
+// Delay holds every packet in the namespace for base ± jitter (uniform) before it goes
+// on, in both directions of every link; Delay(0, 0) ends it. It needs iptables-legacy
+// (scripts/netfault-deps.sh) and skips the test without it. Packets are delayed in this
+// process (NFQUEUE), so a heavily loaded test machine adds its own latency on top.
+func (ns *NS) Delay(base, jitter time.Duration) {
+	ns.t.Helper()
+	if base < 0 || jitter < 0 || jitter > base {
+		ns.t.Fatalf("netfault: delay %v ± %v: want 0 <= jitter <= base", base, jitter)
+	}
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if base == 0 {
+		ns.delayOff()
+		return
+	}
+	if _, err := exec.LookPath("iptables-legacy"); err != nil {
+		ns.t.Skip("netfault: delay needs iptables-legacy (run scripts/netfault-deps.sh)")
+	}
+	if ns.queue == nil {
+		q, err := openDelayQueue("/run/netns/"+ns.name, delayQueueNum)
+		if err != nil {
+			ns.t.Fatalf("netfault: %v", err)
+		}
+		ns.queue = q
+		ns.t.Cleanup(func() {
+			ns.mu.Lock()
+			defer ns.mu.Unlock()
+			ns.delayOff()
+			q.close()
+		})
+	}
+	ns.queue.set(base, jitter)
+	if !ns.rule {
+		ns.exec("iptables-legacy", "-A", "OUTPUT", "-j", "NFQUEUE", "--queue-num", strconv.Itoa(delayQueueNum), "--queue-bypass")
+		ns.rule = true
+	}
+}
+
+// delayOff removes the NFQUEUE rule; packets already held go on after their delay. The
+// caller holds mu.
+func (ns *NS) delayOff() {
+	ns.t.Helper()
+	if ns.rule {
+		ns.exec("iptables-legacy", "-D", "OUTPUT", "-j", "NFQUEUE", "--queue-num", strconv.Itoa(delayQueueNum), "--queue-bypass")
+		ns.rule = false
+	}
+}
+
+// Heal removes every cut, the loss and the delay.
 func (ns *NS) Heal() {
 	ns.t.Helper()
 	ns.mu.Lock()
 	ns.cuts = map[[2]string]bool{}
 	ns.lossP = 0
+	ns.delayOff()
 	ns.mu.Unlock()
 	ns.apply()
 }

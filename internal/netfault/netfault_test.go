@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,7 @@ func helperListen(addr string) {
 }
 
 func helperDial(from, addr string) {
+	start := time.Now()
 	d := net.Dialer{Timeout: 700 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
@@ -58,7 +60,7 @@ func helperDial(from, addr string) {
 		fmt.Println("error:", err)
 		return
 	}
-	fmt.Println("ok", strings.TrimSpace(line))
+	fmt.Println("ok", strings.TrimSpace(line), time.Since(start).Microseconds())
 }
 
 // startServer runs a helper server at addr inside ns until the test ends.
@@ -121,6 +123,47 @@ func TestCutAndLoss(t *testing.T) {
 	ns.Heal()
 	if got := reach(t, ns, c, b+":7000"); !strings.HasPrefix(got, "ok ") {
 		t.Fatalf("after Heal: %q, want ok", got)
+	}
+}
+
+// rtt dials from inside ns and returns how long the connect and the server's first
+// line took (two round trips).
+func rtt(t *testing.T, ns *NS, from, addr string) time.Duration {
+	t.Helper()
+	got := reach(t, ns, from, addr)
+	f := strings.Fields(got)
+	if len(f) != 3 || f[0] != "ok" {
+		t.Fatalf("dial %s: %q", addr, got)
+	}
+	us, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(us) * time.Microsecond
+}
+
+func TestDelay(t *testing.T) {
+	ns := New(t)
+	a, b := "127.0.8.1", "127.0.8.2"
+	startServer(t, ns, b+":7000")
+	before := rtt(t, ns, a, b+":7000")
+	ns.Delay(50*time.Millisecond, 0)
+	// Connect (SYN, SYN-ACK) and the first line (data): three delayed packets at least.
+	if d := rtt(t, ns, a, b+":7000"); d < 140*time.Millisecond {
+		t.Errorf("with 50ms delay, connect and first line took %v (without: %v), want >= 150ms", d, before)
+	} else {
+		t.Logf("connect + first line: %v without delay, %v with 50ms", before, d)
+	}
+	ns.Delay(20*time.Millisecond, 10*time.Millisecond)
+	if d := rtt(t, ns, a, b+":7000"); d < 30*time.Millisecond {
+		t.Errorf("with 20ms ± 10ms delay: %v", d)
+	}
+	ns.Heal()
+	if d := rtt(t, ns, a, b+":7000"); d > 100*time.Millisecond {
+		t.Logf("after Heal the dial took %v (a loaded machine?)", d)
+	}
+	if rs := ns.exec("iptables-legacy", "-S", "OUTPUT"); strings.Contains(rs, "NFQUEUE") {
+		t.Errorf("NFQUEUE rule left after Heal:\n%s", rs)
 	}
 }
 
