@@ -142,12 +142,11 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMetrics(); err != nil {
 		return err
 	}
-	d.bg.Add(5)
+	d.bg.Add(4)
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
 	go d.runLeaderDuties()
-	go d.watchDisk()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go d.runExporter()

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -101,7 +100,7 @@ func (d *Daemon) askPeers(ctx context.Context, members []fsm.Member, fingerprint
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			client, err := transport.PinnedHTTPClientFrom(net.ParseIP(d.cfg.IP), transport.ChanJoin, m.Fingerprint, timeout)
+			client, err := transport.PinnedHTTPClient(transport.ChanJoin, m.Fingerprint, timeout)
 			if err != nil {
 				return
 			}

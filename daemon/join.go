@@ -79,13 +79,13 @@ func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	conn, leaf, err := transport.DialPinnedFrom(ctx, net.ParseIP(d.cfg.IP), addr, transport.ChanJoin, "", joinDialTimeout)
+	conn, leaf, err := transport.DialPinned(ctx, addr, transport.ChanJoin, "", joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
 	_ = conn.Close()
 	fp := transport.Fingerprint(leaf.Raw)
-	client, err := transport.PinnedHTTPClientFrom(net.ParseIP(d.cfg.IP), transport.ChanJoin, fp, joinDialTimeout)
+	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -129,12 +129,12 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	ictx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	conn, _, err := transport.DialPinnedFrom(ictx, net.ParseIP(d.cfg.IP), addr, transport.ChanJoin, fp, joinDialTimeout)
+	conn, _, err := transport.DialPinned(ictx, addr, transport.ChanJoin, fp, joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
 	_ = conn.Close()
-	client, err := transport.PinnedHTTPClientFrom(net.ParseIP(d.cfg.IP), transport.ChanJoin, fp, joinDialTimeout)
+	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -223,7 +223,8 @@ func (n *Node) start() error {
 	if !n.proc.Exited() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	p, err := proc.Start(n.daemonCommand(n.daemonArgs()...), n.LogPath)
+	cmd := exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...)
+	p, err := proc.Start(n.launched(cmd), n.LogPath)
 	if err != nil {
 		return err
 	}
@@ -231,13 +232,13 @@ func (n *Node) start() error {
 	return nil
 }
 
-// daemonCommand is the command that runs pmgclusterd with args, under the node's Launcher.
-func (n *Node) daemonCommand(args ...string) *exec.Cmd {
-	bin := filepath.Join(binDir, "pmgclusterd")
+// launched returns cmd run under the node's Launcher (cmd itself without one).
+func (n *Node) launched(cmd *exec.Cmd) *exec.Cmd {
 	if len(n.Launcher) == 0 {
-		return exec.Command(bin, args...)
+		return cmd
 	}
-	return exec.Command(n.Launcher[0], append(append(n.Launcher[1:len(n.Launcher):len(n.Launcher)], bin), args...)...)
+	args := append(append([]string(nil), n.Launcher[1:]...), cmd.Path)
+	return exec.Command(n.Launcher[0], append(args, cmd.Args[1:]...)...)
 }
 
 // process returns the running daemon, or the last one (nil before the first start).
@@ -253,7 +254,7 @@ func (n *Node) RunDaemon(timeout time.Duration, extra ...string) (string, int) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := n.daemonCommand(append(n.daemonArgs(), extra...)...)
+	cmd := n.launched(exec.Command(filepath.Join(binDir, "pmgclusterd"), append(n.daemonArgs(), extra...)...))
 	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {

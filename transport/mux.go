@@ -79,12 +79,12 @@ type Config struct {
 	// its acknowledgement, on both the accepting and the dialing side.
 	// Zero means 5s.
 	HandshakeTimeout time.Duration
-	// Authorize checks CA-verified peers; nil allows any CA-verified peer.
-	Authorize PeerAuthorizer
 	// RTOMin is the minimum TCP retransmission timeout of every connection the mux
 	// dials or accepts (see DefaultRTOMin); zero means DefaultRTOMin, negative the
 	// kernel's default.
 	RTOMin time.Duration
+	// Authorize checks CA-verified peers; nil allows any CA-verified peer.
+	Authorize PeerAuthorizer
 }
 
 // DefaultConfig returns a Config with defaults filled in, for bindAddr.
