@@ -1,6 +1,11 @@
 package daemon
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/raftnode"
+)
 
 // ErrReadFailed is the error of a linearizable read that a master could not confirm: it
 // lost its leadership or stopped while confirming it. Unlike a write whose answer was
@@ -22,8 +27,15 @@ func (e *readError) Unwrap() error { return ErrReadFailed }
 // readFailed turns the unknown outcome of a read, here or answered by the master, into
 // ErrReadFailed; other errors pass unchanged.
 func readFailed(err error) error {
-	if err == nil || !unknownOutcome(err) {
+	if err == nil || !readOutcomeUnknown(err) {
 		return err
 	}
 	return &readError{cause: err}
+}
+
+// readOutcomeUnknown reports whether err is an unknown outcome here or one answered by
+// the node the read index was asked of (an error with that api code).
+func readOutcomeUnknown(err error) bool {
+	var coded interface{ Code() string }
+	return errors.Is(err, raftnode.ErrUnknownOutcome) || (errors.As(err, &coded) && coded.Code() == api.CodeUnknownOutcome)
 }

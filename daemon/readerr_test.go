@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -18,11 +17,11 @@ import (
 // answered read_failed with a hint to retry, not with the write's advice to check
 // whether it took effect.
 func TestFailedReadIsNotAnUnknownOutcome(t *testing.T) {
-	remote := &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnknownOutcome, Message: "leadership was lost"}}
+	remote := codedError{api.CodeUnknownOutcome} // as another node answers it
 	for _, cause := range []error{raftnode.ErrUnknownOutcome, fmt.Errorf("read index: %w", remote)} {
 		err := readFailed(cause)
-		if !errors.Is(err, ErrReadFailed) || unknownOutcome(err) {
-			t.Fatalf("readFailed(%v) = %v: ErrReadFailed %v, unknown outcome %v", cause, err, errors.Is(err, ErrReadFailed), unknownOutcome(err))
+		if !errors.Is(err, ErrReadFailed) || readOutcomeUnknown(err) || errors.Is(err, raftnode.ErrUnknownOutcome) {
+			t.Fatalf("readFailed(%v) = %v: ErrReadFailed %v, still an unknown outcome %v", cause, err, errors.Is(err, ErrReadFailed), readOutcomeUnknown(err))
 		}
 		rec := httptest.NewRecorder()
 		writeErr(rec, err)
@@ -41,3 +40,9 @@ func TestFailedReadIsNotAnUnknownOutcome(t *testing.T) {
 		}
 	}
 }
+
+// codedError is an error with an api code, like the answer of another node.
+type codedError struct{ code string }
+
+func (e codedError) Error() string { return "the other node answered " + e.code }
+func (e codedError) Code() string  { return e.code }

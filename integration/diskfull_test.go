@@ -82,7 +82,7 @@ func TestDiskFullMailStore(t *testing.T) {
 		want[fmt.Sprintf("while-full-%d", i)] = sha(msg)
 	}
 	const reason = "disk full: no space left for the mail store"
-	poll(t, 10*time.Second, "both nodes name node2's full disk", func() error {
+	waitUntil(t, 10*time.Second, "both nodes name node2's full disk", func() error {
 		for _, asker := range []*Node{n2, n1} {
 			st, err := asker.Status()
 			if err != nil {
@@ -121,7 +121,7 @@ func TestDiskFullMailStore(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("catching up after the disk was freed took %s, want under 5s", took)
 	}
-	poll(t, 5*time.Second, "pmgcm_mail_disk_full back to 0", func() error {
+	waitUntil(t, 5*time.Second, "pmgcm_mail_disk_full back to 0", func() error {
 		m, err := scrape(urls[n2])
 		if err != nil {
 			return err

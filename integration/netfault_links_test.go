@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,8 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/pmgcm/pmgcm/cli"
 )
 
 // defaultRaftTimers are the daemon's own Raft timers (raftnode.DefaultConfig), which the
@@ -76,8 +73,8 @@ func (m logMarks) elections(nodes []*Node) (int, map[string]int, []string) {
 	return n, causes, why
 }
 
-// linkWriter writes configuration keys on random nodes until stopped, counting the
-// outcomes.
+// linkWriter writes configuration keys on random nodes until stopped (pmgcm config
+// set, one process per write), counting the outcomes.
 type linkWriter struct {
 	ok, failed atomic.Int64
 	mu         sync.Mutex
@@ -90,10 +87,6 @@ func startLinkWriter(nodes []*Node, workers int) *linkWriter {
 	w := &linkWriter{errs: map[string]int{}, stop: make(chan struct{})}
 	for i := 0; i < workers; i++ {
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(i)))
-		clients := make([]*cli.Client, len(nodes))
-		for j, n := range nodes {
-			clients[j] = cli.NewClient(n.Socket)
-		}
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
@@ -103,18 +96,17 @@ func startLinkWriter(nodes []*Node, workers int) *linkWriter {
 					return
 				default:
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
-				_, err := clients[rng.IntN(len(clients))].ConfigSet(ctx, fmt.Sprintf("link/w%d", i), []byte(fmt.Sprint(seq)), cli.WriteOptions{})
-				cancel()
+				n := nodes[rng.IntN(len(nodes))]
+				_, errOut, err := n.run("config", "set", fmt.Sprintf("link/w%d", i), fmt.Sprint(seq))
 				if err == nil {
 					w.ok.Add(1)
 				} else {
 					w.failed.Add(1)
-					w.mu.Lock()
-					msg := err.Error()
+					msg, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(errOut), "pmgcm: "), "\n")
 					if len(msg) > 80 {
 						msg = msg[:80]
 					}
+					w.mu.Lock()
 					w.errs[msg]++
 					w.mu.Unlock()
 				}
