@@ -25,7 +25,7 @@ LDFLAGS     := -X github.com/pmgcm/pmgcm/internal/version.Version=$(VERSION)
 UPGRADE_DRILL_ROUNDS ?= 3
 UPGRADE_DRILL_WRITES ?= 100
 
-.PHONY: all build test test-unit test-integration drill upgrade-drill lint fmt fuzz demo demo-stop clean help bench man install
+.PHONY: all build test test-unit test-integration test-netfault drill upgrade-drill lint fmt fuzz demo demo-stop clean help bench man install
 
 all: build
 
@@ -44,6 +44,11 @@ test-unit: ## run the unit tests only (-short: the integration tests skip withou
 
 test-integration: ## run the integration tests (real pmgclusterd processes on 127.0.0.x)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./integration/...
+
+test-netfault: ## the real network fault tests in network namespaces (root; installs nft/ip if missing)
+	./scripts/netfault-deps.sh
+	$(GO) test -race -count=1 ./internal/netfault/
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestNetfault|TestLinearizableNetfault|TestDiskFull' -v ./integration/
 
 drill: ## the linearizability check under faults for 60s (seed: PMGCM_LIN_SEED; on failure the visualization goes to PMGCM_LIN_OUT or a temp dir)
 	PMGCM_LIN_DURATION=60s $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run TestLinearizable -v ./integration/

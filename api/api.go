@@ -119,6 +119,9 @@ const (
 	CodeFenced         = "fenced"
 	CodeBehind         = "behind"
 	CodeInternal       = "internal"
+	// CodeReadFailed: a linearizable read could not be confirmed with a master (it lost
+	// leadership or stopped during the read). A read changes nothing: retry it.
+	CodeReadFailed = "read_failed"
 )
 
 // Error is the body of every non-2xx answer.
@@ -162,7 +165,12 @@ type Node struct {
 	Role  string `json:"role"`
 	State string `json:"state"`
 	// Error says why the node is in state D.
-	Error       string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Reason says why a node that is up is not in state A (or not master although
+	// Raft on it still thinks so): it knows no master, it has not applied its own
+	// admission yet, it has seen a newer term, its disk is full. Empty otherwise;
+	// nodes before this field never send it.
+	Reason      string `json:"reason,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// CertExpires is when the node's certificate expires, as the node itself reports
 	// it; zero (absent) when the node did not answer. Renew with update-fingerprints.

@@ -99,6 +99,9 @@ func writeStatusTable(w io.Writer, st *api.Status) error {
 	}
 	for _, n := range nodes {
 		if n.State != api.StateDown {
+			if n.Reason != "" {
+				fmt.Fprintf(&b, "cid %d (%s): %s\n", n.CID, n.Name, oneLine(n.Reason))
+			}
 			continue
 		}
 		msg := oneLine(n.Error)

@@ -50,6 +50,8 @@ type Daemon struct {
 	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
+	// disk is the free space of the mail store's disk (diskfull.go).
+	disk diskState
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers []*http.Server
 	// peer is the cluster RPC client; fwd forwards master-only requests with it.
@@ -130,6 +132,7 @@ func (d *Daemon) Open() (err error) {
 	d.standingW = &standingWatch{
 		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
 		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
+		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {

@@ -48,7 +48,7 @@ func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	jc, fp, err := cluster.DialJoin(ctx, addr, "", joinDialTimeout)
+	jc, fp, err := cluster.DialJoin(ctx, net.ParseIP(d.cfg.IP), addr, "", joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
@@ -95,7 +95,7 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	ictx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	jc, _, err := cluster.DialJoin(ictx, addr, fp, joinDialTimeout)
+	jc, _, err := cluster.DialJoin(ictx, net.ParseIP(d.cfg.IP), addr, fp, joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}

@@ -85,8 +85,9 @@ func (d *Daemon) openMail() error {
 			return fmt.Errorf("SMTP intake on %s: %w: choose another --smtp-port, or 0 to disable it", cfg.Addr, err)
 		}
 	}
-	d.bg.Add(1)
+	d.bg.Add(2)
 	go d.mailHousekeeping()
+	go d.watchDisk()
 	return nil
 }
 

@@ -155,7 +155,7 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 		}
 		return struct{}{}, d.rn().WaitApplied(ctx, idx)
 	})
-	return err
+	return readFailed(err)
 }
 
 // checkServing refuses cluster operations on a node that was removed from its cluster

@@ -87,6 +87,10 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		}()
 	}
 	wg.Wait()
+	for i, m := range members {
+		rows[i].CID = m.CID
+	}
+	leaderID = d.honestLeader(leaderID, rows)
 	var leaderApplied uint64
 	voters, active := 0, 0
 	for i, m := range members {
@@ -168,6 +172,8 @@ func (d *Daemon) localNode() api.Node {
 	n.Sys = &si
 	n.Mail = d.mailStatus()
 	setBuildVersion(&n)
+	d.honestLocal(&n)
+	d.markDiskFull(&n)
 	return n
 }
 

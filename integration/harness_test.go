@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/netfault"
 	"github.com/pmgcm/pmgcm/internal/proc"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
@@ -66,6 +67,8 @@ type Cluster struct {
 	t     testing.TB
 	Port  int
 	Nodes []*Node
+	// NS is the network namespace the nodes run in (newNetnsCluster), nil for none.
+	NS *netfault.NS
 }
 
 // Node is one pmgclusterd process and its data.
@@ -86,6 +89,9 @@ type Node struct {
 	// NoFile, if set, is the descriptor limit (ulimit -n, soft and hard) the daemon starts
 	// with, so that a flood test exhausts it with a few hundred connections.
 	NoFile int
+	// Launcher, when set, is the command prefix the daemon runs under, such as
+	// `ip netns exec NS` (see newNetnsCluster).
+	Launcher []string
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -186,7 +192,7 @@ func (n *Node) start() error {
 		cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n.NoFile),
 			cmd.Path}, n.daemonArgs()...)...)
 	}
-	p, err := proc.Start(cmd, n.LogPath)
+	p, err := proc.Start(n.launched(cmd), n.LogPath)
 	if err != nil {
 		return err
 	}
@@ -211,6 +217,15 @@ func (n *Node) setBinDir(dir string) {
 	n.mu.Unlock()
 }
 
+// launched returns cmd run under the node's Launcher (cmd itself without one).
+func (n *Node) launched(cmd *exec.Cmd) *exec.Cmd {
+	if len(n.Launcher) == 0 {
+		return cmd
+	}
+	args := append(append([]string(nil), n.Launcher[1:]...), cmd.Path)
+	return exec.Command(n.Launcher[0], append(args, cmd.Args[1:]...)...)
+}
+
 // process returns the running daemon, or the last one (nil before the first start).
 func (n *Node) process() *proc.Process {
 	n.mu.Lock()
@@ -224,7 +239,8 @@ func (n *Node) RunDaemon(timeout time.Duration, extra ...string) (string, int) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, n.bin("pmgclusterd"), append(n.daemonArgs(), extra...)...)
+	cmd := n.launched(exec.Command(n.bin("pmgclusterd"), append(n.daemonArgs(), extra...)...))
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		n.t.Fatalf("pmgclusterd did not exit within %s:\n%s", timeout, out)
@@ -360,7 +376,8 @@ func (n *Node) Clone() *Node {
 	bin := n.BinDir
 	n.mu.Unlock()
 	return &Node{t: n.t, Index: n.Index, Name: n.Name, IP: n.IP, Port: n.Port, DataDir: n.DataDir,
-		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...), NoFile: n.NoFile, BinDir: bin}
+		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...), NoFile: n.NoFile, BinDir: bin,
+		Launcher: n.Launcher}
 }
 
 // configList returns `pmgcm config list -o json` of node n.
