@@ -74,6 +74,9 @@ func (ss *session) Logout() error { return nil }
 // limit. from is "" for the null sender <> (bounces).
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.Reset()
+	if err := ss.checkStorage(); err != nil {
+		return err
+	}
 	pol := ss.s.cfg.Policy
 	ss.relay = normalizeDomains(pol.RelayDomains())
 	ss.maxSize = pol.MaxSize()
@@ -111,6 +114,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // nil for all of it.
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
+	if err := ss.checkStorage(); err != nil {
+		return err
+	}
 	if !s.beginAccept() {
 		return ss.outcome(FailedShutdown, errShuttingDown)
 	}
