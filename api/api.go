@@ -177,6 +177,13 @@ type Node struct {
 	Sys *SysInfo `json:"sys,omitempty"`
 	// Mail is the node's mail store and replication backlog; absent when unknown.
 	Mail *MailStatus `json:"mail,omitempty"`
+	// DiskGuard is the node's free-space guard; absent from nodes that have none.
+	DiskGuard *DiskGuard `json:"disk_guard,omitempty"`
+	// Clock is the node's wall clock when it answered; zero (absent) from older nodes.
+	Clock time.Time `json:"clock,omitzero"`
+	// ClockOffsetSeconds is the node's clock minus the master's, estimated from the
+	// status request's round trip; absent when either clock is unknown.
+	ClockOffsetSeconds *float64 `json:"clock_offset_seconds,omitempty"`
 }
 
 // MailStatus is a node's quarantine and how far its copy lags the other nodes'.

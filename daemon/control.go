@@ -245,6 +245,10 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
+	if err := d.diskGuardRefusal(); err != nil {
+		writeErr(w, err)
+		return
+	}
 	res, err := d.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {

@@ -50,6 +50,8 @@ type Daemon struct {
 	ctlLn     net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
+	// ops are the operator tools: disk guard, clock, maintenance hook (see ops.go).
+	ops *opsState
 
 	// createMu serializes create and join on this node.
 	createMu sync.Mutex
@@ -76,6 +78,7 @@ func New(cfg Config) (*Daemon, error) {
 		logger = hclog.NewNullLogger()
 	}
 	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -131,6 +134,7 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	d.openRPC()
+	d.startOps()
 	if err := d.openMail(); err != nil {
 		return err
 	}

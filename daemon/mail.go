@@ -75,6 +75,7 @@ func (d *Daemon) openMail() error {
 			cfg.Observe = d.metrics.observeMail
 		}
 		cfg.Logger = d.logger.Named("smtpd")
+		cfg.LowStorage = d.ops.disk.active
 		if m.smtp, err = smtpd.New(cfg); err != nil {
 			return err
 		}

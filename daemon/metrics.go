@@ -63,7 +63,7 @@ func newMetrics(d *Daemon) *metrics {
 		}, []string{"op", "result"}),
 	}
 	m.reg.MustRegister(m.applyLatency, m.configOps, m.mailAccepted, m.mailRejected, m.operations,
-		stateCollector{d},
+		stateCollector{d}, opsCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the series exist from the start, so a scrape shows zeros instead of nothing.
 	for _, op := range []string{opRead, opWrite} {
@@ -153,6 +153,7 @@ func (d *Daemon) openMetrics() error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: hclogAdapter{d}, ErrorHandling: promhttp.ContinueOnError,
 	}))
+	d.healthRoutes(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	d.servers = append(d.servers, srv)
 	d.bg.Add(1)

@@ -68,6 +68,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
+			d.noteLocalClock(&rows[i])
 			continue
 		}
 		if m.Fenced(epoch) {
@@ -121,6 +122,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	}
 	st.Nodes = rows
 	st.Cluster.Warnings = append(st.Cluster.Warnings, certWarnings(rows, time.Now())...)
+	st.Cluster.Warnings = append(st.Cluster.Warnings, opsWarnings(rows, st.Cluster.LeaderCID)...)
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
@@ -132,9 +134,11 @@ func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
 	ctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
 	defer cancel()
 	var n api.Node
+	sent := time.Now()
 	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &n); err != nil {
 		return api.Node{State: api.StateDown, Error: err.Error()}
 	}
+	noteClock(&n, sent, time.Since(sent))
 	n.Local = false
 	return n
 }
@@ -165,6 +169,7 @@ func (d *Daemon) localNode() api.Node {
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
 	n.Mail = d.mailStatus()
+	d.fillOps(&n)
 	return n
 }
 

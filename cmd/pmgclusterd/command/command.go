@@ -5,6 +5,7 @@
 package command
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/daemon"
+	"github.com/pmgcm/pmgcm/internal/logring"
 )
 
 // Run runs pmgclusterd with args (without the program name) and returns the exit code.
@@ -74,8 +76,14 @@ effect, as such a file, and exits.`,
 			if level == hclog.NoLevel {
 				return fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", logLevel)
 			}
+			var settings bytes.Buffer
+			if err := WriteConfig(&settings, cmd.Flags()); err != nil {
+				return err
+			}
+			cfg.Settings = settings.Bytes()
+			cfg.LogRing = logring.New(0, 0) // the recent lines, for pmgcm report
 			cfg.Logger = hclog.New(&hclog.LoggerOptions{
-				Name: "pmgclusterd", Level: level, Output: stderr, JSONFormat: logJSON,
+				Name: "pmgclusterd", Level: level, Output: io.MultiWriter(stderr, cfg.LogRing), JSONFormat: logJSON,
 			})
 			cfg.Raft.Logger = cfg.Logger
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -109,6 +117,7 @@ effect, as such a file, and exits.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "write logs as JSON lines")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`IP:PORT`/metrics (off when empty)")
+	f.Var(&cfg.MinFreeDisk, "min-free-disk", "free space on the data directory's filesystem below which SMTP answers 452 and configuration writes through this node are refused: a percentage (5%) or a size (500MiB, 2G); 0 turns the guard off")
 	f.StringVar(&cfg.ExportDir, "config-export-dir", "", "write the configuration entries as files into this directory after each change (off when empty)")
 	f.StringSliceVar(&cfg.ExportPrefixes, "config-export-prefix", nil, "export only the entries under this key prefix (repeatable; default: all)")
 	f.IntVar(&cfg.ProtocolVersion, "protocol-version", cfg.ProtocolVersion, "node-to-node protocol version to speak (compatibility drills only)")
