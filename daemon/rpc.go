@@ -129,6 +129,7 @@ func (d *Daemon) openRPC() {
 	rpc.HandleFunc("POST "+rpcReadmit, d.handleRPCReadmit)
 	rpc.HandleFunc("POST "+rpcRecordCert, d.handleRecordCert)
 	rpc.HandleFunc("POST "+rpcRenewCert, d.handleRenewCert)
+	d.reportRoutes(rpc)
 	join := http.NewServeMux()
 	join.HandleFunc("GET "+joinInfoPath, d.handleJoinInfo)
 	join.HandleFunc("POST "+joinAdmitPath, d.handleAdmit)
