@@ -228,7 +228,7 @@ func (d *Daemon) diskGuardRefusal() error {
 		Code: api.CodeDiskFull,
 		Message: fmt.Sprintf("%s: %s: %s on the filesystem of %s; configuration writes through this node are refused",
 			nodeLabel(me.Name, me.CID), "disk guard", g.describe(s), d.cfg.DataDir),
-		Hint: fmt.Sprintf("free space on %s (old logs, backups, other files) or grow the filesystem; the node resumes by itself within seconds. Meanwhile write through another node (pmgcm --socket on it)", me.Name),
+		Hint: fmt.Sprintf("free space on %s (old logs, backups, other files) or grow the filesystem; writes through it resume by themselves within seconds. Meanwhile run the write on another node", me.Name),
 	}}
 }
 
