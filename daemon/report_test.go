@@ -4,10 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -113,4 +116,27 @@ func FuzzDecodeNodeReport(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestRemoteReportOlderPeer: a peer that does not know the report path (a 1ca55cd node
+// answers 404 from its mux) is recorded as not available, and an answer over the bound
+// is refused.
+func TestRemoteReportOlderPeer(t *testing.T) {
+	old := httptest.NewServer(http.NotFoundHandler())
+	defer old.Close()
+	d := &Daemon{rpcClient: old.Client()}
+	_, older, err := d.remoteReport(context.Background(), strings.TrimPrefix(old.URL, "http://"))
+	if !older || err == nil || !strings.Contains(err.Error(), notAvailableOlder) {
+		t.Fatalf("older peer: older %v, err %v", older, err)
+	}
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"log":"`))
+		w.Write(bytes.Repeat([]byte("x"), maxNodeReport))
+		w.Write([]byte(`"}`))
+	}))
+	defer big.Close()
+	d.rpcClient = big.Client()
+	if _, _, err := d.remoteReport(context.Background(), strings.TrimPrefix(big.URL, "http://")); err == nil || !strings.Contains(err.Error(), "over") {
+		t.Fatalf("oversized report: %v", err)
+	}
 }
