@@ -56,7 +56,18 @@ flag names without the dashes, e.g.
     config-export-prefix = ["pmg/"]
 
 Flags given on the command line override the file. --print-config prints the settings in
-effect, as such a file, and exits.`,
+effect, as such a file, and exits.
+
+With --metrics-addr the daemon also serves the health checks GET /health/mail (200 while
+this node takes mail: SMTP up, not draining or in maintenance, disk above
+--min-free-disk, mail store writable; it does not depend on the Raft quorum) and GET
+/health/cluster (200 while it is a member in state A with a master known), 503 otherwise,
+each with a JSON body {"ok": BOOL, "reasons": [...]}, for HAProxy (option httpchk GET
+/health/mail) or a keepalived vrrp_script.
+
+Below --min-free-disk free space on the data directory's filesystem (checked every
+second) SMTP answers 452 4.3.1 and configuration writes through this node are refused;
+both resume by themselves once there is room.`,
 		Example: "  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml\n" +
 			"  pmgclusterd --data-dir /var/lib/pmgcm --ip 192.168.2.127\n" +
 			"  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml --print-config",
