@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/api"
 )
 
@@ -126,5 +128,30 @@ func TestOpsWarnings(t *testing.T) {
 	rows = []api.Node{{CID: 1, Name: "a", ClockOffsetSeconds: f(0)}, {CID: 2, Name: "b", ClockOffsetSeconds: f(9)}}
 	if w := opsWarnings(rows, 0); len(w) != 0 || rows[1].ClockOffsetSeconds != nil {
 		t.Errorf("no master: warnings %q, offset %v", w, rows[1].ClockOffsetSeconds)
+	}
+}
+
+// TestMailHealthReasons: the mail check names each thing that keeps the node from taking
+// mail, the maintenance hook included.
+func TestMailHealthReasons(t *testing.T) {
+	d := &Daemon{cfg: Config{DataDir: t.TempDir()}, stop: make(chan struct{})}
+	d.ops = newOpsState(d.cfg, hclog.NewNullLogger())
+	got := strings.Join(d.mailHealth(), "\n")
+	if !strings.Contains(got, "SMTP intake is off (--smtp-port 0)") || strings.Contains(got, "maintenance") {
+		t.Fatalf("reasons: %q", got)
+	}
+	d.setMaintenanceHook(func() (bool, string) { return true, "set by pmgcm maintenance on" })
+	if got := strings.Join(d.mailHealth(), "\n"); !strings.Contains(got, "in maintenance: set by pmgcm maintenance on") {
+		t.Fatalf("reasons with the hook: %q", got)
+	}
+	d.setMaintenanceHook(func() (bool, string) { return false, "" })
+	d.ops.disk.state.Store(&diskState{Free: 1, Total: 100, Threshold: 5})
+	d.ops.disk.min = DiskSize{Percent: 5}
+	if got := strings.Join(d.mailHealth(), "\n"); !strings.Contains(got, "disk guard: 1.0% free") || strings.Contains(got, "maintenance") {
+		t.Fatalf("reasons with a full disk: %q", got)
+	}
+	close(d.stop)
+	if got := strings.Join(d.mailHealth(), "\n"); !strings.Contains(got, "shutting down") {
+		t.Fatalf("reasons while stopping: %q", got)
 	}
 }
