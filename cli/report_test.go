@@ -76,3 +76,16 @@ func TestReportTruncatedIsNotWritten(t *testing.T) {
 		t.Fatalf("temporary files left: %v", entries)
 	}
 }
+
+// TestReportInCompletionAndHelp: the shell completion offers report, and the command
+// list names it.
+func TestReportInCompletionAndHelp(t *testing.T) {
+	r := runFake(t, &fakeAPI{}, "", "__complete", "")
+	if !strings.Contains(r.stdout, "report\t") {
+		t.Errorf("completion of the commands lacks report:\n%s", r.stdout)
+	}
+	r = runFake(t, &fakeAPI{}, "", "--help")
+	if !strings.Contains(r.stdout, "report") || !strings.Contains(r.stdout, "diagnostics bundle") {
+		t.Errorf("help lacks report:\n%s", r.stdout)
+	}
+}
