@@ -157,7 +157,9 @@ func TestReportBundle(t *testing.T) {
 	tok := token[len(token)-1]
 	path := filepath.Join(t.TempDir(), "report.tar.gz")
 	out := c.Nodes[1].CLI("report", path)
-	t.Logf("pmgcm report: %s", out)
+	if fi, err := os.Stat(path); err == nil {
+		t.Logf("bundle of 3 nodes: %d bytes (%s)", fi.Size(), out)
+	}
 	files := readBundle(t, path)
 	for _, n := range c.Nodes {
 		dir := fmt.Sprintf("nodes/%s-cid", n.Name)
