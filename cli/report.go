@@ -15,21 +15,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pmgcm/pmgcm/api"
 )
 
 // ReportAPI is the part of the daemon's API that report uses.
 type ReportAPI interface {
 	Report(ctx context.Context) (io.ReadCloser, error)
-}
-
-// Report streams the diagnostics bundle (tar.gz) from the daemon. The caller closes it.
-func (c *Client) Report(ctx context.Context) (io.ReadCloser, error) {
-	resp, err := c.doBody(ctx, "GET", api.PathReport, nil, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
 }
 
 // maxReport bounds the bundle the CLI takes: a few MiB per node at most.
