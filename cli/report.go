@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
 )
 
 // ReportAPI is the part of the daemon's API that report uses.
