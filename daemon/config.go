@@ -56,6 +56,9 @@ type Config struct {
 	// LogRing, if set, holds the daemon's recent log lines for pmgcm report; the
 	// caller makes Logger write into it too.
 	LogRing *logring.Ring
+	// TestClockOffset shifts the wall clock this node reports to status (the
+	// clock-skew check): tests of that check only, never in production.
+	TestClockOffset time.Duration
 	// Settings, if set, is the text of the settings in effect (pmgclusterd
 	// --print-config), without secrets, for pmgcm report.
 	Settings []byte

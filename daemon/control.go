@@ -246,8 +246,8 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
-	if err := d.diskGuardRefusal(); err != nil {
-		writeErr(w, err)
+	if e := d.diskGuardRefusal(); e != nil {
+		writeJSON(w, http.StatusInsufficientStorage, e)
 		return
 	}
 	res, err := d.propose(ctx, cmd)

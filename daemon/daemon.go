@@ -44,14 +44,14 @@ type Daemon struct {
 	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
+	// ops are the operator tools: disk guard, clock, maintenance hook (see ops.go).
+	ops *opsState
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers   []*http.Server
 	rpcClient *http.Client
 	ctlLn     net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
-	// ops are the operator tools: disk guard, clock, maintenance hook (see ops.go).
-	ops *opsState
 
 	// createMu serializes create and join on this node.
 	createMu sync.Mutex

@@ -3,7 +3,6 @@ package daemon
 import (
 	"fmt"
 	"math"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -215,21 +214,21 @@ func (g *diskGuard) describe(s *diskState) string {
 	return fmt.Sprintf("%.1f%% free (%s of %s) below %s", s.freePercent(), formatBytes(s.Free), formatBytes(s.Total), g.min)
 }
 
-// diskGuardRefusal returns the error that refuses a configuration write through this
-// node while its disk guard trips, nil otherwise.
-func (d *Daemon) diskGuardRefusal() error {
+// diskGuardRefusal returns the answer (api.CodeDiskFull, HTTP 507) that refuses a
+// configuration write through this node while its disk guard trips, nil otherwise.
+func (d *Daemon) diskGuardRefusal() *api.Error {
 	g := d.ops.disk
 	s := g.state.Load()
 	if !s.active() {
 		return nil
 	}
 	me := d.self()
-	return &remoteError{Status: http.StatusInsufficientStorage, E: api.Error{
+	return &api.Error{
 		Code: api.CodeDiskFull,
 		Message: fmt.Sprintf("%s: %s: %s on the filesystem of %s; configuration writes through this node are refused",
 			nodeLabel(me.Name, me.CID), "disk guard", g.describe(s), d.cfg.DataDir),
 		Hint: fmt.Sprintf("free space on %s (old logs, backups, other files) or grow the filesystem; writes through it resume by themselves within seconds. Meanwhile run the write on another node", me.Name),
-	}}
+	}
 }
 
 // nodeLabel names a node in messages: "node2 (cid 2)".

@@ -126,7 +126,7 @@ func (d *Daemon) clusterHealth() []string {
 	switch {
 	case leaderID == "":
 		reasons = append(reasons, "no master known: configuration writes are unavailable: "+d.quorumSummary())
-	case st.State != "Leader" && !d.leaderFresh():
+	case st.State != "Leader" && (st.LastContact <= 0 || st.LastContact > d.cfg.Raft.HeartbeatTimeout):
 		since := "never"
 		if lc := st.LastContact; lc > 0 {
 			since = lc.Round(time.Millisecond).String() + " ago"

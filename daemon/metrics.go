@@ -150,10 +150,10 @@ func (d *Daemon) openMetrics() error {
 		return fmt.Errorf("metrics listener on %s: %w: choose another --metrics-addr", d.cfg.MetricsAddr, err)
 	}
 	mux := http.NewServeMux()
+	d.healthRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: hclogAdapter{d}, ErrorHandling: promhttp.ContinueOnError,
 	}))
-	d.healthRoutes(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	d.servers = append(d.servers, srv)
 	d.bg.Add(1)

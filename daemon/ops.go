@@ -3,7 +3,6 @@ package daemon
 import (
 	"fmt"
 	"math"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -13,11 +12,6 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 )
 
-// EnvTestClockOffset names the environment variable that shifts the wall clock a node
-// reports in status by a Go duration ("5s", "-3s"). It exists for tests of the clock-skew
-// warning only and must never be set in production: it changes nothing but the report.
-const EnvTestClockOffset = "PMGCM_TEST_CLOCK_OFFSET"
-
 // maxClockSkew is the clock difference to the master beyond which status warns: mail
 // retention and received times depend on the nodes' clocks.
 const maxClockSkew = 2 * time.Second
@@ -26,7 +20,7 @@ const maxClockSkew = 2 * time.Second
 // maintenance hook, the log ring for diagnostics.
 type opsState struct {
 	disk *diskGuard
-	// clockOffset shifts the reported clock (EnvTestClockOffset; tests only).
+	// clockOffset shifts the reported clock (Config.TestClockOffset; tests only).
 	clockOffset time.Duration
 	// maintenance, if set, says whether the node is in maintenance and why (see
 	// setMaintenanceHook).
@@ -34,14 +28,10 @@ type opsState struct {
 }
 
 func newOpsState(cfg Config, logger hclog.Logger) *opsState {
-	o := &opsState{disk: newDiskGuard(cfg.DataDir, cfg.MinFreeDisk, logger.Named("diskguard"))}
-	if v := os.Getenv(EnvTestClockOffset); v != "" {
-		if off, err := time.ParseDuration(v); err == nil {
-			o.clockOffset = off
-			logger.Warn("the reported clock is shifted for a test: never set this in production", "env", EnvTestClockOffset, "offset", off)
-		} else {
-			logger.Warn("ignoring a bad test clock offset", "env", EnvTestClockOffset, "value", v)
-		}
+	o := &opsState{disk: newDiskGuard(cfg.DataDir, cfg.MinFreeDisk, logger.Named("diskguard")),
+		clockOffset: cfg.TestClockOffset}
+	if o.clockOffset != 0 {
+		logger.Warn("the clock this node reports is shifted for a test (--test-clock-offset): never use it in production", "offset", o.clockOffset)
 	}
 	return o
 }

@@ -6,10 +6,12 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -22,6 +24,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/transport"
 )
 
 // rpcReport is the cluster RPC path that answers GET with this node's nodeReport. A
@@ -114,11 +117,15 @@ func readBuild() buildVersion {
 	return b
 }
 
-// reportRoutes serves this node's report on the cluster RPC channel.
-func (d *Daemon) reportRoutes(rpc *http.ServeMux) {
-	rpc.HandleFunc("GET "+rpcReport, func(w http.ResponseWriter, r *http.Request) {
+// withReport serves this node's report on the cluster RPC channel, beside the paths
+// that rpc serves.
+func (d *Daemon) withReport(rpc http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+rpcReport, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.localReport(r.Context()))
 	})
+	mux.Handle("/", rpc)
+	return mux
 }
 
 // localReport reads this node's report, with its secrets redacted.
@@ -184,16 +191,20 @@ func (b *bufferResponse) WriteHeader(int)             {}
 
 // remoteReport asks member m for its report. err is set when there is none; older is
 // true when the member's version does not know the request.
-func (d *Daemon) remoteReport(ctx context.Context, addr string) (rep nodeReport, older bool, err error) {
+func (d *Daemon) remoteReport(ctx context.Context, hc *http.Client, addr string) (rep nodeReport, older bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, reportNodeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+rpcReport, nil)
 	if err != nil {
 		return rep, false, err
 	}
-	resp, err := d.rpcClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return rep, false, fmt.Errorf("cannot reach the node at %s: %v", addr, unwrapURLError(err))
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return rep, false, fmt.Errorf("cannot reach the node at %s: %v", addr, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
@@ -243,6 +254,10 @@ func (d *Daemon) gatherReports(ctx context.Context) []gathered {
 		members = []fsm.Member{{CID: me.CID, Name: me.Name, IP: me.IP, Port: me.Port}}
 	}
 	out := make([]gathered, len(members))
+	// A client of its own: reports are rare and large, and must not hold the pooled
+	// connections of forwarding.
+	hc := d.mux.HTTPClient(transport.ChanRPC)
+	defer hc.CloseIdleConnections()
 	var wg sync.WaitGroup
 	for i, m := range members {
 		out[i] = gathered{cid: m.CID, name: m.Name}
@@ -258,7 +273,7 @@ func (d *Daemon) gatherReports(ctx context.Context) []gathered {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rep, _, err := d.remoteReport(ctx, net.JoinHostPort(m.IP, strconv.Itoa(m.Port)))
+				rep, _, err := d.remoteReport(ctx, hc, net.JoinHostPort(m.IP, strconv.Itoa(m.Port)))
 				if err != nil {
 					out[i].why = err.Error()
 					return

@@ -124,8 +124,8 @@ func FuzzDecodeNodeReport(f *testing.F) {
 func TestRemoteReportOlderPeer(t *testing.T) {
 	old := httptest.NewServer(http.NotFoundHandler())
 	defer old.Close()
-	d := &Daemon{rpcClient: old.Client()}
-	_, older, err := d.remoteReport(context.Background(), strings.TrimPrefix(old.URL, "http://"))
+	d := &Daemon{}
+	_, older, err := d.remoteReport(context.Background(), old.Client(), strings.TrimPrefix(old.URL, "http://"))
 	if !older || err == nil || !strings.Contains(err.Error(), notAvailableOlder) {
 		t.Fatalf("older peer: older %v, err %v", older, err)
 	}
@@ -135,8 +135,7 @@ func TestRemoteReportOlderPeer(t *testing.T) {
 		w.Write([]byte(`"}`))
 	}))
 	defer big.Close()
-	d.rpcClient = big.Client()
-	if _, _, err := d.remoteReport(context.Background(), strings.TrimPrefix(big.URL, "http://")); err == nil || !strings.Contains(err.Error(), "over") {
+	if _, _, err := d.remoteReport(context.Background(), big.Client(), strings.TrimPrefix(big.URL, "http://")); err == nil || !strings.Contains(err.Error(), "over") {
 		t.Fatalf("oversized report: %v", err)
 	}
 }

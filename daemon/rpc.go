@@ -129,7 +129,6 @@ func (d *Daemon) openRPC() {
 	rpc.HandleFunc("POST "+rpcReadmit, d.handleRPCReadmit)
 	rpc.HandleFunc("POST "+rpcRecordCert, d.handleRecordCert)
 	rpc.HandleFunc("POST "+rpcRenewCert, d.handleRenewCert)
-	d.reportRoutes(rpc)
 	join := http.NewServeMux()
 	join.HandleFunc("GET "+joinInfoPath, d.handleJoinInfo)
 	join.HandleFunc("POST "+joinAdmitPath, d.handleAdmit)
@@ -138,7 +137,7 @@ func (d *Daemon) openRPC() {
 	for _, s := range []struct {
 		ch transport.Channel
 		h  http.Handler
-	}{{transport.ChanRPC, rpc}, {transport.ChanJoin, join}} {
+	}{{transport.ChanRPC, d.withReport(rpc)}, {transport.ChanJoin, join}} {
 		srv := &http.Server{Handler: s.h, ConnContext: transport.ConnContext, ReadHeaderTimeout: 10 * time.Second}
 		d.servers = append(d.servers, srv)
 		ln := d.mux.Listener(s.ch)

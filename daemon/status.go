@@ -83,7 +83,9 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sent := time.Now()
 			rows[i] = d.remoteNode(ctx, m)
+			noteClock(&rows[i], sent, time.Since(sent))
 		}()
 	}
 	wg.Wait()
@@ -134,11 +136,9 @@ func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
 	ctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
 	defer cancel()
 	var n api.Node
-	sent := time.Now()
 	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &n); err != nil {
 		return api.Node{State: api.StateDown, Error: err.Error()}
 	}
-	noteClock(&n, sent, time.Since(sent))
 	n.Local = false
 	return n
 }

@@ -134,8 +134,6 @@ type Node struct {
 	LogPath string
 	// ExtraArgs are added to the daemon's command line on each start.
 	ExtraArgs []string
-	// Env is added to the daemon's environment on each start.
-	Env []string
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -219,11 +217,7 @@ func (n *Node) start() error {
 	if !n.proc.Exited() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...)
-	if len(n.Env) > 0 {
-		cmd.Env = append(os.Environ(), n.Env...)
-	}
-	p, err := proc.Start(cmd, n.LogPath)
+	p, err := proc.Start(exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...), n.LogPath)
 	if err != nil {
 		return err
 	}

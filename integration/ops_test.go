@@ -113,7 +113,7 @@ func TestHealthChecks(t *testing.T) {
 // status warning, on the master and on the node itself; an in-step node is not.
 func TestClockSkewWarning(t *testing.T) {
 	c := newCluster(t, 3)
-	c.Nodes[2].Env = []string{"PMGCM_TEST_CLOCK_OFFSET=5s"}
+	c.Nodes[2].ExtraArgs = append(c.Nodes[2].ExtraArgs, "--test-clock-offset", "5s")
 	c.form()
 	for _, n := range []*Node{c.Nodes[0], c.Nodes[2]} {
 		poll(t, 15*time.Second, n.Name+" warns of node3's clock", func() error {

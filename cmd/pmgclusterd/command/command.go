@@ -135,6 +135,8 @@ both resume by themselves once there is room.`,
 	_ = f.MarkHidden("protocol-version")
 	f.BoolVar(&cfg.FaultInjection, "fault-injection", false, "serve the partition control of drills and tests (never in production)")
 	_ = f.MarkHidden("fault-injection")
+	f.DurationVar(&cfg.TestClockOffset, "test-clock-offset", 0, "shift the clock this node reports to status by this much (tests of the clock-skew warning only)")
+	_ = f.MarkHidden("test-clock-offset")
 	// --data-dir and --ip are required, but may come from --config: daemon.Config.Validate
 	// checks them once the file is read.
 	return cmd
