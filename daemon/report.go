@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
@@ -29,7 +30,7 @@ import (
 
 // rpcReport is the cluster RPC path that answers GET with this node's nodeReport. A
 // node of an older version answers 404: the bundle then says so for that node.
-const rpcReport = "/rpc/v1/report"
+const rpcReport = cluster.PathReport
 
 // Limits of the diagnostics gathering.
 const (
