@@ -225,8 +225,8 @@ func (d *Daemon) diskGuardRefusal() *api.Error {
 	me := d.self()
 	return &api.Error{
 		Code: api.CodeDiskFull,
-		Message: fmt.Sprintf("%s: %s: %s on the filesystem of %s; configuration writes through this node are refused",
-			nodeLabel(me.Name, me.CID), "disk guard", g.describe(s), d.cfg.DataDir),
+		Message: fmt.Sprintf("%s: disk guard: %s on the filesystem of %s; configuration writes through this node are refused",
+			nodeLabel(me.Name, me.CID), g.describe(s), d.cfg.DataDir),
 		Hint: fmt.Sprintf("free space on %s (old logs, backups, other files) or grow the filesystem; writes through it resume by themselves within seconds. Meanwhile run the write on another node", me.Name),
 	}
 }
