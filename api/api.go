@@ -193,6 +193,13 @@ type Node struct {
 	// predates versions), and Level its feature level; both absent when the node is down.
 	Version string `json:"version,omitempty"`
 	Level   int    `json:"level,omitempty"`
+	// DiskGuard is the node's free-space guard; absent from nodes that have none.
+	DiskGuard *DiskGuard `json:"disk_guard,omitempty"`
+	// Clock is the node's wall clock when it answered; zero (absent) from older nodes.
+	Clock time.Time `json:"clock,omitzero"`
+	// ClockOffsetSeconds is the node's clock minus the master's, estimated from the
+	// status request's round trip; absent when either clock is unknown.
+	ClockOffsetSeconds *float64 `json:"clock_offset_seconds,omitempty"`
 }
 
 // MailStatus is a node's quarantine and how far its copy lags the other nodes'.

@@ -165,6 +165,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
+	mux.HandleFunc("GET "+api.PathReport, d.handleReport)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest
@@ -286,6 +287,10 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
+	if e := d.diskGuardRefusal(); e != nil {
+		writeJSON(w, http.StatusInsufficientStorage, e)
+		return
+	}
 	res, err := d.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {

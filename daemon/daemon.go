@@ -52,6 +52,8 @@ type Daemon struct {
 	mail *mailSystem
 	// disk is the free space of the mail store's disk (diskfull.go).
 	disk diskState
+	// ops are the operator tools: disk guard, clock, maintenance hook (see ops.go).
+	ops *opsState
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers []*http.Server
 	// peer is the cluster RPC client; fwd forwards master-only requests with it.
@@ -90,6 +92,7 @@ func New(cfg Config) (*Daemon, error) {
 		logger = hclog.NewNullLogger()
 	}
 	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -156,6 +159,7 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	d.openRPC()
+	d.startOps()
 	if err := d.openMail(); err != nil {
 		return err
 	}
