@@ -16,8 +16,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/daemon"
-	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/internal/logring"
+	"github.com/pmgcm/pmgcm/internal/version"
 )
 
 // Run runs pmgclusterd with args (without the program name) and returns the exit code.
