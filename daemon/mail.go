@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -68,11 +69,13 @@ func (d *Daemon) openMail() error {
 		return err
 	}
 	// A node in maintenance keeps SMTP intake closed (maintenance.go).
+	d.setMaintenanceHook(d.maintenanceReason)
 	if err := d.setSMTP(!d.maintenanceOn()); err != nil {
 		return err
 	}
-	d.bg.Add(1)
+	d.bg.Add(2)
 	go d.mailHousekeeping()
+	go d.watchDisk()
 	return nil
 }
 
@@ -125,6 +128,19 @@ func (d *Daemon) wipeMail() error {
 		return fmt.Errorf("empty the mail store: %w", err)
 	}
 	return d.startReplicator()
+}
+
+// drainMail stops the SMTP intake for a planned stop: it stops accepting connections at
+// once and lets the transactions in flight finish within SMTPDrainTimeout, while the
+// store is still open (closeMail closes it after).
+func (d *Daemon) drainMail() error {
+	s := d.smtpServer()
+	if s == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SMTPDrainTimeout)
+	defer cancel()
+	return s.Drain(ctx)
 }
 
 // closeMail stops intake first, then replication, then the store.

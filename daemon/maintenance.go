@@ -41,8 +41,7 @@ type maintenanceRecord struct {
 	Since time.Time `json:"since"`
 }
 
-// toolState is the state of the operator tools: maintenance mode, scheduled backups and
-// the leader duties they run for one leadership term.
+// toolState is the state of maintenance mode and scheduled backups.
 type toolState struct {
 	// maintMu serializes maintenance changes: each writes the file, then opens or
 	// closes SMTP intake (waiting for the transactions in flight). Nothing else takes it.
@@ -51,10 +50,6 @@ type toolState struct {
 	since   time.Time
 	loaded  bool
 	flagMu  sync.RWMutex // guards maint, since and loaded for readers
-
-	// term runs the leader duties of one leadership term (see runTermDuties).
-	termCancel context.CancelFunc
-	termDone   chan struct{}
 
 	backup backupState
 }
@@ -209,8 +204,12 @@ func (d *Daemon) setSMTP(on bool) error {
 		if cur == nil {
 			return nil
 		}
+		// As a planned stop: no new connection, the transactions in flight finish.
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SMTPDrainTimeout)
+		derr := cur.Drain(ctx)
+		cancel()
 		d.logger.Info("SMTP intake closed: the node is in maintenance; senders use the other MX")
-		return cur.Close()
+		return errors.Join(derr, cur.Close())
 	}
 	if cur != nil {
 		return nil
@@ -248,14 +247,25 @@ func (d *Daemon) takeSMTP() *smtpd.Server {
 	return s
 }
 
-// smtpOpen reports whether SMTP intake is listening now.
-func (d *Daemon) smtpOpen() bool {
+// smtpServer returns the SMTP intake server, nil while it is closed (maintenance) or off.
+func (d *Daemon) smtpServer() *smtpd.Server {
 	if d.mail == nil {
-		return false
+		return nil
 	}
 	d.mail.mu.Lock()
 	defer d.mail.mu.Unlock()
-	return d.mail.smtp != nil
+	return d.mail.smtp
+}
+
+// maintenanceReason is the health checks' maintenance hook (setMaintenanceHook).
+func (d *Daemon) maintenanceReason() (bool, string) {
+	if !d.maintenanceOn() {
+		return false, ""
+	}
+	d.tools.flagMu.RLock()
+	since := d.tools.since
+	d.tools.flagMu.RUnlock()
+	return true, "pmgcm maintenance on since " + since.Format(time.RFC3339) + "; pmgcm maintenance off puts it back"
 }
 
 // newSMTP makes the SMTP intake server of this node (not yet listening).
@@ -264,6 +274,7 @@ func (d *Daemon) newSMTP() (*smtpd.Server, error) {
 	cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
 	cfg.Hostname = d.self().Name
 	cfg.Store, cfg.Policy = mailIntake{d.mail.store}, mailPolicy{d}
+	cfg.LowStorage = d.ops.disk.active
 	if d.metrics != nil {
 		cfg.Observe = d.metrics.observeMail
 	}
@@ -345,48 +356,8 @@ func (d *Daemon) maintenanceDuty(ctx context.Context) {
 	}
 }
 
-// leaderDuties are the duties of the operator tools that run for one leadership term
-// each (see runTermDuties).
+// leaderDuties are the leader duties of maintenance and scheduled backups, registered
+// with raftnode.Node.OnLeader: each runs for one leadership term, until ctx ends.
 func (d *Daemon) leaderDuties() []func(context.Context) {
 	return []func(context.Context){d.maintenanceDuty, d.backupDuty}
-}
-
-// runTermDuties starts the per-term duties when this node has become leader and stops
-// them when it no longer is. runLeaderDuties calls it at each turn of its loop.
-func (d *Daemon) runTermDuties(parent context.Context) {
-	o := &d.tools
-	leader := d.rn().IsLeader() && parent.Err() == nil
-	switch {
-	case leader && o.termCancel == nil:
-		ctx, cancel := context.WithCancel(parent)
-		done := make(chan struct{})
-		o.termCancel, o.termDone = cancel, done
-		duties := d.leaderDuties()
-		var wg sync.WaitGroup
-		for _, duty := range duties {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				duty(ctx)
-			}()
-		}
-		go func() {
-			wg.Wait()
-			close(done)
-		}()
-	case !leader && o.termCancel != nil:
-		d.stopTermDuties()
-	}
-}
-
-// stopTermDuties ends the duties of the current leadership term, if any, and waits for
-// them.
-func (d *Daemon) stopTermDuties() {
-	o := &d.tools
-	if o.termCancel == nil {
-		return
-	}
-	o.termCancel()
-	<-o.termDone
-	o.termCancel, o.termDone = nil, nil
 }
