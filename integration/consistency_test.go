@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,6 +159,7 @@ func TestMaintenance(t *testing.T) {
 	t.Parallel()
 	mc := newMailCluster(t, 3, false)
 	c := mc.Cluster
+	urls := withMetrics(t, c)
 	c.form()
 	setConfig(t, c.Nodes, keyRelayDomains, mailDomain)
 	master, followers := c.roles()
@@ -178,6 +180,8 @@ func TestMaintenance(t *testing.T) {
 		return nil
 	})
 	mustContain(t, "status", master.CLI("status"), " M ")
+	// The load balancer's check says so too.
+	waitHealth(t, baseOf(urls[f]), api.PathHealthMail, http.StatusServiceUnavailable, "in maintenance", 10*time.Second)
 	mustContain(t, "promote in maintenance", f.CLIFail("promote"), "maintenance")
 
 	// Survives a restart.
@@ -217,6 +221,7 @@ func TestMaintenance(t *testing.T) {
 	f.CLI("maintenance", "off")
 	third.CLI("maintenance", "off", "--cid", fmt.Sprint(mcid))
 	c.waitAllActive(c.Nodes, 30*time.Second)
+	waitHealth(t, baseOf(urls[f]), api.PathHealthMail, http.StatusOK, "", 10*time.Second)
 	mustSend(t, mc.addr(f), mailMsg("after-maintenance", 200))
 	mustSend(t, mc.addr(master), mailMsg("after-maintenance-2", 200))
 	c.Nodes[0].CLI("config", "set", "after/maintenance", "1")
