@@ -287,7 +287,11 @@ func (d *Daemon) stateOf(ctx context.Context, n *checkNode, index uint64) (clust
 	}
 	cctx, cancel := context.WithTimeout(ctx, checkStateWait+d.cfg.RPCTimeout)
 	defer cancel()
-	return d.peer.CheckState(cctx, memberAddr(n.m), index, checkStateWait)
+	sc, err := d.peer.CheckState(cctx, memberAddr(n.m), index, checkStateWait)
+	if cluster.NotSupported(err) {
+		err = fmt.Errorf("%w: %s runs an older version without the consistency check: not available on it", err, n.m.Name)
+	}
+	return sc, err
 }
 
 // checkMail compares the nodes' mail digests, then the entries of each bucket whose

@@ -335,3 +335,49 @@ func TestScheduledBackup(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCheckWithFirstReleaseNode: a node of the previous release answers 404 for the
+// operator tools: check compares the others and reports that node as not available
+// (exit 1, with the upgrade as the repair); maintenance --cid refuses for it, naming why.
+func TestCheckWithFirstReleaseNode(t *testing.T) {
+	old := releaseBinaries(t, previousRelease(t))
+	c := newCluster(t, 3)
+	c.Nodes[2].setBinDir(old)
+	for _, n := range c.Nodes {
+		n.Start()
+	}
+	first := c.Nodes[0]
+	first.CLI("create")
+	first.WaitMaster(15 * time.Second)
+	args := append(joinArgs(t, first), "--yes")
+	for _, n := range c.Nodes[1:] {
+		n.CLI(args...)
+	}
+	c.waitAllActive(c.Nodes, 30*time.Second)
+	first.CLI("config", "set", "some/key", "v")
+
+	rep, ok, _ := checkReport(t, first)
+	if ok || rep.Consistent {
+		t.Fatalf("check with an old node exited 0: %+v", rep)
+	}
+	var oldRow, newRows int
+	for _, n := range rep.Nodes {
+		switch {
+		case n.Name == "node3" && strings.Contains(n.Error, "older version"):
+			oldRow++
+		case n.Name != "node3" && n.Error == "" && n.ConfigSHA256 != "" && n.ConfigSHA256 == rep.Nodes[0].ConfigSHA256:
+			newRows++
+		}
+	}
+	if oldRow != 1 || newRows != 2 || len(rep.Differences) != 1 || !strings.Contains(rep.Differences[0].Repair, "upgrade") {
+		t.Fatalf("report: nodes %+v, differences %+v", rep.Nodes, rep.Differences)
+	}
+	st := mustStatus(t, first)
+	var cid3 uint64
+	for _, r := range st.Nodes {
+		if r.Name == "node3" {
+			cid3 = r.CID
+		}
+	}
+	mustContain(t, "maintenance --cid on the old node", first.CLIFail("maintenance", "on", "--cid", fmt.Sprint(cid3)), "older version")
+}
