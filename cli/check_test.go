@@ -118,3 +118,19 @@ func TestMaintenanceCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestBackupLine(t *testing.T) {
+	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	nodes := []api.Node{{CID: 1, Name: "pmg1"}, {CID: 2, Name: "pmg2", Backup: &api.BackupStatus{Last: at, LastSuccess: at,
+		File: "/var/backups/pmgcm/pmgcm-20261201T090000Z.backup", Size: 3 << 20}}}
+	if got, want := backupLine(nodes, time.UTC), "last scheduled backup: pmg2(2) at 2026-12-01 09:00:00: ok, 3.0 MiB, /var/backups/pmgcm/pmgcm-20261201T090000Z.backup"; got != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	nodes = append(nodes, api.Node{CID: 3, Name: "pmg3", Backup: &api.BackupStatus{Last: at.Add(time.Hour), LastSuccess: at, Error: "disk full"}})
+	if got, want := backupLine(nodes, time.UTC), "last scheduled backup: pmg3(3) at 2026-12-01 10:00:00: FAILED (see the warning below); last good one 2026-12-01 09:00:00"; got != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	if got := backupLine(nodes[:1], time.UTC); got != "" {
+		t.Errorf("no backups: %q", got)
+	}
+}

@@ -113,6 +113,9 @@ func writeStatusTable(w io.Writer, st *api.Status) error {
 	if line := versionsLine(st, nodes); line != "" {
 		b.WriteString(line + "\n")
 	}
+	if line := backupLine(nodes, nil); line != "" {
+		b.WriteString(line + "\n")
+	}
 	if st.Cluster != nil {
 		for _, warn := range st.Cluster.Warnings {
 			fmt.Fprintf(&b, "warning: %s\n", oneLine(warn))

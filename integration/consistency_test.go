@@ -290,6 +290,7 @@ func TestScheduledBackup(t *testing.T) {
 		}
 		return nil
 	})
+	mustContain(t, "status", master.CLI("status"), "last scheduled backup: ")
 	m, err := scrape(urls[master])
 	if err != nil {
 		t.Fatal(err)
