@@ -197,13 +197,31 @@ func listBackups(dir string) ([]string, error) {
 	return out, nil
 }
 
-// pruneBackups removes all but the newest keep scheduled backups in dir.
+// staleTempAge is the age past which a temporary backup file is one a crash left: no
+// backup is written for that long.
+const staleTempAge = 24 * time.Hour
+
+// pruneBackups removes all but the newest keep scheduled backups in dir, and the
+// temporary files of backups a crash cut short.
 func pruneBackups(dir string, keep int) error {
 	files, err := listBackups(dir)
 	if err != nil {
 		return err
 	}
 	var errs []error
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			n := e.Name()
+			if !e.Type().IsRegular() || !strings.HasPrefix(n, "."+backupPrefix) || !strings.Contains(n, backupSuffix+".tmp") {
+				continue
+			}
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTempAge {
+				if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
 	for len(files) > keep {
 		if err := os.Remove(filepath.Join(dir, files[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)

@@ -36,7 +36,8 @@ func TestBackupSettings(t *testing.T) {
 	}
 }
 
-// TestPruneBackups keeps the newest N scheduled backups and never touches another file.
+// TestPruneBackups keeps the newest N scheduled backups, removes temporary files a crash
+// left a day ago (not one being written), and never touches another file.
 func TestPruneBackups(t *testing.T) {
 	dir := t.TempDir()
 	names := []string{"pmgcm-20261101T000000Z.backup", "pmgcm-20261103T000000Z.backup", "pmgcm-20261102T000000Z.backup",
@@ -45,6 +46,14 @@ func TestPruneBackups(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	stale := filepath.Join(dir, ".pmgcm-20261001T000000Z.backup.tmp9")
+	if err := os.WriteFile(stale, []byte("cut short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * staleTempAge)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
 	}
 	if err := pruneBackups(dir, 2); err != nil {
 		t.Fatal(err)
