@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -293,9 +292,9 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
-	if subtle.ConstantTimeCompare(hashToken(req.Token), cl.JoinTokenHash) != 1 {
-		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
-		return nil, ErrBadToken
+	if err := checkJoinToken(cl, req.Token, time.Now()); err != nil {
+		// Logged, rate-limited, by the join throttle of the node the caller reached.
+		return nil, err
 	}
 	if err := memberClash(d.fsm.Members(), req.Name, req.IP); err != nil {
 		return nil, err
