@@ -117,15 +117,15 @@ const (
 	CodeBadToken       = "bad_token"
 	// CodeThrottled: too many wrong join tokens came from the caller's address; it is
 	// refused for a while.
-	CodeThrottled = "throttled"
-	CodeFingerprint    = "fingerprint_mismatch"
-	CodeUnreachable    = "unreachable"
-	CodeIncompatible   = "incompatible"
-	CodeMemberExists   = "member_exists"
-	CodeRemoved        = "removed"
-	CodeFenced         = "fenced"
-	CodeBehind         = "behind"
-	CodeInternal       = "internal"
+	CodeThrottled    = "throttled"
+	CodeFingerprint  = "fingerprint_mismatch"
+	CodeUnreachable  = "unreachable"
+	CodeIncompatible = "incompatible"
+	CodeMemberExists = "member_exists"
+	CodeRemoved      = "removed"
+	CodeFenced       = "fenced"
+	CodeBehind       = "behind"
+	CodeInternal     = "internal"
 )
 
 // Error is the body of every non-2xx answer.
