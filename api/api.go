@@ -115,6 +115,8 @@ const (
 	// it may or may not have taken effect.
 	CodeUnknownOutcome = "unknown_outcome"
 	CodeBadToken       = "bad_token"
+	// CodeTokenExpired: the join token was right but has expired.
+	CodeTokenExpired = "token_expired"
 	// CodeThrottled: too many wrong join tokens came from the caller's address; it is
 	// refused for a while.
 	CodeThrottled    = "throttled"

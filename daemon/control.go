@@ -376,7 +376,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 		hint = "pmgcm status shows when the node is in state A"
 	case errors.Is(err, ErrTokenExpired):
-		code, status = api.CodeBadToken, http.StatusForbidden
+		code, status = api.CodeTokenExpired, http.StatusForbidden
 		hint = "make a new token on a member: pmgcm join-cmd --rotate (add --ttl D for one that expires)"
 	case errors.Is(err, ErrThrottled):
 		code, status = api.CodeThrottled, http.StatusTooManyRequests

@@ -218,13 +218,28 @@ func (d *Daemon) admit(ctx context.Context, req cluster.AdmitRequest, relay bool
 	if err := cluster.CheckCompatible(d.cfg.ProtocolVersion, req.ProtocolVersion, req.StateFormat); err != nil {
 		return nil, err
 	}
-	return cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
+	src, fromJoin := joinSource(ctx)
+	if relay && fromJoin {
+		if err := d.limits.joinTokens.check(src); err != nil {
+			return nil, err
+		}
+	}
+	adm, err := cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
 		func() (*cluster.Admission, error) {
 			if !relay {
 				return nil, d.rn().NotLeader()
 			}
 			return d.forwardAdmit(ctx, req)
 		})
+	if relay && fromJoin {
+		switch {
+		case err == nil:
+			d.limits.joinTokens.succeeded(src)
+		case errors.Is(err, ErrBadToken) || cluster.Code(err) == api.CodeBadToken:
+			d.limits.joinTokens.failed(src)
+		}
+	}
+	return adm, err
 }
 
 // forwardAdmit sends a join request to the master. If the master took it but the answer
