@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -118,11 +117,11 @@ func (d *Daemon) installPendingIdentity() error {
 	if err := d.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
-	certPEM, err := os.ReadFile(d.dir.file("tls", certFile))
+	certPEM, err := readFileBounded(d.dir.file("tls", certFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(d.dir.file("tls", caFile))
+	caPEM, err := readFileBounded(d.dir.file("tls", caFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}

@@ -147,7 +147,7 @@ func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	}
 	certPEM := adm.CertPEM
 	if len(certPEM) == 0 { // re-admission: the node keeps its certificate
-		if certPEM, err = os.ReadFile(d.dir.file("tls", certFile)); err != nil {
+		if certPEM, err = readFileBounded(d.dir.file("tls", certFile), maxTLSFileBytes); err != nil {
 			return err
 		}
 	}
