@@ -66,7 +66,9 @@ func (d *dataDir) loadIdentity(name string, ip net.IP) (*transport.Identity, cry
 }
 
 // keyPEM returns the node key file's contents.
-func (d *dataDir) keyPEM() ([]byte, error) { return readFileBounded(d.file("tls", keyFile), maxTLSFileBytes) }
+func (d *dataDir) keyPEM() ([]byte, error) {
+	return readFileBounded(d.file("tls", keyFile), maxTLSFileBytes)
+}
 
 // writePendingIdentity stores a certificate and CA that become valid once a Raft command
 // commits.
