@@ -12,7 +12,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// The join throttle: wrong join tokens back off per source address. A source may give
+// The join throttle: wrong join tokens back off per source address (an IPv6 caller's
+// /64). A source may give
 // joinFreeFailures wrong tokens; from then on each wrong token refuses the source for
 // twice as long as the one before (joinBackoffBase, 2x, 4x, ... at most joinBackoffMax),
 // during which every join request from it is refused at once (ErrThrottled) without
@@ -225,11 +226,21 @@ func withJoinSource(h http.Handler) http.Handler {
 		var src netip.Addr
 		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 			if a, err := netip.ParseAddr(host); err == nil {
-				src = a.Unmap()
+				src = throttleKey(a)
 			}
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), joinSourceKey{}, src)))
 	})
+}
+
+// throttleKey is the source a join request counts against: the IPv4 address, or the
+// /64 of an IPv6 one (a host is given a /64 and picks addresses in it at will).
+func throttleKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return a
 }
 
 // joinSource returns the caller address withJoinSource recorded, and false on a request

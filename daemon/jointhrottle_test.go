@@ -87,3 +87,18 @@ func TestJoinThrottleBounded(t *testing.T) {
 		t.Errorf("%d sources remembered, the bound is %d", n, maxJoinSources)
 	}
 }
+
+// TestThrottleKey: IPv4 addresses count alone, IPv6 ones by their /64.
+func TestThrottleKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":            "192.0.2.1",
+		"::ffff:192.0.2.1":     "192.0.2.1",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::",
+		"2001:db8:1:2:ffff::1": "2001:db8:1:2::",
+		"2001:db8:1:3::1":      "2001:db8:1:3::",
+	} {
+		if got := throttleKey(netip.MustParseAddr(in)); got.String() != want {
+			t.Errorf("throttleKey(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
