@@ -21,11 +21,16 @@ import (
 //   - join-cmd --rotate and a delete through a master of the first release
 //     (SetJoinToken), from any member; the token must derive from the CA key and the
 //     command's salt, as every member makes it;
+//   - the consistency check (branch ops-check: pmgcm check) marks an index by writing
+//     the master's member record unchanged (UpdateMember), from any member;
 //   - create and restore (CreateCluster, RestoreConfig) on a standalone node, which is
 //     its own leader and never forwards.
-// So the master applies a forwarded ConfigSet, ConfigDelete or derived SetJoinToken, and
-// refuses every other command with ErrForbidden, changing nothing. The first release
-// forwards the same three kinds, so it is not affected.
+//
+// So the master applies a forwarded ConfigSet, ConfigDelete, derived SetJoinToken or
+// UpdateMember that changes nothing (checked and applied under memberMu, so that it
+// cannot undo a change made meanwhile), and refuses every other command with
+// ErrForbidden, changing nothing. The first release forwards only the first three
+// kinds, so it is not affected.
 
 // checkForwarded refuses a command a member never forwards.
 func (d *Daemon) checkForwarded(cmd fsm.Command) error {
@@ -39,6 +44,12 @@ func (d *Daemon) checkForwarded(cmd fsm.Command) error {
 		}
 		if !tokenDerived(cl, c) {
 			return fmt.Errorf("%w: a forwarded %s must set a token derived from the cluster's CA key and its salt", ErrForbidden, cmd.Type())
+		}
+		return nil
+	case fsm.UpdateMember:
+		cur, ok := d.fsm.Member(c.Member.CID)
+		if !ok || !sameMember(cur, c.Member) {
+			return fmt.Errorf("%w: a forwarded %s may only write a member's record unchanged (a member changes no other member's record)", ErrForbidden, cmd.Type())
 		}
 		return nil
 	}
@@ -69,4 +80,10 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// sameMember reports whether two records of a member are the same.
+func sameMember(a, b fsm.Member) bool {
+	return a.CID == b.CID && a.Name == b.Name && a.IP == b.IP && a.Port == b.Port && a.Fingerprint == b.Fingerprint &&
+		a.Suffrage == b.Suffrage && a.Epoch == b.Epoch && a.JoinedAt.Equal(b.JoinedAt)
 }

@@ -21,6 +21,12 @@ func (h rpcHandler) NodeInfo() api.Node { return h.d.localNode() }
 // Apply applies a command a member forwarded: only the kinds members forward
 // (checkForwarded).
 func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyResult, error) {
+	if _, ok := cmd.(fsm.UpdateMember); ok {
+		// Membership changes on the master are serialized: the record checked unchanged
+		// stays so until it is applied.
+		h.d.memberMu.Lock()
+		defer h.d.memberMu.Unlock()
+	}
 	if err := h.d.checkForwarded(cmd); err != nil {
 		h.d.logger.Warn("refused a forwarded command", "command", cmd.Type().String(),
 			"caller", transport.PeerFingerprintFromContext(ctx), "error", err)

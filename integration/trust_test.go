@@ -312,6 +312,8 @@ func TestMemberCannotForge(t *testing.T) {
 		fsm.SetEpoch{Epoch: 9, Members: []fsm.Member{{CID: 2, Name: member.Name, IP: member.IP, Port: member.Port, Fingerprint: "AA:BB", Suffrage: fsm.Voter, Epoch: 9}}},
 		fsm.SetJoinToken{Hash: bytes.Repeat([]byte{7}, 32), Salt: []byte("chosen")},
 		fsm.RemoveMember{CID: masterRow.CID},
+		fsm.UpdateMember{Member: fsm.Member{CID: masterRow.CID, Name: masterRow.Name, IP: masterRow.IP, Port: m.Port,
+			Fingerprint: "AA:BB", Suffrage: fsm.Voter, Epoch: 1}},
 	} {
 		code, e := rpcPost(t, mux, m, "/rpc/v1/apply", enc(cmd))
 		if code != http.StatusForbidden {
