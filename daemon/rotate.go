@@ -161,7 +161,9 @@ func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 	d.mux.SetIdentity(id)
 	// Kept-alive connections carry the old certificate, which the master no longer takes
 	// as this node's (checkCertCaller): new ones carry the new one.
-	d.peer.CloseIdleConnections()
+	if d.peer != nil { // nil at start (resolveRenewal), before any connection
+		d.peer.CloseIdleConnections()
+	}
 	if idx > d.self().JoinIndex {
 		if err := d.updateSelf(func(nf *nodeFile) { nf.JoinIndex = max(nf.JoinIndex, idx) }); err != nil {
 			return err

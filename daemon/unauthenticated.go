@@ -15,11 +15,12 @@ import "github.com/pmgcm/pmgcm/cluster"
 // Membership (cluster.JoinPathMembership) is how a node learns that it was removed or
 // fenced; it asks about its own certificate, and neither this build nor the first
 // release presents that certificate on the join channel, so the answer cannot depend on
-// it. Both read the cluster ID, the epoch, whether the certificate is a member and
-// fenced, and the applied index (removal is judged against the node's join index). The
-// master's CID, name and address are read only by a fenced node (to name the master
-// `pmgcm sync --master_ip` needs), so they are told only about a fenced member's
-// certificate; the member's CID is read by neither and is not told.
+// it. Both read the cluster ID, the epoch, whether the certificate is a member, its CID
+// (a node that restarts in the middle of a certificate renewal asks whether its new
+// certificate is already its own, rotate.go resolveRenewal) and whether it is fenced,
+// and the applied index (removal is judged against the node's join index). The master's
+// CID, name and address are read only by a fenced node (to name the master `pmgcm sync
+// --master_ip` needs), so they are told only about a fenced member's certificate.
 
 // maskJoinInfo drops what a joining node does not read.
 func maskJoinInfo(info cluster.JoinInfo) cluster.JoinInfo {
@@ -29,7 +30,6 @@ func maskJoinInfo(info cluster.JoinInfo) cluster.JoinInfo {
 
 // maskMembership drops what a node checking its own standing does not read.
 func maskMembership(m cluster.Membership) cluster.Membership {
-	m.CID = 0
 	if !m.Fenced {
 		m.MasterCID, m.MasterName, m.MasterIP = 0, "", ""
 	}
