@@ -43,7 +43,10 @@ func TestTwoNodePeerDown(t *testing.T) {
 	if !strings.Contains(errOut, "delete --force") {
 		t.Fatalf("delete without --force in a cluster without quorum said %q", errOut)
 	}
-	survivor.CLI("delete", "--force", "--yes", fmt.Sprint(deadCID))
+	out := survivor.CLI("delete", "--force", "--yes", fmt.Sprint(deadCID))
+	if !strings.Contains(out, "join token rotated") {
+		t.Errorf("delete --force did not rotate the join token, which the dead node knows: %q", out)
+	}
 	survivor.WaitMaster(15 * time.Second)
 	survivor.CLI("config", "set", "after/delete", "ok")
 	st, err := survivor.Status()
