@@ -69,6 +69,13 @@ func TestTwoNodePeerDown(t *testing.T) {
 		}
 		return nil
 	})
+	// Deleted while it was down, it wipes the cluster's state once it learns so.
+	testutil.Poll(t, "the deleted node wipes the CA key", 20*time.Second, func() error {
+		if got := filesHolding(t, dead.DataDir, []byte("ca_key_pem"), []byte("join_token_salt")); len(got) > 0 {
+			return fmt.Errorf("the CA key or token salt is still in %v", got)
+		}
+		return nil
+	})
 	if errOut := dead.CLIFail("config", "set", "split", "brain"); !strings.Contains(errOut, "removed") {
 		t.Fatalf("write on the deleted node said %q", errOut)
 	}
