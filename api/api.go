@@ -128,6 +128,9 @@ const (
 	CodeFenced       = "fenced"
 	CodeBehind       = "behind"
 	CodeInternal     = "internal"
+	// CodeReadFailed: a linearizable read could not be confirmed with a master (it lost
+	// leadership or stopped during the read). A read changes nothing: retry it.
+	CodeReadFailed = "read_failed"
 )
 
 // Error is the body of every non-2xx answer.
@@ -154,6 +157,10 @@ type Cluster struct {
 	CreatedAt time.Time `json:"created_at"`
 	// LeaderCID is the CID of the current master, 0 when there is none.
 	LeaderCID uint64 `json:"leader_cid"`
+	// Version is the cluster version: the feature level every member supports, as
+	// recorded in the replicated log (1, release 0.1.0, until the master records one).
+	// Absent from the answers of release 0.1.0 nodes.
+	Version int `json:"version,omitempty"`
 	// Warnings are cluster-wide conditions the operator must know, e.g. lost quorum.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -167,7 +174,12 @@ type Node struct {
 	Role  string `json:"role"`
 	State string `json:"state"`
 	// Error says why the node is in state D.
-	Error       string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Reason says why a node that is up is not in state A (or not master although
+	// Raft on it still thinks so): it knows no master, it has not applied its own
+	// admission yet, it has seen a newer term, its disk is full. Empty otherwise;
+	// nodes before this field never send it.
+	Reason      string `json:"reason,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// CertExpires is when the node's certificate expires, as the node itself reports
 	// it; zero (absent) when the node did not answer. Renew with update-fingerprints.
@@ -186,6 +198,17 @@ type Node struct {
 	Sys *SysInfo `json:"sys,omitempty"`
 	// Mail is the node's mail store and replication backlog; absent when unknown.
 	Mail *MailStatus `json:"mail,omitempty"`
+	// Version is the node's build version ("<=0.1.0" for a node that reports none: it
+	// predates versions), and Level its feature level; both absent when the node is down.
+	Version string `json:"version,omitempty"`
+	Level   int    `json:"level,omitempty"`
+	// DiskGuard is the node's free-space guard; absent from nodes that have none.
+	DiskGuard *DiskGuard `json:"disk_guard,omitempty"`
+	// Clock is the node's wall clock when it answered; zero (absent) from older nodes.
+	Clock time.Time `json:"clock,omitzero"`
+	// ClockOffsetSeconds is the node's clock minus the master's, estimated from the
+	// status request's round trip; absent when either clock is unknown.
+	ClockOffsetSeconds *float64 `json:"clock_offset_seconds,omitempty"`
 }
 
 // MailStatus is a node's quarantine and how far its copy lags the other nodes'.

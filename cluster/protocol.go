@@ -102,6 +102,10 @@ type AdmitRequest struct {
 	PublicKeyPEM    []byte `json:"public_key_pem"`
 	ProtocolVersion int    `json:"protocol_version"`
 	StateFormat     int    `json:"state_format"`
+	// Version and Level are the joining build's version and feature level (package
+	// internal/version); release 0.1.0 sends neither, and ignores them when it relays.
+	Version string `json:"version,omitempty"`
+	Level   int    `json:"level,omitempty"`
 }
 
 // Admission is the master's answer to an admission or re-admission: the node's CID and
