@@ -110,6 +110,9 @@ const (
 	// CodeUnknownOutcome: the master changed or stopped while the request was in flight;
 	// it may or may not have taken effect.
 	CodeUnknownOutcome = "unknown_outcome"
+	// CodeShuttingDown: the node is stopping and took nothing of the request; retry on
+	// another node (a forwarding node retries at the next master by itself).
+	CodeShuttingDown = "shutting_down"
 	CodeBadToken       = "bad_token"
 	CodeFingerprint    = "fingerprint_mismatch"
 	CodeUnreachable    = "unreachable"

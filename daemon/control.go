@@ -38,7 +38,7 @@ func (d *Daemon) openControl() error {
 		_ = ln.Close()
 		return fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
-	d.ctl, ln = d.limits.controlServer(d.controlHandler(), ln)
+	d.ctl, ln = d.limits.controlServer(d.refuseWhileStopping(d.controlHandler()), ln)
 	d.ctlLn = ln
 	d.bg.Add(1)
 	go func() {
@@ -403,6 +403,9 @@ func writeErr(w http.ResponseWriter, err error) {
 		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
+	case errors.Is(err, cluster.ErrShuttingDown):
+		code, status = api.CodeShuttingDown, http.StatusServiceUnavailable
+		hint = "nothing was changed: retry on another node"
 	case errors.Is(err, raftnode.ErrClosed):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 	}

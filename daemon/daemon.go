@@ -74,6 +74,8 @@ type Daemon struct {
 	closeErr  error
 	bg        sync.WaitGroup
 	stop      chan struct{}
+	// forwarded counts the writes other nodes forwarded here in flight; Close drains it.
+	forwarded drainGate
 }
 
 // New validates cfg and returns a Daemon that is not yet running.
@@ -326,12 +328,13 @@ func (d *Daemon) Close() error {
 			_ = os.Remove(d.cfg.Socket)
 		}
 		errs = append(errs, d.closeMail())
-		for _, srv := range d.servers {
-			_ = srv.Close()
-		}
+		d.drainForwarded()
+		led := false
 		if n := d.rn(); n != nil {
+			led = n.IsLeader()
 			errs = append(errs, n.Close())
 		}
+		d.closeServers(led)
 		if d.mux != nil {
 			errs = append(errs, d.mux.Close())
 		}

@@ -18,6 +18,10 @@ var _ cluster.Handler = rpcHandler{}
 func (h rpcHandler) NodeInfo() api.Node { return h.d.localNode() }
 
 func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyResult, error) {
+	if !h.d.forwarded.enter() {
+		return cluster.ApplyResult{}, h.d.errShuttingDown() // before proposing: the forwarder sends it to the next master
+	}
+	defer h.d.forwarded.leave()
 	res, err := h.d.applyLocal(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
