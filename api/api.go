@@ -113,15 +113,15 @@ const (
 	// CodeShuttingDown: the node is stopping and took nothing of the request; retry on
 	// another node (a forwarding node retries at the next master by itself).
 	CodeShuttingDown = "shutting_down"
-	CodeBadToken       = "bad_token"
-	CodeFingerprint    = "fingerprint_mismatch"
-	CodeUnreachable    = "unreachable"
-	CodeIncompatible   = "incompatible"
-	CodeMemberExists   = "member_exists"
-	CodeRemoved        = "removed"
-	CodeFenced         = "fenced"
-	CodeBehind         = "behind"
-	CodeInternal       = "internal"
+	CodeBadToken     = "bad_token"
+	CodeFingerprint  = "fingerprint_mismatch"
+	CodeUnreachable  = "unreachable"
+	CodeIncompatible = "incompatible"
+	CodeMemberExists = "member_exists"
+	CodeRemoved      = "removed"
+	CodeFenced       = "fenced"
+	CodeBehind       = "behind"
+	CodeInternal     = "internal"
 )
 
 // Error is the body of every non-2xx answer.
