@@ -110,18 +110,19 @@ const (
 	// CodeUnknownOutcome: the master changed or stopped while the request was in flight;
 	// it may or may not have taken effect.
 	CodeUnknownOutcome = "unknown_outcome"
+	CodeBadToken       = "bad_token"
+	CodeFingerprint    = "fingerprint_mismatch"
+	CodeUnreachable    = "unreachable"
+	CodeIncompatible   = "incompatible"
+	CodeMemberExists   = "member_exists"
+	CodeRemoved        = "removed"
+	CodeFenced         = "fenced"
+	CodeBehind         = "behind"
+	CodeInternal       = "internal"
+
 	// CodeShuttingDown: the node is stopping and took nothing of the request; retry on
 	// another node (a forwarding node retries at the next master by itself).
 	CodeShuttingDown = "shutting_down"
-	CodeBadToken     = "bad_token"
-	CodeFingerprint  = "fingerprint_mismatch"
-	CodeUnreachable  = "unreachable"
-	CodeIncompatible = "incompatible"
-	CodeMemberExists = "member_exists"
-	CodeRemoved      = "removed"
-	CodeFenced       = "fenced"
-	CodeBehind       = "behind"
-	CodeInternal     = "internal"
 )
 
 // Error is the body of every non-2xx answer.
@@ -148,6 +149,10 @@ type Cluster struct {
 	CreatedAt time.Time `json:"created_at"`
 	// LeaderCID is the CID of the current master, 0 when there is none.
 	LeaderCID uint64 `json:"leader_cid"`
+	// Version is the cluster version: the feature level every member supports, as
+	// recorded in the replicated log (1, release 0.1.0, until the master records one).
+	// Absent from the answers of release 0.1.0 nodes.
+	Version int `json:"version,omitempty"`
 	// Warnings are cluster-wide conditions the operator must know, e.g. lost quorum.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -180,6 +185,10 @@ type Node struct {
 	Sys *SysInfo `json:"sys,omitempty"`
 	// Mail is the node's mail store and replication backlog; absent when unknown.
 	Mail *MailStatus `json:"mail,omitempty"`
+	// Version is the node's build version ("<=0.1.0" for a node that reports none: it
+	// predates versions), and Level its feature level; both absent when the node is down.
+	Version string `json:"version,omitempty"`
+	Level   int    `json:"level,omitempty"`
 }
 
 // MailStatus is a node's quarantine and how far its copy lags the other nodes'.
