@@ -76,6 +76,8 @@ type Daemon struct {
 	stop      chan struct{}
 	// forwarded counts the writes other nodes forwarded here in flight; Close drains it.
 	forwarded drainGate
+	// speaking is the protocol version negotiated at this node's join, 0 before.
+	speaking atomic.Int32
 }
 
 // New validates cfg and returns a Daemon that is not yet running.
