@@ -257,7 +257,8 @@ type JoinProbe struct {
 	// Name and CID of the contacted node; it forwards the join if it is not the master.
 	Name string `json:"name"`
 	CID  uint64 `json:"cid"`
-	// ProtocolVersion and StateFormat must match this node's for a join to be possible.
+	// ProtocolVersion is the version the master's cluster runs at: this node's range of
+	// protocol versions must contain it, and StateFormat must match, for a join.
 	ProtocolVersion int `json:"protocol_version"`
 	StateFormat     int `json:"state_format"`
 }
