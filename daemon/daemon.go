@@ -340,6 +340,7 @@ func (d *Daemon) Close() error {
 		if d.mux != nil {
 			errs = append(errs, d.mux.Close())
 		}
+		d.answerControl()
 		d.bg.Wait()
 		d.limits.close()
 		errs = append(errs, d.dir.close())

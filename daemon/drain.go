@@ -25,6 +25,9 @@ import (
 //  5. closeServers: the cluster servers close once no member takes this node for a live
 //     master any more; closing a connection under a forwarded write that was just sent
 //     would make its outcome unknown.
+//  6. answerControl: a control-socket request still in flight after step 1's bound has
+//     failed by now (Raft and the cluster port are closed); it gets its answer (an error
+//     that says the outcome is unknown) before the process exits.
 
 // forwardDrainTimeout bounds step 3: longer than one apply of a healthy cluster by far;
 // a write still in flight after it is answered by Raft's shutdown (an error, never a
@@ -136,5 +139,21 @@ func (d *Daemon) closeServers(led bool) {
 	}
 	for _, srv := range d.servers {
 		_ = srv.Close()
+	}
+}
+
+// answerControlTimeout bounds step 6 of Close.
+const answerControlTimeout = time.Second
+
+// answerControl is step 6 of Close: wait (bounded) until the control-socket requests
+// still in flight have written their answers. It returns at once when there are none.
+func (d *Daemon) answerControl() {
+	if d.ctl == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), answerControlTimeout)
+	defer cancel()
+	if err := d.ctl.Shutdown(ctx); err != nil && ctx.Err() != nil {
+		d.logger.Warn("stopping with control-socket requests unanswered", "error", err)
 	}
 }
