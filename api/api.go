@@ -119,6 +119,9 @@ const (
 	CodeFenced         = "fenced"
 	CodeBehind         = "behind"
 	CodeInternal       = "internal"
+	// CodeReadFailed: a linearizable read could not be confirmed with a master (it lost
+	// leadership or stopped during the read). A read changes nothing: retry it.
+	CodeReadFailed = "read_failed"
 
 	// CodeShuttingDown: the node is stopping and took nothing of the request; retry on
 	// another node (a forwarding node retries at the next master by itself).
@@ -166,7 +169,12 @@ type Node struct {
 	Role  string `json:"role"`
 	State string `json:"state"`
 	// Error says why the node is in state D.
-	Error       string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Reason says why a node that is up is not in state A (or not master although
+	// Raft on it still thinks so): it knows no master, it has not applied its own
+	// admission yet, it has seen a newer term, its disk is full. Empty otherwise;
+	// nodes before this field never send it.
+	Reason      string `json:"reason,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// CertExpires is when the node's certificate expires, as the node itself reports
 	// it; zero (absent) when the node did not answer. Renew with update-fingerprints.
@@ -189,6 +197,13 @@ type Node struct {
 	// predates versions), and Level its feature level; both absent when the node is down.
 	Version string `json:"version,omitempty"`
 	Level   int    `json:"level,omitempty"`
+	// DiskGuard is the node's free-space guard; absent from nodes that have none.
+	DiskGuard *DiskGuard `json:"disk_guard,omitempty"`
+	// Clock is the node's wall clock when it answered; zero (absent) from older nodes.
+	Clock time.Time `json:"clock,omitzero"`
+	// ClockOffsetSeconds is the node's clock minus the master's, estimated from the
+	// status request's round trip; absent when either clock is unknown.
+	ClockOffsetSeconds *float64 `json:"clock_offset_seconds,omitempty"`
 }
 
 // MailStatus is a node's quarantine and how far its copy lags the other nodes'.

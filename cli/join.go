@@ -174,6 +174,9 @@ func (a *app) runJoin(ctx context.Context, c API, opts joinOptions) error {
 		row:        func(st *api.Status) *api.Node { return joinedRow(st, jr) },
 		done:       "node %s(%d) is a full member: state %s\n",
 		background: "joining",
+		stuck: func(st *api.Status, n *api.Node) string {
+			return joinStuck(st, n, jr, opts.wait)
+		},
 	}, opts.wait)
 }
 

@@ -14,10 +14,6 @@ import (
 	"github.com/pmgcm/pmgcm/api/client"
 )
 
-// Version is what `pmgcm --version` prints. Builds set it with
-// -ldflags "-X github.com/pmgcm/pmgcm/cli.Version=1.2.3".
-var Version = "dev"
-
 // Exit codes of Main and Run.
 const (
 	// ExitOK means the command did what was asked.
@@ -181,6 +177,7 @@ Shell completion: pmgcm completion bash|zsh prints the script to load, e.g.
 	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(),
 		a.promoteCmd(), a.syncCmd(), a.configCmd(), a.quarantineCmd(), a.backupCmd(), a.restoreCmd())
 	root.AddCommand(a.updateFingerprintsCmd())
+	root.AddCommand(a.reportCmd())
 	return root
 }
 

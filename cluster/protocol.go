@@ -94,6 +94,10 @@ type AdmitRequest struct {
 	PublicKeyPEM    []byte `json:"public_key_pem"`
 	ProtocolVersion int    `json:"protocol_version"` // the version the node will speak: the cluster's
 	StateFormat     int    `json:"state_format"`
+	// Version and Level are the joining build's version and feature level (package
+	// internal/version); release 0.1.0 sends neither, and ignores them when it relays.
+	Version string `json:"version,omitempty"`
+	Level   int    `json:"level,omitempty"`
 	// ProtocolMin and ProtocolMax are the range the joining node can speak; absent (0)
 	// from a first-release node, which speaks exactly ProtocolVersion.
 	ProtocolMin int `json:"protocol_min,omitempty"`

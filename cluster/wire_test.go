@@ -280,4 +280,3 @@ func FuzzClientAnswers(f *testing.F) {
 		_, _ = c.Node(ctx, "127.0.0.1:1")
 	})
 }
-

@@ -165,6 +165,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
+	mux.HandleFunc("GET "+api.PathReport, d.handleReport)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest
@@ -286,6 +287,10 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
+	if e := d.diskGuardRefusal(); e != nil {
+		writeJSON(w, http.StatusInsufficientStorage, e)
+		return
+	}
 	res, err := d.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
@@ -395,12 +400,16 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrNoCluster), errors.Is(err, fsm.ErrNoCluster):
 		code, status = api.CodeNoCluster, http.StatusConflict
 		hint = "create one with: pmgcm create, or join one with: pmgcm join <master_ip>"
+	case errors.Is(err, raftnode.ErrUnknownOutcome):
+		// Before no_quorum: callLeader sends a no_quorum request again, and an entry that
+		// may have been appended must never be (raftnode.ErrTimeout is never appended).
+		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
+		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
 	case errors.Is(err, raftnode.ErrNoLeader), errors.Is(err, raftnode.ErrTimeout):
 		code, status = api.CodeNoQuorum, http.StatusServiceUnavailable
 		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
-	case errors.Is(err, raftnode.ErrUnknownOutcome):
-		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
-		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
+	case errors.Is(err, ErrReadFailed):
+		code, status, hint = api.CodeReadFailed, http.StatusServiceUnavailable, readFailedHint
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
 	case errors.Is(err, cluster.ErrShuttingDown):

@@ -100,16 +100,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 func (d *Daemon) waitLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := d.rn().ReadIndex(ctx)
-	for err != nil {
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-		_, err = d.rn().ReadIndex(ctx)
-	}
-	return nil
+	return d.rn().WaitLeader(ctx)
 }
 
 // installPendingIdentity moves the pending certificate and CA into place and starts

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -39,8 +40,9 @@ type Daemon struct {
 	key    crypto.Signer
 	fsm    *fsm.FSM
 	mux    *transport.Mux
-	// raftp is the running Raft instance; join replaces it (see rn and raftslot.go).
-	raftp atomic.Pointer[raftSlot]
+	// raftp is this node's Raft node, set once by Open: join, sync and forced recovery
+	// restart it in place (see rn).
+	raftp atomic.Pointer[raftnode.Node]
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
 	// intake is the cached mail intake policy (see intake.go).
@@ -48,6 +50,10 @@ type Daemon struct {
 	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
+	// disk is the free space of the mail store's disk (diskfull.go).
+	disk diskState
+	// ops are the operator tools: disk guard, clock, maintenance hook (see ops.go).
+	ops *opsState
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers []*http.Server
 	// peer is the cluster RPC client; fwd forwards master-only requests with it.
@@ -64,8 +70,8 @@ type Daemon struct {
 	// memberMu serializes membership changes on the master (admit, delete, voters).
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
-	catchUp catchUpTargets
-	// kick wakes the leader loop (runLeaderDuties).
+	catchUp voterpolicy.Targets
+	// kick wakes the master's voter duty (voterDuty).
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
@@ -90,6 +96,7 @@ func New(cfg Config) (*Daemon, error) {
 		logger = hclog.NewNullLogger()
 	}
 	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -132,6 +139,7 @@ func (d *Daemon) Open() (err error) {
 	d.standingW = &standingWatch{
 		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
 		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
+		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
@@ -150,10 +158,12 @@ func (d *Daemon) Open() (err error) {
 		cancel()
 		d.standingW.apply(st, a)
 	}
+	d.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
 	d.openRPC()
+	d.startOps()
 	if err := d.openMail(); err != nil {
 		return err
 	}
@@ -163,7 +173,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMetrics(); err != nil {
 		return err
 	}
-	d.bg.Add(5)
+	d.bg.Add(4)
 	go func() {
 		defer d.bg.Done()
 		ctx, cancel := d.stopContext()
@@ -173,7 +183,6 @@ func (d *Daemon) Open() (err error) {
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
-	go d.runLeaderDuties()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go d.runExporter()
@@ -186,7 +195,7 @@ func (d *Daemon) Open() (err error) {
 // openRaft starts Raft for this node's CID. A node that never joined a cluster
 // bootstraps itself as the single voter of its own configuration. With start false (a
 // removed or fenced node) the Raft node is made but never opened: every method of it
-// answers as a closed node would.
+// answers as a stopped node does, until join or sync restarts it.
 func (d *Daemon) openRaft(start bool) error {
 	if d.self().WipeRaft {
 		// A join was interrupted after the cluster admitted this node: finish replacing
@@ -201,16 +210,18 @@ func (d *Daemon) openRaft(start bool) error {
 	rc.Address = raft.ServerAddress(d.cfg.Addr())
 	rc.Bootstrap = !d.self().Joined
 	rc.Logger = d.logger.Named("raft")
-	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer())
+	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer)
 	if err != nil {
 		return err
 	}
+	n.OnLeader(d.voterDuty)
+	n.OnLeader(d.versionDuty)
 	if start {
 		if err := n.Open(); err != nil {
 			return d.raftOpenErr(err)
 		}
 	}
-	d.setRaft(n)
+	d.raftp.Store(n)
 	return nil
 }
 
@@ -322,7 +333,8 @@ func (d *Daemon) Wait(ctx context.Context) error {
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		close(d.stop)
-		var errs []error
+		// SMTP first: sending MTAs go to the other MX at once; the mail in flight is stored.
+		errs := []error{d.drainMail()}
 		if d.ctl != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, ignoreClosed(d.ctl.Shutdown(ctx)))

@@ -87,16 +87,6 @@ func (g *drainGate) closeAndWait(ctx context.Context) int {
 	}
 }
 
-// stopping reports whether Close has begun.
-func (d *Daemon) stopping() bool {
-	select {
-	case <-d.stop:
-		return true
-	default:
-		return false
-	}
-}
-
 // errShuttingDown is the answer to a request refused because this node is stopping.
 func (d *Daemon) errShuttingDown() error {
 	return fmt.Errorf("%w: pmgclusterd on %s is stopping; retry on another node (pmgcm status lists them)",

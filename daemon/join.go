@@ -17,6 +17,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -47,7 +48,7 @@ func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	jc, fp, err := cluster.DialJoin(ctx, addr, "", joinDialTimeout)
+	jc, fp, err := cluster.DialJoin(ctx, net.ParseIP(d.cfg.IP), addr, "", joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
@@ -94,7 +95,7 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	ictx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	jc, _, err := cluster.DialJoin(ictx, addr, fp, joinDialTimeout)
+	jc, _, err := cluster.DialJoin(ictx, net.ParseIP(d.cfg.IP), addr, fp, joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
@@ -126,6 +127,7 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 		PublicKeyPEM:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
 		ProtocolVersion: speak, StateFormat: StateFormat, // a first-release master takes exactly 2
 		ProtocolMin: d.protocolRange().Min, ProtocolMax: d.protocolRange().Max,
+		Version: version.Version, Level: version.Level,
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -176,20 +178,17 @@ func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	}); err != nil {
 		return err
 	}
-	if old := d.rn(); old != nil {
-		if err := old.Close(); err != nil {
-			d.logger.Warn("closing the standalone raft", "error", err)
+	// Raft restarts in place as the cluster's cid, its own state replaced.
+	return d.rn().Restart(raftnode.RestartOptions{LocalID: raftnode.ServerID(adm.CID), Prepare: func(string) error {
+		if len(adm.CertPEM) > 0 {
+			// A join replaces the node's data with the cluster's; a re-admission after a
+			// forced promotion keeps it.
+			if err := d.wipeMail(); err != nil {
+				return err
+			}
 		}
-	}
-	d.fsm.Reset()
-	if len(adm.CertPEM) > 0 {
-		// A join replaces the node's data with the cluster's; a re-admission after a
-		// forced promotion keeps it.
-		if err := d.wipeMail(); err != nil {
-			return err
-		}
-	}
-	return d.openRaft(true)
+		return d.wipeRaft()
+	}})
 }
 
 // wipeRaft removes the node's Raft state and clears WipeRaft.
@@ -300,6 +299,9 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
+	if err := d.checkJoinLevel(req); err != nil {
+		return nil, err
+	}
 	if subtle.ConstantTimeCompare(hashToken(req.Token), cl.JoinTokenHash) != 1 {
 		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
 		return nil, ErrBadToken
@@ -349,7 +351,9 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 }
 
 // protocolRange is the range of protocol versions this node can speak.
-func (d *Daemon) protocolRange() cluster.ProtocolRange { return cluster.SpeakRange(d.cfg.ProtocolVersion) }
+func (d *Daemon) protocolRange() cluster.ProtocolRange {
+	return cluster.SpeakRange(d.cfg.ProtocolVersion)
+}
 
 // protocolVersion is the version this node speaks now: the one its cluster ran at when
 // it joined (in this process), else the one it is configured with.

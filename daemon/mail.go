@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,7 @@ func (d *Daemon) openMail() error {
 		cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
 		cfg.Hostname = d.self().Name
 		cfg.Store, cfg.Policy = mailIntake{store}, mailPolicy{d}
+		cfg.LowStorage = d.ops.disk.active
 		if d.metrics != nil {
 			cfg.Observe = d.metrics.observeMail
 		}
@@ -84,8 +86,9 @@ func (d *Daemon) openMail() error {
 			return fmt.Errorf("SMTP intake on %s: %w: choose another --smtp-port, or 0 to disable it", cfg.Addr, err)
 		}
 	}
-	d.bg.Add(1)
+	d.bg.Add(2)
 	go d.mailHousekeeping()
+	go d.watchDisk()
 	return nil
 }
 
@@ -138,6 +141,19 @@ func (d *Daemon) wipeMail() error {
 		return fmt.Errorf("empty the mail store: %w", err)
 	}
 	return d.startReplicator()
+}
+
+// drainMail stops the SMTP intake for a planned stop: it stops accepting connections at
+// once and lets the transactions in flight finish within SMTPDrainTimeout, while the
+// store is still open (closeMail closes it after).
+func (d *Daemon) drainMail() error {
+	m := d.mail
+	if m == nil || m.smtp == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SMTPDrainTimeout)
+	defer cancel()
+	return m.smtp.Drain(ctx)
 }
 
 // closeMail stops intake first, then replication, then the store.

@@ -37,7 +37,7 @@ func (d *Daemon) openRPC() {
 	for _, s := range []struct {
 		ch transport.Channel
 		h  http.Handler
-	}{{transport.ChanRPC, svc.RPC()}, {transport.ChanJoin, svc.Join()}} {
+	}{{transport.ChanRPC, d.withReport(svc.RPC())}, {transport.ChanJoin, svc.Join()}} {
 		srv, ln := d.limits.channelServer(s.ch, s.h, d.mux.Listener(s.ch))
 		d.servers = append(d.servers, srv)
 		d.bg.Add(1)
@@ -155,7 +155,7 @@ func (d *Daemon) linearizableRead(ctx context.Context) error {
 		}
 		return struct{}{}, d.rn().WaitApplied(ctx, idx)
 	})
-	return err
+	return readFailed(err)
 }
 
 // checkServing refuses cluster operations on a node that was removed from its cluster

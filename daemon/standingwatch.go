@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -129,6 +130,8 @@ func (w *standingWatch) askPeers(ctx context.Context, members []fsm.Member, fing
 // standing check reuses its connections from one round to the next instead of making a
 // new TLS client each time.
 type clientCache struct {
+	// local is the source address of the dials (the node's own).
+	local   net.IP
 	mu      sync.Mutex
 	clients map[string]*cluster.Client // fingerprint -> client
 }
@@ -140,7 +143,7 @@ func (c *clientCache) get(fingerprint string) (*cluster.Client, error) {
 	if cl, ok := c.clients[fingerprint]; ok {
 		return cl, nil
 	}
-	hc, err := transport.PinnedHTTPClient(transport.ChanJoin, fingerprint, startupStandingTimeout)
+	hc, err := transport.PinnedHTTPClientFrom(c.local, transport.ChanJoin, fingerprint, startupStandingTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/sysinfo"
 )
@@ -68,6 +69,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
+			d.noteLocalClock(&rows[i])
 			continue
 		}
 		if m.Fenced(epoch) {
@@ -82,10 +84,16 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sent := time.Now()
 			rows[i] = d.remoteNode(ctx, m)
+			noteClock(&rows[i], sent, time.Since(sent))
 		}()
 	}
 	wg.Wait()
+	for i, m := range members {
+		rows[i].CID = m.CID
+	}
+	leaderID = d.honestLeader(leaderID, rows)
 	var leaderApplied uint64
 	voters, active := 0, 0
 	for i, m := range members {
@@ -113,7 +121,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 			r.State = api.StateSyncing
 		case r.Mail != nil && (r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0 || !r.Mail.BacklogKnown):
 			r.State = api.StateSyncing // still receiving mail from the other nodes
-		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(active):
+		case r.Suffrage == string(fsm.Nonvoter) && voters < voterpolicy.WantVoters(active):
 			r.State = api.StateSyncing // caught up, about to become a voter
 		default:
 			r.State = api.StateActive
@@ -121,9 +129,11 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	}
 	st.Nodes = rows
 	st.Cluster.Warnings = append(st.Cluster.Warnings, certWarnings(rows, time.Now())...)
+	st.Cluster.Warnings = append(st.Cluster.Warnings, opsWarnings(rows, st.Cluster.LeaderCID)...)
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
+	d.versionStatus(&st)
 	return st
 }
 
@@ -165,6 +175,10 @@ func (d *Daemon) localNode() api.Node {
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
 	n.Mail = d.mailStatus()
+	setBuildVersion(&n)
+	d.honestLocal(&n)
+	d.markDiskFull(&n)
+	d.fillOps(&n)
 	return n
 }
 

@@ -76,6 +76,8 @@ func (d *Daemon) watch(ctx context.Context, prefix string, from uint64, wait tim
 		case ctx.Err() != nil:
 			return &api.WatchResponse{Events: []api.WatchEvent{}, Next: max(from, idx)}, nil
 		default:
+			// ErrClosed: the daemon stops. (A Raft restart in place, for a join or a sync,
+			// does not end the wait: raftnode's waiters survive it.)
 			return nil, err
 		}
 	}

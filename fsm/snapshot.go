@@ -90,9 +90,15 @@ type fsmSnapshot struct {
 
 // Snapshot returns a point-in-time snapshot of the state. It only copies the
 // maps; serialization happens in Persist, concurrently with Apply.
+//
+// A halted FSM (see ErrHalted) refuses: its state is not that of its applied index's
+// successors, and Raft must keep the log entries it could not apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.halted != nil {
+		return nil, fmt.Errorf("snapshot: %w", f.halted)
+	}
 	return &fsmSnapshot{st: f.st.clone(), applied: f.applied}, nil
 }
 
@@ -163,6 +169,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.st = st
 	f.applied = applied
+	f.halted = nil // the snapshot holds what this node could not apply
 	hook := f.onApply
 	f.mu.Unlock()
 	if hook != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/netfault"
 	"github.com/pmgcm/pmgcm/internal/proc"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
@@ -66,6 +67,8 @@ type Cluster struct {
 	t     testing.TB
 	Port  int
 	Nodes []*Node
+	// NS is the network namespace the nodes run in (newNetnsCluster), nil for none.
+	NS *netfault.NS
 }
 
 // Node is one pmgclusterd process and its data.
@@ -78,11 +81,17 @@ type Node struct {
 	DataDir string
 	Socket  string
 	LogPath string
+	// BinDir holds the pmgclusterd this node runs and the pmgcm that talks to it (an
+	// older release: see upgrade_test.go); empty: the ones TestMain built.
+	BinDir string
 	// ExtraArgs are added to the daemon's command line on each start.
 	ExtraArgs []string
 	// NoFile, if set, is the descriptor limit (ulimit -n, soft and hard) the daemon starts
 	// with, so that a flood test exhausts it with a few hundred connections.
 	NoFile int
+	// Launcher, when set, is the command prefix the daemon runs under, such as
+	// `ip netns exec NS` (see newNetnsCluster).
+	Launcher []string
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -171,23 +180,50 @@ func (n *Node) Start() {
 }
 
 func (n *Node) start() error {
+	daemon := n.bin("pmgclusterd")
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.proc.Exited() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...)
+	cmd := exec.Command(daemon, n.daemonArgs()...)
 	if n.NoFile > 0 {
 		// The shell sets the limit and execs the daemon: the process is the daemon's.
 		cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n.NoFile),
 			cmd.Path}, n.daemonArgs()...)...)
 	}
-	p, err := proc.Start(cmd, n.LogPath)
+	p, err := proc.Start(n.launched(cmd), n.LogPath)
 	if err != nil {
 		return err
 	}
 	n.proc = p
 	return nil
+}
+
+// bin returns the path of the program name (pmgcm, pmgclusterd) of the node's build.
+func (n *Node) bin(name string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.BinDir != "" {
+		return filepath.Join(n.BinDir, name)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// setBinDir makes the node run the build in dir from its next start ("": TestMain's).
+func (n *Node) setBinDir(dir string) {
+	n.mu.Lock()
+	n.BinDir = dir
+	n.mu.Unlock()
+}
+
+// launched returns cmd run under the node's Launcher (cmd itself without one).
+func (n *Node) launched(cmd *exec.Cmd) *exec.Cmd {
+	if len(n.Launcher) == 0 {
+		return cmd
+	}
+	args := append(append([]string(nil), n.Launcher[1:]...), cmd.Path)
+	return exec.Command(n.Launcher[0], append(args, cmd.Args[1:]...)...)
 }
 
 // process returns the running daemon, or the last one (nil before the first start).
@@ -203,7 +239,8 @@ func (n *Node) RunDaemon(timeout time.Duration, extra ...string) (string, int) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pmgclusterd"), append(n.daemonArgs(), extra...)...)
+	cmd := n.launched(exec.Command(n.bin("pmgclusterd"), append(n.daemonArgs(), extra...)...))
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		n.t.Fatalf("pmgclusterd did not exit within %s:\n%s", timeout, out)
@@ -265,7 +302,7 @@ func (n *Node) run(args ...string) (stdout, stderr string, err error) {
 func (n *Node) runInput(stdin []byte, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pmgcm"), append([]string{"--socket", n.Socket}, args...)...)
+	cmd := exec.CommandContext(ctx, n.bin("pmgcm"), append([]string{"--socket", n.Socket}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {
@@ -335,8 +372,12 @@ func (n *Node) WaitMaster(timeout time.Duration) {
 // Clone returns a node with the same settings and no process, for starting a second
 // daemon on the same data directory or with a changed flag.
 func (n *Node) Clone() *Node {
+	n.mu.Lock()
+	bin := n.BinDir
+	n.mu.Unlock()
 	return &Node{t: n.t, Index: n.Index, Name: n.Name, IP: n.IP, Port: n.Port, DataDir: n.DataDir,
-		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...), NoFile: n.NoFile}
+		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...), NoFile: n.NoFile, BinDir: bin,
+		Launcher: n.Launcher}
 }
 
 // configList returns `pmgcm config list -o json` of node n.

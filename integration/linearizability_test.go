@@ -131,11 +131,23 @@ func linSeed(t *testing.T) uint64 {
 // SIGSTOP and partitions, and checks that the history is linearizable.
 func TestLinearizable(t *testing.T) {
 	t.Parallel()
+	linCheck(t, newCluster(t, 3))
+}
+
+// TestLinearizableNetfault is the same check with the cluster in a network namespace:
+// the partitions are nftables drops between the nodes' addresses (the kernel's, not the
+// transport's fault injection), and a fourth fault puts 10% loss on every link.
+func TestLinearizableNetfault(t *testing.T) {
+	t.Parallel()
+	linCheck(t, newNetnsCluster(t, 3))
+}
+
+// linCheck forms c, runs the clients against the fault loop and checks the history.
+func linCheck(t *testing.T, c *Cluster) {
 	duration := linEnvDuration(t, "PMGCM_LIN_DURATION", 8*time.Second)
 	seed := linSeed(t)
 	t.Logf("seed %d (rerun with PMGCM_LIN_SEED=%d), duration %s", seed, seed, duration)
 
-	c := newCluster(t, 3)
 	for _, n := range c.Nodes {
 		n.ExtraArgs = []string{"--fault-injection"}
 	}
@@ -402,7 +414,11 @@ func linFaultLoop(t *testing.T, c *Cluster, rng *rand.Rand, start time.Time, dur
 			}
 		}
 		faults++
-		switch rng.IntN(3) {
+		kinds := 3
+		if c.NS != nil {
+			kinds = 4 // packet loss too
+		}
+		switch rng.IntN(kinds) {
 		case 0:
 			d := hold(300, 1500)
 			t.Logf("t+%s: kill -9 %s, restart after %s", at(), victim.Name, d)
@@ -418,6 +434,12 @@ func linFaultLoop(t *testing.T, c *Cluster, rng *rand.Rand, start time.Time, dur
 		case 2:
 			d := hold(500, 2000)
 			t.Logf("t+%s: partition %s from %s and %s for %s", at(), victim.Name, others[0].Name, others[1].Name, d)
+			if c.NS != nil {
+				c.NS.Isolate(victim.IP, ips(others...)...)
+				linWait(d)
+				c.NS.Heal()
+				break
+			}
 			victim.Partition(others...)
 			for _, o := range others {
 				o.Partition(victim)
@@ -426,6 +448,12 @@ func linFaultLoop(t *testing.T, c *Cluster, rng *rand.Rand, start time.Time, dur
 			for _, n := range c.Nodes {
 				n.Partition()
 			}
+		case 3:
+			d := hold(1000, 3000)
+			t.Logf("t+%s: 10%% loss on every link for %s", at(), d)
+			c.NS.Loss(10)
+			linWait(d)
+			c.NS.Heal()
 		}
 		linWaitBack(t, victim)
 		t.Logf("t+%s: %s is back", at(), victim.Name)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,16 +25,51 @@ func (l tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn
 	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
-func newLayer(t *testing.T) tcpLayer {
+// tcpLayers hands a Node one tcpLayer per run of Raft, all on the same address (raft
+// closes its layer when it stops).
+type tcpLayers struct {
+	t    testing.TB
+	mu   sync.Mutex
+	cur  net.Listener
+	used bool
+}
+
+func newLayer(t *testing.T) *tcpLayers {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tcpLayer{ln}
+	return &tcpLayers{t: t, cur: ln}
 }
 
-func testConfig(dir string, layer tcpLayer) Config {
+// Next is the Layers of a test node.
+func (l *tcpLayers) Next() raft.StreamLayer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.used {
+		ln, err := net.Listen("tcp", l.cur.Addr().String())
+		if err != nil {
+			l.t.Errorf("listen again on %s: %v", l.cur.Addr(), err)
+		} else {
+			l.cur = ln
+		}
+	}
+	l.used = true
+	return tcpLayer{l.cur}
+}
+
+// Addr is the address every run listens on.
+func (l *tcpLayers) Addr() net.Addr { return l.cur.Addr() }
+
+// Close closes the current listener.
+func (l *tcpLayers) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur.Close()
+}
+
+func testConfig(dir string, layer *tcpLayers) Config {
 	cfg := DefaultConfig()
 	cfg.Dir = dir
 	cfg.LocalID = ServerID(1)
@@ -49,7 +85,7 @@ func openNode(t *testing.T, dir string) (*Node, *fsm.FSM) {
 	t.Helper()
 	layer := newLayer(t)
 	f := fsm.New()
-	n, err := New(testConfig(dir, layer), f, layer)
+	n, err := New(testConfig(dir, layer), f, layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +146,7 @@ func TestOpenLockedAndCorrupt(t *testing.T) {
 	layer := newLayer(t)
 	cfg := testConfig(dir, layer)
 	cfg.OpenTimeout = 100 * time.Millisecond
-	n2, err := New(cfg, fsm.New(), layer)
+	n2, err := New(cfg, fsm.New(), layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +159,7 @@ func TestOpenLockedAndCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	layer3 := newLayer(t)
-	n3, _ := New(testConfig(dir, layer3), fsm.New(), layer3)
+	n3, _ := New(testConfig(dir, layer3), fsm.New(), layer3.Next)
 	if err := n3.Open(); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("open of garbage = %v, want ErrCorrupt", err)
 	}
@@ -158,7 +194,7 @@ func TestRecoverSingleVoter(t *testing.T) {
 	layer := newLayer(t)
 	cfg := testConfig(dir, layer)
 	f := fsm.New()
-	n, err := New(cfg, f, layer)
+	n, err := New(cfg, f, layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,11 +214,11 @@ func TestRecoverSingleVoter(t *testing.T) {
 	}
 	_ = n.Close()
 
-	if err := Recover(cfg); err != nil {
+	if err := recoverOffline(cfg); err != nil {
 		t.Fatal(err)
 	}
 	f2 := fsm.New()
-	n2, err := New(cfg, f2, layer)
+	n2, err := New(cfg, f2, layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +264,7 @@ func TestOpenCorruptSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	layer := newLayer(t)
-	n2, err := New(testConfig(dir, layer), fsm.New(), layer)
+	n2, err := New(testConfig(dir, layer), fsm.New(), layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,8 @@ type PeerAuthorizer func(ch Channel, fingerprint string) error
 
 // Config configures a Mux. Fields are read once, by New.
 type Config struct {
-	// BindAddr is the "ip:port" to listen on.
+	// BindAddr is the "ip:port" to listen on. Its IP, unless unspecified, is also
+	// the source address of every connection Dial makes.
 	BindAddr string
 	// Logger receives the mux's logs; nil discards them.
 	Logger hclog.Logger
@@ -82,6 +83,10 @@ type Config struct {
 	// its acknowledgement, on both the accepting and the dialing side.
 	// Zero means 5s.
 	HandshakeTimeout time.Duration
+	// RTOMin is the minimum TCP retransmission timeout of every connection the mux
+	// dials or accepts (see DefaultRTOMin); zero means DefaultRTOMin, negative the
+	// kernel's default.
+	RTOMin time.Duration
 	// Authorize checks CA-verified peers; nil allows any CA-verified peer.
 	Authorize PeerAuthorizer
 	// MaxPending caps the connections between Accept and routing (TLS handshake and
@@ -121,6 +126,9 @@ func (c *Config) validate() error {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
 	}
+	if c.RTOMin == 0 {
+		c.RTOMin = DefaultRTOMin
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -143,7 +151,9 @@ func (c *Config) validate() error {
 type Mux struct {
 	cfg    Config
 	logger hclog.Logger
-	id     atomic.Pointer[Identity]
+	// localIP is BindAddr's IP, the source address of every Dial (nil: unspecified).
+	localIP net.IP
+	id      atomic.Pointer[Identity]
 	// partition is the set of hosts cut off by Partition (fault injection).
 	partition atomic.Pointer[partition]
 
@@ -183,6 +193,9 @@ func New(cfg Config, id *Identity) (*Mux, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		pending:   pending,
+	}
+	if host, _, err := net.SplitHostPort(cfg.BindAddr); err == nil {
+		m.localIP = net.ParseIP(host)
 	}
 	m.id.Store(id)
 	for _, ch := range channels {
@@ -318,6 +331,7 @@ func (m *Mux) acceptLoop(ln net.Listener) {
 // with the acknowledgement and routes the connection. Everything before
 // routing is bounded by HandshakeTimeout and by Close.
 func (m *Mux) handle(raw net.Conn) {
+	tuneConn(raw, m.cfg.RTOMin)
 	remote := raw.RemoteAddr().String()
 	log := m.logger.With("remote-addr", remote)
 	if m.partitioned(remote) {
