@@ -13,15 +13,17 @@ import (
 // Stopping without losing or hanging a write (DESIGN rule 8). Close takes these steps,
 // in this order:
 //
-//  1. d.stop closes: the control socket answers every new request but a read with
-//     cluster.ErrShuttingDown ("retry on another node"); then it stops listening and the
-//     requests in flight finish (bounded), local writes on the master included.
+//  1. d.stop closes: from now on the control socket answers every new request but a
+//     read with cluster.ErrShuttingDown ("retry on another node"); SMTP drains
+//     (drainMail); then the control socket stops listening and the requests in flight
+//     finish (bounded), local writes on the master included.
 //  2. The mail path stops.
 //  3. drainForwarded: writes forwarded from other nodes that arrive from now on are
 //     answered cluster.ErrShuttingDown before anything is proposed (the forwarding node
 //     waits for the next master and sends them there); those in flight finish, within
 //     forwardDrainTimeout.
-//  4. Raft stops (after a handover, where there is one).
+//  4. Raft stops; raftnode's Close first hands leadership over (bounded) when this
+//     node leads, and the forwarding nodes send the writes refused in 3 to the new master.
 //  5. closeServers: the cluster servers close once no member takes this node for a live
 //     master any more; closing a connection under a forwarded write that was just sent
 //     would make its outcome unknown.
