@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // TestDrainGate: once closed, the gate refuses new requests and waits for those in
@@ -84,4 +87,34 @@ func TestForwardedApplyRefusedWhileStopping(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), api.CodeShuttingDown) {
 		t.Fatalf("answered %d %s", rec.Code, rec.Body)
 	}
+}
+
+// TestForwardedApplyAfterRaftStopped: a forwarded write that meets a Raft node already
+// stopped (Close's drain bound passed) is answered ErrShuttingDown: it was never
+// appended, and the forwarder may send it to the next master.
+func TestForwardedApplyAfterRaftStopped(t *testing.T) {
+	d := newClosedRaftDaemon(t)
+	close(d.stop)
+	_, err := rpcHandler{d}.Apply(context.Background(), &fsm.ConfigSet{Key: "k", Value: []byte("v")})
+	if !errors.Is(err, cluster.ErrShuttingDown) {
+		t.Fatalf("a forwarded write on a stopped Raft: %v", err)
+	}
+}
+
+// newClosedRaftDaemon is a Daemon whose Raft node was made and closed, never opened.
+func newClosedRaftDaemon(t *testing.T) *Daemon {
+	t.Helper()
+	f := fsm.New()
+	d := &Daemon{fsm: f, stop: make(chan struct{})}
+	rc := raftnode.DefaultConfig()
+	rc.Dir, rc.LocalID, rc.Address = t.TempDir(), "1", "127.0.0.1:1"
+	n, err := raftnode.New(rc, f, func() raft.StreamLayer { return nopLayer{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d.raftp.Store(n)
+	return d
 }

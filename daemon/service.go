@@ -7,6 +7,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // rpcHandler is the daemon's side of the node-to-node protocol: cluster.Service
@@ -26,6 +27,11 @@ func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyRe
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
 			err = &versionConflict{err: err, version: res.Version}
+		}
+		if errors.Is(err, raftnode.ErrClosed) && h.d.stopping() {
+			// Raft stopped before it took the entry (an appended one is an unknown outcome,
+			// not ErrClosed): nothing changed, the forwarder may send it to the next master.
+			err = h.d.errShuttingDown()
 		}
 		return cluster.ApplyResult{}, err
 	}
