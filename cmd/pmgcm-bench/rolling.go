@@ -40,11 +40,14 @@ type rollingNode struct {
 type rollingRun struct {
 	nodes []*rollingNode
 
-	mu      sync.Mutex
-	since   time.Time // the last ack through any node
-	maxGap  time.Duration
-	acked   map[string]string
-	errSeen map[string]int // failed writes by api code (or "transport"), for the log
+	mu         sync.Mutex
+	since      time.Time // the last ack through any node
+	maxGap     time.Duration
+	phase      string // what the bench does now: "steady", "stop node1", "start node1"
+	sincePhase string // phase at since
+	gapPhase   string // phase at the start of the longest gap
+	acked      map[string]string
+	errSeen    map[string]int // failed writes by api code (or "transport"), for the log
 }
 
 // rollingRestart runs the two runs of rolling_restart: the master restarted at once, and
@@ -74,7 +77,7 @@ func (b *bencher) rollingRun(ctx context.Context, run int, masterDown time.Durat
 	order = append(order, leader)
 
 	start := time.Now()
-	r := &rollingRun{since: start, acked: map[string]string{}, errSeen: map[string]int{}}
+	r := &rollingRun{since: start, acked: map[string]string{}, errSeen: map[string]int{}, phase: "steady", sincePhase: "steady"}
 	byNode := map[*node]*rollingNode{}
 	for _, n := range members {
 		rn := &rollingNode{n: n, since: start, upChanged: make(chan struct{})}
@@ -108,9 +111,11 @@ func (b *bencher) rollingRun(ctx context.Context, run int, masterDown time.Durat
 		}
 		rn := byNode[n]
 		rn.setDown(true)
+		r.setPhase("stop " + n.name)
 		t0 := time.Now()
 		n.stop(15 * time.Second)
 		stopped := time.Since(t0)
+		r.setPhase("start " + n.name)
 		if n == leader && masterDown > 0 {
 			settle(masterDown)
 		}
@@ -121,6 +126,7 @@ func (b *bencher) rollingRun(ctx context.Context, run int, masterDown time.Durat
 			return err
 		}
 		rn.setDown(false)
+		r.setPhase("steady")
 		restarts = append(restarts, fmt.Sprintf("%s:%s", n.name, ms(stopped)))
 		logf("rolling_restart: %s stopped in %sms, back in state A after %sms", n.name, ms(stopped), ms(time.Since(t0)))
 		settle(500 * time.Millisecond)
@@ -155,7 +161,7 @@ func (b *bencher) rollingRun(ctx context.Context, run int, masterDown time.Durat
 		{"order", strings.Join(restarts, ",")},
 		{"acked", acked}, {"ops_per_s", rate(acked, elapsed)}, {"lost_acked", lost},
 		{"failed_via_restarted", failDown}, {"failed_via_up", failUp}, {"unknown_outcome", unknown},
-		{"max_gap_ms", ms(r.maxGap)},
+		{"max_gap_ms", ms(r.maxGap)}, {"max_gap_during", strings.ReplaceAll(r.gapPhase, " ", ":")},
 		{"acked_per_node", strings.Join(perAck, ",")},
 		{"failed_via_restarted_per_node", strings.Join(perDown, ",")},
 		{"failed_via_up_per_node", strings.Join(perUp, ",")},
@@ -222,11 +228,20 @@ func (r *rollingRun) writer(ctx context.Context, rn *rollingNode, prefix string,
 		}
 		rn.mu.Unlock()
 		r.mu.Lock()
-		r.maxGap = max(r.maxGap, now.Sub(r.since))
-		r.since = now
+		if gap := now.Sub(r.since); gap > r.maxGap {
+			r.maxGap, r.gapPhase = gap, r.sincePhase
+		}
+		r.since, r.sincePhase = now, r.phase
 		r.acked[key] = val
 		r.mu.Unlock()
 	}
+}
+
+// setPhase records what the bench does from now on, for the attribution of the gaps.
+func (r *rollingRun) setPhase(p string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.phase = p
 }
 
 // setDown marks the node as being restarted (its writers wait) or back up.
