@@ -138,7 +138,7 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.standingW = &standingWatch{
 		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
-		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
+		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, forget: d.forgetCluster, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
 	// The mux listens first: the Raft layer advertises its bound address.
@@ -157,6 +157,9 @@ func (d *Daemon) Open() (err error) {
 		st, a := d.standingW.ask(ctx, startupStandingTimeout)
 		cancel()
 		d.standingW.apply(st, a)
+	}
+	if d.standing().kind == standRemoved {
+		d.forgetCluster() // removed before this build, or before the wipe finished
 	}
 	d.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {

@@ -78,7 +78,7 @@ func TestRefuseWhileStopping(t *testing.T) {
 func TestForwardedApplyRefusedWhileStopping(t *testing.T) {
 	d := &Daemon{stop: make(chan struct{})}
 	d.forwarded.closeAndWait(context.Background())
-	_, err := rpcHandler{d}.Apply(context.Background(), &fsm.ConfigSet{Key: "k", Value: []byte("v")})
+	_, err := rpcHandler{d}.Apply(context.Background(), fsm.ConfigSet{Key: "k", Value: []byte("v")})
 	if !errors.Is(err, cluster.ErrShuttingDown) {
 		t.Fatalf("a forwarded write while stopping: %v", err)
 	}
@@ -95,7 +95,7 @@ func TestForwardedApplyRefusedWhileStopping(t *testing.T) {
 func TestForwardedApplyAfterRaftStopped(t *testing.T) {
 	d := newClosedRaftDaemon(t)
 	close(d.stop)
-	_, err := rpcHandler{d}.Apply(context.Background(), &fsm.ConfigSet{Key: "k", Value: []byte("v")})
+	_, err := rpcHandler{d}.Apply(context.Background(), fsm.ConfigSet{Key: "k", Value: []byte("v")})
 	if !errors.Is(err, cluster.ErrShuttingDown) {
 		t.Fatalf("a forwarded write on a stopped Raft: %v", err)
 	}

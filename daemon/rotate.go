@@ -159,6 +159,11 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 // that have not applied it do not know this certificate yet (see standingWatch.ask).
 func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 	d.mux.SetIdentity(id)
+	// Kept-alive connections carry the old certificate, which the master no longer takes
+	// as this node's (checkCertCaller): new ones carry the new one.
+	if d.peer != nil { // nil at start (resolveRenewal), before any connection
+		d.peer.CloseIdleConnections()
+	}
 	if idx > d.self().JoinIndex {
 		if err := d.updateSelf(func(nf *nodeFile) { nf.JoinIndex = max(nf.JoinIndex, idx) }); err != nil {
 			return err
@@ -172,10 +177,10 @@ func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 
 // recordCert publishes member req.CID's renewed certificate, on the master (forwarded to
 // it from any other node), and returns the state-machine index of the change. The
-// certificate must be the cluster CA's for that member's name and address. Which member
-// asks is not checked: every member holds the CA key (fsm.Cluster.CAKeyPEM) and could
-// issue the certificate itself, and a connection made before an earlier renewal still
-// carries the older fingerprint.
+// certificate must be the cluster CA's for that member's name and address. Over the
+// cluster RPC, the caller must be that member (rpcHandler.RecordCert): every member
+// holds the CA key (fsm.Cluster.CAKeyPEM) and could issue any member's certificate, but
+// only the member itself may publish one.
 func (d *Daemon) recordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
 	return cluster.OnMaster(ctx, d.fwd, func() (uint64, error) { return d.recordCertHere(ctx, req) },
 		func() (uint64, error) {
@@ -250,7 +255,7 @@ func checkNodeCert(certPEM, caPEM []byte, m fsm.Member) (string, error) {
 // stays for the next start (a renewal that never committed is harmless: the next
 // renewal overwrites it).
 func (d *Daemon) resolveRenewal() {
-	certPEM, err := os.ReadFile(d.dir.file("tls", certFile+nextSufx))
+	certPEM, err := readFileBounded(d.dir.file("tls", certFile+nextSufx), maxTLSFileBytes)
 	if err != nil {
 		return
 	}
@@ -284,7 +289,7 @@ func (d *Daemon) resolveRenewal() {
 	if err != nil {
 		return
 	}
-	caPEM, _ := os.ReadFile(d.dir.file("tls", caFile))
+	caPEM, _ := readFileBounded(d.dir.file("tls", caFile), maxTLSFileBytes)
 	id, err := transport.NewIdentity(certPEM, keyPEM, caPEM)
 	if err != nil {
 		d.logger.Error("renewed certificate unusable", "error", err)
