@@ -85,8 +85,11 @@ func (b *bencher) rollingRun(ctx context.Context, run int, masterDown time.Durat
 		byNode[n] = rn
 	}
 	wctx, stopWriters := context.WithCancel(ctx)
-	defer stopWriters()
 	var wg sync.WaitGroup
+	defer func() { // also on an early return: no writer outlives the run
+		stopWriters()
+		wg.Wait()
+	}()
 	var seq atomic.Int64
 	for _, rn := range r.nodes {
 		for w := 0; w < rollingWritersPerNode; w++ {
