@@ -132,6 +132,10 @@ const (
 	// CodeReadFailed: a linearizable read could not be confirmed with a master (it lost
 	// leadership or stopped during the read). A read changes nothing: retry it.
 	CodeReadFailed = "read_failed"
+
+	// CodeShuttingDown: the node is stopping and took nothing of the request; retry on
+	// another node (a forwarding node retries at the next master by itself).
+	CodeShuttingDown = "shutting_down"
 )
 
 // Error is the body of every non-2xx answer.
@@ -280,7 +284,8 @@ type JoinProbe struct {
 	// Name and CID of the contacted node; it forwards the join if it is not the master.
 	Name string `json:"name"`
 	CID  uint64 `json:"cid"`
-	// ProtocolVersion and StateFormat must match this node's for a join to be possible.
+	// ProtocolVersion is the version the master's cluster runs at: this node's range of
+	// protocol versions must contain it, and StateFormat must match, for a join.
 	ProtocolVersion int `json:"protocol_version"`
 	StateFormat     int `json:"state_format"`
 }

@@ -137,15 +137,22 @@ func (c *Client) Call(ctx context.Context, addr, method, path string, in, out an
 		}
 		body = bytes.NewReader(b)
 	}
-	var gotConn atomic.Bool
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
+	// The request counts as sent once it has been written whole on some connection: a
+	// node cannot act on a request it did not receive whole, and a pooled connection
+	// that the other node closed (it stopped) fails before that, as does a refused dial.
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			wrote.Store(true)
+		}
+	}})
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
 	if err != nil {
 		return err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return &RemoteError{Status: http.StatusBadGateway, NotSent: !gotConn.Load(), E: api.Error{
+		return &RemoteError{Status: http.StatusBadGateway, NotSent: !wrote.Load(), E: api.Error{
 			Code: api.CodeUnreachable, Message: fmt.Sprintf("cannot reach the node at %s: %v", addr, UnwrapURLError(err)),
 		}}
 	}

@@ -22,6 +22,9 @@ var (
 	// ErrLostMaster tells OnMaster that this node stopped being the master before the
 	// operation proposed anything: nothing changed, and the new master may take it.
 	ErrLostMaster = errors.New("this node stopped being the master before it changed anything")
+	// ErrShuttingDown means the node is stopping and refused the request before it
+	// changed anything (api.CodeShuttingDown): the request may go to another node.
+	ErrShuttingDown = errors.New("this node is shutting down and took nothing of the request")
 )
 
 // RemoteError is an error answered by another node (or the failure to reach it), kept
@@ -31,8 +34,8 @@ type RemoteError struct {
 	Status int
 	// E is the other node's api error.
 	E api.Error
-	// NotSent is true when the request never left this node (no connection was made):
-	// retrying it cannot apply it twice.
+	// NotSent is true when the request never reached the other node whole (no
+	// connection was made, or writing it failed): retrying it cannot apply it twice.
 	NotSent bool
 }
 

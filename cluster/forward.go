@@ -99,36 +99,96 @@ func OnMaster[T any](ctx context.Context, f *Forwarder, local, forward func() (T
 // stopped, and the election is under way. Each attempt is bounded: a stopped master
 // (SIGSTOP, a hung disk) keeps its connections open without answering. A non-idempotent
 // request it took but did not answer fails with raftnode.ErrUnknownOutcome. Answers
-// "not leader" and "no quorum" mean not applied: the next master is asked.
+// "not leader", "no quorum" and "shutting down" mean not applied: that node is not asked
+// again until the known master changes (a handover or an election: LeaderChanged), or
+// for an election's length, and then the next master is asked.
 func (f *Forwarder) CallLeader(ctx context.Context, idempotent bool, call func(ctx context.Context, addr string) error) error {
+	var (
+		refused      string    // the node that answered it is no master (any more)
+		refusedUntil time.Time // when it may be asked again without a change of master
+	)
 	for {
-		if addr := f.cfg.Raft.LeaderAddr(); addr != "" && (addr == f.cfg.Self || f.leaderFresh()) {
+		changed := f.cfg.Raft.LeaderChanged() // before LeaderAddr: no change is missed
+		addr := f.cfg.Raft.LeaderAddr()
+		if addr != "" && addr == refused && time.Now().After(refusedUntil) {
+			refused = ""
+		}
+		if addr != "" && addr != refused && (addr == f.cfg.Self || f.leaderFresh()) {
 			if addr == f.cfg.Self {
 				return ErrSelfLeader // this node won the election meanwhile: the caller acts locally
 			}
 			err, gaveUp := f.attempt(ctx, addr, f.attemptTimeout(idempotent), call)
-			var re *RemoteError
-			switch {
-			case err == nil, !errors.As(err, &re):
+			switch classify(err, idempotent) {
+			case attemptDone:
 				return err
-			case re.E.Code == api.CodeUnreachable && (re.NotSent || idempotent):
-			case re.E.Code == api.CodeUnreachable:
+			case attemptUnknown:
 				// Sent, and not answered: the master may have applied it (it stopped, crashed
 				// or was deposed after it took the request).
 				why := gaveUp
 				if why == nil {
-					why = fmt.Errorf("the connection failed before it answered: %s", re.E.Message)
+					why = fmt.Errorf("the connection failed before it answered: %v", err)
 				}
 				return fmt.Errorf("%w: the master at %s took the request but %v", raftnode.ErrUnknownOutcome, addr, why)
-			case re.E.Code == api.CodeNotLeader || re.E.Code == api.CodeNoQuorum:
-				// Not applied: the node we asked is no master (any more).
-			default:
-				return err
+			case attemptNotMaster:
+				refused, refusedUntil = addr, time.Now().Add(f.cfg.ElectionWait)
+			case attemptNotSent:
 			}
 		}
-		if err := pause(ctx, retryInterval); err != nil {
+		if err := waitChange(ctx, changed, retryInterval); err != nil {
 			return f.noQuorum()
 		}
+		if refused != "" && f.cfg.Raft.LeaderAddr() != refused {
+			refused = "" // the master changed: whoever it is now may be asked
+		}
+	}
+}
+
+// attemptResult is what a failed attempt of CallLeader means for the request.
+type attemptResult int
+
+const (
+	// attemptDone: the master answered (success or a refusal of its own): pass it on.
+	attemptDone attemptResult = iota
+	// attemptNotSent: the request never reached the master, or was idempotent: try again.
+	attemptNotSent
+	// attemptNotMaster: the node answered, before it proposed anything, that it is no
+	// master (not leader, no quorum, shutting down): ask the next master.
+	attemptNotMaster
+	// attemptUnknown: a write reached the master and no answer came: it may have been
+	// applied, so it is never sent again.
+	attemptUnknown
+)
+
+// classify says what the error of one attempt means: only a request provably not
+// applied (never sent, or refused with an explicit not-master answer) or idempotent is
+// tried again.
+func classify(err error, idempotent bool) attemptResult {
+	var re *RemoteError
+	switch {
+	case err == nil, !errors.As(err, &re):
+		return attemptDone
+	case re.E.Code == api.CodeUnreachable && (re.NotSent || idempotent):
+		return attemptNotSent
+	case re.E.Code == api.CodeUnreachable:
+		return attemptUnknown
+	case re.E.Code == api.CodeNotLeader || re.E.Code == api.CodeNoQuorum || re.E.Code == api.CodeShuttingDown:
+		return attemptNotMaster
+	}
+	return attemptDone
+}
+
+// waitChange waits until changed fires or d has passed; it returns ctx's error if ctx
+// ends first. A nil changed (a closed Raft node) never fires.
+func waitChange(ctx context.Context, changed <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-changed:
+		return nil
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -1,14 +1,11 @@
 package cluster
 
 import (
-	"fmt"
-
 	"github.com/pmgcm/pmgcm/fsm"
 )
 
 // ProtocolVersion is the version of the node-to-node protocol (cluster RPC, join and
-// mail replication) this build speaks by default. Nodes of different versions refuse to
-// join each other.
+// mail replication) this build speaks by default. Nodes negotiate: see version.go.
 //
 // 2: mail replication answers carry the serving node's compaction floors ("skip").
 const ProtocolVersion = 2
@@ -22,17 +19,6 @@ const (
 
 // StateFormat is the version of the replicated state's encoding: commands and snapshots.
 const StateFormat = fsm.EncodingVersion
-
-// CheckCompatible refuses a node that speaks protocol theirs with state format
-// theirState to this node, which speaks mine with StateFormat: today both must be
-// equal (the range MinProtocolVersion..MaxProtocolVersion is one version wide).
-func CheckCompatible(mine, theirs, theirState int) error {
-	if theirs != mine || theirState != StateFormat {
-		return fmt.Errorf("%w: this node speaks protocol %d with state format %d, the other node protocol %d with state format %d: upgrade the older one",
-			ErrIncompatible, mine, StateFormat, theirs, theirState)
-	}
-	return nil
-}
 
 // Paths of the cluster RPC channel (transport.ChanRPC: members only, mutual TLS).
 const (
@@ -86,11 +72,17 @@ const MaxResponseBytes = 8 << 20
 
 // JoinInfo is what a node tells a joining node about itself (JoinPathInfo).
 type JoinInfo struct {
-	ClusterID       string `json:"cluster_id"`
-	Name            string `json:"name"`
-	CID             uint64 `json:"cid"`
-	ProtocolVersion int    `json:"protocol_version"`
-	StateFormat     int    `json:"state_format"`
+	ClusterID string `json:"cluster_id"`
+	Name      string `json:"name"`
+	CID       uint64 `json:"cid"`
+	// ProtocolVersion is the version the node's cluster runs at: the one a joining node
+	// must speak (a first-release node knows only this field, and only 2).
+	ProtocolVersion int `json:"protocol_version"`
+	StateFormat     int `json:"state_format"`
+	// ProtocolMin and ProtocolMax are the range the node can speak; absent (0) from a
+	// first-release node, which speaks exactly ProtocolVersion.
+	ProtocolMin int `json:"protocol_min,omitempty"`
+	ProtocolMax int `json:"protocol_max,omitempty"`
 }
 
 // AdmitRequest asks the master to admit a node (JoinPathAdmit, forwarded as PathAdmit).
@@ -100,12 +92,16 @@ type AdmitRequest struct {
 	IP              string `json:"ip"`
 	Port            int    `json:"port"`
 	PublicKeyPEM    []byte `json:"public_key_pem"`
-	ProtocolVersion int    `json:"protocol_version"`
+	ProtocolVersion int    `json:"protocol_version"` // the version the node will speak: the cluster's
 	StateFormat     int    `json:"state_format"`
 	// Version and Level are the joining build's version and feature level (package
 	// internal/version); release 0.1.0 sends neither, and ignores them when it relays.
 	Version string `json:"version,omitempty"`
 	Level   int    `json:"level,omitempty"`
+	// ProtocolMin and ProtocolMax are the range the joining node can speak; absent (0)
+	// from a first-release node, which speaks exactly ProtocolVersion.
+	ProtocolMin int `json:"protocol_min,omitempty"`
+	ProtocolMax int `json:"protocol_max,omitempty"`
 }
 
 // Admission is the master's answer to an admission or re-admission: the node's CID and

@@ -38,7 +38,7 @@ func (d *Daemon) openControl() error {
 		_ = ln.Close()
 		return fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
-	d.ctl, ln = d.limits.controlServer(d.controlHandler(), ln)
+	d.ctl, ln = d.limits.controlServer(d.refuseWhileStopping(d.controlHandler()), ln)
 	d.ctlLn = ln
 	d.bg.Add(1)
 	go func() {
@@ -431,6 +431,9 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status, hint = api.CodeReadFailed, http.StatusServiceUnavailable, readFailedHint
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
+	case errors.Is(err, cluster.ErrShuttingDown):
+		code, status = api.CodeShuttingDown, http.StatusServiceUnavailable
+		hint = "nothing was changed: retry on another node"
 	case errors.Is(err, raftnode.ErrClosed):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 	}

@@ -82,6 +82,10 @@ type Daemon struct {
 	closeErr  error
 	bg        sync.WaitGroup
 	stop      chan struct{}
+	// forwarded counts the writes other nodes forwarded here in flight; Close drains it.
+	forwarded drainGate
+	// speaking is the protocol version negotiated at this node's join, 0 before.
+	speaking atomic.Int32
 }
 
 // New validates cfg and returns a Daemon that is not yet running.
@@ -346,15 +350,17 @@ func (d *Daemon) Close() error {
 			_ = os.Remove(d.cfg.Socket)
 		}
 		errs = append(errs, d.closeMail())
-		for _, srv := range d.servers {
-			_ = srv.Close()
-		}
+		d.drainForwarded()
+		led := false
 		if n := d.rn(); n != nil {
+			led = n.IsLeader()
 			errs = append(errs, n.Close())
 		}
+		d.closeServers(led)
 		if d.mux != nil {
 			errs = append(errs, d.mux.Close())
 		}
+		d.answerControl()
 		d.bg.Wait()
 		d.limits.close()
 		errs = append(errs, d.dir.close())

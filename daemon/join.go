@@ -103,7 +103,9 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	if err != nil {
 		return nil, err
 	}
-	if err := cluster.CheckCompatible(d.cfg.ProtocolVersion, info.ProtocolVersion, info.StateFormat); err != nil {
+	speak, err := cluster.CheckCompatible(d.protocolRange(),
+		cluster.PeerRange(info.ProtocolVersion, info.ProtocolMin, info.ProtocolMax), info.ProtocolVersion, info.StateFormat)
+	if err != nil {
 		return nil, fmt.Errorf("%w (the node at %s)", err, addr)
 	}
 	keyPEM, err := d.dir.keyPEM()
@@ -122,7 +124,8 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	areq := cluster.AdmitRequest{
 		Token: req.Token, Name: me.Name, IP: me.IP, Port: me.Port,
 		PublicKeyPEM:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
-		ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat,
+		ProtocolVersion: speak, StateFormat: StateFormat, // a first-release master takes exactly 2
+		ProtocolMin: d.protocolRange().Min, ProtocolMax: d.protocolRange().Max,
 		Version: version.Version, Level: version.Level,
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -131,6 +134,7 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	if err != nil {
 		return nil, err
 	}
+	d.speaking.Store(int32(speak))
 	if err := d.becomeMember(adm); err != nil {
 		return nil, fmt.Errorf("the cluster admitted this node as cid %d, but it could not switch to the cluster's state: %w; restart pmgclusterd to finish the join", adm.CID, err)
 	}
@@ -197,7 +201,9 @@ func (d *Daemon) wipeRaft() error {
 // joinInfo says who this node is, for a joining node (cluster.JoinPathInfo).
 func (d *Daemon) joinInfo() cluster.JoinInfo {
 	me := d.self()
-	info := cluster.JoinInfo{Name: me.Name, CID: me.CID, ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat}
+	r := d.protocolRange()
+	info := cluster.JoinInfo{Name: me.Name, CID: me.CID, ProtocolVersion: d.protocolVersion(), StateFormat: StateFormat,
+		ProtocolMin: r.Min, ProtocolMax: r.Max}
 	if cl := d.fsm.Cluster(); cl != nil {
 		info.ClusterID = cl.ID
 	}
@@ -214,7 +220,8 @@ func (d *Daemon) admit(ctx context.Context, req cluster.AdmitRequest, relay bool
 	if cl == nil {
 		return nil, fmt.Errorf("%w: the node at %s is in no cluster: run pmgcm create there first", ErrNoCluster, d.cfg.Addr())
 	}
-	if err := cluster.CheckCompatible(d.cfg.ProtocolVersion, req.ProtocolVersion, req.StateFormat); err != nil {
+	if _, err := cluster.CheckCompatible(d.protocolRange(),
+		cluster.PeerRange(req.ProtocolVersion, req.ProtocolMin, req.ProtocolMax), d.protocolVersion(), req.StateFormat); err != nil {
 		return nil, err
 	}
 	src, fromJoin := joinSource(ctx)
@@ -355,4 +362,18 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 	d.kickLeaderDuties()
 	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
 		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
+}
+
+// protocolRange is the range of protocol versions this node can speak.
+func (d *Daemon) protocolRange() cluster.ProtocolRange {
+	return cluster.SpeakRange(d.cfg.ProtocolVersion)
+}
+
+// protocolVersion is the version this node speaks now: the one its cluster ran at when
+// it joined (in this process), else the one it is configured with.
+func (d *Daemon) protocolVersion() int {
+	if v := d.speaking.Load(); v != 0 {
+		return int(v)
+	}
+	return d.cfg.ProtocolVersion
 }

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -404,6 +405,12 @@ func (c *Client) transportError(method, path string, err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
+	}
+	if method != http.MethodGet && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		return fmt.Errorf("%s %s: the daemon at %s closed the connection before it answered (%w); it may be stopping: "+
+			"the change may or may not have been made; check (pmgcm config get, pmgcm status), or retry on another node",
+			method, path, c.socketPath, err)
 	}
 	return fmt.Errorf("%s %s: %w", method, path, err)
 }
