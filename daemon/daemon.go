@@ -73,6 +73,8 @@ type Daemon struct {
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
+	// versions keeps the cluster version (version.go).
+	versions *versionKeeper
 
 	closeOnce sync.Once
 	closeErr  error
@@ -134,6 +136,7 @@ func (d *Daemon) Open() (err error) {
 		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
+	d.versions = newVersionKeeper(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -151,7 +154,7 @@ func (d *Daemon) Open() (err error) {
 		cancel()
 		d.standingW.apply(st, a)
 	}
-	d.watchHalt() // before Raft applies anything
+	d.versions.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
@@ -207,7 +210,7 @@ func (d *Daemon) openRaft(start bool) error {
 		return err
 	}
 	n.OnLeader(d.voterDuty)
-	n.OnLeader(d.versionDuty)
+	n.OnLeader(d.versions.duty)
 	if start {
 		if err := n.Open(); err != nil {
 			return d.raftOpenErr(err)

@@ -129,7 +129,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
-	d.versionStatus(&st)
+	d.versions.status(&st)
 	return st
 }
 
