@@ -156,7 +156,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST "+api.PathUpdateFingerprints, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.updateFingerprints(r.Context(), r.URL.Query().Get("all") == "1")
+		res, err := d.certs.updateFingerprints(r.Context(), r.URL.Query().Get("all") == "1")
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET "+api.PathQuarantine, d.handleQuarantineList)

@@ -75,6 +75,8 @@ type Daemon struct {
 	standingW *standingWatch
 	// versions keeps the cluster version (version.go).
 	versions *versionKeeper
+	// certs renews certificates (rotate.go).
+	certs *certRenewer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -137,6 +139,7 @@ func (d *Daemon) Open() (err error) {
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
 	d.versions = newVersionKeeper(d)
+	d.certs = newCertRenewer(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -145,7 +148,7 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	d.loadIntake()
-	d.resolveRenewal()
+	d.certs.resolve()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.
 	if !d.standing().out() {

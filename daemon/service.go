@@ -49,11 +49,11 @@ func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.A
 }
 
 func (h rpcHandler) RecordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
-	return h.d.recordCert(ctx, req)
+	return h.d.certs.record(ctx, req)
 }
 
 func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
-	return h.d.renewCert(ctx)
+	return h.d.certs.renew(ctx)
 }
 
 func (h rpcHandler) JoinInfo() cluster.JoinInfo { return h.d.joinInfo() }
