@@ -77,6 +77,8 @@ type Daemon struct {
 	versions *versionKeeper
 	// certs renews certificates (rotate.go).
 	certs *certRenewer
+	// voters keeps the Raft configuration in line with the voter policy (voters.go).
+	voters *voterReconciler
 
 	closeOnce sync.Once
 	closeErr  error
@@ -140,6 +142,7 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.versions = newVersionKeeper(d)
 	d.certs = newCertRenewer(d)
+	d.voters = newVoterReconciler(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)

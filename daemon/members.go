@@ -42,7 +42,7 @@ func (d *Daemon) voterDuty(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		if d.fsm.Cluster() != nil {
-			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
+			if err := d.voters.reconcile(ctx); err != nil && ctx.Err() == nil {
 				d.logger.Warn("voter reconciliation", "error", err)
 			}
 		}

@@ -275,7 +275,7 @@ func (d *Daemon) transferTo(ctx context.Context, cid uint64) error {
 	_, leaderID := n.Leader()
 	leader, _ := voterpolicy.ParseServerID(leaderID)
 	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: d.activeMembers(), Leader: leader, Keep: []uint64{cid}})
-	if err := d.carryOut(ctx, plan); err != nil {
+	if err := d.voters.carryOut(ctx, plan); err != nil {
 		return fmt.Errorf("make cid %d a voter: %w", cid, err)
 	}
 	if err := n.TransferLeadership(cid, memberAddr(target)); err != nil {
