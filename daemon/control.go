@@ -141,7 +141,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		var req api.PromoteRequest
 		if decodeBody(w, r, &req) {
 			start := time.Now()
-			res, err := d.promote(r.Context(), req.Force)
+			res, err := d.promoter.promote(r.Context(), req.Force)
 			d.metrics.observeOp("promote", start, err)
 			reply(w, res, err)
 		}

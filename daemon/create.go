@@ -36,7 +36,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	if id := d.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, d.self().CID)
 	}
-	if err := d.waitLeader(ctx); err != nil {
+	if err := waitLeader(ctx, d.rn()); err != nil {
 		return nil, err
 	}
 	clusterID, err := newClusterID()
@@ -96,11 +96,11 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	return &api.CreateResponse{ClusterID: clusterID, CID: 1, Fingerprint: fp}, nil
 }
 
-// waitLeader waits for this node's own election, which a standalone node wins alone.
-func (d *Daemon) waitLeader(ctx context.Context) error {
+// waitLeader waits for n's own election, which a standalone node wins alone.
+func waitLeader(ctx context.Context, n *raftnode.Node) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return d.rn().WaitLeader(ctx)
+	return n.WaitLeader(ctx)
 }
 
 // installPendingIdentity moves the pending certificate and CA into place and starts

@@ -79,6 +79,8 @@ type Daemon struct {
 	certs *certRenewer
 	// voters keeps the Raft configuration in line with the voter policy (voters.go).
 	voters *voterReconciler
+	// promoter makes this node the master, by transfer or forced recovery (promote.go).
+	promoter *promoter
 
 	closeOnce sync.Once
 	closeErr  error
@@ -143,6 +145,7 @@ func (d *Daemon) Open() (err error) {
 	d.versions = newVersionKeeper(d)
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)
+	d.promoter = newPromoter(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -182,7 +185,7 @@ func (d *Daemon) Open() (err error) {
 		d.standingW.run(ctx)
 	}()
 	go d.reconcileIdentity()
-	go d.finishPendingEpoch()
+	go d.promoter.finishPendingEpoch()
 	go d.followPeers()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
@@ -303,7 +306,7 @@ func (d *Daemon) reconcileIdentity() {
 	defer cancel()
 	// Only a standalone node writes pending files (at create): once it leads again, its
 	// state machine holds every committed command.
-	if err := d.waitLeader(ctx); err != nil {
+	if err := waitLeader(ctx, d.rn()); err != nil {
 		return
 	}
 	fp, err := certFingerprint(pending)

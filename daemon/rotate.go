@@ -91,7 +91,7 @@ func newCertRenewer(d *Daemon) *certRenewer {
 	return &certRenewer{
 		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
-		mux: d.mux, key: d.key, dir: d.dir, addr: d.cfg.Addr(), electionWait: d.electionWait(),
+		mux: d.mux, key: d.key, dir: d.dir, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
 		gate: &d.gate, memberMu: &d.memberMu, peers: &d.peers, self: d.self, updateSelf: d.updateSelf,
 		askPeers: d.standingW.askPeers, observe: d.metrics.observeOp,
 	}

@@ -42,7 +42,9 @@ func (h rpcHandler) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse
 	return h.d.deleteMember(ctx, cid, false)
 }
 
-func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error { return h.d.transferTo(ctx, cid) }
+func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error {
+	return h.d.promoter.transferTo(ctx, cid)
+}
 
 func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.Admission, error) {
 	return h.d.admitFenced(ctx, fingerprint)

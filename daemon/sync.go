@@ -33,7 +33,7 @@ func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 		if net.ParseIP(masterIP) == nil {
 			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", ErrBadRequest, masterIP)
 		}
-		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
+		wctx, cancel := context.WithTimeout(ctx, electionWait(d.cfg.Raft))
 		_, err := d.fwd.WaitLeaderAddr(wctx)
 		cancel()
 		if err != nil {

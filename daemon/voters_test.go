@@ -58,7 +58,7 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 	d.voters = newVoterReconciler(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.waitLeader(ctx); err != nil {
+	if err := waitLeader(ctx, d.rn()); err != nil {
 		t.Fatal(err)
 	}
 	founder := members[0]
