@@ -150,7 +150,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		var req api.SyncRequest
 		if decodeBody(w, r, &req) {
 			start := time.Now()
-			res, err := d.sync(r.Context(), req.MasterIP)
+			res, err := d.syncer.sync(r.Context(), req.MasterIP)
 			d.metrics.observeOp("sync", start, err)
 			reply(w, res, err)
 		}

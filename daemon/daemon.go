@@ -81,6 +81,8 @@ type Daemon struct {
 	voters *voterReconciler
 	// promoter makes this node the master, by transfer or forced recovery (promote.go).
 	promoter *promoter
+	// syncer brings this node in line with the master, or back after fencing (sync.go).
+	syncer *syncer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -146,6 +148,7 @@ func (d *Daemon) Open() (err error) {
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)
 	d.promoter = newPromoter(d)
+	d.syncer = newSyncer(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)

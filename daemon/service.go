@@ -47,7 +47,7 @@ func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error {
 }
 
 func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.Admission, error) {
-	return h.d.admitFenced(ctx, fingerprint)
+	return h.d.syncer.admitFenced(ctx, fingerprint)
 }
 
 func (h rpcHandler) RecordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
