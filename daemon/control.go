@@ -123,11 +123,11 @@ func (d *Daemon) controlHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.joinCmd(r.Context(), false)
+		res, err := d.creator.joinCmd(r.Context(), false)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1")
+		res, err := d.creator.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1")
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
@@ -183,7 +183,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
-	res, err := d.create(r.Context())
+	res, err := d.creator.create(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,6 +16,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
@@ -24,19 +27,59 @@ import (
 // nodeCertValidity is how long a node certificate signed by the cluster CA is valid.
 const nodeCertValidity = 2 * 365 * 24 * time.Hour
 
+// creator owns the founding of a cluster (pmgcm create: its ID, CA, this node's
+// certificate and the join token, committed as one command) and the join command that
+// admits further nodes (pmgcm join-cmd, with token rotation).
+type creator struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// host is what create and join-cmd need of the rest of the daemon.
+	host createHost
+	// raft is this node's Raft node (Daemon.rn; made after the creator).
+	raft func() *raftnode.Node
+	// mux presents the new certificate on new connections.
+	mux *transport.Mux
+	key crypto.Signer
+	dir *dataDir
+	// gate admits one identity-changing operation at a time (Daemon.gate).
+	gate *opGate
+	// self is this node's identity file.
+	self func() nodeFile
+}
+
+// createHost is what create and join-cmd need of the daemon.
+type createHost interface {
+	knownCluster() string
+	checkServing() error
+	setSelf(nf nodeFile) error
+	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+	linearizableRead(ctx context.Context) error
+	leaderAddr() (string, error)
+	quorumSummary() string
+	masterMember() (fsm.Member, bool)
+}
+
+// newCreator returns the creator of d, whose fsm, key and mux are made.
+func newCreator(d *Daemon) *creator {
+	return &creator{
+		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
+		gate: &d.gate, self: d.self,
+	}
+}
+
 // create makes this standalone node the master of a new cluster: a cluster ID, a CA, a
 // certificate for this node signed by it, and a join token, committed as one Raft command.
 // Configuration entries already on the node are kept.
-func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
-	leave, err := d.gate.enter("pmgcm create")
+func (c *creator) create(ctx context.Context) (*api.CreateResponse, error) {
+	leave, err := c.gate.enter("pmgcm create")
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
-	if id := d.knownCluster(); id != "" {
-		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, d.self().CID)
+	if id := c.host.knownCluster(); id != "" {
+		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, c.self().CID)
 	}
-	if err := waitLeader(ctx, d.rn()); err != nil {
+	if err := waitLeader(ctx, c.raft()); err != nil {
 		return nil, err
 	}
 	clusterID, err := newClusterID()
@@ -47,7 +90,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make cluster CA: %w", err)
 	}
-	certPEM, err := ca.IssueNodeCert(d.key.Public(), d.self().Name, net.ParseIP(d.self().IP), nodeCertValidity)
+	certPEM, err := ca.IssueNodeCert(c.key.Public(), c.self().Name, net.ParseIP(c.self().IP), nodeCertValidity)
 	if err != nil {
 		return nil, fmt.Errorf("sign node certificate: %w", err)
 	}
@@ -59,7 +102,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return nil, err
 	}
-	if err := d.dir.writePendingIdentity(certPEM, ca.CertPEM); err != nil {
+	if err := c.dir.writePendingIdentity(certPEM, ca.CertPEM); err != nil {
 		return nil, fmt.Errorf("write certificate: %w", err)
 	}
 	cmd := &fsm.CreateCluster{
@@ -70,29 +113,29 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 		JoinTokenSalt: salt,
 		JoinTokenHash: hashToken(joinToken(ca.KeyPEM, salt)),
 		Founder: fsm.Member{
-			CID: 1, Name: d.self().Name, IP: d.self().IP, Port: d.self().Port,
+			CID: 1, Name: c.self().Name, IP: c.self().IP, Port: c.self().Port,
 			Fingerprint: fp, Suffrage: fsm.Voter, JoinedAt: time.Now().UTC(),
 		},
 	}
-	res, err := d.propose(ctx, cmd)
+	res, err := c.host.propose(ctx, cmd)
 	if err != nil {
 		// The outcome of a command that timed out is unknown: look at the state.
-		if m, ok := d.fsm.Member(1); !ok || m.Fingerprint != fp {
-			d.dir.dropPendingIdentity()
+		if m, ok := c.fsm.Member(1); !ok || m.Fingerprint != fp {
+			c.dir.dropPendingIdentity()
 			return nil, err
 		}
 	}
 	if res != nil {
-		me := d.self()
+		me := c.self()
 		me.JoinIndex = res.Index
-		if err := d.setSelf(me); err != nil {
+		if err := c.host.setSelf(me); err != nil {
 			return nil, err
 		}
 	}
-	if err := d.installPendingIdentity(); err != nil {
+	if err := c.installPendingIdentity(); err != nil {
 		return nil, fmt.Errorf("cluster %s was created but its certificate could not be installed (restart pmgclusterd to retry): %w", clusterID, err)
 	}
-	d.logger.Info("cluster created", "cluster-id", clusterID, "cid", 1, "fingerprint", fp)
+	c.logger.Info("cluster created", "cluster-id", clusterID, "cid", 1, "fingerprint", fp)
 	return &api.CreateResponse{ClusterID: clusterID, CID: 1, Fingerprint: fp}, nil
 }
 
@@ -105,19 +148,19 @@ func waitLeader(ctx context.Context, n *raftnode.Node) error {
 
 // installPendingIdentity moves the pending certificate and CA into place and starts
 // presenting them on new connections.
-func (d *Daemon) installPendingIdentity() error {
-	if err := d.dir.commitPendingIdentity(); err != nil {
+func (c *creator) installPendingIdentity() error {
+	if err := c.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
-	certPEM, err := os.ReadFile(d.dir.file("tls", certFile))
+	certPEM, err := os.ReadFile(c.dir.file("tls", certFile))
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(d.dir.file("tls", caFile))
+	caPEM, err := os.ReadFile(c.dir.file("tls", caFile))
 	if err != nil {
 		return err
 	}
-	keyPEM, err := d.dir.keyPEM()
+	keyPEM, err := c.dir.keyPEM()
 	if err != nil {
 		return err
 	}
@@ -125,7 +168,7 @@ func (d *Daemon) installPendingIdentity() error {
 	if err != nil {
 		return err
 	}
-	d.mux.SetIdentity(id)
+	c.mux.SetIdentity(id)
 	return nil
 }
 
@@ -169,11 +212,11 @@ func certFingerprint(certPEM []byte) (string, error) {
 // joinCmd returns the command that joins a node to this cluster, after replacing the
 // join token if rotate is set. It works on any member: the token derives from the
 // replicated CA key and salt, and the master is whoever leads now.
-func (d *Daemon) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error) {
-	if err := d.checkServing(); err != nil {
+func (c *creator) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error) {
+	if err := c.host.checkServing(); err != nil {
 		return nil, err
 	}
-	cl := d.fsm.Cluster()
+	cl := c.fsm.Cluster()
 	if cl == nil {
 		return nil, ErrNoCluster
 	}
@@ -182,20 +225,20 @@ func (d *Daemon) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
 		if _, err := rand.Read(salt); err != nil {
 			return nil, err
 		}
-		if _, err := d.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
+		if _, err := c.host.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
 			return nil, err
 		}
 		// Show the token that is now in force on this node.
-		if err := d.linearizableRead(ctx); err != nil {
+		if err := c.host.linearizableRead(ctx); err != nil {
 			return nil, err
 		}
-		cl = d.fsm.Cluster()
-		d.logger.Info("join token rotated")
+		cl = c.fsm.Cluster()
+		c.logger.Info("join token rotated")
 	}
-	if _, err := d.leaderAddr(); err != nil {
-		return nil, fmt.Errorf("%w: %s", err, d.quorumSummary())
+	if _, err := c.host.leaderAddr(); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, c.host.quorumSummary())
 	}
-	master, ok := d.masterMember()
+	master, ok := c.host.masterMember()
 	if !ok {
 		return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 	}

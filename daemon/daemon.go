@@ -83,6 +83,8 @@ type Daemon struct {
 	promoter *promoter
 	// syncer brings this node in line with the master, or back after fencing (sync.go).
 	syncer *syncer
+	// creator founds a cluster and makes join commands (create.go).
+	creator *creator
 
 	closeOnce sync.Once
 	closeErr  error
@@ -149,6 +151,7 @@ func (d *Daemon) Open() (err error) {
 	d.voters = newVoterReconciler(d)
 	d.promoter = newPromoter(d)
 	d.syncer = newSyncer(d)
+	d.creator = newCreator(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -323,7 +326,7 @@ func (d *Daemon) reconcileIdentity() {
 		d.dir.dropPendingIdentity()
 		return
 	}
-	if err := d.installPendingIdentity(); err != nil {
+	if err := d.creator.installPendingIdentity(); err != nil {
 		d.logger.Error("cannot install the cluster certificate", "error", err)
 	}
 }
