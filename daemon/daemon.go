@@ -46,7 +46,7 @@ type Daemon struct {
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
 	// intake is the cached mail intake policy (see intake.go).
-	intake atomic.Pointer[intakeCache]
+	intake *intakePolicy
 	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
@@ -152,6 +152,7 @@ func (d *Daemon) Open() (err error) {
 	d.promoter = newPromoter(d)
 	d.syncer = newSyncer(d)
 	d.creator = newCreator(d)
+	d.intake = newIntakePolicy(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -159,7 +160,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.loadPeers(); err != nil {
 		return err
 	}
-	d.loadIntake()
+	d.intake.load()
 	d.certs.resolve()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.

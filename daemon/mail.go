@@ -205,7 +205,7 @@ func (d *Daemon) mailHousekeeping() {
 // purgeMail drops messages older than mail/retention_days (none when unset or 0), then
 // compacts the mail event log.
 func (d *Daemon) purgeMail() {
-	v, ok := d.intakeSetting(keyRetentionDays)
+	v, ok := d.intake.setting(keyRetentionDays)
 	if !ok {
 		return
 	}
@@ -245,7 +245,7 @@ func (m mailIntake) Accept(from string, to []string, r io.Reader) (string, error
 type mailPolicy struct{ d *Daemon }
 
 func (p mailPolicy) RelayDomains() []string {
-	v, ok := p.d.intakeSetting(keyRelayDomains)
+	v, ok := p.d.intake.setting(keyRelayDomains)
 	if !ok {
 		return nil
 	}
@@ -255,7 +255,7 @@ func (p mailPolicy) RelayDomains() []string {
 }
 
 func (p mailPolicy) MaxSize() int64 {
-	v, ok := p.d.intakeSetting(keyMaxSize)
+	v, ok := p.d.intake.setting(keyMaxSize)
 	if !ok {
 		return 0
 	}
