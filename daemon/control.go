@@ -105,7 +105,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("PUT "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigSet))
 	mux.HandleFunc("DELETE "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigDelete))
 	mux.HandleFunc("GET "+api.PathConfigList, d.metrics.countConfig(opRead, d.handleConfigList))
-	mux.HandleFunc("GET "+api.PathConfigWatch, d.handleConfigWatch)
+	mux.HandleFunc("GET "+api.PathConfigWatch, d.watcher.handleConfigWatch)
 	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinProbeRequest
 		if decodeBody(w, r, &req) {

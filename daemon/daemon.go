@@ -85,6 +85,8 @@ type Daemon struct {
 	syncer *syncer
 	// creator founds a cluster and makes join commands (create.go).
 	creator *creator
+	// watcher answers configuration watches (watch.go).
+	watcher *watcher
 
 	closeOnce sync.Once
 	closeErr  error
@@ -153,6 +155,7 @@ func (d *Daemon) Open() (err error) {
 	d.syncer = newSyncer(d)
 	d.creator = newCreator(d)
 	d.intake = newIntakePolicy(d)
+	d.watcher = newWatcher(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
