@@ -199,7 +199,7 @@ func (d *Daemon) Open() (err error) {
 	go d.followPeers()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
-		go d.runExporter()
+		go newExporter(d).run()
 	}
 	d.logger.Info("pmgclusterd started", "name", d.self().Name, "cid", d.self().CID,
 		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
