@@ -87,6 +87,8 @@ type Daemon struct {
 	creator *creator
 	// watcher answers configuration watches (watch.go).
 	watcher *watcher
+	// diskW reads the mail store's free space into disk (diskfull.go).
+	diskW *diskWatch
 
 	closeOnce sync.Once
 	closeErr  error
@@ -156,6 +158,7 @@ func (d *Daemon) Open() (err error) {
 	d.creator = newCreator(d)
 	d.intake = newIntakePolicy(d)
 	d.watcher = newWatcher(d)
+	d.diskW = newDiskWatch(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)

@@ -87,7 +87,7 @@ func (d *Daemon) openMail() error {
 	}
 	d.bg.Add(2)
 	go d.mailHousekeeping()
-	go d.watchDisk()
+	go d.diskW.run()
 	return nil
 }
 

@@ -173,7 +173,7 @@ func (d *Daemon) localNode() api.Node {
 	n.Mail = d.mailStatus()
 	setBuildVersion(&n)
 	d.honestLocal(&n)
-	d.markDiskFull(&n)
+	d.diskW.markFull(&n)
 	return n
 }
 
