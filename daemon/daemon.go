@@ -89,6 +89,8 @@ type Daemon struct {
 	watcher *watcher
 	// diskW reads the mail store's free space into disk (diskfull.go).
 	diskW *diskWatch
+	// honesty keeps status to what this node can vouch for (honesty.go).
+	honesty *honesty
 
 	closeOnce sync.Once
 	closeErr  error
@@ -159,6 +161,7 @@ func (d *Daemon) Open() (err error) {
 	d.intake = newIntakePolicy(d)
 	d.watcher = newWatcher(d)
 	d.diskW = newDiskWatch(d)
+	d.honesty = newHonesty(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)

@@ -90,7 +90,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		rows[i].CID = m.CID
 	}
-	leaderID = d.honestLeader(leaderID, rows)
+	leaderID = d.honesty.leader(leaderID, rows)
 	var leaderApplied uint64
 	voters, active := 0, 0
 	for i, m := range members {
@@ -172,7 +172,7 @@ func (d *Daemon) localNode() api.Node {
 	n.Sys = &si
 	n.Mail = d.mailStatus()
 	setBuildVersion(&n)
-	d.honestLocal(&n)
+	d.honesty.local(&n)
 	d.diskW.markFull(&n)
 	return n
 }
