@@ -45,6 +45,8 @@ type creator struct {
 	gate *opGate
 	// self is this node's identity file.
 	self func() nodeFile
+	// members finds the master as a member.
+	members *memberView
 }
 
 // createHost is what create and join-cmd need of the daemon.
@@ -56,14 +58,13 @@ type createHost interface {
 	linearizableRead(ctx context.Context) error
 	leaderAddr() (string, error)
 	quorumSummary() string
-	masterMember() (fsm.Member, bool)
 }
 
 // newCreator returns the creator of d, whose fsm, key and mux are made.
 func newCreator(d *Daemon) *creator {
 	return &creator{
 		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
-		gate: &d.gate, self: d.self,
+		gate: &d.gate, self: d.self, members: d.members,
 	}
 }
 
@@ -238,7 +239,7 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error
 	if _, err := c.host.leaderAddr(); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, c.host.quorumSummary())
 	}
-	master, ok := c.host.masterMember()
+	master, ok := c.members.master()
 	if !ok {
 		return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 	}

@@ -73,6 +73,8 @@ type Daemon struct {
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
+	// members looks up the members as this node sees them (fence.go).
+	members *memberView
 	// versions keeps the cluster version (version.go).
 	versions *versionKeeper
 	// certs renews certificates (rotate.go).
@@ -152,6 +154,7 @@ func (d *Daemon) Open() (err error) {
 		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
+	d.members = newMemberView(d)
 	d.versions = newVersionKeeper(d)
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)

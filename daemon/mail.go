@@ -122,7 +122,7 @@ func (d *Daemon) mailPeers() []mailrepl.Peer {
 	}
 	me := d.self().CID
 	var out []mailrepl.Peer
-	for _, m := range d.activeMembers() {
+	for _, m := range d.members.active() {
 		if m.CID != me {
 			out = append(out, mailrepl.Peer{CID: m.CID, Addr: memberAddr(m)})
 		}

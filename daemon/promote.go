@@ -25,6 +25,8 @@ type promoter struct {
 	logger hclog.Logger
 	// host is what promotion needs of the rest of the daemon.
 	host promoteHost
+	// members lists the members of the current epoch.
+	members *memberView
 	// raft is this node's Raft node (Daemon.rn; made after the promoter).
 	raft func() *raftnode.Node
 	// peer is the cluster RPC client (made by openRPC).
@@ -49,7 +51,6 @@ type promoteHost interface {
 	leaderAddr() (string, error)
 	quorumSummary() string
 	remoteNode(ctx context.Context, m fsm.Member) api.Node
-	activeMembers() []fsm.Member
 	setSelf(nf nodeFile) error
 	raftOpenErr(err error) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
@@ -60,7 +61,7 @@ type promoteHost interface {
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
 func newPromoter(d *Daemon) *promoter {
 	return &promoter{
-		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, peer: func() *cluster.Client { return d.peer },
+		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn, peer: func() *cluster.Client { return d.peer },
 		voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
 		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext,
 	}
@@ -206,7 +207,7 @@ func (p *promoter) checkSurvivors(ctx context.Context) error {
 		answers []survivor
 		wg      sync.WaitGroup
 	)
-	for _, m := range p.host.activeMembers() {
+	for _, m := range p.members.active() {
 		if m.CID == me.CID {
 			continue
 		}
@@ -327,7 +328,7 @@ func (p *promoter) transferTo(ctx context.Context, cid uint64) error {
 	}
 	_, leaderID := n.Leader()
 	leader, _ := voterpolicy.ParseServerID(leaderID)
-	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: p.host.activeMembers(), Leader: leader, Keep: []uint64{cid}})
+	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: p.members.active(), Leader: leader, Keep: []uint64{cid}})
 	if err := p.voters.carryOut(ctx, plan); err != nil {
 		return fmt.Errorf("make cid %d a voter: %w", cid, err)
 	}

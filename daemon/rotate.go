@@ -50,6 +50,8 @@ type certRenewer struct {
 	logger hclog.Logger
 	// host is what rotation needs of the rest of the daemon.
 	host renewHost
+	// members lists the members and finds the master among them.
+	members *memberView
 	// raft is this node's Raft node (Daemon.rn; made after the renewer).
 	raft func() *raftnode.Node
 	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
@@ -79,8 +81,6 @@ type certRenewer struct {
 // renewHost is what certificate rotation needs of the daemon.
 type renewHost interface {
 	checkServing() error
-	masterMember() (fsm.Member, bool)
-	activeMembers() []fsm.Member
 	linearizableRead(ctx context.Context) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 }
@@ -89,7 +89,7 @@ type renewHost interface {
 // watch are made.
 func newCertRenewer(d *Daemon) *certRenewer {
 	return &certRenewer{
-		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn,
+		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		mux: d.mux, key: d.key, dir: d.dir, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
 		gate: &d.gate, memberMu: &d.memberMu, peers: &d.peers, self: d.self, updateSelf: d.updateSelf,
@@ -111,13 +111,13 @@ func (c *certRenewer) updateFingerprints(ctx context.Context, all bool) (out *ap
 	if all {
 		if !c.raft().IsLeader() {
 			master := "the master"
-			if m, ok := c.host.masterMember(); ok {
+			if m, ok := c.members.master(); ok {
 				master = fmt.Sprintf("the master (cid %d, %s)", m.CID, m.IP)
 			}
 			return nil, fmt.Errorf("%w: --all renews every node's certificate from the master: run it on %s", ErrNotMaster, master)
 		}
 		me := c.self().CID
-		for _, m := range c.host.activeMembers() {
+		for _, m := range c.members.active() {
 			if m.CID == me {
 				continue
 			}

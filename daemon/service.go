@@ -61,5 +61,5 @@ func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
 func (h rpcHandler) JoinInfo() cluster.JoinInfo { return h.d.joinInfo() }
 
 func (h rpcHandler) CheckMembership(fingerprint string) cluster.Membership {
-	return h.d.membershipOf(fingerprint)
+	return h.d.members.membership(fingerprint)
 }

@@ -73,7 +73,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		}
 		if m.Fenced(epoch) {
 			master := d.cfg.IP
-			if mm, ok := d.masterMember(); ok {
+			if mm, ok := d.members.master(); ok {
 				master = mm.IP
 			}
 			rows[i] = api.Node{State: api.StateDown, Error: fmt.Sprintf(

@@ -25,6 +25,8 @@ type syncer struct {
 	logger hclog.Logger
 	// host is what sync and re-admission need of the rest of the daemon.
 	host syncHost
+	// members finds the master as a member.
+	members *memberView
 	// raft is this node's Raft node (Daemon.rn; made after the syncer).
 	raft func() *raftnode.Node
 	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
@@ -47,7 +49,6 @@ type syncer struct {
 type syncHost interface {
 	standing() standing
 	checkServing() error
-	masterMember() (fsm.Member, bool)
 	linearizableRead(ctx context.Context) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 	becomeMember(adm cluster.Admission) error
@@ -57,7 +58,7 @@ type syncHost interface {
 // newSyncer returns the syncer of d, whose fsm and mux are made.
 func newSyncer(d *Daemon) *syncer {
 	return &syncer{
-		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn,
+		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		mux: d.mux, peers: &d.peers, gate: &d.gate, memberMu: &d.memberMu,
 		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
@@ -90,7 +91,7 @@ func (s *syncer) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 		if err != nil {
 			return nil, err
 		}
-		master, ok := s.host.masterMember()
+		master, ok := s.members.master()
 		if !ok {
 			return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 		}
@@ -101,7 +102,7 @@ func (s *syncer) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 	if err := s.host.linearizableRead(ctx); err != nil {
 		return nil, err
 	}
-	master, _ := s.host.masterMember()
+	master, _ := s.members.master()
 	return &api.SyncResponse{MasterCID: master.CID, Epoch: s.fsm.Cluster().Epoch, AppliedIndex: s.fsm.AppliedIndex()}, nil
 }
 

@@ -43,7 +43,7 @@ type versionKeeper struct {
 	rpcTimeout time.Duration
 	// memberMu serializes membership changes on the master (Daemon.memberMu).
 	memberMu *sync.Mutex
-	// members returns the members of the current epoch (Daemon.activeMembers).
+	// members returns the members of the current epoch (memberView.active).
 	members func() []fsm.Member
 	// apply commits a command on this node, the master (Daemon.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
@@ -53,7 +53,7 @@ type versionKeeper struct {
 func newVersionKeeper(d *Daemon) *versionKeeper {
 	return &versionKeeper{
 		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
-		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, members: d.activeMembers, apply: d.applyLocal,
+		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, members: d.members.active, apply: d.applyLocal,
 	}
 }
 

@@ -31,7 +31,7 @@ type voterReconciler struct {
 	catchUp *voterpolicy.Targets
 	// self is this node's identity file (its pending epoch).
 	self func() nodeFile
-	// members returns the members of the current epoch (Daemon.activeMembers).
+	// members returns the members of the current epoch (memberView.active).
 	members func() []fsm.Member
 	// apply commits a command on this node, the master (Daemon.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
@@ -42,7 +42,7 @@ func newVoterReconciler(d *Daemon) *voterReconciler {
 	return &voterReconciler{
 		fsm: d.fsm, logger: d.logger, raft: d.rn, peer: func() *cluster.Client { return d.peer },
 		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, catchUp: &d.catchUp, self: d.self,
-		members: d.activeMembers, apply: d.applyLocal,
+		members: d.members.active, apply: d.applyLocal,
 	}
 }
 

@@ -55,6 +55,7 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 	}
 	t.Cleanup(func() { _ = n.Close() })
 	d.raftp.Store(n)
+	d.members = newMemberView(d)
 	d.voters = newVoterReconciler(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
