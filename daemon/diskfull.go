@@ -125,7 +125,7 @@ func (w *diskWatch) markFull(n *api.Node) {
 }
 
 // diskCollector exposes the watcher's reading.
-type diskCollector struct{ s *diskState }
+type diskCollector struct{ d *Daemon }
 
 var (
 	descDiskFull = prometheus.NewDesc("pmgcm_mail_disk_full",
@@ -140,13 +140,13 @@ func (c diskCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c diskCollector) Collect(ch chan<- prometheus.Metric) {
-	if !c.s.known.Load() {
+	if !c.d.disk.known.Load() {
 		return
 	}
 	full := 0.0
-	if c.s.full.Load() {
+	if c.d.disk.full.Load() {
 		full = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descDiskFull, prometheus.GaugeValue, full)
-	ch <- prometheus.MustNewConstMetric(descDiskFree, prometheus.GaugeValue, float64(c.s.free.Load()))
+	ch <- prometheus.MustNewConstMetric(descDiskFree, prometheus.GaugeValue, float64(c.d.disk.free.Load()))
 }

@@ -63,7 +63,7 @@ func newMetrics(d *Daemon) *metrics {
 		}, []string{"op", "result"}),
 	}
 	m.reg.MustRegister(m.applyLatency, m.configOps, m.mailAccepted, m.mailRejected, m.operations,
-		stateCollector{d}, diskCollector{&d.disk},
+		stateCollector{d}, diskCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the series exist from the start, so a scrape shows zeros instead of nothing.
 	for _, op := range []string{opRead, opWrite} {
