@@ -234,7 +234,7 @@ func (p *promoter) forceRecover(ctx context.Context, removeCID uint64) ([]uint64
 	epoch := cl.Epoch + 1
 	p.logger.Warn("forced promotion: making this node the only voter", "epoch", epoch, "remove-cid", removeCID)
 	// Recorded first: until the epoch commits, this node talks to no peer, its voter duty
-	// changes nothing (reconcileVoters), and a restart finishes the promotion
+	// changes nothing (voterReconciler.reconcile), and a restart finishes the promotion
 	// (finishPendingEpoch).
 	me.PendingEpoch = epoch
 	err := p.host.setSelf(me)
