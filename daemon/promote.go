@@ -61,8 +61,8 @@ type promoteHost interface {
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
 func newPromoter(d *Daemon) *promoter {
 	return &promoter{
-		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn, peer: func() *cluster.Client { return d.peer },
-		voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
+		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
 		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext,
 	}
 }
