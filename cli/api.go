@@ -23,6 +23,7 @@ type API interface {
 	JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error)
 	Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error)
 	JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
+	RotateJoinToken(ctx context.Context, ttl time.Duration) (*api.JoinCmd, error)
 	Delete(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error)
 	Promote(ctx context.Context, force bool) (*api.PromoteResponse, error)
 	Sync(ctx context.Context, masterIP string) (*api.SyncResponse, error)

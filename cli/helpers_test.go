@@ -58,6 +58,7 @@ type fakeAPI struct {
 	gotPref   string
 	gotMaster string
 	gotJoin   api.JoinRequest
+	gotTTL    time.Duration
 	gotRotate bool
 	gotCID    uint64
 	// gotForce is the force flag of the last Delete or Promote.
@@ -135,6 +136,12 @@ func (f *fakeAPI) Join(_ context.Context, req api.JoinRequest) (*api.JoinRespons
 func (f *fakeAPI) JoinCmd(_ context.Context, rotate bool) (*api.JoinCmd, error) {
 	f.record("join-cmd")
 	f.gotRotate = rotate
+	return f.joinCmd, f.errFor("join-cmd")
+}
+
+func (f *fakeAPI) RotateJoinToken(_ context.Context, ttl time.Duration) (*api.JoinCmd, error) {
+	f.record("join-cmd")
+	f.gotRotate, f.gotTTL = true, ttl
 	return f.joinCmd, f.errFor("join-cmd")
 }
 

@@ -47,7 +47,10 @@ type joinOptions struct {
 
 // joinHints say what to do about the daemon's join errors when it gave no hint itself.
 var joinHints = map[string]string{
-	api.CodeBadToken: "get the current token with 'pmgcm join-cmd' on a member",
+	api.CodeBadToken:     "get the current token with 'pmgcm join-cmd' on a member",
+	api.CodeTokenExpired: "make a new token with 'pmgcm join-cmd --rotate' (or --ttl D) on a member",
+	api.CodeThrottled: "too many wrong tokens came from this node's address: check the token with " +
+		"'pmgcm join-cmd' on a member, wait, and try again",
 	api.CodeFingerprint: "the master presents another certificate than the fingerprint given: compare " +
 		"with 'pmgcm join-cmd' on a member, and do not join if they differ",
 	api.CodeUnreachable: "check the master's address and port, and that pmgclusterd runs there " +

@@ -458,10 +458,13 @@ func TestJoinHelp(t *testing.T) {
 func TestJoinCmd(t *testing.T) {
 	jc := &api.JoinCmd{Master: "192.168.2.127", Fingerprint: "SHA256:AB:CD", Token: "tok",
 		Command: "pmgcm join 192.168.2.127 --fingerprint SHA256:AB:CD --token tok"}
+	// The line is always the environment form, whatever Command the daemon sent (the
+	// first release sends the --token form).
+	line := "PMGCM_JOIN_TOKEN=tok pmgcm join 192.168.2.127 --fingerprint SHA256:AB:CD\n"
 
 	f := &fakeAPI{joinCmd: jc}
 	r := runFake(t, f, "", "join-cmd")
-	if r.code != ExitOK || r.stdout != jc.Command+"\n" || r.stderr != "" || f.gotRotate {
+	if r.code != ExitOK || r.stdout != line || r.stderr != "" || f.gotRotate {
 		t.Errorf("text: exit %d, stdout %q, stderr %q, rotate %v", r.code, r.stdout, r.stderr, f.gotRotate)
 	}
 
@@ -479,8 +482,21 @@ func TestJoinCmd(t *testing.T) {
 
 	f = &fakeAPI{joinCmd: jc}
 	r = runFake(t, f, "", "join-cmd", "--rotate")
-	if r.code != ExitOK || r.stdout != jc.Command+"\n" || r.stderr != "join token rotated; the old token no longer works\n" || !f.gotRotate {
+	if r.code != ExitOK || r.stdout != line || r.stderr != "join token rotated; the old token no longer works\n" || !f.gotRotate {
 		t.Errorf("rotate: exit %d, stdout %q, stderr %q, rotate %v", r.code, r.stdout, r.stderr, f.gotRotate)
+	}
+
+	exp := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	jcTTL := *jc
+	jcTTL.Expires = &exp
+	f = &fakeAPI{joinCmd: &jcTTL}
+	r = runFake(t, f, "", "join-cmd", "--ttl", "90m")
+	if r.code != ExitOK || r.stdout != line || f.gotTTL != 90*time.Minute ||
+		r.stderr != "join token rotated; the old token no longer works\nthe join token expires at 2026-12-01T10:00:00Z\n" {
+		t.Errorf("ttl: exit %d, stdout %q, stderr %q, ttl %v", r.code, r.stdout, r.stderr, f.gotTTL)
+	}
+	if r := runFake(t, &fakeAPI{joinCmd: jc}, "", "join-cmd", "--ttl", "-1h"); r.code != ExitUsage {
+		t.Errorf("negative ttl: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	noCluster := client.NewAPIError(409, api.Error{Code: api.CodeNoCluster, Message: "no cluster defined", Hint: "create one with pmgcm create"})
@@ -498,14 +514,19 @@ func TestJoinCmd(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
-	f := &fakeAPI{del: &api.DeleteResponse{CID: 3, Name: "pmg7", IP: "192.168.2.129"}}
+	f := &fakeAPI{del: &api.DeleteResponse{CID: 3, Name: "pmg7", IP: "192.168.2.129", TokenRotated: true}}
 	r := runFake(t, f, "", "delete", "3")
-	if r.code != ExitOK || r.stdout != "deleted cid 3 (pmg7, 192.168.2.129)\n" || r.stderr != "" || f.gotCID != 3 {
+	if r.code != ExitOK || r.stdout != "deleted cid 3 (pmg7, 192.168.2.129)\njoin token rotated: the deleted node knew it; print the new one with pmgcm join-cmd\n" || r.stderr != "" || f.gotCID != 3 {
 		t.Errorf("exit %d, stdout %q, stderr %q, cid %d", r.code, r.stdout, r.stderr, f.gotCID)
+	}
+	// A daemon that did not rotate the token (or of the first release): say what to do.
+	r = runFake(t, &fakeAPI{del: &api.DeleteResponse{CID: 3, Name: "pmg7", IP: "192.168.2.129"}}, "", "delete", "3")
+	if r.code != ExitOK || r.stdout != "deleted cid 3 (pmg7, 192.168.2.129)\nwarning: the join token was not rotated and the deleted node knows it: run pmgcm join-cmd --rotate\n" {
+		t.Errorf("not rotated: exit %d, stdout %q", r.code, r.stdout)
 	}
 
 	r = runFake(t, &fakeAPI{del: f.del}, "", "delete", "3", "-o", "json")
-	if r.code != ExitOK || r.stdout != "{\n  \"cid\": 3,\n  \"name\": \"pmg7\",\n  \"ip\": \"192.168.2.129\"\n}\n" {
+	if r.code != ExitOK || r.stdout != "{\n  \"cid\": 3,\n  \"name\": \"pmg7\",\n  \"ip\": \"192.168.2.129\",\n  \"token_rotated\": true\n}\n" {
 		t.Errorf("json: exit %d, stdout %q", r.code, r.stdout)
 	}
 

@@ -234,7 +234,7 @@ func TestPromoteHelp(t *testing.T) {
 func deleteForceFake(others ...api.Node) *fakeAPI {
 	st := &api.Status{Cluster: &api.Cluster{ID: "c0ffee", Epoch: 3, LeaderCID: 1},
 		Nodes: append([]api.Node{{CID: 1, Name: "pmg5", IP: "192.168.2.127", Role: api.RoleMaster, State: api.StateActive, Local: true}}, others...)}
-	return &fakeAPI{del: &api.DeleteResponse{CID: 2, Name: "pmg6", IP: "192.168.2.128"}, status: st}
+	return &fakeAPI{del: &api.DeleteResponse{CID: 2, Name: "pmg6", IP: "192.168.2.128", TokenRotated: true}, status: st}
 }
 
 func TestDeleteForce(t *testing.T) {
@@ -243,7 +243,7 @@ func TestDeleteForce(t *testing.T) {
 	var stderr bytes.Buffer
 	atCall := stderrAtFirstCall(f, &stderr)
 	r := runEnv(t, context.Background(), env{stderr: &stderr}, f, "delete", "--force", "2")
-	if r.code != ExitOK || r.stdout != "deleted cid 2 (pmg6, 192.168.2.128)\n" {
+	if r.code != ExitOK || r.stdout != "deleted cid 2 (pmg6, 192.168.2.128)\njoin token rotated: the deleted node knew it; print the new one with pmgcm join-cmd\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	wantWarn := "WARNING: " + forceDelete(2).headline + "\n" + splitBrainWarning
@@ -257,7 +257,7 @@ func TestDeleteForce(t *testing.T) {
 	// Other members are left fenced: say which and how to bring them back.
 	f = deleteForceFake(api.Node{CID: 4, Name: "pmg8"}, api.Node{CID: 3, Name: "pmg7"}, api.Node{CID: 2, Name: "pmg6"})
 	r = runFake(t, f, "", "delete", "2", "--force", "--yes")
-	want := "deleted cid 2 (pmg6, 192.168.2.128)\n" +
+	want := "deleted cid 2 (pmg6, 192.168.2.128)\njoin token rotated: the deleted node knew it; print the new one with pmgcm join-cmd\n" +
 		"fenced: cid 3, cid 4: run 'pmgcm sync --master_ip 192.168.2.127' on each to bring it back\n"
 	if r.code != ExitOK || r.stdout != want {
 		t.Errorf("others: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)

@@ -177,6 +177,7 @@ Shell completion: pmgcm completion bash|zsh prints the script to load, e.g.
 	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(),
 		a.promoteCmd(), a.syncCmd(), a.configCmd(), a.quarantineCmd(), a.backupCmd(), a.restoreCmd())
 	root.AddCommand(a.updateFingerprintsCmd())
+	root.AddCommand(a.reportCmd())
 	return root
 }
 

@@ -35,8 +35,9 @@ func TestRunAgainstSocket(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"join-cmd"}, "pmgcm join 10.0.0.1 --fingerprint FP --token tok\n"},
-		{[]string{"delete", "3"}, "deleted cid 3 (pmg7, 10.0.0.3)\n"},
+		{[]string{"join-cmd"}, "PMGCM_JOIN_TOKEN=tok pmgcm join 10.0.0.1 --fingerprint FP\n"},
+		{[]string{"delete", "3"}, "deleted cid 3 (pmg7, 10.0.0.3)\n" +
+			"warning: the join token was not rotated and the deleted node knows it: run pmgcm join-cmd --rotate\n"},
 		{[]string{"promote"}, "this node is already the master (cid 1); nothing changed\n"},
 		// Off a terminal --force proceeds; this node's IP comes from the status's local row.
 		{[]string{"promote", "--force"}, "node pmg5(1) is now the master of epoch 3\n" +

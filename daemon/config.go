@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/pmgcm/pmgcm/internal/logring"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/smtpd"
 )
@@ -59,6 +60,18 @@ type Config struct {
 	// MetricsAddr, if set, is the "ip:port" where Prometheus metrics are served on
 	// /metrics (off when empty).
 	MetricsAddr string
+	// MinFreeDisk is the free space on the data directory's filesystem below which SMTP
+	// answers 452 and configuration writes through this node are refused (zero: off).
+	MinFreeDisk DiskSize
+	// LogRing, if set, holds the daemon's recent log lines for pmgcm report; the
+	// caller makes Logger write into it too.
+	LogRing *logring.Ring
+	// TestClockOffset shifts the wall clock this node reports to status (the
+	// clock-skew check): tests of that check only, never in production.
+	TestClockOffset time.Duration
+	// Settings, if set, is the text of the settings in effect (pmgclusterd
+	// --print-config), without secrets, for pmgcm report.
+	Settings []byte
 	// Logger receives the daemon's logs.
 	Logger hclog.Logger
 }
@@ -79,6 +92,7 @@ func DefaultConfig() Config {
 		ProtocolVersion: ProtocolVersion,
 
 		SMTPDrainTimeout: smtpd.DefaultDrainTimeout,
+		MinFreeDisk:      DefaultMinFreeDisk,
 	}
 }
 
@@ -137,6 +151,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			return fmt.Errorf("--metrics-addr %q: want IP:PORT: %v", c.MetricsAddr, err)
 		}
+	}
+	if err := c.MinFreeDisk.validate(); err != nil {
+		return err
 	}
 	return nil
 }

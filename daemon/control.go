@@ -123,11 +123,19 @@ func (d *Daemon) controlHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.creator.joinCmd(r.Context(), false)
+		res, err := d.creator.joinCmd(r.Context(), false, 0)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.creator.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1")
+		var ttl time.Duration
+		if v := r.URL.Query().Get("ttl"); v != "" {
+			var err error
+			if ttl, err = time.ParseDuration(v); err != nil || ttl <= 0 {
+				writeErr(w, fmt.Errorf("%w: ttl %q is not a positive duration (e.g. 30m, 24h)", ErrBadRequest, v))
+				return
+			}
+		}
+		res, err := d.creator.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1", ttl)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
@@ -165,6 +173,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
+	mux.HandleFunc("GET "+api.PathReport, d.handleReport)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest
@@ -286,6 +295,10 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
+	if e := d.diskGuardRefusal(); e != nil {
+		writeJSON(w, http.StatusInsufficientStorage, e)
+		return
+	}
 	res, err := d.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
@@ -367,6 +380,14 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrSyncing):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 		hint = "pmgcm status shows when the node is in state A"
+	case errors.Is(err, ErrTokenExpired):
+		code, status = api.CodeTokenExpired, http.StatusForbidden
+		hint = "make a new token on a member: pmgcm join-cmd --rotate (add --ttl D for one that expires)"
+	case errors.Is(err, ErrThrottled):
+		code, status = api.CodeThrottled, http.StatusTooManyRequests
+		hint = "check the token (pmgcm join-cmd on a member), wait, then try again"
+	case errors.Is(err, ErrForbidden):
+		code, status = api.CodeBadRequest, http.StatusForbidden
 	case errors.Is(err, ErrBadToken):
 		code, status = api.CodeBadToken, http.StatusForbidden
 		hint = "get the current token with: pmgcm join-cmd (on a member)"

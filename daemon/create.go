@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,7 +54,7 @@ type createHost interface {
 	checkServing() error
 	setSelf(nf nodeFile) error
 	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	linearizableRead(ctx context.Context) error
+	rotateJoinToken(ctx context.Context, expires time.Time) error
 	leaderAddr() (string, error)
 	quorumSummary() string
 }
@@ -153,11 +152,11 @@ func (c *creator) installPendingIdentity() error {
 	if err := c.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
-	certPEM, err := os.ReadFile(c.dir.file("tls", certFile))
+	certPEM, err := readFileBounded(c.dir.file("tls", certFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(c.dir.file("tls", caFile))
+	caPEM, err := readFileBounded(c.dir.file("tls", caFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}
@@ -211,30 +210,38 @@ func certFingerprint(certPEM []byte) (string, error) {
 }
 
 // joinCmd returns the command that joins a node to this cluster, after replacing the
-// join token if rotate is set. It works on any member: the token derives from the
-// replicated CA key and salt, and the master is whoever leads now.
-func (c *creator) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error) {
+// join token if rotate is set, with one that expires after ttl if ttl is positive. It
+// works on any member: the token derives from the replicated CA key and salt, and the
+// master is whoever leads now. An expired token is not shown: the operator is told to
+// make a new one.
+func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (*api.JoinCmd, error) {
 	if err := c.host.checkServing(); err != nil {
 		return nil, err
 	}
-	cl := c.fsm.Cluster()
-	if cl == nil {
+	if c.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
 	}
-	if rotate {
-		salt := make([]byte, 16)
-		if _, err := rand.Read(salt); err != nil {
+	if ttl < 0 {
+		return nil, fmt.Errorf("%w: --ttl %s is negative", ErrBadRequest, ttl)
+	}
+	if rotate || ttl > 0 {
+		var expires time.Time
+		if ttl > 0 {
+			expires = time.Now().Add(ttl).Truncate(time.Second).Add(time.Second)
+		}
+		if err := c.host.rotateJoinToken(ctx, expires); err != nil {
 			return nil, err
 		}
-		if _, err := c.host.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
-			return nil, err
+		c.logger.Info("join token rotated", "expires", expires)
+	}
+	cl := c.fsm.Cluster()
+	var expires *time.Time
+	if exp, ok := tokenExpiry(cl.JoinTokenSalt); ok {
+		if !time.Now().Before(exp) {
+			return nil, fmt.Errorf("%w: it expired at %s; make a new one with pmgcm join-cmd --rotate (add --ttl D for one that expires)",
+				ErrTokenExpired, exp.Format(time.RFC3339))
 		}
-		// Show the token that is now in force on this node.
-		if err := c.host.linearizableRead(ctx); err != nil {
-			return nil, err
-		}
-		cl = c.fsm.Cluster()
-		c.logger.Info("join token rotated")
+		expires = &exp
 	}
 	if _, err := c.host.leaderAddr(); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, c.host.quorumSummary())
@@ -249,7 +256,7 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error
 	}
 	token := joinToken(cl.CAKeyPEM, cl.JoinTokenSalt)
 	return &api.JoinCmd{
-		Master: addr, Fingerprint: master.Fingerprint, Token: token,
-		Command: fmt.Sprintf("pmgcm join %s --fingerprint %s --token %s", addr, master.Fingerprint, token),
+		Master: addr, Fingerprint: master.Fingerprint, Token: token, Expires: expires,
+		Command: api.JoinCommandLine(addr, master.Fingerprint, token),
 	}, nil
 }

@@ -52,6 +52,8 @@ type Daemon struct {
 	mail *mailSystem
 	// disk is the free space of the mail store's disk (diskfull.go).
 	disk diskState
+	// ops are the operator tools: disk guard, clock, maintenance hook (see ops.go).
+	ops *opsState
 	// servers are the HTTP servers of the cluster RPC and join channels.
 	servers []*http.Server
 	// peer is the cluster RPC client; fwd forwards master-only requests with it.
@@ -110,6 +112,7 @@ func New(cfg Config) (*Daemon, error) {
 		logger = hclog.NewNullLogger()
 	}
 	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -151,7 +154,7 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.standingW = &standingWatch{
 		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
-		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, kick: make(chan struct{}, 1),
+		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, forget: d.forgetCluster, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
 	d.members = newMemberView(d)
@@ -182,11 +185,15 @@ func (d *Daemon) Open() (err error) {
 		cancel()
 		d.standingW.apply(st, a)
 	}
+	if d.standing().kind == standRemoved {
+		d.forgetCluster() // removed before this build, or before the wipe finished
+	}
 	d.versions.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
 	d.openRPC()
+	d.startOps()
 	if err := d.openMail(); err != nil {
 		return err
 	}

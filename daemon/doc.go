@@ -13,7 +13,15 @@
 //	LOCK            flock held while a daemon runs; holds its PID
 //	node.json       this node's name, address and CID
 //	tls/            node.key, node.crt and, once in a cluster, ca.crt
-//	raft/           raft.db (log and stable store) and snapshots/
+//	raft/           raft.db (log and stable store) and snapshots/: the replicated state,
+//	                the cluster CA key and join token salt among it; wiped when the node
+//	                learns it was removed (forget.go)
+//	peers.json      the member list this node trusts until its state has caught up
+//
+// Every small file is read bounded (bounded.go). What a member may ask of the master
+// beyond mutual TLS is in forwarded.go, what the join channel tells a stranger in
+// unauthenticated.go, the join token's expiry and rotation in jointoken.go, the back-off
+// of wrong tokens in jointhrottle.go.
 //
 // It must never import the cli package: the CLI reaches the daemon only through the socket.
 package daemon

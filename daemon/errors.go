@@ -34,6 +34,14 @@ var (
 	ErrSyncing = errors.New("this node is still receiving data from the other nodes")
 	// ErrBadToken means the join token was wrong.
 	ErrBadToken = errors.New("join token is not valid for this cluster")
+	// ErrTokenExpired means the join token was right but has expired (join-cmd --ttl).
+	ErrTokenExpired = errors.New("join token has expired")
+	// ErrThrottled means a source address gave too many wrong join tokens and is refused
+	// for a while.
+	ErrThrottled = errors.New("too many wrong join tokens from this address")
+	// ErrForbidden means a member asked for what members may not ask: a command no
+	// member forwards, or a change to another member's record.
+	ErrForbidden = errors.New("refused: members may not ask this")
 	// ErrIncompatible means two nodes run versions that cannot work together (the
 	// protocol's own sentinel, cluster.ErrIncompatible).
 	ErrIncompatible = cluster.ErrIncompatible

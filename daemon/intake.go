@@ -43,7 +43,7 @@ func newIntakePolicy(d *Daemon) *intakePolicy {
 // cache of replicated state).
 func (p *intakePolicy) load() {
 	c := &intakeCache{Values: map[string]string{}}
-	if b, err := os.ReadFile(p.path); err == nil {
+	if b, err := readFileBounded(p.path, maxPeersFileBytes); err == nil {
 		if err := json.Unmarshal(b, c); err != nil || c.Values == nil {
 			p.logger.Warn("ignoring a damaged mail policy cache", "file", p.path, "error", err)
 			c = &intakeCache{Values: map[string]string{}}

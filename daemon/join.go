@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -150,7 +149,7 @@ func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	}
 	certPEM := adm.CertPEM
 	if len(certPEM) == 0 { // re-admission: the node keeps its certificate
-		if certPEM, err = os.ReadFile(d.dir.file("tls", certFile)); err != nil {
+		if certPEM, err = readFileBounded(d.dir.file("tls", certFile), maxTLSFileBytes); err != nil {
 			return err
 		}
 	}
@@ -218,13 +217,28 @@ func (d *Daemon) admit(ctx context.Context, req cluster.AdmitRequest, relay bool
 	if err := cluster.CheckCompatible(d.cfg.ProtocolVersion, req.ProtocolVersion, req.StateFormat); err != nil {
 		return nil, err
 	}
-	return cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
+	src, fromJoin := joinSource(ctx)
+	if relay && fromJoin {
+		if err := d.limits.joinTokens.check(src); err != nil {
+			return nil, err
+		}
+	}
+	adm, err := cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
 		func() (*cluster.Admission, error) {
 			if !relay {
 				return nil, d.rn().NotLeader()
 			}
 			return d.forwardAdmit(ctx, req)
 		})
+	if relay && fromJoin {
+		switch {
+		case err == nil:
+			d.limits.joinTokens.succeeded(src)
+		case errors.Is(err, ErrBadToken) || cluster.Code(err) == api.CodeBadToken:
+			d.limits.joinTokens.failed(src)
+		}
+	}
+	return adm, err
 }
 
 // forwardAdmit sends a join request to the master. If the master took it but the answer
@@ -295,9 +309,9 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 	if err := d.versions.checkJoinLevel(req); err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare(hashToken(req.Token), cl.JoinTokenHash) != 1 {
-		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
-		return nil, ErrBadToken
+	if err := checkJoinToken(cl, req.Token, time.Now()); err != nil {
+		// Logged, rate-limited, by the join throttle of the node the caller reached.
+		return nil, err
 	}
 	if err := memberClash(d.fsm.Members(), req.Name, req.IP); err != nil {
 		return nil, err

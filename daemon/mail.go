@@ -73,6 +73,7 @@ func (d *Daemon) openMail() error {
 		cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
 		cfg.Hostname = d.self().Name
 		cfg.Store, cfg.Policy = mailIntake{store}, mailPolicy{d}
+		cfg.LowStorage = d.ops.disk.active
 		if d.metrics != nil {
 			cfg.Observe = d.metrics.observeMail
 		}

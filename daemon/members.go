@@ -87,6 +87,10 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 			cancel()
 			switch {
 			case err == nil:
+				if !out.TokenRotated {
+					// A master of the first release removes without rotating the token.
+					out.TokenRotated = d.rotateForwarded(ctx, cid)
+				}
 				return &out, nil
 			case errors.Is(err, raftnode.ErrNoLeader) && force:
 				return d.forceDelete(ctx, m)
@@ -118,8 +122,9 @@ func (d *Daemon) deleteHere(ctx context.Context, cid uint64) (*api.DeleteRespons
 		d.logger.Warn("remove server from raft", "cid", cid, "error", err)
 	}
 	d.logger.Info("node deleted", "cid", cid, "name", m.Name, "address", memberAddr(m))
+	rotated := d.rotateAfterDelete(ctx, cid)
 	d.kickLeaderDuties()
-	return &api.DeleteResponse{CID: cid, Name: m.Name, IP: m.IP}, nil
+	return &api.DeleteResponse{CID: cid, Name: m.Name, IP: m.IP, TokenRotated: rotated}, nil
 }
 
 // forceDelete removes member m from a cluster without a master by forced recovery of
@@ -136,5 +141,8 @@ func (d *Daemon) forceDelete(ctx context.Context, m fsm.Member) (*api.DeleteResp
 		return nil, err
 	}
 	d.logger.Warn("node deleted by forced recovery", "cid", m.CID, "name", m.Name)
-	return &api.DeleteResponse{CID: m.CID, Name: m.Name, IP: m.IP}, nil
+	d.memberMu.Lock()
+	rotated := d.rotateAfterDelete(ctx, m.CID)
+	d.memberMu.Unlock()
+	return &api.DeleteResponse{CID: m.CID, Name: m.Name, IP: m.IP, TokenRotated: rotated}, nil
 }

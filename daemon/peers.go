@@ -43,13 +43,13 @@ func (d *Daemon) peersPath() string { return d.dir.file("peers.json") }
 
 // loadPeers reads peers.json, if any.
 func (d *Daemon) loadPeers() error {
-	b, err := os.ReadFile(d.peersPath())
+	b, err := readFileBounded(d.peersPath(), maxPeersFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		d.peers.Store(&peerCache{})
 		return nil
 	}
 	if err != nil {
-		return unusable(d.peersPath(), err)
+		return readErr(d.peersPath(), err)
 	}
 	var p peerCache
 	if err := json.Unmarshal(b, &p); err != nil {

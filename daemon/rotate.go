@@ -220,6 +220,11 @@ func (c *certRenewer) renew(ctx context.Context) (api.RenewedCert, error) {
 // that have not applied it do not know this certificate yet (see standingWatch.ask).
 func (c *certRenewer) install(id *transport.Identity, idx uint64) error {
 	c.mux.SetIdentity(id)
+	// Kept-alive connections carry the old certificate, which the master no longer takes
+	// as this node's (checkCertCaller): new ones carry the new one.
+	if peer := c.peer(); peer != nil { // nil at start (resolve), before any connection
+		peer.CloseIdleConnections()
+	}
 	if idx > c.self().JoinIndex {
 		if err := c.updateSelf(func(nf *nodeFile) { nf.JoinIndex = max(nf.JoinIndex, idx) }); err != nil {
 			return err
@@ -233,10 +238,10 @@ func (c *certRenewer) install(id *transport.Identity, idx uint64) error {
 
 // record publishes member req.CID's renewed certificate, on the master (forwarded to
 // it from any other node), and returns the state-machine index of the change. The
-// certificate must be the cluster CA's for that member's name and address. Which member
-// asks is not checked: every member holds the CA key (fsm.Cluster.CAKeyPEM) and could
-// issue the certificate itself, and a connection made before an earlier renewal still
-// carries the older fingerprint.
+// certificate must be the cluster CA's for that member's name and address. Over the
+// cluster RPC, the caller must be that member (rpcHandler.RecordCert): every member
+// holds the CA key (fsm.Cluster.CAKeyPEM) and could issue any member's certificate, but
+// only the member itself may publish one.
 func (c *certRenewer) record(ctx context.Context, req cluster.CertRecord) (uint64, error) {
 	return cluster.OnMaster(ctx, c.fwd(), func() (uint64, error) { return c.recordHere(ctx, req) },
 		func() (uint64, error) {
@@ -311,7 +316,7 @@ func checkNodeCert(certPEM, caPEM []byte, m fsm.Member) (string, error) {
 // stays for the next start (a renewal that never committed is harmless: the next
 // renewal overwrites it).
 func (c *certRenewer) resolve() {
-	certPEM, err := os.ReadFile(c.dir.file("tls", certFile+nextSufx))
+	certPEM, err := readFileBounded(c.dir.file("tls", certFile+nextSufx), maxTLSFileBytes)
 	if err != nil {
 		return
 	}
@@ -345,7 +350,7 @@ func (c *certRenewer) resolve() {
 	if err != nil {
 		return
 	}
-	caPEM, _ := os.ReadFile(c.dir.file("tls", caFile))
+	caPEM, _ := readFileBounded(c.dir.file("tls", caFile), maxTLSFileBytes)
 	id, err := transport.NewIdentity(certPEM, keyPEM, caPEM)
 	if err != nil {
 		c.logger.Error("renewed certificate unusable", "error", err)

@@ -7,6 +7,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/transport"
 )
 
 // rpcHandler is the daemon's side of the node-to-node protocol: cluster.Service
@@ -17,7 +18,20 @@ var _ cluster.Handler = rpcHandler{}
 
 func (h rpcHandler) NodeInfo() api.Node { return h.d.localNode() }
 
+// Apply applies a command a member forwarded: only the kinds members forward
+// (checkForwarded).
 func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyResult, error) {
+	if _, ok := cmd.(fsm.UpdateMember); ok {
+		// Membership changes on the master are serialized: the record checked unchanged
+		// stays so until it is applied.
+		h.d.memberMu.Lock()
+		defer h.d.memberMu.Unlock()
+	}
+	if err := h.d.checkForwarded(cmd); err != nil {
+		h.d.logger.Warn("refused a forwarded command", "command", cmd.Type().String(),
+			"caller", transport.PeerFingerprintFromContext(ctx), "error", err)
+		return cluster.ApplyResult{}, err
+	}
 	res, err := h.d.applyLocal(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
@@ -50,16 +64,27 @@ func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.A
 	return h.d.syncer.admitFenced(ctx, fingerprint)
 }
 
+// RecordCert records the caller's own renewed certificate (checkCertCaller), on the
+// master only: forwarded on, it would reach the master with this node's certificate, not
+// the caller's. A caller that reached a node no longer master is told so and asks the
+// new master itself.
 func (h rpcHandler) RecordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
-	return h.d.certs.record(ctx, req)
+	if err := h.d.checkCertCaller(ctx, req); err != nil {
+		return 0, err
+	}
+	return cluster.OnMaster(ctx, h.d.fwd, func() (uint64, error) { return h.d.certs.recordHere(ctx, req) },
+		func() (uint64, error) { return 0, h.d.rn().NotLeader() })
 }
 
 func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
 	return h.d.certs.renew(ctx)
 }
 
-func (h rpcHandler) JoinInfo() cluster.JoinInfo { return h.d.joinInfo() }
+// JoinInfo and CheckMembership answer on the join channel, to callers with no
+// certificate: they tell only what a joining node's fingerprint prompt and a node's own
+// standing check need (see unauthenticated.go).
+func (h rpcHandler) JoinInfo() cluster.JoinInfo { return maskJoinInfo(h.d.joinInfo()) }
 
 func (h rpcHandler) CheckMembership(fingerprint string) cluster.Membership {
-	return h.d.members.membership(fingerprint)
+	return maskMembership(h.d.members.membership(fingerprint))
 }

@@ -34,6 +34,8 @@ type standingWatch struct {
 	self       func() nodeFile
 	updateSelf func(func(*nodeFile)) error
 	stopRaft   func()
+	// forget wipes the cluster's secrets once a removal is recorded (forgetCluster).
+	forget func()
 
 	kick    chan struct{}
 	clients clientCache
@@ -256,5 +258,8 @@ func (w *standingWatch) apply(st standing, a cluster.Membership) bool {
 		w.logger.Error("cannot record this node's standing", "error", err)
 	}
 	w.stopRaft()
+	if st.kind == standRemoved && w.forget != nil {
+		w.forget()
+	}
 	return true
 }

@@ -69,6 +69,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
+			d.noteLocalClock(&rows[i])
 			continue
 		}
 		if m.Fenced(epoch) {
@@ -83,7 +84,9 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sent := time.Now()
 			rows[i] = d.remoteNode(ctx, m)
+			noteClock(&rows[i], sent, time.Since(sent))
 		}()
 	}
 	wg.Wait()
@@ -126,6 +129,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	}
 	st.Nodes = rows
 	st.Cluster.Warnings = append(st.Cluster.Warnings, certWarnings(rows, time.Now())...)
+	st.Cluster.Warnings = append(st.Cluster.Warnings, opsWarnings(rows, st.Cluster.LeaderCID)...)
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
@@ -174,6 +178,7 @@ func (d *Daemon) localNode() api.Node {
 	setBuildVersion(&n)
 	d.honesty.local(&n)
 	d.diskW.markFull(&n)
+	d.fillOps(&n)
 	return n
 }
 

@@ -353,10 +353,5 @@ func cliRetry(t testing.TB, n *Node, args ...string) string {
 // joinArgsRetry is joinArgs, tolerant of an election in progress.
 func joinArgsRetry(t testing.TB, n *Node) []string {
 	t.Helper()
-	line := strings.TrimSpace(cliRetry(t, n, "join-cmd"))
-	fields := strings.Fields(line)
-	if len(fields) != 7 || fields[0] != "pmgcm" || fields[1] != "join" || fields[3] != "--fingerprint" || fields[5] != "--token" {
-		t.Fatalf("join-cmd printed %q, want: pmgcm join <master> --fingerprint <FP> --token <TOKEN>", line)
-	}
-	return fields[1:]
+	return parseJoinLine(t, cliRetry(t, n, "join-cmd"))
 }

@@ -95,6 +95,9 @@ type Config struct {
 	// Observe, if set, is told the outcome of every message and every refused recipient
 	// (for metrics). It is called from the connections' goroutines, concurrently.
 	Observe func(Outcome)
+	// LowStorage, if set, is asked at every MAIL FROM and before every DATA: while it
+	// returns true the transaction is refused with 452 4.3.1 (see storage.go).
+	LowStorage func() bool
 }
 
 // Outcome is what became of a message, or of a recipient, at the SMTP intake.
@@ -105,19 +108,20 @@ type Outcome string
 // size is over the limit). Commands the SMTP library itself refuses (bad syntax, out of
 // sequence, too many recipients) are not outcomes.
 const (
-	Accepted        Outcome = "accepted"         // 250, the message is stored
-	RefusedRelay    Outcome = "relay_denied"     // RCPT: not a relay domain
-	RefusedNoRelay  Outcome = "no_relay_domains" // RCPT: none configured (temporary)
-	RefusedTooBig   Outcome = "too_big"          // over the size limit (declared or sent)
-	RefusedLongLine Outcome = "line_too_long"    // a line over the SMTP limit
-	FailedStore     Outcome = "store_failed"     // the store failed (temporary)
-	FailedTransfer  Outcome = "transfer_failed"  // the client's transfer broke
-	FailedShutdown  Outcome = "shutting_down"    // the server was closing
+	Accepted        Outcome = "accepted"             // 250, the message is stored
+	RefusedRelay    Outcome = "relay_denied"         // RCPT: not a relay domain
+	RefusedNoRelay  Outcome = "no_relay_domains"     // RCPT: none configured (temporary)
+	RefusedTooBig   Outcome = "too_big"              // over the size limit (declared or sent)
+	RefusedLongLine Outcome = "line_too_long"        // a line over the SMTP limit
+	FailedStore     Outcome = "store_failed"         // the store failed (temporary)
+	FailedTransfer  Outcome = "transfer_failed"      // the client's transfer broke
+	FailedShutdown  Outcome = "shutting_down"        // the server was closing
+	RefusedStorage  Outcome = "insufficient_storage" // the node is low on disk (temporary)
 )
 
 // Outcomes lists every Outcome, for callers that set up one counter each.
 var Outcomes = []Outcome{Accepted, RefusedRelay, RefusedNoRelay, RefusedTooBig,
-	RefusedLongLine, FailedStore, FailedTransfer, FailedShutdown}
+	RefusedLongLine, FailedStore, FailedTransfer, FailedShutdown, RefusedStorage}
 
 // DefaultConfig returns a Config with the default timeouts and limits; the caller sets
 // Addr, Hostname, Store, Policy and Logger.

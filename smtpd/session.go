@@ -90,6 +90,9 @@ func (ss *session) Logout() error {
 // limit. from is "" for the null sender <> (bounces).
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.Reset()
+	if err := ss.checkStorage(); err != nil {
+		return err
+	}
 	if !ss.beginTx() {
 		// Draining: no new transaction (a command pipelined before the drain began).
 		return ss.outcome(FailedShutdown, errShuttingDown)
@@ -133,6 +136,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // nil for all of it.
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
+	if err := ss.checkStorage(); err != nil {
+		return err
+	}
 	if !s.beginAccept() {
 		return ss.outcome(FailedShutdown, errShuttingDown)
 	}

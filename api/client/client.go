@@ -305,6 +305,20 @@ func (c *Client) JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
 	return &jc, nil
 }
 
+// RotateJoinToken replaces the join token with one that expires after ttl (never with
+// ttl 0) and returns the command with the new token (POST api.PathJoinCmd?rotate=1&ttl=D).
+func (c *Client) RotateJoinToken(ctx context.Context, ttl time.Duration) (*api.JoinCmd, error) {
+	q := url.Values{"rotate": {"1"}}
+	if ttl > 0 {
+		q.Set("ttl", ttl.String())
+	}
+	var jc api.JoinCmd
+	if err := c.doJSON(ctx, http.MethodPost, api.PathJoinCmd, q, nil, &jc); err != nil {
+		return nil, err
+	}
+	return &jc, nil
+}
+
 // Delete removes the node with cid from the cluster (POST api.PathDelete). With force, a
 // node lost with the quorum is removed the way a forced Promote recovers (see
 // api.DeleteRequest).

@@ -5,6 +5,7 @@
 package command
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/daemon"
+	"github.com/pmgcm/pmgcm/internal/logring"
 	"github.com/pmgcm/pmgcm/internal/version"
 )
 
@@ -55,7 +57,18 @@ flag names without the dashes, e.g.
     config-export-prefix = ["pmg/"]
 
 Flags given on the command line override the file. --print-config prints the settings in
-effect, as such a file, and exits.`,
+effect, as such a file, and exits.
+
+With --metrics-addr the daemon also serves the health checks GET /health/mail (200 while
+this node takes mail: SMTP up, not draining or in maintenance, disk above
+--min-free-disk, mail store writable; it does not depend on the Raft quorum) and GET
+/health/cluster (200 while it is a member in state A with a master known), 503 otherwise,
+each with a JSON body {"ok": BOOL, "reasons": [...]}, for HAProxy (option httpchk GET
+/health/mail) or a keepalived vrrp_script.
+
+Below --min-free-disk free space on the data directory's filesystem (checked every
+second) SMTP answers 452 4.3.1 and configuration writes through this node are refused;
+both resume by themselves once there is room.`,
 		Example: "  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml\n" +
 			"  pmgclusterd --data-dir /var/lib/pmgcm --ip 192.168.2.127\n" +
 			"  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml --print-config",
@@ -77,8 +90,14 @@ effect, as such a file, and exits.`,
 			if level == hclog.NoLevel {
 				return fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", logLevel)
 			}
+			var settings bytes.Buffer
+			if err := WriteConfig(&settings, cmd.Flags()); err != nil {
+				return err
+			}
+			cfg.Settings = settings.Bytes()
+			cfg.LogRing = logring.New(0, 0) // the recent lines, for pmgcm report
 			cfg.Logger = hclog.New(&hclog.LoggerOptions{
-				Name: "pmgclusterd", Level: level, Output: stderr, JSONFormat: logJSON,
+				Name: "pmgclusterd", Level: level, Output: io.MultiWriter(stderr, cfg.LogRing), JSONFormat: logJSON,
 			})
 			cfg.Raft.Logger = cfg.Logger
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -118,12 +137,15 @@ effect, as such a file, and exits.`,
 	f.BoolVar(&logJSON, "log-json", false, "write logs as JSON lines")
 	f.DurationVar(&cfg.SMTPDrainTimeout, "smtp-drain-timeout", cfg.SMTPDrainTimeout, "on stop, how long SMTP transactions in flight may take to finish (new connections are refused at once)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`IP:PORT`/metrics (off when empty)")
+	f.Var(&cfg.MinFreeDisk, "min-free-disk", "free space on the data directory's filesystem below which SMTP answers 452 and configuration writes through this node are refused: a percentage (5%) or a size (500MiB, 2G); 0 turns the guard off")
 	f.StringVar(&cfg.ExportDir, "config-export-dir", "", "write the configuration entries as files into this directory after each change (off when empty)")
 	f.StringSliceVar(&cfg.ExportPrefixes, "config-export-prefix", nil, "export only the entries under this key prefix (repeatable; default: all)")
 	f.IntVar(&cfg.ProtocolVersion, "protocol-version", cfg.ProtocolVersion, "node-to-node protocol version to speak (compatibility drills only)")
 	_ = f.MarkHidden("protocol-version")
 	f.BoolVar(&cfg.FaultInjection, "fault-injection", false, "serve the partition control of drills and tests (never in production)")
 	_ = f.MarkHidden("fault-injection")
+	f.DurationVar(&cfg.TestClockOffset, "test-clock-offset", 0, "shift the clock this node reports to status by this much (tests of the clock-skew warning only)")
+	_ = f.MarkHidden("test-clock-offset")
 	// --data-dir and --ip are required, but may come from --config: daemon.Config.Validate
 	// checks them once the file is read.
 	return cmd

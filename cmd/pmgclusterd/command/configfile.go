@@ -17,6 +17,7 @@ const (
 	flagConfig      = "config"
 	flagPrintConfig = "print-config"
 	flagHelp        = "help"
+	flagVersion     = "version"
 )
 
 // maxConfigFile bounds the --config file: a file of every setting with its comment is
@@ -35,10 +36,11 @@ func (e *FileError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.L
 func (e *FileError) Unwrap() error { return e.Err }
 
 // isSetting reports whether flag f may be set in the config file and is printed by
-// --print-config: every flag but --config, --print-config, --help and the hidden ones
+// --print-config: every flag but --config, --print-config, --help, --version and the hidden ones
 // (drills and tests only). A flag added to the command is a setting without more code.
 func isSetting(f *pflag.Flag) bool {
-	return !f.Hidden && f.Name != flagConfig && f.Name != flagPrintConfig && f.Name != flagHelp
+	return !f.Hidden && f.Name != flagConfig && f.Name != flagPrintConfig && f.Name != flagHelp &&
+		f.Name != flagVersion
 }
 
 // LoadConfigFile sets the flags of fs from the TOML file at path: each top-level key is a
