@@ -95,7 +95,7 @@ func (d *Daemon) check(ctx context.Context, verify bool, progress func(api.Check
 	}
 	start := time.Now()
 	me := d.self()
-	members := d.activeMembers()
+	members := d.members.active()
 	if d.fsm.Cluster() == nil {
 		members = []fsm.Member{{CID: me.CID, Name: me.Name, IP: me.IP, Port: me.Port}}
 	}
@@ -202,7 +202,7 @@ func (d *Daemon) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.C
 		}
 	}
 	ref := majority(counts, masterSum)
-	master, _ := d.masterMember()
+	master, _ := d.members.master()
 	for _, n := range nodes {
 		if n.err == nil && n.state.SHA256 != ref {
 			rep.Differences = append(rep.Differences, api.CheckDifference{What: "config", CID: n.m.CID, Node: n.m.Name,
@@ -298,7 +298,7 @@ func (d *Daemon) stateOf(ctx context.Context, n *checkNode, index uint64) (clust
 // digests differ, twice: what replication settled in between is not reported.
 func (d *Daemon) checkMail(ctx context.Context, nodes []*checkNode, rep *api.CheckReport, verify bool, progress func(api.CheckProgress)) error {
 	req := cluster.MailCheckRequest{Verify: verify, Bucket: -1}
-	if v, ok := d.intakeSetting(keyRetentionDays); ok {
+	if v, ok := d.intake.setting(keyRetentionDays); ok {
 		if days, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && days > 0 {
 			req.Since = time.Now().Add(-time.Duration(days)*24*time.Hour + checkRetentionMargin)
 			rep.Since = req.Since.UTC()

@@ -331,7 +331,7 @@ func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
 		}
 		return 0, errors.New("no other voter is up and out of maintenance: this node stays master until one is")
 	}
-	if err := d.transferTo(ctx, best.cid); err != nil {
+	if err := d.promoter.transferTo(ctx, best.cid); err != nil {
 		return 0, fmt.Errorf("hand mastership to cid %d: %w", best.cid, err)
 	}
 	d.logger.Info("in maintenance: handed mastership over", "to-cid", best.cid)
