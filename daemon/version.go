@@ -123,8 +123,13 @@ func (d *Daemon) versionDuty(ctx context.Context) {
 // recordClusterVersion asks every member for its level and, if the lowest is above the
 // recorded cluster version, proposes it. A member that does not answer, or answers
 // without a level (release 0.1.0, which would skip the command), keeps the version.
+//
+// Every member counts, a fenced one too: `pmgcm sync` re-admits a fenced member without
+// asking its build, so a version raised past its level would bring it back into a log
+// and snapshots it cannot read. A fenced member refuses the RPC, so the version waits
+// until it is re-admitted or deleted.
 func (d *Daemon) recordClusterVersion(ctx context.Context) error {
-	members := d.activeMembers()
+	members := d.fsm.Members()
 	lowest, who, err := d.lowestLevel(ctx, members)
 	if err != nil {
 		return err
@@ -140,7 +145,7 @@ func (d *Daemon) recordClusterVersion(ctx context.Context) error {
 	// memberMu: no member is admitted between the check and the record (checkJoinLevel).
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
-	if !sameMembers(members, d.activeMembers()) {
+	if !sameMembers(members, d.fsm.Members()) {
 		return nil // the members changed meanwhile; the next round asks again
 	}
 	if _, err := d.applyLocal(ctx, fsm.SetClusterVersion{Version: lowest}); err != nil {
