@@ -131,7 +131,8 @@ func (x *exportDir) readFile(rel string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer x.release(fd)
-	ffd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK: a named pipe put there would block the open until a writer came.
+	ffd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if x.isLink(fd, name) {
 			return nil, x.linkErr(rel)
@@ -140,6 +141,13 @@ func (x *exportDir) readFile(rel string, max int64) ([]byte, error) {
 	}
 	f := os.NewFile(uintptr(ffd), filepath.Join(x.path, rel))
 	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(ffd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: f.Name(), Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s is not a regular file, which the config export never reads: remove it", f.Name())
+	}
 	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err == nil && int64(len(b)) > max {
 		err = fmt.Errorf("%s is over %d bytes", f.Name(), max)

@@ -43,8 +43,6 @@ type versionKeeper struct {
 	rpcTimeout time.Duration
 	// memberMu serializes membership changes on the master (Daemon.memberMu).
 	memberMu *sync.Mutex
-	// members returns the members of the current epoch (memberView.active).
-	members func() []fsm.Member
 	// apply commits a command on this node, the master (Daemon.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
 }
@@ -53,7 +51,7 @@ type versionKeeper struct {
 func newVersionKeeper(d *Daemon) *versionKeeper {
 	return &versionKeeper{
 		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
-		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, members: d.members.active, apply: d.applyLocal,
+		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, apply: d.applyLocal,
 	}
 }
 
@@ -152,8 +150,13 @@ func (k *versionKeeper) duty(ctx context.Context) {
 // record asks every member for its level and, if the lowest is above the
 // recorded cluster version, proposes it. A member that does not answer, or answers
 // without a level (release 0.1.0, which would skip the command), keeps the version.
+//
+// Every member counts, a fenced one too: `pmgcm sync` re-admits a fenced member without
+// asking its build, so a version raised past its level would bring it back into a log
+// and snapshots it cannot read. A fenced member refuses the RPC, so the version waits
+// until it is re-admitted or deleted.
 func (k *versionKeeper) record(ctx context.Context) error {
-	members := k.members()
+	members := k.fsm.Members()
 	lowest, who, err := k.lowestLevel(ctx, members)
 	if err != nil {
 		return err
@@ -169,7 +172,7 @@ func (k *versionKeeper) record(ctx context.Context) error {
 	// memberMu: no member is admitted between the check and the record (checkJoinLevel).
 	k.memberMu.Lock()
 	defer k.memberMu.Unlock()
-	if !sameMembers(members, k.members()) {
+	if !sameMembers(members, k.fsm.Members()) {
 		return nil // the members changed meanwhile; the next round asks again
 	}
 	if _, err := k.apply(ctx, fsm.SetClusterVersion{Version: lowest}); err != nil {

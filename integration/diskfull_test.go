@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // mountSmallMailDisk puts n's mail store (stopped node) on a tmpfs of size bytes that the
@@ -82,7 +83,7 @@ func TestDiskFullMailStore(t *testing.T) {
 		want[fmt.Sprintf("while-full-%d", i)] = sha(msg)
 	}
 	const reason = "disk full: no space left for the mail store"
-	waitUntil(t, 10*time.Second, "both nodes name node2's full disk", func() error {
+	testutil.Poll(t, "both nodes name node2's full disk", 10*time.Second, func() error {
 		for _, asker := range []*Node{n2, n1} {
 			st, err := asker.Status()
 			if err != nil {
@@ -121,7 +122,7 @@ func TestDiskFullMailStore(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("catching up after the disk was freed took %s, want under 5s", took)
 	}
-	waitUntil(t, 5*time.Second, "pmgcm_mail_disk_full back to 0", func() error {
+	testutil.Poll(t, "pmgcm_mail_disk_full back to 0", 5*time.Second, func() error {
 		m, err := scrape(urls[n2])
 		if err != nil {
 			return err

@@ -61,21 +61,3 @@ func rowsLine(st api.Status) string {
 	}
 	return b.String()
 }
-
-// waitUntil calls fn until it returns nil or timeout passes, then fails the test with
-// fn's last error. (The package's own poll helper has moved between branches; this one
-// keeps the netfault tests independent of its signature.)
-func waitUntil(t testing.TB, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
-		}
-		time.Sleep(25 * time.Millisecond) // the polling interval
-	}
-}

@@ -112,6 +112,16 @@ func (l *chanListener) Close() error {
 // Addr returns the mux's address.
 func (l *chanListener) Addr() net.Addr { return muxAddr(l.m) }
 
+// closed reports whether Close was called.
+func (l *chanListener) closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // deliver queues c for Accept, waiting at most until ctx ends.
 func (l *chanListener) deliver(ctx context.Context, c net.Conn, log hclog.Logger) {
 	select {

@@ -384,6 +384,16 @@ func (m *Mux) handle(raw net.Conn) {
 		}
 		return
 	}
+	if m.listeners[ch].closed() {
+		// Nobody serves the channel (its listener was closed: the node is stopping it).
+		// Refused before the acknowledgement, so that the dialer's Dial fails and it knows
+		// that it sent nothing, rather than sending a request into a connection that is
+		// then dropped.
+		stop()
+		_ = raw.Close()
+		log.Debug("channel listener closed, connection refused")
+		return
+	}
 	if _, err := tc.Write(b[:]); err != nil {
 		stop()
 		_ = raw.Close()
