@@ -105,7 +105,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("PUT "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigSet))
 	mux.HandleFunc("DELETE "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigDelete))
 	mux.HandleFunc("GET "+api.PathConfigList, d.metrics.countConfig(opRead, d.handleConfigList))
-	mux.HandleFunc("GET "+api.PathConfigWatch, d.handleConfigWatch)
+	mux.HandleFunc("GET "+api.PathConfigWatch, d.watcher.handleConfigWatch)
 	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinProbeRequest
 		if decodeBody(w, r, &req) {
@@ -123,7 +123,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.joinCmd(r.Context(), false, 0)
+		res, err := d.creator.joinCmd(r.Context(), false, 0)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
@@ -135,7 +135,7 @@ func (d *Daemon) controlHandler() http.Handler {
 				return
 			}
 		}
-		res, err := d.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1", ttl)
+		res, err := d.creator.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1", ttl)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
@@ -149,7 +149,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		var req api.PromoteRequest
 		if decodeBody(w, r, &req) {
 			start := time.Now()
-			res, err := d.promote(r.Context(), req.Force)
+			res, err := d.promoter.promote(r.Context(), req.Force)
 			d.metrics.observeOp("promote", start, err)
 			reply(w, res, err)
 		}
@@ -158,13 +158,13 @@ func (d *Daemon) controlHandler() http.Handler {
 		var req api.SyncRequest
 		if decodeBody(w, r, &req) {
 			start := time.Now()
-			res, err := d.sync(r.Context(), req.MasterIP)
+			res, err := d.syncer.sync(r.Context(), req.MasterIP)
 			d.metrics.observeOp("sync", start, err)
 			reply(w, res, err)
 		}
 	})
 	mux.HandleFunc("POST "+api.PathUpdateFingerprints, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.updateFingerprints(r.Context(), r.URL.Query().Get("all") == "1")
+		res, err := d.certs.updateFingerprints(r.Context(), r.URL.Query().Get("all") == "1")
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET "+api.PathQuarantine, d.handleQuarantineList)
@@ -192,7 +192,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
-	res, err := d.create(r.Context())
+	res, err := d.creator.create(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -14,6 +15,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
@@ -23,19 +26,60 @@ import (
 // nodeCertValidity is how long a node certificate signed by the cluster CA is valid.
 const nodeCertValidity = 2 * 365 * 24 * time.Hour
 
+// creator owns the founding of a cluster (pmgcm create: its ID, CA, this node's
+// certificate and the join token, committed as one command) and the join command that
+// admits further nodes (pmgcm join-cmd, with token rotation).
+type creator struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// host is what create and join-cmd need of the rest of the daemon.
+	host createHost
+	// raft is this node's Raft node (Daemon.rn; made after the creator).
+	raft func() *raftnode.Node
+	// mux presents the new certificate on new connections.
+	mux *transport.Mux
+	key crypto.Signer
+	dir *dataDir
+	// gate admits one identity-changing operation at a time (Daemon.gate).
+	gate *opGate
+	// self is this node's identity file.
+	self func() nodeFile
+	// members finds the master as a member.
+	members *memberView
+}
+
+// createHost is what create and join-cmd need of the daemon.
+type createHost interface {
+	knownCluster() string
+	checkServing() error
+	setSelf(nf nodeFile) error
+	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+	rotateJoinToken(ctx context.Context, expires time.Time) error
+	leaderAddr() (string, error)
+	quorumSummary() string
+}
+
+// newCreator returns the creator of d, whose fsm, key and mux are made.
+func newCreator(d *Daemon) *creator {
+	return &creator{
+		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
+		gate: &d.gate, self: d.self, members: d.members,
+	}
+}
+
 // create makes this standalone node the master of a new cluster: a cluster ID, a CA, a
 // certificate for this node signed by it, and a join token, committed as one Raft command.
 // Configuration entries already on the node are kept.
-func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
-	leave, err := d.gate.enter("pmgcm create")
+func (c *creator) create(ctx context.Context) (*api.CreateResponse, error) {
+	leave, err := c.gate.enter("pmgcm create")
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
-	if id := d.knownCluster(); id != "" {
-		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, d.self().CID)
+	if id := c.host.knownCluster(); id != "" {
+		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, c.self().CID)
 	}
-	if err := d.waitLeader(ctx); err != nil {
+	if err := waitLeader(ctx, c.raft()); err != nil {
 		return nil, err
 	}
 	clusterID, err := newClusterID()
@@ -46,7 +90,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make cluster CA: %w", err)
 	}
-	certPEM, err := ca.IssueNodeCert(d.key.Public(), d.self().Name, net.ParseIP(d.self().IP), nodeCertValidity)
+	certPEM, err := ca.IssueNodeCert(c.key.Public(), c.self().Name, net.ParseIP(c.self().IP), nodeCertValidity)
 	if err != nil {
 		return nil, fmt.Errorf("sign node certificate: %w", err)
 	}
@@ -58,7 +102,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return nil, err
 	}
-	if err := d.dir.writePendingIdentity(certPEM, ca.CertPEM); err != nil {
+	if err := c.dir.writePendingIdentity(certPEM, ca.CertPEM); err != nil {
 		return nil, fmt.Errorf("write certificate: %w", err)
 	}
 	cmd := &fsm.CreateCluster{
@@ -69,54 +113,54 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 		JoinTokenSalt: salt,
 		JoinTokenHash: hashToken(joinToken(ca.KeyPEM, salt)),
 		Founder: fsm.Member{
-			CID: 1, Name: d.self().Name, IP: d.self().IP, Port: d.self().Port,
+			CID: 1, Name: c.self().Name, IP: c.self().IP, Port: c.self().Port,
 			Fingerprint: fp, Suffrage: fsm.Voter, JoinedAt: time.Now().UTC(),
 		},
 	}
-	res, err := d.propose(ctx, cmd)
+	res, err := c.host.propose(ctx, cmd)
 	if err != nil {
 		// The outcome of a command that timed out is unknown: look at the state.
-		if m, ok := d.fsm.Member(1); !ok || m.Fingerprint != fp {
-			d.dir.dropPendingIdentity()
+		if m, ok := c.fsm.Member(1); !ok || m.Fingerprint != fp {
+			c.dir.dropPendingIdentity()
 			return nil, err
 		}
 	}
 	if res != nil {
-		me := d.self()
+		me := c.self()
 		me.JoinIndex = res.Index
-		if err := d.setSelf(me); err != nil {
+		if err := c.host.setSelf(me); err != nil {
 			return nil, err
 		}
 	}
-	if err := d.installPendingIdentity(); err != nil {
+	if err := c.installPendingIdentity(); err != nil {
 		return nil, fmt.Errorf("cluster %s was created but its certificate could not be installed (restart pmgclusterd to retry): %w", clusterID, err)
 	}
-	d.logger.Info("cluster created", "cluster-id", clusterID, "cid", 1, "fingerprint", fp)
+	c.logger.Info("cluster created", "cluster-id", clusterID, "cid", 1, "fingerprint", fp)
 	return &api.CreateResponse{ClusterID: clusterID, CID: 1, Fingerprint: fp}, nil
 }
 
-// waitLeader waits for this node's own election, which a standalone node wins alone.
-func (d *Daemon) waitLeader(ctx context.Context) error {
+// waitLeader waits for n's own election, which a standalone node wins alone.
+func waitLeader(ctx context.Context, n *raftnode.Node) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return d.rn().WaitLeader(ctx)
+	return n.WaitLeader(ctx)
 }
 
 // installPendingIdentity moves the pending certificate and CA into place and starts
 // presenting them on new connections.
-func (d *Daemon) installPendingIdentity() error {
-	if err := d.dir.commitPendingIdentity(); err != nil {
+func (c *creator) installPendingIdentity() error {
+	if err := c.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
-	certPEM, err := readFileBounded(d.dir.file("tls", certFile), maxTLSFileBytes)
+	certPEM, err := readFileBounded(c.dir.file("tls", certFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}
-	caPEM, err := readFileBounded(d.dir.file("tls", caFile), maxTLSFileBytes)
+	caPEM, err := readFileBounded(c.dir.file("tls", caFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}
-	keyPEM, err := d.dir.keyPEM()
+	keyPEM, err := c.dir.keyPEM()
 	if err != nil {
 		return err
 	}
@@ -124,7 +168,7 @@ func (d *Daemon) installPendingIdentity() error {
 	if err != nil {
 		return err
 	}
-	d.mux.SetIdentity(id)
+	c.mux.SetIdentity(id)
 	return nil
 }
 
@@ -170,11 +214,11 @@ func certFingerprint(certPEM []byte) (string, error) {
 // works on any member: the token derives from the replicated CA key and salt, and the
 // master is whoever leads now. An expired token is not shown: the operator is told to
 // make a new one.
-func (d *Daemon) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (*api.JoinCmd, error) {
-	if err := d.checkServing(); err != nil {
+func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (*api.JoinCmd, error) {
+	if err := c.host.checkServing(); err != nil {
 		return nil, err
 	}
-	if d.fsm.Cluster() == nil {
+	if c.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
 	}
 	if ttl < 0 {
@@ -185,12 +229,12 @@ func (d *Daemon) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (*
 		if ttl > 0 {
 			expires = time.Now().Add(ttl).Truncate(time.Second).Add(time.Second)
 		}
-		if err := d.rotateJoinToken(ctx, expires); err != nil {
+		if err := c.host.rotateJoinToken(ctx, expires); err != nil {
 			return nil, err
 		}
-		d.logger.Info("join token rotated", "expires", expires)
+		c.logger.Info("join token rotated", "expires", expires)
 	}
-	cl := d.fsm.Cluster()
+	cl := c.fsm.Cluster()
 	var expires *time.Time
 	if exp, ok := tokenExpiry(cl.JoinTokenSalt); ok {
 		if !time.Now().Before(exp) {
@@ -199,10 +243,10 @@ func (d *Daemon) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (*
 		}
 		expires = &exp
 	}
-	if _, err := d.leaderAddr(); err != nil {
-		return nil, fmt.Errorf("%w: %s", err, d.quorumSummary())
+	if _, err := c.host.leaderAddr(); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, c.host.quorumSummary())
 	}
-	master, ok := d.masterMember()
+	master, ok := c.members.master()
 	if !ok {
 		return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 	}

@@ -46,7 +46,7 @@ type Daemon struct {
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
 	// intake is the cached mail intake policy (see intake.go).
-	intake atomic.Pointer[intakeCache]
+	intake *intakePolicy
 	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
@@ -75,6 +75,26 @@ type Daemon struct {
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
+	// members looks up the members as this node sees them (fence.go).
+	members *memberView
+	// versions keeps the cluster version (version.go).
+	versions *versionKeeper
+	// certs renews certificates (rotate.go).
+	certs *certRenewer
+	// voters keeps the Raft configuration in line with the voter policy (voters.go).
+	voters *voterReconciler
+	// promoter makes this node the master, by transfer or forced recovery (promote.go).
+	promoter *promoter
+	// syncer brings this node in line with the master, or back after fencing (sync.go).
+	syncer *syncer
+	// creator founds a cluster and makes join commands (create.go).
+	creator *creator
+	// watcher answers configuration watches (watch.go).
+	watcher *watcher
+	// diskW reads the mail store's free space into disk (diskfull.go).
+	diskW *diskWatch
+	// honesty keeps status to what this node can vouch for (honesty.go).
+	honesty *honesty
 
 	closeOnce sync.Once
 	closeErr  error
@@ -141,6 +161,17 @@ func (d *Daemon) Open() (err error) {
 		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, forget: d.forgetCluster, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
+	d.members = newMemberView(d)
+	d.versions = newVersionKeeper(d)
+	d.certs = newCertRenewer(d)
+	d.voters = newVoterReconciler(d)
+	d.promoter = newPromoter(d)
+	d.syncer = newSyncer(d)
+	d.creator = newCreator(d)
+	d.intake = newIntakePolicy(d)
+	d.watcher = newWatcher(d)
+	d.diskW = newDiskWatch(d)
+	d.honesty = newHonesty(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -148,8 +179,8 @@ func (d *Daemon) Open() (err error) {
 	if err := d.loadPeers(); err != nil {
 		return err
 	}
-	d.loadIntake()
-	d.resolveRenewal()
+	d.intake.load()
+	d.certs.resolve()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.
 	if !d.standing().out() {
@@ -161,7 +192,7 @@ func (d *Daemon) Open() (err error) {
 	if d.standing().kind == standRemoved {
 		d.forgetCluster() // removed before this build, or before the wipe finished
 	}
-	d.watchHalt() // before Raft applies anything
+	d.versions.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
@@ -184,11 +215,11 @@ func (d *Daemon) Open() (err error) {
 		d.standingW.run(ctx)
 	}()
 	go d.reconcileIdentity()
-	go d.finishPendingEpoch()
+	go d.promoter.finishPendingEpoch()
 	go d.followPeers()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
-		go d.runExporter()
+		go newExporter(d).run()
 	}
 	d.logger.Info("pmgclusterd started", "name", d.self().Name, "cid", d.self().CID,
 		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
@@ -218,7 +249,7 @@ func (d *Daemon) openRaft(start bool) error {
 		return err
 	}
 	n.OnLeader(d.voterDuty)
-	n.OnLeader(d.versionDuty)
+	n.OnLeader(d.versions.duty)
 	if start {
 		if err := n.Open(); err != nil {
 			return d.raftOpenErr(err)
@@ -305,7 +336,7 @@ func (d *Daemon) reconcileIdentity() {
 	defer cancel()
 	// Only a standalone node writes pending files (at create): once it leads again, its
 	// state machine holds every committed command.
-	if err := d.waitLeader(ctx); err != nil {
+	if err := waitLeader(ctx, d.rn()); err != nil {
 		return
 	}
 	fp, err := certFingerprint(pending)
@@ -319,7 +350,7 @@ func (d *Daemon) reconcileIdentity() {
 		d.dir.dropPendingIdentity()
 		return
 	}
-	if err := d.installPendingIdentity(); err != nil {
+	if err := d.creator.installPendingIdentity(); err != nil {
 		d.logger.Error("cannot install the cluster certificate", "error", err)
 	}
 }

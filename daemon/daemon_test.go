@@ -151,9 +151,8 @@ func TestAuthorizePeerEpochs(t *testing.T) {
 
 func TestExporterFollowsChanges(t *testing.T) {
 	f := fsm.New()
-	d := &Daemon{fsm: f}
 	dir := t.TempDir()
-	e := &exporter{d: d, dir: dir, prefixes: []string{"etc/"}}
+	e := &exporter{fsm: f, dir: dir, prefixes: []string{"etc/"}}
 	if err := e.load(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
@@ -33,64 +35,87 @@ type diskState struct {
 	free  atomic.Uint64 // bytes available to the daemon
 }
 
-// mailDir is the mail store's directory, whose file system is watched.
-func (d *Daemon) mailDir() string { return d.dir.file("mail") }
+// diskWatch owns the reading of the mail store's free space: it reads it every
+// diskCheckEvery into state, kicks the mail replicator when space comes back, and says
+// what it found in this node's status row.
+type diskWatch struct {
+	// dir is the mail store's directory, whose file system is watched.
+	dir    string
+	logger hclog.Logger
+	// state is the last reading (Daemon.disk, which the metrics read too).
+	state *diskState
+	// kick wakes the mail replicator (peer loops and the missing-body sweeper).
+	kick func()
+	// stop closes when the daemon stops; bg holds the daemon's background tasks.
+	stop <-chan struct{}
+	bg   *sync.WaitGroup
+}
 
-// readDisk reads the free space of the mail store's file system once and records it,
-// and reports whether the disk went from full to not full.
-func (d *Daemon) readDisk() (recovered bool) {
+// newDiskWatch returns the disk watch of d, whose data directory is open.
+func newDiskWatch(d *Daemon) *diskWatch {
+	return &diskWatch{
+		dir: d.dir.file("mail"), logger: d.logger, state: &d.disk, stop: d.stop, bg: &d.bg,
+		kick: func() {
+			if r := d.replicator(); r != nil {
+				r.Kick()
+			}
+		},
+	}
+}
+
+// read reads the free space of the mail store's file system once and records it, and
+// reports whether the disk went from full to not full.
+func (w *diskWatch) read() (recovered bool) {
 	var st unix.Statfs_t
-	if err := unix.Statfs(d.mailDir(), &st); err != nil {
+	if err := unix.Statfs(w.dir, &st); err != nil {
 		return false
 	}
 	free := st.Bavail * uint64(st.Bsize)
 	full := free < diskFullBelow
-	d.disk.free.Store(free)
-	d.disk.known.Store(true)
-	was := d.disk.full.Swap(full)
+	w.state.free.Store(free)
+	w.state.known.Store(true)
+	was := w.state.full.Swap(full)
 	switch {
 	case full && !was:
-		d.logger.Error("disk full: no space left for the mail store; SMTP intake answers 451 and replicated mail waits",
-			"dir", d.mailDir(), "free-bytes", free)
+		w.logger.Error("disk full: no space left for the mail store; SMTP intake answers 451 and replicated mail waits",
+			"dir", w.dir, "free-bytes", free)
 	case !full && was:
-		d.logger.Info("disk space is back for the mail store; catching up now", "dir", d.mailDir(), "free-bytes", free)
+		w.logger.Info("disk space is back for the mail store; catching up now", "dir", w.dir, "free-bytes", free)
 		return true
 	}
 	return false
 }
 
-// watchDisk runs readDisk every diskCheckEvery until the daemon stops, and kicks the
-// mail replicator (peer loops and the missing-body sweeper) when space comes back.
-func (d *Daemon) watchDisk() {
-	defer d.bg.Done()
+// run reads the disk every diskCheckEvery until the daemon stops, and kicks the mail
+// replicator when space comes back. The caller has added it to bg.
+func (w *diskWatch) run() {
+	defer w.bg.Done()
 	t := time.NewTicker(diskCheckEvery)
 	defer t.Stop()
 	for {
-		if d.readDisk() {
-			if r := d.replicator(); r != nil {
-				r.Kick()
-			}
+		if w.read() {
+			w.kick()
 		}
 		select {
-		case <-d.stop:
+		case <-w.stop:
 			return
 		case <-t.C:
 		}
 	}
 }
 
-// diskFullReason is the status reason of a full mail disk, "" when it is not full.
-func (d *Daemon) diskFullReason() string {
-	if !d.disk.full.Load() {
+// fullReason is the status reason of a full mail disk, "" when it is not full.
+func (w *diskWatch) fullReason() string {
+	if !w.state.full.Load() {
 		return ""
 	}
 	return fmt.Sprintf("disk full: no space left for the mail store (%d KiB free in %s); free space there, the node catches up within seconds",
-		d.disk.free.Load()>>10, d.mailDir())
+		w.state.free.Load()>>10, w.dir)
 }
 
-// markDiskFull puts this node's row in state S with the disk-full reason.
-func (d *Daemon) markDiskFull(n *api.Node) {
-	if why := d.diskFullReason(); why != "" && n.State != api.StateDown {
+// markFull puts this node's row in state S with the disk-full reason.
+func (w *diskWatch) markFull(n *api.Node) {
+	if why := w.fullReason(); why != "" && n.State != api.StateDown {
 		n.State = api.StateSyncing
 		if n.Reason != "" {
 			why += "; " + n.Reason

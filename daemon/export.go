@@ -1,12 +1,16 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/fsm"
 )
@@ -30,37 +34,55 @@ type exportManifest struct {
 // after each applied change (pmgclusterd --config-export-dir), so that the gateway's
 // services read the synchronized configuration as ordinary files. It writes through
 // a handle of the directory (exportdir.go) that never follows a symbolic link.
+//
+// It owns the export directory and its manifest, and needs of the daemon only the state
+// machine, a wait for the next applied index, and the daemon's background tasks.
 type exporter struct {
-	d        *Daemon
+	fsm      *fsm.FSM
+	logger   hclog.Logger
 	dir      string
 	x        *exportDir
 	prefixes []string
 	m        exportManifest
+	// waitApplied waits until the state machine has applied an index (Daemon.waitApplied).
+	waitApplied func(ctx context.Context, index uint64) error
+	// bg and stopContext are the daemon's background tasks and their context.
+	bg          *sync.WaitGroup
+	stopContext func() (context.Context, context.CancelFunc)
 }
 
-// runExporter keeps the export directory in step with the state machine until the
-// daemon stops.
-func (d *Daemon) runExporter() {
-	defer d.bg.Done()
-	e := &exporter{d: d, dir: d.cfg.ExportDir, prefixes: d.cfg.ExportPrefixes}
+// newExporter returns the configuration exporter of d (--config-export-dir), whose fsm
+// is made.
+func newExporter(d *Daemon) *exporter {
+	e := &exporter{
+		fsm: d.fsm, logger: d.logger, dir: d.cfg.ExportDir, prefixes: d.cfg.ExportPrefixes,
+		waitApplied: d.waitApplied, bg: &d.bg, stopContext: d.stopContext,
+	}
 	if len(e.prefixes) == 0 {
 		e.prefixes = []string{""}
 	}
+	return e
+}
+
+// run keeps the export directory in step with the state machine until the daemon stops.
+// The caller has added it to bg.
+func (e *exporter) run() {
+	defer e.bg.Done()
 	if err := e.load(); err != nil {
-		d.logger.Error("config export disabled: cannot read its manifest", "dir", e.dir, "error", err)
+		e.logger.Error("config export disabled: cannot read its manifest", "dir", e.dir, "error", err)
 		if e.x != nil {
 			_ = e.x.Close()
 		}
 		return
 	}
 	defer e.x.Close()
-	ctx, cancel := d.stopContext()
+	ctx, cancel := e.stopContext()
 	defer cancel()
 	for {
 		if err := e.sync(); err != nil {
-			d.logger.Error("config export", "dir", e.dir, "error", err)
+			e.logger.Error("config export", "dir", e.dir, "error", err)
 		}
-		if err := d.waitApplied(ctx, e.m.Index+1); err != nil {
+		if err := e.waitApplied(ctx, e.m.Index+1); err != nil {
 			return
 		}
 	}
@@ -96,7 +118,7 @@ func (e *exporter) load() error {
 // (a join resets the state machine below that index) or the changes since it are no
 // longer all known (reset), it reconciles the whole directory instead.
 func (e *exporter) sync() error {
-	f := e.d.fsm
+	f := e.fsm
 	idx := f.AppliedIndex()
 	from := e.m.Index
 	full := idx < from

@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -15,29 +16,45 @@ import (
 // resumed or cut-off old master goes on calling itself leader until its lease check or
 // the next message of a newer term tells it otherwise; status does not repeat that.
 
-// honestLocal downgrades this node's own row (built by localNode) to S, with the
+// honesty owns DESIGN rule 10 in status: it corrects this node's own row and the
+// leader that status shows to what this node can vouch for.
+type honesty struct {
+	fsm *fsm.FSM
+	// raft is this node's Raft node (Daemon.rn; made after the honesty).
+	raft func() *raftnode.Node
+	// self is this node's identity file; knownCluster is the ID of the cluster it knows.
+	self         func() nodeFile
+	knownCluster func() string
+}
+
+// newHonesty returns the status honesty of d, whose fsm is made.
+func newHonesty(d *Daemon) *honesty {
+	return &honesty{fsm: d.fsm, raft: d.rn, self: d.self, knownCluster: d.knownCluster}
+}
+
+// local downgrades this node's own row (built by localNode) to S, with the
 // reason, when it is in a cluster but follows no master or has not yet applied the
 // entry that admitted it.
-func (d *Daemon) honestLocal(n *api.Node) {
-	me := d.self()
-	if d.knownCluster() == "" || me.Removed != "" || me.Fenced != nil {
+func (h *honesty) local(n *api.Node) {
+	me := h.self()
+	if h.knownCluster() == "" || me.Removed != "" || me.Fenced != nil {
 		return
 	}
 	switch {
 	case n.MasterCID == 0:
 		n.State = api.StateSyncing
 		since := "never"
-		if lc := d.rn().SinceLeaderContact(); lc >= 0 {
+		if lc := h.raft().SinceLeaderContact(); lc >= 0 {
 			since = lc.Round(1e6).String() + " ago"
 		}
 		n.Reason = "knows no master (last contact with a master: " + since + ")"
-	case me.JoinIndex > 0 && d.fsm.AppliedIndex() < me.JoinIndex:
+	case me.JoinIndex > 0 && h.fsm.AppliedIndex() < me.JoinIndex:
 		n.State = api.StateSyncing
-		n.Reason = fmt.Sprintf("catching up: applied index %d, admitted at index %d", d.fsm.AppliedIndex(), me.JoinIndex)
+		n.Reason = fmt.Sprintf("catching up: applied index %d, admitted at index %d", h.fsm.AppliedIndex(), me.JoinIndex)
 	}
 }
 
-// honestLeader returns the leader that status shows, given Raft's local answer
+// leader returns the leader that status shows, given Raft's local answer
 // (leaderID) and the rows just read from the members (rows[i] is members[i]'s, the
 // local one included). When the local node claims leadership, it keeps it only while
 // Raft still says so (asked again after the rows: a master cut off from the voters
@@ -46,7 +63,7 @@ func (d *Daemon) honestLocal(n *api.Node) {
 // follow, or none, and the local row is corrected to match. Other rows that claim
 // mastership at an older term than the newest seen, or that know no master, are not
 // shown active.
-func (d *Daemon) honestLeader(leaderID raft.ServerID, rows []api.Node) raft.ServerID {
+func (h *honesty) leader(leaderID raft.ServerID, rows []api.Node) raft.ServerID {
 	var maxTerm, maxTermMaster uint64
 	local := -1
 	for i := range rows {
@@ -80,15 +97,15 @@ func (d *Daemon) honestLeader(leaderID raft.ServerID, rows []api.Node) raft.Serv
 			}
 		}
 	}
-	self := raftnode.ServerID(d.self().CID)
+	self := raftnode.ServerID(h.self().CID)
 	if local < 0 || leaderID != self {
 		return leaderID
 	}
 	me := &rows[local]
 	reason := ""
 	switch {
-	case !d.rn().IsLeader():
-		_, now := d.rn().Leader()
+	case !h.raft().IsLeader():
+		_, now := h.raft().Leader()
 		return now
 	case me.Term < maxTerm:
 		reason = fmt.Sprintf("has seen term %d, newer than its own leadership at term %d; stepping down", maxTerm, me.Term)
@@ -97,7 +114,7 @@ func (d *Daemon) honestLeader(leaderID raft.ServerID, rows []api.Node) raft.Serv
 		return leaderID
 	}
 	me.State, me.Reason, me.MasterCID = api.StateSyncing, reason, 0
-	if maxTermMaster != 0 && maxTermMaster != d.self().CID && me.Term < maxTerm {
+	if maxTermMaster != 0 && maxTermMaster != h.self().CID && me.Term < maxTerm {
 		me.MasterCID = maxTermMaster
 		return raftnode.ServerID(maxTermMaster)
 	}

@@ -5,6 +5,11 @@ import (
 	"errors"
 	"maps"
 	"os"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/fsm"
 )
 
 // intakeKeys are the configuration entries that mail intake and retention read. They are
@@ -19,44 +24,57 @@ type intakeCache struct {
 	Values map[string]string `json:"values"`
 }
 
-func (d *Daemon) intakePath() string { return d.dir.file("mail-policy.json") }
+// intakePolicy owns the mail intake policy as SMTP intake and retention read it: from
+// the state machine once it has caught up, from its cache (mail-policy.json) before.
+type intakePolicy struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// path is mail-policy.json.
+	path  string
+	cache atomic.Pointer[intakeCache]
+}
 
-// loadIntake reads mail-policy.json, if any; a damaged one is ignored (it is only a
+// newIntakePolicy returns the intake policy of d, whose fsm and data directory are made.
+func newIntakePolicy(d *Daemon) *intakePolicy {
+	return &intakePolicy{fsm: d.fsm, logger: d.logger, path: d.dir.file("mail-policy.json")}
+}
+
+// load reads mail-policy.json, if any; a damaged one is ignored (it is only a
 // cache of replicated state).
-func (d *Daemon) loadIntake() {
+func (p *intakePolicy) load() {
 	c := &intakeCache{Values: map[string]string{}}
-	if b, err := readFileBounded(d.intakePath(), maxPeersFileBytes); err == nil {
+	if b, err := readFileBounded(p.path, maxPeersFileBytes); err == nil {
 		if err := json.Unmarshal(b, c); err != nil || c.Values == nil {
-			d.logger.Warn("ignoring a damaged mail policy cache", "file", d.intakePath(), "error", err)
+			p.logger.Warn("ignoring a damaged mail policy cache", "file", p.path, "error", err)
 			c = &intakeCache{Values: map[string]string{}}
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		d.logger.Warn("cannot read the mail policy cache", "file", d.intakePath(), "error", err)
+		p.logger.Warn("cannot read the mail policy cache", "file", p.path, "error", err)
 	}
-	d.intake.Store(c)
+	p.cache.Store(c)
 }
 
-// intakeSetting returns a setting of mail intake: from the state machine once it has
+// setting returns a setting of mail intake: from the state machine once it has
 // caught up with the cache, from the cache before.
-func (d *Daemon) intakeSetting(key string) (string, bool) {
-	c := d.intake.Load()
-	if c == nil || d.fsm.AppliedIndex() >= c.Index {
-		e, ok := d.fsm.Get(key)
+func (p *intakePolicy) setting(key string) (string, bool) {
+	c := p.cache.Load()
+	if c == nil || p.fsm.AppliedIndex() >= c.Index {
+		e, ok := p.fsm.Get(key)
 		return string(e.Value), ok
 	}
 	v, ok := c.Values[key]
 	return v, ok
 }
 
-// refreshIntake stores the intake settings if they changed.
-func (d *Daemon) refreshIntake() {
-	cur := d.intake.Load()
-	if cur != nil && d.fsm.AppliedIndex() < cur.Index {
+// refresh stores the intake settings if they changed.
+func (p *intakePolicy) refresh() {
+	cur := p.cache.Load()
+	if cur != nil && p.fsm.AppliedIndex() < cur.Index {
 		return
 	}
-	next := &intakeCache{Index: d.fsm.AppliedIndex(), Values: map[string]string{}}
+	next := &intakeCache{Index: p.fsm.AppliedIndex(), Values: map[string]string{}}
 	for _, k := range intakeKeys {
-		if e, ok := d.fsm.Get(k); ok {
+		if e, ok := p.fsm.Get(k); ok {
 			next.Values[k] = string(e.Value)
 		}
 	}
@@ -65,11 +83,11 @@ func (d *Daemon) refreshIntake() {
 	}
 	b, err := json.Marshal(next)
 	if err == nil {
-		err = writeFileAtomic(d.intakePath(), b, 0o600)
+		err = writeFileAtomic(p.path, b, 0o600)
 	}
 	if err != nil {
-		d.logger.Error("cannot save the mail policy cache", "error", err)
+		p.logger.Error("cannot save the mail policy cache", "error", err)
 		return
 	}
-	d.intake.Store(next)
+	p.cache.Store(next)
 }

@@ -313,7 +313,7 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
-	if err := d.checkJoinLevel(req); err != nil {
+	if err := d.versions.checkJoinLevel(req); err != nil {
 		return nil, err
 	}
 	if err := checkJoinToken(cl, req.Token, time.Now()); err != nil {

@@ -88,7 +88,7 @@ func (d *Daemon) openMail() error {
 	}
 	d.bg.Add(2)
 	go d.mailHousekeeping()
-	go d.watchDisk()
+	go d.diskW.run()
 	return nil
 }
 
@@ -123,7 +123,7 @@ func (d *Daemon) mailPeers() []mailrepl.Peer {
 	}
 	me := d.self().CID
 	var out []mailrepl.Peer
-	for _, m := range d.activeMembers() {
+	for _, m := range d.members.active() {
 		if m.CID != me {
 			out = append(out, mailrepl.Peer{CID: m.CID, Addr: memberAddr(m)})
 		}
@@ -206,7 +206,7 @@ func (d *Daemon) mailHousekeeping() {
 // purgeMail drops messages older than mail/retention_days (none when unset or 0), then
 // compacts the mail event log.
 func (d *Daemon) purgeMail() {
-	v, ok := d.intakeSetting(keyRetentionDays)
+	v, ok := d.intake.setting(keyRetentionDays)
 	if !ok {
 		return
 	}
@@ -246,7 +246,7 @@ func (m mailIntake) Accept(from string, to []string, r io.Reader) (string, error
 type mailPolicy struct{ d *Daemon }
 
 func (p mailPolicy) RelayDomains() []string {
-	v, ok := p.d.intakeSetting(keyRelayDomains)
+	v, ok := p.d.intake.setting(keyRelayDomains)
 	if !ok {
 		return nil
 	}
@@ -256,7 +256,7 @@ func (p mailPolicy) RelayDomains() []string {
 }
 
 func (p mailPolicy) MaxSize() int64 {
-	v, ok := p.d.intakeSetting(keyMaxSize)
+	v, ok := p.d.intake.setting(keyMaxSize)
 	if !ok {
 		return 0
 	}

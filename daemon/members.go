@@ -42,7 +42,7 @@ func (d *Daemon) voterDuty(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		if d.fsm.Cluster() != nil {
-			if err := d.reconcileVoters(ctx); err != nil && ctx.Err() == nil {
+			if err := d.voters.reconcile(ctx); err != nil && ctx.Err() == nil {
 				d.logger.Warn("voter reconciliation", "error", err)
 			}
 		}
@@ -78,7 +78,7 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 	}
 	return cluster.OnMaster(ctx, d.fwd, func() (*api.DeleteResponse, error) { return d.deleteHere(ctx, cid) },
 		func() (*api.DeleteResponse, error) {
-			wctx, cancel := context.WithTimeout(ctx, d.electionWait())
+			wctx, cancel := context.WithTimeout(ctx, electionWait(d.cfg.Raft))
 			var out api.DeleteResponse
 			err := d.fwd.CallLeader(wctx, false, func(ctx context.Context, addr string) (err error) {
 				out, err = d.peer.Delete(ctx, addr, cid)
@@ -134,10 +134,10 @@ func (d *Daemon) forceDelete(ctx context.Context, m fsm.Member) (*api.DeleteResp
 	if m.CID == me.CID {
 		return nil, fmt.Errorf("%w: cid %d is this node", ErrNotMaster, m.CID)
 	}
-	if err := d.checkSurvivors(ctx); err != nil {
+	if err := d.promoter.checkSurvivors(ctx); err != nil {
 		return nil, err
 	}
-	if _, _, err := d.forceRecover(ctx, m.CID); err != nil {
+	if _, _, err := d.promoter.forceRecover(ctx, m.CID); err != nil {
 		return nil, err
 	}
 	d.logger.Warn("node deleted by forced recovery", "cid", m.CID, "name", m.Name)

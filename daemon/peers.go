@@ -80,7 +80,7 @@ func (d *Daemon) followPeers() {
 	for {
 		idx := d.fsm.AppliedIndex()
 		d.refreshPeers()
-		d.refreshIntake()
+		d.intake.refresh()
 		if d.listedNoMore() {
 			d.standingW.kickNow() // the peers confirm it, and this node stops Raft
 		}

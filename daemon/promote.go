@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
@@ -14,19 +16,70 @@ import (
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
+// promoter owns making this node the master (pmgcm promote): by leadership transfer
+// from a live master, or, with the quorum lost, by forced recovery into a new epoch
+// after asking the surviving members (survivors.go); it also hands leadership to
+// another member on request and finishes a forced promotion a crash interrupted.
+type promoter struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// host is what promotion needs of the rest of the daemon.
+	host promoteHost
+	// members lists the members of the current epoch.
+	members *memberView
+	// raft is this node's Raft node (Daemon.rn; made after the promoter).
+	raft func() *raftnode.Node
+	// peer is the cluster RPC client (made by openRPC).
+	peer func() *cluster.Client
+	// voters carries out voter plans (a transfer target is made a voter first).
+	voters *voterReconciler
+	// self is this node's identity file.
+	self func() nodeFile
+	// addr is this node's cluster address.
+	addr         string
+	electionWait time.Duration
+	// memberMu serializes membership changes on the master (Daemon.memberMu).
+	memberMu *sync.Mutex
+	// bg and stopContext are the daemon's background tasks and their context.
+	bg          *sync.WaitGroup
+	stopContext func() (context.Context, context.CancelFunc)
+}
+
+// promoteHost is what promotion needs of the daemon.
+type promoteHost interface {
+	checkServing() error
+	leaderAddr() (string, error)
+	quorumSummary() string
+	remoteNode(ctx context.Context, m fsm.Member) api.Node
+	setSelf(nf nodeFile) error
+	raftOpenErr(err error) error
+	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+	refreshPeers()
+	kickLeaderDuties()
+}
+
+// newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
+func newPromoter(d *Daemon) *promoter {
+	return &promoter{
+		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
+		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext,
+	}
+}
+
 // promote makes this node the master: with a live master by leadership transfer (making
 // this node a voter first if it is not one); with the quorum lost, only with force, by
 // forced recovery that starts a new epoch.
-func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse, error) {
-	if err := d.checkServing(); err != nil {
+func (p *promoter) promote(ctx context.Context, force bool) (*api.PromoteResponse, error) {
+	if err := p.host.checkServing(); err != nil {
 		return nil, err
 	}
-	cl := d.fsm.Cluster()
+	cl := p.fsm.Cluster()
 	if cl == nil {
 		return nil, ErrNoCluster
 	}
-	me := d.self()
-	if d.rn().IsLeader() {
+	me := p.self()
+	if p.raft().IsLeader() {
 		return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: cl.Epoch}, nil
 	}
 	// An election may be under way, or Raft may still name a master that just died: give
@@ -34,7 +87,7 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	// master (SIGSTOP) keeps a pooled connection open and never answers. Between attempts
 	// it waits for Raft to see the leader change, not by polling.
 	start := time.Now()
-	deadline := start.Add(d.electionWait())
+	deadline := start.Add(p.electionWait)
 	// The search and the survivor check together stay within promoteSearchTimeout, so that
 	// a forced promotion answers well within 20 s however the peers fail.
 	sctx, cancel := context.WithTimeout(ctx, promoteSearchTimeout)
@@ -42,32 +95,32 @@ func (d *Daemon) promote(ctx context.Context, force bool) (*api.PromoteResponse,
 	asked := "" // the master last asked for a transfer
 search:
 	for {
-		changed := d.rn().LeaderChanged()
-		if d.rn().IsLeader() {
+		changed := p.raft().LeaderChanged()
+		if p.raft().IsLeader() {
 			if asked != "" {
 				// The transfer went through (the master's answer was lost or late).
-				d.logger.Info("promoted to master by leadership transfer", "previous-master-address", asked)
-				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: d.fsm.Cluster().Epoch}, nil
+				p.logger.Info("promoted to master by leadership transfer", "previous-master-address", asked)
+				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: p.fsm.Cluster().Epoch}, nil
 			}
 			// Won an election meanwhile: this node is the master of the current epoch.
-			return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: d.fsm.Cluster().Epoch}, nil
+			return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: p.fsm.Cluster().Epoch}, nil
 		}
-		if leader, err := d.leaderAddr(); err == nil && leader != d.cfg.Addr() {
-			_, prevID := d.rn().Leader()
+		if leader, err := p.host.leaderAddr(); err == nil && leader != p.addr {
+			_, prevID := p.raft().Leader()
 			asked = leader
-			err := d.askTransfer(sctx, leader, me.CID)
+			err := p.askTransfer(sctx, leader, me.CID)
 			if err == nil {
-				if err := d.waitSelfLeader(ctx); err != nil {
+				if err := p.waitSelfLeader(ctx); err != nil {
 					return nil, err
 				}
-				d.logger.Info("promoted to master by leadership transfer", "previous-master-address", leader, "previous-master-cid", string(prevID))
-				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: d.fsm.Cluster().Epoch}, nil
+				p.logger.Info("promoted to master by leadership transfer", "previous-master-address", leader, "previous-master-cid", string(prevID))
+				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: p.fsm.Cluster().Epoch}, nil
 			}
 			var re *cluster.RemoteError
 			if !errors.As(err, &re) || re.Code() != api.CodeUnreachable {
 				return nil, err
 			}
-			d.logger.Warn("promote: the master did not answer the transfer request", "master-address", leader, "error", err)
+			p.logger.Warn("promote: the master did not answer the transfer request", "master-address", leader, "error", err)
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
@@ -88,21 +141,21 @@ search:
 	}
 	if !force {
 		return nil, fmt.Errorf("%w: no master, and this node cannot reach a quorum: %s. If the master and the other voters are lost for good, make this node the master with: pmgcm promote --force (the other members are then fenced until 'pmgcm sync --master_ip <this node's ip>' brings each back)",
-			raftnode.ErrNoLeader, d.quorumSummary())
+			raftnode.ErrNoLeader, p.host.quorumSummary())
 	}
-	d.logger.Warn("promote --force: no master answered; checking the other members", "searched", time.Since(start).Round(time.Millisecond))
-	if err := d.checkSurvivors(sctx); err != nil {
+	p.logger.Warn("promote --force: no master answered; checking the other members", "searched", time.Since(start).Round(time.Millisecond))
+	if err := p.checkSurvivors(sctx); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	d.logger.Warn("promote --force: no reachable member objects", "elapsed", time.Since(start).Round(time.Millisecond))
-	fenced, epoch, err := d.forceRecover(ctx, 0)
+	p.logger.Warn("promote --force: no reachable member objects", "elapsed", time.Since(start).Round(time.Millisecond))
+	fenced, epoch, err := p.forceRecover(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
-	d.logger.Warn("promote --force: done", "elapsed", time.Since(start).Round(time.Millisecond))
+	p.logger.Warn("promote --force: done", "elapsed", time.Since(start).Round(time.Millisecond))
 	return &api.PromoteResponse{CID: me.CID, Name: me.Name, Forced: true, Epoch: epoch, Fenced: fenced}, nil
 }
 
@@ -110,10 +163,10 @@ search:
 // transferAttemptTimeout. It waits for the master's answer even when Raft sees the
 // leader change meanwhile: the change may be the transfer itself, and a promotion that
 // gave up on it could go on to force a recovery while the transfer completes.
-func (d *Daemon) askTransfer(ctx context.Context, addr string, cid uint64) error {
+func (p *promoter) askTransfer(ctx context.Context, addr string, cid uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, transferAttemptTimeout)
 	defer cancel()
-	return d.peer.Transfer(ctx, addr, cid)
+	return p.peer().Transfer(ctx, addr, cid)
 }
 
 // promoteSearchTimeout bounds the part of a promotion that asks other nodes (the master
@@ -127,15 +180,16 @@ const promoteSearchTimeout = 8 * time.Second
 // timeout) have run; a hung master (SIGSTOP) never answers.
 const transferAttemptTimeout = 4 * time.Second
 
-// electionWait is how long to wait for an election before deciding there is no quorum.
-func (d *Daemon) electionWait() time.Duration {
-	return 3*d.cfg.Raft.HeartbeatTimeout + 2*d.cfg.Raft.ElectionTimeout
+// electionWait is how long to wait for an election, with Raft timers rc, before deciding
+// there is no quorum.
+func electionWait(rc raftnode.Config) time.Duration {
+	return 3*rc.HeartbeatTimeout + 2*rc.ElectionTimeout
 }
 
-func (d *Daemon) waitSelfLeader(ctx context.Context) error {
+func (p *promoter) waitSelfLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := d.rn().WaitLeader(ctx); err != nil {
+	if err := p.raft().WaitLeader(ctx); err != nil {
 		return fmt.Errorf("leadership did not move to this node: %w", err)
 	}
 	return nil
@@ -145,22 +199,22 @@ func (d *Daemon) waitSelfLeader(ctx context.Context) error {
 // log (it must be promoted instead, or its writes are lost) or still sees a master.
 // Every member is asked at once; the refusal does not depend on which member answered
 // first (survivorsVerdict).
-func (d *Daemon) checkSurvivors(ctx context.Context) error {
-	mine := d.rn().Stats()
-	me := d.self()
+func (p *promoter) checkSurvivors(ctx context.Context) error {
+	mine := p.raft().Stats()
+	me := p.self()
 	var (
 		mu      sync.Mutex
 		answers []survivor
 		wg      sync.WaitGroup
 	)
-	for _, m := range d.activeMembers() {
+	for _, m := range p.members.active() {
 		if m.CID == me.CID {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := d.remoteNode(ctx, m)
+			n := p.host.remoteNode(ctx, m)
 			mu.Lock()
 			answers = append(answers, survivor{m: m, n: n})
 			mu.Unlock()
@@ -173,41 +227,41 @@ func (d *Daemon) checkSurvivors(ctx context.Context) error {
 // forceRecover makes this node the only voter (Raft RecoverCluster, offline) and commits
 // a new epoch in which it is the only member of the current epoch: every other member is
 // fenced, and removeCID (if not 0) is dropped. It returns the fenced CIDs and the epoch.
-func (d *Daemon) forceRecover(ctx context.Context, removeCID uint64) ([]uint64, uint64, error) {
-	d.memberMu.Lock()
-	cl := d.fsm.Cluster()
-	me := d.self()
+func (p *promoter) forceRecover(ctx context.Context, removeCID uint64) ([]uint64, uint64, error) {
+	p.memberMu.Lock()
+	cl := p.fsm.Cluster()
+	me := p.self()
 	epoch := cl.Epoch + 1
-	d.logger.Warn("forced promotion: making this node the only voter", "epoch", epoch, "remove-cid", removeCID)
+	p.logger.Warn("forced promotion: making this node the only voter", "epoch", epoch, "remove-cid", removeCID)
 	// Recorded first: until the epoch commits, this node talks to no peer, its voter duty
-	// changes nothing (reconcileVoters), and a restart finishes the promotion
+	// changes nothing (voterReconciler.reconcile), and a restart finishes the promotion
 	// (finishPendingEpoch).
 	me.PendingEpoch = epoch
-	err := d.setSelf(me)
+	err := p.host.setSelf(me)
 	// Not held across the recovery: it waits for a leader term that is ending, whose
 	// voter duty may be waiting for memberMu.
-	d.memberMu.Unlock()
+	p.memberMu.Unlock()
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := d.rn().ForceRecover(); err != nil {
-		return nil, 0, d.raftOpenErr(err)
+	if err := p.raft().ForceRecover(); err != nil {
+		return nil, 0, p.host.raftOpenErr(err)
 	}
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	return d.commitEpoch(ctx, epoch, removeCID)
+	p.memberMu.Lock()
+	defer p.memberMu.Unlock()
+	return p.commitEpoch(ctx, epoch, removeCID)
 }
 
 // commitEpoch commits SetEpoch on this node, now the single voter, and clears the
 // pending epoch.
-func (d *Daemon) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]uint64, uint64, error) {
-	if err := d.waitLeader(ctx); err != nil {
+func (p *promoter) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]uint64, uint64, error) {
+	if err := waitLeader(ctx, p.raft()); err != nil {
 		return nil, 0, fmt.Errorf("the recovered node did not become master: %w", err)
 	}
-	me := d.self()
-	if cl := d.fsm.Cluster(); cl.Epoch < epoch {
+	me := p.self()
+	if cl := p.fsm.Cluster(); cl.Epoch < epoch {
 		var members []fsm.Member
-		for _, m := range d.fsm.Members() {
+		for _, m := range p.fsm.Members() {
 			switch {
 			case m.CID == removeCID:
 				continue
@@ -218,52 +272,52 @@ func (d *Daemon) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]ui
 			}
 			members = append(members, m)
 		}
-		if _, err := d.applyLocal(ctx, &fsm.SetEpoch{Epoch: epoch, Members: members}); err != nil {
+		if _, err := p.host.applyLocal(ctx, &fsm.SetEpoch{Epoch: epoch, Members: members}); err != nil {
 			return nil, 0, fmt.Errorf("commit epoch %d: %w", epoch, err)
 		}
 	}
 	me.PendingEpoch = 0
-	if err := d.setSelf(me); err != nil {
+	if err := p.host.setSelf(me); err != nil {
 		return nil, 0, err
 	}
-	d.refreshPeers()
-	d.kickLeaderDuties()
+	p.host.refreshPeers()
+	p.host.kickLeaderDuties()
 	var fenced []uint64
-	cl := d.fsm.Cluster()
-	for _, m := range d.fsm.Members() {
+	cl := p.fsm.Cluster()
+	for _, m := range p.fsm.Members() {
 		if m.Fenced(cl.Epoch) {
 			fenced = append(fenced, m.CID)
 		}
 	}
-	d.logger.Warn("forced promotion done: this node is master of a new epoch", "epoch", cl.Epoch, "fenced", fenced)
+	p.logger.Warn("forced promotion done: this node is master of a new epoch", "epoch", cl.Epoch, "fenced", fenced)
 	return fenced, cl.Epoch, nil
 }
 
 // finishPendingEpoch completes a forced promotion that a crash interrupted.
-func (d *Daemon) finishPendingEpoch() {
-	defer d.bg.Done()
-	epoch := d.self().PendingEpoch
+func (p *promoter) finishPendingEpoch() {
+	defer p.bg.Done()
+	epoch := p.self().PendingEpoch
 	if epoch == 0 {
 		return
 	}
-	ctx, cancel := d.stopContext()
+	ctx, cancel := p.stopContext()
 	defer cancel()
-	if _, _, err := d.commitEpoch(ctx, epoch, 0); err != nil && ctx.Err() == nil {
-		d.logger.Error("cannot finish the forced promotion; restart pmgclusterd to retry", "epoch", epoch, "error", err)
+	if _, _, err := p.commitEpoch(ctx, epoch, 0); err != nil && ctx.Err() == nil {
+		p.logger.Error("cannot finish the forced promotion; restart pmgclusterd to retry", "epoch", epoch, "error", err)
 	}
 }
 
 // transferTo makes member cid a voter if it is not one, keeping the voter policy by
 // demoting another voter if the count would be even, then hands it leadership.
-func (d *Daemon) transferTo(ctx context.Context, cid uint64) error {
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	n := d.rn()
+func (p *promoter) transferTo(ctx context.Context, cid uint64) error {
+	p.memberMu.Lock()
+	defer p.memberMu.Unlock()
+	n := p.raft()
 	if !n.IsLeader() {
 		return raftnode.ErrNotLeader
 	}
-	target, ok := d.fsm.Member(cid)
-	if !ok || target.Fenced(d.fsm.Cluster().Epoch) {
+	target, ok := p.fsm.Member(cid)
+	if !ok || target.Fenced(p.fsm.Cluster().Epoch) {
 		return fmt.Errorf("%w: cid %d is not an active member", fsm.ErrUnknownMember, cid)
 	}
 	// The target must be a voter: the voter policy with it kept promotes it if need be
@@ -274,8 +328,8 @@ func (d *Daemon) transferTo(ctx context.Context, cid uint64) error {
 	}
 	_, leaderID := n.Leader()
 	leader, _ := voterpolicy.ParseServerID(leaderID)
-	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: d.activeMembers(), Leader: leader, Keep: []uint64{cid}})
-	if err := d.carryOut(ctx, plan); err != nil {
+	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: p.members.active(), Leader: leader, Keep: []uint64{cid}})
+	if err := p.voters.carryOut(ctx, plan); err != nil {
 		return fmt.Errorf("make cid %d a voter: %w", cid, err)
 	}
 	if err := n.TransferLeadership(cid, memberAddr(target)); err != nil {

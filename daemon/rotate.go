@@ -2,16 +2,22 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
 
@@ -36,42 +42,97 @@ const nextSufx = ".next"
 // certWarnAhead is how long before a node certificate expires status warns.
 const certWarnAhead = 30 * 24 * time.Hour
 
+// certRenewer owns certificate rotation (pmgcm update-fingerprints): it renews this
+// node's certificate (or, on the master, every node's), publishes a member's renewed
+// certificate on the master, and finishes at start a renewal a crash interrupted.
+type certRenewer struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// host is what rotation needs of the rest of the daemon.
+	host renewHost
+	// members lists the members and finds the master among them.
+	members *memberView
+	// raft is this node's Raft node (Daemon.rn; made after the renewer).
+	raft func() *raftnode.Node
+	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
+	peer func() *cluster.Client
+	fwd  func() *cluster.Forwarder
+	mux  *transport.Mux
+	key  crypto.Signer
+	dir  *dataDir
+	// addr is this node's cluster address.
+	addr         string
+	electionWait time.Duration
+	// gate admits one identity-changing operation at a time (Daemon.gate).
+	gate *opGate
+	// memberMu serializes membership changes on the master (Daemon.memberMu).
+	memberMu *sync.Mutex
+	// peers is the membership this node trusts at the handshake (Daemon.peers).
+	peers *atomic.Pointer[peerCache]
+	// self and updateSelf read and change this node's identity file.
+	self       func() nodeFile
+	updateSelf func(func(*nodeFile)) error
+	// askPeers asks the members how they see a fingerprint (standingWatch.askPeers).
+	askPeers func(ctx context.Context, members []fsm.Member, fingerprint string, timeout time.Duration) []cluster.Membership
+	// observe records an operation's duration and outcome in the metrics.
+	observe func(op string, start time.Time, err error)
+}
+
+// renewHost is what certificate rotation needs of the daemon.
+type renewHost interface {
+	checkServing() error
+	linearizableRead(ctx context.Context) error
+	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+}
+
+// newCertRenewer returns the certificate renewer of d, whose fsm, mux and standing
+// watch are made.
+func newCertRenewer(d *Daemon) *certRenewer {
+	return &certRenewer{
+		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
+		mux: d.mux, key: d.key, dir: d.dir, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
+		gate: &d.gate, memberMu: &d.memberMu, peers: &d.peers, self: d.self, updateSelf: d.updateSelf,
+		askPeers: d.standingW.askPeers, observe: d.metrics.observeOp,
+	}
+}
+
 // updateFingerprints renews this node's certificate, or with all (on the master only)
 // every active node's, one after the other, the master's last.
-func (d *Daemon) updateFingerprints(ctx context.Context, all bool) (out *api.UpdateFingerprintsResponse, err error) {
-	defer func(start time.Time) { d.metrics.observeOp("update_fingerprints", start, err) }(time.Now())
-	if err := d.checkServing(); err != nil {
+func (c *certRenewer) updateFingerprints(ctx context.Context, all bool) (out *api.UpdateFingerprintsResponse, err error) {
+	defer func(start time.Time) { c.observe("update_fingerprints", start, err) }(time.Now())
+	if err := c.host.checkServing(); err != nil {
 		return nil, err
 	}
-	if d.fsm.Cluster() == nil {
+	if c.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
 	}
 	out = &api.UpdateFingerprintsResponse{}
 	if all {
-		if !d.rn().IsLeader() {
+		if !c.raft().IsLeader() {
 			master := "the master"
-			if m, ok := d.masterMember(); ok {
+			if m, ok := c.members.master(); ok {
 				master = fmt.Sprintf("the master (cid %d, %s)", m.CID, m.IP)
 			}
 			return nil, fmt.Errorf("%w: --all renews every node's certificate from the master: run it on %s", ErrNotMaster, master)
 		}
-		me := d.self().CID
-		for _, m := range d.activeMembers() {
+		me := c.self().CID
+		for _, m := range c.members.active() {
 			if m.CID == me {
 				continue
 			}
 			rc := api.RenewedCert{CID: m.CID, Name: m.Name, IP: m.IP, OldFingerprint: m.Fingerprint}
 			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			err := d.peer.RenewCert(cctx, memberAddr(m), &rc)
+			err := c.peer().RenewCert(cctx, memberAddr(m), &rc)
 			cancel()
 			if err != nil {
-				d.logger.Warn("certificate renewal failed", "cid", m.CID, "address", memberAddr(m), "error", err)
+				c.logger.Warn("certificate renewal failed", "cid", m.CID, "address", memberAddr(m), "error", err)
 				rc.Error = err.Error()
 			}
 			out.Nodes = append(out.Nodes, rc)
 		}
 	}
-	rc, err := d.renewCert(ctx)
+	rc, err := c.renew(ctx)
 	if err != nil {
 		if !all {
 			return nil, err
@@ -82,25 +143,25 @@ func (d *Daemon) updateFingerprints(ctx context.Context, all bool) (out *api.Upd
 	return out, nil
 }
 
-// renewCert renews this node's certificate and publishes it (see the top of this file).
-func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
+// renew renews this node's certificate and publishes it (see the top of this file).
+func (c *certRenewer) renew(ctx context.Context) (api.RenewedCert, error) {
 	// One at a time with create, join and re-admission, which replace the identity.
-	me := d.self()
-	leave, err := d.gate.enter("pmgcm update-fingerprints")
+	me := c.self()
+	leave, err := c.gate.enter("pmgcm update-fingerprints")
 	if err != nil {
 		return api.RenewedCert{CID: me.CID, Name: me.Name, IP: me.IP}, err
 	}
 	defer leave()
-	old := d.mux.Identity()
+	old := c.mux.Identity()
 	rc := api.RenewedCert{CID: me.CID, Name: me.Name, IP: me.IP, OldFingerprint: old.Fingerprint}
-	if err := d.checkServing(); err != nil {
+	if err := c.host.checkServing(); err != nil {
 		return rc, err
 	}
-	cl := d.fsm.Cluster()
+	cl := c.fsm.Cluster()
 	if cl == nil {
 		return rc, ErrNoCluster
 	}
-	m, ok := d.fsm.Member(me.CID)
+	m, ok := c.fsm.Member(me.CID)
 	if !ok {
 		return rc, fmt.Errorf("%w: cid %d is not in this node's member list", fsm.ErrUnknownMember, me.CID)
 	}
@@ -108,28 +169,28 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 	if err != nil {
 		return rc, err
 	}
-	certPEM, err := ca.IssueNodeCert(d.key.Public(), m.Name, net.ParseIP(m.IP), nodeCertValidity)
+	certPEM, err := ca.IssueNodeCert(c.key.Public(), m.Name, net.ParseIP(m.IP), nodeCertValidity)
 	if err != nil {
 		return rc, err
 	}
-	keyPEM, err := d.dir.keyPEM()
+	keyPEM, err := c.dir.keyPEM()
 	if err != nil {
-		return rc, unusable(d.dir.file("tls", keyFile), err)
+		return rc, unusable(c.dir.file("tls", keyFile), err)
 	}
 	id, err := transport.NewIdentity(certPEM, keyPEM, cl.CACertPEM)
 	if err != nil {
 		return rc, err
 	}
-	next := d.dir.file("tls", certFile+nextSufx)
+	next := c.dir.file("tls", certFile+nextSufx)
 	if err := writeFileAtomic(next, certPEM, 0o644); err != nil {
 		return rc, fmt.Errorf("write %s: %w", next, err)
 	}
-	idx, err := d.recordCert(ctx, cluster.CertRecord{CID: me.CID, CertPEM: certPEM})
+	idx, err := c.record(ctx, cluster.CertRecord{CID: me.CID, CertPEM: certPEM})
 	if err != nil {
 		// The outcome may be unknown (the master changed meanwhile): look.
-		if d.linearizableRead(ctx) == nil {
-			if cur, ok := d.fsm.Member(me.CID); ok && cur.Fingerprint == id.Fingerprint {
-				idx, err = d.fsm.AppliedIndex(), nil
+		if c.host.linearizableRead(ctx) == nil {
+			if cur, ok := c.fsm.Member(me.CID); ok && cur.Fingerprint == id.Fingerprint {
+				idx, err = c.fsm.AppliedIndex(), nil
 			}
 		}
 	}
@@ -138,72 +199,72 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 		return rc, fmt.Errorf("publish the new certificate: %w (this node keeps its certificate)", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = d.rn().WaitApplied(wctx, idx)
+	err = c.raft().WaitApplied(wctx, idx)
 	cancel()
 	if err != nil {
 		// Committed but not applied here yet: install anyway, as the cluster now knows
 		// only the new certificate.
-		d.logger.Warn("renewed certificate committed but not applied here yet", "index", idx, "error", err)
+		c.logger.Warn("renewed certificate committed but not applied here yet", "index", idx, "error", err)
 	}
-	if err := d.installCert(id, idx); err != nil {
+	if err := c.install(id, idx); err != nil {
 		return rc, err
 	}
 	rc.Fingerprint, rc.Expires = id.Fingerprint, id.Leaf.NotAfter
-	d.logger.Info("node certificate renewed", "cid", me.CID, "address", d.cfg.Addr(),
+	c.logger.Info("node certificate renewed", "cid", me.CID, "address", c.addr,
 		"old-fingerprint", old.Fingerprint, "fingerprint", id.Fingerprint, "expires", id.Leaf.NotAfter)
 	return rc, nil
 }
 
-// installCert presents id on new connections from now on and moves the renewed
+// install presents id on new connections from now on and moves the renewed
 // certificate file into place. idx is the state-machine index that published it: peers
 // that have not applied it do not know this certificate yet (see standingWatch.ask).
-func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
-	d.mux.SetIdentity(id)
+func (c *certRenewer) install(id *transport.Identity, idx uint64) error {
+	c.mux.SetIdentity(id)
 	// Kept-alive connections carry the old certificate, which the master no longer takes
 	// as this node's (checkCertCaller): new ones carry the new one.
-	if d.peer != nil { // nil at start (resolveRenewal), before any connection
-		d.peer.CloseIdleConnections()
+	if peer := c.peer(); peer != nil { // nil at start (resolve), before any connection
+		peer.CloseIdleConnections()
 	}
-	if idx > d.self().JoinIndex {
-		if err := d.updateSelf(func(nf *nodeFile) { nf.JoinIndex = max(nf.JoinIndex, idx) }); err != nil {
+	if idx > c.self().JoinIndex {
+		if err := c.updateSelf(func(nf *nodeFile) { nf.JoinIndex = max(nf.JoinIndex, idx) }); err != nil {
 			return err
 		}
 	}
-	if err := os.Rename(d.dir.file("tls", certFile+nextSufx), d.dir.file("tls", certFile)); err != nil {
+	if err := os.Rename(c.dir.file("tls", certFile+nextSufx), c.dir.file("tls", certFile)); err != nil {
 		return fmt.Errorf("install the renewed certificate: %w", err)
 	}
-	return syncDir(d.dir.file("tls"))
+	return syncDir(c.dir.file("tls"))
 }
 
-// recordCert publishes member req.CID's renewed certificate, on the master (forwarded to
+// record publishes member req.CID's renewed certificate, on the master (forwarded to
 // it from any other node), and returns the state-machine index of the change. The
 // certificate must be the cluster CA's for that member's name and address. Over the
 // cluster RPC, the caller must be that member (rpcHandler.RecordCert): every member
 // holds the CA key (fsm.Cluster.CAKeyPEM) and could issue any member's certificate, but
 // only the member itself may publish one.
-func (d *Daemon) recordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
-	return cluster.OnMaster(ctx, d.fwd, func() (uint64, error) { return d.recordCertHere(ctx, req) },
+func (c *certRenewer) record(ctx context.Context, req cluster.CertRecord) (uint64, error) {
+	return cluster.OnMaster(ctx, c.fwd(), func() (uint64, error) { return c.recordHere(ctx, req) },
 		func() (uint64, error) {
 			var idx uint64
-			wctx, cancel := context.WithTimeout(ctx, d.electionWait())
+			wctx, cancel := context.WithTimeout(ctx, c.electionWait)
 			defer cancel()
-			err := d.fwd.CallLeader(wctx, true, func(ctx context.Context, addr string) (err error) {
-				idx, err = d.peer.RecordCert(ctx, addr, req)
+			err := c.fwd().CallLeader(wctx, true, func(ctx context.Context, addr string) (err error) {
+				idx, err = c.peer().RecordCert(ctx, addr, req)
 				return err
 			})
 			return idx, err
 		})
 }
 
-// recordCertHere publishes a renewed certificate on this node, the master.
-func (d *Daemon) recordCertHere(ctx context.Context, req cluster.CertRecord) (uint64, error) {
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	cl := d.fsm.Cluster()
+// recordHere publishes a renewed certificate on this node, the master.
+func (c *certRenewer) recordHere(ctx context.Context, req cluster.CertRecord) (uint64, error) {
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
+	cl := c.fsm.Cluster()
 	if cl == nil {
 		return 0, ErrNoCluster
 	}
-	m, ok := d.fsm.Member(req.CID)
+	m, ok := c.fsm.Member(req.CID)
 	if !ok {
 		return 0, fmt.Errorf("%w: cid %d", fsm.ErrUnknownMember, req.CID)
 	}
@@ -212,14 +273,14 @@ func (d *Daemon) recordCertHere(ctx context.Context, req cluster.CertRecord) (ui
 		return 0, err
 	}
 	if m.Fingerprint == fp {
-		return d.fsm.AppliedIndex(), nil // published already (a retry)
+		return c.fsm.AppliedIndex(), nil // published already (a retry)
 	}
 	m.Fingerprint = fp
-	res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
+	res, err := c.host.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 	if err != nil {
 		return 0, cluster.FirstProposal(err)
 	}
-	d.logger.Info("member certificate renewed", "cid", m.CID, "address", memberAddr(m), "fingerprint", fp)
+	c.logger.Info("member certificate renewed", "cid", m.CID, "address", memberAddr(m), "fingerprint", fp)
 	return res.Index, nil
 }
 
@@ -249,30 +310,30 @@ func checkNodeCert(certPEM, caPEM []byte, m fsm.Member) (string, error) {
 	return transport.Fingerprint(cert.Raw), nil
 }
 
-// resolveRenewal finishes, at start, a renewal that crashed between publishing the new
+// resolve finishes, at start, a renewal that crashed between publishing the new
 // certificate and moving it into place: the new certificate is installed if the member
 // cache or any peer knows it. Otherwise the node keeps its certificate and the file
 // stays for the next start (a renewal that never committed is harmless: the next
 // renewal overwrites it).
-func (d *Daemon) resolveRenewal() {
-	certPEM, err := readFileBounded(d.dir.file("tls", certFile+nextSufx), maxTLSFileBytes)
+func (c *certRenewer) resolve() {
+	certPEM, err := readFileBounded(c.dir.file("tls", certFile+nextSufx), maxTLSFileBytes)
 	if err != nil {
 		return
 	}
 	fp, err := certFingerprint(certPEM)
-	if err != nil || fp == d.mux.Identity().Fingerprint {
-		_ = os.Remove(d.dir.file("tls", certFile+nextSufx))
+	if err != nil || fp == c.mux.Identity().Fingerprint {
+		_ = os.Remove(c.dir.file("tls", certFile+nextSufx))
 		return
 	}
-	me := d.self()
+	me := c.self()
 	known, idx := false, uint64(0)
-	cache := d.peers.Load()
+	cache := c.peers.Load()
 	if m, ok := cache.member(fp); ok && m.CID == me.CID {
 		known, idx = true, cache.Index
 	}
 	if !known && cache != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-		answers := d.standingW.askPeers(ctx, cache.Members, fp, startupStandingTimeout)
+		answers := c.askPeers(ctx, cache.Members, fp, startupStandingTimeout)
 		cancel()
 		for _, a := range answers {
 			if a.ClusterID == cache.ClusterID && a.Member && a.CID == me.CID {
@@ -281,25 +342,25 @@ func (d *Daemon) resolveRenewal() {
 		}
 	}
 	if !known {
-		d.logger.Warn("a renewed certificate was left by an interrupted update-fingerprints and no peer knows it yet; keeping the current one",
-			"file", d.dir.file("tls", certFile+nextSufx), "fingerprint", fp)
+		c.logger.Warn("a renewed certificate was left by an interrupted update-fingerprints and no peer knows it yet; keeping the current one",
+			"file", c.dir.file("tls", certFile+nextSufx), "fingerprint", fp)
 		return
 	}
-	keyPEM, err := d.dir.keyPEM()
+	keyPEM, err := c.dir.keyPEM()
 	if err != nil {
 		return
 	}
-	caPEM, _ := readFileBounded(d.dir.file("tls", caFile), maxTLSFileBytes)
+	caPEM, _ := readFileBounded(c.dir.file("tls", caFile), maxTLSFileBytes)
 	id, err := transport.NewIdentity(certPEM, keyPEM, caPEM)
 	if err != nil {
-		d.logger.Error("renewed certificate unusable", "error", err)
+		c.logger.Error("renewed certificate unusable", "error", err)
 		return
 	}
-	if err := d.installCert(id, idx); err != nil {
-		d.logger.Error("cannot install the renewed certificate", "error", err)
+	if err := c.install(id, idx); err != nil {
+		c.logger.Error("cannot install the renewed certificate", "error", err)
 		return
 	}
-	d.logger.Info("installed the certificate of an interrupted update-fingerprints", "fingerprint", fp)
+	c.logger.Info("installed the certificate of an interrupted update-fingerprints", "fingerprint", fp)
 }
 
 // certWarnings returns a status warning for each node whose certificate expires within

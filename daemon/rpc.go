@@ -30,7 +30,7 @@ func (d *Daemon) openRPC() {
 		Raft:             leadership{d},
 		Client:           d.peer,
 		HeartbeatTimeout: d.cfg.Raft.HeartbeatTimeout,
-		ElectionWait:     d.electionWait(),
+		ElectionWait:     electionWait(d.cfg.Raft),
 		NoQuorum:         d.reachableVoters,
 	})
 	svc := cluster.NewService(rpcHandler{d}, writeErr)

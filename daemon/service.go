@@ -66,10 +66,12 @@ func (h rpcHandler) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse
 	return h.d.deleteMember(ctx, cid, false)
 }
 
-func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error { return h.d.transferTo(ctx, cid) }
+func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error {
+	return h.d.promoter.transferTo(ctx, cid)
+}
 
 func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.Admission, error) {
-	return h.d.admitFenced(ctx, fingerprint)
+	return h.d.syncer.admitFenced(ctx, fingerprint)
 }
 
 // RecordCert records the caller's own renewed certificate (checkCertCaller), on the
@@ -80,12 +82,12 @@ func (h rpcHandler) RecordCert(ctx context.Context, req cluster.CertRecord) (uin
 	if err := h.d.checkCertCaller(ctx, req); err != nil {
 		return 0, err
 	}
-	return cluster.OnMaster(ctx, h.d.fwd, func() (uint64, error) { return h.d.recordCertHere(ctx, req) },
+	return cluster.OnMaster(ctx, h.d.fwd, func() (uint64, error) { return h.d.certs.recordHere(ctx, req) },
 		func() (uint64, error) { return 0, h.d.rn().NotLeader() })
 }
 
 func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
-	return h.d.renewCert(ctx)
+	return h.d.certs.renew(ctx)
 }
 
 // JoinInfo and CheckMembership answer on the join channel, to callers with no
@@ -94,5 +96,5 @@ func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
 func (h rpcHandler) JoinInfo() cluster.JoinInfo { return maskJoinInfo(h.d.joinInfo()) }
 
 func (h rpcHandler) CheckMembership(fingerprint string) cluster.Membership {
-	return maskMembership(h.d.membershipOf(fingerprint))
+	return maskMembership(h.d.members.membership(fingerprint))
 }

@@ -154,7 +154,7 @@ func TestGateRefusesInsteadOfWaiting(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := d.create(context.Background())
+		_, err := newCreator(d).create(context.Background())
 		done <- err
 	}()
 	select {

@@ -74,7 +74,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		}
 		if m.Fenced(epoch) {
 			master := d.cfg.IP
-			if mm, ok := d.masterMember(); ok {
+			if mm, ok := d.members.master(); ok {
 				master = mm.IP
 			}
 			rows[i] = api.Node{State: api.StateDown, Error: fmt.Sprintf(
@@ -93,7 +93,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		rows[i].CID = m.CID
 	}
-	leaderID = d.honestLeader(leaderID, rows)
+	leaderID = d.honesty.leader(leaderID, rows)
 	var leaderApplied uint64
 	voters, active := 0, 0
 	for i, m := range members {
@@ -133,7 +133,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
-	d.versionStatus(&st)
+	d.versions.status(&st)
 	return st
 }
 
@@ -176,8 +176,8 @@ func (d *Daemon) localNode() api.Node {
 	n.Sys = &si
 	n.Mail = d.mailStatus()
 	setBuildVersion(&n)
-	d.honestLocal(&n)
-	d.markDiskFull(&n)
+	d.honesty.local(&n)
+	d.diskW.markFull(&n)
 	d.fillOps(&n)
 	return n
 }

@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
@@ -13,33 +17,81 @@ import (
 	"github.com/pmgcm/pmgcm/transport"
 )
 
+// syncer owns pmgcm sync: it brings this node in line with the master, and re-admits a
+// node fenced by a forced promotion (asking the master, and, on the master, moving the
+// fenced member into the current epoch).
+type syncer struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// host is what sync and re-admission need of the rest of the daemon.
+	host syncHost
+	// members finds the master as a member.
+	members *memberView
+	// raft is this node's Raft node (Daemon.rn; made after the syncer).
+	raft func() *raftnode.Node
+	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
+	peer func() *cluster.Client
+	fwd  func() *cluster.Forwarder
+	// mux makes the join channel's client that carries this node's own certificate.
+	mux *transport.Mux
+	// peers is the membership this node trusts at the handshake (Daemon.peers).
+	peers *atomic.Pointer[peerCache]
+	// gate admits one identity-changing operation at a time (Daemon.gate).
+	gate *opGate
+	// memberMu serializes membership changes on the master (Daemon.memberMu).
+	memberMu *sync.Mutex
+	// addr is this node's cluster address.
+	addr         string
+	electionWait time.Duration
+}
+
+// syncHost is what sync and re-admission need of the daemon.
+type syncHost interface {
+	standing() standing
+	checkServing() error
+	linearizableRead(ctx context.Context) error
+	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+	becomeMember(adm cluster.Admission) error
+	kickLeaderDuties()
+}
+
+// newSyncer returns the syncer of d, whose fsm and mux are made.
+func newSyncer(d *Daemon) *syncer {
+	return &syncer{
+		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
+		mux: d.mux, peers: &d.peers, gate: &d.gate, memberMu: &d.memberMu,
+		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
+	}
+}
+
 // sync brings this node in line with the master: a healthy node catches up now; a node
 // fenced by a forced promotion is re-admitted by the master at masterIP, with its CID,
 // name and data kept and its stale Raft state dropped.
-func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
-	switch st := d.standing(); st.kind {
+func (s *syncer) sync(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
+	switch st := s.host.standing(); st.kind {
 	case standRemoved:
 		return nil, st.err()
 	case standFenced:
 		if masterIP == "" {
 			return nil, fmt.Errorf("%w; give the master's address: pmgcm sync --master_ip %s", st.err(), st.fence.MasterIP)
 		}
-		return d.readmit(ctx, masterIP, st.fence)
+		return s.readmit(ctx, masterIP, st.fence)
 	}
-	if d.fsm.Cluster() == nil {
+	if s.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
 	}
 	if masterIP != "" {
 		if net.ParseIP(masterIP) == nil {
 			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", ErrBadRequest, masterIP)
 		}
-		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
-		_, err := d.fwd.WaitLeaderAddr(wctx)
+		wctx, cancel := context.WithTimeout(ctx, s.electionWait)
+		_, err := s.fwd().WaitLeaderAddr(wctx)
 		cancel()
 		if err != nil {
 			return nil, err
 		}
-		master, ok := d.masterMember()
+		master, ok := s.members.master()
 		if !ok {
 			return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 		}
@@ -47,21 +99,21 @@ func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 			return nil, fmt.Errorf("%w: %s is not the master: the master is cid %d (%s) at %s", ErrNotMaster, masterIP, master.CID, master.Name, master.IP)
 		}
 	}
-	if err := d.linearizableRead(ctx); err != nil {
+	if err := s.host.linearizableRead(ctx); err != nil {
 		return nil, err
 	}
-	master, _ := d.masterMember()
-	return &api.SyncResponse{MasterCID: master.CID, Epoch: d.fsm.Cluster().Epoch, AppliedIndex: d.fsm.AppliedIndex()}, nil
+	master, _ := s.members.master()
+	return &api.SyncResponse{MasterCID: master.CID, Epoch: s.fsm.Cluster().Epoch, AppliedIndex: s.fsm.AppliedIndex()}, nil
 }
 
 // readmit asks the master at masterIP to take this fenced node back.
-func (d *Daemon) readmit(ctx context.Context, masterIP string, fence *fenceInfo) (*api.SyncResponse, error) {
-	leave, err := d.gate.enter("pmgcm sync (re-admission)")
+func (s *syncer) readmit(ctx context.Context, masterIP string, fence *fenceInfo) (*api.SyncResponse, error) {
+	leave, err := s.gate.enter("pmgcm sync (re-admission)")
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
-	cache := d.peers.Load()
+	cache := s.peers.Load()
 	var master fsm.Member
 	for _, m := range cache.Members {
 		if net.ParseIP(m.IP).Equal(net.ParseIP(masterIP)) {
@@ -74,7 +126,7 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string, fence *fenceInfo)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	// The join channel with this node's own certificate: the master knows it by it.
-	client := d.mux.HTTPClient(transport.ChanJoin)
+	client := s.mux.HTTPClient(transport.ChanJoin)
 	defer client.CloseIdleConnections()
 	adm, err := cluster.NewClient(client).JoinReadmit(ctx, memberAddr(master))
 	if err != nil {
@@ -85,31 +137,31 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string, fence *fenceInfo)
 			ErrNotMaster, masterIP, adm.ClusterID, adm.Epoch, cache.ClusterID)
 	}
 	adm.CertPEM = nil // keep this node's certificate
-	if err := d.becomeMember(adm); err != nil {
+	if err := s.host.becomeMember(adm); err != nil {
 		return nil, fmt.Errorf("re-admitted as cid %d, but could not restart in the new epoch: %w; restart pmgclusterd to finish", adm.CID, err)
 	}
-	d.logger.Info("re-admitted after a forced promotion", "epoch", adm.Epoch, "master-cid", master.CID, "master-address", adm.MasterAddress)
+	s.logger.Info("re-admitted after a forced promotion", "epoch", adm.Epoch, "master-cid", master.CID, "master-address", adm.MasterAddress)
 	return &api.SyncResponse{Readmitted: true, MasterCID: master.CID, Epoch: adm.Epoch}, nil
 }
 
 // admitFenced moves the fenced member with certificate fp into the current epoch as a
 // non-voter; the voter policy then promotes it once it has caught up.
-func (d *Daemon) admitFenced(ctx context.Context, fp string) (*cluster.Admission, error) {
-	if err := d.checkServing(); err != nil {
+func (s *syncer) admitFenced(ctx context.Context, fp string) (*cluster.Admission, error) {
+	if err := s.host.checkServing(); err != nil {
 		return nil, err
 	}
-	cl := d.fsm.Cluster()
+	cl := s.fsm.Cluster()
 	if cl == nil {
 		return nil, ErrNoCluster
 	}
-	if _, ok := d.fsm.MemberByFingerprint(fp); !ok {
+	if _, ok := s.fsm.MemberByFingerprint(fp); !ok {
 		return nil, unknownCertificate(cl)
 	}
-	return cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.readmitHere(ctx, fp) },
+	return cluster.OnMaster(ctx, s.fwd(), func() (*cluster.Admission, error) { return s.readmitHere(ctx, fp) },
 		func() (*cluster.Admission, error) {
 			var adm cluster.Admission
-			return &adm, d.fwd.CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
-				adm, err = d.peer.Readmit(ctx, addr, fp)
+			return &adm, s.fwd().CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
+				adm, err = s.peer().Readmit(ctx, addr, fp)
 				return err
 			})
 		})
@@ -126,30 +178,30 @@ func unknownCertificate(cl *fsm.Cluster) error {
 // It is idempotent: a member already in the current epoch (its earlier request went
 // through but the answer was lost) gets the same answer again, and the voter policy
 // adds it to Raft if it is not there yet.
-func (d *Daemon) readmitHere(ctx context.Context, fp string) (*cluster.Admission, error) {
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	cl := d.fsm.Cluster()
-	m, ok := d.fsm.MemberByFingerprint(fp)
+func (s *syncer) readmitHere(ctx context.Context, fp string) (*cluster.Admission, error) {
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
+	cl := s.fsm.Cluster()
+	m, ok := s.fsm.MemberByFingerprint(fp)
 	if !ok {
 		return nil, unknownCertificate(cl)
 	}
-	index := d.fsm.AppliedIndex()
+	index := s.fsm.AppliedIndex()
 	if m.Fenced(cl.Epoch) {
 		m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
-		res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
+		res, err := s.host.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 		if err != nil {
 			return nil, cluster.FirstProposal(err)
 		}
 		index = res.Index
-		if err := d.rn().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
+		if err := s.raft().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
 			return nil, fmt.Errorf("add cid %d to raft: %w", m.CID, err)
 		}
-		d.logger.Info("fenced node re-admitted", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
+		s.logger.Info("fenced node re-admitted", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	} else {
-		d.logger.Info("fenced node asked again to be re-admitted: it is already", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
+		s.logger.Info("fenced node asked again to be re-admitted: it is already", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	}
-	d.kickLeaderDuties()
+	s.host.kickLeaderDuties()
 	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
-		Members: d.fsm.Members(), Index: index, MasterAddress: d.cfg.Addr()}, nil
+		Members: s.fsm.Members(), Index: index, MasterAddress: s.addr}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
@@ -28,6 +30,33 @@ const oldNodeVersion = "<=0.1.0"
 // while the cluster version is below its own level.
 const clusterVersionInterval = 5 * time.Second
 
+// versionKeeper owns the cluster version: it reports the versions in status, refuses a
+// joining node older than the cluster version, logs a halted state machine, and runs
+// the master's leader duty that raises the recorded cluster version.
+type versionKeeper struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// self is this node's identity file (its CID).
+	self func() nodeFile
+	// peer is the cluster RPC client (made after the keeper, by openRPC).
+	peer       func() *cluster.Client
+	rpcTimeout time.Duration
+	// memberMu serializes membership changes on the master (Daemon.memberMu).
+	memberMu *sync.Mutex
+	// members returns the members of the current epoch (memberView.active).
+	members func() []fsm.Member
+	// apply commits a command on this node, the master (Daemon.applyLocal).
+	apply func(context.Context, fsm.Command) (*fsm.Result, error)
+}
+
+// newVersionKeeper returns the version keeper of d, whose fsm is made.
+func newVersionKeeper(d *Daemon) *versionKeeper {
+	return &versionKeeper{
+		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
+		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, members: d.members.active, apply: d.applyLocal,
+	}
+}
+
 // setBuildVersion fills this node's own row with its build's version and level.
 func setBuildVersion(n *api.Node) {
 	n.Version, n.Level = version.Version, version.Level
@@ -41,14 +70,14 @@ func nodeLevel(n api.Node) int {
 	return n.Level
 }
 
-// versionStatus completes the status with the cluster version and each answering node's
+// status completes the status with the cluster version and each answering node's
 // version (oldNodeVersion for one that reports none), and warns of a mixed cluster and of
 // a state machine that stopped applying.
-func (d *Daemon) versionStatus(st *api.Status) {
+func (k *versionKeeper) status(st *api.Status) {
 	if st.Cluster == nil {
 		return
 	}
-	cv := d.fsm.ClusterVersion()
+	cv := k.fsm.ClusterVersion()
 	st.Cluster.Version = cv
 	levels := map[int]bool{}
 	for i := range st.Nodes {
@@ -66,7 +95,7 @@ func (d *Daemon) versionStatus(st *api.Status) {
 			"the members run builds of different feature levels: the cluster runs at %s until every member is upgraded",
 			version.LevelName(cv)))
 	}
-	if err := d.fsm.Halted(); err != nil {
+	if err := k.fsm.Halted(); err != nil {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "this node "+haltAdvice(err))
 	}
 }
@@ -78,38 +107,38 @@ func haltAdvice(err error) string {
 }
 
 // watchHalt logs, loudly, when the state machine meets an entry it cannot apply.
-func (d *Daemon) watchHalt() {
-	d.fsm.SetOnHalt(func(err error) {
-		d.logger.Error("REPLICATED LOG HALTED: this node "+haltAdvice(err), "version", version.Version,
+func (k *versionKeeper) watchHalt() {
+	k.fsm.SetOnHalt(func(err error) {
+		k.logger.Error("REPLICATED LOG HALTED: this node "+haltAdvice(err), "version", version.Version,
 			"level", version.Level)
 	})
 }
 
 // checkJoinLevel refuses a joining node whose build is below the cluster version. The
-// caller holds memberMu, which recordClusterVersion holds to raise the version.
-func (d *Daemon) checkJoinLevel(req cluster.AdmitRequest) error {
+// caller holds memberMu, which record holds to raise the version.
+func (k *versionKeeper) checkJoinLevel(req cluster.AdmitRequest) error {
 	level, v := req.Level, req.Version
 	if level == 0 {
 		level, v = version.LevelRelease010, oldNodeVersion
 	}
-	if cv := d.fsm.ClusterVersion(); level < cv {
+	if cv := k.fsm.ClusterVersion(); level < cv {
 		return fmt.Errorf("%w: the cluster runs at cluster version %s, the joining node %s (%s, %s) is older: upgrade pmgclusterd on it to this cluster's release or newer (this node runs %s)",
 			ErrIncompatible, version.LevelName(cv), req.Name, v, version.LevelName(level), version.Version)
 	}
 	return nil
 }
 
-// versionDuty is the master's leader duty (registered with raftnode.Node.OnLeader) that
+// duty is the master's leader duty (registered with raftnode.Node.OnLeader) that
 // raises the recorded cluster version to the lowest level among the members, once all
 // of them report one above it. For as long as the term lasts it asks the members every
 // clusterVersionInterval, and stops asking once the cluster is at this build's level.
-func (d *Daemon) versionDuty(ctx context.Context) {
+func (k *versionKeeper) duty(ctx context.Context) {
 	tick := time.NewTicker(clusterVersionInterval)
 	defer tick.Stop()
 	for {
-		if d.fsm.Cluster() != nil && d.fsm.Halted() == nil && d.fsm.ClusterVersion() < version.Level {
-			if err := d.recordClusterVersion(ctx); err != nil && ctx.Err() == nil {
-				d.logger.Warn("cannot record the cluster version", "error", err)
+		if k.fsm.Cluster() != nil && k.fsm.Halted() == nil && k.fsm.ClusterVersion() < version.Level {
+			if err := k.record(ctx); err != nil && ctx.Err() == nil {
+				k.logger.Warn("cannot record the cluster version", "error", err)
 			}
 		}
 		select {
@@ -120,40 +149,40 @@ func (d *Daemon) versionDuty(ctx context.Context) {
 	}
 }
 
-// recordClusterVersion asks every member for its level and, if the lowest is above the
+// record asks every member for its level and, if the lowest is above the
 // recorded cluster version, proposes it. A member that does not answer, or answers
 // without a level (release 0.1.0, which would skip the command), keeps the version.
-func (d *Daemon) recordClusterVersion(ctx context.Context) error {
-	members := d.activeMembers()
-	lowest, who, err := d.lowestLevel(ctx, members)
+func (k *versionKeeper) record(ctx context.Context) error {
+	members := k.members()
+	lowest, who, err := k.lowestLevel(ctx, members)
 	if err != nil {
 		return err
 	}
-	cur := d.fsm.ClusterVersion()
+	cur := k.fsm.ClusterVersion()
 	if lowest <= cur {
 		if lowest < version.Level {
-			d.logger.Debug("cluster version stays: a member runs an older build", "cluster-version", cur,
+			k.logger.Debug("cluster version stays: a member runs an older build", "cluster-version", cur,
 				"member", who, "level", lowest)
 		}
 		return nil
 	}
 	// memberMu: no member is admitted between the check and the record (checkJoinLevel).
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	if !sameMembers(members, d.activeMembers()) {
+	k.memberMu.Lock()
+	defer k.memberMu.Unlock()
+	if !sameMembers(members, k.members()) {
 		return nil // the members changed meanwhile; the next round asks again
 	}
-	if _, err := d.applyLocal(ctx, fsm.SetClusterVersion{Version: lowest}); err != nil {
+	if _, err := k.apply(ctx, fsm.SetClusterVersion{Version: lowest}); err != nil {
 		return err
 	}
-	d.logger.Info("cluster version recorded", "cluster-version", lowest, "was", cur, "members", len(members))
+	k.logger.Info("cluster version recorded", "cluster-version", lowest, "was", cur, "members", len(members))
 	return nil
 }
 
 // lowestLevel returns the lowest feature level among members (this node's own is its
 // build's) and a member at it, or an error naming a member that did not answer.
-func (d *Daemon) lowestLevel(ctx context.Context, members []fsm.Member) (int, string, error) {
-	me := d.self().CID
+func (k *versionKeeper) lowestLevel(ctx context.Context, members []fsm.Member) (int, string, error) {
+	me := k.self().CID
 	type answer struct {
 		m     fsm.Member
 		level int
@@ -170,9 +199,9 @@ func (d *Daemon) lowestLevel(ctx context.Context, members []fsm.Member) (int, st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
+			cctx, cancel := context.WithTimeout(ctx, min(k.rpcTimeout, statusTimeout))
 			defer cancel()
-			n, err := d.peer.Node(cctx, memberAddr(m))
+			n, err := k.peer().Node(cctx, memberAddr(m))
 			if err != nil {
 				answers[i].err = err
 				return

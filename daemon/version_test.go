@@ -30,21 +30,21 @@ func applyTo(t *testing.T, f *fsm.FSM, idx uint64, cmd fsm.Command) {
 // no level); once the version is recorded higher, an older node is refused with both
 // versions named.
 func TestCheckJoinLevel(t *testing.T) {
-	d := &Daemon{fsm: fsm.New()}
-	applyTo(t, d.fsm, 1, fsm.CreateCluster{ClusterID: "c", CreatedAt: time.Now(), Founder: fsm.Member{
+	k := &versionKeeper{fsm: fsm.New()}
+	applyTo(t, k.fsm, 1, fsm.CreateCluster{ClusterID: "c", CreatedAt: time.Now(), Founder: fsm.Member{
 		CID: 1, Name: "pmg1", IP: "127.0.0.1", Port: 8006, Fingerprint: "AA:BB", Suffrage: fsm.Voter}})
 	old := cluster.AdmitRequest{Name: "old"}
 	cur := cluster.AdmitRequest{Name: "new", Version: version.Version, Level: version.Level}
-	if err := d.checkJoinLevel(old); err != nil {
+	if err := k.checkJoinLevel(old); err != nil {
 		t.Fatalf("release 0.1.0 node refused by a cluster at level 1: %v", err)
 	}
-	applyTo(t, d.fsm, 2, fsm.SetClusterVersion{Version: version.LevelClusterVersion})
-	err := d.checkJoinLevel(old)
+	applyTo(t, k.fsm, 2, fsm.SetClusterVersion{Version: version.LevelClusterVersion})
+	err := k.checkJoinLevel(old)
 	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), version.LevelName(version.LevelClusterVersion)) ||
 		!strings.Contains(err.Error(), oldNodeVersion) {
 		t.Fatalf("release 0.1.0 node at cluster version 2: %v", err)
 	}
-	if err := d.checkJoinLevel(cur); err != nil {
+	if err := k.checkJoinLevel(cur); err != nil {
 		t.Fatalf("a node of this build refused: %v", err)
 	}
 }

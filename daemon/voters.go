@@ -4,64 +4,101 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	voterpolicy "github.com/pmgcm/pmgcm/membership"
+	"github.com/pmgcm/pmgcm/raftnode"
 )
 
-// reconcileVoters makes the Raft configuration match the members and the voter policy
+// voterReconciler owns the Raft configuration on the master: it makes it match the
+// members and the voter policy (voterpolicy.Plan), from the catch-up facts it gathers,
+// and carries out voter plans (for a leadership transfer too).
+type voterReconciler struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// raft is this node's Raft node (Daemon.rn; made after the reconciler).
+	raft func() *raftnode.Node
+	// peer is the cluster RPC client (made by openRPC).
+	peer       func() *cluster.Client
+	rpcTimeout time.Duration
+	// memberMu serializes membership changes on the master (Daemon.memberMu).
+	memberMu *sync.Mutex
+	// catchUp is what non-voters must apply before the voter policy promotes them.
+	catchUp *voterpolicy.Targets
+	// self is this node's identity file (its pending epoch).
+	self func() nodeFile
+	// members returns the members of the current epoch (memberView.active).
+	members func() []fsm.Member
+	// apply commits a command on this node, the master (Daemon.applyLocal).
+	apply func(context.Context, fsm.Command) (*fsm.Result, error)
+}
+
+// newVoterReconciler returns the voter reconciler of d, whose fsm is made.
+func newVoterReconciler(d *Daemon) *voterReconciler {
+	return &voterReconciler{
+		fsm: d.fsm, logger: d.logger, raft: d.rn, peer: func() *cluster.Client { return d.peer },
+		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, catchUp: &d.catchUp, self: d.self,
+		members: d.members.active, apply: d.applyLocal,
+	}
+}
+
+// reconcile makes the Raft configuration match the members and the voter policy
 // (voterpolicy.Plan). The catch-up facts are gathered first, one RPC per waiting non-voter,
 // with no lock held; the plan is then made and carried out under memberMu from the
 // configuration and members as they are then.
-func (d *Daemon) reconcileVoters(ctx context.Context) error {
-	n := d.rn()
+func (v *voterReconciler) reconcile(ctx context.Context) error {
+	n := v.raft()
 	cfg, err := n.Configuration()
 	if err != nil {
 		return err
 	}
-	term, leaderApplied := n.Stats().Term, d.fsm.AppliedIndex()
-	waiting := voterpolicy.Waiting(cfg, d.activeMembers())
-	applied := d.appliedIndexes(ctx, waiting)
+	term, leaderApplied := n.Stats().Term, v.fsm.AppliedIndex()
+	waiting := voterpolicy.Waiting(cfg, v.members())
+	applied := v.appliedIndexes(ctx, waiting)
 
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	if d.self().PendingEpoch != 0 {
+	v.memberMu.Lock()
+	defer v.memberMu.Unlock()
+	if v.self().PendingEpoch != 0 {
 		// A forced promotion is under way: the member list changes with its epoch.
 		return nil
 	}
 	if cfg, err = n.Configuration(); err != nil {
 		return err
 	}
-	d.catchUp.Keep(waiting)
+	v.catchUp.Keep(waiting)
 	caught := map[uint64]bool{}
 	for cid, idx := range applied {
-		caught[cid] = d.catchUp.Ready(term, cid, idx, leaderApplied)
+		caught[cid] = v.catchUp.Ready(term, cid, idx, leaderApplied)
 	}
 	_, leaderID := n.Leader()
 	leader, _ := voterpolicy.ParseServerID(leaderID)
-	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: d.activeMembers(), Leader: leader, CaughtUp: caught})
-	return d.carryOut(ctx, plan)
+	plan := voterpolicy.Plan(voterpolicy.Facts{Config: cfg, Members: v.members(), Leader: leader, CaughtUp: caught})
+	return v.carryOut(ctx, plan)
 }
 
 // appliedIndexes asks each member of cids, at once, how far it has applied; a member that
 // does not answer within RPCTimeout is left out. The caller holds no lock.
-func (d *Daemon) appliedIndexes(ctx context.Context, cids []uint64) map[uint64]uint64 {
+func (v *voterReconciler) appliedIndexes(ctx context.Context, cids []uint64) map[uint64]uint64 {
 	out := map[uint64]uint64{}
 	var (
 		mu sync.Mutex
 		wg sync.WaitGroup
 	)
 	for _, cid := range cids {
-		m, ok := d.fsm.Member(cid)
+		m, ok := v.fsm.Member(cid)
 		if !ok {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, d.cfg.RPCTimeout)
+			cctx, cancel := context.WithTimeout(ctx, v.rpcTimeout)
 			defer cancel()
-			node, err := d.peer.Node(cctx, memberAddr(m))
+			node, err := v.peer().Node(cctx, memberAddr(m))
 			if err != nil {
 				return
 			}
@@ -76,8 +113,8 @@ func (d *Daemon) appliedIndexes(ctx context.Context, cids []uint64) map[uint64]u
 
 // carryOut makes the changes of a voter plan, in order, on this node (the leader). The
 // caller holds memberMu.
-func (d *Daemon) carryOut(ctx context.Context, plan []voterpolicy.Change) error {
-	n := d.rn()
+func (v *voterReconciler) carryOut(ctx context.Context, plan []voterpolicy.Change) error {
+	n := v.raft()
 	for _, c := range plan {
 		var err error
 		switch c.Op {
@@ -85,21 +122,21 @@ func (d *Daemon) carryOut(ctx context.Context, plan []voterpolicy.Change) error 
 			err = n.AddNonvoter(ctx, c.CID, c.Address)
 		case voterpolicy.Remove:
 			if c.CID == 0 {
-				d.logger.Warn("raft server is no member and its ID is no CID; leaving it", "id", c.ID, "address", c.Address)
+				v.logger.Warn("raft server is no member and its ID is no CID; leaving it", "id", c.ID, "address", c.Address)
 				continue
 			}
 			err = n.RemoveServer(ctx, c.CID)
 		case voterpolicy.Promote:
 			if err = n.AddVoter(ctx, c.CID, c.Address); err == nil {
-				d.logger.Info("node promoted to voter", "cid", c.CID, "address", c.Address)
+				v.logger.Info("node promoted to voter", "cid", c.CID, "address", c.Address)
 			}
 		case voterpolicy.Demote:
 			if err = n.DemoteVoter(ctx, c.CID); err == nil {
-				d.logger.Info("node demoted to non-voter", "cid", c.CID, "address", c.Address)
+				v.logger.Info("node demoted to non-voter", "cid", c.CID, "address", c.Address)
 			}
 		case voterpolicy.Record:
 			// The Raft suffrage in the member list, so that every node shows it.
-			_, err = d.applyLocal(ctx, &fsm.SetSuffrage{CID: c.CID, Suffrage: c.Suffrage})
+			_, err = v.apply(ctx, &fsm.SetSuffrage{CID: c.CID, Suffrage: c.Suffrage})
 		}
 		if err != nil {
 			return fmt.Errorf("%s cid %d (%s): %w", c.Op, c.CID, c.Address, err)

@@ -55,9 +55,11 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 	}
 	t.Cleanup(func() { _ = n.Close() })
 	d.raftp.Store(n)
+	d.members = newMemberView(d)
+	d.voters = newVoterReconciler(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.waitLeader(ctx); err != nil {
+	if err := waitLeader(ctx, d.rn()); err != nil {
 		t.Fatal(err)
 	}
 	founder := members[0]
@@ -102,7 +104,7 @@ func TestReconcileNoLockAcrossRPC(t *testing.T) {
 	d = leaderDaemon(t, rt, me, testMember(2, fsm.Nonvoter))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.reconcileVoters(ctx); err != nil {
+	if err := d.voters.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if asked.Load() == 0 {

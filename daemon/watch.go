@@ -19,11 +19,26 @@ const (
 	maxWatchWait     = 5 * time.Minute
 )
 
+// watcher owns the configuration watch (GET /config/watch): long polls for the changes
+// under a prefix, answered from this node's own state machine.
+type watcher struct {
+	fsm *fsm.FSM
+	// checkServing refuses while this node is removed or fenced (Daemon.checkServing).
+	checkServing func() error
+	// waitApplied waits until the state machine has applied an index (Daemon.waitApplied).
+	waitApplied func(ctx context.Context, index uint64) error
+}
+
+// newWatcher returns the configuration watcher of d, whose fsm is made.
+func newWatcher(d *Daemon) *watcher {
+	return &watcher{fsm: d.fsm, checkServing: d.checkServing, waitApplied: d.waitApplied}
+}
+
 // handleConfigWatch answers the changes under a prefix above a version, waiting until
 // there is one or the wait runs out. It reads this node's own state: a watcher that
 // moves to another node, or sees this one restart, resumes from its last Next without a
 // gap, since every node applies the same log.
-func (d *Daemon) handleConfigWatch(w http.ResponseWriter, r *http.Request) {
+func (cw *watcher) handleConfigWatch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	prefix := q.Get("prefix")
 	var from uint64
@@ -44,23 +59,23 @@ func (d *Daemon) handleConfigWatch(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = min(v, maxWatchWait)
 	}
-	if err := d.checkServing(); err != nil {
+	if err := cw.checkServing(); err != nil {
 		writeErr(w, err)
 		return
 	}
-	resp, err := d.watch(r.Context(), prefix, from, wait)
+	resp, err := cw.watch(r.Context(), prefix, from, wait)
 	reply(w, resp, err)
 }
 
 // watch waits for changes under prefix above from, for at most wait.
-func (d *Daemon) watch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error) {
+func (cw *watcher) watch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
 		// idx is read before the query: every change the query misses has a version
 		// above both idx and the newest event, so Next leaves no gap.
-		idx := d.fsm.AppliedIndex()
-		changes, reset := d.fsm.Changes(prefix, from)
+		idx := cw.fsm.AppliedIndex()
+		changes, reset := cw.fsm.Changes(prefix, from)
 		if len(changes) > 0 || reset {
 			resp := &api.WatchResponse{Events: make([]api.WatchEvent, 0, len(changes)), Next: max(from, idx), Reset: reset}
 			for _, c := range changes {
@@ -70,7 +85,7 @@ func (d *Daemon) watch(ctx context.Context, prefix string, from uint64, wait tim
 			return resp, nil
 		}
 		// Across Raft instances: one being replaced (join, sync) is waited out.
-		err := d.waitApplied(ctx, idx+1)
+		err := cw.waitApplied(ctx, idx+1)
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
