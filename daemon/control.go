@@ -173,7 +173,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
-	mux.HandleFunc("GET "+api.PathReport, d.handleReport)
+	mux.HandleFunc("GET "+api.PathReport, d.report.handleReport)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest

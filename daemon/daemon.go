@@ -95,6 +95,8 @@ type Daemon struct {
 	diskW *diskWatch
 	// honesty keeps status to what this node can vouch for (honesty.go).
 	honesty *honesty
+	// report makes the diagnostics bundle (report.go).
+	report *reporter
 
 	closeOnce sync.Once
 	closeErr  error
@@ -172,6 +174,7 @@ func (d *Daemon) Open() (err error) {
 	d.watcher = newWatcher(d)
 	d.diskW = newDiskWatch(d)
 	d.honesty = newHonesty(d)
+	d.report = newReporter(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)

@@ -37,7 +37,7 @@ func (d *Daemon) openRPC() {
 	for _, s := range []struct {
 		ch transport.Channel
 		h  http.Handler
-	}{{transport.ChanRPC, d.withReport(svc.RPC())}, {transport.ChanJoin, withJoinSource(svc.Join())}} {
+	}{{transport.ChanRPC, d.report.withReport(svc.RPC())}, {transport.ChanJoin, withJoinSource(svc.Join())}} {
 		srv, ln := d.limits.channelServer(s.ch, s.h, d.mux.Listener(s.ch))
 		d.servers = append(d.servers, srv)
 		d.bg.Add(1)
