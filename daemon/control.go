@@ -38,7 +38,7 @@ func (d *Daemon) openControl() error {
 		_ = ln.Close()
 		return fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
-	d.ctl, ln = d.limits.controlServer(d.refuseWhileStopping(d.controlHandler()), ln)
+	d.ctl, ln = d.limits.controlServer(d.drain.refuseWhileStopping(d.controlHandler()), ln)
 	d.ctlLn = ln
 	d.bg.Add(1)
 	go func() {

@@ -102,8 +102,8 @@ type Daemon struct {
 	closeErr  error
 	bg        sync.WaitGroup
 	stop      chan struct{}
-	// forwarded counts the writes other nodes forwarded here in flight; Close drains it.
-	forwarded drainGate
+	// drain stops without losing or hanging a write (drain.go).
+	drain *stopDrain
 	// speaking is the protocol version negotiated at this node's join, 0 before.
 	speaking atomic.Int32
 }
@@ -118,6 +118,7 @@ func New(cfg Config) (*Daemon, error) {
 		logger = hclog.NewNullLogger()
 	}
 	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.drain = newStopDrain(d)
 	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
 	return d, nil
@@ -379,17 +380,17 @@ func (d *Daemon) Close() error {
 			_ = os.Remove(d.cfg.Socket)
 		}
 		errs = append(errs, d.closeMail())
-		d.drainForwarded()
+		d.drain.drainForwarded()
 		led := false
 		if n := d.rn(); n != nil {
 			led = n.IsLeader()
 			errs = append(errs, n.Close())
 		}
-		d.closeServers(led)
+		d.drain.closeServers(led)
 		if d.mux != nil {
 			errs = append(errs, d.mux.Close())
 		}
-		d.answerControl()
+		d.drain.answerControl()
 		d.bg.Wait()
 		d.limits.close()
 		errs = append(errs, d.dir.close())

@@ -33,21 +33,11 @@ func writeHealth(w http.ResponseWriter, reasons []string) {
 	writeJSON(w, code, h)
 }
 
-// stopping reports whether the daemon is shutting down.
-func (d *Daemon) stopping() bool {
-	select {
-	case <-d.stop:
-		return true
-	default:
-		return false
-	}
-}
-
 // mailHealth says why this node does not take mail now (none: it does). It does not
 // depend on the Raft quorum, as mail intake does not.
 func (d *Daemon) mailHealth() []string {
 	var reasons []string
-	if d.stopping() {
+	if d.drain.stopping() {
 		reasons = append(reasons, "shutting down: SMTP intake is draining")
 	}
 	switch {
@@ -111,7 +101,7 @@ func probeWritable(dir string) error {
 // it is). It reads only this node's own state, without asking the other nodes.
 func (d *Daemon) clusterHealth() []string {
 	var reasons []string
-	if d.stopping() {
+	if d.drain.stopping() {
 		return []string{"shutting down"}
 	}
 	if err := d.checkServing(); err != nil {

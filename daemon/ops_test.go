@@ -135,6 +135,7 @@ func TestOpsWarnings(t *testing.T) {
 // mail, the maintenance hook included.
 func TestMailHealthReasons(t *testing.T) {
 	d := &Daemon{cfg: Config{DataDir: t.TempDir()}, stop: make(chan struct{})}
+	d.drain = newStopDrain(d)
 	d.ops = newOpsState(d.cfg, hclog.NewNullLogger())
 	got := strings.Join(d.mailHealth(), "\n")
 	if !strings.Contains(got, "SMTP intake is off (--smtp-port 0)") || strings.Contains(got, "maintenance") {

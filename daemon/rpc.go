@@ -109,8 +109,8 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 		if err != nil && res == nil {
 			err = cluster.FirstProposal(err)
 		}
-		if errors.Is(err, raftnode.ErrClosed) && d.stopping() {
-			err = d.errShuttingDown() // Raft stopped before it took the entry: nothing changed
+		if errors.Is(err, raftnode.ErrClosed) && d.drain.stopping() {
+			err = d.drain.errShuttingDown() // Raft stopped before it took the entry: nothing changed
 		}
 		return res, err
 	}, func() (*fsm.Result, error) {

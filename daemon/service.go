@@ -22,10 +22,10 @@ func (h rpcHandler) NodeInfo() api.Node { return h.d.localNode() }
 // Apply applies a command a member forwarded: only the kinds members forward
 // (checkForwarded).
 func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyResult, error) {
-	if !h.d.forwarded.enter() {
-		return cluster.ApplyResult{}, h.d.errShuttingDown() // before proposing: the forwarder sends it to the next master
+	if !h.d.drain.forwarded.enter() {
+		return cluster.ApplyResult{}, h.d.drain.errShuttingDown() // before proposing: the forwarder sends it to the next master
 	}
-	defer h.d.forwarded.leave()
+	defer h.d.drain.forwarded.leave()
 	if _, ok := cmd.(fsm.UpdateMember); ok {
 		// Membership changes on the master are serialized: the record checked unchanged
 		// stays so until it is applied.
@@ -42,10 +42,10 @@ func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyRe
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
 			err = &versionConflict{err: err, version: res.Version}
 		}
-		if errors.Is(err, raftnode.ErrClosed) && h.d.stopping() {
+		if errors.Is(err, raftnode.ErrClosed) && h.d.drain.stopping() {
 			// Raft stopped before it took the entry (an appended one is an unknown outcome,
 			// not ErrClosed): nothing changed, the forwarder may send it to the next master.
-			err = h.d.errShuttingDown()
+			err = h.d.drain.errShuttingDown()
 		}
 		return cluster.ApplyResult{}, err
 	}
