@@ -295,7 +295,7 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
-	if e := d.diskGuardRefusal(); e != nil {
+	if e := d.ops.diskGuardRefusal(d.self()); e != nil {
 		writeJSON(w, http.StatusInsufficientStorage, e)
 		return
 	}

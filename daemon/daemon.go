@@ -95,6 +95,8 @@ type Daemon struct {
 	diskW *diskWatch
 	// honesty keeps status to what this node can vouch for (honesty.go).
 	honesty *honesty
+	// health answers the health checks (health.go).
+	health *health
 	// report makes the diagnostics bundle (report.go).
 	report *reporter
 
@@ -176,6 +178,7 @@ func (d *Daemon) Open() (err error) {
 	d.diskW = newDiskWatch(d)
 	d.honesty = newHonesty(d)
 	d.report = newReporter(d)
+	d.health = newHealth(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -201,7 +204,7 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	d.openRPC()
-	d.startOps()
+	d.ops.start(d.stop, &d.bg)
 	if err := d.openMail(); err != nil {
 		return err
 	}

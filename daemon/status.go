@@ -69,7 +69,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
-			d.noteLocalClock(&rows[i])
+			d.ops.noteLocalClock(&rows[i])
 			continue
 		}
 		if m.Fenced(epoch) {
@@ -178,7 +178,7 @@ func (d *Daemon) localNode() api.Node {
 	setBuildVersion(&n)
 	d.honesty.local(&n)
 	d.diskW.markFull(&n)
-	d.fillOps(&n)
+	d.ops.fillOps(&n)
 	return n
 }
 
