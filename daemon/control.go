@@ -141,7 +141,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
 		var req api.DeleteRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.deleteMember(r.Context(), req.CID, req.Force)
+			res, err := d.memberOps.deleteMember(r.Context(), req.CID, req.Force)
 			reply(w, res, err)
 		}
 	})

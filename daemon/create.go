@@ -46,6 +46,8 @@ type creator struct {
 	self func() nodeFile
 	// members finds the master as a member.
 	members *memberView
+	// tokens rotates the join token (join-cmd --rotate).
+	tokens *tokenKeeper
 }
 
 // createHost is what create and join-cmd need of the daemon.
@@ -54,16 +56,15 @@ type createHost interface {
 	checkServing() error
 	setSelf(nf nodeFile) error
 	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	rotateJoinToken(ctx context.Context, expires time.Time) error
 	leaderAddr() (string, error)
 	quorumSummary() string
 }
 
-// newCreator returns the creator of d, whose fsm, key and mux are made.
+// newCreator returns the creator of d, whose fsm, key, mux and token keeper are made.
 func newCreator(d *Daemon) *creator {
 	return &creator{
 		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
-		gate: &d.gate, self: d.self, members: d.members,
+		gate: &d.gate, self: d.self, members: d.members, tokens: d.tokens,
 	}
 }
 
@@ -229,7 +230,7 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		if ttl > 0 {
 			expires = time.Now().Add(ttl).Truncate(time.Second).Add(time.Second)
 		}
-		if err := c.host.rotateJoinToken(ctx, expires); err != nil {
+		if err := c.tokens.rotate(ctx, expires); err != nil {
 			return nil, err
 		}
 		c.logger.Info("join token rotated", "expires", expires)

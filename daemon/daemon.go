@@ -71,7 +71,7 @@ type Daemon struct {
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
 	catchUp voterpolicy.Targets
-	// kick wakes the master's voter duty (voterDuty).
+	// kick wakes the master's voter duty (voterReconciler.duty).
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
@@ -97,6 +97,10 @@ type Daemon struct {
 	honesty *honesty
 	// health answers the health checks (health.go).
 	health *health
+	// tokens rotates the join token (jointoken.go).
+	tokens *tokenKeeper
+	// memberOps deletes members (members.go).
+	memberOps *memberOps
 	// report makes the diagnostics bundle (report.go).
 	report *reporter
 
@@ -172,7 +176,9 @@ func (d *Daemon) Open() (err error) {
 	d.voters = newVoterReconciler(d)
 	d.promoter = newPromoter(d)
 	d.syncer = newSyncer(d)
+	d.tokens = newTokenKeeper(d)
 	d.creator = newCreator(d)
+	d.memberOps = newMemberOps(d)
 	d.intake = newIntakePolicy(d)
 	d.watcher = newWatcher(d)
 	d.diskW = newDiskWatch(d)
@@ -255,7 +261,7 @@ func (d *Daemon) openRaft(start bool) error {
 	if err != nil {
 		return err
 	}
-	n.OnLeader(d.voterDuty)
+	n.OnLeader(d.voters.duty)
 	n.OnLeader(d.versions.duty)
 	if start {
 		if err := n.Open(); err != nil {

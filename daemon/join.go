@@ -359,7 +359,7 @@ func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 		d.logger.Warn("admitted node not added to raft yet; the voter policy will", "cid", cid, "address", addr, "error", err)
 	}
 	d.logger.Info("node admitted", "cid", cid, "name", req.Name, "address", addr)
-	d.kickLeaderDuties()
+	d.voters.kick()
 	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
 		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
 }

@@ -55,7 +55,6 @@ type promoteHost interface {
 	raftOpenErr(err error) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 	refreshPeers()
-	kickLeaderDuties()
 }
 
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
@@ -281,7 +280,7 @@ func (p *promoter) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]
 		return nil, 0, err
 	}
 	p.host.refreshPeers()
-	p.host.kickLeaderDuties()
+	p.voters.kick()
 	var fenced []uint64
 	cl := p.fsm.Cluster()
 	for _, m := range p.fsm.Members() {

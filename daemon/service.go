@@ -63,7 +63,7 @@ func (h rpcHandler) Admit(ctx context.Context, req cluster.AdmitRequest, relay b
 }
 
 func (h rpcHandler) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
-	return h.d.deleteMember(ctx, cid, false)
+	return h.d.memberOps.deleteMember(ctx, cid, false)
 }
 
 func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error {

@@ -43,6 +43,8 @@ type syncer struct {
 	// addr is this node's cluster address.
 	addr         string
 	electionWait time.Duration
+	// voters is woken once a re-admitted member is in the configuration.
+	voters *voterReconciler
 }
 
 // syncHost is what sync and re-admission need of the daemon.
@@ -52,7 +54,6 @@ type syncHost interface {
 	linearizableRead(ctx context.Context) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 	becomeMember(adm cluster.Admission) error
-	kickLeaderDuties()
 }
 
 // newSyncer returns the syncer of d, whose fsm and mux are made.
@@ -61,7 +62,7 @@ func newSyncer(d *Daemon) *syncer {
 		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		mux: d.mux, peers: &d.peers, gate: &d.gate, memberMu: &d.memberMu,
-		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
+		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft), voters: d.voters,
 	}
 }
 
@@ -201,7 +202,7 @@ func (s *syncer) readmitHere(ctx context.Context, fp string) (*cluster.Admission
 	} else {
 		s.logger.Info("fenced node asked again to be re-admitted: it is already", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	}
-	s.host.kickLeaderDuties()
+	s.voters.kick()
 	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
 		Members: s.fsm.Members(), Index: index, MasterAddress: s.addr}, nil
 }
