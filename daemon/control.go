@@ -109,7 +109,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinProbeRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.probe(r.Context(), req.Master)
+			res, err := d.joiner.probe(r.Context(), req.Master)
 			reply(w, res, err)
 		}
 	})
@@ -117,7 +117,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		var req api.JoinRequest
 		if decodeBody(w, r, &req) {
 			start := time.Now()
-			res, err := d.join(r.Context(), req)
+			res, err := d.joiner.join(r.Context(), req)
 			d.metrics.observeOp("join", start, err)
 			reply(w, res, err)
 		}

@@ -85,6 +85,8 @@ type Daemon struct {
 	voters *voterReconciler
 	// promoter makes this node the master, by transfer or forced recovery (promote.go).
 	promoter *promoter
+	// joiner joins this node to a cluster and admits joining nodes (join.go).
+	joiner *joiner
 	// syncer brings this node in line with the master, or back after fencing (sync.go).
 	syncer *syncer
 	// creator founds a cluster and makes join commands (create.go).
@@ -110,8 +112,6 @@ type Daemon struct {
 	stop      chan struct{}
 	// drain stops without losing or hanging a write (drain.go).
 	drain *stopDrain
-	// speaking is the protocol version negotiated at this node's join, 0 before.
-	speaking atomic.Int32
 }
 
 // New validates cfg and returns a Daemon that is not yet running.
@@ -175,6 +175,7 @@ func (d *Daemon) Open() (err error) {
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)
 	d.promoter = newPromoter(d)
+	d.joiner = newJoiner(d)
 	d.syncer = newSyncer(d)
 	d.tokens = newTokenKeeper(d)
 	d.creator = newCreator(d)
@@ -247,7 +248,7 @@ func (d *Daemon) openRaft(start bool) error {
 	if d.self().WipeRaft {
 		// A join was interrupted after the cluster admitted this node: finish replacing
 		// the node's own Raft state before starting.
-		if err := d.wipeRaft(); err != nil {
+		if err := d.joiner.wipeRaft(); err != nil {
 			return err
 		}
 	}

@@ -39,7 +39,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestMasterAddr(t *testing.T) {
-	d := &Daemon{cfg: Config{Port: 8006}}
+	d := &joiner{port: 8006}
 	for in, want := range map[string]string{"10.0.0.1": "10.0.0.1:8006", "10.0.0.1:9000": "10.0.0.1:9000", "::1": "[::1]:8006", "[::1]:7": "[::1]:7"} {
 		if got, err := d.masterAddr(in); err != nil || got != want {
 			t.Errorf("masterAddr(%q) = %q, %v; want %q", in, got, err, want)

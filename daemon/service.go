@@ -59,7 +59,7 @@ func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) { return h.d.
 // and the member that forwarded it, which knows whether its earlier attempt may have
 // gone through, tries the new master itself.
 func (h rpcHandler) Admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
-	return h.d.admit(ctx, req, relay)
+	return h.d.joiner.admit(ctx, req, relay)
 }
 
 func (h rpcHandler) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
@@ -93,7 +93,7 @@ func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
 // JoinInfo and CheckMembership answer on the join channel, to callers with no
 // certificate: they tell only what a joining node's fingerprint prompt and a node's own
 // standing check need (see unauthenticated.go).
-func (h rpcHandler) JoinInfo() cluster.JoinInfo { return maskJoinInfo(h.d.joinInfo()) }
+func (h rpcHandler) JoinInfo() cluster.JoinInfo { return maskJoinInfo(h.d.joiner.joinInfo()) }
 
 func (h rpcHandler) CheckMembership(fingerprint string) cluster.Membership {
 	return maskMembership(h.d.members.membership(fingerprint))

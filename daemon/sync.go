@@ -45,6 +45,8 @@ type syncer struct {
 	electionWait time.Duration
 	// voters is woken once a re-admitted member is in the configuration.
 	voters *voterReconciler
+	// joiner switches this node to the cluster's state on re-admission.
+	joiner *joiner
 }
 
 // syncHost is what sync and re-admission need of the daemon.
@@ -53,7 +55,6 @@ type syncHost interface {
 	checkServing() error
 	linearizableRead(ctx context.Context) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	becomeMember(adm cluster.Admission) error
 }
 
 // newSyncer returns the syncer of d, whose fsm and mux are made.
@@ -62,7 +63,7 @@ func newSyncer(d *Daemon) *syncer {
 		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		mux: d.mux, peers: &d.peers, gate: &d.gate, memberMu: &d.memberMu,
-		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft), voters: d.voters,
+		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft), voters: d.voters, joiner: d.joiner,
 	}
 }
 
@@ -138,7 +139,7 @@ func (s *syncer) readmit(ctx context.Context, masterIP string, fence *fenceInfo)
 			ErrNotMaster, masterIP, adm.ClusterID, adm.Epoch, cache.ClusterID)
 	}
 	adm.CertPEM = nil // keep this node's certificate
-	if err := s.host.becomeMember(adm); err != nil {
+	if err := s.joiner.becomeMember(adm); err != nil {
 		return nil, fmt.Errorf("re-admitted as cid %d, but could not restart in the new epoch: %w; restart pmgclusterd to finish", adm.CID, err)
 	}
 	s.logger.Info("re-admitted after a forced promotion", "epoch", adm.Epoch, "master-cid", master.CID, "master-address", adm.MasterAddress)
