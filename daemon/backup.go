@@ -25,7 +25,7 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	if d.knownCluster() != "" {
+	if d.trust.knownCluster() != "" {
 		if err := d.linearizableRead(r.Context()); err != nil {
 			writeErr(w, err)
 			return
@@ -38,7 +38,7 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	idx, entries := d.fsm.EntriesAt()
-	h := backup.Header{ClusterID: d.knownCluster(), Index: idx, Created: time.Now().UTC(),
+	h := backup.Header{ClusterID: d.trust.knownCluster(), Index: idx, Created: time.Now().UTC(),
 		Entries: len(entries), WithMail: withMail, Mail: mail.count()}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
@@ -83,7 +83,7 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 		return nil, err
 	}
 	defer leave()
-	if id := d.knownCluster(); id != "" {
+	if id := d.trust.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: this node is cid %d of cluster %s: a backup is restored on a node in no cluster (the manual's total cluster failure: restore on a fresh node, then pmgcm create, then join the other nodes); nothing was changed",
 			ErrClusterExists, d.self().CID, id)
 	}

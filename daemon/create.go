@@ -48,11 +48,12 @@ type creator struct {
 	members *memberView
 	// tokens rotates the join token (join-cmd --rotate).
 	tokens *tokenKeeper
+	// trust knows the cluster this node is in.
+	trust *peerTrust
 }
 
 // createHost is what create and join-cmd need of the daemon.
 type createHost interface {
-	knownCluster() string
 	checkServing() error
 	setSelf(nf nodeFile) error
 	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
@@ -64,7 +65,7 @@ type createHost interface {
 func newCreator(d *Daemon) *creator {
 	return &creator{
 		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
-		gate: &d.gate, self: d.self, members: d.members, tokens: d.tokens,
+		gate: &d.gate, self: d.self, members: d.members, tokens: d.tokens, trust: d.trust,
 	}
 }
 
@@ -77,7 +78,7 @@ func (c *creator) create(ctx context.Context) (*api.CreateResponse, error) {
 		return nil, err
 	}
 	defer leave()
-	if id := c.host.knownCluster(); id != "" {
+	if id := c.trust.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, c.self().CID)
 	}
 	if err := waitLeader(ctx, c.raft()); err != nil {

@@ -43,8 +43,9 @@ type Daemon struct {
 	// raftp is this node's Raft node, set once by Open: join, sync and forced recovery
 	// restart it in place (see rn).
 	raftp atomic.Pointer[raftnode.Node]
-	// peers is the membership this node trusts at the handshake (see peers.go).
+	// peers is the membership this node trusts at the handshake; trust keeps it (peers.go).
 	peers atomic.Pointer[peerCache]
+	trust *peerTrust
 	// intake is the cached mail intake policy (see intake.go).
 	intake *intakePolicy
 	ctl    *http.Server
@@ -151,13 +152,14 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
+	d.trust = newPeerTrust(d) // before the mux: it authorizes the mux's peers
 	if d.limits, err = d.planLimits(); err != nil {
 		return err
 	}
 	muxCfg := transport.Config{
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
-		Authorize: d.authorizePeer,
+		Authorize: d.trust.authorize,
 		Refused:   func(addr string, r transport.Refusal) { d.standingW.refused(addr, r) },
 	}
 	d.limits.mux(&muxCfg)
@@ -190,7 +192,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
 	}
-	if err := d.loadPeers(); err != nil {
+	if err := d.trust.load(); err != nil {
 		return err
 	}
 	d.intake.load()
@@ -230,7 +232,12 @@ func (d *Daemon) Open() (err error) {
 	}()
 	go d.reconcileIdentity()
 	go d.promoter.finishPendingEpoch()
-	go d.followPeers()
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.stopContext()
+		defer cancel()
+		d.trust.follow(ctx)
+	}()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go newExporter(d).run()
@@ -367,6 +374,19 @@ func (d *Daemon) reconcileIdentity() {
 	if err := d.creator.installPendingIdentity(); err != nil {
 		d.logger.Error("cannot install the cluster certificate", "error", err)
 	}
+}
+
+// stopContext returns a context that ends when the daemon closes.
+func (d *Daemon) stopContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-d.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Wait blocks until ctx ends, then closes the daemon.

@@ -134,17 +134,17 @@ func TestAuthorizePeerEpochs(t *testing.T) {
 		{"fp9", transport.ChanAny, false}, // not a member: refused at the handshake
 	}
 	for _, tc := range cases {
-		if err := d.authorizePeer(tc.ch, tc.fp); (err == nil) != tc.want {
+		if err := newPeerTrust(d).authorize(tc.ch, tc.fp); (err == nil) != tc.want {
 			t.Errorf("authorize %s on %v = %v, want allowed=%v", tc.fp, tc.ch, err, tc.want)
 		}
 	}
 	// The cache decides while the state machine is behind it (a restart before replay).
 	d2 := &Daemon{fsm: fsm.New()}
 	d2.peers.Store(&peerCache{Index: 10, ClusterID: "c", Epoch: 2, Members: []fsm.Member{m(1, "fp1", 2), m(2, "fp2", 1)}})
-	if err := d2.authorizePeer(transport.ChanRaft, "fp1"); err != nil {
+	if err := newPeerTrust(d2).authorize(transport.ChanRaft, "fp1"); err != nil {
 		t.Errorf("cached member refused: %v", err)
 	}
-	if err := d2.authorizePeer(transport.ChanRaft, "fp2"); err == nil {
+	if err := newPeerTrust(d2).authorize(transport.ChanRaft, "fp2"); err == nil {
 		t.Error("cached fenced member allowed on raft")
 	}
 }

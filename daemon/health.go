@@ -22,6 +22,7 @@ type health struct {
 	heartbeat time.Duration
 	// mail is the quarantine (Daemon.mail; made after the checks).
 	mail func() *mailSystem
+	trust *peerTrust
 	// host is what the checks read of the rest of the daemon.
 	host healthHost
 }
@@ -29,7 +30,6 @@ type health struct {
 // healthHost is what the health checks read of the daemon.
 type healthHost interface {
 	checkServing() error
-	knownCluster() string
 	rn() *raftnode.Node
 	quorumSummary() string
 	mailStatus() *api.MailStatus
@@ -39,7 +39,7 @@ type healthHost interface {
 func newHealth(d *Daemon) *health {
 	return &health{
 		ops: d.ops, drain: d.drain, dir: d.dir, dataDir: d.cfg.DataDir, smtpPort: d.cfg.SMTPPort,
-		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, host: d,
+		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, host: d,
 	}
 }
 
@@ -142,7 +142,7 @@ func (h *health) clusterHealth() []string {
 	if err := h.host.checkServing(); err != nil {
 		return []string{err.Error()}
 	}
-	if h.host.knownCluster() == "" {
+	if h.trust.knownCluster() == "" {
 		return []string{"not in a cluster: create one with pmgcm create, or join one with pmgcm join <master_ip>"}
 	}
 	n := h.host.rn()

@@ -56,18 +56,18 @@ type joiner struct {
 	configured int
 	// speaking is the protocol version negotiated at this node's join, 0 before.
 	speaking atomic.Int32
+	// trust is the peer cache, seeded from the master's answer.
+	trust *peerTrust
 	// host is what joining needs of the rest of the daemon.
 	host joinHost
 }
 
 // joinHost is what joining needs of the daemon.
 type joinHost interface {
-	knownCluster() string
 	standing() standing
 	checkServing() error
 	linearizableRead(ctx context.Context) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	storePeers(p *peerCache) error
 	wipeMail() error
 }
 
@@ -79,7 +79,7 @@ func newJoiner(d *Daemon) *joiner {
 		versions: d.versions, voters: d.voters, limits: d.limits, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		self: d.self, updateSelf: d.updateSelf, ip: d.cfg.IP, port: d.cfg.Port, addr: d.cfg.Addr(),
-		configured: d.cfg.ProtocolVersion, host: d,
+		configured: d.cfg.ProtocolVersion, trust: d.trust, host: d,
 	}
 }
 
@@ -142,7 +142,7 @@ func (j *joiner) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	defer leave()
 	// A node removed from its cluster may join again (with a new CID).
-	if id := j.host.knownCluster(); id != "" && j.host.standing().kind != standRemoved {
+	if id := j.trust.knownCluster(); id != "" && j.host.standing().kind != standRemoved {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed (to move it to another cluster, delete it there first and remove its data directory)",
 			ErrClusterExists, id, j.self().CID)
 	}
@@ -230,7 +230,7 @@ func (j *joiner) becomeMember(adm cluster.Admission) error {
 		return err
 	}
 	j.mux.SetIdentity(id)
-	if err := j.host.storePeers(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
+	if err := j.trust.store(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
 		return err
 	}
 	if err := j.updateSelf(func(nf *nodeFile) {

@@ -43,6 +43,8 @@ type promoter struct {
 	// bg and stopContext are the daemon's background tasks and their context.
 	bg          *sync.WaitGroup
 	stopContext func() (context.Context, context.CancelFunc)
+	// trust is the peer cache, stored as soon as the new epoch is applied.
+	trust *peerTrust
 }
 
 // promoteHost is what promotion needs of the daemon.
@@ -54,7 +56,6 @@ type promoteHost interface {
 	setSelf(nf nodeFile) error
 	raftOpenErr(err error) error
 	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	refreshPeers()
 }
 
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
@@ -62,7 +63,7 @@ func newPromoter(d *Daemon) *promoter {
 	return &promoter{
 		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
-		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext,
+		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust,
 	}
 }
 
@@ -279,7 +280,7 @@ func (p *promoter) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]
 	if err := p.host.setSelf(me); err != nil {
 		return nil, 0, err
 	}
-	p.host.refreshPeers()
+	p.trust.refresh()
 	p.voters.kick()
 	var fenced []uint64
 	cl := p.fsm.Cluster()
