@@ -26,7 +26,7 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d.trust.knownCluster() != "" {
-		if err := d.linearizableRead(r.Context()); err != nil {
+		if err := d.writes.linearizableRead(r.Context()); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -179,7 +179,7 @@ func (d *Daemon) restoreConfig(ctx context.Context, spool *os.File) (int, error)
 	chunk := &fsm.RestoreConfig{Reset: true}
 	size, n := 0, 0
 	flush := func() error {
-		if _, err := d.propose(ctx, chunk); err != nil {
+		if _, err := d.writes.propose(ctx, chunk); err != nil {
 			return fmt.Errorf("load configuration: %w", err)
 		}
 		chunk, size = &fsm.RestoreConfig{}, 0

@@ -225,7 +225,7 @@ func (d *Daemon) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 // node's own state, with headers that say how far behind it may be.
 func (d *Daemon) readAt(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Query().Get("stale") != "1" {
-		return d.linearizableRead(r.Context())
+		return d.writes.linearizableRead(r.Context())
 	}
 	if err := d.checkServing(); err != nil {
 		return err
@@ -299,7 +299,7 @@ func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key str
 		writeJSON(w, http.StatusInsufficientStorage, e)
 		return
 	}
-	res, err := d.propose(ctx, cmd)
+	res, err := d.writes.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
 			err = &versionConflict{err: err, version: res.Version}

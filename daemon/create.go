@@ -30,6 +30,8 @@ const nodeCertValidity = 2 * 365 * 24 * time.Hour
 // certificate and the join token, committed as one command) and the join command that
 // admits further nodes (pmgcm join-cmd, with token rotation).
 type creator struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	// host is what create and join-cmd need of the rest of the daemon.
@@ -56,15 +58,13 @@ type creator struct {
 type createHost interface {
 	checkServing() error
 	setSelf(nf nodeFile) error
-	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	leaderAddr() (string, error)
 	quorumSummary() string
 }
 
 // newCreator returns the creator of d, whose fsm, key, mux and token keeper are made.
 func newCreator(d *Daemon) *creator {
 	return &creator{
-		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
 		gate: &d.gate, self: d.self, members: d.members, tokens: d.tokens, trust: d.trust,
 	}
 }
@@ -119,7 +119,7 @@ func (c *creator) create(ctx context.Context) (*api.CreateResponse, error) {
 			Fingerprint: fp, Suffrage: fsm.Voter, JoinedAt: time.Now().UTC(),
 		},
 	}
-	res, err := c.host.propose(ctx, cmd)
+	res, err := c.writes.propose(ctx, cmd)
 	if err != nil {
 		// The outcome of a command that timed out is unknown: look at the state.
 		if m, ok := c.fsm.Member(1); !ok || m.Fingerprint != fp {
@@ -245,7 +245,7 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		}
 		expires = &exp
 	}
-	if _, err := c.host.leaderAddr(); err != nil {
+	if _, err := c.writes.leaderAddr(); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, c.host.quorumSummary())
 	}
 	master, ok := c.members.master()

@@ -46,6 +46,8 @@ type Daemon struct {
 	// peers is the membership this node trusts at the handshake; trust keeps it (peers.go).
 	peers atomic.Pointer[peerCache]
 	trust *peerTrust
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	// intake is the cached mail intake policy (see intake.go).
 	intake *intakePolicy
 	ctl    *http.Server
@@ -172,6 +174,7 @@ func (d *Daemon) Open() (err error) {
 		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, forget: d.forgetCluster, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
+	d.writes = newWriter(d)
 	d.members = newMemberView(d)
 	d.versions = newVersionKeeper(d)
 	d.certs = newCertRenewer(d)

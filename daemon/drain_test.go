@@ -109,6 +109,7 @@ func newClosedRaftDaemon(t *testing.T) *Daemon {
 	f := fsm.New()
 	d := &Daemon{fsm: f, stop: make(chan struct{})}
 	d.drain = newStopDrain(d)
+	d.writes = newWriter(d)
 	rc := raftnode.DefaultConfig()
 	rc.Dir, rc.LocalID, rc.Address = t.TempDir(), "1", "127.0.0.1:1"
 	n, err := raftnode.New(rc, f, func() raft.StreamLayer { return nopLayer{} })

@@ -21,7 +21,7 @@ type health struct {
 	smtpPort  int
 	heartbeat time.Duration
 	// mail is the quarantine (Daemon.mail; made after the checks).
-	mail func() *mailSystem
+	mail  func() *mailSystem
 	trust *peerTrust
 	// host is what the checks read of the rest of the daemon.
 	host healthHost

@@ -29,6 +29,8 @@ import (
 // cluster's state), the join channel's answer, and admission (on the master, or relayed
 // to it), with the protocol version this node speaks.
 type joiner struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	dir    *dataDir
@@ -66,8 +68,6 @@ type joiner struct {
 type joinHost interface {
 	standing() standing
 	checkServing() error
-	linearizableRead(ctx context.Context) error
-	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 	wipeMail() error
 }
 
@@ -75,7 +75,7 @@ type joinHost interface {
 // keeper and voter reconciler are made.
 func newJoiner(d *Daemon) *joiner {
 	return &joiner{
-		fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, gate: &d.gate, memberMu: &d.memberMu,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, gate: &d.gate, memberMu: &d.memberMu,
 		versions: d.versions, voters: d.voters, limits: d.limits, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		self: d.self, updateSelf: d.updateSelf, ip: d.cfg.IP, port: d.cfg.Port, addr: d.cfg.Addr(),
@@ -346,7 +346,7 @@ func (j *joiner) forwardAdmit(ctx context.Context, req cluster.AdmitRequest) (*c
 // checkNotAdmitted reads the member list as of now (linearizably) and fails if it holds
 // the joining node: admitted by a request whose answer was lost (cause).
 func (j *joiner) checkNotAdmitted(ctx context.Context, req cluster.AdmitRequest, cause error) error {
-	if err := j.host.linearizableRead(ctx); err != nil {
+	if err := j.writes.linearizableRead(ctx); err != nil {
 		return fmt.Errorf("%w; no master answered since: %v", cause, err)
 	}
 	for _, m := range j.fsm.Members() {
@@ -407,7 +407,7 @@ func (j *joiner) admitHere(ctx context.Context, req cluster.AdmitRequest) (*clus
 	}
 	cid := cl.NextCID
 	addr := net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
-	res, err := j.host.applyLocal(ctx, &fsm.AddMember{Member: fsm.Member{
+	res, err := j.writes.applyLocal(ctx, &fsm.AddMember{Member: fsm.Member{
 		CID: cid, Name: req.Name, IP: req.IP, Port: req.Port, Fingerprint: fp,
 		Suffrage: fsm.Nonvoter, JoinedAt: time.Now().UTC(),
 	}})

@@ -75,20 +75,13 @@ func tokenDerived(cl *fsm.Cluster, c fsm.SetJoinToken) bool {
 type tokenKeeper struct {
 	fsm    *fsm.FSM
 	logger hclog.Logger
-	// host commits the new token.
-	host tokenHost
+	// writes commits the new token and waits to see it.
+	writes *writer
 }
 
-// tokenHost is how the token keeper commits a token and waits to see it.
-type tokenHost interface {
-	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	linearizableRead(ctx context.Context) error
-}
-
-// newTokenKeeper returns the token keeper of d, whose fsm is made.
+// newTokenKeeper returns the token keeper of d, whose fsm and write path are made.
 func newTokenKeeper(d *Daemon) *tokenKeeper {
-	return &tokenKeeper{fsm: d.fsm, logger: d.logger, host: d}
+	return &tokenKeeper{fsm: d.fsm, logger: d.logger, writes: d.writes}
 }
 
 // rotate commits a new join token, expiring at expires (zero: never), through
@@ -102,10 +95,10 @@ func (t *tokenKeeper) rotate(ctx context.Context, expires time.Time) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.host.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
+	if _, err := t.writes.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
 		return err
 	}
-	return t.host.linearizableRead(ctx)
+	return t.writes.linearizableRead(ctx)
 }
 
 // rotateAfterDelete replaces the join token after a member was removed, on the master
@@ -121,7 +114,7 @@ func (t *tokenKeeper) rotateAfterDelete(ctx context.Context, cid uint64) bool {
 	exp, _ := tokenExpiry(cl.JoinTokenSalt)
 	salt, err := newTokenSalt(exp)
 	if err == nil {
-		_, err = t.host.applyLocal(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt})
+		_, err = t.writes.applyLocal(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt})
 	}
 	if err != nil {
 		t.logger.Warn("join token not rotated after a delete: run pmgcm join-cmd --rotate", "cid", cid, "error", err)

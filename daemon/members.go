@@ -33,6 +33,8 @@ func parseCID(id raft.ServerID) uint64 {
 // it, and, with --force and no master, removing it by forced recovery; the join token is
 // rotated after each.
 type memberOps struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
@@ -54,14 +56,13 @@ type memberOps struct {
 // memberOpsHost is what a delete needs of the daemon.
 type memberOpsHost interface {
 	checkServing() error
-	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 }
 
 // newMemberOps returns the delete of d, whose fsm, token keeper, promoter and voter
 // reconciler are made.
 func newMemberOps(d *Daemon) *memberOps {
 	return &memberOps{
-		fsm: d.fsm, logger: d.logger, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
+		writes: d.writes, fsm: d.fsm, logger: d.logger, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		memberMu: &d.memberMu, tokens: d.tokens, promoter: d.promoter, voters: d.voters, raft: d.rn, self: d.self,
 		electionWait: electionWait(d.cfg.Raft), host: d,
 	}
@@ -119,7 +120,7 @@ func (o *memberOps) deleteHere(ctx context.Context, cid uint64) (*api.DeleteResp
 			ErrNotMaster, cid, m.Name, cid)
 	}
 	// Membership first: from this commit on, every member refuses the node's certificate.
-	if _, err := o.host.applyLocal(ctx, &fsm.RemoveMember{CID: cid}); err != nil {
+	if _, err := o.writes.applyLocal(ctx, &fsm.RemoveMember{CID: cid}); err != nil {
 		return nil, cluster.FirstProposal(err)
 	}
 	if err := o.raft().RemoveServer(ctx, cid); err != nil {

@@ -37,7 +37,7 @@ func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyRe
 			"caller", transport.PeerFingerprintFromContext(ctx), "error", err)
 		return cluster.ApplyResult{}, err
 	}
-	res, err := h.d.applyLocal(ctx, cmd)
+	res, err := h.d.writes.applyLocal(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
 			err = &versionConflict{err: err, version: res.Version}

@@ -45,7 +45,7 @@ type versionKeeper struct {
 	memberMu *sync.Mutex
 	// members returns the members of the current epoch (memberView.active).
 	members func() []fsm.Member
-	// apply commits a command on this node, the master (Daemon.applyLocal).
+	// apply commits a command on this node, the master (writer.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
 }
 
@@ -53,7 +53,7 @@ type versionKeeper struct {
 func newVersionKeeper(d *Daemon) *versionKeeper {
 	return &versionKeeper{
 		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
-		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, members: d.members.active, apply: d.applyLocal,
+		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, members: d.members.active, apply: d.writes.applyLocal,
 	}
 }
 

@@ -33,7 +33,7 @@ type voterReconciler struct {
 	self func() nodeFile
 	// members returns the members of the current epoch (memberView.active).
 	members func() []fsm.Member
-	// apply commits a command on this node, the master (Daemon.applyLocal).
+	// apply commits a command on this node, the master (writer.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
 	// kicks wakes the voter duty (Daemon.kick).
 	kicks chan struct{}
@@ -44,7 +44,7 @@ func newVoterReconciler(d *Daemon) *voterReconciler {
 	return &voterReconciler{
 		fsm: d.fsm, logger: d.logger, raft: d.rn, peer: func() *cluster.Client { return d.peer },
 		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, catchUp: &d.catchUp, self: d.self,
-		members: d.members.active, apply: d.applyLocal, kicks: d.kick,
+		members: d.members.active, apply: d.writes.applyLocal, kicks: d.kick,
 	}
 }
 
