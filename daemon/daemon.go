@@ -43,6 +43,7 @@ type Daemon struct {
 	// raftp is this node's Raft node, set once by Open: join, sync and forced recovery
 	// restart it in place (see rn).
 	raftp atomic.Pointer[raftnode.Node]
+	raft  *raftSlot
 	// peers is the membership this node trusts at the handshake; trust keeps it (peers.go).
 	peers atomic.Pointer[peerCache]
 	trust *peerTrust
@@ -65,6 +66,10 @@ type Daemon struct {
 	ctlLn net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
+	// guard checks what members forward (forwarded.go).
+	guard *forwardGuard
+	// wiper wipes a removed node's copy of the cluster state (forget.go).
+	wiper *clusterWiper
 	// limits are the listeners' connection caps (see limits.go).
 	limits *listenerLimits
 
@@ -154,8 +159,11 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
+	d.raft = newRaftSlot(d)
 	d.trust = newPeerTrust(d) // before the mux: it authorizes the mux's peers
-	if d.limits, err = d.planLimits(); err != nil {
+	d.guard = newForwardGuard(d)
+	d.wiper = newClusterWiper(d)
+	if d.limits, err = planLimits(d.cfg, d.logger); err != nil {
 		return err
 	}
 	muxCfg := transport.Config{
@@ -171,7 +179,7 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.standingW = &standingWatch{
 		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
-		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, forget: d.forgetCluster, kick: make(chan struct{}, 1),
+		self: d.self, updateSelf: d.updateSelf, stopRaft: d.raft.stop, forget: d.wiper.forget, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
 	d.writes = newWriter(d)
@@ -209,7 +217,7 @@ func (d *Daemon) Open() (err error) {
 		d.standingW.apply(st, a)
 	}
 	if d.standing().kind == standRemoved {
-		d.forgetCluster() // removed before this build, or before the wipe finished
+		d.wiper.forget() // removed before this build, or before the wipe finished
 	}
 	d.versions.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {

@@ -53,7 +53,7 @@ type peerTrust struct {
 	cache *atomic.Pointer[peerCache]
 	// self is this node's identity file (its standing, its admission).
 	self func() nodeFile
-	// waitApplied waits until the state machine applied an index (Daemon.waitApplied).
+	// waitApplied waits until the state machine applied an index (raftSlot.waitApplied).
 	waitApplied func(ctx context.Context, index uint64) error
 	// intake and standingW are refreshed and woken as the membership changes (made
 	// after the trust: the mux it authorizes for comes first).
@@ -64,7 +64,7 @@ type peerTrust struct {
 // newPeerTrust returns the peer trust of d, whose data directory and fsm are made.
 func newPeerTrust(d *Daemon) *peerTrust {
 	return &peerTrust{
-		fsm: d.fsm, logger: d.logger, dir: d.dir, cache: &d.peers, self: d.self, waitApplied: d.waitApplied,
+		fsm: d.fsm, logger: d.logger, dir: d.dir, cache: &d.peers, self: d.self, waitApplied: d.raft.waitApplied,
 		intake: func() *intakePolicy { return d.intake }, standingW: func() *standingWatch { return d.standingW },
 	}
 }

@@ -32,7 +32,7 @@ func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyRe
 		h.d.memberMu.Lock()
 		defer h.d.memberMu.Unlock()
 	}
-	if err := h.d.checkForwarded(cmd); err != nil {
+	if err := h.d.guard.checkForwarded(cmd); err != nil {
 		h.d.logger.Warn("refused a forwarded command", "command", cmd.Type().String(),
 			"caller", transport.PeerFingerprintFromContext(ctx), "error", err)
 		return cluster.ApplyResult{}, err
@@ -79,7 +79,7 @@ func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.A
 // the caller's. A caller that reached a node no longer master is told so and asks the
 // new master itself.
 func (h rpcHandler) RecordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
-	if err := h.d.checkCertCaller(ctx, req); err != nil {
+	if err := h.d.guard.checkCertCaller(ctx, req); err != nil {
 		return 0, err
 	}
 	return cluster.OnMaster(ctx, h.d.fwd, func() (uint64, error) { return h.d.certs.recordHere(ctx, req) },

@@ -194,13 +194,13 @@ func TestWaitAppliedWhileStopped(t *testing.T) {
 	}
 	d.raftp.Store(n) // made, never opened: as a stopped node
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	err = d.waitApplied(ctx, 1)
+	err = newRaftSlot(d).waitApplied(ctx, 1)
 	cancel()
 	if !errors.Is(err, raftnode.ErrTimeout) {
 		t.Fatalf("waitApplied on a stopped node: %v, want it to wait until its deadline", err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- d.waitApplied(context.Background(), 1) }()
+	go func() { done <- newRaftSlot(d).waitApplied(context.Background(), 1) }()
 	_ = n.Close()
 	select {
 	case err := <-done:
