@@ -27,8 +27,9 @@ import (
 const nodeCertValidity = 2 * 365 * 24 * time.Hour
 
 // creator owns the founding of a cluster (pmgcm create: its ID, CA, this node's
-// certificate and the join token, committed as one command) and the join command that
-// admits further nodes (pmgcm join-cmd, with token rotation).
+// certificate and the join token, committed as one command), finishing a create that
+// crashed before its certificate was in place, and the join command that admits further
+// nodes (pmgcm join-cmd, with token rotation).
 type creator struct {
 	// writes commits commands and reads linearizably (rpc.go).
 	writes *writer
@@ -261,4 +262,33 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		Master: addr, Fingerprint: master.Fingerprint, Token: token, Expires: expires,
 		Command: api.JoinCommandLine(addr, master.Fingerprint, token),
 	}, nil
+}
+
+// reconcileIdentity finishes a create that crashed between committing the Raft command
+// and moving its certificate into place, once the log has been replayed; ctx ends with
+// the daemon.
+func (c *creator) reconcileIdentity(ctx context.Context) {
+	pending, ok := c.dir.pendingCert()
+	if !ok {
+		return
+	}
+	// Only a standalone node writes pending files (at create): once it leads again, its
+	// state machine holds every committed command.
+	if err := waitLeader(ctx, c.raft()); err != nil {
+		return
+	}
+	fp, err := certFingerprint(pending)
+	if err != nil {
+		c.dir.dropPendingIdentity()
+		return
+	}
+	m, ok := c.fsm.Member(c.self().CID)
+	if !ok || m.Fingerprint != fp {
+		c.logger.Info("dropping a certificate whose cluster command never committed")
+		c.dir.dropPendingIdentity()
+		return
+	}
+	if err := c.installPendingIdentity(); err != nil {
+		c.logger.Error("cannot install the cluster certificate", "error", err)
+	}
 }

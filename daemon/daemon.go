@@ -241,7 +241,12 @@ func (d *Daemon) Open() (err error) {
 		defer cancel()
 		d.standingW.run(ctx)
 	}()
-	go d.reconcileIdentity()
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.stopContext()
+		defer cancel()
+		d.creator.reconcileIdentity(ctx)
+	}()
 	go d.promoter.finishPendingEpoch()
 	go func() {
 		defer d.bg.Done()
@@ -354,37 +359,6 @@ func (d *Daemon) updateSelf(change func(*nodeFile)) error {
 	}
 	d.node.Store(&nf)
 	return nil
-}
-
-// reconcileIdentity finishes a create that crashed between committing the Raft command
-// and moving its certificate into place, once the log has been replayed.
-func (d *Daemon) reconcileIdentity() {
-	defer d.bg.Done()
-	pending, ok := d.dir.pendingCert()
-	if !ok {
-		return
-	}
-	ctx, cancel := d.stopContext()
-	defer cancel()
-	// Only a standalone node writes pending files (at create): once it leads again, its
-	// state machine holds every committed command.
-	if err := waitLeader(ctx, d.rn()); err != nil {
-		return
-	}
-	fp, err := certFingerprint(pending)
-	if err != nil {
-		d.dir.dropPendingIdentity()
-		return
-	}
-	m, ok := d.fsm.Member(d.self().CID)
-	if !ok || m.Fingerprint != fp {
-		d.logger.Info("dropping a certificate whose cluster command never committed")
-		d.dir.dropPendingIdentity()
-		return
-	}
-	if err := d.creator.installPendingIdentity(); err != nil {
-		d.logger.Error("cannot install the cluster certificate", "error", err)
-	}
 }
 
 // stopContext returns a context that ends when the daemon closes.
