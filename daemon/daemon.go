@@ -93,8 +93,10 @@ type Daemon struct {
 	voters *voterReconciler
 	// promoter makes this node the master, by transfer or forced recovery (promote.go).
 	promoter *promoter
-	// joiner joins this node to a cluster and admits joining nodes (join.go).
+	// joiner joins this node to a cluster (join.go).
 	joiner *joiner
+	// admitter admits joining nodes, on the master or relayed to it (admit.go).
+	admitter *admitter
 	// syncer brings this node in line with the master, or back after fencing (sync.go).
 	syncer *syncer
 	// creator founds a cluster and makes join commands (create.go).
@@ -189,6 +191,7 @@ func (d *Daemon) Open() (err error) {
 	d.voters = newVoterReconciler(d)
 	d.promoter = newPromoter(d)
 	d.joiner = newJoiner(d)
+	d.admitter = newAdmitter(d)
 	d.syncer = newSyncer(d)
 	d.tokens = newTokenKeeper(d)
 	d.creator = newCreator(d)

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,34 +24,22 @@ import (
 )
 
 // joiner owns joining: pmgcm join on the joining node (probe, join, the switch to the
-// cluster's state), the join channel's answer, and admission (on the master, or relayed
-// to it), with the protocol version this node speaks.
+// cluster's state), the join channel's answer, and the protocol version this node
+// speaks. Admission, on the master, is the admitter's (admit.go).
 type joiner struct {
-	// writes commits commands and reads linearizably (rpc.go).
-	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	dir    *dataDir
 	mux    *transport.Mux
 	// gate admits one identity-changing operation at a time (Daemon.gate).
 	gate *opGate
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
-	versions *versionKeeper
-	voters   *voterReconciler
-	// limits holds the join throttle (joinTokens).
-	limits *listenerLimits
 	// raft is this node's Raft node (Daemon.rn; made after the joiner).
-	raft func() *raftnode.Node
-	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
-	peer       func() *cluster.Client
-	fwd        func() *cluster.Forwarder
+	raft       func() *raftnode.Node
 	self       func() nodeFile
 	updateSelf func(change func(*nodeFile)) error
-	// ip, port and addr are this node's cluster address.
+	// ip and port are this node's cluster address.
 	ip   string
 	port int
-	addr string
 	// configured is the protocol version this node is configured with.
 	configured int
 	// speaking is the protocol version negotiated at this node's join, 0 before.
@@ -67,18 +53,14 @@ type joiner struct {
 // joinHost is what joining needs of the daemon.
 type joinHost interface {
 	standing() standing
-	checkServing() error
 	wipeMail() error
 }
 
-// newJoiner returns the joiner of d, whose data directory, fsm, mux, limits, version
-// keeper and voter reconciler are made.
+// newJoiner returns the joiner of d, whose data directory, fsm, mux and peer trust are made.
 func newJoiner(d *Daemon) *joiner {
 	return &joiner{
-		writes: d.writes, fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, gate: &d.gate, memberMu: &d.memberMu,
-		versions: d.versions, voters: d.voters, limits: d.limits, raft: d.rn,
-		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
-		self: d.self, updateSelf: d.updateSelf, ip: d.cfg.IP, port: d.cfg.Port, addr: d.cfg.Addr(),
+		fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, gate: &d.gate, raft: d.rn,
+		self: d.self, updateSelf: d.updateSelf, ip: d.cfg.IP, port: d.cfg.Port,
 		configured: d.cfg.ProtocolVersion, trust: d.trust, host: d,
 	}
 }
@@ -270,160 +252,6 @@ func (j *joiner) joinInfo() cluster.JoinInfo {
 		info.ClusterID = cl.ID
 	}
 	return info
-}
-
-// admit checks a join request and, on the master, records the node as a member and adds
-// it to Raft as a non-voter. Any refusal changes nothing.
-func (j *joiner) admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
-	if err := j.host.checkServing(); err != nil {
-		return nil, err
-	}
-	cl := j.fsm.Cluster()
-	if cl == nil {
-		return nil, fmt.Errorf("%w: the node at %s is in no cluster: run pmgcm create there first", ErrNoCluster, j.addr)
-	}
-	if _, err := cluster.CheckCompatible(j.protocolRange(),
-		cluster.PeerRange(req.ProtocolVersion, req.ProtocolMin, req.ProtocolMax), j.protocolVersion(), req.StateFormat); err != nil {
-		return nil, err
-	}
-	src, fromJoin := joinSource(ctx)
-	if relay && fromJoin {
-		if err := j.limits.joinTokens.check(src); err != nil {
-			return nil, err
-		}
-	}
-	adm, err := cluster.OnMaster(ctx, j.fwd(), func() (*cluster.Admission, error) { return j.admitHere(ctx, req) },
-		func() (*cluster.Admission, error) {
-			if !relay {
-				return nil, j.raft().NotLeader()
-			}
-			return j.forwardAdmit(ctx, req)
-		})
-	if relay && fromJoin {
-		switch {
-		case err == nil:
-			j.limits.joinTokens.succeeded(src)
-		case errors.Is(err, ErrBadToken) || cluster.Code(err) == api.CodeBadToken:
-			j.limits.joinTokens.failed(src)
-		}
-	}
-	return adm, err
-}
-
-// forwardAdmit sends a join request to the master. If the master took it but the answer
-// was lost (it stopped, crashed or was deposed), this node waits for a master that
-// answers and looks whether the node was admitted meanwhile: if not, it asks again
-// (nothing was changed); if so, the node never got its certificate, and the operator is
-// told how to clear the record.
-func (j *joiner) forwardAdmit(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
-	var adm cluster.Admission
-	send := func(ctx context.Context, addr string) (err error) {
-		adm, err = j.peer().Admit(ctx, addr, req)
-		return err
-	}
-	err := j.fwd().CallLeader(ctx, false, send)
-	if !cluster.UnknownOutcome(err) {
-		return &adm, err
-	}
-	j.logger.Warn("the master did not answer a join request; checking whether it admitted the node",
-		"name", req.Name, "ip", req.IP, "error", err)
-	if err := j.checkNotAdmitted(ctx, req, err); err != nil {
-		return nil, err
-	}
-	adm = cluster.Admission{}
-	if err2 := j.fwd().CallLeader(ctx, false, send); err2 != nil {
-		if cluster.UnknownOutcome(err2) || cluster.Code(err2) == api.CodeMemberExists {
-			// The first request went through after all, or this one may have.
-			if cerr := j.checkNotAdmitted(ctx, req, err2); cerr != nil {
-				return nil, cerr
-			}
-		}
-		return &adm, err2
-	}
-	return &adm, nil
-}
-
-// checkNotAdmitted reads the member list as of now (linearizably) and fails if it holds
-// the joining node: admitted by a request whose answer was lost (cause).
-func (j *joiner) checkNotAdmitted(ctx context.Context, req cluster.AdmitRequest, cause error) error {
-	if err := j.writes.linearizableRead(ctx); err != nil {
-		return fmt.Errorf("%w; no master answered since: %v", cause, err)
-	}
-	for _, m := range j.fsm.Members() {
-		if strings.EqualFold(m.Name, req.Name) && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
-			return fmt.Errorf("%w: the master admitted this node as cid %d, but its answer was lost, so this node never got its certificate: remove the record with pmgcm delete %d on a member, then join again",
-				raftnode.ErrUnknownOutcome, m.CID, m.CID)
-		}
-	}
-	return nil
-}
-
-// memberClash refuses a joining node whose name or address a member has already, by
-// the state machine's own rule (fsm.Conflict: names compare case-insensitively).
-func memberClash(members []fsm.Member, name, ip string) error {
-	for _, m := range members {
-		if why := fsm.Conflict(fsm.Member{Name: name, IP: ip}, m); why != "" {
-			return fmt.Errorf("%w: %s: cid %d is already %s at %s: pick another --name/--ip, or delete cid %d first (pmgcm delete %d)",
-				fsm.ErrMemberExists, why, m.CID, m.Name, m.IP, m.CID, m.CID)
-		}
-	}
-	return nil
-}
-
-// admitHere admits a joining node on this node, the master.
-func (j *joiner) admitHere(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
-	j.memberMu.Lock()
-	defer j.memberMu.Unlock()
-	cl := j.fsm.Cluster()
-	if err := j.versions.checkJoinLevel(req); err != nil {
-		return nil, err
-	}
-	if err := checkJoinToken(cl, req.Token, time.Now()); err != nil {
-		// Logged, rate-limited, by the join throttle of the node the caller reached.
-		return nil, err
-	}
-	if err := memberClash(j.fsm.Members(), req.Name, req.IP); err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(req.PublicKeyPEM)
-	if block == nil {
-		return nil, fmt.Errorf("%w: no public key in the join request", ErrBadRequest)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%w: public key: %v", ErrBadRequest, err)
-	}
-	ca, err := transport.ParseCA(cl.CACertPEM, cl.CAKeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	certPEM, err := ca.IssueNodeCert(pub, req.Name, net.ParseIP(req.IP), nodeCertValidity)
-	if err != nil {
-		return nil, err
-	}
-	fp, err := certFingerprint(certPEM)
-	if err != nil {
-		return nil, err
-	}
-	cid := cl.NextCID
-	addr := net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
-	res, err := j.writes.applyLocal(ctx, &fsm.AddMember{Member: fsm.Member{
-		CID: cid, Name: req.Name, IP: req.IP, Port: req.Port, Fingerprint: fp,
-		Suffrage: fsm.Nonvoter, JoinedAt: time.Now().UTC(),
-	}})
-	if err != nil {
-		return nil, cluster.FirstProposal(err)
-	}
-	if err := j.raft().AddNonvoter(ctx, cid, addr); err != nil {
-		// The node is a member from the commit above on: answer it, so that it gets its
-		// certificate. The voter policy adds a member missing from Raft (on whichever
-		// node is master by then).
-		j.logger.Warn("admitted node not added to raft yet; the voter policy will", "cid", cid, "address", addr, "error", err)
-	}
-	j.logger.Info("node admitted", "cid", cid, "name", req.Name, "address", addr)
-	j.voters.kick()
-	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
-		Members: j.fsm.Members(), Index: res.Index, MasterAddress: j.addr}, nil
 }
 
 // protocolRange is the range of protocol versions this node can speak.

@@ -59,7 +59,7 @@ func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) { return h.d.
 // and the member that forwarded it, which knows whether its earlier attempt may have
 // gone through, tries the new master itself.
 func (h rpcHandler) Admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
-	return h.d.joiner.admit(ctx, req, relay)
+	return h.d.admitter.admit(ctx, req, relay)
 }
 
 func (h rpcHandler) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
