@@ -26,8 +26,8 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	if d.knownCluster() != "" {
-		if err := d.linearizableRead(r.Context()); err != nil {
+	if d.trust.knownCluster() != "" {
+		if err := d.writes.linearizableRead(r.Context()); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -60,7 +60,7 @@ func (d *Daemon) writeBackup(withMail bool, open func(estimate int64) io.Writer)
 		return nil, err
 	}
 	idx, entries := d.fsm.EntriesAt()
-	h := backup.Header{ClusterID: d.knownCluster(), Index: idx, Created: time.Now().UTC(),
+	h := backup.Header{ClusterID: d.trust.knownCluster(), Index: idx, Created: time.Now().UTC(),
 		Entries: len(entries), WithMail: withMail, Mail: mail.count()}
 	bw, err := backup.NewWriter(open(backupEstimate(entries, mail.list)), h)
 	for _, e := range entries {
@@ -97,7 +97,7 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 		return nil, err
 	}
 	defer leave()
-	if id := d.knownCluster(); id != "" {
+	if id := d.trust.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: this node is cid %d of cluster %s: a backup is restored on a node in no cluster (the manual's total cluster failure: restore on a fresh node, then pmgcm create, then join the other nodes); nothing was changed",
 			ErrClusterExists, d.self().CID, id)
 	}
@@ -193,7 +193,7 @@ func (d *Daemon) restoreConfig(ctx context.Context, spool *os.File) (int, error)
 	chunk := &fsm.RestoreConfig{Reset: true}
 	size, n := 0, 0
 	flush := func() error {
-		if _, err := d.propose(ctx, chunk); err != nil {
+		if _, err := d.writes.propose(ctx, chunk); err != nil {
 			return fmt.Errorf("load configuration: %w", err)
 		}
 		chunk, size = &fsm.RestoreConfig{}, 0

@@ -41,7 +41,7 @@ func TestDataFilesBounded(t *testing.T) {
 
 	dm := &Daemon{dir: d, logger: hclog.NewNullLogger()}
 	big("peers.json", maxPeersFileBytes)
-	if err := dm.loadPeers(); !tooLarge(err) {
+	if err := newPeerTrust(dm).load(); !tooLarge(err) {
 		t.Errorf("peers.json over %d bytes: %v, want ErrCorruptData (too large)", maxPeersFileBytes, err)
 	}
 

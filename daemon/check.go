@@ -246,7 +246,7 @@ func (d *Daemon) masterIndex(ctx context.Context) (uint64, error) {
 	if d.fsm.Cluster() == nil || d.rn().IsLeader() {
 		return d.fsm.AppliedIndex(), nil
 	}
-	addr, err := d.leaderAddr()
+	addr, err := d.writes.leaderAddr()
 	if err != nil {
 		return 0, fmt.Errorf("%w: the consistency check compares every node with the master: %s", err, d.quorumSummary())
 	}
@@ -269,7 +269,7 @@ const checkMarkKey = "pmgcm/check-mark"
 // index the configurations can be compared at.
 func (d *Daemon) checkMark(ctx context.Context) error {
 	zero := uint64(0)
-	_, err := d.propose(ctx, fsm.ConfigDelete{Key: checkMarkKey, IfVersion: &zero})
+	_, err := d.writes.propose(ctx, fsm.ConfigDelete{Key: checkMarkKey, IfVersion: &zero})
 	var vc *versionConflict
 	switch {
 	case err == nil, errors.Is(err, fsm.ErrNotFound), errors.Is(err, fsm.ErrVersionConflict), errors.As(err, &vc),

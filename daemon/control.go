@@ -38,7 +38,7 @@ func (d *Daemon) openControl() error {
 		_ = ln.Close()
 		return fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
-	d.ctl, ln = d.limits.controlServer(d.refuseWhileStopping(d.controlHandler()), ln)
+	d.ctl, ln = d.limits.controlServer(d.drain.refuseWhileStopping(d.controlHandler()), ln)
 	d.ctlLn = ln
 	d.bg.Add(1)
 	go func() {
@@ -109,7 +109,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinProbeRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.probe(r.Context(), req.Master)
+			res, err := d.joiner.probe(r.Context(), req.Master)
 			reply(w, res, err)
 		}
 	})
@@ -117,7 +117,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		var req api.JoinRequest
 		if decodeBody(w, r, &req) {
 			start := time.Now()
-			res, err := d.join(r.Context(), req)
+			res, err := d.joiner.join(r.Context(), req)
 			d.metrics.observeOp("join", start, err)
 			reply(w, res, err)
 		}
@@ -141,7 +141,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
 		var req api.DeleteRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.deleteMember(r.Context(), req.CID, req.Force)
+			res, err := d.memberOps.deleteMember(r.Context(), req.CID, req.Force)
 			reply(w, res, err)
 		}
 	})
@@ -173,7 +173,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
-	mux.HandleFunc("GET "+api.PathReport, d.handleReport)
+	mux.HandleFunc("GET "+api.PathReport, d.report.handleReport)
 	d.registerOps(mux)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
@@ -226,7 +226,7 @@ func (d *Daemon) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 // node's own state, with headers that say how far behind it may be.
 func (d *Daemon) readAt(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Query().Get("stale") != "1" {
-		return d.linearizableRead(r.Context())
+		return d.writes.linearizableRead(r.Context())
 	}
 	if err := d.checkServing(); err != nil {
 		return err
@@ -296,11 +296,11 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
-	if e := d.diskGuardRefusal(); e != nil {
+	if e := d.ops.diskGuardRefusal(d.self()); e != nil {
 		writeJSON(w, http.StatusInsufficientStorage, e)
 		return
 	}
-	res, err := d.propose(ctx, cmd)
+	res, err := d.writes.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
 			err = &versionConflict{err: err, version: res.Version}

@@ -27,9 +27,12 @@ import (
 const nodeCertValidity = 2 * 365 * 24 * time.Hour
 
 // creator owns the founding of a cluster (pmgcm create: its ID, CA, this node's
-// certificate and the join token, committed as one command) and the join command that
-// admits further nodes (pmgcm join-cmd, with token rotation).
+// certificate and the join token, committed as one command), finishing a create that
+// crashed before its certificate was in place, and the join command that admits further
+// nodes (pmgcm join-cmd, with token rotation).
 type creator struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	// host is what create and join-cmd need of the rest of the daemon.
@@ -46,24 +49,24 @@ type creator struct {
 	self func() nodeFile
 	// members finds the master as a member.
 	members *memberView
+	// tokens rotates the join token (join-cmd --rotate).
+	tokens *tokenKeeper
+	// trust knows the cluster this node is in.
+	trust *peerTrust
 }
 
 // createHost is what create and join-cmd need of the daemon.
 type createHost interface {
-	knownCluster() string
 	checkServing() error
 	setSelf(nf nodeFile) error
-	propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	rotateJoinToken(ctx context.Context, expires time.Time) error
-	leaderAddr() (string, error)
 	quorumSummary() string
 }
 
-// newCreator returns the creator of d, whose fsm, key and mux are made.
+// newCreator returns the creator of d, whose fsm, key, mux and token keeper are made.
 func newCreator(d *Daemon) *creator {
 	return &creator{
-		fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
-		gate: &d.gate, self: d.self, members: d.members,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
+		gate: &d.gate, self: d.self, members: d.members, tokens: d.tokens, trust: d.trust,
 	}
 }
 
@@ -76,7 +79,7 @@ func (c *creator) create(ctx context.Context) (*api.CreateResponse, error) {
 		return nil, err
 	}
 	defer leave()
-	if id := c.host.knownCluster(); id != "" {
+	if id := c.trust.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, c.self().CID)
 	}
 	if err := waitLeader(ctx, c.raft()); err != nil {
@@ -117,7 +120,7 @@ func (c *creator) create(ctx context.Context) (*api.CreateResponse, error) {
 			Fingerprint: fp, Suffrage: fsm.Voter, JoinedAt: time.Now().UTC(),
 		},
 	}
-	res, err := c.host.propose(ctx, cmd)
+	res, err := c.writes.propose(ctx, cmd)
 	if err != nil {
 		// The outcome of a command that timed out is unknown: look at the state.
 		if m, ok := c.fsm.Member(1); !ok || m.Fingerprint != fp {
@@ -229,7 +232,7 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		if ttl > 0 {
 			expires = time.Now().Add(ttl).Truncate(time.Second).Add(time.Second)
 		}
-		if err := c.host.rotateJoinToken(ctx, expires); err != nil {
+		if err := c.tokens.rotate(ctx, expires); err != nil {
 			return nil, err
 		}
 		c.logger.Info("join token rotated", "expires", expires)
@@ -243,7 +246,7 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		}
 		expires = &exp
 	}
-	if _, err := c.host.leaderAddr(); err != nil {
+	if _, err := c.writes.leaderAddr(); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, c.host.quorumSummary())
 	}
 	master, ok := c.members.master()
@@ -259,4 +262,33 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		Master: addr, Fingerprint: master.Fingerprint, Token: token, Expires: expires,
 		Command: api.JoinCommandLine(addr, master.Fingerprint, token),
 	}, nil
+}
+
+// reconcileIdentity finishes a create that crashed between committing the Raft command
+// and moving its certificate into place, once the log has been replayed; ctx ends with
+// the daemon.
+func (c *creator) reconcileIdentity(ctx context.Context) {
+	pending, ok := c.dir.pendingCert()
+	if !ok {
+		return
+	}
+	// Only a standalone node writes pending files (at create): once it leads again, its
+	// state machine holds every committed command.
+	if err := waitLeader(ctx, c.raft()); err != nil {
+		return
+	}
+	fp, err := certFingerprint(pending)
+	if err != nil {
+		c.dir.dropPendingIdentity()
+		return
+	}
+	m, ok := c.fsm.Member(c.self().CID)
+	if !ok || m.Fingerprint != fp {
+		c.logger.Info("dropping a certificate whose cluster command never committed")
+		c.dir.dropPendingIdentity()
+		return
+	}
+	if err := c.installPendingIdentity(); err != nil {
+		c.logger.Error("cannot install the cluster certificate", "error", err)
+	}
 }

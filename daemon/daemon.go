@@ -43,8 +43,12 @@ type Daemon struct {
 	// raftp is this node's Raft node, set once by Open: join, sync and forced recovery
 	// restart it in place (see rn).
 	raftp atomic.Pointer[raftnode.Node]
-	// peers is the membership this node trusts at the handshake (see peers.go).
+	raft  *raftSlot
+	// peers is the membership this node trusts at the handshake; trust keeps it (peers.go).
 	peers atomic.Pointer[peerCache]
+	trust *peerTrust
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	// intake is the cached mail intake policy (see intake.go).
 	intake *intakePolicy
 	ctl    *http.Server
@@ -62,6 +66,10 @@ type Daemon struct {
 	ctlLn net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
+	// guard checks what members forward (forwarded.go).
+	guard *forwardGuard
+	// wiper wipes a removed node's copy of the cluster state (forget.go).
+	wiper *clusterWiper
 	// limits are the listeners' connection caps (see limits.go).
 	limits *listenerLimits
 
@@ -71,7 +79,7 @@ type Daemon struct {
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
 	catchUp voterpolicy.Targets
-	// kick wakes the master's voter duty (voterDuty).
+	// kick wakes the master's voter duty (voterReconciler.duty).
 	kick chan struct{}
 	// standingW finds out when this node was removed or fenced (standingwatch.go).
 	standingW *standingWatch
@@ -87,6 +95,10 @@ type Daemon struct {
 	voters *voterReconciler
 	// promoter makes this node the master, by transfer or forced recovery (promote.go).
 	promoter *promoter
+	// joiner joins this node to a cluster (join.go).
+	joiner *joiner
+	// admitter admits joining nodes, on the master or relayed to it (admit.go).
+	admitter *admitter
 	// syncer brings this node in line with the master, or back after fencing (sync.go).
 	syncer *syncer
 	// creator founds a cluster and makes join commands (create.go).
@@ -97,15 +109,21 @@ type Daemon struct {
 	diskW *diskWatch
 	// honesty keeps status to what this node can vouch for (honesty.go).
 	honesty *honesty
+	// health answers the health checks (health.go).
+	health *health
+	// tokens rotates the join token (jointoken.go).
+	tokens *tokenKeeper
+	// memberOps deletes members (members.go).
+	memberOps *memberOps
+	// report makes the diagnostics bundle (report.go).
+	report *reporter
 
 	closeOnce sync.Once
 	closeErr  error
 	bg        sync.WaitGroup
 	stop      chan struct{}
-	// forwarded counts the writes other nodes forwarded here in flight; Close drains it.
-	forwarded drainGate
-	// speaking is the protocol version negotiated at this node's join, 0 before.
-	speaking atomic.Int32
+	// drain stops without losing or hanging a write (drain.go).
+	drain *stopDrain
 }
 
 // New validates cfg and returns a Daemon that is not yet running.
@@ -118,6 +136,7 @@ func New(cfg Config) (*Daemon, error) {
 		logger = hclog.NewNullLogger()
 	}
 	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.drain = newStopDrain(d)
 	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
 	return d, nil
@@ -144,13 +163,17 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
-	if d.limits, err = d.planLimits(); err != nil {
+	d.raft = newRaftSlot(d)
+	d.trust = newPeerTrust(d) // before the mux: it authorizes the mux's peers
+	d.guard = newForwardGuard(d)
+	d.wiper = newClusterWiper(d)
+	if d.limits, err = planLimits(d.cfg, d.logger); err != nil {
 		return err
 	}
 	muxCfg := transport.Config{
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
-		Authorize: d.authorizePeer,
+		Authorize: d.trust.authorize,
 		Refused:   func(addr string, r transport.Refusal) { d.standingW.refused(addr, r) },
 	}
 	d.limits.mux(&muxCfg)
@@ -160,25 +183,32 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.standingW = &standingWatch{
 		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
-		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, forget: d.forgetCluster, kick: make(chan struct{}, 1),
+		self: d.self, updateSelf: d.updateSelf, stopRaft: d.raft.stop, forget: d.wiper.forget, kick: make(chan struct{}, 1),
 		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
+	d.writes = newWriter(d)
 	d.members = newMemberView(d)
 	d.versions = newVersionKeeper(d)
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)
 	d.promoter = newPromoter(d)
+	d.joiner = newJoiner(d)
+	d.admitter = newAdmitter(d)
 	d.syncer = newSyncer(d)
+	d.tokens = newTokenKeeper(d)
 	d.creator = newCreator(d)
+	d.memberOps = newMemberOps(d)
 	d.intake = newIntakePolicy(d)
 	d.watcher = newWatcher(d)
 	d.diskW = newDiskWatch(d)
 	d.honesty = newHonesty(d)
+	d.report = newReporter(d)
+	d.health = newHealth(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
 	}
-	if err := d.loadPeers(); err != nil {
+	if err := d.trust.load(); err != nil {
 		return err
 	}
 	d.intake.load()
@@ -192,14 +222,14 @@ func (d *Daemon) Open() (err error) {
 		d.standingW.apply(st, a)
 	}
 	if d.standing().kind == standRemoved {
-		d.forgetCluster() // removed before this build, or before the wipe finished
+		d.wiper.forget() // removed before this build, or before the wipe finished
 	}
 	d.versions.watchHalt() // before Raft applies anything
 	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
 	d.openRPC()
-	d.startOps()
+	d.ops.start(d.stop, &d.bg)
 	if err := d.openMail(); err != nil {
 		return err
 	}
@@ -216,9 +246,19 @@ func (d *Daemon) Open() (err error) {
 		defer cancel()
 		d.standingW.run(ctx)
 	}()
-	go d.reconcileIdentity()
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.stopContext()
+		defer cancel()
+		d.creator.reconcileIdentity(ctx)
+	}()
 	go d.promoter.finishPendingEpoch()
-	go d.followPeers()
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.stopContext()
+		defer cancel()
+		d.trust.follow(ctx)
+	}()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go newExporter(d).run()
@@ -236,7 +276,7 @@ func (d *Daemon) openRaft(start bool) error {
 	if d.self().WipeRaft {
 		// A join was interrupted after the cluster admitted this node: finish replacing
 		// the node's own Raft state before starting.
-		if err := d.wipeRaft(); err != nil {
+		if err := d.joiner.wipeRaft(); err != nil {
 			return err
 		}
 	}
@@ -250,7 +290,7 @@ func (d *Daemon) openRaft(start bool) error {
 	if err != nil {
 		return err
 	}
-	n.OnLeader(d.voterDuty)
+	n.OnLeader(d.voters.duty)
 	n.OnLeader(d.versions.duty)
 	for _, duty := range d.leaderDuties() { // maintenance.go
 		n.OnLeader(duty)
@@ -329,35 +369,17 @@ func (d *Daemon) updateSelf(change func(*nodeFile)) error {
 	return nil
 }
 
-// reconcileIdentity finishes a create that crashed between committing the Raft command
-// and moving its certificate into place, once the log has been replayed.
-func (d *Daemon) reconcileIdentity() {
-	defer d.bg.Done()
-	pending, ok := d.dir.pendingCert()
-	if !ok {
-		return
-	}
-	ctx, cancel := d.stopContext()
-	defer cancel()
-	// Only a standalone node writes pending files (at create): once it leads again, its
-	// state machine holds every committed command.
-	if err := waitLeader(ctx, d.rn()); err != nil {
-		return
-	}
-	fp, err := certFingerprint(pending)
-	if err != nil {
-		d.dir.dropPendingIdentity()
-		return
-	}
-	m, ok := d.fsm.Member(d.self().CID)
-	if !ok || m.Fingerprint != fp {
-		d.logger.Info("dropping a certificate whose cluster command never committed")
-		d.dir.dropPendingIdentity()
-		return
-	}
-	if err := d.creator.installPendingIdentity(); err != nil {
-		d.logger.Error("cannot install the cluster certificate", "error", err)
-	}
+// stopContext returns a context that ends when the daemon closes.
+func (d *Daemon) stopContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-d.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Wait blocks until ctx ends, then closes the daemon.
@@ -381,17 +403,17 @@ func (d *Daemon) Close() error {
 			_ = os.Remove(d.cfg.Socket)
 		}
 		errs = append(errs, d.closeMail())
-		d.drainForwarded()
+		d.drain.drainForwarded()
 		led := false
 		if n := d.rn(); n != nil {
 			led = n.IsLeader()
 			errs = append(errs, n.Close())
 		}
-		d.closeServers(led)
+		d.drain.closeServers(led)
 		if d.mux != nil {
 			errs = append(errs, d.mux.Close())
 		}
-		d.answerControl()
+		d.drain.answerControl()
 		d.bg.Wait()
 		d.limits.close()
 		errs = append(errs, d.dir.close())

@@ -39,7 +39,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestMasterAddr(t *testing.T) {
-	d := &Daemon{cfg: Config{Port: 8006}}
+	d := &joiner{port: 8006}
 	for in, want := range map[string]string{"10.0.0.1": "10.0.0.1:8006", "10.0.0.1:9000": "10.0.0.1:9000", "::1": "[::1]:8006", "[::1]:7": "[::1]:7"} {
 		if got, err := d.masterAddr(in); err != nil || got != want {
 			t.Errorf("masterAddr(%q) = %q, %v; want %q", in, got, err, want)
@@ -134,17 +134,17 @@ func TestAuthorizePeerEpochs(t *testing.T) {
 		{"fp9", transport.ChanAny, false}, // not a member: refused at the handshake
 	}
 	for _, tc := range cases {
-		if err := d.authorizePeer(tc.ch, tc.fp); (err == nil) != tc.want {
+		if err := newPeerTrust(d).authorize(tc.ch, tc.fp); (err == nil) != tc.want {
 			t.Errorf("authorize %s on %v = %v, want allowed=%v", tc.fp, tc.ch, err, tc.want)
 		}
 	}
 	// The cache decides while the state machine is behind it (a restart before replay).
 	d2 := &Daemon{fsm: fsm.New()}
 	d2.peers.Store(&peerCache{Index: 10, ClusterID: "c", Epoch: 2, Members: []fsm.Member{m(1, "fp1", 2), m(2, "fp2", 1)}})
-	if err := d2.authorizePeer(transport.ChanRaft, "fp1"); err != nil {
+	if err := newPeerTrust(d2).authorize(transport.ChanRaft, "fp1"); err != nil {
 		t.Errorf("cached member refused: %v", err)
 	}
-	if err := d2.authorizePeer(transport.ChanRaft, "fp2"); err == nil {
+	if err := newPeerTrust(d2).authorize(transport.ChanRaft, "fp2"); err == nil {
 		t.Error("cached fenced member allowed on raft")
 	}
 }

@@ -73,10 +73,10 @@ func FuzzPeersFile(f *testing.F) {
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d := &Daemon{dir: &dataDir{path: dir}}
-		if err := os.WriteFile(d.peersPath(), b, 0o600); err != nil {
+		if err := os.WriteFile(newPeerTrust(d).path(), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := d.loadPeers(); err != nil {
+		if err := newPeerTrust(d).load(); err != nil {
 			if !errors.Is(err, ErrCorruptData) {
 				t.Fatalf("loadPeers error %v is not ErrCorruptData", err)
 			}

@@ -215,18 +215,17 @@ func (g *diskGuard) describe(s *guardReading) string {
 }
 
 // diskGuardRefusal returns the answer (api.CodeDiskFull, HTTP 507) that refuses a
-// configuration write through this node while its disk guard trips, nil otherwise.
-func (d *Daemon) diskGuardRefusal() *api.Error {
-	g := d.ops.disk
+// configuration write through this node (me) while its disk guard trips, nil otherwise.
+func (o *opsState) diskGuardRefusal(me nodeFile) *api.Error {
+	g := o.disk
 	s := g.state.Load()
 	if !s.active() {
 		return nil
 	}
-	me := d.self()
 	return &api.Error{
 		Code: api.CodeDiskFull,
 		Message: fmt.Sprintf("%s: disk guard: %s on the filesystem of %s; configuration writes through this node are refused",
-			nodeLabel(me.Name, me.CID), g.describe(s), d.cfg.DataDir),
+			nodeLabel(me.Name, me.CID), g.describe(s), o.dataDir),
 		Hint: fmt.Sprintf("free space on %s (old logs, backups, other files) or grow the filesystem; writes through it resume by themselves within seconds. Meanwhile run the write on another node", me.Name),
 	}
 }
@@ -235,8 +234,8 @@ func (d *Daemon) diskGuardRefusal() *api.Error {
 func nodeLabel(name string, cid uint64) string { return fmt.Sprintf("%s (cid %d)", name, cid) }
 
 // diskGuardStatus is the guard's reading for the status row.
-func (d *Daemon) diskGuardStatus() *api.DiskGuard {
-	g := d.ops.disk
+func (o *opsState) diskGuardStatus() *api.DiskGuard {
+	g := o.disk
 	s := g.state.Load()
 	if s == nil {
 		return nil

@@ -23,5 +23,17 @@
 // unauthenticated.go, the join token's expiry and rotation in jointoken.go, the back-off
 // of wrong tokens in jointhrottle.go.
 //
+// Daemon itself keeps the lifecycle (New, Open, Close, Wait), the wiring of the parts,
+// the node's identity file and standing (self, updateSelf, standing, checkServing) and
+// the handlers of the control socket, status, metrics, mail and backup. Each other
+// concern is a small type holding narrow fields, or a small interface that *Daemon
+// satisfies, made once in Open: the write path (writer), joining (joiner) and admission
+// (admitter), the peer cache and authorizer (peerTrust), pmgcm delete (memberOps), the
+// join token (tokenKeeper), the voter policy (voterReconciler), promotion (promoter),
+// sync (syncer), create (creator), certificate renewal (certRenewer), the cluster
+// version (versionKeeper), the diagnostics bundle (reporter), the health checks
+// (health), the operator tools (opsState), stopping without losing a write (stopDrain),
+// what members may forward (forwardGuard), the wipe of a removed node (clusterWiper).
+//
 // It must never import the cli package: the CLI reaches the daemon only through the socket.
 package daemon

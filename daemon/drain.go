@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/cluster"
 )
 
@@ -89,19 +91,57 @@ func (g *drainGate) closeAndWait(ctx context.Context) int {
 	}
 }
 
+// stopDrain owns stopping without losing or hanging a write (DESIGN rule 8): the stop
+// signal as the handlers see it, the gate of forwarded writes, and steps 3, 5 and 6 of
+// Close.
+type stopDrain struct {
+	// stop closes when Close begins (Daemon.stop).
+	stop   <-chan struct{}
+	logger hclog.Logger
+	// addr is this node's cluster address, named in the refusal.
+	addr string
+	// heartbeat is Raft's heartbeat timeout (closeServers waits half of it).
+	heartbeat time.Duration
+	// forwarded counts the writes other nodes forwarded here in flight; drainForwarded
+	// drains it.
+	forwarded drainGate
+	// servers are the cluster servers, ctl the control socket's server (both made by
+	// Open after the drain).
+	servers func() []*http.Server
+	ctl     func() *http.Server
+}
+
+// newStopDrain returns the drain of d, whose stop channel and logger are made.
+func newStopDrain(d *Daemon) *stopDrain {
+	return &stopDrain{
+		stop: d.stop, logger: d.logger, addr: d.cfg.Addr(), heartbeat: d.cfg.Raft.HeartbeatTimeout,
+		servers: func() []*http.Server { return d.servers }, ctl: func() *http.Server { return d.ctl },
+	}
+}
+
+// stopping reports whether the daemon is shutting down.
+func (s *stopDrain) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // errShuttingDown is the answer to a request refused because this node is stopping.
-func (d *Daemon) errShuttingDown() error {
+func (s *stopDrain) errShuttingDown() error {
 	return fmt.Errorf("%w: pmgclusterd on %s is stopping; retry on another node (pmgcm status lists them)",
-		cluster.ErrShuttingDown, d.cfg.Addr())
+		cluster.ErrShuttingDown, s.addr)
 }
 
 // refuseWhileStopping answers every request of the control socket but a read with
 // cluster.ErrShuttingDown once Close has begun: the request is not started, so the client
 // can tell and retry elsewhere, instead of a write cut off half-way.
-func (d *Daemon) refuseWhileStopping(h http.Handler) http.Handler {
+func (s *stopDrain) refuseWhileStopping(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d.stopping() && r.Method != http.MethodGet && r.Method != http.MethodHead {
-			writeErr(w, d.errShuttingDown())
+		if s.stopping() && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeErr(w, s.errShuttingDown())
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -110,11 +150,11 @@ func (d *Daemon) refuseWhileStopping(h http.Handler) http.Handler {
 
 // drainForwarded is step 3 of Close: refuse forwarded writes from now on, and wait for
 // those in flight (bounded).
-func (d *Daemon) drainForwarded() {
+func (s *stopDrain) drainForwarded() {
 	ctx, cancel := context.WithTimeout(context.Background(), forwardDrainTimeout)
 	defer cancel()
-	if n := d.forwarded.closeAndWait(ctx); n > 0 {
-		d.logger.Warn("stopping with forwarded writes still in flight; Raft's shutdown answers them", "in-flight", n)
+	if n := s.forwarded.closeAndWait(ctx); n > 0 {
+		s.logger.Warn("stopping with forwarded writes still in flight; Raft's shutdown answers them", "in-flight", n)
 	}
 }
 
@@ -124,12 +164,12 @@ func (d *Daemon) drainForwarded() {
 // timeout (cluster.Forwarder counts such a master as none); until then the servers stay
 // open and answer cluster.ErrShuttingDown, so that no connection closes under a write
 // in flight.
-func (d *Daemon) closeServers(led bool) {
-	if led && d.cfg.Raft.HeartbeatTimeout > 0 {
-		t := time.NewTimer(d.cfg.Raft.HeartbeatTimeout/2 + 50*time.Millisecond)
+func (s *stopDrain) closeServers(led bool) {
+	if led && s.heartbeat > 0 {
+		t := time.NewTimer(s.heartbeat/2 + 50*time.Millisecond)
 		<-t.C
 	}
-	for _, srv := range d.servers {
+	for _, srv := range s.servers() {
 		_ = srv.Close()
 	}
 }
@@ -139,13 +179,14 @@ const answerControlTimeout = time.Second
 
 // answerControl is step 6 of Close: wait (bounded) until the control-socket requests
 // still in flight have written their answers. It returns at once when there are none.
-func (d *Daemon) answerControl() {
-	if d.ctl == nil {
+func (s *stopDrain) answerControl() {
+	ctl := s.ctl()
+	if ctl == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), answerControlTimeout)
 	defer cancel()
-	if err := d.ctl.Shutdown(ctx); err != nil && ctx.Err() != nil {
-		d.logger.Warn("stopping with control-socket requests unanswered", "error", err)
+	if err := ctl.Shutdown(ctx); err != nil && ctx.Err() != nil {
+		s.logger.Warn("stopping with control-socket requests unanswered", "error", err)
 	}
 }

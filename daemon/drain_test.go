@@ -48,8 +48,9 @@ func TestDrainGate(t *testing.T) {
 // answered shutting_down (nothing started), a read still served.
 func TestRefuseWhileStopping(t *testing.T) {
 	d := &Daemon{stop: make(chan struct{})}
+	d.drain = newStopDrain(d)
 	served := 0
-	h := d.refuseWhileStopping(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	h := d.drain.refuseWhileStopping(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		served++
 		w.WriteHeader(http.StatusOK)
 	}))
@@ -77,7 +78,8 @@ func TestRefuseWhileStopping(t *testing.T) {
 // is answered ErrShuttingDown (api.CodeShuttingDown) before anything is proposed.
 func TestForwardedApplyRefusedWhileStopping(t *testing.T) {
 	d := &Daemon{stop: make(chan struct{})}
-	d.forwarded.closeAndWait(context.Background())
+	d.drain = newStopDrain(d)
+	d.drain.forwarded.closeAndWait(context.Background())
 	_, err := rpcHandler{d}.Apply(context.Background(), fsm.ConfigSet{Key: "k", Value: []byte("v")})
 	if !errors.Is(err, cluster.ErrShuttingDown) {
 		t.Fatalf("a forwarded write while stopping: %v", err)
@@ -106,6 +108,8 @@ func newClosedRaftDaemon(t *testing.T) *Daemon {
 	t.Helper()
 	f := fsm.New()
 	d := &Daemon{fsm: f, stop: make(chan struct{})}
+	d.drain = newStopDrain(d)
+	d.writes = newWriter(d)
 	rc := raftnode.DefaultConfig()
 	rc.Dir, rc.LocalID, rc.Address = t.TempDir(), "1", "127.0.0.1:1"
 	n, err := raftnode.New(rc, f, func() raft.StreamLayer { return nopLayer{} })

@@ -44,7 +44,7 @@ type exporter struct {
 	x        *exportDir
 	prefixes []string
 	m        exportManifest
-	// waitApplied waits until the state machine has applied an index (Daemon.waitApplied).
+	// waitApplied waits until the state machine has applied an index (raftSlot.waitApplied).
 	waitApplied func(ctx context.Context, index uint64) error
 	// bg and stopContext are the daemon's background tasks and their context.
 	bg          *sync.WaitGroup
@@ -56,7 +56,7 @@ type exporter struct {
 func newExporter(d *Daemon) *exporter {
 	e := &exporter{
 		fsm: d.fsm, logger: d.logger, dir: d.cfg.ExportDir, prefixes: d.cfg.ExportPrefixes,
-		waitApplied: d.waitApplied, bg: &d.bg, stopContext: d.stopContext,
+		waitApplied: d.raft.waitApplied, bg: &d.bg, stopContext: d.stopContext,
 	}
 	if len(e.prefixes) == 0 {
 		e.prefixes = []string{""}

@@ -1,8 +1,30 @@
 package daemon
 
-import "os"
+import (
+	"os"
 
-// forgetCluster wipes the cluster's secrets from a node that was removed from its
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/fsm"
+)
+
+// clusterWiper owns wiping a removed node's copy of the cluster's secrets (forget).
+type clusterWiper struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	dir    *dataDir
+	// gate admits one identity-changing operation at a time (Daemon.gate).
+	gate *opGate
+	// standing is where this node stands now (Daemon.standing).
+	standing func() standing
+}
+
+// newClusterWiper returns the wiper of d, whose data directory and fsm are made.
+func newClusterWiper(d *Daemon) *clusterWiper {
+	return &clusterWiper{fsm: d.fsm, logger: d.logger, dir: d.dir, gate: &d.gate, standing: d.standing}
+}
+
+// forget wipes the cluster's secrets from a node that was removed from its
 // cluster, once Raft is stopped: the cluster CA key and the join token salt (from which,
 // with the key, the token derives) are in the replicated state, so in the Raft log
 // (raft/raft.db: the CreateCluster and SetJoinToken commands) and in its snapshots
@@ -19,28 +41,28 @@ import "os"
 //
 // It runs in the operation gate, so that a join begun meanwhile (which replaces the
 // Raft state itself) is not undone; it does nothing once the node stands otherwise.
-func (d *Daemon) forgetCluster() {
-	leave, err := d.gate.enter("wiping a removed node's copy of the cluster state")
+func (w *clusterWiper) forget() {
+	leave, err := w.gate.enter("wiping a removed node's copy of the cluster state")
 	if err != nil {
 		return // a join is under way: it replaces the Raft state
 	}
 	defer leave()
-	if d.standing().kind != standRemoved {
+	if w.standing().kind != standRemoved {
 		return
 	}
-	dir := d.dir.file("raft")
+	dir := w.dir.file("raft")
 	if _, err := os.Stat(dir); os.IsNotExist(err) {
 		return
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		d.logger.Error("this node was removed from its cluster, but its copy of the cluster's state (with the CA key) could not be wiped: remove it by hand while pmgclusterd is stopped",
+		w.logger.Error("this node was removed from its cluster, but its copy of the cluster's state (with the CA key) could not be wiped: remove it by hand while pmgclusterd is stopped",
 			"dir", dir, "error", err)
 		return
 	}
-	if err := syncDir(d.dir.path); err != nil {
-		d.logger.Warn("syncing the data directory after wiping the cluster's state", "error", err)
+	if err := syncDir(w.dir.path); err != nil {
+		w.logger.Warn("syncing the data directory after wiping the cluster's state", "error", err)
 	}
-	d.fsm.Reset()
-	d.logger.Warn("this node was removed from its cluster: its copy of the cluster's state (Raft log and snapshots, with the CA key and join token salt) was wiped; its own mail, key and node file are kept",
+	w.fsm.Reset()
+	w.logger.Warn("this node was removed from its cluster: its copy of the cluster's state (Raft log and snapshots, with the CA key and join token salt) was wiped; its own mail, key and node file are kept",
 		"dir", dir)
 }

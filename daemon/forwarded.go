@@ -32,13 +32,20 @@ import (
 // ErrForbidden, changing nothing. The first release forwards only the first three
 // kinds, so it is not affected.
 
+// forwardGuard owns what a member may ask of the master beyond mutual TLS: the kinds of
+// command it forwards, and that it records only its own certificate.
+type forwardGuard struct{ fsm *fsm.FSM }
+
+// newForwardGuard returns the guard of d, whose fsm is made.
+func newForwardGuard(d *Daemon) *forwardGuard { return &forwardGuard{fsm: d.fsm} }
+
 // checkForwarded refuses a command a member never forwards.
-func (d *Daemon) checkForwarded(cmd fsm.Command) error {
+func (g *forwardGuard) checkForwarded(cmd fsm.Command) error {
 	switch c := cmd.(type) {
 	case fsm.ConfigSet, fsm.ConfigDelete:
 		return nil
 	case fsm.SetJoinToken:
-		cl := d.fsm.Cluster()
+		cl := g.fsm.Cluster()
 		if cl == nil {
 			return ErrNoCluster
 		}
@@ -47,7 +54,7 @@ func (d *Daemon) checkForwarded(cmd fsm.Command) error {
 		}
 		return nil
 	case fsm.UpdateMember:
-		cur, ok := d.fsm.Member(c.Member.CID)
+		cur, ok := g.fsm.Member(c.Member.CID)
 		if !ok || !sameMember(cur, c.Member) {
 			return fmt.Errorf("%w: a forwarded %s may only write a member's record unchanged (a member changes no other member's record)", ErrForbidden, cmd.Type())
 		}
@@ -61,9 +68,9 @@ func (d *Daemon) checkForwarded(cmd fsm.Command) error {
 // certificate the request's connection carries) makes for another member: a node
 // records only its own certificate. A renewing node sends the record with the
 // certificate it is replacing, the one the member list holds.
-func (d *Daemon) checkCertCaller(ctx context.Context, req cluster.CertRecord) error {
+func (g *forwardGuard) checkCertCaller(ctx context.Context, req cluster.CertRecord) error {
 	fp := transport.PeerFingerprintFromContext(ctx)
-	caller, ok := d.fsm.MemberByFingerprint(fp)
+	caller, ok := g.fsm.MemberByFingerprint(fp)
 	if !ok {
 		return fmt.Errorf("%w: the caller's certificate (%s) is no member's: it may record only its own certificate",
 			ErrForbidden, orNone(fp))

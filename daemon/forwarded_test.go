@@ -27,7 +27,7 @@ func TestCheckForwarded(t *testing.T) {
 		fsm.UpdateMember{Member: founder},
 	}
 	for _, c := range ok {
-		if err := d.checkForwarded(c); err != nil {
+		if err := newForwardGuard(d).checkForwarded(c); err != nil {
 			t.Errorf("%s refused: %v", c.Type(), err)
 		}
 	}
@@ -45,7 +45,7 @@ func TestCheckForwarded(t *testing.T) {
 		fsm.RestoreConfig{Reset: true},
 	}
 	for _, c := range refused {
-		if err := d.checkForwarded(c); !errors.Is(err, ErrForbidden) {
+		if err := newForwardGuard(d).checkForwarded(c); !errors.Is(err, ErrForbidden) {
 			t.Errorf("forwarded %s: %v, want ErrForbidden", c.Type(), err)
 		}
 	}

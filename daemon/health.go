@@ -7,16 +7,52 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/raftnode"
+	"github.com/pmgcm/pmgcm/smtpd"
 )
 
-// healthRoutes serves the health checks on the metrics listener (--metrics-addr), for
+// health owns the health checks of /health/mail and /health/cluster: why this node does
+// not take mail, and why it is not an active member with a known master.
+type health struct {
+	ops   *opsState
+	drain *stopDrain
+	// dir holds the mail store, probed for writes.
+	dir       *dataDir
+	dataDir   string
+	smtpPort  int
+	heartbeat time.Duration
+	// mail is the quarantine (Daemon.mail; made after the checks).
+	mail  func() *mailSystem
+	trust *peerTrust
+	// host is what the checks read of the rest of the daemon.
+	host healthHost
+}
+
+// healthHost is what the health checks read of the daemon.
+type healthHost interface {
+	checkServing() error
+	rn() *raftnode.Node
+	quorumSummary() string
+	mailStatus() *api.MailStatus
+	smtpServer() *smtpd.Server
+}
+
+// newHealth returns the health checks of d, whose operator tools and drain are made.
+func newHealth(d *Daemon) *health {
+	return &health{
+		ops: d.ops, drain: d.drain, dir: d.dir, dataDir: d.cfg.DataDir, smtpPort: d.cfg.SMTPPort,
+		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, host: d,
+	}
+}
+
+// routes serves the health checks on the metrics listener (--metrics-addr), for
 // load balancers (HAProxy option httpchk, keepalived vrrp_script) and monitoring.
-func (d *Daemon) healthRoutes(mux *http.ServeMux) {
+func (h *health) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.PathHealthMail, func(w http.ResponseWriter, r *http.Request) {
-		writeHealth(w, d.mailHealth())
+		writeHealth(w, h.mailHealth())
 	})
 	mux.HandleFunc("GET "+api.PathHealthCluster, func(w http.ResponseWriter, r *http.Request) {
-		writeHealth(w, d.clusterHealth())
+		writeHealth(w, h.clusterHealth())
 	})
 }
 
@@ -33,38 +69,29 @@ func writeHealth(w http.ResponseWriter, reasons []string) {
 	writeJSON(w, code, h)
 }
 
-// stopping reports whether the daemon is shutting down.
-func (d *Daemon) stopping() bool {
-	select {
-	case <-d.stop:
-		return true
-	default:
-		return false
-	}
-}
-
 // mailHealth says why this node does not take mail now (none: it does). It does not
 // depend on the Raft quorum, as mail intake does not.
-func (d *Daemon) mailHealth() []string {
+func (h *health) mailHealth() []string {
 	var reasons []string
-	if d.stopping() {
+	if h.drain.stopping() {
 		reasons = append(reasons, "shutting down: SMTP intake is draining")
 	}
+	mail := h.mail()
 	switch {
-	case d.cfg.SMTPPort == 0:
+	case h.smtpPort == 0:
 		reasons = append(reasons, "SMTP intake is off (--smtp-port 0)")
-	case d.smtpServer() == nil || !d.smtpServer().Listening():
-		reasons = append(reasons, fmt.Sprintf("SMTP listener on port %d is not accepting connections", d.cfg.SMTPPort))
+	case h.host.smtpServer() == nil || !h.host.smtpServer().Listening():
+		reasons = append(reasons, fmt.Sprintf("SMTP listener on port %d is not accepting connections", h.smtpPort))
 	}
-	if on, why := d.inMaintenance(); on {
+	if on, why := h.ops.inMaintenance(); on {
 		reasons = append(reasons, "in maintenance: "+why)
 	}
-	if err := d.checkServing(); err != nil {
+	if err := h.host.checkServing(); err != nil {
 		reasons = append(reasons, err.Error())
 	}
-	reasons = append(reasons, d.diskReasons()...)
-	if d.mail != nil {
-		if err := probeWritable(d.dir.file("mail")); err != nil {
+	reasons = append(reasons, h.diskReasons()...)
+	if mail != nil {
+		if err := probeWritable(h.dir.file("mail")); err != nil {
 			reasons = append(reasons, "mail store is not writable: "+err.Error())
 		}
 	}
@@ -72,8 +99,8 @@ func (d *Daemon) mailHealth() []string {
 }
 
 // diskReasons says what the disk guard holds back, if anything.
-func (d *Daemon) diskReasons() []string {
-	g := d.ops.disk
+func (h *health) diskReasons() []string {
+	g := h.ops.disk
 	s := g.state.Load()
 	switch {
 	case s == nil:
@@ -81,7 +108,7 @@ func (d *Daemon) diskReasons() []string {
 	case s.Err != nil:
 		return []string{"disk guard: " + s.Err.Error()}
 	case s.ReadOnly:
-		return []string{fmt.Sprintf("the filesystem of %s is mounted read-only", d.cfg.DataDir)}
+		return []string{fmt.Sprintf("the filesystem of %s is mounted read-only", h.dataDir)}
 	case s.active():
 		return []string{"disk guard: " + g.describe(s) + ": SMTP answers 452"}
 	}
@@ -109,24 +136,24 @@ func probeWritable(dir string) error {
 
 // clusterHealth says why this node is not an active member with a known master (none:
 // it is). It reads only this node's own state, without asking the other nodes.
-func (d *Daemon) clusterHealth() []string {
+func (h *health) clusterHealth() []string {
 	var reasons []string
-	if d.stopping() {
+	if h.drain.stopping() {
 		return []string{"shutting down"}
 	}
-	if err := d.checkServing(); err != nil {
+	if err := h.host.checkServing(); err != nil {
 		return []string{err.Error()}
 	}
-	if d.knownCluster() == "" {
+	if h.trust.knownCluster() == "" {
 		return []string{"not in a cluster: create one with pmgcm create, or join one with pmgcm join <master_ip>"}
 	}
-	n := d.rn()
+	n := h.host.rn()
 	st := n.Stats()
 	_, leaderID := n.Leader()
 	switch {
 	case leaderID == "":
-		reasons = append(reasons, "no master known: configuration writes are unavailable: "+d.quorumSummary())
-	case st.State != "Leader" && (st.LastContact <= 0 || st.LastContact > d.cfg.Raft.HeartbeatTimeout):
+		reasons = append(reasons, "no master known: configuration writes are unavailable: "+h.host.quorumSummary())
+	case st.State != "Leader" && (st.LastContact <= 0 || st.LastContact > h.heartbeat):
 		since := "never"
 		if lc := st.LastContact; lc > 0 {
 			since = lc.Round(time.Millisecond).String() + " ago"
@@ -136,7 +163,7 @@ func (d *Daemon) clusterHealth() []string {
 	if st.AppliedIndex+catchUpSlack < st.CommitIndex {
 		reasons = append(reasons, fmt.Sprintf("state S: syncing the configuration, applied index %d of %d", st.AppliedIndex, st.CommitIndex))
 	}
-	if ms := d.mailStatus(); ms != nil {
+	if ms := h.host.mailStatus(); ms != nil {
 		switch {
 		case !ms.BacklogKnown:
 			reasons = append(reasons, "state S: not every node has told yet what mail it has")
@@ -144,7 +171,7 @@ func (d *Daemon) clusterHealth() []string {
 			reasons = append(reasons, fmt.Sprintf("state S: receiving mail from the other nodes (%d messages, %s to go)", ms.BacklogMessages, formatBytes(uint64(ms.BacklogBytes))))
 		}
 	}
-	if on, why := d.inMaintenance(); on {
+	if on, why := h.ops.inMaintenance(); on {
 		reasons = append(reasons, "state M: in maintenance: "+why)
 	}
 	return reasons

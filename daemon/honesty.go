@@ -29,7 +29,7 @@ type honesty struct {
 
 // newHonesty returns the status honesty of d, whose fsm is made.
 func newHonesty(d *Daemon) *honesty {
-	return &honesty{fsm: d.fsm, raft: d.rn, self: d.self, knownCluster: d.knownCluster}
+	return &honesty{fsm: d.fsm, raft: d.rn, self: d.self, knownCluster: d.trust.knownCluster}
 }
 
 // local downgrades this node's own row (built by localNode) to S, with the

@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
@@ -21,10 +23,52 @@ import (
 	"github.com/pmgcm/pmgcm/transport"
 )
 
+// joiner owns joining: pmgcm join on the joining node (probe, join, the switch to the
+// cluster's state), the join channel's answer, and the protocol version this node
+// speaks. Admission, on the master, is the admitter's (admit.go).
+type joiner struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	dir    *dataDir
+	mux    *transport.Mux
+	// gate admits one identity-changing operation at a time (Daemon.gate).
+	gate *opGate
+	// raft is this node's Raft node (Daemon.rn; made after the joiner).
+	raft       func() *raftnode.Node
+	self       func() nodeFile
+	updateSelf func(change func(*nodeFile)) error
+	// ip and port are this node's cluster address.
+	ip   string
+	port int
+	// configured is the protocol version this node is configured with.
+	configured int
+	// speaking is the protocol version negotiated at this node's join, 0 before.
+	speaking atomic.Int32
+	// trust is the peer cache, seeded from the master's answer.
+	trust *peerTrust
+	// host is what joining needs of the rest of the daemon.
+	host joinHost
+}
+
+// joinHost is what joining needs of the daemon.
+type joinHost interface {
+	standing() standing
+	wipeMail() error
+}
+
+// newJoiner returns the joiner of d, whose data directory, fsm, mux and peer trust are made.
+func newJoiner(d *Daemon) *joiner {
+	return &joiner{
+		fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, gate: &d.gate, raft: d.rn,
+		self: d.self, updateSelf: d.updateSelf, ip: d.cfg.IP, port: d.cfg.Port,
+		configured: d.cfg.ProtocolVersion, trust: d.trust, host: d,
+	}
+}
+
 // masterAddr turns the operator's "ip" or "ip:port" into an address; the port defaults
 // to this node's own cluster port.
-func (d *Daemon) masterAddr(master string) (string, error) {
-	host, port := master, strconv.Itoa(d.cfg.Port)
+func (j *joiner) masterAddr(master string) (string, error) {
+	host, port := master, strconv.Itoa(j.port)
 	if h, p, err := net.SplitHostPort(master); err == nil {
 		host, port = h, p
 	}
@@ -40,14 +84,14 @@ const joinDialTimeout = 5 * time.Second
 
 // probe contacts master on the join channel, trusting whatever it presents, and reports
 // its fingerprint so that the operator can check it.
-func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, error) {
-	addr, err := d.masterAddr(master)
+func (j *joiner) probe(ctx context.Context, master string) (*api.JoinProbe, error) {
+	addr, err := j.masterAddr(master)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	jc, fp, err := cluster.DialJoin(ctx, net.ParseIP(d.cfg.IP), addr, "", joinDialTimeout)
+	jc, fp, err := cluster.DialJoin(ctx, net.ParseIP(j.ip), addr, "", joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
@@ -73,18 +117,18 @@ func unreachable(addr string, err error) error {
 
 // join makes this standalone node a member of master's cluster. Nothing changes on
 // either side until the master admits the node; then the node's own state is replaced.
-func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
-	leave, err := d.gate.enter("pmgcm join")
+func (j *joiner) join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
+	leave, err := j.gate.enter("pmgcm join")
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
 	// A node removed from its cluster may join again (with a new CID).
-	if id := d.knownCluster(); id != "" && d.standing().kind != standRemoved {
+	if id := j.trust.knownCluster(); id != "" && j.host.standing().kind != standRemoved {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed (to move it to another cluster, delete it there first and remove its data directory)",
-			ErrClusterExists, id, d.self().CID)
+			ErrClusterExists, id, j.self().CID)
 	}
-	addr, err := d.masterAddr(req.Master)
+	addr, err := j.masterAddr(req.Master)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +138,7 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	ictx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	jc, _, err := cluster.DialJoin(ictx, net.ParseIP(d.cfg.IP), addr, fp, joinDialTimeout)
+	jc, _, err := cluster.DialJoin(ictx, net.ParseIP(j.ip), addr, fp, joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
@@ -103,12 +147,12 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	if err != nil {
 		return nil, err
 	}
-	speak, err := cluster.CheckCompatible(d.protocolRange(),
+	speak, err := cluster.CheckCompatible(j.protocolRange(),
 		cluster.PeerRange(info.ProtocolVersion, info.ProtocolMin, info.ProtocolMax), info.ProtocolVersion, info.StateFormat)
 	if err != nil {
 		return nil, fmt.Errorf("%w (the node at %s)", err, addr)
 	}
-	keyPEM, err := d.dir.keyPEM()
+	keyPEM, err := j.dir.keyPEM()
 	if err != nil {
 		return nil, err
 	}
@@ -120,12 +164,12 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	if err != nil {
 		return nil, err
 	}
-	me := d.self()
+	me := j.self()
 	areq := cluster.AdmitRequest{
 		Token: req.Token, Name: me.Name, IP: me.IP, Port: me.Port,
 		PublicKeyPEM:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
 		ProtocolVersion: speak, StateFormat: StateFormat, // a first-release master takes exactly 2
-		ProtocolMin: d.protocolRange().Min, ProtocolMax: d.protocolRange().Max,
+		ProtocolMin: j.protocolRange().Min, ProtocolMax: j.protocolRange().Max,
 		Version: version.Version, Level: version.Level,
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -134,11 +178,11 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	if err != nil {
 		return nil, err
 	}
-	d.speaking.Store(int32(speak))
-	if err := d.becomeMember(adm); err != nil {
+	j.speaking.Store(int32(speak))
+	if err := j.becomeMember(adm); err != nil {
 		return nil, fmt.Errorf("the cluster admitted this node as cid %d, but it could not switch to the cluster's state: %w; restart pmgclusterd to finish the join", adm.CID, err)
 	}
-	d.logger.Info("joined cluster", "cluster-id", adm.ClusterID, "cid", adm.CID, "master", adm.MasterAddress)
+	j.logger.Info("joined cluster", "cluster-id", adm.ClusterID, "cid", adm.CID, "master", adm.MasterAddress)
 	return &api.JoinResponse{ClusterID: adm.ClusterID, CID: adm.CID, Name: me.Name, MasterAddress: adm.MasterAddress}, nil
 }
 
@@ -146,14 +190,14 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 // and CID, an empty Raft log that the master fills, and the master's member list as the
 // trusted peers until then. Each step is durable before the next, and WipeRaft in
 // node.json makes a restart finish an interrupted switch.
-func (d *Daemon) becomeMember(adm cluster.Admission) error {
-	keyPEM, err := d.dir.keyPEM()
+func (j *joiner) becomeMember(adm cluster.Admission) error {
+	keyPEM, err := j.dir.keyPEM()
 	if err != nil {
 		return err
 	}
 	certPEM := adm.CertPEM
 	if len(certPEM) == 0 { // re-admission: the node keeps its certificate
-		if certPEM, err = readFileBounded(d.dir.file("tls", certFile), maxTLSFileBytes); err != nil {
+		if certPEM, err = readFileBounded(j.dir.file("tls", certFile), maxTLSFileBytes); err != nil {
 			return err
 		}
 	}
@@ -161,219 +205,65 @@ func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	if err != nil {
 		return fmt.Errorf("certificate from the master: %w", err)
 	}
-	if err := d.dir.writePendingIdentity(certPEM, adm.CACertPEM); err != nil {
+	if err := j.dir.writePendingIdentity(certPEM, adm.CACertPEM); err != nil {
 		return err
 	}
-	if err := d.dir.commitPendingIdentity(); err != nil {
+	if err := j.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
-	d.mux.SetIdentity(id)
-	if err := d.storePeers(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
+	j.mux.SetIdentity(id)
+	if err := j.trust.store(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
 		return err
 	}
-	if err := d.updateSelf(func(nf *nodeFile) {
+	if err := j.updateSelf(func(nf *nodeFile) {
 		*nf = nf.withStanding(standing{kind: standMember})
 		nf.CID, nf.Joined, nf.WipeRaft, nf.JoinIndex = adm.CID, true, true, adm.Index
 	}); err != nil {
 		return err
 	}
 	// Raft restarts in place as the cluster's cid, its own state replaced.
-	return d.rn().Restart(raftnode.RestartOptions{LocalID: raftnode.ServerID(adm.CID), Prepare: func(string) error {
+	return j.raft().Restart(raftnode.RestartOptions{LocalID: raftnode.ServerID(adm.CID), Prepare: func(string) error {
 		if len(adm.CertPEM) > 0 {
 			// A join replaces the node's data with the cluster's; a re-admission after a
 			// forced promotion keeps it.
-			if err := d.wipeMail(); err != nil {
+			if err := j.host.wipeMail(); err != nil {
 				return err
 			}
 		}
-		return d.wipeRaft()
+		return j.wipeRaft()
 	}})
 }
 
 // wipeRaft removes the node's Raft state and clears WipeRaft.
-func (d *Daemon) wipeRaft() error {
-	if err := os.RemoveAll(d.dir.file("raft")); err != nil {
-		return fmt.Errorf("remove %s: %w", d.dir.file("raft"), err)
+func (j *joiner) wipeRaft() error {
+	if err := os.RemoveAll(j.dir.file("raft")); err != nil {
+		return fmt.Errorf("remove %s: %w", j.dir.file("raft"), err)
 	}
-	return d.updateSelf(func(nf *nodeFile) { nf.WipeRaft = false })
+	return j.updateSelf(func(nf *nodeFile) { nf.WipeRaft = false })
 }
 
 // joinInfo says who this node is, for a joining node (cluster.JoinPathInfo).
-func (d *Daemon) joinInfo() cluster.JoinInfo {
-	me := d.self()
-	r := d.protocolRange()
-	info := cluster.JoinInfo{Name: me.Name, CID: me.CID, ProtocolVersion: d.protocolVersion(), StateFormat: StateFormat,
+func (j *joiner) joinInfo() cluster.JoinInfo {
+	me := j.self()
+	r := j.protocolRange()
+	info := cluster.JoinInfo{Name: me.Name, CID: me.CID, ProtocolVersion: j.protocolVersion(), StateFormat: StateFormat,
 		ProtocolMin: r.Min, ProtocolMax: r.Max}
-	if cl := d.fsm.Cluster(); cl != nil {
+	if cl := j.fsm.Cluster(); cl != nil {
 		info.ClusterID = cl.ID
 	}
 	return info
 }
 
-// admit checks a join request and, on the master, records the node as a member and adds
-// it to Raft as a non-voter. Any refusal changes nothing.
-func (d *Daemon) admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
-	if err := d.checkServing(); err != nil {
-		return nil, err
-	}
-	cl := d.fsm.Cluster()
-	if cl == nil {
-		return nil, fmt.Errorf("%w: the node at %s is in no cluster: run pmgcm create there first", ErrNoCluster, d.cfg.Addr())
-	}
-	if _, err := cluster.CheckCompatible(d.protocolRange(),
-		cluster.PeerRange(req.ProtocolVersion, req.ProtocolMin, req.ProtocolMax), d.protocolVersion(), req.StateFormat); err != nil {
-		return nil, err
-	}
-	src, fromJoin := joinSource(ctx)
-	if relay && fromJoin {
-		if err := d.limits.joinTokens.check(src); err != nil {
-			return nil, err
-		}
-	}
-	adm, err := cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
-		func() (*cluster.Admission, error) {
-			if !relay {
-				return nil, d.rn().NotLeader()
-			}
-			return d.forwardAdmit(ctx, req)
-		})
-	if relay && fromJoin {
-		switch {
-		case err == nil:
-			d.limits.joinTokens.succeeded(src)
-		case errors.Is(err, ErrBadToken) || cluster.Code(err) == api.CodeBadToken:
-			d.limits.joinTokens.failed(src)
-		}
-	}
-	return adm, err
-}
-
-// forwardAdmit sends a join request to the master. If the master took it but the answer
-// was lost (it stopped, crashed or was deposed), this node waits for a master that
-// answers and looks whether the node was admitted meanwhile: if not, it asks again
-// (nothing was changed); if so, the node never got its certificate, and the operator is
-// told how to clear the record.
-func (d *Daemon) forwardAdmit(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
-	var adm cluster.Admission
-	send := func(ctx context.Context, addr string) (err error) {
-		adm, err = d.peer.Admit(ctx, addr, req)
-		return err
-	}
-	err := d.fwd.CallLeader(ctx, false, send)
-	if !cluster.UnknownOutcome(err) {
-		return &adm, err
-	}
-	d.logger.Warn("the master did not answer a join request; checking whether it admitted the node",
-		"name", req.Name, "ip", req.IP, "error", err)
-	if err := d.checkNotAdmitted(ctx, req, err); err != nil {
-		return nil, err
-	}
-	adm = cluster.Admission{}
-	if err2 := d.fwd.CallLeader(ctx, false, send); err2 != nil {
-		if cluster.UnknownOutcome(err2) || cluster.Code(err2) == api.CodeMemberExists {
-			// The first request went through after all, or this one may have.
-			if cerr := d.checkNotAdmitted(ctx, req, err2); cerr != nil {
-				return nil, cerr
-			}
-		}
-		return &adm, err2
-	}
-	return &adm, nil
-}
-
-// checkNotAdmitted reads the member list as of now (linearizably) and fails if it holds
-// the joining node: admitted by a request whose answer was lost (cause).
-func (d *Daemon) checkNotAdmitted(ctx context.Context, req cluster.AdmitRequest, cause error) error {
-	if err := d.linearizableRead(ctx); err != nil {
-		return fmt.Errorf("%w; no master answered since: %v", cause, err)
-	}
-	for _, m := range d.fsm.Members() {
-		if strings.EqualFold(m.Name, req.Name) && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
-			return fmt.Errorf("%w: the master admitted this node as cid %d, but its answer was lost, so this node never got its certificate: remove the record with pmgcm delete %d on a member, then join again",
-				raftnode.ErrUnknownOutcome, m.CID, m.CID)
-		}
-	}
-	return nil
-}
-
-// memberClash refuses a joining node whose name or address a member has already, by
-// the state machine's own rule (fsm.Conflict: names compare case-insensitively).
-func memberClash(members []fsm.Member, name, ip string) error {
-	for _, m := range members {
-		if why := fsm.Conflict(fsm.Member{Name: name, IP: ip}, m); why != "" {
-			return fmt.Errorf("%w: %s: cid %d is already %s at %s: pick another --name/--ip, or delete cid %d first (pmgcm delete %d)",
-				fsm.ErrMemberExists, why, m.CID, m.Name, m.IP, m.CID, m.CID)
-		}
-	}
-	return nil
-}
-
-// admitHere admits a joining node on this node, the master.
-func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	cl := d.fsm.Cluster()
-	if err := d.versions.checkJoinLevel(req); err != nil {
-		return nil, err
-	}
-	if err := checkJoinToken(cl, req.Token, time.Now()); err != nil {
-		// Logged, rate-limited, by the join throttle of the node the caller reached.
-		return nil, err
-	}
-	if err := memberClash(d.fsm.Members(), req.Name, req.IP); err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(req.PublicKeyPEM)
-	if block == nil {
-		return nil, fmt.Errorf("%w: no public key in the join request", ErrBadRequest)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%w: public key: %v", ErrBadRequest, err)
-	}
-	ca, err := transport.ParseCA(cl.CACertPEM, cl.CAKeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	certPEM, err := ca.IssueNodeCert(pub, req.Name, net.ParseIP(req.IP), nodeCertValidity)
-	if err != nil {
-		return nil, err
-	}
-	fp, err := certFingerprint(certPEM)
-	if err != nil {
-		return nil, err
-	}
-	cid := cl.NextCID
-	addr := net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
-	res, err := d.applyLocal(ctx, &fsm.AddMember{Member: fsm.Member{
-		CID: cid, Name: req.Name, IP: req.IP, Port: req.Port, Fingerprint: fp,
-		Suffrage: fsm.Nonvoter, JoinedAt: time.Now().UTC(),
-	}})
-	if err != nil {
-		return nil, cluster.FirstProposal(err)
-	}
-	if err := d.rn().AddNonvoter(ctx, cid, addr); err != nil {
-		// The node is a member from the commit above on: answer it, so that it gets its
-		// certificate. The voter policy adds a member missing from Raft (on whichever
-		// node is master by then).
-		d.logger.Warn("admitted node not added to raft yet; the voter policy will", "cid", cid, "address", addr, "error", err)
-	}
-	d.logger.Info("node admitted", "cid", cid, "name", req.Name, "address", addr)
-	d.kickLeaderDuties()
-	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
-		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
-}
-
 // protocolRange is the range of protocol versions this node can speak.
-func (d *Daemon) protocolRange() cluster.ProtocolRange {
-	return cluster.SpeakRange(d.cfg.ProtocolVersion)
+func (j *joiner) protocolRange() cluster.ProtocolRange {
+	return cluster.SpeakRange(j.configured)
 }
 
 // protocolVersion is the version this node speaks now: the one its cluster ran at when
 // it joined (in this process), else the one it is configured with.
-func (d *Daemon) protocolVersion() int {
-	if v := d.speaking.Load(); v != 0 {
+func (j *joiner) protocolVersion() int {
+	if v := j.speaking.Load(); v != 0 {
 		return int(v)
 	}
-	return d.cfg.ProtocolVersion
+	return j.configured
 }

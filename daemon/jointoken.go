@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/fsm"
 )
 
@@ -68,10 +70,24 @@ func tokenDerived(cl *fsm.Cluster, c fsm.SetJoinToken) bool {
 	return len(c.Hash) > 0 && subtle.ConstantTimeCompare(c.Hash, hashToken(joinToken(cl.CAKeyPEM, c.Salt))) == 1
 }
 
-// rotateJoinToken commits a new join token, expiring at expires (zero: never), through
+// tokenKeeper owns the rotation of the join token: by hand (join-cmd --rotate), and
+// after a delete, on the master or after a master of the first release removed a member.
+type tokenKeeper struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// writes commits the new token and waits to see it.
+	writes *writer
+}
+
+// newTokenKeeper returns the token keeper of d, whose fsm and write path are made.
+func newTokenKeeper(d *Daemon) *tokenKeeper {
+	return &tokenKeeper{fsm: d.fsm, logger: d.logger, writes: d.writes}
+}
+
+// rotate commits a new join token, expiring at expires (zero: never), through
 // the master, and returns once this node shows it.
-func (d *Daemon) rotateJoinToken(ctx context.Context, expires time.Time) error {
-	cl := d.fsm.Cluster()
+func (t *tokenKeeper) rotate(ctx context.Context, expires time.Time) error {
+	cl := t.fsm.Cluster()
 	if cl == nil {
 		return ErrNoCluster
 	}
@@ -79,10 +95,10 @@ func (d *Daemon) rotateJoinToken(ctx context.Context, expires time.Time) error {
 	if err != nil {
 		return err
 	}
-	if _, err := d.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
+	if _, err := t.writes.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
 		return err
 	}
-	return d.linearizableRead(ctx)
+	return t.writes.linearizableRead(ctx)
 }
 
 // rotateAfterDelete replaces the join token after a member was removed, on the master
@@ -90,36 +106,36 @@ func (d *Daemon) rotateJoinToken(ctx context.Context, expires time.Time) error {
 // state until it learned of its removal, could otherwise compute the token. The new
 // token keeps the old one's expiry. It reports whether the token was rotated; a failure
 // is logged, and the operator told to rotate by hand.
-func (d *Daemon) rotateAfterDelete(ctx context.Context, cid uint64) bool {
-	cl := d.fsm.Cluster()
+func (t *tokenKeeper) rotateAfterDelete(ctx context.Context, cid uint64) bool {
+	cl := t.fsm.Cluster()
 	if cl == nil || len(cl.JoinTokenHash) == 0 {
 		return false // joins are disabled: there is no token to rotate
 	}
 	exp, _ := tokenExpiry(cl.JoinTokenSalt)
 	salt, err := newTokenSalt(exp)
 	if err == nil {
-		_, err = d.applyLocal(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt})
+		_, err = t.writes.applyLocal(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt})
 	}
 	if err != nil {
-		d.logger.Warn("join token not rotated after a delete: run pmgcm join-cmd --rotate", "cid", cid, "error", err)
+		t.logger.Warn("join token not rotated after a delete: run pmgcm join-cmd --rotate", "cid", cid, "error", err)
 		return false
 	}
-	d.logger.Info("join token rotated after a delete", "cid", cid)
+	t.logger.Info("join token rotated after a delete", "cid", cid)
 	return true
 }
 
 // rotateForwarded replaces the join token, keeping its expiry, after a master that does
 // not rotate it (the first release) removed member cid at this node's request.
-func (d *Daemon) rotateForwarded(ctx context.Context, cid uint64) bool {
-	cl := d.fsm.Cluster()
+func (t *tokenKeeper) rotateForwarded(ctx context.Context, cid uint64) bool {
+	cl := t.fsm.Cluster()
 	if cl == nil || len(cl.JoinTokenHash) == 0 {
 		return false
 	}
 	exp, _ := tokenExpiry(cl.JoinTokenSalt)
-	if err := d.rotateJoinToken(ctx, exp); err != nil {
-		d.logger.Warn("join token not rotated after a delete: run pmgcm join-cmd --rotate", "cid", cid, "error", err)
+	if err := t.rotate(ctx, exp); err != nil {
+		t.logger.Warn("join token not rotated after a delete: run pmgcm join-cmd --rotate", "cid", cid, "error", err)
 		return false
 	}
-	d.logger.Info("join token rotated after a delete", "cid", cid)
+	t.logger.Info("join token rotated after a delete", "cid", cid)
 	return true
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/internal/connlimit"
 	"github.com/pmgcm/pmgcm/smtpd"
@@ -50,43 +52,43 @@ type listenerLimits struct {
 
 // planLimits reads the descriptor limit, sizes the listeners' caps from it, logs the
 // budget and warns about configured caps it cannot hold.
-func (d *Daemon) planLimits() (*listenerLimits, error) {
+func planLimits(cfg Config, logger hclog.Logger) (*listenerLimits, error) {
 	nofile, err := connlimit.ReadNoFile()
 	if err != nil {
 		nofile = 1024
-		d.logger.Warn("cannot read the descriptor limit; sizing the connection caps for 1024", "error", err)
+		logger.Warn("cannot read the descriptor limit; sizing the connection caps for 1024", "error", err)
 	}
 	b := connlimit.Plan(nofile)
-	l := &listenerLimits{budget: b, joinTokens: newJoinThrottle(d.logger.Named("join"))}
+	l := &listenerLimits{budget: b, joinTokens: newJoinThrottle(logger.Named("join"))}
 	var warn string
-	l.smtpMax, l.smtpPer, warn = b.SMTPCaps(d.cfg.SMTPMaxConnections, d.cfg.SMTPMaxConnectionsPerIP)
-	logger := d.logger.Named("limits")
+	l.smtpMax, l.smtpPer, warn = b.SMTPCaps(cfg.SMTPMaxConnections, cfg.SMTPMaxConnectionsPerIP)
+	named := logger.Named("limits")
 	if l.join, err = connlimit.New(connlimit.Config{Name: "join", Max: b.Join, MaxPerSource: b.JoinPerSource,
-		MaxLifetime: joinLifetime, Refuse: refuseHTTP("join channel"), Logger: logger}); err != nil {
+		MaxLifetime: joinLifetime, Refuse: refuseHTTP("join channel"), Logger: named}); err != nil {
 		return nil, err
 	}
 	if l.control, err = connlimit.New(connlimit.Config{Name: "control", Max: b.Control,
-		Refuse: refuseHTTP("control socket"), Logger: logger}); err != nil {
+		Refuse: refuseHTTP("control socket"), Logger: named}); err != nil {
 		return nil, err
 	}
 	if l.metrics, err = connlimit.New(connlimit.Config{Name: "metrics", Max: b.Metrics, MaxPerSource: b.MetricsPerSource,
-		Refuse: refuseHTTP("metrics server"), Logger: logger}); err != nil {
+		Refuse: refuseHTTP("metrics server"), Logger: named}); err != nil {
 		return nil, err
 	}
 	smtp := "off"
-	if d.cfg.SMTPPort > 0 {
+	if cfg.SMTPPort > 0 {
 		smtp = fmt.Sprintf("%d (%d per IP)", l.smtpMax, l.smtpPer)
 	}
-	d.logger.Info("descriptor budget", "nofile", nofile, "smtp-max-connections", smtp,
+	logger.Info("descriptor budget", "nofile", nofile, "smtp-max-connections", smtp,
 		"cluster-max-pending-handshakes", fmt.Sprintf("%d (%d per IP)", b.Handshake, b.HandshakePerSource),
 		"join-max-connections", fmt.Sprintf("%d (%d per IP)", b.Join, b.JoinPerSource),
 		"control-max-connections", b.Control,
 		"metrics-max-connections", fmt.Sprintf("%d (%d per IP)", b.Metrics, b.MetricsPerSource), "reserved", b.Reserved)
 	if warn != "" {
-		d.logger.Warn(warn)
+		logger.Warn(warn)
 	}
 	if b.Low() {
-		d.logger.Warn(fmt.Sprintf("the descriptor limit %d is low: a flood of connections leaves little for Raft and the stores; raise it to at least %d (ulimit -n, LimitNOFILE= of the service)",
+		logger.Warn(fmt.Sprintf("the descriptor limit %d is low: a flood of connections leaves little for Raft and the stores; raise it to at least %d (ulimit -n, LimitNOFILE= of the service)",
 			nofile, connlimit.MinNoFile))
 	}
 	return l, nil

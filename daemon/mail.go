@@ -69,7 +69,7 @@ func (d *Daemon) openMail() error {
 		return err
 	}
 	// A node in maintenance keeps SMTP intake closed (maintenance.go).
-	d.setMaintenanceHook(d.maintenanceReason)
+	d.ops.setMaintenanceHook(d.maintenanceReason)
 	if err := d.setSMTP(!d.maintenanceOn()); err != nil {
 		return err
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -20,41 +22,6 @@ import (
 // The voter policy does not use it (see voterpolicy.Targets).
 const catchUpSlack = 64
 
-// kickLeaderDuties asks the master's voter duty to reconcile now instead of at its next
-// re-check.
-func (d *Daemon) kickLeaderDuties() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
-}
-
-// voterRecheck is how often the voter duty looks again while nothing kicks it: a
-// non-voter's progress towards its catch-up target is learnt only by asking it.
-const voterRecheck = 500 * time.Millisecond
-
-// voterDuty is the master's leader duty (registered with raftnode.Node.OnLeader): for
-// as long as this node's leadership term lasts it keeps the Raft configuration in line
-// with the member list and the voter policy (reconcileVoters). raftnode starts it in
-// each term and ends ctx with the term: nothing here asks whether this node leads.
-func (d *Daemon) voterDuty(ctx context.Context) {
-	tick := time.NewTicker(voterRecheck)
-	defer tick.Stop()
-	for {
-		if d.fsm.Cluster() != nil {
-			if err := d.voters.reconcile(ctx); err != nil && ctx.Err() == nil {
-				d.logger.Warn("voter reconciliation", "error", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-d.kick:
-		}
-	}
-}
-
 func memberAddr(m fsm.Member) string { return voterpolicy.Address(m) }
 
 func parseCID(id raft.ServerID) uint64 {
@@ -62,26 +29,65 @@ func parseCID(id raft.ServerID) uint64 {
 	return cid
 }
 
+// memberOps owns pmgcm delete: removing a member on the master, forwarding the delete to
+// it, and, with --force and no master, removing it by forced recovery; the join token is
+// rotated after each.
+type memberOps struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
+	peer func() *cluster.Client
+	fwd  func() *cluster.Forwarder
+	// memberMu serializes membership changes on the master (Daemon.memberMu).
+	memberMu *sync.Mutex
+	tokens   *tokenKeeper
+	promoter *promoter
+	voters   *voterReconciler
+	// raft is this node's Raft node (Daemon.rn; made after memberOps).
+	raft         func() *raftnode.Node
+	self         func() nodeFile
+	electionWait time.Duration
+	// host is what a delete needs of the rest of the daemon.
+	host memberOpsHost
+}
+
+// memberOpsHost is what a delete needs of the daemon.
+type memberOpsHost interface {
+	checkServing() error
+}
+
+// newMemberOps returns the delete of d, whose fsm, token keeper, promoter and voter
+// reconciler are made.
+func newMemberOps(d *Daemon) *memberOps {
+	return &memberOps{
+		writes: d.writes, fsm: d.fsm, logger: d.logger, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
+		memberMu: &d.memberMu, tokens: d.tokens, promoter: d.promoter, voters: d.voters, raft: d.rn, self: d.self,
+		electionWait: electionWait(d.cfg.Raft), host: d,
+	}
+}
+
 // deleteMember removes node cid from the cluster, on the master or forwarded to it.
 // With force and no master (a 2-node cluster whose peer died), this node removes it by
 // forced recovery, as a forced promote does.
-func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error) {
-	if err := d.checkServing(); err != nil {
+func (o *memberOps) deleteMember(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error) {
+	if err := o.host.checkServing(); err != nil {
 		return nil, err
 	}
-	if d.fsm.Cluster() == nil {
+	if o.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
 	}
-	m, ok := d.fsm.Member(cid)
+	m, ok := o.fsm.Member(cid)
 	if !ok {
 		return nil, fmt.Errorf("%w: no node has cid %d", fsm.ErrUnknownMember, cid)
 	}
-	return cluster.OnMaster(ctx, d.fwd, func() (*api.DeleteResponse, error) { return d.deleteHere(ctx, cid) },
+	return cluster.OnMaster(ctx, o.fwd(), func() (*api.DeleteResponse, error) { return o.deleteHere(ctx, cid) },
 		func() (*api.DeleteResponse, error) {
-			wctx, cancel := context.WithTimeout(ctx, electionWait(d.cfg.Raft))
+			wctx, cancel := context.WithTimeout(ctx, o.electionWait)
 			var out api.DeleteResponse
-			err := d.fwd.CallLeader(wctx, false, func(ctx context.Context, addr string) (err error) {
-				out, err = d.peer.Delete(ctx, addr, cid)
+			err := o.fwd().CallLeader(wctx, false, func(ctx context.Context, addr string) (err error) {
+				out, err = o.peer().Delete(ctx, addr, cid)
 				return err
 			})
 			cancel()
@@ -89,11 +95,11 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 			case err == nil:
 				if !out.TokenRotated {
 					// A master of the first release removes without rotating the token.
-					out.TokenRotated = d.rotateForwarded(ctx, cid)
+					out.TokenRotated = o.tokens.rotateForwarded(ctx, cid)
 				}
 				return &out, nil
 			case errors.Is(err, raftnode.ErrNoLeader) && force:
-				return d.forceDelete(ctx, m)
+				return o.forceDelete(ctx, m)
 			case errors.Is(err, raftnode.ErrNoLeader):
 				return nil, fmt.Errorf("%w; if cid %d is dead and it was the quorum's missing voter, remove it with: pmgcm delete --force %d", err, cid, cid)
 			}
@@ -102,47 +108,47 @@ func (d *Daemon) deleteMember(ctx context.Context, cid uint64, force bool) (*api
 }
 
 // deleteHere removes node cid from the cluster on this node, the master.
-func (d *Daemon) deleteHere(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
-	d.memberMu.Lock()
-	defer d.memberMu.Unlock()
-	m, ok := d.fsm.Member(cid)
+func (o *memberOps) deleteHere(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
+	o.memberMu.Lock()
+	defer o.memberMu.Unlock()
+	m, ok := o.fsm.Member(cid)
 	if !ok {
 		return nil, fmt.Errorf("%w: no node has cid %d", fsm.ErrUnknownMember, cid)
 	}
-	if m.CID == d.self().CID {
+	if m.CID == o.self().CID {
 		return nil, fmt.Errorf("%w: cid %d (%s) is the master and cannot delete itself: make another node master first (pmgcm promote on it), then delete cid %d there",
 			ErrNotMaster, cid, m.Name, cid)
 	}
 	// Membership first: from this commit on, every member refuses the node's certificate.
-	if _, err := d.applyLocal(ctx, &fsm.RemoveMember{CID: cid}); err != nil {
+	if _, err := o.writes.applyLocal(ctx, &fsm.RemoveMember{CID: cid}); err != nil {
 		return nil, cluster.FirstProposal(err)
 	}
-	if err := d.rn().RemoveServer(ctx, cid); err != nil {
+	if err := o.raft().RemoveServer(ctx, cid); err != nil {
 		// The member is gone; reconcileVoters removes the server on its next pass.
-		d.logger.Warn("remove server from raft", "cid", cid, "error", err)
+		o.logger.Warn("remove server from raft", "cid", cid, "error", err)
 	}
-	d.logger.Info("node deleted", "cid", cid, "name", m.Name, "address", memberAddr(m))
-	rotated := d.rotateAfterDelete(ctx, cid)
-	d.kickLeaderDuties()
+	o.logger.Info("node deleted", "cid", cid, "name", m.Name, "address", memberAddr(m))
+	rotated := o.tokens.rotateAfterDelete(ctx, cid)
+	o.voters.kick()
 	return &api.DeleteResponse{CID: cid, Name: m.Name, IP: m.IP, TokenRotated: rotated}, nil
 }
 
 // forceDelete removes member m from a cluster without a master by forced recovery of
 // this node: a new epoch without m, the other members fenced.
-func (d *Daemon) forceDelete(ctx context.Context, m fsm.Member) (*api.DeleteResponse, error) {
-	me := d.self()
+func (o *memberOps) forceDelete(ctx context.Context, m fsm.Member) (*api.DeleteResponse, error) {
+	me := o.self()
 	if m.CID == me.CID {
 		return nil, fmt.Errorf("%w: cid %d is this node", ErrNotMaster, m.CID)
 	}
-	if err := d.promoter.checkSurvivors(ctx); err != nil {
+	if err := o.promoter.checkSurvivors(ctx); err != nil {
 		return nil, err
 	}
-	if _, _, err := d.promoter.forceRecover(ctx, m.CID); err != nil {
+	if _, _, err := o.promoter.forceRecover(ctx, m.CID); err != nil {
 		return nil, err
 	}
-	d.logger.Warn("node deleted by forced recovery", "cid", m.CID, "name", m.Name)
-	d.memberMu.Lock()
-	rotated := d.rotateAfterDelete(ctx, m.CID)
-	d.memberMu.Unlock()
+	o.logger.Warn("node deleted by forced recovery", "cid", m.CID, "name", m.Name)
+	o.memberMu.Lock()
+	rotated := o.tokens.rotateAfterDelete(ctx, m.CID)
+	o.memberMu.Unlock()
 	return &api.DeleteResponse{CID: m.CID, Name: m.Name, IP: m.IP, TokenRotated: rotated}, nil
 }

@@ -151,7 +151,7 @@ func (d *Daemon) openMetrics() error {
 		return fmt.Errorf("metrics listener on %s: %w: choose another --metrics-addr", d.cfg.MetricsAddr, err)
 	}
 	mux := http.NewServeMux()
-	d.healthRoutes(mux)
+	d.health.routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: hclogAdapter{d}, ErrorHandling: promhttp.ContinueOnError,
 	}))

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,10 +17,12 @@ import (
 // retention and received times depend on the nodes' clocks.
 const maxClockSkew = 2 * time.Second
 
-// opsState holds the operator tools of a node: the disk guard, the clock it reports, the
-// maintenance hook, the log ring for diagnostics.
+// opsState holds the operator tools of a node: the disk guard (its run, the refusal and
+// status row it makes), the clock it reports, the maintenance hook.
 type opsState struct {
 	disk *diskGuard
+	// dataDir is the directory whose filesystem the guard reads (Config.DataDir).
+	dataDir string
 	// clockOffset shifts the reported clock (Config.TestClockOffset; tests only).
 	clockOffset time.Duration
 	// maintenance, if set, says whether the node is in maintenance and why (see
@@ -29,46 +32,47 @@ type opsState struct {
 
 func newOpsState(cfg Config, logger hclog.Logger) *opsState {
 	o := &opsState{disk: newDiskGuard(cfg.DataDir, cfg.MinFreeDisk, logger.Named("diskguard")),
-		clockOffset: cfg.TestClockOffset}
+		clockOffset: cfg.TestClockOffset, dataDir: cfg.DataDir}
 	if o.clockOffset != 0 {
 		logger.Warn("the clock this node reports is shifted for a test (--test-clock-offset): never use it in production", "offset", o.clockOffset)
 	}
 	return o
 }
 
-// startOps reads the disk once (so that SMTP starts with the guard's state) and runs
+// start reads the disk once (so that SMTP starts with the guard's state) and runs
 // the guard in the background until the daemon closes.
-func (d *Daemon) startOps() {
-	d.ops.disk.check()
-	d.bg.Add(1)
+// bg counts the guard's goroutine, which ends when stop closes.
+func (o *opsState) start(stop <-chan struct{}, bg *sync.WaitGroup) {
+	o.disk.check()
+	bg.Add(1)
 	go func() {
-		defer d.bg.Done()
-		d.ops.disk.run(d.stop)
+		defer bg.Done()
+		o.disk.run(stop)
 	}()
 }
 
 // setMaintenanceHook makes fn the source of the node's maintenance state: while fn says
 // true, /health/mail and /health/cluster answer 503 with its reason. It is safe to call
 // at any time.
-func (d *Daemon) setMaintenanceHook(fn func() (on bool, reason string)) {
-	d.ops.maintenance.Store(&fn)
+func (o *opsState) setMaintenanceHook(fn func() (on bool, reason string)) {
+	o.maintenance.Store(&fn)
 }
 
 // inMaintenance asks the maintenance hook, if any.
-func (d *Daemon) inMaintenance() (bool, string) {
-	if fn := d.ops.maintenance.Load(); fn != nil {
+func (o *opsState) inMaintenance() (bool, string) {
+	if fn := o.maintenance.Load(); fn != nil {
 		return (*fn)()
 	}
 	return false, ""
 }
 
 // clockNow is the wall clock this node reports.
-func (d *Daemon) clockNow() time.Time { return time.Now().Add(d.ops.clockOffset).UTC() }
+func (o *opsState) clockNow() time.Time { return time.Now().Add(o.clockOffset).UTC() }
 
 // fillOps adds the operator fields to this node's own status row.
-func (d *Daemon) fillOps(n *api.Node) {
-	n.DiskGuard = d.diskGuardStatus()
-	n.Clock = d.clockNow()
+func (o *opsState) fillOps(n *api.Node) {
+	n.DiskGuard = o.diskGuardStatus()
+	n.Clock = o.clockNow()
 }
 
 // clockOffset estimates how far a remote clock is ahead of ours: it read remote while
@@ -88,8 +92,8 @@ func noteClock(n *api.Node, sent time.Time, rtt time.Duration) {
 }
 
 // noteLocalClock records the offset of this node's own reported clock (0 but in tests).
-func (d *Daemon) noteLocalClock(n *api.Node) {
-	off := d.ops.clockOffset.Seconds()
+func (o *opsState) noteLocalClock(n *api.Node) {
+	off := o.clockOffset.Seconds()
 	n.ClockOffsetSeconds = &off
 }
 

@@ -135,23 +135,25 @@ func TestOpsWarnings(t *testing.T) {
 // mail, the maintenance hook included.
 func TestMailHealthReasons(t *testing.T) {
 	d := &Daemon{cfg: Config{DataDir: t.TempDir()}, stop: make(chan struct{})}
+	d.drain = newStopDrain(d)
 	d.ops = newOpsState(d.cfg, hclog.NewNullLogger())
-	got := strings.Join(d.mailHealth(), "\n")
+	d.health = newHealth(d)
+	got := strings.Join(d.health.mailHealth(), "\n")
 	if !strings.Contains(got, "SMTP intake is off (--smtp-port 0)") || strings.Contains(got, "maintenance") {
 		t.Fatalf("reasons: %q", got)
 	}
-	d.setMaintenanceHook(func() (bool, string) { return true, "set by pmgcm maintenance on" })
-	if got := strings.Join(d.mailHealth(), "\n"); !strings.Contains(got, "in maintenance: set by pmgcm maintenance on") {
+	d.ops.setMaintenanceHook(func() (bool, string) { return true, "set by pmgcm maintenance on" })
+	if got := strings.Join(d.health.mailHealth(), "\n"); !strings.Contains(got, "in maintenance: set by pmgcm maintenance on") {
 		t.Fatalf("reasons with the hook: %q", got)
 	}
-	d.setMaintenanceHook(func() (bool, string) { return false, "" })
+	d.ops.setMaintenanceHook(func() (bool, string) { return false, "" })
 	d.ops.disk.state.Store(&guardReading{Free: 1, Total: 100, Threshold: 5})
 	d.ops.disk.min = DiskSize{Percent: 5}
-	if got := strings.Join(d.mailHealth(), "\n"); !strings.Contains(got, "disk guard: 1.0% free") || strings.Contains(got, "maintenance") {
+	if got := strings.Join(d.health.mailHealth(), "\n"); !strings.Contains(got, "disk guard: 1.0% free") || strings.Contains(got, "maintenance") {
 		t.Fatalf("reasons with a full disk: %q", got)
 	}
 	close(d.stop)
-	if got := strings.Join(d.mailHealth(), "\n"); !strings.Contains(got, "shutting down") {
+	if got := strings.Join(d.health.mailHealth(), "\n"); !strings.Contains(got, "shutting down") {
 		t.Fatalf("reasons while stopping: %q", got)
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/transport"
@@ -39,54 +42,78 @@ func (p *peerCache) member(fingerprint string) (fsm.Member, bool) {
 	return fsm.Member{}, false
 }
 
-func (d *Daemon) peersPath() string { return d.dir.file("peers.json") }
+// peerTrust owns whom this node trusts at the TLS handshake: the peer cache (peers.json)
+// kept in step with the state machine's membership, the member a certificate belongs to,
+// and the authorizer of the cluster port (DESIGN safety rules 3 and 4).
+type peerTrust struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	dir    *dataDir
+	// cache is the membership this node trusts at the handshake (Daemon.peers).
+	cache *atomic.Pointer[peerCache]
+	// self is this node's identity file (its standing, its admission).
+	self func() nodeFile
+	// waitApplied waits until the state machine applied an index (raftSlot.waitApplied).
+	waitApplied func(ctx context.Context, index uint64) error
+	// intake and standingW are refreshed and woken as the membership changes (made
+	// after the trust: the mux it authorizes for comes first).
+	intake    func() *intakePolicy
+	standingW func() *standingWatch
+}
+
+// newPeerTrust returns the peer trust of d, whose data directory and fsm are made.
+func newPeerTrust(d *Daemon) *peerTrust {
+	return &peerTrust{
+		fsm: d.fsm, logger: d.logger, dir: d.dir, cache: &d.peers, self: d.self, waitApplied: d.raft.waitApplied,
+		intake: func() *intakePolicy { return d.intake }, standingW: func() *standingWatch { return d.standingW },
+	}
+}
+
+func (p *peerTrust) path() string { return p.dir.file("peers.json") }
 
 // loadPeers reads peers.json, if any.
-func (d *Daemon) loadPeers() error {
-	b, err := readFileBounded(d.peersPath(), maxPeersFileBytes)
+func (p *peerTrust) load() error {
+	b, err := readFileBounded(p.path(), maxPeersFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
-		d.peers.Store(&peerCache{})
+		p.cache.Store(&peerCache{})
 		return nil
 	}
 	if err != nil {
-		return readErr(d.peersPath(), err)
+		return readErr(p.path(), err)
 	}
-	var p peerCache
-	if err := json.Unmarshal(b, &p); err != nil {
-		return corrupt(d.peersPath(), err)
+	var pc peerCache
+	if err := json.Unmarshal(b, &pc); err != nil {
+		return corrupt(p.path(), err)
 	}
-	d.peers.Store(&p)
+	p.cache.Store(&pc)
 	return nil
 }
 
 // storePeers writes p to peers.json and makes it the trusted membership.
-func (d *Daemon) storePeers(p *peerCache) error {
-	b, err := json.MarshalIndent(p, "", "  ")
+func (p *peerTrust) store(pc *peerCache) error {
+	b, err := json.MarshalIndent(pc, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(d.peersPath(), append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", d.peersPath(), err)
+	if err := writeFileAtomic(p.path(), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", p.path(), err)
 	}
-	d.peers.Store(p)
+	p.cache.Store(pc)
 	return nil
 }
 
-// followPeers keeps peers.json in step with the state machine's membership.
-func (d *Daemon) followPeers() {
-	defer d.bg.Done()
-	ctx, cancel := d.stopContext()
-	defer cancel()
+// follow keeps peers.json in step with the state machine's membership until ctx ends.
+func (p *peerTrust) follow(ctx context.Context) {
 	for {
-		idx := d.fsm.AppliedIndex()
-		d.refreshPeers()
-		d.intake.refresh()
-		if d.listedNoMore() {
-			d.standingW.kickNow() // the peers confirm it, and this node stops Raft
+		idx := p.fsm.AppliedIndex()
+		p.refresh()
+		p.intake().refresh()
+		if p.listedNoMore() {
+			p.standingW().kickNow() // the peers confirm it, and this node stops Raft
 		}
 		// Across Raft instances (a join replaces it; a removed or fenced node waits for
 		// the next without spinning).
-		if err := d.waitApplied(ctx, idx+1); err != nil {
+		if err := p.waitApplied(ctx, idx+1); err != nil {
 			return // the daemon stops
 		}
 	}
@@ -95,32 +122,32 @@ func (d *Daemon) followPeers() {
 // listedNoMore reports whether the local state machine, past this node's admission, no
 // longer lists this node as a member of the current epoch (deleted, or fenced and
 // learning of it from the log).
-func (d *Daemon) listedNoMore() bool {
-	me := d.self()
-	cl := d.fsm.Cluster()
-	if cl == nil || !me.Joined || me.JoinIndex == 0 || d.fsm.AppliedIndex() < me.JoinIndex || !me.standing().talksToPeers() {
+func (p *peerTrust) listedNoMore() bool {
+	me := p.self()
+	cl := p.fsm.Cluster()
+	if cl == nil || !me.Joined || me.JoinIndex == 0 || p.fsm.AppliedIndex() < me.JoinIndex || !me.standing().talksToPeers() {
 		return false
 	}
-	m, ok := d.fsm.Member(me.CID)
+	m, ok := p.fsm.Member(me.CID)
 	return !ok || m.Fenced(cl.Epoch)
 }
 
 // refreshPeers stores the state machine's membership if it differs from the cache.
-func (d *Daemon) refreshPeers() {
-	cl := d.fsm.Cluster()
+func (p *peerTrust) refresh() {
+	cl := p.fsm.Cluster()
 	if cl == nil {
 		return
 	}
-	cur := d.peers.Load()
-	if cur != nil && d.fsm.AppliedIndex() < cur.Index {
+	cur := p.cache.Load()
+	if cur != nil && p.fsm.AppliedIndex() < cur.Index {
 		return // still replaying: the cache is newer
 	}
-	next := &peerCache{Index: d.fsm.AppliedIndex(), ClusterID: cl.ID, Epoch: cl.Epoch, Members: d.fsm.Members()}
+	next := &peerCache{Index: p.fsm.AppliedIndex(), ClusterID: cl.ID, Epoch: cl.Epoch, Members: p.fsm.Members()}
 	if cur != nil && cur.ClusterID == next.ClusterID && cur.Epoch == next.Epoch && slices.Equal(cur.Members, next.Members) {
 		return
 	}
-	if err := d.storePeers(next); err != nil {
-		d.logger.Error("cannot save the member list", "error", err)
+	if err := p.store(next); err != nil {
+		p.logger.Error("cannot save the member list", "error", err)
 	}
 }
 
@@ -129,10 +156,10 @@ func (d *Daemon) refreshPeers() {
 //
 // It may run before the cache is loaded (the mux accepts connections before Open reads
 // peers.json): with no cache and no cluster in the state machine, nobody is trusted.
-func (d *Daemon) trustedMember(fingerprint string) (fsm.Member, uint64, bool) {
-	cache := d.peers.Load()
-	if cl := d.fsm.Cluster(); cl != nil && (cache == nil || d.fsm.AppliedIndex() >= cache.Index) {
-		m, ok := d.fsm.MemberByFingerprint(fingerprint)
+func (p *peerTrust) trustedMember(fingerprint string) (fsm.Member, uint64, bool) {
+	cache := p.cache.Load()
+	if cl := p.fsm.Cluster(); cl != nil && (cache == nil || p.fsm.AppliedIndex() >= cache.Index) {
+		m, ok := p.fsm.MemberByFingerprint(fingerprint)
 		return m, cl.Epoch, ok
 	}
 	if cache == nil {
@@ -148,9 +175,9 @@ func (d *Daemon) trustedMember(fingerprint string) (fsm.Member, uint64, bool) {
 // where it learns why and asks to be re-admitted; Raft and RPC from it are refused. A node
 // that is itself removed, fenced or in the middle of a forced promotion talks to nobody
 // but on the join channel.
-func (d *Daemon) authorizePeer(ch transport.Channel, fingerprint string) error {
+func (p *peerTrust) authorize(ch transport.Channel, fingerprint string) error {
 	joinOnly := ch == transport.ChanAny || ch == transport.ChanJoin
-	if !d.standing().talksToPeers() {
+	if !p.self().standing().talksToPeers() {
 		if joinOnly {
 			return nil
 		}
@@ -159,7 +186,7 @@ func (d *Daemon) authorizePeer(ch transport.Channel, fingerprint string) error {
 	// Never waits: it runs inside the TLS handshake. A member that just renewed its
 	// certificate and reaches this node before this node applied the entry that
 	// published it is refused, and retries (rotate.go).
-	m, epoch, ok := d.trustedMember(fingerprint)
+	m, epoch, ok := p.trustedMember(fingerprint)
 	if !ok {
 		return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
 	}
@@ -167,33 +194,20 @@ func (d *Daemon) authorizePeer(ch transport.Channel, fingerprint string) error {
 		// The refusal tells the fenced node the epoch: it learns where it stands from
 		// the first connection refused to it (DESIGN safety rule 3).
 		return fmt.Errorf("cid %d (%s, %s) is fenced: it was left in epoch %d: %w", m.CID, m.Name, memberAddr(m), m.Epoch,
-			&transport.Refusal{ClusterID: d.knownCluster(), Epoch: epoch, Reason: "fenced by a forced promotion"})
+			&transport.Refusal{ClusterID: p.knownCluster(), Epoch: epoch, Reason: "fenced by a forced promotion"})
 	}
 	return nil
-}
-
-// stopContext returns a context that ends when the daemon closes.
-func (d *Daemon) stopContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-d.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
 }
 
 // knownCluster returns the ID of the cluster this node belongs to: by the state machine,
 // or, while the log is still being replayed after a start, by the member cache. Empty on
 // a standalone node.
-func (d *Daemon) knownCluster() string {
-	if cl := d.fsm.Cluster(); cl != nil {
+func (p *peerTrust) knownCluster() string {
+	if cl := p.fsm.Cluster(); cl != nil {
 		return cl.ID
 	}
-	if p := d.peers.Load(); p != nil {
-		return p.ClusterID
+	if pc := p.cache.Load(); pc != nil {
+		return pc.ClusterID
 	}
 	return ""
 }

@@ -21,6 +21,8 @@ import (
 // after asking the surviving members (survivors.go); it also hands leadership to
 // another member on request and finishes a forced promotion a crash interrupted.
 type promoter struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	// host is what promotion needs of the rest of the daemon.
@@ -43,28 +45,26 @@ type promoter struct {
 	// bg and stopContext are the daemon's background tasks and their context.
 	bg          *sync.WaitGroup
 	stopContext func() (context.Context, context.CancelFunc)
+	// trust is the peer cache, stored as soon as the new epoch is applied.
+	trust *peerTrust
 }
 
 // promoteHost is what promotion needs of the daemon.
 type promoteHost interface {
 	checkServing() error
-	leaderAddr() (string, error)
 	quorumSummary() string
 	remoteNode(ctx context.Context, m fsm.Member) api.Node
 	setSelf(nf nodeFile) error
 	raftOpenErr(err error) error
-	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	refreshPeers()
-	kickLeaderDuties()
 	refuseInMaintenance(what string) error
 }
 
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
 func newPromoter(d *Daemon) *promoter {
 	return &promoter{
-		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
-		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext,
+		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust,
 	}
 }
 
@@ -109,7 +109,7 @@ search:
 			// Won an election meanwhile: this node is the master of the current epoch.
 			return &api.PromoteResponse{CID: me.CID, Name: me.Name, AlreadyMaster: true, Epoch: p.fsm.Cluster().Epoch}, nil
 		}
-		if leader, err := p.host.leaderAddr(); err == nil && leader != p.addr {
+		if leader, err := p.writes.leaderAddr(); err == nil && leader != p.addr {
 			_, prevID := p.raft().Leader()
 			asked = leader
 			err := p.askTransfer(sctx, leader, me.CID)
@@ -276,7 +276,7 @@ func (p *promoter) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]
 			}
 			members = append(members, m)
 		}
-		if _, err := p.host.applyLocal(ctx, &fsm.SetEpoch{Epoch: epoch, Members: members}); err != nil {
+		if _, err := p.writes.applyLocal(ctx, &fsm.SetEpoch{Epoch: epoch, Members: members}); err != nil {
 			return nil, 0, fmt.Errorf("commit epoch %d: %w", epoch, err)
 		}
 	}
@@ -284,8 +284,8 @@ func (p *promoter) commitEpoch(ctx context.Context, epoch, removeCID uint64) ([]
 	if err := p.host.setSelf(me); err != nil {
 		return nil, 0, err
 	}
-	p.host.refreshPeers()
-	p.host.kickLeaderDuties()
+	p.trust.refresh()
+	p.voters.kick()
 	var fenced []uint64
 	cl := p.fsm.Cluster()
 	for _, m := range p.fsm.Members() {

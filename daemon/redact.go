@@ -26,18 +26,18 @@ type redactor struct {
 const minSecretLen = 12
 
 // redactor collects this node's secrets as it holds them now.
-func (d *Daemon) redactor() *redactor {
+func (rp *reporter) redactor() *redactor {
 	var raw [][]byte
 	var pems [][]byte
-	if cl := d.fsm.Cluster(); cl != nil {
+	if cl := rp.fsm.Cluster(); cl != nil {
 		pems = append(pems, cl.CAKeyPEM)
 		raw = append(raw, cl.JoinTokenSalt, cl.JoinTokenHash)
 		if len(cl.CAKeyPEM) > 0 && len(cl.JoinTokenSalt) > 0 {
 			raw = append(raw, []byte(joinToken(cl.CAKeyPEM, cl.JoinTokenSalt)))
 		}
 	}
-	if d.dir != nil {
-		if k, err := d.dir.keyPEM(); err == nil {
+	if rp.dir != nil {
+		if k, err := rp.dir.keyPEM(); err == nil {
 			pems = append(pems, k)
 		}
 	}

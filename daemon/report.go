@@ -17,13 +17,17 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/logring"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -118,26 +122,62 @@ func readBuild() buildVersion {
 	return b
 }
 
+// reporter owns the diagnostics bundle (pmgcm report): this node's report with its
+// secrets redacted, the reports it gathers from the other members, and the archive.
+type reporter struct {
+	fsm    *fsm.FSM
+	logger hclog.Logger
+	// dir holds this node's private key, which the redactor leaves out.
+	dir *dataDir
+	mux *transport.Mux
+	// reg is the registry of this node's metrics (Daemon.metrics).
+	reg *prometheus.Registry
+	// peers is the membership this node trusts at the handshake (Daemon.peers).
+	peers           *atomic.Pointer[peerCache]
+	protocolVersion int
+	settings        []byte
+	ring            *logring.Ring
+	// host is what the report needs of the rest of the daemon.
+	host reportHost
+}
+
+// reportHost is what the diagnostics bundle needs of the daemon.
+type reportHost interface {
+	self() nodeFile
+	rn() *raftnode.Node
+	localNode() api.Node
+	status(ctx context.Context) api.Status
+	checkServing() error
+}
+
+// newReporter returns the reporter of d, whose data directory, fsm, mux and metrics are made.
+func newReporter(d *Daemon) *reporter {
+	return &reporter{
+		fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, reg: d.metrics.reg, peers: &d.peers,
+		protocolVersion: d.cfg.ProtocolVersion, settings: d.cfg.Settings, ring: d.cfg.LogRing, host: d,
+	}
+}
+
 // withReport serves this node's report on the cluster RPC channel, beside the paths
 // that rpc serves.
-func (d *Daemon) withReport(rpc http.Handler) http.Handler {
+func (rp *reporter) withReport(rpc http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+rpcReport, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, d.localReport(r.Context()))
+		writeJSON(w, http.StatusOK, rp.localReport(r.Context()))
 	})
 	mux.Handle("/", rpc)
 	return mux
 }
 
 // localReport reads this node's report, with its secrets redacted.
-func (d *Daemon) localReport(ctx context.Context) nodeReport {
-	me := d.self()
+func (rp *reporter) localReport(ctx context.Context) nodeReport {
+	me := rp.host.self()
 	rep := nodeReport{
 		CID: me.CID, Name: me.Name, IP: me.IP, CollectedAt: time.Now().UTC(), Build: readBuild(),
-		ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat,
-		Node: d.localNode(), Settings: string(d.cfg.Settings),
+		ProtocolVersion: rp.protocolVersion, StateFormat: StateFormat,
+		Node: rp.host.localNode(), Settings: string(rp.settings),
 	}
-	if n := d.rn(); n != nil {
+	if n := rp.host.rn(); n != nil {
 		rep.Raft.Stats = n.Stats()
 		addr, id := n.Leader()
 		rep.Raft.LeaderID, rep.Raft.LeaderAddress = string(id), string(addr)
@@ -149,29 +189,29 @@ func (d *Daemon) localReport(ctx context.Context) nodeReport {
 			}
 		}
 	}
-	for _, m := range d.fsm.Members() {
+	for _, m := range rp.fsm.Members() {
 		rep.Members = append(rep.Members, memberRow{CID: m.CID, Name: m.Name, Address: net.JoinHostPort(m.IP, strconv.Itoa(m.Port)),
 			Suffrage: string(m.Suffrage), Epoch: m.Epoch, Fingerprint: m.Fingerprint})
 	}
-	rep.Metrics = d.metricsText(ctx)
-	if ring := d.cfg.LogRing; ring != nil {
+	rep.Metrics = rp.metricsText(ctx)
+	if ring := rp.ring; ring != nil {
 		rep.Log, rep.LogLines, rep.LogDropped = string(ring.Bytes()), ring.Len(), ring.Dropped()
 	} else {
 		rep.Log = "(this daemon keeps no log ring: it was not started by pmgclusterd)\n"
 	}
-	red := d.redactor()
+	red := rp.redactor()
 	rep.Metrics, rep.Settings, rep.Log = red.text(rep.Metrics), red.text(rep.Settings), red.text(rep.Log)
 	return rep
 }
 
 // metricsText is the Prometheus text exposition of this node's metrics.
-func (d *Daemon) metricsText(ctx context.Context) string {
+func (rp *reporter) metricsText(ctx context.Context) string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/metrics", nil)
 	if err != nil {
 		return err.Error()
 	}
 	var buf bufferResponse
-	promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(&buf, req)
+	promhttp.HandlerFor(rp.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(&buf, req)
 	return buf.body.String()
 }
 
@@ -192,7 +232,7 @@ func (b *bufferResponse) WriteHeader(int)             {}
 
 // remoteReport asks member m for its report. err is set when there is none; older is
 // true when the member's version does not know the request.
-func (d *Daemon) remoteReport(ctx context.Context, hc *http.Client, addr string) (rep nodeReport, older bool, err error) {
+func (rp *reporter) remoteReport(ctx context.Context, hc *http.Client, addr string) (rep nodeReport, older bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, reportNodeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+rpcReport, nil)
@@ -242,13 +282,13 @@ type gathered struct {
 }
 
 // gatherReports asks every member (this node included) for its report, in parallel.
-func (d *Daemon) gatherReports(ctx context.Context) []gathered {
-	me := d.self()
-	members := d.fsm.Members()
+func (rp *reporter) gatherReports(ctx context.Context) []gathered {
+	me := rp.host.self()
+	members := rp.fsm.Members()
 	var epoch uint64
-	if cl := d.fsm.Cluster(); cl != nil {
+	if cl := rp.fsm.Cluster(); cl != nil {
 		epoch = cl.Epoch
-	} else if p := d.peers.Load(); p != nil && p.ClusterID != "" {
+	} else if p := rp.peers.Load(); p != nil && p.ClusterID != "" {
 		members, epoch = p.Members, p.Epoch
 	}
 	if len(members) == 0 {
@@ -257,24 +297,24 @@ func (d *Daemon) gatherReports(ctx context.Context) []gathered {
 	out := make([]gathered, len(members))
 	// A client of its own: reports are rare and large, and must not hold the pooled
 	// connections of forwarding.
-	hc := d.mux.HTTPClient(transport.ChanRPC)
+	hc := rp.mux.HTTPClient(transport.ChanRPC)
 	defer hc.CloseIdleConnections()
 	var wg sync.WaitGroup
 	for i, m := range members {
 		out[i] = gathered{cid: m.CID, name: m.Name}
 		switch {
 		case m.CID == me.CID:
-			rep := d.localReport(ctx)
+			rep := rp.localReport(ctx)
 			out[i].rep = &rep
-		case d.checkServing() != nil:
-			out[i].why = "not asked: this node takes no part in the cluster now (" + d.checkServing().Error() + ")"
+		case rp.host.checkServing() != nil:
+			out[i].why = "not asked: this node takes no part in the cluster now (" + rp.host.checkServing().Error() + ")"
 		case m.Fenced(epoch):
 			out[i].why = fmt.Sprintf("not asked: fenced (left in epoch %d by a forced promotion)", m.Epoch)
 		default:
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rep, _, err := d.remoteReport(ctx, hc, net.JoinHostPort(m.IP, strconv.Itoa(m.Port)))
+				rep, _, err := rp.remoteReport(ctx, hc, net.JoinHostPort(m.IP, strconv.Itoa(m.Port)))
 				if err != nil {
 					out[i].why = err.Error()
 					return
@@ -289,18 +329,18 @@ func (d *Daemon) gatherReports(ctx context.Context) []gathered {
 }
 
 // handleReport answers api.PathReport with the bundle, a tar.gz.
-func (d *Daemon) handleReport(w http.ResponseWriter, r *http.Request) {
+func (rp *reporter) handleReport(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	at := time.Now().UTC()
-	status := d.status(ctx)
-	parts := d.gatherReports(ctx)
-	red := d.redactor()
+	status := rp.host.status(ctx)
+	parts := rp.gatherReports(ctx)
+	red := rp.redactor()
 	w.Header().Set("Content-Type", "application/gzip")
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", "pmgcm-report-"+at.Format("20060102T150405Z")+".tar.gz"))
 	w.WriteHeader(http.StatusOK)
 	if err := writeBundle(w, at, status, parts, red); err != nil {
 		// The answer is under way: the CLI sees a truncated archive, which does not verify.
-		d.logger.Warn("diagnostics bundle cut short", "error", err)
+		rp.logger.Warn("diagnostics bundle cut short", "error", err)
 	}
 }
 

@@ -124,7 +124,7 @@ func FuzzDecodeNodeReport(f *testing.F) {
 func TestRemoteReportOlderPeer(t *testing.T) {
 	old := httptest.NewServer(http.NotFoundHandler())
 	defer old.Close()
-	d := &Daemon{}
+	d := &reporter{}
 	_, older, err := d.remoteReport(context.Background(), old.Client(), strings.TrimPrefix(old.URL, "http://"))
 	if !older || err == nil || !strings.Contains(err.Error(), notAvailableOlder) {
 		t.Fatalf("older peer: older %v, err %v", older, err)

@@ -46,6 +46,8 @@ const certWarnAhead = 30 * 24 * time.Hour
 // node's certificate (or, on the master, every node's), publishes a member's renewed
 // certificate on the master, and finishes at start a renewal a crash interrupted.
 type certRenewer struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	// host is what rotation needs of the rest of the daemon.
@@ -81,15 +83,13 @@ type certRenewer struct {
 // renewHost is what certificate rotation needs of the daemon.
 type renewHost interface {
 	checkServing() error
-	linearizableRead(ctx context.Context) error
-	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 }
 
 // newCertRenewer returns the certificate renewer of d, whose fsm, mux and standing
 // watch are made.
 func newCertRenewer(d *Daemon) *certRenewer {
 	return &certRenewer{
-		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		mux: d.mux, key: d.key, dir: d.dir, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
 		gate: &d.gate, memberMu: &d.memberMu, peers: &d.peers, self: d.self, updateSelf: d.updateSelf,
@@ -188,7 +188,7 @@ func (c *certRenewer) renew(ctx context.Context) (api.RenewedCert, error) {
 	idx, err := c.record(ctx, cluster.CertRecord{CID: me.CID, CertPEM: certPEM})
 	if err != nil {
 		// The outcome may be unknown (the master changed meanwhile): look.
-		if c.host.linearizableRead(ctx) == nil {
+		if c.writes.linearizableRead(ctx) == nil {
 			if cur, ok := c.fsm.Member(me.CID); ok && cur.Fingerprint == id.Fingerprint {
 				idx, err = c.fsm.AppliedIndex(), nil
 			}
@@ -276,7 +276,7 @@ func (c *certRenewer) recordHere(ctx context.Context, req cluster.CertRecord) (u
 		return c.fsm.AppliedIndex(), nil // published already (a retry)
 	}
 	m.Fingerprint = fp
-	res, err := c.host.applyLocal(ctx, &fsm.UpdateMember{Member: m})
+	res, err := c.writes.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 	if err != nil {
 		return 0, cluster.FirstProposal(err)
 	}

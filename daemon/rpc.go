@@ -37,7 +37,7 @@ func (d *Daemon) openRPC() {
 	for _, s := range []struct {
 		ch transport.Channel
 		h  http.Handler
-	}{{transport.ChanRPC, d.withReport(svc.RPC())}, {transport.ChanJoin, withJoinSource(svc.Join())}} {
+	}{{transport.ChanRPC, d.report.withReport(svc.RPC())}, {transport.ChanJoin, withJoinSource(svc.Join())}} {
 		srv, ln := d.limits.channelServer(s.ch, s.h, d.mux.Listener(s.ch))
 		d.servers = append(d.servers, srv)
 		d.bg.Add(1)
@@ -63,17 +63,42 @@ func (l leadership) LeaderAddr() string {
 func (l leadership) LeaderChanged() <-chan struct{}    { return l.d.rn().LeaderChanged() }
 func (l leadership) SinceLeaderContact() time.Duration { return l.d.rn().SinceLeaderContact() }
 
+// writer owns this node's write path: committing a command on this node, the master
+// (applyLocal), through the master from any node (propose), the linearizable read, and
+// the current master's address.
+type writer struct {
+	// raft is this node's Raft node (Daemon.rn; made after the writer).
+	raft func() *raftnode.Node
+	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
+	peer func() *cluster.Client
+	fwd  func() *cluster.Forwarder
+	// metrics observe the apply latency.
+	metrics *metrics
+	// drain tells a write refused because the node stops.
+	drain *stopDrain
+	// checkServing refuses while this node is removed or fenced (Daemon.checkServing).
+	checkServing func() error
+}
+
+// newWriter returns the write path of d, whose metrics and drain are made.
+func newWriter(d *Daemon) *writer {
+	return &writer{
+		raft: d.rn, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
+		metrics: d.metrics, drain: d.drain, checkServing: d.checkServing,
+	}
+}
+
 // leaderAddr returns the address of the current leader, or an error if there is none.
-func (d *Daemon) leaderAddr() (string, error) {
-	if addr := (leadership{d}).LeaderAddr(); addr != "" {
-		return addr, nil
+func (w *writer) leaderAddr() (string, error) {
+	if addr, _ := w.raft().Leader(); addr != "" {
+		return string(addr), nil
 	}
 	return "", raftnode.ErrNoLeader
 }
 
 // applyLocal applies cmd on this node, which must be the leader, and turns a state
 // machine refusal into an error.
-func (d *Daemon) applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+func (w *writer) applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	if err := ctx.Err(); err != nil {
 		// The caller gave up (a forwarding node that saw another master elected): do not
 		// apply what nobody will hear of.
@@ -82,9 +107,9 @@ func (d *Daemon) applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, 
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	res, err := d.rn().Apply(ctx, cmd)
+	res, err := w.raft().Apply(ctx, cmd)
 	if err == nil {
-		d.metrics.applyLatency.Observe(time.Since(start).Seconds())
+		w.metrics.applyLatency.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
 		return nil, err
@@ -97,20 +122,20 @@ func (d *Daemon) applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, 
 
 // propose commits cmd through the leader: locally on the leader, forwarded over the
 // cluster port from any other node.
-func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
-	if err := d.checkServing(); err != nil {
+func (w *writer) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	if err := w.checkServing(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var b []byte // the command's wire form, made once it must be forwarded
-	return cluster.OnMaster(ctx, d.fwd, func() (*fsm.Result, error) {
-		res, err := d.applyLocal(ctx, cmd)
+	return cluster.OnMaster(ctx, w.fwd(), func() (*fsm.Result, error) {
+		res, err := w.applyLocal(ctx, cmd)
 		if err != nil && res == nil {
 			err = cluster.FirstProposal(err)
 		}
-		if errors.Is(err, raftnode.ErrClosed) && d.stopping() {
-			err = d.errShuttingDown() // Raft stopped before it took the entry: nothing changed
+		if errors.Is(err, raftnode.ErrClosed) && w.drain.stopping() {
+			err = w.drain.errShuttingDown() // Raft stopped before it took the entry: nothing changed
 		}
 		return res, err
 	}, func() (*fsm.Result, error) {
@@ -121,8 +146,8 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 			}
 		}
 		var out cluster.ApplyResult
-		err := d.fwd.CallLeader(ctx, false, func(ctx context.Context, addr string) (err error) {
-			out, err = d.peer.Apply(ctx, addr, b)
+		err := w.fwd().CallLeader(ctx, false, func(ctx context.Context, addr string) (err error) {
+			out, err = w.peer().Apply(ctx, addr, b)
 			return err
 		})
 		var re *cluster.RemoteError
@@ -139,28 +164,24 @@ func (d *Daemon) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 // linearizableRead returns once the local state machine reflects every write
 // acknowledged before the call: on the leader at once, on a follower once it has applied
 // the leader's read index.
-func (d *Daemon) linearizableRead(ctx context.Context) error {
-	if err := d.checkServing(); err != nil {
+func (w *writer) linearizableRead(ctx context.Context) error {
+	if err := w.checkServing(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := cluster.OnMaster(ctx, d.fwd, func() (struct{}, error) {
-		_, err := d.rn().ReadIndex(ctx)
+	_, err := cluster.OnMaster(ctx, w.fwd(), func() (struct{}, error) {
+		_, err := w.raft().ReadIndex(ctx)
 		return struct{}{}, cluster.FirstProposal(err)
 	}, func() (struct{}, error) {
 		var idx uint64
-		if err := d.fwd.CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
-			idx, err = d.peer.ReadIndex(ctx, addr)
+		if err := w.fwd().CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
+			idx, err = w.peer().ReadIndex(ctx, addr)
 			return err
 		}); err != nil {
 			return struct{}{}, err
 		}
-		return struct{}{}, d.rn().WaitApplied(ctx, idx)
+		return struct{}{}, w.raft().WaitApplied(ctx, idx)
 	})
 	return readFailed(err)
 }
-
-// checkServing refuses cluster operations on a node that was removed from its cluster
-// or fenced by a forced promotion elsewhere.
-func (d *Daemon) checkServing() error { return d.standing().err() }

@@ -53,7 +53,7 @@ func TestUnknownOutcomeOnTheWire(t *testing.T) {
 func TestAbandonedRequestIsNotProposed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	d := &Daemon{} // no Raft: reaching it would panic
+	d := &writer{} // no Raft: reaching it would panic
 	res, err := d.applyLocal(ctx, &fsm.ConfigSet{Key: "k", Value: []byte("v")})
 	if res != nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "abandoned") {
 		t.Fatalf("applyLocal with a cancelled request: %v, %v", res, err)

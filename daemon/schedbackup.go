@@ -134,8 +134,8 @@ func (d *Daemon) backupToDir(ctx context.Context) (string, int64, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", 0, fmt.Errorf("create --backup-dir %s: %w", dir, err)
 	}
-	if d.knownCluster() != "" {
-		if err := d.linearizableRead(ctx); err != nil {
+	if d.trust.knownCluster() != "" {
+		if err := d.writes.linearizableRead(ctx); err != nil {
 			return "", 0, err
 		}
 	}

@@ -22,30 +22,30 @@ func (h rpcHandler) NodeInfo() api.Node { return h.d.localNode() }
 // Apply applies a command a member forwarded: only the kinds members forward
 // (checkForwarded).
 func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyResult, error) {
-	if !h.d.forwarded.enter() {
-		return cluster.ApplyResult{}, h.d.errShuttingDown() // before proposing: the forwarder sends it to the next master
+	if !h.d.drain.forwarded.enter() {
+		return cluster.ApplyResult{}, h.d.drain.errShuttingDown() // before proposing: the forwarder sends it to the next master
 	}
-	defer h.d.forwarded.leave()
+	defer h.d.drain.forwarded.leave()
 	if _, ok := cmd.(fsm.UpdateMember); ok {
 		// Membership changes on the master are serialized: the record checked unchanged
 		// stays so until it is applied.
 		h.d.memberMu.Lock()
 		defer h.d.memberMu.Unlock()
 	}
-	if err := h.d.checkForwarded(cmd); err != nil {
+	if err := h.d.guard.checkForwarded(cmd); err != nil {
 		h.d.logger.Warn("refused a forwarded command", "command", cmd.Type().String(),
 			"caller", transport.PeerFingerprintFromContext(ctx), "error", err)
 		return cluster.ApplyResult{}, err
 	}
-	res, err := h.d.applyLocal(ctx, cmd)
+	res, err := h.d.writes.applyLocal(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
 			err = &versionConflict{err: err, version: res.Version}
 		}
-		if errors.Is(err, raftnode.ErrClosed) && h.d.stopping() {
+		if errors.Is(err, raftnode.ErrClosed) && h.d.drain.stopping() {
 			// Raft stopped before it took the entry (an appended one is an unknown outcome,
 			// not ErrClosed): nothing changed, the forwarder may send it to the next master.
-			err = h.d.errShuttingDown()
+			err = h.d.drain.errShuttingDown()
 		}
 		return cluster.ApplyResult{}, err
 	}
@@ -59,11 +59,11 @@ func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) { return h.d.
 // and the member that forwarded it, which knows whether its earlier attempt may have
 // gone through, tries the new master itself.
 func (h rpcHandler) Admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
-	return h.d.admit(ctx, req, relay)
+	return h.d.admitter.admit(ctx, req, relay)
 }
 
 func (h rpcHandler) Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
-	return h.d.deleteMember(ctx, cid, false)
+	return h.d.memberOps.deleteMember(ctx, cid, false)
 }
 
 func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error {
@@ -79,7 +79,7 @@ func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.A
 // the caller's. A caller that reached a node no longer master is told so and asks the
 // new master itself.
 func (h rpcHandler) RecordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
-	if err := h.d.checkCertCaller(ctx, req); err != nil {
+	if err := h.d.guard.checkCertCaller(ctx, req); err != nil {
 		return 0, err
 	}
 	return cluster.OnMaster(ctx, h.d.fwd, func() (uint64, error) { return h.d.certs.recordHere(ctx, req) },
@@ -93,7 +93,7 @@ func (h rpcHandler) RenewCert(ctx context.Context) (api.RenewedCert, error) {
 // JoinInfo and CheckMembership answer on the join channel, to callers with no
 // certificate: they tell only what a joining node's fingerprint prompt and a node's own
 // standing check need (see unauthenticated.go).
-func (h rpcHandler) JoinInfo() cluster.JoinInfo { return maskJoinInfo(h.d.joinInfo()) }
+func (h rpcHandler) JoinInfo() cluster.JoinInfo { return maskJoinInfo(h.d.joiner.joinInfo()) }
 
 func (h rpcHandler) CheckMembership(fingerprint string) cluster.Membership {
 	return maskMembership(h.d.members.membership(fingerprint))

@@ -86,3 +86,7 @@ func (s standing) err() error {
 
 // standing returns this node's standing now.
 func (d *Daemon) standing() standing { return d.self().standing() }
+
+// checkServing refuses cluster operations on a node that was removed from its cluster
+// or fenced by a forced promotion elsewhere.
+func (d *Daemon) checkServing() error { return d.standing().err() }

@@ -71,7 +71,7 @@ func TestAuthorizeBeforePeersLoaded(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < 200; j++ {
-				if err := d.authorizePeer(transport.ChanRaft, "fp1"); err == nil {
+				if err := newPeerTrust(d).authorize(transport.ChanRaft, "fp1"); err == nil {
 					t.Error("a peer was trusted before the member cache was loaded")
 					return
 				}
@@ -94,7 +94,7 @@ func TestReadersDoNotWaitForNodeFileWriter(t *testing.T) {
 	go func() {
 		defer close(done)
 		_ = d.self()
-		_ = d.authorizePeer(transport.ChanAny, "fp")
+		_ = newPeerTrust(d).authorize(transport.ChanAny, "fp")
 		_ = d.checkServing()
 	}()
 	select {
@@ -121,7 +121,7 @@ func TestAuthorizerNeverWaits(t *testing.T) {
 	}
 	d.raftp.Store(n) // made, not opened: the state machine does not move
 	start := time.Now()
-	if err := d.authorizePeer(transport.ChanRPC, "fp-renewed"); !errors.Is(err, transport.ErrPeerRefused) {
+	if err := newPeerTrust(d).authorize(transport.ChanRPC, "fp-renewed"); !errors.Is(err, transport.ErrPeerRefused) {
 		t.Fatalf("unknown certificate: %v", err)
 	}
 	if took := time.Since(start); took > 200*time.Millisecond {
@@ -194,13 +194,13 @@ func TestWaitAppliedWhileStopped(t *testing.T) {
 	}
 	d.raftp.Store(n) // made, never opened: as a stopped node
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	err = d.waitApplied(ctx, 1)
+	err = newRaftSlot(d).waitApplied(ctx, 1)
 	cancel()
 	if !errors.Is(err, raftnode.ErrTimeout) {
 		t.Fatalf("waitApplied on a stopped node: %v, want it to wait until its deadline", err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- d.waitApplied(context.Background(), 1) }()
+	go func() { done <- newRaftSlot(d).waitApplied(context.Background(), 1) }()
 	_ = n.Close()
 	select {
 	case err := <-done:

@@ -34,7 +34,7 @@ type standingWatch struct {
 	self       func() nodeFile
 	updateSelf func(func(*nodeFile)) error
 	stopRaft   func()
-	// forget wipes the cluster's secrets once a removal is recorded (forgetCluster).
+	// forget wipes the cluster's secrets once a removal is recorded (clusterWiper.forget).
 	forget func()
 
 	kick    chan struct{}

@@ -52,7 +52,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	switch {
 	case cl != nil:
 		st.Cluster = &api.Cluster{ID: cl.ID, Epoch: cl.Epoch, CreatedAt: cl.CreatedAt}
-	case d.knownCluster() != "":
+	case d.trust.knownCluster() != "":
 		// Joined but not caught up yet, or restarted and still replaying the log: the
 		// trusted member list stands in.
 		p := d.peers.Load()
@@ -69,7 +69,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
-			d.noteLocalClock(&rows[i])
+			d.ops.noteLocalClock(&rows[i])
 			continue
 		}
 		if m.Fenced(epoch) {
@@ -165,7 +165,7 @@ func (d *Daemon) localNode() api.Node {
 	if _, id := d.rn().Leader(); id != "" {
 		n.MasterCID = parseCID(id)
 	}
-	if rs.AppliedIndex < rs.LastIndex && n.MasterCID == 0 && d.knownCluster() != "" {
+	if rs.AppliedIndex < rs.LastIndex && n.MasterCID == 0 && d.trust.knownCluster() != "" {
 		// Restarted and still waiting for a master to confirm its own log.
 		n.State = api.StateSyncing
 	}
@@ -179,7 +179,7 @@ func (d *Daemon) localNode() api.Node {
 	setBuildVersion(&n)
 	d.honesty.local(&n)
 	d.diskW.markFull(&n)
-	d.fillOps(&n)
+	d.ops.fillOps(&n)
 	n.Backup = d.backupStatus()
 	if d.maintenanceOn() {
 		n.State = api.StateMaintenance

@@ -83,7 +83,7 @@ func TestBadRequestMarkers(t *testing.T) {
 			t.Errorf("%v answered %d %s", err, rec.Code, rec.Body)
 		}
 	}
-	if _, err := (&Daemon{cfg: Config{Port: 1}}).masterAddr("not-an-ip"); !errors.Is(err, ErrBadRequest) || errors.Is(err, fsm.ErrBadCommand) {
+	if _, err := (&joiner{port: 1}).masterAddr("not-an-ip"); !errors.Is(err, ErrBadRequest) || errors.Is(err, fsm.ErrBadCommand) {
 		t.Errorf("a bad master address: %v, want the daemon's ErrBadRequest", err)
 	}
 }

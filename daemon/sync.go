@@ -21,6 +21,8 @@ import (
 // node fenced by a forced promotion (asking the master, and, on the master, moving the
 // fenced member into the current epoch).
 type syncer struct {
+	// writes commits commands and reads linearizably (rpc.go).
+	writes *writer
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	// host is what sync and re-admission need of the rest of the daemon.
@@ -43,25 +45,25 @@ type syncer struct {
 	// addr is this node's cluster address.
 	addr         string
 	electionWait time.Duration
+	// voters is woken once a re-admitted member is in the configuration.
+	voters *voterReconciler
+	// joiner switches this node to the cluster's state on re-admission.
+	joiner *joiner
 }
 
 // syncHost is what sync and re-admission need of the daemon.
 type syncHost interface {
 	standing() standing
 	checkServing() error
-	linearizableRead(ctx context.Context) error
-	applyLocal(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	becomeMember(adm cluster.Admission) error
-	kickLeaderDuties()
 }
 
 // newSyncer returns the syncer of d, whose fsm and mux are made.
 func newSyncer(d *Daemon) *syncer {
 	return &syncer{
-		fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		mux: d.mux, peers: &d.peers, gate: &d.gate, memberMu: &d.memberMu,
-		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
+		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft), voters: d.voters, joiner: d.joiner,
 	}
 }
 
@@ -99,7 +101,7 @@ func (s *syncer) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 			return nil, fmt.Errorf("%w: %s is not the master: the master is cid %d (%s) at %s", ErrNotMaster, masterIP, master.CID, master.Name, master.IP)
 		}
 	}
-	if err := s.host.linearizableRead(ctx); err != nil {
+	if err := s.writes.linearizableRead(ctx); err != nil {
 		return nil, err
 	}
 	master, _ := s.members.master()
@@ -137,7 +139,7 @@ func (s *syncer) readmit(ctx context.Context, masterIP string, fence *fenceInfo)
 			ErrNotMaster, masterIP, adm.ClusterID, adm.Epoch, cache.ClusterID)
 	}
 	adm.CertPEM = nil // keep this node's certificate
-	if err := s.host.becomeMember(adm); err != nil {
+	if err := s.joiner.becomeMember(adm); err != nil {
 		return nil, fmt.Errorf("re-admitted as cid %d, but could not restart in the new epoch: %w; restart pmgclusterd to finish", adm.CID, err)
 	}
 	s.logger.Info("re-admitted after a forced promotion", "epoch", adm.Epoch, "master-cid", master.CID, "master-address", adm.MasterAddress)
@@ -189,7 +191,7 @@ func (s *syncer) readmitHere(ctx context.Context, fp string) (*cluster.Admission
 	index := s.fsm.AppliedIndex()
 	if m.Fenced(cl.Epoch) {
 		m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
-		res, err := s.host.applyLocal(ctx, &fsm.UpdateMember{Member: m})
+		res, err := s.writes.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 		if err != nil {
 			return nil, cluster.FirstProposal(err)
 		}
@@ -201,7 +203,7 @@ func (s *syncer) readmitHere(ctx context.Context, fp string) (*cluster.Admission
 	} else {
 		s.logger.Info("fenced node asked again to be re-admitted: it is already", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	}
-	s.host.kickLeaderDuties()
+	s.voters.kick()
 	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
 		Members: s.fsm.Members(), Index: index, MasterAddress: s.addr}, nil
 }

@@ -51,7 +51,7 @@ type versionKeeper struct {
 func newVersionKeeper(d *Daemon) *versionKeeper {
 	return &versionKeeper{
 		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
-		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, apply: d.applyLocal,
+		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, apply: d.writes.applyLocal,
 	}
 }
 

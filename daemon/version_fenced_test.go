@@ -50,7 +50,7 @@ func TestClusterVersionCountsFencedMembers(t *testing.T) {
 		}
 		members = append(members, m)
 	}
-	if _, err := d.applyLocal(ctx, &fsm.SetEpoch{Epoch: epoch, Members: members}); err != nil {
+	if _, err := d.writes.applyLocal(ctx, &fsm.SetEpoch{Epoch: epoch, Members: members}); err != nil {
 		t.Fatal(err)
 	}
 	if m, _ := d.fsm.Member(3); !m.Fenced(epoch) {

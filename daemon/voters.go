@@ -33,8 +33,10 @@ type voterReconciler struct {
 	self func() nodeFile
 	// members returns the members of the current epoch (memberView.active).
 	members func() []fsm.Member
-	// apply commits a command on this node, the master (Daemon.applyLocal).
+	// apply commits a command on this node, the master (writer.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
+	// kicks wakes the voter duty (Daemon.kick).
+	kicks chan struct{}
 }
 
 // newVoterReconciler returns the voter reconciler of d, whose fsm is made.
@@ -42,7 +44,41 @@ func newVoterReconciler(d *Daemon) *voterReconciler {
 	return &voterReconciler{
 		fsm: d.fsm, logger: d.logger, raft: d.rn, peer: func() *cluster.Client { return d.peer },
 		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, catchUp: &d.catchUp, self: d.self,
-		members: d.members.active, apply: d.applyLocal,
+		members: d.members.active, apply: d.writes.applyLocal, kicks: d.kick,
+	}
+}
+
+// kick asks the master's voter duty to reconcile now instead of at its next re-check.
+func (v *voterReconciler) kick() {
+	select {
+	case v.kicks <- struct{}{}:
+	default:
+	}
+}
+
+// voterRecheck is how often the voter duty looks again while nothing kicks it: a
+// non-voter's progress towards its catch-up target is learnt only by asking it.
+const voterRecheck = 500 * time.Millisecond
+
+// duty is the master's leader duty (registered with raftnode.Node.OnLeader): for as long
+// as this node's leadership term lasts it keeps the Raft configuration in line with the
+// member list and the voter policy (reconcile). raftnode starts it in each term and ends
+// ctx with the term: nothing here asks whether this node leads.
+func (v *voterReconciler) duty(ctx context.Context) {
+	tick := time.NewTicker(voterRecheck)
+	defer tick.Stop()
+	for {
+		if v.fsm.Cluster() != nil {
+			if err := v.reconcile(ctx); err != nil && ctx.Err() == nil {
+				v.logger.Warn("voter reconciliation", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-v.kicks:
+		}
 	}
 }
 

@@ -56,6 +56,7 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 	t.Cleanup(func() { _ = n.Close() })
 	d.raftp.Store(n)
 	d.members = newMemberView(d)
+	d.writes = newWriter(d)
 	d.voters = newVoterReconciler(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -63,14 +64,14 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 		t.Fatal(err)
 	}
 	founder := members[0]
-	if _, err := d.applyLocal(ctx, &fsm.CreateCluster{ClusterID: "c-1", CreatedAt: time.Unix(1, 0).UTC(),
+	if _, err := d.writes.applyLocal(ctx, &fsm.CreateCluster{ClusterID: "c-1", CreatedAt: time.Unix(1, 0).UTC(),
 		CACertPEM:     []byte("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"),
 		CAKeyPEM:      []byte("-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n"),
 		JoinTokenSalt: []byte("salt"), JoinTokenHash: make([]byte, 32), Founder: founder}); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range members[1:] {
-		if _, err := d.applyLocal(ctx, &fsm.AddMember{Member: m}); err != nil {
+		if _, err := d.writes.applyLocal(ctx, &fsm.AddMember{Member: m}); err != nil {
 			t.Fatal(err)
 		}
 	}

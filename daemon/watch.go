@@ -25,13 +25,13 @@ type watcher struct {
 	fsm *fsm.FSM
 	// checkServing refuses while this node is removed or fenced (Daemon.checkServing).
 	checkServing func() error
-	// waitApplied waits until the state machine has applied an index (Daemon.waitApplied).
+	// waitApplied waits until the state machine has applied an index (raftSlot.waitApplied).
 	waitApplied func(ctx context.Context, index uint64) error
 }
 
 // newWatcher returns the configuration watcher of d, whose fsm is made.
 func newWatcher(d *Daemon) *watcher {
-	return &watcher{fsm: d.fsm, checkServing: d.checkServing, waitApplied: d.waitApplied}
+	return &watcher{fsm: d.fsm, checkServing: d.checkServing, waitApplied: d.raft.waitApplied}
 }
 
 // handleConfigWatch answers the changes under a prefix above a version, waiting until
