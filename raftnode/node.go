@@ -33,7 +33,7 @@ type Node struct {
 
 	mu        sync.Mutex // guards the fields below and applied waiters
 	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
+	store     logStore
 	transport *raft.NetworkTransport
 	closed    bool
 	applied   chan struct{} // closed and replaced on every apply
@@ -65,37 +65,23 @@ func New(cfg Config, f *fsm.FSM, layer raft.StreamLayer) (*Node, error) {
 	return n, nil
 }
 
-// DBPath is the file of the Raft log and stable store inside dir.
+// DBPath is the file of the Raft log and stable store inside dir up to release 1ca55cd
+// (now the write-ahead log in WALDir; see walstore.go).
 func DBPath(dir string) string { return filepath.Join(dir, "raft.db") }
 
-// Open opens the stores, starts Raft and, for a standalone node with no state, bootstraps
-// a one-voter configuration. A locked or corrupt database yields ErrLocked or ErrCorrupt
-// with the file named.
-func (n *Node) Open() (err error) {
+// Open opens the stores (moving a raft.db of an older release into the write-ahead log
+// first), starts Raft and, for a standalone node with no state, bootstraps a one-voter
+// configuration. A locked or corrupt store yields ErrLocked or ErrCorrupt with the file
+// named.
+func (n *Node) Open() error {
 	if err := os.MkdirAll(n.cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("create raft directory: %w", err)
 	}
-	dbPath := DBPath(n.cfg.Dir)
-	_, statErr := os.Stat(dbPath)
-	existed := statErr == nil
-	store, err := openStore(dbPath, n.cfg.OpenTimeout)
+	store, err := openLogStore(n.cfg.Dir, n.cfg.OpenTimeout, n.logger)
 	if err != nil {
 		return err
 	}
-	// A damaged database can make bbolt panic on a page read: report it as corruption
-	// instead of crashing with a stack trace.
-	defer func() {
-		if r := recover(); r != nil {
-			_ = store.Close()
-			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, r)
-		}
-	}()
-	if existed {
-		if _, err := store.LastIndex(); err != nil {
-			_ = store.Close()
-			return fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, err)
-		}
-	}
+	walDir := WALDir(n.cfg.Dir)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, n.cfg.SnapshotRetain, n.logger.Named("snapshot"))
 	if err != nil {
 		_ = store.Close()
@@ -110,7 +96,7 @@ func (n *Node) Open() (err error) {
 	rc := n.cfg.raftConfig()
 	rc.Logger = n.logger
 	// The leader reads back every entry it sends; keeping the newest in memory saves a
-	// bbolt read and a decode per entry per follower.
+	// log read and a decode per entry per follower.
 	logs, err := raft.NewLogCache(logCacheSize, store)
 	if err != nil {
 		_ = trans.Close()
@@ -121,7 +107,7 @@ func (n *Node) Open() (err error) {
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, err)
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, walDir, err)
 	}
 	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, trans)
 	if err != nil {
@@ -185,6 +171,9 @@ func hasSnapshots(snaps raft.SnapshotStore) bool {
 func (n *Node) watchLeadership() {
 	defer n.wg.Done()
 	r := n.raftOrNil()
+	if r == nil { // closed before this goroutine ran
+		return
+	}
 	for {
 		select {
 		case <-n.done:
