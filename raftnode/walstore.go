@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -139,6 +140,9 @@ func openLocked(dir string, timeout time.Duration, logger hclog.Logger) (*walSto
 	}
 	// The log is in place: set raft.db aside and fence it if a crash came first.
 	if err := finishMigration(dir); err != nil {
+		return nil, err
+	}
+	if err := checkSegmentHeaders(walDir); err != nil {
 		return nil, err
 	}
 	w, meta, err := openWAL(walDir, logger)
@@ -312,6 +316,40 @@ func finishMigration(dir string) error {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// segmentMagic opens every raft-wal segment file (little-endian uint32 at offset 0).
+const segmentMagic = 0x58eb6b0d
+
+// checkSegmentHeaders refuses segment files whose header is neither zeros (a segment
+// created but never appended to, preallocated) nor raft-wal's: raft-wal recovers its tail
+// segment without checking the header, as after a torn first write, and so would read a
+// garbled tail as an empty one and open with a shorter log. Under the assumption that
+// raft-wal makes of the disk (an append never garbles what is already written, so an
+// unwritten header reads as zeros) this is corruption, never a crash.
+func checkSegmentHeaders(walDir string) error {
+	segs, err := filepath.Glob(filepath.Join(walDir, "*.wal"))
+	if err != nil {
+		return err
+	}
+	for _, path := range segs {
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		var hdr [8]byte
+		n, err := io.ReadFull(f, hdr[:])
+		_ = f.Close()
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		zero := hdr == [8]byte{}
+		ok := n == len(hdr) && binary.LittleEndian.Uint32(hdr[:4]) == segmentMagic && hdr[7] == 0
+		if !zero && !ok {
+			return fmt.Errorf("%w: %s: %s is not a write-ahead log segment (bad header)", ErrCorrupt, walDir, filepath.Base(path))
+		}
+	}
+	return nil
 }
 
 func exists(path string) (bool, error) {
