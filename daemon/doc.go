@@ -8,7 +8,7 @@
 //	LOCK            flock held while a daemon runs; holds its PID
 //	node.json       this node's name, address and CID
 //	tls/            node.key, node.crt and, once in a cluster, ca.crt
-//	raft/           raft.db (log and stable store) and snapshots/
+//	raft/           wal/ (log and stable store), snapshots/; raft.db.pre-wal after an upgrade from 1ca55cd
 //
 // It must never import the cli package: the CLI reaches the daemon only through the socket.
 package daemon
