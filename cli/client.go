@@ -34,6 +34,7 @@ type API interface {
 	ConfigSet(ctx context.Context, key string, value []byte, opts WriteOptions) (*api.WriteResponse, error)
 	ConfigDelete(ctx context.Context, key string, opts WriteOptions) (*api.WriteResponse, error)
 	ConfigList(ctx context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error)
+	ConfigListEach(ctx context.Context, prefix string, opts ReadOptions, fn func(api.ConfigEntry) error) (ReadInfo, error)
 	ConfigWatch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error)
 	JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error)
 	Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error)
@@ -42,6 +43,7 @@ type API interface {
 	Promote(ctx context.Context, force bool) (*api.PromoteResponse, error)
 	Sync(ctx context.Context, masterIP string) (*api.SyncResponse, error)
 	QuarantineList(ctx context.Context, from, to, state string) ([]api.QuarantineMessage, error)
+	QuarantineListEach(ctx context.Context, from, to, state string, fn func(api.QuarantineMessage) error) error
 	QuarantineShow(ctx context.Context, id string) (msg []byte, sha256 string, err error)
 	QuarantineDelete(ctx context.Context, id string) (*api.QuarantineMessage, error)
 	QuarantineRelease(ctx context.Context, id string) (*api.QuarantineMessage, error)
@@ -230,20 +232,11 @@ func (c *Client) ConfigDelete(ctx context.Context, key string, opts WriteOptions
 // (GET api.PathConfigList?prefix=P, with opts.Stale &stale=1), and says how the read was
 // served.
 func (c *Client) ConfigList(ctx context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error) {
-	var q url.Values
-	if prefix != "" {
-		q = url.Values{"prefix": {prefix}}
-	}
-	resp, err := c.do(ctx, http.MethodGet, api.PathConfigList, opts.query(q), nil, "")
-	if err != nil {
-		return nil, ReadInfo{}, err
-	}
-	defer resp.Body.Close()
-	var cl api.ConfigList
-	if err := json.NewDecoder(resp.Body).Decode(&cl); err != nil {
-		return nil, ReadInfo{}, fmt.Errorf("decoding answer of GET %s: %w", api.PathConfigList, err)
-	}
-	ri, err := readInfo(resp.Header)
+	cl := api.ConfigList{Entries: []api.ConfigEntry{}}
+	ri, err := c.ConfigListEach(ctx, prefix, opts, func(e api.ConfigEntry) error {
+		cl.Entries = append(cl.Entries, e)
+		return nil
+	})
 	if err != nil {
 		return nil, ReadInfo{}, err
 	}
