@@ -51,6 +51,8 @@ func (b *bencher) runWorkload(ctx context.Context, w string) error {
 		return b.failover(ctx)
 	case "join":
 		return b.join(ctx)
+	case "memory":
+		return b.memory(ctx)
 	}
 	return fmt.Errorf("unknown workload %q", w)
 }
