@@ -1,5 +1,6 @@
-// Package raftnode owns this node's raft.Raft instance: its stores (raft-boltdb/v2 for the
-// log and stable store, file snapshots), bootstrap of a standalone node, proposing commands,
+// Package raftnode owns this node's raft.Raft instance: its stores (a raft-wal write-ahead
+// log for the log and stable store, migrated in place from the raft-boltdb raft.db of
+// release 1ca55cd, see walstore.go; file snapshots), bootstrap of a standalone node, proposing commands,
 // waiting for applied indexes, membership changes (voters and non-voters) and the Raft
 // statistics that status shows.
 //
