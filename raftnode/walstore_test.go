@@ -27,6 +27,13 @@ func oldValue(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 8<<1
 // oldEntries configuration entries applied. It returns the raft.db's stable values.
 func makeBoltDir(t *testing.T, dir string) (term, last uint64) {
 	t.Helper()
+	return makeBoltDirWith(t, dir, false)
+}
+
+// makeBoltDirWith is makeBoltDir; with compact, a snapshot is taken halfway and the log
+// before it dropped, so the log starts past index 1.
+func makeBoltDirWith(t *testing.T, dir string, compact bool) (term, last uint64) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +50,9 @@ func makeBoltDir(t *testing.T, dir string) (term, last uint64) {
 	trans := raft.NewNetworkTransport(layer, 3, 5*time.Second, os.Stderr)
 	rc := cfg.raftConfig()
 	rc.Logger = hclog.NewNullLogger()
+	if compact {
+		rc.TrailingLogs = 10
+	}
 	r, err := raft.NewRaft(rc, fsm.New(), store, store, snaps, trans)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +78,11 @@ func makeBoltDir(t *testing.T, dir string) (term, last uint64) {
 		}
 		if err := r.Apply(b, 5*time.Second).Error(); err != nil {
 			t.Fatal(err)
+		}
+		if compact && i == oldEntries/2 {
+			if err := r.Snapshot().Error(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := r.Shutdown().Error(); err != nil {
@@ -263,5 +278,54 @@ func TestOpenCorruptWAL(t *testing.T) {
 	_ = layer3.Close()
 	if ok, _ := exists(WALDir(dir2)); ok {
 		t.Fatal("a write-ahead log was made from a garbage raft.db")
+	}
+}
+
+// TestMigrateCompactedAndEmpty: a raft.db whose log starts after a snapshot (first index
+// past 1) and one with no entry at all (a node that never bootstrapped) migrate too.
+func TestMigrateCompactedAndEmpty(t *testing.T) {
+	dir := t.TempDir()
+	term, last := makeBoltDirWith(t, dir, true)
+	old, err := openStore(DBPath(dir), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := old.FirstIndex()
+	_ = old.Close()
+	if first <= 1 {
+		t.Fatalf("compacted log starts at %d", first)
+	}
+	s, err := openLogStore(dir, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.FirstIndex(); f != first {
+		t.Fatalf("wal starts at %d, raft.db at %d", f, first)
+	}
+	_ = s.Close()
+	checkOldEntries(t, dir, term, last)
+
+	empty := t.TempDir()
+	st, err := openStore(DBPath(empty), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	s2, err := openLogStore(empty, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if l, _ := s2.LastIndex(); l != 0 {
+		t.Fatalf("empty raft.db migrated to a log ending at %d", l)
+	}
+	if v, _ := s2.GetUint64([]byte("CurrentTerm")); v != 7 {
+		t.Fatalf("CurrentTerm of the empty raft.db = %d, want 7", v)
+	}
+	if v, err := s2.Get([]byte("LastVoteCand")); err != nil || len(v) != 0 {
+		t.Fatalf("LastVoteCand never set = %q, %v", v, err)
 	}
 }
