@@ -13,8 +13,19 @@ ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The whole suite stays well under CI's budget; the timeout catches a hang.
 TEST_TIMEOUT ?= 12m
+# make fuzz: how long each fuzz target runs, and the most time spent minimizing one new
+# input (the default, 60s, would take a slow target's whole turn).
+FUZZTIME    ?= 10s
+FUZZMINTIME ?= 2s
+# The build's version (pmgcm --version, status): from git, or the fallback when there is
+# no git history (a source tarball). See internal/version and RELEASES.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.2.0-dev)
+LDFLAGS     := -X github.com/pmgcm/pmgcm/internal/version.Version=$(VERSION)
+# make upgrade-drill: rolling restarts after the upgrade, and acknowledged writes per step.
+UPGRADE_DRILL_ROUNDS ?= 3
+UPGRADE_DRILL_WRITES ?= 100
 
-.PHONY: all build test test-unit test-integration drill lint fmt fuzz demo demo-stop clean help bench man install
+.PHONY: all build test test-unit test-integration test-netfault drill upgrade-drill lint fmt fuzz demo demo-stop clean help bench man install
 
 all: build
 
@@ -22,20 +33,28 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## build pmgcm and pmgclusterd into bin/
-	$(GO) build -o $(BIN)/pmgcm ./cmd/pmgcm
-	$(GO) build -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pmgcm ./cmd/pmgcm
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
 
 test: ## run every test (unit and integration) with the race detector
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-test-unit: ## run the unit tests only
+test-unit: ## run the unit tests only (-short: the integration tests skip without building the daemons)
 	$(GO) test -race -count=1 -short ./...
 
 test-integration: ## run the integration tests (real pmgclusterd processes on 127.0.0.x)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./integration/...
 
+test-netfault: ## the real network fault tests in network namespaces (root; installs nft/ip if missing)
+	./scripts/netfault-deps.sh
+	$(GO) test -race -count=1 ./internal/netfault/
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestNetfault|TestLinearizableNetfault|TestDiskFull' -v ./integration/
+
 drill: ## the linearizability check under faults for 60s (seed: PMGCM_LIN_SEED; on failure the visualization goes to PMGCM_LIN_OUT or a temp dir)
 	PMGCM_LIN_DURATION=60s $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run TestLinearizable -v ./integration/
+
+upgrade-drill: ## upgrade a cluster of the previous release (RELEASES) node by node under writes and mail, longer than the suite does (UPGRADE_DRILL_ROUNDS, UPGRADE_DRILL_WRITES)
+	PMGCM_UPGRADE_ROUNDS=$(UPGRADE_DRILL_ROUNDS) PMGCM_UPGRADE_WRITES=$(UPGRADE_DRILL_WRITES) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestUpgrade' -v ./integration/
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -45,11 +64,15 @@ lint: ## gofmt, go vet and staticcheck
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-fuzz: ## fuzz the command decoder for a minute
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./fsm/
+fuzz: ## run every fuzz target (each func FuzzXxx of a _test.go file) for FUZZTIME (10s) each
+	@set -e; grep -r --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*' . | sort | while IFS=: read -r file fn; do \
+		pkg=./$$(dirname "$${file#./}"); name=$${fn#func }; \
+		echo "fuzz: $$pkg $$name"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) "$$pkg"; \
+	done
 
 bench: ## benchmark a fresh 3-node localhost cluster (BENCH_FLAGS: e.g. --workloads seq_put,failover); see docs/performance.md
-	$(GO) build -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pmgclusterd ./cmd/pmgclusterd
 	$(GO) run ./cmd/pmgcm-bench --pmgclusterd $(BIN)/pmgclusterd $(BENCH_FLAGS)
 
 man: ## render the manual pages pmgcm(1) and pmgclusterd(8) from the commands' help into bin/man

@@ -5,7 +5,10 @@
 // project, so that both the daemon and the CLI can depend on it.
 package api
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Paths of the control-socket API. Keys travel in the "key" query parameter so that
 // slash-separated keys need no path escaping.
@@ -32,7 +35,8 @@ const (
 	// PathJoin answers POST JoinRequest with a JoinResponse once the master has admitted
 	// this node and it has started to catch up; the CLI then follows status until state A.
 	PathJoin = "/v1/cluster/join"
-	// PathJoinCmd answers GET with a JoinCmd; POST ?rotate=1 replaces the join token first.
+	// PathJoinCmd answers GET with a JoinCmd; POST ?rotate=1 replaces the join token first,
+	// with &ttl=D (a Go duration) by one that expires after D.
 	PathJoinCmd = "/v1/cluster/join-cmd"
 	// PathDelete answers POST DeleteRequest with a DeleteResponse.
 	PathDelete = "/v1/cluster/delete"
@@ -111,14 +115,26 @@ const (
 	// it may or may not have taken effect.
 	CodeUnknownOutcome = "unknown_outcome"
 	CodeBadToken       = "bad_token"
-	CodeFingerprint    = "fingerprint_mismatch"
-	CodeUnreachable    = "unreachable"
-	CodeIncompatible   = "incompatible"
-	CodeMemberExists   = "member_exists"
-	CodeRemoved        = "removed"
-	CodeFenced         = "fenced"
-	CodeBehind         = "behind"
-	CodeInternal       = "internal"
+	// CodeTokenExpired: the join token was right but has expired.
+	CodeTokenExpired = "token_expired"
+	// CodeThrottled: too many wrong join tokens came from the caller's address; it is
+	// refused for a while.
+	CodeThrottled    = "throttled"
+	CodeFingerprint  = "fingerprint_mismatch"
+	CodeUnreachable  = "unreachable"
+	CodeIncompatible = "incompatible"
+	CodeMemberExists = "member_exists"
+	CodeRemoved      = "removed"
+	CodeFenced       = "fenced"
+	CodeBehind       = "behind"
+	CodeInternal     = "internal"
+	// CodeReadFailed: a linearizable read could not be confirmed with a master (it lost
+	// leadership or stopped during the read). A read changes nothing: retry it.
+	CodeReadFailed = "read_failed"
+
+	// CodeShuttingDown: the node is stopping and took nothing of the request; retry on
+	// another node (a forwarding node retries at the next master by itself).
+	CodeShuttingDown = "shutting_down"
 )
 
 // Error is the body of every non-2xx answer.
@@ -145,6 +161,10 @@ type Cluster struct {
 	CreatedAt time.Time `json:"created_at"`
 	// LeaderCID is the CID of the current master, 0 when there is none.
 	LeaderCID uint64 `json:"leader_cid"`
+	// Version is the cluster version: the feature level every member supports, as
+	// recorded in the replicated log (1, release 0.1.0, until the master records one).
+	// Absent from the answers of release 0.1.0 nodes.
+	Version int `json:"version,omitempty"`
 	// Warnings are cluster-wide conditions the operator must know, e.g. lost quorum.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -158,7 +178,12 @@ type Node struct {
 	Role  string `json:"role"`
 	State string `json:"state"`
 	// Error says why the node is in state D.
-	Error       string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Reason says why a node that is up is not in state A (or not master although
+	// Raft on it still thinks so): it knows no master, it has not applied its own
+	// admission yet, it has seen a newer term, its disk is full. Empty otherwise;
+	// nodes before this field never send it.
+	Reason      string `json:"reason,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// CertExpires is when the node's certificate expires, as the node itself reports
 	// it; zero (absent) when the node did not answer. Renew with update-fingerprints.
@@ -177,6 +202,17 @@ type Node struct {
 	Sys *SysInfo `json:"sys,omitempty"`
 	// Mail is the node's mail store and replication backlog; absent when unknown.
 	Mail *MailStatus `json:"mail,omitempty"`
+	// Version is the node's build version ("<=0.1.0" for a node that reports none: it
+	// predates versions), and Level its feature level; both absent when the node is down.
+	Version string `json:"version,omitempty"`
+	Level   int    `json:"level,omitempty"`
+	// DiskGuard is the node's free-space guard; absent from nodes that have none.
+	DiskGuard *DiskGuard `json:"disk_guard,omitempty"`
+	// Clock is the node's wall clock when it answered; zero (absent) from older nodes.
+	Clock time.Time `json:"clock,omitzero"`
+	// ClockOffsetSeconds is the node's clock minus the master's, estimated from the
+	// status request's round trip; absent when either clock is unknown.
+	ClockOffsetSeconds *float64 `json:"clock_offset_seconds,omitempty"`
 }
 
 // MailStatus is a node's quarantine and how far its copy lags the other nodes'.
@@ -245,7 +281,8 @@ type JoinProbe struct {
 	// Name and CID of the contacted node; it forwards the join if it is not the master.
 	Name string `json:"name"`
 	CID  uint64 `json:"cid"`
-	// ProtocolVersion and StateFormat must match this node's for a join to be possible.
+	// ProtocolVersion is the version the master's cluster runs at: this node's range of
+	// protocol versions must contain it, and StateFormat must match, for a join.
 	ProtocolVersion int `json:"protocol_version"`
 	StateFormat     int `json:"state_format"`
 }
@@ -274,8 +311,18 @@ type JoinCmd struct {
 	Master      string `json:"master"`
 	Fingerprint string `json:"fingerprint"`
 	Token       string `json:"token"`
-	// Command is the whole line: pmgcm join <master> --fingerprint <FP> --token <TOKEN>.
+	// Expires is when the token stops admitting nodes; absent for one that never expires.
+	Expires *time.Time `json:"expires,omitempty"`
+	// Command is the whole line, with the token in the environment rather than on the
+	// command line (where ps shows it): PMGCM_JOIN_TOKEN=<TOKEN> pmgcm join <master>
+	// --fingerprint <FP>. The first release put it as --token <TOKEN> at the end.
 	Command string `json:"command"`
+}
+
+// JoinCommandLine returns the join command for master, fingerprint and token, with the
+// token in the environment variable PMGCM_JOIN_TOKEN (see JoinCmd.Command).
+func JoinCommandLine(master, fingerprint, token string) string {
+	return fmt.Sprintf("PMGCM_JOIN_TOKEN=%s pmgcm join %s --fingerprint %s", token, master, fingerprint)
 }
 
 // DeleteRequest asks to remove the node with CID from the cluster.
@@ -292,6 +339,10 @@ type DeleteResponse struct {
 	CID  uint64 `json:"cid"`
 	Name string `json:"name"`
 	IP   string `json:"ip"`
+	// TokenRotated is true when the join token was replaced after the removal (the
+	// removed node knew it); false when it could not be (rotate it: pmgcm join-cmd
+	// --rotate), or from a daemon of the first release, which never rotates it.
+	TokenRotated bool `json:"token_rotated"`
 }
 
 // PromoteRequest asks to make this node the master.

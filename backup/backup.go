@@ -10,11 +10,19 @@
 //	{"trailer":{"sha256":...,"entries":N,"mail":M}}  the last line
 //
 // The SHA-256 covers every byte before the trailer line, so a truncated or altered file
-// never validates. Cluster identity, members and certificates are never part of a
+// never validates. The Reader also checks the content by the rules a restore applies
+// (every key and value as fsm checks them, no key twice, every message's metadata and
+// the SHA-256 of its body): a file with a valid checksum but content a restore would
+// refuse half-way is refused whole, with ErrInvalid, before anything is replaced.
+//
+// Size bounds: a JSON line is at most maxLine (4 MiB) bytes; the entries at most
+// fsm.MaxStateBytes in all; mail bodies are streamed, never held in memory. Cluster identity, members and certificates are never part of a
 // backup (the manual: "Cluster and node information is not restored").
 //
-// It imports nothing of the project's, so that both the daemon (which writes and
-// restores backups) and the CLI (which inspects them) can use it.
+// It imports only fsm (the key and value rules) and api (the message metadata), which
+// import nothing of the project's, so that both the daemon (which writes and restores
+// backups) and the CLI (which inspects them) check a file by the same rules. It must
+// never import the daemon or the CLI.
 package backup
 
 import (
@@ -27,6 +35,8 @@ import (
 	"hash"
 	"io"
 	"time"
+
+	"github.com/pmgcm/pmgcm/api"
 )
 
 // Kind marks a pmgcm backup in its header.
@@ -38,12 +48,17 @@ const Format = 1
 // maxLine bounds one JSON line: an entry holds at most a 1 MiB value, base64-encoded.
 const maxLine = 4 << 20
 
-// Sentinel errors. ErrCorrupt and ErrTruncated mean the file must not be restored.
+// Sentinel errors. ErrCorrupt, ErrTruncated and ErrInvalid mean the file must not be
+// restored.
 var (
 	ErrNotBackup = errors.New("not a pmgcm backup")
 	ErrNewer     = errors.New("backup format is newer than this pmgcm reads")
 	ErrCorrupt   = errors.New("backup is corrupt")
 	ErrTruncated = errors.New("backup is truncated")
+	// ErrInvalid means the checksum holds but the content breaks a rule of restore (an
+	// invalid key, a value too large, a key twice, bad message metadata, a body that
+	// does not match its SHA-256): the file was not written by pmgcm, or was altered.
+	ErrInvalid = errors.New("backup content is invalid")
 )
 
 // Header describes a backup.
@@ -167,6 +182,7 @@ type Reader struct {
 	mail    int
 	body    *io.LimitedReader
 	done    bool
+	check   *content
 }
 
 // NewReader reads and checks the header.
@@ -187,6 +203,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 		return nil, fmt.Errorf("%w: the file is format %d, this pmgcm reads format %d: restore it with a newer pmgcm",
 			ErrNewer, br.header.Format, Format)
 	}
+	br.check = newContent(br.header)
 	return br, nil
 }
 
@@ -219,14 +236,18 @@ func (r *Reader) readLine() ([]byte, error) {
 }
 
 // Record is one item of a backup: an entry, or a message whose Body must be read (or
-// left) before the next call to Next.
+// left) before the next call to Next. Message is the message's metadata, checked.
 type Record struct {
-	Entry *Entry
-	Mail  *Mail
-	Body  io.Reader
+	Entry   *Entry
+	Mail    *Mail
+	Message *api.QuarantineMessage
+	Body    io.Reader
 }
 
-// Next returns the next record, or io.EOF after a valid trailer.
+// Next returns the next record, or io.EOF after a valid trailer. A body that does not
+// match the SHA-256 of its metadata is reported (ErrInvalid) by the Next after it: a
+// caller that imports a message as it reads it must treat the import as provisional
+// until then.
 func (r *Reader) Next() (Record, error) {
 	if r.done {
 		return Record{}, io.EOF
@@ -247,6 +268,9 @@ func (r *Reader) Next() (Record, error) {
 		}
 		r.h.Write([]byte{nl})
 		r.body = nil
+		if err := r.check.bodyDone(); err != nil {
+			return Record{}, err
+		}
 	}
 	sum := r.h.Sum(nil)
 	line, err := r.readLine()
@@ -278,6 +302,9 @@ func (r *Reader) Next() (Record, error) {
 	case rec.Entry != nil:
 		r.h.Write(line)
 		r.entries++
+		if err := r.check.entry(r.entries, rec.Entry); err != nil {
+			return Record{}, err
+		}
 		return Record{Entry: rec.Entry}, nil
 	case rec.Mail != nil:
 		r.h.Write(line)
@@ -285,8 +312,16 @@ func (r *Reader) Next() (Record, error) {
 			return Record{}, fmt.Errorf("%w: negative mail size", ErrCorrupt)
 		}
 		r.mail++
-		r.body = &io.LimitedReader{R: io.TeeReader(r.r, r.h), N: rec.Mail.Size}
-		return Record{Mail: rec.Mail, Body: r.body}, nil
+		msg, err := r.check.mail(r.mail, rec.Mail)
+		if err != nil {
+			return Record{}, err
+		}
+		var sink io.Writer = r.h
+		if bh := r.check.bodyWriter(); bh != nil {
+			sink = io.MultiWriter(r.h, bh)
+		}
+		r.body = &io.LimitedReader{R: io.TeeReader(r.r, sink), N: rec.Mail.Size}
+		return Record{Mail: rec.Mail, Message: msg, Body: r.body}, nil
 	}
 	return Record{}, fmt.Errorf("%w: unknown record", ErrCorrupt)
 }

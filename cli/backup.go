@@ -2,12 +2,9 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 
@@ -21,62 +18,6 @@ import (
 type BackupAPI interface {
 	Backup(ctx context.Context, withMail bool) (io.ReadCloser, error)
 	Restore(ctx context.Context, r io.Reader) (*api.RestoreResponse, error)
-}
-
-// Backup streams a backup file from the daemon. The caller closes it.
-func (c *Client) Backup(ctx context.Context, withMail bool) (io.ReadCloser, error) {
-	q := url.Values{}
-	if withMail {
-		q.Set("mail", "1")
-	}
-	resp, err := c.doBody(ctx, "GET", api.PathBackup, q, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
-}
-
-// Restore streams a backup file to the daemon.
-func (c *Client) Restore(ctx context.Context, r io.Reader) (*api.RestoreResponse, error) {
-	resp, err := c.doBody(ctx, "POST", api.PathRestore, nil, r, "application/octet-stream")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out api.RestoreResponse
-	return &out, decodeJSON(resp.Body, &out, "POST", api.PathRestore)
-}
-
-// doBody sends one request with a streamed body and returns the answer for the caller to
-// read and close. A non-2xx answer is closed and returned as *APIError; a failure to
-// connect wraps ErrUnreachable.
-func (c *Client) doBody(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
-	u := url.URL{Scheme: "http", Host: "pmgcm", Path: path, RawQuery: q.Encode()}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "pmgcm/"+Version)
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.transportError(method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer resp.Body.Close()
-		return nil, decodeAPIError(resp)
-	}
-	return resp, nil
-}
-
-func decodeJSON(r io.Reader, out any, method, path string) error {
-	if err := json.NewDecoder(r).Decode(out); err != nil {
-		return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
-	}
-	return nil
 }
 
 func (a *app) backupCmd() *cobra.Command {
@@ -94,7 +35,10 @@ the backup on a fresh node, then runs pmgcm create and joins new nodes.
 written to a temporary name, checked and then renamed: an interrupted backup never
 leaves a FILE that looks complete.
 
---inspect FILE prints the header of an existing backup and checks its checksum.`,
+--inspect FILE prints the header of an existing backup and checks it whole, as a restore
+does: its checksum, and its content (every key and value by the rules of the
+configuration store, no key twice, every message's metadata and the SHA-256 of its
+body). It exits 1, saying what is wrong, when a restore would refuse the file.`,
 		Example: "  pmgcm backup /var/backups/pmgcm-$(date +%F).backup --with-mail\n  pmgcm backup --inspect /var/backups/pmgcm-2026-11-28.backup",
 		Args:    posArgs("FILE"),
 		RunE: a.runLongE(func(ctx context.Context, c API, args []string) error {
@@ -109,7 +53,7 @@ leaves a FILE that looks complete.
 		}),
 	}
 	cmd.Flags().BoolVar(&withMail, "with-mail", false, "include the quarantined mail")
-	cmd.Flags().BoolVar(&inspect, "inspect", false, "print the header of FILE and check its checksum")
+	cmd.Flags().BoolVar(&inspect, "inspect", false, "print the header of FILE and check it whole (checksum and content)")
 	return cmd
 }
 
@@ -178,11 +122,15 @@ func runInspect(path string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "format:     %d\ncluster:    %s\nindex:      %d\ncreated:    %s\nentries:    %d\nmail:       %d messages (with mail: %v)\n",
 		h.Format, orNone(h.ClusterID), h.Index, h.Created.Format("2006-01-02T15:04:05Z07:00"), h.Entries, h.Mail, h.WithMail)
+	if errors.Is(verr, backup.ErrInvalid) {
+		fmt.Fprintln(w, "content:    INVALID")
+		return fmt.Errorf("%s: %w: a restore would refuse it", path, verr)
+	}
 	if verr != nil {
 		fmt.Fprintln(w, "checksum:   FAILED")
 		return fmt.Errorf("%s: %w", path, verr)
 	}
-	_, err = fmt.Fprintln(w, "checksum:   ok")
+	_, err = fmt.Fprintln(w, "checksum:   ok\ncontent:    ok")
 	return err
 }
 
@@ -201,8 +149,10 @@ never restored. The manual's total cluster failure:
 Restored messages keep their state (quarantined or released) and the time they were
 first received, from which retention counts; they get new IDs, from this node.
 
-The whole file is checked (checksum, format) before anything changes: a truncated,
-corrupt or newer-format file is refused with nothing changed.`,
+The whole file is checked before anything changes (checksum, format, and content: every
+key and value, every message's metadata and the SHA-256 of its body), and its mail is
+imported into a staging area that replaces the quarantine only once all of it is in: a
+truncated, corrupt, invalid or newer-format file is refused with nothing changed.`,
 		Args: posArgs("FILE"),
 		RunE: a.runLongE(func(ctx context.Context, c API, args []string) error {
 			b, ok := c.(BackupAPI)

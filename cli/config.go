@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 func (a *app) configCmd() *cobra.Command {
@@ -57,7 +58,7 @@ const staleFlagUsage = "read this node's own copy: works without quorum, but may
 
 func (a *app) configGetCmd() *cobra.Command {
 	var output outputFormat
-	var ro ReadOptions
+	var ro client.ReadOptions
 	cmd := &cobra.Command{
 		Use:   "get KEY",
 		Short: "Print the value of a key, byte-exact",
@@ -81,7 +82,7 @@ UTF-8); the version is what --if-version of set and delete takes.
 
 // runConfigGet prints the value of key, raw or as JSON, on w, and the stale-read note
 // on ew.
-func runConfigGet(ctx context.Context, c API, key string, ro ReadOptions, output outputFormat, w, ew io.Writer) error {
+func runConfigGet(ctx context.Context, c API, key string, ro client.ReadOptions, output outputFormat, w, ew io.Writer) error {
 	v, err := c.ConfigGet(ctx, key, ro)
 	if err != nil {
 		return err
@@ -98,7 +99,7 @@ func runConfigGet(ctx context.Context, c API, key string, ro ReadOptions, output
 }
 
 // staleNote says on w how far behind a stale read may be; nothing for a linearizable one.
-func staleNote(w io.Writer, ri ReadInfo) error {
+func staleNote(w io.Writer, ri client.ReadInfo) error {
 	if !ri.Stale {
 		return nil
 	}
@@ -127,7 +128,7 @@ type configSetOptions struct {
 	value    []byte
 	hasValue bool
 	file     string
-	write    WriteOptions
+	write    client.WriteOptions
 }
 
 // casHelp says what --if-version does, for the help of the commands that write.
@@ -218,7 +219,7 @@ func readValue(path string, stdin io.Reader) ([]byte, error) {
 
 func (a *app) configListCmd() *cobra.Command {
 	var output outputFormat
-	var ro ReadOptions
+	var ro client.ReadOptions
 	cmd := &cobra.Command{
 		Use:   "list [PREFIX]",
 		Short: "List the keys, optionally those starting with PREFIX",
@@ -242,7 +243,7 @@ those starting with PREFIX. With -o json, print the entries, values included, as
 
 // runConfigList prints the entries under prefix as an aligned table, or as a JSON array,
 // on w, and the stale-read note on ew.
-func runConfigList(ctx context.Context, c API, prefix string, ro ReadOptions, output outputFormat, w, ew io.Writer) error {
+func runConfigList(ctx context.Context, c API, prefix string, ro client.ReadOptions, output outputFormat, w, ew io.Writer) error {
 	// Printed as the entries arrive (issue 16); the table's columns are aligned once all
 	// rows are in, which holds the keys, not the values.
 	var each func(api.ConfigEntry) error
@@ -291,7 +292,7 @@ cluster's voters; the command prints its version.
 }
 
 // runConfigDelete deletes key and prints "<key> deleted (version N)".
-func runConfigDelete(ctx context.Context, c API, key string, wo WriteOptions, w io.Writer) error {
+func runConfigDelete(ctx context.Context, c API, key string, wo client.WriteOptions, w io.Writer) error {
 	r, err := c.ConfigDelete(ctx, key, wo)
 	if err != nil {
 		return conflictHint(err, key, "delete")
@@ -325,18 +326,18 @@ func (f *versionFlag) Set(s string) error {
 func (f *versionFlag) Type() string { return "N" }
 
 // writeOptions makes the write conditional when the flag was given.
-func (f *versionFlag) writeOptions() WriteOptions {
+func (f *versionFlag) writeOptions() client.WriteOptions {
 	if !f.set {
-		return WriteOptions{}
+		return client.WriteOptions{}
 	}
 	v := f.v
-	return WriteOptions{IfVersion: &v}
+	return client.WriteOptions{IfVersion: &v}
 }
 
 // conflictHint adds to a compare-and-set conflict, when the daemon gave no hint, what the
 // operator can do; verb is "set" or "delete".
 func conflictHint(err error, key, verb string) error {
-	var ae *APIError
+	var ae *client.APIError
 	if !errors.As(err, &ae) || ae.Code != api.CodeConflict || ae.Hint != "" {
 		return err
 	}

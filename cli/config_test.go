@@ -10,10 +10,12 @@ import (
 	"testing"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/api/client/clienttest"
 )
 
-// binaryValue is not valid UTF-8 and has no trailing newline.
-var binaryValue = []byte{0x00, 0xff, 0xfe, '\n', 'a', 0x80, 0x0d}
+// binaryValue is not valid UTF-8 and has no trailing newline; clienttest.Daemon serves it.
+var binaryValue = clienttest.BinaryValue
 
 func TestConfigGetByteExact(t *testing.T) {
 	for _, v := range [][]byte{binaryValue, []byte("line\n"), {}, []byte("no newline")} {
@@ -127,8 +129,8 @@ func TestConfigDelete(t *testing.T) {
 }
 
 func TestConfigAPIErrors(t *testing.T) {
-	notFound := &APIError{Status: 404, wireError: api.Error{Code: api.CodeNotFound, Message: `key "k" not found`}}
-	noQuorum := &APIError{Status: 503, wireError: api.Error{Code: api.CodeNoQuorum, Message: "no quorum", Hint: "run pmgcm promote --force"}}
+	notFound := client.NewAPIError(404, api.Error{Code: api.CodeNotFound, Message: `key "k" not found`})
+	noQuorum := client.NewAPIError(503, api.Error{Code: api.CodeNoQuorum, Message: "no quorum", Hint: "run pmgcm promote --force"})
 	for _, tt := range []struct {
 		args []string
 		err  error
@@ -173,7 +175,7 @@ func TestConfigUsageErrors(t *testing.T) {
 }
 
 // staleRead is how the fake serves a stale read on a follower.
-var staleRead = ReadInfo{Stale: true, AppliedIndex: 1041, LastContact: "2.35s"}
+var staleRead = client.ReadInfo{Stale: true, AppliedIndex: 1041, LastContact: "2.35s"}
 
 const staleNoteLine = "stale read from this node: applied index 1041, last contact with the master 2.35s\n"
 
@@ -194,7 +196,7 @@ func TestConfigGetStale(t *testing.T) {
 
 	// The master answers a stale read with last contact 0s; a node that never heard
 	// from one says never.
-	f := &fakeAPI{value: []byte("v"), ver: 7, read: ReadInfo{Stale: true, AppliedIndex: 9, LastContact: "never"}}
+	f := &fakeAPI{value: []byte("v"), ver: 7, read: client.ReadInfo{Stale: true, AppliedIndex: 9, LastContact: "never"}}
 	r := runFake(t, f, "", "config", "get", "k", "--stale", "-o", "json")
 	if r.code != ExitOK || r.stderr != "stale read from this node: applied index 9, last contact with the master never\n" ||
 		!strings.HasPrefix(r.stdout, "{\n  \"key\": \"k\",") {
@@ -264,7 +266,7 @@ func TestConfigSetDeleteIfVersion(t *testing.T) {
 
 func TestConfigIfVersionConflict(t *testing.T) {
 	conflict := func(msg string, version uint64) error {
-		return &APIError{Status: 409, wireError: api.Error{Code: api.CodeConflict, Message: msg, Version: version}}
+		return client.NewAPIError(409, api.Error{Code: api.CodeConflict, Message: msg, Version: version})
 	}
 	for _, tt := range []struct {
 		args []string
@@ -287,7 +289,7 @@ func TestConfigIfVersionConflict(t *testing.T) {
 			"pmgcm: key \"k\" does not exist (version 0), not 41\nnothing was changed; the key does not exist now\n"},
 		// The daemon's own hint wins.
 		{[]string{"delete", "k", "--if-version", "41"},
-			&APIError{Status: 409, wireError: api.Error{Code: api.CodeConflict, Message: "at 42", Hint: "daemon hint", Version: 42}},
+			client.NewAPIError(409, api.Error{Code: api.CodeConflict, Message: "at 42", Hint: "daemon hint", Version: 42}),
 			"pmgcm: at 42\ndaemon hint\n"},
 	} {
 		f := &fakeAPI{err: tt.err}

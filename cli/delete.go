@@ -62,7 +62,11 @@ Check first that it is powered off or unreachable from every node, not only from
 one. pmgcm prints this warning before it acts; on a terminal it then asks for
 confirmation unless --yes is given. Off a terminal, --force itself is the consent.
 
-With -o json, print the removed node's cid, name and ip as JSON.`,
+The join token is replaced after the removal (its expiry kept): the deleted node knew it.
+pmgcm says so; print the new token with pmgcm join-cmd.
+
+With -o json, print the removed node's cid, name and ip, and whether the token was
+rotated (token_rotated), as JSON.`,
 		Example: `  pmgcm delete 3
   pmgcm delete --force 2`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -114,7 +118,14 @@ func runDelete(ctx context.Context, c API, cid uint64, force bool, output output
 	if output == outputJSON {
 		return writeJSON(w, r)
 	}
-	_, err = fmt.Fprintf(w, "deleted cid %d (%s, %s)\n", r.CID, orDash(r.Name), orDash(r.IP))
+	if _, err = fmt.Fprintf(w, "deleted cid %d (%s, %s)\n", r.CID, orDash(r.Name), orDash(r.IP)); err != nil {
+		return err
+	}
+	if r.TokenRotated {
+		_, err = fmt.Fprintln(w, "join token rotated: the deleted node knew it; print the new one with pmgcm join-cmd")
+	} else {
+		_, err = fmt.Fprintln(w, "warning: the join token was not rotated and the deleted node knows it: run pmgcm join-cmd --rotate")
+	}
 	return err
 }
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // DocCommand returns the pmgcm command tree as the operator sees it, completion command
@@ -16,7 +18,7 @@ func DocCommand() *cobra.Command {
 		stdout: io.Discard,
 		stderr: io.Discard,
 		getenv: func(string) string { return "" },
-		newAPI: func(socket string) API { return NewClient(socket) },
+		newAPI: func(socket string) API { return client.New(socket, client.WithUserAgent("pmgcm/"+Version)) },
 	}}
 	root := a.rootCmd()
 	root.InitDefaultCompletionCmd()

@@ -45,6 +45,9 @@ type catchUp struct {
 	// background completes "the node goes on ... in the background" when the operator
 	// stops following.
 	background string
+	// stuck, when set, says why the node is not a full member when --wait runs out and
+	// what to do, from the last status that showed its row.
+	stuck func(st *api.Status, n *api.Node) string
 }
 
 // followCatchUp polls the status until the local node is a full member (state A, with a
@@ -63,6 +66,8 @@ func (a *app) followCatchUp(ctx context.Context, c API, cu catchUp, wait time.Du
 	defer tick.Stop()
 
 	var lastErr error
+	var lastSt *api.Status
+	var lastRow *api.Node
 	for {
 		sctx, scancel := context.WithTimeout(wctx, callTimeout)
 		st, err := c.Status(sctx)
@@ -75,6 +80,7 @@ func (a *app) followCatchUp(ctx context.Context, c API, cu catchUp, wait time.Du
 		case st != nil:
 			lastErr = nil
 			if n := cu.row(st); n != nil {
+				lastSt, lastRow = st, n
 				if isFullMember(n) {
 					p.end()
 					_, err := fmt.Fprintf(a.stdout, cu.done, n.Name, n.CID, n.State)
@@ -91,6 +97,9 @@ func (a *app) followCatchUp(ctx context.Context, c API, cu catchUp, wait time.Du
 					"background: see pmgcm status: %w", cu.background, err)
 			}
 			msg := fmt.Sprintf("not in sync after %s: see pmgcm status", wait)
+			if cu.stuck != nil && lastRow != nil {
+				msg = cu.stuck(lastSt, lastRow)
+			}
 			if lastErr != nil {
 				// %v, not %w: a timed-out status call must not read as a timeout of the command.
 				return fmt.Errorf("%s\nlast status error: %v", msg, oneLine(lastErr.Error()))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -25,7 +26,7 @@ type fakeAPI struct {
 	write  *api.WriteResponse
 	list   *api.ConfigList
 	// read is how the fake says a get or list was served (stale or not).
-	read ReadInfo
+	read client.ReadInfo
 	err  error
 
 	probe   *api.JoinProbe
@@ -57,13 +58,14 @@ type fakeAPI struct {
 	gotPref   string
 	gotMaster string
 	gotJoin   api.JoinRequest
+	gotTTL    time.Duration
 	gotRotate bool
 	gotCID    uint64
 	// gotForce is the force flag of the last Delete or Promote.
 	gotForce    bool
 	gotMasterIP string
-	gotRead     ReadOptions
-	gotWrite    WriteOptions
+	gotRead     client.ReadOptions
+	gotWrite    client.WriteOptions
 	gotWatch    []watchCall
 	// gotFilter is what the last QuarantineList asked for: from, to, state.
 	gotFilter [3]string
@@ -137,6 +139,12 @@ func (f *fakeAPI) JoinCmd(_ context.Context, rotate bool) (*api.JoinCmd, error) 
 	return f.joinCmd, f.errFor("join-cmd")
 }
 
+func (f *fakeAPI) RotateJoinToken(_ context.Context, ttl time.Duration) (*api.JoinCmd, error) {
+	f.record("join-cmd")
+	f.gotRotate, f.gotTTL = true, ttl
+	return f.joinCmd, f.errFor("join-cmd")
+}
+
 func (f *fakeAPI) Delete(_ context.Context, cid uint64, force bool) (*api.DeleteResponse, error) {
 	f.record("delete-node")
 	f.gotCID, f.gotForce = cid, force
@@ -160,28 +168,28 @@ func (f *fakeAPI) Create(context.Context) (*api.CreateResponse, error) {
 	return f.create, f.err
 }
 
-func (f *fakeAPI) ConfigGet(_ context.Context, key string, opts ReadOptions) (*ConfigValue, error) {
+func (f *fakeAPI) ConfigGet(_ context.Context, key string, opts client.ReadOptions) (*client.ConfigValue, error) {
 	f.record("get")
 	f.gotKey, f.gotRead = key, opts
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &ConfigValue{Value: f.value, Version: f.ver, Read: f.read}, nil
+	return &client.ConfigValue{Value: f.value, Version: f.ver, Read: f.read}, nil
 }
 
-func (f *fakeAPI) ConfigSet(_ context.Context, key string, value []byte, opts WriteOptions) (*api.WriteResponse, error) {
+func (f *fakeAPI) ConfigSet(_ context.Context, key string, value []byte, opts client.WriteOptions) (*api.WriteResponse, error) {
 	f.record("set")
 	f.gotKey, f.gotValue, f.gotWrite = key, value, opts
 	return f.write, f.err
 }
 
-func (f *fakeAPI) ConfigDelete(_ context.Context, key string, opts WriteOptions) (*api.WriteResponse, error) {
+func (f *fakeAPI) ConfigDelete(_ context.Context, key string, opts client.WriteOptions) (*api.WriteResponse, error) {
 	f.record("delete")
 	f.gotKey, f.gotWrite = key, opts
 	return f.write, f.err
 }
 
-func (f *fakeAPI) ConfigList(_ context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error) {
+func (f *fakeAPI) ConfigList(_ context.Context, prefix string, opts client.ReadOptions) (*api.ConfigList, client.ReadInfo, error) {
 	f.record("list")
 	f.gotPref, f.gotRead = prefix, opts
 	return f.list, f.read, f.err

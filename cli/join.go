@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // Prompts and refusals of `pmgcm join`.
@@ -46,7 +47,10 @@ type joinOptions struct {
 
 // joinHints say what to do about the daemon's join errors when it gave no hint itself.
 var joinHints = map[string]string{
-	api.CodeBadToken: "get the current token with 'pmgcm join-cmd' on a member",
+	api.CodeBadToken:     "get the current token with 'pmgcm join-cmd' on a member",
+	api.CodeTokenExpired: "make a new token with 'pmgcm join-cmd --rotate' (or --ttl D) on a member",
+	api.CodeThrottled: "too many wrong tokens came from this node's address: check the token with " +
+		"'pmgcm join-cmd' on a member, wait, and try again",
 	api.CodeFingerprint: "the master presents another certificate than the fingerprint given: compare " +
 		"with 'pmgcm join-cmd' on a member, and do not join if they differ",
 	api.CodeUnreachable: "check the master's address and port, and that pmgclusterd runs there " +
@@ -173,6 +177,9 @@ func (a *app) runJoin(ctx context.Context, c API, opts joinOptions) error {
 		row:        func(st *api.Status) *api.Node { return joinedRow(st, jr) },
 		done:       "node %s(%d) is a full member: state %s\n",
 		background: "joining",
+		stuck: func(st *api.Status, n *api.Node) string {
+			return joinStuck(st, n, jr, opts.wait)
+		},
 	}, opts.wait)
 }
 
@@ -242,9 +249,9 @@ func joinedRow(st *api.Status, jr *api.JoinResponse) *api.Node {
 	return nil
 }
 
-// withHint returns err with hints[code] as its hint when err is an *APIError that has none.
+// withHint returns err with hints[code] as its hint when err is an *client.APIError that has none.
 func withHint(err error, hints map[string]string) error {
-	var ae *APIError
+	var ae *client.APIError
 	if !errors.As(err, &ae) || ae.Hint != "" {
 		return err
 	}

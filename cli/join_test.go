@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // fakeTerm is a terminal that answers from a script and records the questions.
@@ -58,7 +59,7 @@ func joinStatus(role, state string, applied uint64) *api.Status {
 // catchingUp is the status sequence of a join: the node's status from before the join, a
 // daemon busy resetting, then the catch-up from S to A.
 func catchingUp() []statusAnswer {
-	unavailable := &APIError{Status: 503, wireError: api.Error{Code: api.CodeUnavailable, Message: "starting"}}
+	unavailable := client.NewAPIError(503, api.Error{Code: api.CodeUnavailable, Message: "starting"})
 	return []statusAnswer{
 		{st: &api.Status{Nodes: []api.Node{{Name: "pmg6", IP: "192.168.2.128", Role: api.RoleNone, State: api.StateActive, Local: true}}}},
 		{err: unavailable},
@@ -331,7 +332,7 @@ func TestJoinDaemonErrors(t *testing.T) {
 		if tt.wantHint != "" {
 			want += tt.wantHint + "\n"
 		}
-		apiErr := &APIError{Status: 400, wireError: api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint}}
+		apiErr := client.NewAPIError(400, api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint})
 
 		f := joinFake()
 		f.errs = map[string]error{"join": apiErr}
@@ -355,7 +356,7 @@ func TestJoinDaemonErrors(t *testing.T) {
 
 	// The local daemon down is the client's error, worded by the client.
 	f := joinFake()
-	f.errs = map[string]error{"join": ErrUnreachable}
+	f.errs = map[string]error{"join": client.ErrUnreachable}
 	r := runFake(t, f, "", "join", "192.168.2.127", "--fingerprint", "FP", "--token", "T", "--yes")
 	if r.code != ExitError || r.stderr != "pmgcm: cannot reach pmgclusterd\n" {
 		t.Errorf("unreachable daemon: exit %d, stderr %q", r.code, r.stderr)
@@ -368,7 +369,10 @@ func TestJoinWaitExpiry(t *testing.T) {
 	start := time.Now()
 	r := runEnv(t, context.Background(), env{timing: fast}, f,
 		"join", "192.168.2.127", "--fingerprint", "FP", "--token", "T", "--yes", "--wait", "50ms")
-	if r.code != ExitError || r.stderr != "pmgcm: not in sync after 50ms: see pmgcm status\n" {
+	stuck := "pmgcm: node pmg6(2) was admitted (cid 2) but is not a full member after 50ms: state S\n" +
+		"it reaches pmg5(1) 192.168.2.127\n" +
+		"it has not caught up yet: see pmgcm status (it goes on catching up by itself), or undo the join with 'pmgcm delete 2' on the master (192.168.2.127:8006)\n"
+	if r.code != ExitError || r.stderr != stuck {
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	if r.stdout != joinedOut+"catching up: applied index 10 of 100\n" {
@@ -381,11 +385,11 @@ func TestJoinWaitExpiry(t *testing.T) {
 	// When the status keeps failing, the last error is told; on a terminal the progress line
 	// is ended first.
 	f = joinFake()
-	unavailable := &APIError{Status: 503, wireError: api.Error{Code: api.CodeUnavailable, Message: "installing snapshot", Hint: "wait"}}
+	unavailable := client.NewAPIError(503, api.Error{Code: api.CodeUnavailable, Message: "installing snapshot", Hint: "wait"})
 	f.statusSeq = []statusAnswer{{st: joinStatus(api.RoleNode, api.StateSyncing, 10)}, {err: unavailable}}
 	r = runEnv(t, context.Background(), env{term: &fakeTerm{}, stdoutTTY: true, timing: fast}, f,
 		"join", "192.168.2.127", "--fingerprint", "FP", "--token", "T", "--yes", "--wait", "50ms")
-	if r.code != ExitError || r.stderr != "pmgcm: not in sync after 50ms: see pmgcm status\nlast status error: installing snapshot wait\n" {
+	if r.code != ExitError || r.stderr != stuck+"last status error: installing snapshot wait\n" {
 		t.Errorf("failing status: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if r.stdout != joinedOut+"\rcatching up: applied index 10 of 100\n" {
@@ -454,10 +458,13 @@ func TestJoinHelp(t *testing.T) {
 func TestJoinCmd(t *testing.T) {
 	jc := &api.JoinCmd{Master: "192.168.2.127", Fingerprint: "SHA256:AB:CD", Token: "tok",
 		Command: "pmgcm join 192.168.2.127 --fingerprint SHA256:AB:CD --token tok"}
+	// The line is always the environment form, whatever Command the daemon sent (the
+	// first release sends the --token form).
+	line := "PMGCM_JOIN_TOKEN=tok pmgcm join 192.168.2.127 --fingerprint SHA256:AB:CD\n"
 
 	f := &fakeAPI{joinCmd: jc}
 	r := runFake(t, f, "", "join-cmd")
-	if r.code != ExitOK || r.stdout != jc.Command+"\n" || r.stderr != "" || f.gotRotate {
+	if r.code != ExitOK || r.stdout != line || r.stderr != "" || f.gotRotate {
 		t.Errorf("text: exit %d, stdout %q, stderr %q, rotate %v", r.code, r.stdout, r.stderr, f.gotRotate)
 	}
 
@@ -475,11 +482,24 @@ func TestJoinCmd(t *testing.T) {
 
 	f = &fakeAPI{joinCmd: jc}
 	r = runFake(t, f, "", "join-cmd", "--rotate")
-	if r.code != ExitOK || r.stdout != jc.Command+"\n" || r.stderr != "join token rotated; the old token no longer works\n" || !f.gotRotate {
+	if r.code != ExitOK || r.stdout != line || r.stderr != "join token rotated; the old token no longer works\n" || !f.gotRotate {
 		t.Errorf("rotate: exit %d, stdout %q, stderr %q, rotate %v", r.code, r.stdout, r.stderr, f.gotRotate)
 	}
 
-	noCluster := &APIError{Status: 409, wireError: api.Error{Code: api.CodeNoCluster, Message: "no cluster defined", Hint: "create one with pmgcm create"}}
+	exp := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	jcTTL := *jc
+	jcTTL.Expires = &exp
+	f = &fakeAPI{joinCmd: &jcTTL}
+	r = runFake(t, f, "", "join-cmd", "--ttl", "90m")
+	if r.code != ExitOK || r.stdout != line || f.gotTTL != 90*time.Minute ||
+		r.stderr != "join token rotated; the old token no longer works\nthe join token expires at 2026-12-01T10:00:00Z\n" {
+		t.Errorf("ttl: exit %d, stdout %q, stderr %q, ttl %v", r.code, r.stdout, r.stderr, f.gotTTL)
+	}
+	if r := runFake(t, &fakeAPI{joinCmd: jc}, "", "join-cmd", "--ttl", "-1h"); r.code != ExitUsage {
+		t.Errorf("negative ttl: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	noCluster := client.NewAPIError(409, api.Error{Code: api.CodeNoCluster, Message: "no cluster defined", Hint: "create one with pmgcm create"})
 	r = runFake(t, &fakeAPI{err: noCluster}, "", "join-cmd", "--rotate")
 	if r.code != ExitError || r.stdout != "" || r.stderr != "pmgcm: no cluster defined\ncreate one with pmgcm create\n" {
 		t.Errorf("error: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -494,18 +514,23 @@ func TestJoinCmd(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
-	f := &fakeAPI{del: &api.DeleteResponse{CID: 3, Name: "pmg7", IP: "192.168.2.129"}}
+	f := &fakeAPI{del: &api.DeleteResponse{CID: 3, Name: "pmg7", IP: "192.168.2.129", TokenRotated: true}}
 	r := runFake(t, f, "", "delete", "3")
-	if r.code != ExitOK || r.stdout != "deleted cid 3 (pmg7, 192.168.2.129)\n" || r.stderr != "" || f.gotCID != 3 {
+	if r.code != ExitOK || r.stdout != "deleted cid 3 (pmg7, 192.168.2.129)\njoin token rotated: the deleted node knew it; print the new one with pmgcm join-cmd\n" || r.stderr != "" || f.gotCID != 3 {
 		t.Errorf("exit %d, stdout %q, stderr %q, cid %d", r.code, r.stdout, r.stderr, f.gotCID)
+	}
+	// A daemon that did not rotate the token (or of the first release): say what to do.
+	r = runFake(t, &fakeAPI{del: &api.DeleteResponse{CID: 3, Name: "pmg7", IP: "192.168.2.129"}}, "", "delete", "3")
+	if r.code != ExitOK || r.stdout != "deleted cid 3 (pmg7, 192.168.2.129)\nwarning: the join token was not rotated and the deleted node knows it: run pmgcm join-cmd --rotate\n" {
+		t.Errorf("not rotated: exit %d, stdout %q", r.code, r.stdout)
 	}
 
 	r = runFake(t, &fakeAPI{del: f.del}, "", "delete", "3", "-o", "json")
-	if r.code != ExitOK || r.stdout != "{\n  \"cid\": 3,\n  \"name\": \"pmg7\",\n  \"ip\": \"192.168.2.129\"\n}\n" {
+	if r.code != ExitOK || r.stdout != "{\n  \"cid\": 3,\n  \"name\": \"pmg7\",\n  \"ip\": \"192.168.2.129\",\n  \"token_rotated\": true\n}\n" {
 		t.Errorf("json: exit %d, stdout %q", r.code, r.stdout)
 	}
 
-	notFound := &APIError{Status: 404, wireError: api.Error{Code: api.CodeNotFound, Message: "no node with cid 9"}}
+	notFound := client.NewAPIError(404, api.Error{Code: api.CodeNotFound, Message: "no node with cid 9"})
 	f = &fakeAPI{err: notFound}
 	r = runFake(t, f, "", "delete", "9")
 	if r.code != ExitError || r.stdout != "" || r.stderr != "pmgcm: no node with cid 9\nlist the nodes and their CIDs with pmgcm status\n" || f.gotCID != 9 {
@@ -527,12 +552,12 @@ func TestWithHint(t *testing.T) {
 	if withHint(plain, hints) != plain {
 		t.Error("plain error changed")
 	}
-	orig := &APIError{Status: 404, wireError: api.Error{Code: api.CodeNotFound, Message: "gone"}}
+	orig := client.NewAPIError(404, api.Error{Code: api.CodeNotFound, Message: "gone"})
 	got := withHint(orig, hints)
 	if got.Error() != "gone\nlook" || orig.Hint != "" {
 		t.Errorf("got %q, original hint %q", got, orig.Hint)
 	}
-	var ae *APIError
+	var ae *client.APIError
 	if !errors.As(got, &ae) || ae.Code != api.CodeNotFound || ae.Status != 404 {
 		t.Errorf("hinted error lost its code: %#v", got)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // forcedStatus is the status on pmg5 (cid 1, 192.168.2.127) after a forced recovery that
@@ -92,8 +93,7 @@ func TestPromoteDaemonErrors(t *testing.T) {
 		if tt.wantHint != "" {
 			want += tt.wantHint + "\n"
 		}
-		f := &fakeAPI{errs: map[string]error{"promote": &APIError{Status: 409,
-			wireError: api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint}}}}
+		f := &fakeAPI{errs: map[string]error{"promote": client.NewAPIError(409, api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint})}}
 		r := runFake(t, f, "", "promote")
 		if r.code != ExitError || r.stderr != want || r.stdout != "" {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q, want %q", tt.code, r.code, r.stdout, r.stderr, want)
@@ -105,8 +105,8 @@ func TestPromoteDaemonErrors(t *testing.T) {
 
 	// A refused forced promotion: the warning, then the error; no status call.
 	f := forcedFake()
-	f.errs = map[string]error{"promote": &APIError{Status: 409, wireError: api.Error{Code: api.CodeBehind,
-		Message: "pmg7(3) at 192.168.2.129 has a longer committed log"}}}
+	f.errs = map[string]error{"promote": client.NewAPIError(409, api.Error{Code: api.CodeBehind,
+		Message: "pmg7(3) at 192.168.2.129 has a longer committed log"})}
 	r := runFake(t, f, "", "promote", "--force")
 	if r.code != ExitError || !strings.HasPrefix(r.stderr, "WARNING: ") ||
 		!strings.HasSuffix(r.stderr, "\npmgcm: pmg7(3) at 192.168.2.129 has a longer committed log\n"+promoteHints[api.CodeBehind]+"\n") {
@@ -234,7 +234,7 @@ func TestPromoteHelp(t *testing.T) {
 func deleteForceFake(others ...api.Node) *fakeAPI {
 	st := &api.Status{Cluster: &api.Cluster{ID: "c0ffee", Epoch: 3, LeaderCID: 1},
 		Nodes: append([]api.Node{{CID: 1, Name: "pmg5", IP: "192.168.2.127", Role: api.RoleMaster, State: api.StateActive, Local: true}}, others...)}
-	return &fakeAPI{del: &api.DeleteResponse{CID: 2, Name: "pmg6", IP: "192.168.2.128"}, status: st}
+	return &fakeAPI{del: &api.DeleteResponse{CID: 2, Name: "pmg6", IP: "192.168.2.128", TokenRotated: true}, status: st}
 }
 
 func TestDeleteForce(t *testing.T) {
@@ -243,7 +243,7 @@ func TestDeleteForce(t *testing.T) {
 	var stderr bytes.Buffer
 	atCall := stderrAtFirstCall(f, &stderr)
 	r := runEnv(t, context.Background(), env{stderr: &stderr}, f, "delete", "--force", "2")
-	if r.code != ExitOK || r.stdout != "deleted cid 2 (pmg6, 192.168.2.128)\n" {
+	if r.code != ExitOK || r.stdout != "deleted cid 2 (pmg6, 192.168.2.128)\njoin token rotated: the deleted node knew it; print the new one with pmgcm join-cmd\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	wantWarn := "WARNING: " + forceDelete(2).headline + "\n" + splitBrainWarning
@@ -257,7 +257,7 @@ func TestDeleteForce(t *testing.T) {
 	// Other members are left fenced: say which and how to bring them back.
 	f = deleteForceFake(api.Node{CID: 4, Name: "pmg8"}, api.Node{CID: 3, Name: "pmg7"}, api.Node{CID: 2, Name: "pmg6"})
 	r = runFake(t, f, "", "delete", "2", "--force", "--yes")
-	want := "deleted cid 2 (pmg6, 192.168.2.128)\n" +
+	want := "deleted cid 2 (pmg6, 192.168.2.128)\njoin token rotated: the deleted node knew it; print the new one with pmgcm join-cmd\n" +
 		"fenced: cid 3, cid 4: run 'pmgcm sync --master_ip 192.168.2.127' on each to bring it back\n"
 	if r.code != ExitOK || r.stdout != want {
 		t.Errorf("others: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -305,8 +305,7 @@ func TestDeleteForce(t *testing.T) {
 	}
 
 	// A delete refused for lack of quorum points at --force.
-	f = &fakeAPI{errs: map[string]error{"delete-node": &APIError{Status: 503,
-		wireError: api.Error{Code: api.CodeNoQuorum, Message: "no quorum: 1 of 2 voters reachable"}}}}
+	f = &fakeAPI{errs: map[string]error{"delete-node": client.NewAPIError(503, api.Error{Code: api.CodeNoQuorum, Message: "no quorum: 1 of 2 voters reachable"})}}
 	r = runFake(t, f, "", "delete", "2")
 	if r.code != ExitError || r.stderr != "pmgcm: no quorum: 1 of 2 voters reachable\n"+deleteHints[api.CodeNoQuorum]+"\n" {
 		t.Errorf("no quorum: exit %d, stderr %q", r.code, r.stderr)

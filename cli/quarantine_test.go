@@ -13,17 +13,15 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/api/client/clienttest"
 )
 
-// wireBody is a quarantined message: CRLF line ends, 8-bit bytes, no trailing newline.
-var wireBody = []byte("From: alice@example.net\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\nbody \xff\xfe\r\nlast")
-
-// wireMessage is the index entry of wireBody.
-var wireMessage = api.QuarantineMessage{
-	ID: "q1", OriginCID: 2, From: "alice@example.net", To: []string{"bob@example.com", "carol@example.com"},
-	Subject: "café", Size: int64(len(wireBody)), SHA256: sha256hex(wireBody), State: api.MailQuarantined,
-	Received: time.Date(2025, 3, 1, 12, 30, 45, 0, time.UTC),
-}
+// wireBody and wireMessage are the quarantined message that clienttest.Daemon serves.
+var (
+	wireBody    = clienttest.QuarantineBody
+	wireMessage = clienttest.QuarantineMessage
+)
 
 func sha256hex(b []byte) string {
 	s := sha256.Sum256(b)
@@ -143,7 +141,7 @@ func TestQuarantineDeleteRelease(t *testing.T) {
 }
 
 func TestQuarantineErrors(t *testing.T) {
-	notFound := &APIError{Status: 404, wireError: api.Error{Code: api.CodeNotFound, Message: "no message q9"}}
+	notFound := client.NewAPIError(404, api.Error{Code: api.CodeNotFound, Message: "no message q9"})
 	for _, args := range [][]string{
 		{"quarantine", "show", "q9"},
 		{"quarantine", "delete", "q9"},
@@ -223,74 +221,10 @@ func TestCut(t *testing.T) {
 	}
 }
 
-func TestClientWireQuarantine(t *testing.T) {
-	d := &fakeDaemon{}
-	c := NewClient(startDaemon(t, d))
-	ctx := context.Background()
-
-	msgs, err := c.QuarantineList(ctx, "", "", "")
-	if err != nil || len(msgs) != 1 || msgs[0].ID != "q1" || !msgs[0].Received.Equal(wireMessage.Received) ||
-		strings.Join(msgs[0].To, ",") != "bob@example.com,carol@example.com" {
-		t.Fatalf("QuarantineList = %+v, %v", msgs, err)
-	}
-	if r := d.last(); r.method != "GET" || r.path != api.PathQuarantine || r.rawQuery != "" || len(r.body) != 0 {
-		t.Errorf("list request = %+v", r)
-	}
-	msgs, err = c.QuarantineList(ctx, "alice", "@example.com", api.MailQuarantined)
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("filtered QuarantineList = %+v, %v", msgs, err)
-	}
-	if r := d.last(); r.rawQuery != "from=alice&state=quarantined&to=%40example.com" {
-		t.Errorf("filtered list sent %q", r.rawQuery)
-	}
-	if msgs, err = c.QuarantineList(ctx, "nobody", "", ""); err != nil || msgs == nil || len(msgs) != 0 {
-		t.Errorf("empty QuarantineList = %#v, %v", msgs, err)
-	}
-
-	body, sum, err := c.QuarantineShow(ctx, "q1")
-	if err != nil || !bytes.Equal(body, wireBody) || sum != wireMessage.SHA256 {
-		t.Fatalf("QuarantineShow = %q, %q, %v", body, sum, err)
-	}
-	if r := d.last(); r.method != "GET" || r.path != api.PathQuarantineShow || r.rawQuery != "id=q1" {
-		t.Errorf("show request = %+v", r)
-	}
-	if body, sum, err = c.QuarantineShow(ctx, "nosum"); err != nil || !bytes.Equal(body, wireBody) || sum != "" {
-		t.Errorf("QuarantineShow without a checksum = %q, %q, %v", body, sum, err)
-	}
-	if _, _, err = c.QuarantineShow(ctx, "corrupt"); err == nil || !strings.Contains(err.Error(), "corrupt") {
-		t.Errorf("QuarantineShow of a corrupt copy: %v", err)
-	}
-	var ae *APIError
-	if _, _, err = c.QuarantineShow(ctx, "q9"); !errors.As(err, &ae) || ae.Status != 404 || ae.Code != api.CodeNotFound {
-		t.Errorf("QuarantineShow of an unknown id: %#v", err)
-	}
-
-	m, err := c.QuarantineDelete(ctx, "q1")
-	if err != nil || m.ID != "q1" || m.State != api.MailDeleted {
-		t.Fatalf("QuarantineDelete = %+v, %v", m, err)
-	}
-	if r := d.last(); r.method != "POST" || r.path != api.PathQuarantineDelete || r.rawQuery != "id=q1" || len(r.body) != 0 {
-		t.Errorf("delete request = %+v", r)
-	}
-	m, err = c.QuarantineRelease(ctx, "q1")
-	if err != nil || m.ID != "q1" || m.State != api.MailReleased {
-		t.Fatalf("QuarantineRelease = %+v, %v", m, err)
-	}
-	if r := d.last(); r.method != "POST" || r.path != api.PathQuarantineRelease || r.rawQuery != "id=q1" {
-		t.Errorf("release request = %+v", r)
-	}
-	if _, err = c.QuarantineRelease(ctx, "a&b=c"); !errors.As(err, &ae) || ae.Code != api.CodeNotFound {
-		t.Errorf("QuarantineRelease of an unknown id: %#v", err)
-	}
-	if r := d.last(); r.query["id"][0] != "a&b=c" || len(r.query) != 1 {
-		t.Errorf("an id with query characters was sent as %q", r.rawQuery)
-	}
-}
-
 // TestRunAgainstSocketQuarantine runs the quarantine commands through the real client and
 // socket.
 func TestRunAgainstSocketQuarantine(t *testing.T) {
-	path := startDaemon(t, &fakeDaemon{})
+	path := clienttest.Serve(t, &clienttest.Daemon{})
 	received := wireMessage.Received.Local().Format(time.RFC3339)
 	for _, tt := range []struct {
 		args      []string

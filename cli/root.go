@@ -10,11 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-)
 
-// Version is what `pmgcm --version` prints. Builds set it with
-// -ldflags "-X github.com/pmgcm/pmgcm/cli.Version=1.2.3".
-var Version = "dev"
+	"github.com/pmgcm/pmgcm/api/client"
+)
 
 // Exit codes of Main and Run.
 const (
@@ -48,7 +46,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		stdout:    stdout,
 		stderr:    stderr,
 		getenv:    os.Getenv,
-		newAPI:    func(socket string) API { return NewClient(socket) },
+		newAPI:    func(socket string) API { return client.New(socket, client.WithUserAgent("pmgcm/"+Version)) },
 		term:      newTerminal(stdin, stderr),
 		stdoutTTY: isTerminalFile(stdout),
 		stderrTTY: isTerminalFile(stderr),
@@ -124,7 +122,7 @@ func run(ctx context.Context, args []string, e env) int {
 // explain rewords errors whose raw text would not tell the operator what happened.
 func (a *app) explain(err error) error {
 	switch {
-	case errors.Is(err, ErrUnreachable):
+	case errors.Is(err, client.ErrUnreachable):
 		return err
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("no answer from pmgclusterd at %s within %s; the daemon may be busy "+
@@ -179,6 +177,7 @@ Shell completion: pmgcm completion bash|zsh prints the script to load, e.g.
 	root.AddCommand(a.createCmd(), a.joinCmd(), a.joinCmdCmd(), a.statusCmd(), a.deleteCmd(),
 		a.promoteCmd(), a.syncCmd(), a.configCmd(), a.quarantineCmd(), a.backupCmd(), a.restoreCmd())
 	root.AddCommand(a.updateFingerprintsCmd())
+	root.AddCommand(a.reportCmd())
 	return root
 }
 

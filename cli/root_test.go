@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 func TestCreate(t *testing.T) {
@@ -20,7 +21,7 @@ func TestCreate(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 
-	exists := &APIError{Status: 409, wireError: api.Error{Code: api.CodeClusterExists, Message: "this node is already in cluster c0ffee"}}
+	exists := client.NewAPIError(409, api.Error{Code: api.CodeClusterExists, Message: "this node is already in cluster c0ffee"})
 	r = runFake(t, &fakeAPI{err: exists}, "", "create")
 	if r.code != ExitError || r.stderr != "pmgcm: this node is already in cluster c0ffee\n" || r.stdout != "" {
 		t.Errorf("exists: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -132,8 +133,8 @@ func TestUnreachableSocket(t *testing.T) {
 		t.Errorf("exit %d\nstderr %q\nwant   %q", code, errb.String(), want)
 	}
 
-	_, err := NewClient(path).Status(context.Background())
-	if !errors.Is(err, ErrUnreachable) {
-		t.Errorf("err = %v, want ErrUnreachable", err)
+	_, err := client.New(path).Status(context.Background())
+	if !errors.Is(err, client.ErrUnreachable) {
+		t.Errorf("err = %v, want client.ErrUnreachable", err)
 	}
 }

@@ -35,7 +35,10 @@ func (a *app) statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the status of every cluster node",
 		Long: `Show the status of every cluster node: name and CID, IP address, role (master or
-node), state (A active, S syncing, D down), uptime, load, memory and disk use.
+node), state (A active, S syncing, D down), uptime, load, memory and disk use. Under
+the table: the cluster version (the feature level every member supports) and each
+node's build version ("-" when it is down, "<=0.1.0" for a node of release 0.1.0); in
+-o json they are cluster.version and nodes[].version, nodes[].level.
 
 A node outside any cluster prints "no cluster defined", or with --list-single-node its
 own row.`,
@@ -96,6 +99,9 @@ func writeStatusTable(w io.Writer, st *api.Status) error {
 	}
 	for _, n := range nodes {
 		if n.State != api.StateDown {
+			if n.Reason != "" {
+				fmt.Fprintf(&b, "cid %d (%s): %s\n", n.CID, n.Name, oneLine(n.Reason))
+			}
 			continue
 		}
 		msg := oneLine(n.Error)
@@ -104,6 +110,9 @@ func writeStatusTable(w io.Writer, st *api.Status) error {
 		}
 		fmt.Fprintf(&b, "cid %d (%s): %s\n", n.CID, n.Name, msg)
 	}
+	if line := versionsLine(st, nodes); line != "" {
+		b.WriteString(line + "\n")
+	}
 	if st.Cluster != nil {
 		for _, warn := range st.Cluster.Warnings {
 			fmt.Fprintf(&b, "warning: %s\n", oneLine(warn))
@@ -111,6 +120,20 @@ func writeStatusTable(w io.Writer, st *api.Status) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// versionsLine is the line under the table with the cluster version and each node's
+// build version ("-" when it is down), or "" from a daemon that reports no cluster version
+// (release 0.1.0).
+func versionsLine(st *api.Status, nodes []api.Node) string {
+	if st.Cluster == nil || st.Cluster.Version == 0 {
+		return ""
+	}
+	vs := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		vs = append(vs, fmt.Sprintf("%s(%d) %s", n.Name, n.CID, orDash(n.Version)))
+	}
+	return fmt.Sprintf("cluster version %d; versions: %s", st.Cluster.Version, strings.Join(vs, ", "))
 }
 
 // formatUptime formats seconds like the manual: "21:18" (HH:MM) under a day, then

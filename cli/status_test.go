@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 func TestFormatUptime(t *testing.T) {
@@ -177,7 +178,7 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func TestStatusErrors(t *testing.T) {
-	apiErr := &APIError{Status: 503, wireError: api.Error{Code: api.CodeUnavailable, Message: "daemon is starting", Hint: "wait a few seconds"}}
+	apiErr := client.NewAPIError(503, api.Error{Code: api.CodeUnavailable, Message: "daemon is starting", Hint: "wait a few seconds"})
 	r := runFake(t, &fakeAPI{err: apiErr}, "", "status")
 	if r.code != ExitError || r.stdout != "" || r.stderr != "pmgcm: daemon is starting\nwait a few seconds\n" {
 		t.Errorf("api error: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -202,5 +203,35 @@ func TestStatusErrors(t *testing.T) {
 		if len(f.calls) != 0 {
 			t.Errorf("%v: reached the daemon: %v", args, f.calls)
 		}
+	}
+}
+
+// TestStatusTableVersions: the line under the table names the cluster version and each
+// node's build ("-" for a node that is down); a daemon that reports no cluster version
+// (release 0.1.0) gets no such line.
+func TestStatusTableVersions(t *testing.T) {
+	st := &api.Status{
+		Cluster: &api.Cluster{ID: "c", Version: 1},
+		Nodes: []api.Node{
+			{CID: 2, Name: "pmg2", State: api.StateActive, Version: "<=0.1.0", Level: 1},
+			{CID: 1, Name: "pmg1", State: api.StateActive, Version: "v0.2.0", Level: 2},
+			{CID: 3, Name: "pmg3", State: api.StateDown},
+		},
+	}
+	var b strings.Builder
+	if err := writeStatusTable(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	want := "cluster version 1; versions: pmg1(1) v0.2.0, pmg2(2) <=0.1.0, pmg3(3) -\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("table:\n%s\nwant the line %q", b.String(), want)
+	}
+	st.Cluster.Version = 0
+	b.Reset()
+	if err := writeStatusTable(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "cluster version") {
+		t.Errorf("versions line without a cluster version:\n%s", b.String())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // syncStatus is joinStatus at the given cluster epoch.
@@ -24,7 +25,7 @@ func readmitFake() *fakeAPI {
 		sync: &api.SyncResponse{Readmitted: true, MasterCID: 1, Epoch: 3, AppliedIndex: 0},
 		statusSeq: []statusAnswer{
 			{st: syncStatus(2, api.StateActive, 50)},
-			{err: &APIError{Status: 503, wireError: api.Error{Code: api.CodeUnavailable, Message: "resetting"}}},
+			{err: client.NewAPIError(503, api.Error{Code: api.CodeUnavailable, Message: "resetting"})},
 			{st: syncStatus(3, api.StateSyncing, 10)},
 			{st: syncStatus(3, api.StateSyncing, 60)},
 			{st: syncStatus(3, api.StateActive, 100)},
@@ -125,7 +126,7 @@ func TestSyncDaemonErrors(t *testing.T) {
 			want += tt.wantHint + "\n"
 		}
 		f := readmitFake()
-		f.errs = map[string]error{"sync": &APIError{Status: 409, wireError: api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint}}}
+		f.errs = map[string]error{"sync": client.NewAPIError(409, api.Error{Code: tt.code, Message: tt.msg, Hint: tt.hint})}
 		r := runFake(t, f, "", "sync", "--master_ip", "192.168.2.127")
 		if r.code != ExitError || r.stderr != want || r.stdout != "" {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q, want %q", tt.code, r.code, r.stdout, r.stderr, want)

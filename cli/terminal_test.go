@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // openPTY opens a pseudo-terminal pair, or skips the test where there is none.
@@ -43,17 +45,6 @@ func echoOn(t *testing.T, f *os.File) bool {
 		t.Fatal(err)
 	}
 	return tio.Lflag&unix.ECHO != 0
-}
-
-// poll waits until cond holds, failing the test after a few seconds.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestTerminalDetection(t *testing.T) {
@@ -92,7 +83,7 @@ func TestTTYReadSecret(t *testing.T) {
 		s, err := term.readSecret(context.Background(), "Join token: ")
 		ch <- answer{s, err}
 	}()
-	poll(t, "echo off", func() bool { return !echoOn(t, slave) })
+	testutil.Poll(t, "echo off", 5*time.Second, testutil.Cond(func() bool { return !echoOn(t, slave) }))
 	if _, err := master.WriteString("s3cret\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -120,12 +111,12 @@ func TestTTYReadSecret(t *testing.T) {
 	}
 	var shown []byte
 	buf := make([]byte, 256)
-	poll(t, "the echo of yes", func() bool {
+	testutil.Poll(t, "the echo of yes", 5*time.Second, testutil.Cond(func() bool {
 		master.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 		n, _ := master.Read(buf)
 		shown = append(shown, buf[:n]...)
 		return bytes.Contains(shown, []byte("yes"))
-	})
+	}))
 	if bytes.Contains(shown, []byte("s3cret")) {
 		t.Errorf("the secret was echoed: %q", shown)
 	}
@@ -140,7 +131,7 @@ func TestTTYReadSecretCancelled(t *testing.T) {
 		_, err := term.readSecret(ctx, "Join token: ")
 		errc <- err
 	}()
-	poll(t, "echo off", func() bool { return !echoOn(t, slave) })
+	testutil.Poll(t, "echo off", 5*time.Second, testutil.Cond(func() bool { return !echoOn(t, slave) }))
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v", err)

@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // FingerprintUpdater is the part of the API that renews node certificates. It is kept
@@ -19,21 +18,7 @@ type FingerprintUpdater interface {
 	UpdateFingerprints(ctx context.Context, all bool) (*api.UpdateFingerprintsResponse, error)
 }
 
-var _ FingerprintUpdater = (*Client)(nil)
-
-// UpdateFingerprints renews this node's certificate, or with all every node's (on the
-// master only), and publishes the new fingerprints (POST api.PathUpdateFingerprints).
-func (c *Client) UpdateFingerprints(ctx context.Context, all bool) (*api.UpdateFingerprintsResponse, error) {
-	var q url.Values
-	if all {
-		q = url.Values{"all": {"1"}}
-	}
-	var out api.UpdateFingerprintsResponse
-	if err := c.doJSON(ctx, http.MethodPost, api.PathUpdateFingerprints, q, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
-}
+var _ FingerprintUpdater = (*client.Client)(nil)
 
 // updateFPHints say what to do about the daemon's errors when it gave no hint itself.
 var updateFPHints = map[string]string{

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // fpFake is a fakeAPI that also renews certificates.
@@ -58,7 +59,7 @@ func TestUpdateFingerprintsAllPartial(t *testing.T) {
 }
 
 func TestUpdateFingerprintsErrors(t *testing.T) {
-	f := &fpFake{fakeAPI: &fakeAPI{errs: map[string]error{"update-fingerprints": &APIError{Status: 503, wireError: wireError{Code: api.CodeNoQuorum, Message: "no quorum"}}}}}
+	f := &fpFake{fakeAPI: &fakeAPI{errs: map[string]error{"update-fingerprints": client.NewAPIError(503, api.Error{Code: api.CodeNoQuorum, Message: "no quorum"})}}}
 	r := runFake(t, f, "", "update-fingerprints")
 	if r.code == ExitOK || !strings.Contains(r.stderr, "no quorum") || !strings.Contains(r.stderr, "majority of the voters") {
 		t.Errorf("no quorum: exit %d, stderr %q", r.code, r.stderr)

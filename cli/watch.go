@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // watchTiming paces `pmgcm config watch`; tests shorten it.
@@ -161,7 +162,7 @@ func (a *app) runConfigWatch(ctx context.Context, c API, opts configWatchOptions
 // retryable reports whether a failed poll may succeed later: the daemon restarting, no
 // master, a timeout. A bad request or a daemon without the watch API fails for good.
 func retryable(err error) bool {
-	var ae *APIError
+	var ae *client.APIError
 	if !errors.As(err, &ae) {
 		return true
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/api/client"
 )
 
 // fastWatch is the timing of watch tests: short backoff, every retry line printed.
@@ -143,10 +144,10 @@ func TestConfigWatchReset(t *testing.T) {
 }
 
 // errUnreachableTest is what a Client returns while the daemon restarts.
-var errUnreachableTest = fmt.Errorf("%w at /run/pmgcm/pmgcm.sock: connection refused; is the daemon running?", ErrUnreachable)
+var errUnreachableTest = fmt.Errorf("%w at /run/pmgcm/pmgcm.sock: connection refused; is the daemon running?", client.ErrUnreachable)
 
-var noMaster = &APIError{Status: 503, wireError: api.Error{Code: api.CodeNoQuorum,
-	Message: "no master", Hint: "see pmgcm status"}}
+var noMaster = client.NewAPIError(503, api.Error{Code: api.CodeNoQuorum,
+	Message: "no master", Hint: "see pmgcm status"})
 
 func TestConfigWatchRetries(t *testing.T) {
 	after := &api.WatchResponse{Next: 8, Events: []api.WatchEvent{{Key: "mail/relay", Version: 7, Deleted: true}}}
@@ -199,8 +200,8 @@ func TestConfigWatchBackoff(t *testing.T) {
 }
 
 func TestConfigWatchFatalErrors(t *testing.T) {
-	bad := &APIError{Status: 400, wireError: api.Error{Code: api.CodeBadRequest, Message: "bad prefix"}}
-	old := &APIError{Status: 404, wireError: api.Error{Message: "daemon answered 404 Not Found: 404 page not found"}}
+	bad := client.NewAPIError(400, api.Error{Code: api.CodeBadRequest, Message: "bad prefix"})
+	old := client.NewAPIError(404, api.Error{Message: "daemon answered 404 Not Found: 404 page not found"})
 	for _, tt := range []struct {
 		args []string
 		err  error

@@ -12,6 +12,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/backup"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/mailstore"
 )
 
 // restoreChunk bounds the entries of one RestoreConfig command (one Raft entry).
@@ -64,15 +65,24 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleRestore loads a backup into this node, which must be in no cluster. The file is
-// spooled and verified whole before anything changes.
+// spooled and verified whole (checksum and content), and its mail imported into a
+// staging store, before anything changes: a refused restore changes nothing.
 func (d *Daemon) handleRestore(w http.ResponseWriter, r *http.Request) {
 	res, err := d.restore(r.Context(), r.Body)
 	reply(w, res, err)
 }
 
+// restore reads the backup twice. Pass 1 spools it while checking it whole (the backup
+// Reader checks every key, value, message metadata and body SHA-256) and imports its
+// mail into a staging store; any error aborts the staging, and nothing was changed.
+// Pass 2 loads the configuration from the spool; then the staged mail replaces the
+// quarantine in one step.
 func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	leave, err := d.gate.enter("pmgcm restore")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	if id := d.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: this node is cid %d of cluster %s: a backup is restored on a node in no cluster (the manual's total cluster failure: restore on a fresh node, then pmgcm create, then join the other nodes); nothing was changed",
 			ErrClusterExists, d.self().CID, id)
@@ -83,20 +93,91 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 	}
 	defer os.Remove(spool.Name())
 	defer spool.Close()
-	h, err := backup.Verify(io.TeeReader(body, spool))
+	h, stage, mailCount, err := d.restoreCheck(io.TeeReader(body, spool))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v; nothing was changed", fsm.ErrBadCommand, err)
+		if badBackup(err) {
+			return nil, fmt.Errorf("%w: %w; nothing was changed", fsm.ErrBadCommand, err)
+		}
+		return nil, fmt.Errorf("restore: %w; nothing was changed", err)
 	}
+	if stage != nil {
+		defer func() { _ = stage.Abort() }() // a no-op once committed
+	}
+	out := &api.RestoreResponse{ClusterID: h.ClusterID, Index: h.Index, Mail: mailCount}
+	if out.Entries, err = d.restoreConfig(ctx, spool); err != nil {
+		// The file was checked whole: only a failure of the node itself (its Raft log,
+		// its disk) stops the load half-way.
+		return nil, fmt.Errorf("%w; the quarantine was not changed, the configuration may be partly restored: fix the cause and run pmgcm restore again", err)
+	}
+	if stage != nil {
+		if err := d.commitMail(stage); err != nil {
+			return nil, fmt.Errorf("the configuration was restored, the quarantine was not: %w: run pmgcm restore again", err)
+		}
+	}
+	d.logger.Info("backup restored", "from-cluster", h.ClusterID, "index", h.Index, "entries", out.Entries, "mail", out.Mail)
+	return out, nil
+}
+
+// badBackup reports whether err is about the backup file (refused: the caller's
+// mistake), not about this node.
+func badBackup(err error) bool {
+	for _, e := range []error{backup.ErrNotBackup, backup.ErrNewer, backup.ErrCorrupt, backup.ErrTruncated, backup.ErrInvalid} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// restoreCheck is pass 1 of restore: it reads the whole backup from r, checking it, and
+// imports its mail (if any) into a staging store, which it returns. On error the
+// staging is gone and the node is as it was.
+func (d *Daemon) restoreCheck(r io.Reader) (h backup.Header, stage *mailstore.Staging, mail int, err error) {
+	br, err := backup.NewReader(r)
+	if err != nil {
+		return h, nil, 0, err
+	}
+	h = br.Header()
+	if h.WithMail {
+		if stage, err = d.mail.store.BeginRestore(); err != nil {
+			return h, nil, 0, err
+		}
+		defer func() {
+			if err != nil {
+				_ = stage.Abort()
+				stage = nil
+			}
+		}()
+	}
+	for {
+		rec, err := br.Next()
+		if errors.Is(err, io.EOF) {
+			return h, stage, mail, nil
+		}
+		if err != nil {
+			return h, stage, 0, err
+		}
+		if rec.Mail != nil {
+			if err := importMail(stage, rec.Message, rec.Body); err != nil {
+				return h, stage, 0, err
+			}
+			mail++
+		}
+	}
+}
+
+// restoreConfig is pass 2 of restore: it loads the configuration entries of the spooled
+// (and checked) backup, replacing the node's, in commands of at most restoreChunk bytes.
+func (d *Daemon) restoreConfig(ctx context.Context, spool *os.File) (int, error) {
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return nil, err
+		return 0, err
 	}
 	br, err := backup.NewReader(spool)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	out := &api.RestoreResponse{ClusterID: h.ClusterID, Index: h.Index}
 	chunk := &fsm.RestoreConfig{Reset: true}
-	size := 0
+	size, n := 0, 0
 	flush := func() error {
 		if _, err := d.propose(ctx, chunk); err != nil {
 			return fmt.Errorf("load configuration: %w", err)
@@ -104,43 +185,30 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 		chunk, size = &fsm.RestoreConfig{}, 0
 		return nil
 	}
-	if h.WithMail {
-		// The backup's quarantine replaces the node's.
-		if err := d.wipeMail(); err != nil {
-			return nil, err
-		}
-	}
-	mail := d.mailImporter()
 	for {
 		rec, err := br.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return n, err
 		}
-		switch {
-		case rec.Entry != nil:
-			if size+len(rec.Entry.Key)+len(rec.Entry.Value) > restoreChunk {
-				if err := flush(); err != nil {
-					return nil, err
-				}
-			}
-			chunk.Entries = append(chunk.Entries, fsm.RestoredEntry{Key: rec.Entry.Key, Value: rec.Entry.Value})
-			size += len(rec.Entry.Key) + len(rec.Entry.Value)
-			out.Entries++
-		case rec.Mail != nil:
-			if err := mail.add(rec.Mail.Meta, rec.Body); err != nil {
-				return nil, fmt.Errorf("restore mail: %w", err)
-			}
-			out.Mail++
+		if rec.Entry == nil {
+			continue
 		}
+		if size+len(rec.Entry.Key)+len(rec.Entry.Value) > restoreChunk {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+		chunk.Entries = append(chunk.Entries, fsm.RestoredEntry{Key: rec.Entry.Key, Value: rec.Entry.Value})
+		size += len(rec.Entry.Key) + len(rec.Entry.Value)
+		n++
 	}
 	if chunk.Reset || len(chunk.Entries) > 0 {
 		if err := flush(); err != nil {
-			return nil, err
+			return n, err
 		}
 	}
-	d.logger.Info("backup restored", "from-cluster", h.ClusterID, "index", h.Index, "entries", out.Entries, "mail", out.Mail)
-	return out, nil
+	return n, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/pmgcm/pmgcm/internal/logring"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/smtpd"
 )
@@ -44,6 +45,9 @@ type Config struct {
 	Raft raftnode.Config
 	// RPCTimeout bounds one request to another node (status, forwarding).
 	RPCTimeout time.Duration
+	// SMTPDrainTimeout bounds how long a stop lets the SMTP transactions in flight finish
+	// (the listener closes first; see smtpd.Server.Drain).
+	SMTPDrainTimeout time.Duration
 	// ExportDir, if set, receives the configuration entries under ExportPrefixes (all
 	// when empty) as files, rewritten atomically after each applied change.
 	ExportDir      string
@@ -56,6 +60,18 @@ type Config struct {
 	// MetricsAddr, if set, is the "ip:port" where Prometheus metrics are served on
 	// /metrics (off when empty).
 	MetricsAddr string
+	// MinFreeDisk is the free space on the data directory's filesystem below which SMTP
+	// answers 452 and configuration writes through this node are refused (zero: off).
+	MinFreeDisk DiskSize
+	// LogRing, if set, holds the daemon's recent log lines for pmgcm report; the
+	// caller makes Logger write into it too.
+	LogRing *logring.Ring
+	// TestClockOffset shifts the wall clock this node reports to status (the
+	// clock-skew check): tests of that check only, never in production.
+	TestClockOffset time.Duration
+	// Settings, if set, is the text of the settings in effect (pmgclusterd
+	// --print-config), without secrets, for pmgcm report.
+	Settings []byte
 	// Logger receives the daemon's logs.
 	Logger hclog.Logger
 }
@@ -74,6 +90,9 @@ func DefaultConfig() Config {
 		SMTPSessionTimeout: smtpd.DefaultSessionTimeout,
 
 		ProtocolVersion: ProtocolVersion,
+
+		SMTPDrainTimeout: smtpd.DefaultDrainTimeout,
+		MinFreeDisk:      DefaultMinFreeDisk,
 	}
 }
 
@@ -125,10 +144,16 @@ func (c Config) Validate() error {
 	if c.RPCTimeout <= 0 {
 		return errors.New("RPC timeout must be positive")
 	}
+	if c.SMTPDrainTimeout < 0 {
+		return fmt.Errorf("--smtp-drain-timeout %s is negative: give how long a stop lets SMTP transactions in flight finish", c.SMTPDrainTimeout)
+	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			return fmt.Errorf("--metrics-addr %q: want IP:PORT: %v", c.MetricsAddr, err)
 		}
+	}
+	if err := c.MinFreeDisk.validate(); err != nil {
+		return err
 	}
 	return nil
 }

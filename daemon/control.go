@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
@@ -25,16 +27,8 @@ func (d *Daemon) openControl() error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create socket directory %s: %w", filepath.Dir(path), err)
 	}
-	if _, err := os.Lstat(path); err == nil {
-		// A socket file is left behind by a daemon that was killed. Remove it only if
-		// nobody answers on it.
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			_ = c.Close()
-			return fmt.Errorf("%w: %s answers: stop that daemon or give this one another --socket", ErrSocketInUse, path)
-		}
-		if err := os.Remove(path); err != nil {
-			return fmt.Errorf("remove stale socket %s: %w", path, err)
-		}
+	if err := clearStaleSocket(path); err != nil {
+		return err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -44,7 +38,7 @@ func (d *Daemon) openControl() error {
 		_ = ln.Close()
 		return fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
-	d.ctl, ln = d.limits.controlServer(d.controlHandler(), ln)
+	d.ctl, ln = d.limits.controlServer(d.refuseWhileStopping(d.controlHandler()), ln)
 	d.ctlLn = ln
 	d.bg.Add(1)
 	go func() {
@@ -54,6 +48,53 @@ func (d *Daemon) openControl() error {
 		}
 	}()
 	return nil
+}
+
+// clearStaleSocket makes path free for the control socket. A socket file is left behind
+// by a daemon that was killed: it is removed only if it is a socket (by file type, never
+// following a link) and nobody answers on it. Anything else at path (a regular file such
+// as a mistyped configuration path, a directory, a symbolic link) is refused, untouched.
+func clearStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%w: %s is %s: it was left as it is; give --socket the path of the control socket (default %s)",
+			ErrSocketPath, path, fileKind(fi.Mode()), DefaultSocket)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		_ = c.Close()
+		return fmt.Errorf("%w: %s answers: stop that daemon or give this one another --socket", ErrSocketInUse, path)
+	}
+	// Remove what was checked, not what may have replaced it meanwhile.
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(fi, now) {
+		return fmt.Errorf("%w: %s changed while it was checked: start the daemon again", ErrSocketPath, path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// fileKind names the type of a file for an error message.
+func fileKind(m fs.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case fs.ModeDir:
+		return "a directory"
+	case fs.ModeSymlink:
+		return "a symbolic link"
+	case fs.ModeNamedPipe:
+		return "a named pipe"
+	case fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice:
+		return "a device"
+	}
+	return "not a socket"
 }
 
 func (d *Daemon) controlHandler() http.Handler {
@@ -82,11 +123,19 @@ func (d *Daemon) controlHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.joinCmd(r.Context(), false)
+		res, err := d.joinCmd(r.Context(), false, 0)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathJoinCmd, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1")
+		var ttl time.Duration
+		if v := r.URL.Query().Get("ttl"); v != "" {
+			var err error
+			if ttl, err = time.ParseDuration(v); err != nil || ttl <= 0 {
+				writeErr(w, fmt.Errorf("%w: ttl %q is not a positive duration (e.g. 30m, 24h)", ErrBadRequest, v))
+				return
+			}
+		}
+		res, err := d.joinCmd(r.Context(), r.URL.Query().Get("rotate") == "1", ttl)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) {
@@ -124,12 +173,13 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
 	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
+	mux.HandleFunc("GET "+api.PathReport, d.handleReport)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest
 			if decodeBody(w, r, &req) {
 				d.mux.Partition(req.Hosts)
-				d.rpcClient.CloseIdleConnections()
+				d.peer.CloseIdleConnections()
 				writeJSON(w, http.StatusOK, req)
 			}
 		})
@@ -202,7 +252,7 @@ func ifVersion(r *http.Request) (*uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: if_version %q is not a version number", fsm.ErrBadCommand, s)
+		return nil, fmt.Errorf("%w: if_version %q is not a version number", ErrBadRequest, s)
 	}
 	return &v, nil
 }
@@ -245,6 +295,10 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
+	if e := d.diskGuardRefusal(); e != nil {
+		writeJSON(w, http.StatusInsufficientStorage, e)
+		return
+	}
 	res, err := d.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
@@ -272,10 +326,16 @@ func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// decodeBody decodes a JSON request body into v, answering the error itself if it cannot.
+// maxControlBody bounds every JSON request body of the control socket (a restore's
+// backup file is streamed, not decoded by decodeBody). Node-to-node bodies have their
+// own bound, cluster.MaxRequestBytes.
+const maxControlBody = 64 << 10
+
+// decodeBody decodes a JSON request body of at most maxControlBody into v, answering the
+// error itself if it cannot.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(v); err != nil {
-		writeErr(w, fmt.Errorf("%w: request body: %v", fsm.ErrBadCommand, err))
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody)).Decode(v); err != nil {
+		writeErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
 		return false
 	}
 	return true
@@ -299,7 +359,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeErr maps an error to its HTTP status and api error code.
 func writeErr(w http.ResponseWriter, err error) {
 	code, status, hint := api.CodeInternal, http.StatusInternalServerError, ""
-	var remote *remoteError
+	var remote *cluster.RemoteError
 	var conflict *versionConflict
 	switch {
 	case errors.As(err, &conflict):
@@ -316,9 +376,19 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeFenced, http.StatusConflict
 	case errors.Is(err, ErrBehind):
 		code, status = api.CodeBehind, http.StatusConflict
+	case errors.Is(err, ErrBusy):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 	case errors.Is(err, ErrSyncing):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 		hint = "pmgcm status shows when the node is in state A"
+	case errors.Is(err, ErrTokenExpired):
+		code, status = api.CodeTokenExpired, http.StatusForbidden
+		hint = "make a new token on a member: pmgcm join-cmd --rotate (add --ttl D for one that expires)"
+	case errors.Is(err, ErrThrottled):
+		code, status = api.CodeThrottled, http.StatusTooManyRequests
+		hint = "check the token (pmgcm join-cmd on a member), wait, then try again"
+	case errors.Is(err, ErrForbidden):
+		code, status = api.CodeBadRequest, http.StatusForbidden
 	case errors.Is(err, ErrBadToken):
 		code, status = api.CodeBadToken, http.StatusForbidden
 		hint = "get the current token with: pmgcm join-cmd (on a member)"
@@ -332,7 +402,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeBadRequest, http.StatusConflict
 	case errors.Is(err, transport.ErrFingerprintMismatch), errors.Is(err, transport.ErrBadFingerprint):
 		code, status = api.CodeFingerprint, http.StatusBadRequest
-	case errors.Is(err, fsm.ErrBadCommand):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, cluster.ErrBadRequest), errors.Is(err, fsm.ErrBadCommand):
 		code, status = api.CodeBadRequest, http.StatusBadRequest
 	case errors.Is(err, fsm.ErrVersionConflict):
 		code, status = api.CodeConflict, http.StatusConflict
@@ -347,14 +417,21 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrNoCluster), errors.Is(err, fsm.ErrNoCluster):
 		code, status = api.CodeNoCluster, http.StatusConflict
 		hint = "create one with: pmgcm create, or join one with: pmgcm join <master_ip>"
+	case errors.Is(err, raftnode.ErrUnknownOutcome):
+		// Before no_quorum: callLeader sends a no_quorum request again, and an entry that
+		// may have been appended must never be (raftnode.ErrTimeout is never appended).
+		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
+		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
 	case errors.Is(err, raftnode.ErrNoLeader), errors.Is(err, raftnode.ErrTimeout):
 		code, status = api.CodeNoQuorum, http.StatusServiceUnavailable
 		hint = "check that a majority of the cluster's voters are up (pmgcm status); if the master is lost for good, see pmgcm promote"
-	case errors.Is(err, raftnode.ErrUnknownOutcome):
-		code, status = api.CodeUnknownOutcome, http.StatusServiceUnavailable
-		hint = "the master changed or stopped while the request was in flight: check whether it took effect (pmgcm config get for a key, pmgcm status for membership)"
+	case errors.Is(err, ErrReadFailed):
+		code, status, hint = api.CodeReadFailed, http.StatusServiceUnavailable, readFailedHint
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
+	case errors.Is(err, cluster.ErrShuttingDown):
+		code, status = api.CodeShuttingDown, http.StatusServiceUnavailable
+		hint = "nothing was changed: retry on another node"
 	case errors.Is(err, raftnode.ErrClosed):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 	}

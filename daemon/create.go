@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
@@ -28,8 +27,11 @@ const nodeCertValidity = 2 * 365 * 24 * time.Hour
 // certificate for this node signed by it, and a join token, committed as one Raft command.
 // Configuration entries already on the node are kept.
 func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	leave, err := d.gate.enter("pmgcm create")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	if id := d.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed", ErrClusterExists, id, d.self().CID)
 	}
@@ -97,16 +99,7 @@ func (d *Daemon) create(ctx context.Context) (*api.CreateResponse, error) {
 func (d *Daemon) waitLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := d.rn().ReadIndex(ctx)
-	for err != nil {
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-		_, err = d.rn().ReadIndex(ctx)
-	}
-	return nil
+	return d.rn().WaitLeader(ctx)
 }
 
 // installPendingIdentity moves the pending certificate and CA into place and starts
@@ -115,11 +108,11 @@ func (d *Daemon) installPendingIdentity() error {
 	if err := d.dir.commitPendingIdentity(); err != nil {
 		return err
 	}
-	certPEM, err := os.ReadFile(d.dir.file("tls", certFile))
+	certPEM, err := readFileBounded(d.dir.file("tls", certFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(d.dir.file("tls", caFile))
+	caPEM, err := readFileBounded(d.dir.file("tls", caFile), maxTLSFileBytes)
 	if err != nil {
 		return err
 	}
@@ -173,42 +166,44 @@ func certFingerprint(certPEM []byte) (string, error) {
 }
 
 // joinCmd returns the command that joins a node to this cluster, after replacing the
-// join token if rotate is set. It works on any member: the token derives from the
-// replicated CA key and salt, and the master is whoever leads now.
-func (d *Daemon) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error) {
+// join token if rotate is set, with one that expires after ttl if ttl is positive. It
+// works on any member: the token derives from the replicated CA key and salt, and the
+// master is whoever leads now. An expired token is not shown: the operator is told to
+// make a new one.
+func (d *Daemon) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (*api.JoinCmd, error) {
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
-	cl := d.fsm.Cluster()
-	if cl == nil {
+	if d.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
 	}
-	if rotate {
-		salt := make([]byte, 16)
-		if _, err := rand.Read(salt); err != nil {
+	if ttl < 0 {
+		return nil, fmt.Errorf("%w: --ttl %s is negative", ErrBadRequest, ttl)
+	}
+	if rotate || ttl > 0 {
+		var expires time.Time
+		if ttl > 0 {
+			expires = time.Now().Add(ttl).Truncate(time.Second).Add(time.Second)
+		}
+		if err := d.rotateJoinToken(ctx, expires); err != nil {
 			return nil, err
 		}
-		if _, err := d.propose(ctx, &fsm.SetJoinToken{Hash: hashToken(joinToken(cl.CAKeyPEM, salt)), Salt: salt}); err != nil {
-			return nil, err
+		d.logger.Info("join token rotated", "expires", expires)
+	}
+	cl := d.fsm.Cluster()
+	var expires *time.Time
+	if exp, ok := tokenExpiry(cl.JoinTokenSalt); ok {
+		if !time.Now().Before(exp) {
+			return nil, fmt.Errorf("%w: it expired at %s; make a new one with pmgcm join-cmd --rotate (add --ttl D for one that expires)",
+				ErrTokenExpired, exp.Format(time.RFC3339))
 		}
-		// Show the token that is now in force on this node.
-		if err := d.linearizableRead(ctx); err != nil {
-			return nil, err
-		}
-		cl = d.fsm.Cluster()
-		d.logger.Info("join token rotated")
+		expires = &exp
 	}
 	if _, err := d.leaderAddr(); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, d.quorumSummary())
 	}
-	_, leaderID := d.rn().Leader()
-	var master fsm.Member
-	for _, m := range d.fsm.Members() {
-		if raftnode.ServerID(m.CID) == leaderID {
-			master = m
-		}
-	}
-	if master.CID == 0 {
+	master, ok := d.masterMember()
+	if !ok {
 		return nil, fmt.Errorf("%w: the master is not in this node's member list yet; try again", raftnode.ErrNoLeader)
 	}
 	addr := master.IP
@@ -217,7 +212,7 @@ func (d *Daemon) joinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
 	}
 	token := joinToken(cl.CAKeyPEM, cl.JoinTokenSalt)
 	return &api.JoinCmd{
-		Master: addr, Fingerprint: master.Fingerprint, Token: token,
-		Command: fmt.Sprintf("pmgcm join %s --fingerprint %s --token %s", addr, master.Fingerprint, token),
+		Master: addr, Fingerprint: master.Fingerprint, Token: token, Expires: expires,
+		Command: api.JoinCommandLine(addr, master.Fingerprint, token),
 	}, nil
 }

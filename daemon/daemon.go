@@ -15,7 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -29,13 +31,17 @@ type Daemon struct {
 	logger  hclog.Logger
 	started time.Time
 
-	dir    *dataDir
-	nodeMu sync.RWMutex
-	node   nodeFile // guarded by nodeMu; see self and setSelf
+	dir *dataDir
+	// node is this node's identity file as it is now, replaced whole (copy on write) so
+	// that readers (the TLS authorizer among them) never wait; nodeMu serializes the
+	// writers, which write node.json before they publish (see self and updateSelf).
+	node   atomic.Pointer[nodeFile]
+	nodeMu sync.Mutex
 	key    crypto.Signer
 	fsm    *fsm.FSM
 	mux    *transport.Mux
-	// raftp is the running Raft instance; join replaces it (see rn).
+	// raftp is this node's Raft node, set once by Open: join, sync and forced recovery
+	// restart it in place (see rn).
 	raftp atomic.Pointer[raftnode.Node]
 	// peers is the membership this node trusts at the handshake (see peers.go).
 	peers atomic.Pointer[peerCache]
@@ -44,28 +50,40 @@ type Daemon struct {
 	ctl    *http.Server
 	// mail is the quarantine: store, replication and SMTP intake.
 	mail *mailSystem
+	// disk is the free space of the mail store's disk (diskfull.go).
+	disk diskState
+	// ops are the operator tools: disk guard, clock, maintenance hook (see ops.go).
+	ops *opsState
 	// servers are the HTTP servers of the cluster RPC and join channels.
-	servers   []*http.Server
-	rpcClient *http.Client
-	ctlLn     net.Listener
+	servers []*http.Server
+	// peer is the cluster RPC client; fwd forwards master-only requests with it.
+	peer  *cluster.Client
+	fwd   *cluster.Forwarder
+	ctlLn net.Listener
 	// metrics are served on --metrics-addr (see metrics.go).
 	metrics *metrics
 	// limits are the listeners' connection caps (see limits.go).
 	limits *listenerLimits
 
-	// createMu serializes create and join on this node.
-	createMu sync.Mutex
+	// gate admits one identity-changing operation at a time (create, join, ...).
+	gate opGate
 	// memberMu serializes membership changes on the master (admit, delete, voters).
 	memberMu sync.Mutex
 	// catchUp is what non-voters must apply before the voter policy promotes them.
-	catchUp catchUpTargets
-	// kick wakes the leader loop (runLeaderDuties).
+	catchUp voterpolicy.Targets
+	// kick wakes the master's voter duty (voterDuty).
 	kick chan struct{}
+	// standingW finds out when this node was removed or fenced (standingwatch.go).
+	standingW *standingWatch
 
 	closeOnce sync.Once
 	closeErr  error
 	bg        sync.WaitGroup
 	stop      chan struct{}
+	// forwarded counts the writes other nodes forwarded here in flight; Close drains it.
+	forwarded drainGate
+	// speaking is the protocol version negotiated at this node's join, 0 before.
+	speaking atomic.Int32
 }
 
 // New validates cfg and returns a Daemon that is not yet running.
@@ -78,6 +96,7 @@ func New(cfg Config) (*Daemon, error) {
 		logger = hclog.NewNullLogger()
 	}
 	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -110,11 +129,17 @@ func (d *Daemon) Open() (err error) {
 		BindAddr:  d.cfg.Addr(),
 		Logger:    d.logger.Named("transport"),
 		Authorize: d.authorizePeer,
+		Refused:   func(addr string, r transport.Refusal) { d.standingW.refused(addr, r) },
 	}
 	d.limits.mux(&muxCfg)
 	d.mux, err = transport.New(muxCfg, id)
 	if err != nil {
 		return err
+	}
+	d.standingW = &standingWatch{
+		logger: d.logger, timeout: d.cfg.RPCTimeout, mux: d.mux, fsm: d.fsm, peers: &d.peers, gate: &d.gate,
+		self: d.self, updateSelf: d.updateSelf, stopRaft: d.stopRaft, forget: d.forgetCluster, kick: make(chan struct{}, 1),
+		clients: clientCache{local: net.ParseIP(d.cfg.IP)},
 	}
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
@@ -127,17 +152,21 @@ func (d *Daemon) Open() (err error) {
 	d.resolveRenewal()
 	// A member asks its peers where it stands before it takes part in Raft: an old member
 	// coming back after a forced promotion elsewhere must not vote or lead.
-	if me := d.self(); me.Removed == "" && me.Fenced == nil {
+	if !d.standing().out() {
 		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-		verdict, a := d.askStanding(ctx, startupStandingTimeout)
+		st, a := d.standingW.ask(ctx, startupStandingTimeout)
 		cancel()
-		d.applyStanding(verdict, a)
+		d.standingW.apply(st, a)
 	}
-	me := d.self()
-	if err := d.openRaft(me.Removed == "" && me.Fenced == nil); err != nil {
+	if d.standing().kind == standRemoved {
+		d.forgetCluster() // removed before this build, or before the wipe finished
+	}
+	d.watchHalt() // before Raft applies anything
+	if err := d.openRaft(!d.standing().out()); err != nil {
 		return err
 	}
 	d.openRPC()
+	d.startOps()
 	if err := d.openMail(); err != nil {
 		return err
 	}
@@ -148,10 +177,15 @@ func (d *Daemon) Open() (err error) {
 		return err
 	}
 	d.bg.Add(4)
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.stopContext()
+		defer cancel()
+		d.standingW.run(ctx)
+	}()
 	go d.reconcileIdentity()
 	go d.finishPendingEpoch()
 	go d.followPeers()
-	go d.runLeaderDuties()
 	if d.cfg.ExportDir != "" {
 		d.bg.Add(1)
 		go d.runExporter()
@@ -161,13 +195,10 @@ func (d *Daemon) Open() (err error) {
 	return nil
 }
 
-// rn returns the running Raft instance.
-func (d *Daemon) rn() *raftnode.Node { return d.raftp.Load() }
-
 // openRaft starts Raft for this node's CID. A node that never joined a cluster
 // bootstraps itself as the single voter of its own configuration. With start false (a
 // removed or fenced node) the Raft node is made but never opened: every method of it
-// answers as a closed node would.
+// answers as a stopped node does, until join or sync restarts it.
 func (d *Daemon) openRaft(start bool) error {
 	if d.self().WipeRaft {
 		// A join was interrupted after the cluster admitted this node: finish replacing
@@ -182,10 +213,12 @@ func (d *Daemon) openRaft(start bool) error {
 	rc.Address = raft.ServerAddress(d.cfg.Addr())
 	rc.Bootstrap = !d.self().Joined
 	rc.Logger = d.logger.Named("raft")
-	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer())
+	n, err := raftnode.New(rc, d.fsm, d.mux.RaftLayer)
 	if err != nil {
 		return err
 	}
+	n.OnLeader(d.voterDuty)
+	n.OnLeader(d.versionDuty)
 	if start {
 		if err := n.Open(); err != nil {
 			return d.raftOpenErr(err)
@@ -228,25 +261,35 @@ func (d *Daemon) loadNodeFile() error {
 		d.logger.Warn("--name differs from the node's recorded name; keeping the recorded one",
 			"recorded", nf.Name, "flag", d.cfg.Name)
 	}
-	d.node = nf
+	d.node.Store(&nf)
 	return nil
 }
 
-// self returns this node's identity file as it is now.
+// self returns this node's identity file as it is now. It never blocks.
 func (d *Daemon) self() nodeFile {
-	d.nodeMu.RLock()
-	defer d.nodeMu.RUnlock()
-	return d.node
+	if nf := d.node.Load(); nf != nil {
+		return *nf
+	}
+	return nodeFile{}
 }
 
 // setSelf writes node.json and makes nf this node's identity.
 func (d *Daemon) setSelf(nf nodeFile) error {
+	return d.updateSelf(func(cur *nodeFile) { *cur = nf })
+}
+
+// updateSelf changes this node's identity file with change, writes it (fsynced) and
+// then publishes it. Writers are serialized; readers (self) see the old file until the
+// new one is on disk.
+func (d *Daemon) updateSelf(change func(*nodeFile)) error {
 	d.nodeMu.Lock()
 	defer d.nodeMu.Unlock()
+	nf := d.self()
+	change(&nf)
 	if err := d.dir.writeNodeFile(nf); err != nil {
 		return fmt.Errorf("write %s: %w", d.dir.file("node.json"), err)
 	}
-	d.node = nf
+	d.node.Store(&nf)
 	return nil
 }
 
@@ -293,7 +336,8 @@ func (d *Daemon) Wait(ctx context.Context) error {
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		close(d.stop)
-		var errs []error
+		// SMTP first: sending MTAs go to the other MX at once; the mail in flight is stored.
+		errs := []error{d.drainMail()}
 		if d.ctl != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, ignoreClosed(d.ctl.Shutdown(ctx)))
@@ -301,15 +345,17 @@ func (d *Daemon) Close() error {
 			_ = os.Remove(d.cfg.Socket)
 		}
 		errs = append(errs, d.closeMail())
-		for _, srv := range d.servers {
-			_ = srv.Close()
-		}
+		d.drainForwarded()
+		led := false
 		if n := d.rn(); n != nil {
+			led = n.IsLeader()
 			errs = append(errs, n.Close())
 		}
+		d.closeServers(led)
 		if d.mux != nil {
 			errs = append(errs, d.mux.Close())
 		}
+		d.answerControl()
 		d.bg.Wait()
 		d.limits.close()
 		errs = append(errs, d.dir.close())

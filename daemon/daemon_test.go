@@ -13,14 +13,6 @@ import (
 	"github.com/pmgcm/pmgcm/transport"
 )
 
-func TestWantVoters(t *testing.T) {
-	for nodes, want := range map[int]int{0: 0, 1: 1, 2: 2, 3: 3, 4: 3, 5: 5, 6: 5, 7: 5, 9: 5} {
-		if got := wantVoters(nodes); got != want {
-			t.Errorf("wantVoters(%d) = %d, want %d", nodes, got, want)
-		}
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	ok := DefaultConfig()
 	ok.DataDir, ok.IP, ok.Name = "/tmp/x", "127.0.0.1", "node1"

@@ -113,12 +113,12 @@ func (d *dataDir) close() error {
 // readNodeFile reads node.json; ok is false when there is none yet.
 func (d *dataDir) readNodeFile() (nf nodeFile, ok bool, err error) {
 	path := d.file("node.json")
-	b, err := os.ReadFile(path)
+	b, err := readFileBounded(path, maxNodeFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return nodeFile{}, false, nil
 	}
 	if err != nil {
-		return nodeFile{}, false, unusable(path, err)
+		return nodeFile{}, false, readErr(path, err)
 	}
 	if err := json.Unmarshal(b, &nf); err != nil {
 		return nodeFile{}, false, corrupt(path, err)

@@ -1,14 +1,28 @@
 // Package daemon is pmgclusterd: it owns the node's data directory (its lock, layout and
-// identity files), wires the fsm, raftnode and transport packages together, and serves
-// the control socket (HTTP+JSON on a unix socket, the API of package api) that the pmgcm
-// CLI talks to.
+// identity files) and the node's standing (member, promoting, removed or fenced: one
+// typed state, standing.go), wires the fsm, raftnode, transport and cluster packages
+// together, and serves the control socket (HTTP+JSON on a unix socket, the API of
+// package api) that the pmgcm CLI talks to.
+//
+// The node-to-node protocol is package cluster's: daemon implements its Handler
+// (service.go) and sends with its Client and Forwarder; no file here defines a
+// node-to-node path or wire type.
 //
 // Layout of a data directory:
 //
 //	LOCK            flock held while a daemon runs; holds its PID
 //	node.json       this node's name, address and CID
 //	tls/            node.key, node.crt and, once in a cluster, ca.crt
-//	raft/           wal/ (log and stable store), snapshots/; raft.db.pre-wal after an upgrade from 1ca55cd
+//	raft/           wal/ (log and stable store; raft.db.pre-wal after an upgrade from
+//	                1ca55cd) and snapshots/: the replicated state,
+//	                the cluster CA key and join token salt among it; wiped when the node
+//	                learns it was removed (forget.go)
+//	peers.json      the member list this node trusts until its state has caught up
+//
+// Every small file is read bounded (bounded.go). What a member may ask of the master
+// beyond mutual TLS is in forwarded.go, what the join channel tells a stranger in
+// unauthenticated.go, the join token's expiry and rotation in jointoken.go, the back-off
+// of wrong tokens in jointhrottle.go.
 //
 // It must never import the cli package: the CLI reaches the daemon only through the socket.
 package daemon

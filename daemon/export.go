@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/pmgcm/pmgcm/fsm"
 )
@@ -15,6 +14,10 @@ import (
 // manifestName is the exporter's record, in the export directory, of the files it wrote
 // and the state-machine index it has exported up to.
 const manifestName = ".pmgcm-export.json"
+
+// maxManifest bounds the manifest the exporter reads back: a few hundred bytes per
+// exported file, far below it; a larger one is refused (remove it to export again).
+const maxManifest = 64 << 20
 
 // exportManifest lists the keys whose files the exporter owns: it never removes a file
 // it did not write.
@@ -25,10 +28,12 @@ type exportManifest struct {
 
 // exporter writes configuration entries under chosen prefixes as files into a directory
 // after each applied change (pmgclusterd --config-export-dir), so that the gateway's
-// services read the synchronized configuration as ordinary files.
+// services read the synchronized configuration as ordinary files. It writes through
+// a handle of the directory (exportdir.go) that never follows a symbolic link.
 type exporter struct {
 	d        *Daemon
 	dir      string
+	x        *exportDir
 	prefixes []string
 	m        exportManifest
 }
@@ -43,15 +48,19 @@ func (d *Daemon) runExporter() {
 	}
 	if err := e.load(); err != nil {
 		d.logger.Error("config export disabled: cannot read its manifest", "dir", e.dir, "error", err)
+		if e.x != nil {
+			_ = e.x.Close()
+		}
 		return
 	}
+	defer e.x.Close()
 	ctx, cancel := d.stopContext()
 	defer cancel()
 	for {
 		if err := e.sync(); err != nil {
 			d.logger.Error("config export", "dir", e.dir, "error", err)
 		}
-		if err := d.rn().WaitApplied(ctx, e.m.Index+1); err != nil && ctx.Err() != nil {
+		if err := d.waitApplied(ctx, e.m.Index+1); err != nil {
 			return
 		}
 	}
@@ -59,12 +68,15 @@ func (d *Daemon) runExporter() {
 
 func (e *exporter) manifestPath() string { return filepath.Join(e.dir, manifestName) }
 
+// load opens the export directory (creating it, mode 0750) and reads the manifest.
 func (e *exporter) load() error {
-	if err := os.MkdirAll(e.dir, 0o750); err != nil {
+	x, err := openExportDir(e.dir)
+	if err != nil {
 		return err
 	}
+	e.x = x
 	e.m = exportManifest{Files: map[string]uint64{}}
-	b, err := os.ReadFile(e.manifestPath())
+	b, err := e.x.readFile(manifestName, maxManifest)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -125,7 +137,7 @@ func (e *exporter) sync() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(e.manifestPath(), b, 0o640); err != nil {
+	if err := e.x.writeFile(manifestName, b, 0o640); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -133,28 +145,29 @@ func (e *exporter) sync() error {
 
 // apply writes or removes the file of one entry.
 func (e *exporter) apply(c fsm.Change) error {
-	// Keys are checked by fsm.ValidateKey: printable, no empty, "." or ".." segments,
-	// so the path stays inside the directory.
-	path := filepath.Join(e.dir, filepath.FromSlash(c.Key))
-	if !strings.HasPrefix(path, filepath.Clean(e.dir)+string(filepath.Separator)) || c.Key == manifestName {
+	// A key that passes fsm.ValidateKey (printable, no empty, "." or ".." segment) is a
+	// relative path inside the directory; keys written before the ban on "." and ".."
+	// may still be in the state, and are refused here. The directory handle refuses
+	// symbolic links on the way.
+	if err := fsm.ValidateKey(c.Key); err != nil || c.Key == manifestName {
 		return fmt.Errorf("key %q cannot be exported as a file", c.Key)
 	}
 	if c.Deleted {
 		if _, owned := e.m.Files[c.Key]; !owned {
 			return nil
 		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+		if err := e.x.remove(c.Key); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("export: remove %s: %w", c.Key, err)
 		}
 		delete(e.m.Files, c.Key)
 		return nil
 	}
 	if v, ok := e.m.Files[c.Key]; ok && v == c.Version {
-		if _, err := os.Stat(path); err == nil {
+		if e.x.exists(c.Key) {
 			return nil
 		}
 	}
-	if err := writeFileAtomic(path, c.Value, 0o640); err != nil {
+	if err := e.x.writeFile(c.Key, c.Value, 0o640); err != nil {
 		return fmt.Errorf("export %s: %w", c.Key, err)
 	}
 	e.m.Files[c.Key] = c.Version

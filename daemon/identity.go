@@ -23,7 +23,7 @@ const (
 // certificate on first start (a standalone node), and the cluster CA if there is one.
 func (d *dataDir) loadIdentity(name string, ip net.IP) (*transport.Identity, crypto.Signer, error) {
 	keyPath := d.file("tls", keyFile)
-	keyPEM, err := os.ReadFile(keyPath)
+	keyPEM, err := readFileBounded(keyPath, maxTLSFileBytes)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if _, keyPEM, err = transport.NewKey(); err != nil {
@@ -33,14 +33,14 @@ func (d *dataDir) loadIdentity(name string, ip net.IP) (*transport.Identity, cry
 			return nil, nil, fmt.Errorf("write %s: %w", keyPath, err)
 		}
 	case err != nil:
-		return nil, nil, unusable(keyPath, err)
+		return nil, nil, readErr(keyPath, err)
 	}
 	key, err := transport.ParseKey(keyPEM)
 	if err != nil {
 		return nil, nil, corrupt(keyPath, err)
 	}
 	certPath := d.file("tls", certFile)
-	certPEM, err := os.ReadFile(certPath)
+	certPEM, err := readFileBounded(certPath, maxTLSFileBytes)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		certPEM, err = transport.SelfSigned(key, name, ip)
@@ -51,12 +51,12 @@ func (d *dataDir) loadIdentity(name string, ip net.IP) (*transport.Identity, cry
 			return nil, nil, fmt.Errorf("write %s: %w", certPath, err)
 		}
 	case err != nil:
-		return nil, nil, unusable(certPath, err)
+		return nil, nil, readErr(certPath, err)
 	}
 	caPath := d.file("tls", caFile)
-	caPEM, err := os.ReadFile(caPath)
+	caPEM, err := readFileBounded(caPath, maxTLSFileBytes)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, unusable(caPath, err)
+		return nil, nil, readErr(caPath, err)
 	}
 	id, err := transport.NewIdentity(certPEM, keyPEM, caPEM)
 	if err != nil {
@@ -66,7 +66,9 @@ func (d *dataDir) loadIdentity(name string, ip net.IP) (*transport.Identity, cry
 }
 
 // keyPEM returns the node key file's contents.
-func (d *dataDir) keyPEM() ([]byte, error) { return os.ReadFile(d.file("tls", keyFile)) }
+func (d *dataDir) keyPEM() ([]byte, error) {
+	return readFileBounded(d.file("tls", keyFile), maxTLSFileBytes)
+}
 
 // writePendingIdentity stores a certificate and CA that become valid once a Raft command
 // commits.
@@ -98,6 +100,6 @@ func (d *dataDir) dropPendingIdentity() {
 
 // pendingCert returns the pending certificate, if any.
 func (d *dataDir) pendingCert() ([]byte, bool) {
-	b, err := os.ReadFile(d.file("tls", certFile+pendingSufx))
+	b, err := readFileBounded(d.file("tls", certFile+pendingSufx), maxTLSFileBytes)
 	return b, err == nil
 }

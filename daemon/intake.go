@@ -25,7 +25,7 @@ func (d *Daemon) intakePath() string { return d.dir.file("mail-policy.json") }
 // cache of replicated state).
 func (d *Daemon) loadIntake() {
 	c := &intakeCache{Values: map[string]string{}}
-	if b, err := os.ReadFile(d.intakePath()); err == nil {
+	if b, err := readFileBounded(d.intakePath(), maxPeersFileBytes); err == nil {
 		if err := json.Unmarshal(b, c); err != nil || c.Values == nil {
 			d.logger.Warn("ignoring a damaged mail policy cache", "file", d.intakePath(), "error", err)
 			c = &intakeCache{Values: map[string]string{}}

@@ -2,9 +2,7 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -12,46 +10,16 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
-
-// joinInfo is what a node tells a joining node about itself (joinInfoPath).
-type joinInfo struct {
-	ClusterID       string `json:"cluster_id"`
-	Name            string `json:"name"`
-	CID             uint64 `json:"cid"`
-	ProtocolVersion int    `json:"protocol_version"`
-	StateFormat     int    `json:"state_format"`
-}
-
-// admitRequest asks the master to admit a node (joinAdmitPath, forwarded as rpcAdmit).
-type admitRequest struct {
-	Token           string `json:"token"`
-	Name            string `json:"name"`
-	IP              string `json:"ip"`
-	Port            int    `json:"port"`
-	PublicKeyPEM    []byte `json:"public_key_pem"`
-	ProtocolVersion int    `json:"protocol_version"`
-	StateFormat     int    `json:"state_format"`
-}
-
-// admission is the master's answer: the node's CID and certificate, and the members it
-// must trust until its own state machine has caught up.
-type admission struct {
-	ClusterID     string       `json:"cluster_id"`
-	Epoch         uint64       `json:"epoch"`
-	CID           uint64       `json:"cid"`
-	CertPEM       []byte       `json:"cert_pem"`
-	CACertPEM     []byte       `json:"ca_cert_pem"`
-	Members       []fsm.Member `json:"members"`
-	Index         uint64       `json:"index"`
-	MasterAddress string       `json:"master_address"`
-}
 
 // masterAddr turns the operator's "ip" or "ip:port" into an address; the port defaults
 // to this node's own cluster port.
@@ -61,7 +29,7 @@ func (d *Daemon) masterAddr(master string) (string, error) {
 		host, port = h, p
 	}
 	if net.ParseIP(host) == nil {
-		return "", fmt.Errorf("%w: %q is not an IP address (give the master's IP, optionally with :port)", fsm.ErrBadCommand, master)
+		return "", fmt.Errorf("%w: %q is not an IP address (give the master's IP, optionally with :port)", ErrBadRequest, master)
 	}
 	return net.JoinHostPort(host, port), nil
 }
@@ -79,19 +47,13 @@ func (d *Daemon) probe(ctx context.Context, master string) (*api.JoinProbe, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	conn, leaf, err := transport.DialPinned(ctx, addr, transport.ChanJoin, "", joinDialTimeout)
+	jc, fp, err := cluster.DialJoin(ctx, net.ParseIP(d.cfg.IP), addr, "", joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
-	_ = conn.Close()
-	fp := transport.Fingerprint(leaf.Raw)
-	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
+	defer jc.CloseIdleConnections()
+	info, err := jc.JoinInfo(ctx, addr)
 	if err != nil {
-		return nil, err
-	}
-	defer client.CloseIdleConnections()
-	var info joinInfo
-	if err := d.call(ctx, client, addr, http.MethodGet, joinInfoPath, nil, &info); err != nil {
 		return nil, err
 	}
 	return &api.JoinProbe{Address: addr, Fingerprint: fp, ClusterID: info.ClusterID, Name: info.Name, CID: info.CID,
@@ -102,9 +64,9 @@ func unreachable(addr string, err error) error {
 	if errors.Is(err, transport.ErrFingerprintMismatch) {
 		return fmt.Errorf("the node at %s: %w: it is not the master you meant, or its certificate changed; check with pmgcm join-cmd on a member", addr, err)
 	}
-	return &remoteError{Status: http.StatusBadGateway, E: api.Error{
+	return &cluster.RemoteError{Status: http.StatusBadGateway, E: api.Error{
 		Code:    api.CodeUnreachable,
-		Message: fmt.Sprintf("cannot reach the master at %s: %v", addr, unwrapURLError(err)),
+		Message: fmt.Sprintf("cannot reach the master at %s: %v", addr, cluster.UnwrapURLError(err)),
 		Hint:    "check the address and port, and that pmgclusterd runs there and the network lets this node reach it",
 	}}
 }
@@ -112,10 +74,13 @@ func unreachable(addr string, err error) error {
 // join makes this standalone node a member of master's cluster. Nothing changes on
 // either side until the master admits the node; then the node's own state is replaced.
 func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	leave, err := d.gate.enter("pmgcm join")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	// A node removed from its cluster may join again (with a new CID).
-	if id := d.knownCluster(); id != "" && d.self().Removed == "" {
+	if id := d.knownCluster(); id != "" && d.standing().kind != standRemoved {
 		return nil, fmt.Errorf("%w: cluster %s, this node is cid %d; nothing was changed (to move it to another cluster, delete it there first and remove its data directory)",
 			ErrClusterExists, id, d.self().CID)
 	}
@@ -129,21 +94,18 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	}
 	ictx, cancel := context.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
-	conn, _, err := transport.DialPinned(ictx, addr, transport.ChanJoin, fp, joinDialTimeout)
+	jc, _, err := cluster.DialJoin(ictx, net.ParseIP(d.cfg.IP), addr, fp, joinDialTimeout)
 	if err != nil {
 		return nil, unreachable(addr, err)
 	}
-	_ = conn.Close()
-	client, err := transport.PinnedHTTPClient(transport.ChanJoin, fp, joinDialTimeout)
+	defer jc.CloseIdleConnections()
+	info, err := jc.JoinInfo(ictx, addr)
 	if err != nil {
 		return nil, err
 	}
-	defer client.CloseIdleConnections()
-	var info joinInfo
-	if err := d.call(ictx, client, addr, http.MethodGet, joinInfoPath, nil, &info); err != nil {
-		return nil, err
-	}
-	if err := d.checkCompatible(info.ProtocolVersion, info.StateFormat); err != nil {
+	speak, err := cluster.CheckCompatible(d.protocolRange(),
+		cluster.PeerRange(info.ProtocolVersion, info.ProtocolMin, info.ProtocolMax), info.ProtocolVersion, info.StateFormat)
+	if err != nil {
 		return nil, fmt.Errorf("%w (the node at %s)", err, addr)
 	}
 	keyPEM, err := d.dir.keyPEM()
@@ -159,17 +121,20 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 		return nil, err
 	}
 	me := d.self()
-	areq := admitRequest{
+	areq := cluster.AdmitRequest{
 		Token: req.Token, Name: me.Name, IP: me.IP, Port: me.Port,
 		PublicKeyPEM:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
-		ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat,
+		ProtocolVersion: speak, StateFormat: StateFormat, // a first-release master takes exactly 2
+		ProtocolMin: d.protocolRange().Min, ProtocolMax: d.protocolRange().Max,
+		Version: version.Version, Level: version.Level,
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var adm admission
-	if err := d.call(actx, client, addr, http.MethodPost, joinAdmitPath, areq, &adm); err != nil {
+	adm, err := jc.JoinAdmit(actx, addr, areq)
+	if err != nil {
 		return nil, err
 	}
+	d.speaking.Store(int32(speak))
 	if err := d.becomeMember(adm); err != nil {
 		return nil, fmt.Errorf("the cluster admitted this node as cid %d, but it could not switch to the cluster's state: %w; restart pmgclusterd to finish the join", adm.CID, err)
 	}
@@ -177,26 +142,18 @@ func (d *Daemon) join(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	return &api.JoinResponse{ClusterID: adm.ClusterID, CID: adm.CID, Name: me.Name, MasterAddress: adm.MasterAddress}, nil
 }
 
-func (d *Daemon) checkCompatible(protocol, state int) error {
-	if protocol != d.cfg.ProtocolVersion || state != StateFormat {
-		return fmt.Errorf("%w: this node speaks protocol %d with state format %d, the other node protocol %d with state format %d: upgrade the older one",
-			ErrIncompatible, d.cfg.ProtocolVersion, StateFormat, protocol, state)
-	}
-	return nil
-}
-
 // becomeMember replaces this node's state with the cluster's: the admitted certificate
 // and CID, an empty Raft log that the master fills, and the master's member list as the
 // trusted peers until then. Each step is durable before the next, and WipeRaft in
 // node.json makes a restart finish an interrupted switch.
-func (d *Daemon) becomeMember(adm admission) error {
+func (d *Daemon) becomeMember(adm cluster.Admission) error {
 	keyPEM, err := d.dir.keyPEM()
 	if err != nil {
 		return err
 	}
 	certPEM := adm.CertPEM
 	if len(certPEM) == 0 { // re-admission: the node keeps its certificate
-		if certPEM, err = os.ReadFile(d.dir.file("tls", certFile)); err != nil {
+		if certPEM, err = readFileBounded(d.dir.file("tls", certFile), maxTLSFileBytes); err != nil {
 			return err
 		}
 	}
@@ -214,25 +171,23 @@ func (d *Daemon) becomeMember(adm admission) error {
 	if err := d.storePeers(&peerCache{Index: adm.Index, ClusterID: adm.ClusterID, Epoch: adm.Epoch, Members: adm.Members}); err != nil {
 		return err
 	}
-	nf := d.self()
-	nf.CID, nf.Joined, nf.WipeRaft, nf.Removed, nf.Fenced, nf.JoinIndex = adm.CID, true, true, "", nil, adm.Index
-	if err := d.setSelf(nf); err != nil {
+	if err := d.updateSelf(func(nf *nodeFile) {
+		*nf = nf.withStanding(standing{kind: standMember})
+		nf.CID, nf.Joined, nf.WipeRaft, nf.JoinIndex = adm.CID, true, true, adm.Index
+	}); err != nil {
 		return err
 	}
-	if old := d.rn(); old != nil {
-		if err := old.Close(); err != nil {
-			d.logger.Warn("closing the standalone raft", "error", err)
+	// Raft restarts in place as the cluster's cid, its own state replaced.
+	return d.rn().Restart(raftnode.RestartOptions{LocalID: raftnode.ServerID(adm.CID), Prepare: func(string) error {
+		if len(adm.CertPEM) > 0 {
+			// A join replaces the node's data with the cluster's; a re-admission after a
+			// forced promotion keeps it.
+			if err := d.wipeMail(); err != nil {
+				return err
+			}
 		}
-	}
-	d.fsm.Reset()
-	if len(adm.CertPEM) > 0 {
-		// A join replaces the node's data with the cluster's; a re-admission after a
-		// forced promotion keeps it.
-		if err := d.wipeMail(); err != nil {
-			return err
-		}
-	}
-	return d.openRaft(true)
+		return d.wipeRaft()
+	}})
 }
 
 // wipeRaft removes the node's Raft state and clears WipeRaft.
@@ -240,48 +195,24 @@ func (d *Daemon) wipeRaft() error {
 	if err := os.RemoveAll(d.dir.file("raft")); err != nil {
 		return fmt.Errorf("remove %s: %w", d.dir.file("raft"), err)
 	}
-	nf := d.self()
-	nf.WipeRaft = false
-	return d.setSelf(nf)
+	return d.updateSelf(func(nf *nodeFile) { nf.WipeRaft = false })
 }
 
-func (d *Daemon) handleJoinInfo(w http.ResponseWriter, _ *http.Request) {
-	info := joinInfo{Name: d.self().Name, CID: d.self().CID, ProtocolVersion: d.cfg.ProtocolVersion, StateFormat: StateFormat}
+// joinInfo says who this node is, for a joining node (cluster.JoinPathInfo).
+func (d *Daemon) joinInfo() cluster.JoinInfo {
+	me := d.self()
+	r := d.protocolRange()
+	info := cluster.JoinInfo{Name: me.Name, CID: me.CID, ProtocolVersion: d.protocolVersion(), StateFormat: StateFormat,
+		ProtocolMin: r.Min, ProtocolMax: r.Max}
 	if cl := d.fsm.Cluster(); cl != nil {
 		info.ClusterID = cl.ID
 	}
-	writeJSON(w, http.StatusOK, info)
-}
-
-// handleAdmit admits a joining node on the master, or forwards the request to it.
-func (d *Daemon) handleAdmit(w http.ResponseWriter, r *http.Request) {
-	d.serveAdmit(w, r, true)
-}
-
-// handleRPCAdmit takes a join request forwarded by another member. It is not forwarded
-// again: a node that is no longer master says so, and the member that forwarded it, which
-// knows whether its earlier attempt may have gone through, tries the new master itself.
-func (d *Daemon) handleRPCAdmit(w http.ResponseWriter, r *http.Request) {
-	d.serveAdmit(w, r, false)
-}
-
-func (d *Daemon) serveAdmit(w http.ResponseWriter, r *http.Request, relay bool) {
-	var req admitRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		writeErr(w, fmt.Errorf("%w: %v", fsm.ErrBadCommand, err))
-		return
-	}
-	adm, err := d.admit(r.Context(), req, relay)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, adm)
+	return info
 }
 
 // admit checks a join request and, on the master, records the node as a member and adds
 // it to Raft as a non-voter. Any refusal changes nothing.
-func (d *Daemon) admit(ctx context.Context, req admitRequest, relay bool) (*admission, error) {
+func (d *Daemon) admit(ctx context.Context, req cluster.AdmitRequest, relay bool) (*cluster.Admission, error) {
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
@@ -289,16 +220,32 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest, relay bool) (*admi
 	if cl == nil {
 		return nil, fmt.Errorf("%w: the node at %s is in no cluster: run pmgcm create there first", ErrNoCluster, d.cfg.Addr())
 	}
-	if err := d.checkCompatible(req.ProtocolVersion, req.StateFormat); err != nil {
+	if _, err := cluster.CheckCompatible(d.protocolRange(),
+		cluster.PeerRange(req.ProtocolVersion, req.ProtocolMin, req.ProtocolMax), d.protocolVersion(), req.StateFormat); err != nil {
 		return nil, err
 	}
-	return onMaster(ctx, d, func() (*admission, error) { return d.admitHere(ctx, req) },
-		func() (*admission, error) {
+	src, fromJoin := joinSource(ctx)
+	if relay && fromJoin {
+		if err := d.limits.joinTokens.check(src); err != nil {
+			return nil, err
+		}
+	}
+	adm, err := cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.admitHere(ctx, req) },
+		func() (*cluster.Admission, error) {
 			if !relay {
 				return nil, d.rn().NotLeader()
 			}
 			return d.forwardAdmit(ctx, req)
 		})
+	if relay && fromJoin {
+		switch {
+		case err == nil:
+			d.limits.joinTokens.succeeded(src)
+		case errors.Is(err, ErrBadToken) || cluster.Code(err) == api.CodeBadToken:
+			d.limits.joinTokens.failed(src)
+		}
+	}
+	return adm, err
 }
 
 // forwardAdmit sends a join request to the master. If the master took it but the answer
@@ -306,10 +253,14 @@ func (d *Daemon) admit(ctx context.Context, req admitRequest, relay bool) (*admi
 // answers and looks whether the node was admitted meanwhile: if not, it asks again
 // (nothing was changed); if so, the node never got its certificate, and the operator is
 // told how to clear the record.
-func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission, error) {
-	var adm admission
-	err := d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false)
-	if !unknownOutcome(err) {
+func (d *Daemon) forwardAdmit(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
+	var adm cluster.Admission
+	send := func(ctx context.Context, addr string) (err error) {
+		adm, err = d.peer.Admit(ctx, addr, req)
+		return err
+	}
+	err := d.fwd.CallLeader(ctx, false, send)
+	if !cluster.UnknownOutcome(err) {
 		return &adm, err
 	}
 	d.logger.Warn("the master did not answer a join request; checking whether it admitted the node",
@@ -317,9 +268,9 @@ func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission
 	if err := d.checkNotAdmitted(ctx, req, err); err != nil {
 		return nil, err
 	}
-	adm = admission{}
-	if err2 := d.callLeader(ctx, http.MethodPost, rpcAdmit, req, &adm, false); err2 != nil {
-		if unknownOutcome(err2) || remoteCode(err2) == api.CodeMemberExists {
+	adm = cluster.Admission{}
+	if err2 := d.fwd.CallLeader(ctx, false, send); err2 != nil {
+		if cluster.UnknownOutcome(err2) || cluster.Code(err2) == api.CodeMemberExists {
 			// The first request went through after all, or this one may have.
 			if cerr := d.checkNotAdmitted(ctx, req, err2); cerr != nil {
 				return nil, cerr
@@ -332,12 +283,12 @@ func (d *Daemon) forwardAdmit(ctx context.Context, req admitRequest) (*admission
 
 // checkNotAdmitted reads the member list as of now (linearizably) and fails if it holds
 // the joining node: admitted by a request whose answer was lost (cause).
-func (d *Daemon) checkNotAdmitted(ctx context.Context, req admitRequest, cause error) error {
+func (d *Daemon) checkNotAdmitted(ctx context.Context, req cluster.AdmitRequest, cause error) error {
 	if err := d.linearizableRead(ctx); err != nil {
 		return fmt.Errorf("%w; no master answered since: %v", cause, err)
 	}
 	for _, m := range d.fsm.Members() {
-		if m.Name == req.Name && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
+		if strings.EqualFold(m.Name, req.Name) && net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
 			return fmt.Errorf("%w: the master admitted this node as cid %d, but its answer was lost, so this node never got its certificate: remove the record with pmgcm delete %d on a member, then join again",
 				raftnode.ErrUnknownOutcome, m.CID, m.CID)
 		}
@@ -345,43 +296,40 @@ func (d *Daemon) checkNotAdmitted(ctx context.Context, req admitRequest, cause e
 	return nil
 }
 
-// unknownOutcome reports whether err says a request may or may not have taken effect,
-// here or on the node that answered it.
-func unknownOutcome(err error) bool {
-	return errors.Is(err, raftnode.ErrUnknownOutcome) || remoteCode(err) == api.CodeUnknownOutcome
-}
-
-// remoteCode is the api code of an error answered by another node, "" for any other.
-func remoteCode(err error) string {
-	var re *remoteError
-	if errors.As(err, &re) {
-		return re.E.Code
+// memberClash refuses a joining node whose name or address a member has already, by
+// the state machine's own rule (fsm.Conflict: names compare case-insensitively).
+func memberClash(members []fsm.Member, name, ip string) error {
+	for _, m := range members {
+		if why := fsm.Conflict(fsm.Member{Name: name, IP: ip}, m); why != "" {
+			return fmt.Errorf("%w: %s: cid %d is already %s at %s: pick another --name/--ip, or delete cid %d first (pmgcm delete %d)",
+				fsm.ErrMemberExists, why, m.CID, m.Name, m.IP, m.CID, m.CID)
+		}
 	}
-	return ""
+	return nil
 }
 
 // admitHere admits a joining node on this node, the master.
-func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, error) {
+func (d *Daemon) admitHere(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
-	if subtle.ConstantTimeCompare(hashToken(req.Token), cl.JoinTokenHash) != 1 {
-		d.logger.Warn("join refused: wrong token", "name", req.Name, "ip", req.IP)
-		return nil, ErrBadToken
+	if err := d.checkJoinLevel(req); err != nil {
+		return nil, err
 	}
-	for _, m := range d.fsm.Members() {
-		if m.Name == req.Name || net.ParseIP(m.IP).Equal(net.ParseIP(req.IP)) {
-			return nil, fmt.Errorf("%w: cid %d is already %s at %s: pick another --name/--ip, or delete cid %d first (pmgcm delete %d)",
-				fsm.ErrMemberExists, m.CID, m.Name, m.IP, m.CID, m.CID)
-		}
+	if err := checkJoinToken(cl, req.Token, time.Now()); err != nil {
+		// Logged, rate-limited, by the join throttle of the node the caller reached.
+		return nil, err
+	}
+	if err := memberClash(d.fsm.Members(), req.Name, req.IP); err != nil {
+		return nil, err
 	}
 	block, _ := pem.Decode(req.PublicKeyPEM)
 	if block == nil {
-		return nil, fmt.Errorf("%w: no public key in the join request", fsm.ErrBadCommand)
+		return nil, fmt.Errorf("%w: no public key in the join request", ErrBadRequest)
 	}
 	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: public key: %v", fsm.ErrBadCommand, err)
+		return nil, fmt.Errorf("%w: public key: %v", ErrBadRequest, err)
 	}
 	ca, err := transport.ParseCA(cl.CACertPEM, cl.CAKeyPEM)
 	if err != nil {
@@ -402,7 +350,7 @@ func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, e
 		Suffrage: fsm.Nonvoter, JoinedAt: time.Now().UTC(),
 	}})
 	if err != nil {
-		return nil, firstProposal(err)
+		return nil, cluster.FirstProposal(err)
 	}
 	if err := d.rn().AddNonvoter(ctx, cid, addr); err != nil {
 		// The node is a member from the commit above on: answer it, so that it gets its
@@ -412,6 +360,20 @@ func (d *Daemon) admitHere(ctx context.Context, req admitRequest) (*admission, e
 	}
 	d.logger.Info("node admitted", "cid", cid, "name", req.Name, "address", addr)
 	d.kickLeaderDuties()
-	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
+	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: cid, CertPEM: certPEM, CACertPEM: cl.CACertPEM,
 		Members: d.fsm.Members(), Index: res.Index, MasterAddress: d.cfg.Addr()}, nil
+}
+
+// protocolRange is the range of protocol versions this node can speak.
+func (d *Daemon) protocolRange() cluster.ProtocolRange {
+	return cluster.SpeakRange(d.cfg.ProtocolVersion)
+}
+
+// protocolVersion is the version this node speaks now: the one its cluster ran at when
+// it joined (in this process), else the one it is configured with.
+func (d *Daemon) protocolVersion() int {
+	if v := d.speaking.Load(); v != 0 {
+		return int(v)
+	}
+	return d.cfg.ProtocolVersion
 }

@@ -44,6 +44,8 @@ type listenerLimits struct {
 	smtpMax, smtpPer int
 	join, control    *connlimit.Limiter
 	metrics          *connlimit.Limiter
+	// joinTokens backs off sources that give wrong join tokens (jointhrottle.go).
+	joinTokens *joinThrottle
 }
 
 // planLimits reads the descriptor limit, sizes the listeners' caps from it, logs the
@@ -55,7 +57,7 @@ func (d *Daemon) planLimits() (*listenerLimits, error) {
 		d.logger.Warn("cannot read the descriptor limit; sizing the connection caps for 1024", "error", err)
 	}
 	b := connlimit.Plan(nofile)
-	l := &listenerLimits{budget: b}
+	l := &listenerLimits{budget: b, joinTokens: newJoinThrottle(d.logger.Named("join"))}
 	var warn string
 	l.smtpMax, l.smtpPer, warn = b.SMTPCaps(d.cfg.SMTPMaxConnections, d.cfg.SMTPMaxConnectionsPerIP)
 	logger := d.logger.Named("limits")
@@ -96,6 +98,7 @@ func (l *listenerLimits) close() {
 		l.join.Close()
 		l.control.Close()
 		l.metrics.Close()
+		l.joinTokens.close()
 	}
 }
 

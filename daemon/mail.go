@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/mailrepl"
 	"github.com/pmgcm/pmgcm/mailstore"
 	"github.com/pmgcm/pmgcm/smtpd"
@@ -71,6 +73,7 @@ func (d *Daemon) openMail() error {
 		cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
 		cfg.Hostname = d.self().Name
 		cfg.Store, cfg.Policy = mailIntake{store}, mailPolicy{d}
+		cfg.LowStorage = d.ops.disk.active
 		if d.metrics != nil {
 			cfg.Observe = d.metrics.observeMail
 		}
@@ -83,8 +86,9 @@ func (d *Daemon) openMail() error {
 			return fmt.Errorf("SMTP intake on %s: %w: choose another --smtp-port, or 0 to disable it", cfg.Addr, err)
 		}
 	}
-	d.bg.Add(1)
+	d.bg.Add(2)
 	go d.mailHousekeeping()
+	go d.watchDisk()
 	return nil
 }
 
@@ -137,6 +141,19 @@ func (d *Daemon) wipeMail() error {
 		return fmt.Errorf("empty the mail store: %w", err)
 	}
 	return d.startReplicator()
+}
+
+// drainMail stops the SMTP intake for a planned stop: it stops accepting connections at
+// once and lets the transactions in flight finish within SMTPDrainTimeout, while the
+// store is still open (closeMail closes it after).
+func (d *Daemon) drainMail() error {
+	m := d.mail
+	if m == nil || m.smtp == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SMTPDrainTimeout)
+	defer cancel()
+	return m.smtp.Drain(ctx)
 }
 
 // closeMail stops intake first, then replication, then the store.
@@ -318,16 +335,16 @@ func (d *Daemon) handleQuarantineState(state string) http.HandlerFunc {
 func mailErr(id string, err error) error {
 	switch {
 	case errors.Is(err, mailstore.ErrNotFound), errors.Is(err, mailstore.ErrInvalid):
-		return &remoteError{Status: http.StatusNotFound, E: api.Error{Code: api.CodeNotFound,
+		return &cluster.RemoteError{Status: http.StatusNotFound, E: api.Error{Code: api.CodeNotFound,
 			Message: fmt.Sprintf("no message %q in the quarantine", id), Hint: "pmgcm quarantine list shows the messages"}}
 	case errors.Is(err, mailstore.ErrDeleted):
-		return &remoteError{Status: http.StatusConflict, E: api.Error{Code: api.CodeConflict,
+		return &cluster.RemoteError{Status: http.StatusConflict, E: api.Error{Code: api.CodeConflict,
 			Message: fmt.Sprintf("message %s was deleted", id)}}
 	case errors.Is(err, mailstore.ErrBusy):
-		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
+		return &cluster.RemoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("message %s is being received from another node right now", id), Hint: "try again in a moment"}}
 	case errors.Is(err, mailstore.ErrCorrupt), errors.Is(err, mailstore.ErrChecksum):
-		return &remoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
+		return &cluster.RemoteError{Status: http.StatusServiceUnavailable, E: api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("message %s: the body on this node failed its checksum; it is being fetched again from another node", id),
 			Hint:    "try again in a moment, or on another node"}}
 	}

@@ -61,29 +61,39 @@ func (m *mailBackup) writeOne(w *backup.Writer, meta mailstore.Meta) error {
 	return w.WriteMail(b, cur.Size, f)
 }
 
-// mailImporter loads backed-up messages into this node's store. Each message gets this
+// importMail loads a backed-up message into the staging store of a restore. It gets this
 // node's origin and a new ID (CIDs of the old cluster will be handed out again); its
-// state and the time it was first received are kept.
-type mailImporter struct{ store *mailstore.Store }
-
-func (d *Daemon) mailImporter() *mailImporter { return &mailImporter{store: d.mail.store} }
-
-func (m *mailImporter) add(metaJSON json.RawMessage, body io.Reader) error {
-	var meta api.QuarantineMessage
-	if err := json.Unmarshal(metaJSON, &meta); err != nil {
-		return fmt.Errorf("message metadata: %w", err)
+// state and the time it was first received are kept. The backup Reader has checked the
+// metadata, and checks the body against its SHA-256 when the next record is read; the
+// import checks it too.
+func importMail(stage *mailstore.Staging, meta *api.QuarantineMessage, body io.Reader) error {
+	if stage == nil || meta == nil {
+		return fmt.Errorf("%w: a message in a backup whose header says it holds no mail", backup.ErrInvalid)
 	}
-	got, err := m.store.Import(meta.From, meta.To, meta.Received, body)
+	got, err := stage.Import(meta.From, meta.To, meta.Received, body)
 	if err != nil {
 		return fmt.Errorf("message %s: %w", meta.ID, err)
 	}
 	if meta.SHA256 != "" && got.SHA256 != meta.SHA256 {
-		return fmt.Errorf("message %s: checksum %s, the backup says %s", meta.ID, got.SHA256, meta.SHA256)
+		return fmt.Errorf("%w: message %s: its body's SHA-256 is %s, the backup says %s", backup.ErrInvalid, meta.ID, got.SHA256, meta.SHA256)
 	}
 	if meta.State == api.MailReleased {
-		if _, err := m.store.SetState(got.ID, api.MailReleased); err != nil {
+		if _, err := stage.SetState(got.ID, api.MailReleased); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// commitMail swaps the staged quarantine of a restore in for the node's; replication
+// starts over, as after a wipe.
+func (d *Daemon) commitMail(stage *mailstore.Staging) error {
+	if r := d.replicator(); r != nil {
+		_ = r.Close()
+	}
+	err := stage.Commit()
+	if serr := d.startReplicator(); err == nil {
+		err = serr
+	}
+	return err
 }

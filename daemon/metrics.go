@@ -63,7 +63,7 @@ func newMetrics(d *Daemon) *metrics {
 		}, []string{"op", "result"}),
 	}
 	m.reg.MustRegister(m.applyLatency, m.configOps, m.mailAccepted, m.mailRejected, m.operations,
-		stateCollector{d},
+		stateCollector{d}, diskCollector{d}, opsCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the series exist from the start, so a scrape shows zeros instead of nothing.
 	for _, op := range []string{opRead, opWrite} {
@@ -150,6 +150,7 @@ func (d *Daemon) openMetrics() error {
 		return fmt.Errorf("metrics listener on %s: %w: choose another --metrics-addr", d.cfg.MetricsAddr, err)
 	}
 	mux := http.NewServeMux()
+	d.healthRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: hclogAdapter{d}, ErrorHandling: promhttp.ContinueOnError,
 	}))

@@ -43,13 +43,13 @@ func (d *Daemon) peersPath() string { return d.dir.file("peers.json") }
 
 // loadPeers reads peers.json, if any.
 func (d *Daemon) loadPeers() error {
-	b, err := os.ReadFile(d.peersPath())
+	b, err := readFileBounded(d.peersPath(), maxPeersFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		d.peers.Store(&peerCache{})
 		return nil
 	}
 	if err != nil {
-		return unusable(d.peersPath(), err)
+		return readErr(d.peersPath(), err)
 	}
 	var p peerCache
 	if err := json.Unmarshal(b, &p); err != nil {
@@ -81,18 +81,28 @@ func (d *Daemon) followPeers() {
 		idx := d.fsm.AppliedIndex()
 		d.refreshPeers()
 		d.refreshIntake()
-		n := d.rn()
-		if n == nil {
-			return
+		if d.listedNoMore() {
+			d.standingW.kickNow() // the peers confirm it, and this node stops Raft
 		}
-		if err := n.WaitApplied(ctx, idx+1); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			// The Raft instance was replaced (join): follow the new one.
-			continue
+		// Across Raft instances (a join replaces it; a removed or fenced node waits for
+		// the next without spinning).
+		if err := d.waitApplied(ctx, idx+1); err != nil {
+			return // the daemon stops
 		}
 	}
+}
+
+// listedNoMore reports whether the local state machine, past this node's admission, no
+// longer lists this node as a member of the current epoch (deleted, or fenced and
+// learning of it from the log).
+func (d *Daemon) listedNoMore() bool {
+	me := d.self()
+	cl := d.fsm.Cluster()
+	if cl == nil || !me.Joined || me.JoinIndex == 0 || d.fsm.AppliedIndex() < me.JoinIndex || !me.standing().talksToPeers() {
+		return false
+	}
+	m, ok := d.fsm.Member(me.CID)
+	return !ok || m.Fenced(cl.Epoch)
 }
 
 // refreshPeers stores the state machine's membership if it differs from the cache.
@@ -116,11 +126,17 @@ func (d *Daemon) refreshPeers() {
 
 // trustedMember returns the member whose certificate has fingerprint and the epoch in
 // force, by the state machine once it has caught up with the cache, by the cache before.
+//
+// It may run before the cache is loaded (the mux accepts connections before Open reads
+// peers.json): with no cache and no cluster in the state machine, nobody is trusted.
 func (d *Daemon) trustedMember(fingerprint string) (fsm.Member, uint64, bool) {
 	cache := d.peers.Load()
 	if cl := d.fsm.Cluster(); cl != nil && (cache == nil || d.fsm.AppliedIndex() >= cache.Index) {
 		m, ok := d.fsm.MemberByFingerprint(fingerprint)
 		return m, cl.Epoch, ok
+	}
+	if cache == nil {
+		return fsm.Member{}, 0, false
 	}
 	m, ok := cache.member(fingerprint)
 	return m, cache.Epoch, ok
@@ -134,45 +150,26 @@ func (d *Daemon) trustedMember(fingerprint string) (fsm.Member, uint64, bool) {
 // but on the join channel.
 func (d *Daemon) authorizePeer(ch transport.Channel, fingerprint string) error {
 	joinOnly := ch == transport.ChanAny || ch == transport.ChanJoin
-	me := d.self()
-	if me.Removed != "" || me.Fenced != nil || me.PendingEpoch != 0 {
+	if !d.standing().talksToPeers() {
 		if joinOnly {
 			return nil
 		}
 		return fmt.Errorf("%w: this node takes no part in the cluster now", transport.ErrPeerRefused)
 	}
+	// Never waits: it runs inside the TLS handshake. A member that just renewed its
+	// certificate and reaches this node before this node applied the entry that
+	// published it is refused, and retries (rotate.go).
 	m, epoch, ok := d.trustedMember(fingerprint)
-	if !ok {
-		m, epoch, ok = d.awaitMember(fingerprint)
-	}
 	if !ok {
 		return fmt.Errorf("%w: certificate %s is not a member of this cluster", transport.ErrPeerRefused, fingerprint)
 	}
 	if m.Fenced(epoch) && !joinOnly {
-		return fmt.Errorf("%w: cid %d (%s, %s) is fenced: it was left in epoch %d, the cluster is at epoch %d", transport.ErrPeerRefused, m.CID, m.Name, memberAddr(m), m.Epoch, epoch)
+		// The refusal tells the fenced node the epoch: it learns where it stands from
+		// the first connection refused to it (DESIGN safety rule 3).
+		return fmt.Errorf("cid %d (%s, %s) is fenced: it was left in epoch %d: %w", m.CID, m.Name, memberAddr(m), m.Epoch,
+			&transport.Refusal{ClusterID: d.knownCluster(), Epoch: epoch, Reason: "fenced by a forced promotion"})
 	}
 	return nil
-}
-
-// awaitMember waits up to unknownPeerWait for the local state machine to learn the
-// certificate fingerprint: a member that just renewed its certificate (rotate.go) may
-// reach this node before this node has applied the entry that published it. The
-// certificate has been verified against the cluster CA already.
-func (d *Daemon) awaitMember(fingerprint string) (fsm.Member, uint64, bool) {
-	n := d.rn()
-	if n == nil || d.fsm.Cluster() == nil {
-		return fsm.Member{}, 0, false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), unknownPeerWait)
-	defer cancel()
-	for {
-		if err := n.WaitApplied(ctx, d.fsm.AppliedIndex()+1); err != nil {
-			return fsm.Member{}, 0, false
-		}
-		if m, epoch, ok := d.trustedMember(fingerprint); ok {
-			return m, epoch, true
-		}
-	}
 }
 
 // stopContext returns a context that ends when the daemon closes.

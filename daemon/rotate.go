@@ -6,11 +6,11 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -27,33 +27,14 @@ import (
 //
 // Connections made before keep working. Between 2 and 3 a new connection with the old
 // certificate is refused, and a peer that has not applied the entry yet does not know
-// the new one: authorizePeer waits briefly for the local state machine in that case,
-// and Raft retries what still fails.
-
-// Paths of the cluster RPC for rotation.
-const (
-	// rpcRecordCert, on the master: record a member's renewed certificate.
-	rpcRecordCert = "/rpc/v1/record-cert"
-	// rpcRenewCert, on any member: renew your own certificate (update-fingerprints --all).
-	rpcRenewCert = "/rpc/v1/renew-cert"
-)
+// the new one: authorizePeer, which never waits inside a handshake, refuses it, and Raft
+// and forwarding (a connection never made is retried) try again.
 
 // nextSufx marks a renewed certificate not yet known to be published.
 const nextSufx = ".next"
 
 // certWarnAhead is how long before a node certificate expires status warns.
 const certWarnAhead = 30 * 24 * time.Hour
-
-// unknownPeerWait bounds how long authorizePeer waits for the local state machine when
-// a CA-signed certificate is not (yet) a member's: a peer that just renewed its
-// certificate is known here once this node applies the entry that published it.
-const unknownPeerWait = time.Second
-
-// certRecord asks the master to publish a member's renewed certificate.
-type certRecord struct {
-	CID     uint64 `json:"cid"`
-	CertPEM []byte `json:"cert_pem"`
-}
 
 // updateFingerprints renews this node's certificate, or with all (on the master only)
 // every active node's, one after the other, the master's last.
@@ -81,7 +62,7 @@ func (d *Daemon) updateFingerprints(ctx context.Context, all bool) (out *api.Upd
 			}
 			rc := api.RenewedCert{CID: m.CID, Name: m.Name, IP: m.IP, OldFingerprint: m.Fingerprint}
 			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			err := d.call(cctx, d.rpcClient, memberAddr(m), http.MethodPost, rpcRenewCert, nil, &rc)
+			err := d.peer.RenewCert(cctx, memberAddr(m), &rc)
 			cancel()
 			if err != nil {
 				d.logger.Warn("certificate renewal failed", "cid", m.CID, "address", memberAddr(m), "error", err)
@@ -101,22 +82,15 @@ func (d *Daemon) updateFingerprints(ctx context.Context, all bool) (out *api.Upd
 	return out, nil
 }
 
-func (d *Daemon) handleRenewCert(w http.ResponseWriter, r *http.Request) {
-	rc, err := d.renewCert(r.Context())
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, rc)
-}
-
 // renewCert renews this node's certificate and publishes it (see the top of this file).
 func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
-	// Serialized with create, join and the standing check, which all read or replace
-	// the identity.
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+	// One at a time with create, join and re-admission, which replace the identity.
 	me := d.self()
+	leave, err := d.gate.enter("pmgcm update-fingerprints")
+	if err != nil {
+		return api.RenewedCert{CID: me.CID, Name: me.Name, IP: me.IP}, err
+	}
+	defer leave()
 	old := d.mux.Identity()
 	rc := api.RenewedCert{CID: me.CID, Name: me.Name, IP: me.IP, OldFingerprint: old.Fingerprint}
 	if err := d.checkServing(); err != nil {
@@ -150,7 +124,7 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 	if err := writeFileAtomic(next, certPEM, 0o644); err != nil {
 		return rc, fmt.Errorf("write %s: %w", next, err)
 	}
-	idx, err := d.recordCert(ctx, certRecord{CID: me.CID, CertPEM: certPEM})
+	idx, err := d.recordCert(ctx, cluster.CertRecord{CID: me.CID, CertPEM: certPEM})
 	if err != nil {
 		// The outcome may be unknown (the master changed meanwhile): look.
 		if d.linearizableRead(ctx) == nil {
@@ -182,13 +156,16 @@ func (d *Daemon) renewCert(ctx context.Context) (api.RenewedCert, error) {
 
 // installCert presents id on new connections from now on and moves the renewed
 // certificate file into place. idx is the state-machine index that published it: peers
-// that have not applied it do not know this certificate yet (see askStanding).
+// that have not applied it do not know this certificate yet (see standingWatch.ask).
 func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 	d.mux.SetIdentity(id)
-	nf := d.self()
-	if idx > nf.JoinIndex {
-		nf.JoinIndex = idx
-		if err := d.setSelf(nf); err != nil {
+	// Kept-alive connections carry the old certificate, which the master no longer takes
+	// as this node's (checkCertCaller): new ones carry the new one.
+	if d.peer != nil { // nil at start (resolveRenewal), before any connection
+		d.peer.CloseIdleConnections()
+	}
+	if idx > d.self().JoinIndex {
+		if err := d.updateSelf(func(nf *nodeFile) { nf.JoinIndex = max(nf.JoinIndex, idx) }); err != nil {
 			return err
 		}
 	}
@@ -200,23 +177,26 @@ func (d *Daemon) installCert(id *transport.Identity, idx uint64) error {
 
 // recordCert publishes member req.CID's renewed certificate, on the master (forwarded to
 // it from any other node), and returns the state-machine index of the change. The
-// certificate must be the cluster CA's for that member's name and address. Which member
-// asks is not checked: every member holds the CA key (fsm.Cluster.CAKeyPEM) and could
-// issue the certificate itself, and a connection made before an earlier renewal still
-// carries the older fingerprint.
-func (d *Daemon) recordCert(ctx context.Context, req certRecord) (uint64, error) {
-	return onMaster(ctx, d, func() (uint64, error) { return d.recordCertHere(ctx, req) },
+// certificate must be the cluster CA's for that member's name and address. Over the
+// cluster RPC, the caller must be that member (rpcHandler.RecordCert): every member
+// holds the CA key (fsm.Cluster.CAKeyPEM) and could issue any member's certificate, but
+// only the member itself may publish one.
+func (d *Daemon) recordCert(ctx context.Context, req cluster.CertRecord) (uint64, error) {
+	return cluster.OnMaster(ctx, d.fwd, func() (uint64, error) { return d.recordCertHere(ctx, req) },
 		func() (uint64, error) {
-			var out applyResult
+			var idx uint64
 			wctx, cancel := context.WithTimeout(ctx, d.electionWait())
 			defer cancel()
-			err := d.callLeader(wctx, http.MethodPost, rpcRecordCert, req, &out, true)
-			return out.Index, err
+			err := d.fwd.CallLeader(wctx, true, func(ctx context.Context, addr string) (err error) {
+				idx, err = d.peer.RecordCert(ctx, addr, req)
+				return err
+			})
+			return idx, err
 		})
 }
 
 // recordCertHere publishes a renewed certificate on this node, the master.
-func (d *Daemon) recordCertHere(ctx context.Context, req certRecord) (uint64, error) {
+func (d *Daemon) recordCertHere(ctx context.Context, req cluster.CertRecord) (uint64, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
@@ -237,23 +217,10 @@ func (d *Daemon) recordCertHere(ctx context.Context, req certRecord) (uint64, er
 	m.Fingerprint = fp
 	res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 	if err != nil {
-		return 0, firstProposal(err)
+		return 0, cluster.FirstProposal(err)
 	}
 	d.logger.Info("member certificate renewed", "cid", m.CID, "address", memberAddr(m), "fingerprint", fp)
 	return res.Index, nil
-}
-
-func (d *Daemon) handleRecordCert(w http.ResponseWriter, r *http.Request) {
-	var req certRecord
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	idx, err := d.recordCert(r.Context(), req)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, applyResult{Index: idx, CID: req.CID})
 }
 
 // checkNodeCert checks that certPEM is a node certificate of the cluster CA for member
@@ -261,23 +228,23 @@ func (d *Daemon) handleRecordCert(w http.ResponseWriter, r *http.Request) {
 func checkNodeCert(certPEM, caPEM []byte, m fsm.Member) (string, error) {
 	block, _ := pem.Decode(certPEM)
 	if block == nil {
-		return "", fmt.Errorf("%w: no PEM certificate", fsm.ErrBadCommand)
+		return "", fmt.Errorf("%w: no PEM certificate", ErrBadRequest)
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", fsm.ErrBadCommand, err)
+		return "", fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return "", fmt.Errorf("%w: no cluster CA", fsm.ErrBadCommand)
+		return "", fmt.Errorf("%w: no cluster CA", ErrBadRequest)
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return "", fmt.Errorf("%w: certificate is not from the cluster CA: %v", fsm.ErrBadCommand, err)
+		return "", fmt.Errorf("%w: certificate is not from the cluster CA: %v", ErrBadRequest, err)
 	}
 	ip := net.ParseIP(m.IP)
 	if cert.Subject.CommonName != m.Name || len(cert.IPAddresses) != 1 || !cert.IPAddresses[0].Equal(ip) {
 		return "", fmt.Errorf("%w: certificate for %s (%v) does not match cid %d (%s, %s)",
-			fsm.ErrBadCommand, cert.Subject.CommonName, cert.IPAddresses, m.CID, m.Name, m.IP)
+			ErrBadRequest, cert.Subject.CommonName, cert.IPAddresses, m.CID, m.Name, m.IP)
 	}
 	return transport.Fingerprint(cert.Raw), nil
 }
@@ -288,7 +255,7 @@ func checkNodeCert(certPEM, caPEM []byte, m fsm.Member) (string, error) {
 // stays for the next start (a renewal that never committed is harmless: the next
 // renewal overwrites it).
 func (d *Daemon) resolveRenewal() {
-	certPEM, err := os.ReadFile(d.dir.file("tls", certFile+nextSufx))
+	certPEM, err := readFileBounded(d.dir.file("tls", certFile+nextSufx), maxTLSFileBytes)
 	if err != nil {
 		return
 	}
@@ -305,7 +272,7 @@ func (d *Daemon) resolveRenewal() {
 	}
 	if !known && cache != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), startupStandingTimeout)
-		answers := d.askPeers(ctx, cache.Members, fp, startupStandingTimeout)
+		answers := d.standingW.askPeers(ctx, cache.Members, fp, startupStandingTimeout)
 		cancel()
 		for _, a := range answers {
 			if a.ClusterID == cache.ClusterID && a.Member && a.CID == me.CID {
@@ -322,7 +289,7 @@ func (d *Daemon) resolveRenewal() {
 	if err != nil {
 		return
 	}
-	caPEM, _ := os.ReadFile(d.dir.file("tls", caFile))
+	caPEM, _ := readFileBounded(d.dir.file("tls", caFile), maxTLSFileBytes)
 	id, err := transport.NewIdentity(certPEM, keyPEM, caPEM)
 	if err != nil {
 		d.logger.Error("renewed certificate unusable", "error", err)

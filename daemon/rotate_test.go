@@ -50,7 +50,7 @@ func TestCheckNodeCert(t *testing.T) {
 	wrongIP, _ := ca.IssueNodeCert(key.Public(), "n2", net.ParseIP("10.0.0.3"), time.Hour)
 	wrongCA, _ := other.IssueNodeCert(key.Public(), "n2", net.ParseIP("10.0.0.2"), time.Hour)
 	for name, pem := range map[string][]byte{"name": wrongName, "ip": wrongIP, "ca": wrongCA, "garbage": []byte("x")} {
-		if _, err := checkNodeCert(pem, ca.CertPEM, m); !errors.Is(err, fsm.ErrBadCommand) {
+		if _, err := checkNodeCert(pem, ca.CertPEM, m); !errors.Is(err, ErrBadRequest) {
 			t.Errorf("wrong %s: %v", name, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
@@ -29,19 +30,19 @@ func TestUnknownOutcomeOnTheWire(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || e.Code != api.CodeUnknownOutcome || !strings.Contains(e.Hint, "pmgcm status") {
 		t.Fatalf("answered %d %+v", rec.Code, e)
 	}
-	remote := &remoteError{Status: rec.Code, E: e}
+	remote := &cluster.RemoteError{Status: rec.Code, E: e}
 	rec = httptest.NewRecorder()
 	writeErr(rec, remote)
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), api.CodeUnknownOutcome) {
 		t.Fatalf("a remote unknown outcome was passed on as %d %s", rec.Code, rec.Body)
 	}
 	for _, err := range []error{local, remote, fmt.Errorf("admit: %w", remote)} {
-		if !unknownOutcome(err) {
+		if !cluster.UnknownOutcome(err) {
 			t.Errorf("unknownOutcome(%v) = false", err)
 		}
 	}
-	for _, err := range []error{nil, raftnode.ErrNoLeader, &remoteError{E: api.Error{Code: api.CodeMemberExists}}} {
-		if unknownOutcome(err) {
+	for _, err := range []error{nil, raftnode.ErrNoLeader, &cluster.RemoteError{E: api.Error{Code: api.CodeMemberExists}}} {
+		if cluster.UnknownOutcome(err) {
 			t.Errorf("unknownOutcome(%v) = true", err)
 		}
 	}
@@ -62,12 +63,12 @@ func TestAbandonedRequestIsNotProposed(t *testing.T) {
 // TestFirstProposal: only "not proposed" errors let an operation go to the new master.
 func TestFirstProposal(t *testing.T) {
 	for _, err := range []error{raftnode.ErrNotLeader, raftnode.ErrNoLeader, fmt.Errorf("apply: %w", raftnode.ErrNotLeader)} {
-		if !errors.Is(firstProposal(err), errLostMaster) {
+		if !errors.Is(cluster.FirstProposal(err), cluster.ErrLostMaster) {
 			t.Errorf("firstProposal(%v) is not errLostMaster", err)
 		}
 	}
 	for _, err := range []error{nil, raftnode.ErrUnknownOutcome, raftnode.ErrTimeout, fsm.ErrMemberExists} {
-		if errors.Is(firstProposal(err), errLostMaster) {
+		if errors.Is(cluster.FirstProposal(err), cluster.ErrLostMaster) {
 			t.Errorf("firstProposal(%v) lets the operation be sent again", err)
 		}
 	}

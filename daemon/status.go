@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	voterpolicy "github.com/pmgcm/pmgcm/membership"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/sysinfo"
 )
@@ -26,16 +26,17 @@ const statusTimeout = 1500 * time.Millisecond
 func (d *Daemon) status(ctx context.Context) api.Status {
 	local := d.localNode()
 	me := d.self()
-	if me.Removed != "" {
+	switch st := me.standing(); st.kind {
+	case standRemoved:
 		local.Role, local.State = api.RoleNone, api.StateDown
 		local.Error = "removed from the cluster"
 		return api.Status{
-			Cluster: &api.Cluster{ID: me.Removed, Warnings: []string{fmt.Sprintf(
-				"this node was removed from cluster %s; to come back: pmgcm join <master_ip> (all data on this node is replaced)", me.Removed)}},
+			Cluster: &api.Cluster{ID: st.removedFrom, Warnings: []string{fmt.Sprintf(
+				"this node was removed from cluster %s; to come back: pmgcm join <master_ip> (all data on this node is replaced)", st.removedFrom)}},
 			Nodes: []api.Node{local},
 		}
-	}
-	if f := me.Fenced; f != nil {
+	case standFenced:
+		f := st.fence
 		local.Role, local.State = api.RoleNone, api.StateDown
 		local.Error = fmt.Sprintf("fenced: superseded at epoch %d", f.Epoch)
 		return api.Status{
@@ -68,6 +69,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
+			d.noteLocalClock(&rows[i])
 			continue
 		}
 		if m.Fenced(epoch) {
@@ -82,10 +84,16 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sent := time.Now()
 			rows[i] = d.remoteNode(ctx, m)
+			noteClock(&rows[i], sent, time.Since(sent))
 		}()
 	}
 	wg.Wait()
+	for i, m := range members {
+		rows[i].CID = m.CID
+	}
+	leaderID = d.honestLeader(leaderID, rows)
 	var leaderApplied uint64
 	voters, active := 0, 0
 	for i, m := range members {
@@ -113,7 +121,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 			r.State = api.StateSyncing
 		case r.Mail != nil && (r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0 || !r.Mail.BacklogKnown):
 			r.State = api.StateSyncing // still receiving mail from the other nodes
-		case r.Suffrage == string(fsm.Nonvoter) && voters < wantVoters(active):
+		case r.Suffrage == string(fsm.Nonvoter) && voters < voterpolicy.WantVoters(active):
 			r.State = api.StateSyncing // caught up, about to become a voter
 		default:
 			r.State = api.StateActive
@@ -121,9 +129,11 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	}
 	st.Nodes = rows
 	st.Cluster.Warnings = append(st.Cluster.Warnings, certWarnings(rows, time.Now())...)
+	st.Cluster.Warnings = append(st.Cluster.Warnings, opsWarnings(rows, st.Cluster.LeaderCID)...)
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
 	}
+	d.versionStatus(&st)
 	return st
 }
 
@@ -131,8 +141,8 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
 	ctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
 	defer cancel()
-	var n api.Node
-	if err := d.call(ctx, d.rpcClient, memberAddr(m), http.MethodGet, rpcNode, nil, &n); err != nil {
+	n, err := d.peer.Node(ctx, memberAddr(m))
+	if err != nil {
 		return api.Node{State: api.StateDown, Error: err.Error()}
 	}
 	n.Local = false
@@ -165,6 +175,10 @@ func (d *Daemon) localNode() api.Node {
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
 	n.Mail = d.mailStatus()
+	setBuildVersion(&n)
+	d.honestLocal(&n)
+	d.markDiskFull(&n)
+	d.fillOps(&n)
 	return n
 }
 
@@ -219,8 +233,7 @@ func (d *Daemon) reachableVoters() string {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 			defer cancel()
-			var n api.Node
-			err := d.call(ctx, d.rpcClient, string(s.Address), http.MethodGet, rpcNode, nil, &n)
+			_, err := d.peer.Node(ctx, string(s.Address))
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {

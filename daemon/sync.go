@@ -4,45 +4,37 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
-)
-
-// Paths of re-admission: a fenced node asks on the join channel, with its own
-// certificate; a member that is not the master forwards it over cluster RPC.
-const (
-	joinReadmitPath = "/join/v1/readmit"
-	rpcReadmit      = "/rpc/v1/readmit"
 )
 
 // sync brings this node in line with the master: a healthy node catches up now; a node
 // fenced by a forced promotion is re-admitted by the master at masterIP, with its CID,
 // name and data kept and its stale Raft state dropped.
 func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
-	me := d.self()
-	if me.Removed != "" {
-		return nil, d.checkServing()
-	}
-	if me.Fenced != nil {
+	switch st := d.standing(); st.kind {
+	case standRemoved:
+		return nil, st.err()
+	case standFenced:
 		if masterIP == "" {
-			return nil, fmt.Errorf("%w; give the master's address: pmgcm sync --master_ip %s", fencedError(me.Fenced), me.Fenced.MasterIP)
+			return nil, fmt.Errorf("%w; give the master's address: pmgcm sync --master_ip %s", st.err(), st.fence.MasterIP)
 		}
-		return d.readmit(ctx, masterIP)
+		return d.readmit(ctx, masterIP, st.fence)
 	}
 	if d.fsm.Cluster() == nil {
 		return nil, ErrNoCluster
 	}
 	if masterIP != "" {
 		if net.ParseIP(masterIP) == nil {
-			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", fsm.ErrBadCommand, masterIP)
+			return nil, fmt.Errorf("%w: --master_ip %q is not an IP address", ErrBadRequest, masterIP)
 		}
 		wctx, cancel := context.WithTimeout(ctx, d.electionWait())
-		_, err := d.waitLeaderAddr(wctx)
+		_, err := d.fwd.WaitLeaderAddr(wctx)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -63,9 +55,12 @@ func (d *Daemon) sync(ctx context.Context, masterIP string) (*api.SyncResponse, 
 }
 
 // readmit asks the master at masterIP to take this fenced node back.
-func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncResponse, error) {
-	d.createMu.Lock()
-	defer d.createMu.Unlock()
+func (d *Daemon) readmit(ctx context.Context, masterIP string, fence *fenceInfo) (*api.SyncResponse, error) {
+	leave, err := d.gate.enter("pmgcm sync (re-admission)")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	cache := d.peers.Load()
 	var master fsm.Member
 	for _, m := range cache.Members {
@@ -81,11 +76,11 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncRespons
 	// The join channel with this node's own certificate: the master knows it by it.
 	client := d.mux.HTTPClient(transport.ChanJoin)
 	defer client.CloseIdleConnections()
-	var adm admission
-	if err := d.call(ctx, client, memberAddr(master), http.MethodPost, joinReadmitPath, struct{}{}, &adm); err != nil {
+	adm, err := cluster.NewClient(client).JoinReadmit(ctx, memberAddr(master))
+	if err != nil {
 		return nil, err
 	}
-	if adm.ClusterID != cache.ClusterID || adm.Epoch < d.self().Fenced.Epoch {
+	if adm.ClusterID != cache.ClusterID || adm.Epoch < fence.Epoch {
 		return nil, fmt.Errorf("%w: the node at %s answered for cluster %s epoch %d, this node belongs to cluster %s",
 			ErrNotMaster, masterIP, adm.ClusterID, adm.Epoch, cache.ClusterID)
 	}
@@ -97,34 +92,9 @@ func (d *Daemon) readmit(ctx context.Context, masterIP string) (*api.SyncRespons
 	return &api.SyncResponse{Readmitted: true, MasterCID: master.CID, Epoch: adm.Epoch}, nil
 }
 
-// handleReadmit takes back a fenced member that asks with its own certificate (join
-// channel), or forwards the request to the master.
-func (d *Daemon) handleReadmit(w http.ResponseWriter, r *http.Request) {
-	fp := transport.PeerFingerprintFromContext(r.Context())
-	if fp == "" {
-		writeErr(w, fmt.Errorf("%w: re-admission needs the node's own certificate", fsm.ErrBadCommand))
-		return
-	}
-	adm, err := d.admitFenced(r.Context(), fp)
-	reply(w, adm, err)
-}
-
-// handleRPCReadmit is the forwarded form: the member that received the request vouches
-// for the fingerprint it saw.
-func (d *Daemon) handleRPCReadmit(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	adm, err := d.admitFenced(r.Context(), req.Fingerprint)
-	reply(w, adm, err)
-}
-
 // admitFenced moves the fenced member with certificate fp into the current epoch as a
 // non-voter; the voter policy then promotes it once it has caught up.
-func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error) {
+func (d *Daemon) admitFenced(ctx context.Context, fp string) (*cluster.Admission, error) {
 	if err := d.checkServing(); err != nil {
 		return nil, err
 	}
@@ -135,10 +105,13 @@ func (d *Daemon) admitFenced(ctx context.Context, fp string) (*admission, error)
 	if _, ok := d.fsm.MemberByFingerprint(fp); !ok {
 		return nil, unknownCertificate(cl)
 	}
-	return onMaster(ctx, d, func() (*admission, error) { return d.readmitHere(ctx, fp) },
-		func() (*admission, error) {
-			var adm admission
-			return &adm, d.callLeader(ctx, http.MethodPost, rpcReadmit, map[string]string{"fingerprint": fp}, &adm, true)
+	return cluster.OnMaster(ctx, d.fwd, func() (*cluster.Admission, error) { return d.readmitHere(ctx, fp) },
+		func() (*cluster.Admission, error) {
+			var adm cluster.Admission
+			return &adm, d.fwd.CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
+				adm, err = d.peer.Readmit(ctx, addr, fp)
+				return err
+			})
 		})
 }
 
@@ -153,7 +126,7 @@ func unknownCertificate(cl *fsm.Cluster) error {
 // It is idempotent: a member already in the current epoch (its earlier request went
 // through but the answer was lost) gets the same answer again, and the voter policy
 // adds it to Raft if it is not there yet.
-func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error) {
+func (d *Daemon) readmitHere(ctx context.Context, fp string) (*cluster.Admission, error) {
 	d.memberMu.Lock()
 	defer d.memberMu.Unlock()
 	cl := d.fsm.Cluster()
@@ -166,7 +139,7 @@ func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error)
 		m.Epoch, m.Suffrage = cl.Epoch, fsm.Nonvoter
 		res, err := d.applyLocal(ctx, &fsm.UpdateMember{Member: m})
 		if err != nil {
-			return nil, firstProposal(err)
+			return nil, cluster.FirstProposal(err)
 		}
 		index = res.Index
 		if err := d.rn().AddNonvoter(ctx, m.CID, memberAddr(m)); err != nil {
@@ -177,6 +150,6 @@ func (d *Daemon) readmitHere(ctx context.Context, fp string) (*admission, error)
 		d.logger.Info("fenced node asked again to be re-admitted: it is already", "cid", m.CID, "name", m.Name, "epoch", cl.Epoch)
 	}
 	d.kickLeaderDuties()
-	return &admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
+	return &cluster.Admission{ClusterID: cl.ID, Epoch: cl.Epoch, CID: m.CID, CACertPEM: cl.CACertPEM,
 		Members: d.fsm.Members(), Index: index, MasterAddress: d.cfg.Addr()}, nil
 }

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
-	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // Long-poll bounds of a watch.
@@ -32,7 +30,7 @@ func (d *Daemon) handleConfigWatch(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("from"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			writeErr(w, fmt.Errorf("%w: from %q is not a version number", fsm.ErrBadCommand, s))
+			writeErr(w, fmt.Errorf("%w: from %q is not a version number", ErrBadRequest, s))
 			return
 		}
 		from = v
@@ -41,7 +39,7 @@ func (d *Daemon) handleConfigWatch(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("wait"); s != "" {
 		v, err := time.ParseDuration(s)
 		if err != nil || v < 0 {
-			writeErr(w, fmt.Errorf("%w: wait %q is not a duration", fsm.ErrBadCommand, s))
+			writeErr(w, fmt.Errorf("%w: wait %q is not a duration", ErrBadRequest, s))
 			return
 		}
 		wait = min(v, maxWatchWait)
@@ -71,20 +69,15 @@ func (d *Daemon) watch(ctx context.Context, prefix string, from uint64, wait tim
 			}
 			return resp, nil
 		}
-		err := d.rn().WaitApplied(ctx, idx+1)
+		// Across Raft instances: one being replaced (join, sync) is waited out.
+		err := d.waitApplied(ctx, idx+1)
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
 			return &api.WatchResponse{Events: []api.WatchEvent{}, Next: max(from, idx)}, nil
-		case errors.Is(err, raftnode.ErrClosed):
-			// Raft is being replaced (join, sync) or the daemon stops: look again shortly.
-			select {
-			case <-d.stop:
-				return nil, err
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
 		default:
+			// ErrClosed: the daemon stops. (A Raft restart in place, for a join or a sync,
+			// does not end the wait: raftnode's waiters survive it.)
 			return nil, err
 		}
 	}

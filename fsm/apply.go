@@ -26,6 +26,8 @@ func (s *state) apply(cmd Command, idx uint64, res *Result) {
 		res.Err = s.updateMember(c)
 	case RestoreConfig:
 		res.Err = s.restoreConfig(c, idx)
+	case SetClusterVersion:
+		res.Err = s.setClusterVersion(c)
 	default:
 		// Unreachable: Decode only returns the types above.
 		res.Err = fmt.Errorf("%w: %T has no apply rule", ErrUnknownCommand, cmd)

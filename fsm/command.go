@@ -30,9 +30,12 @@ const (
 	TypeSetEpoch
 	TypeUpdateMember
 	TypeRestoreConfig
+	// TypeSetClusterVersion is of feature level 2 (version.LevelClusterVersion): a
+	// master proposes it only once every member reports that level.
+	TypeSetClusterVersion
 
 	// maxCommandType is the highest type this node knows.
-	maxCommandType = TypeRestoreConfig
+	maxCommandType = TypeSetClusterVersion
 )
 
 // String returns the command type's name, e.g. "ConfigSet".
@@ -58,6 +61,8 @@ func (t CommandType) String() string {
 		return "UpdateMember"
 	case TypeRestoreConfig:
 		return "RestoreConfig"
+	case TypeSetClusterVersion:
+		return "SetClusterVersion"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -205,6 +210,8 @@ func newCommand(t CommandType) any {
 		return new(UpdateMember)
 	case TypeRestoreConfig:
 		return new(RestoreConfig)
+	case TypeSetClusterVersion:
+		return new(SetClusterVersion)
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ func allCommands() []Command {
 		SetEpoch{Epoch: 3, Members: []Member{}},
 		UpdateMember{Member: member(4)},
 		RestoreConfig{Reset: true, Entries: []RestoredEntry{{Key: "k", Value: []byte{0, 9}}}},
+		SetClusterVersion{Version: 2},
 	}
 }
 
@@ -97,7 +98,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"nil", nil, ErrBadCommand, "too short"},
 		{"one byte", []byte{1}, ErrBadCommand, "too short"},
 		{"unknown version", []byte{2, 1, '{', '}'}, ErrUnknownCommand, "encoding v2 unknown to this node (it reads encoding v1): upgrade pmgclusterd"},
-		{"unknown type", []byte{1, 77, '{', '}'}, ErrUnknownCommand, "command type 77 (encoding v1) unknown to this node (it knows types 1-10): upgrade pmgclusterd"},
+		{"unknown type", []byte{1, 77, '{', '}'}, ErrUnknownCommand, "command type 77 (encoding v1) unknown to this node (it knows types 1-11): upgrade pmgclusterd"},
 		{"type zero", []byte{1, 0, '{', '}'}, ErrUnknownCommand, "command type 0"},
 		{"no body", []byte{1, 2}, ErrBadCommand, "not a JSON object"},
 		{"null body", []byte("\x01\x02null"), ErrBadCommand, "not a JSON object"},

@@ -25,7 +25,14 @@
 // A command on the wire is one byte of [EncodingVersion], one byte of
 // [CommandType], then a JSON body. A node that meets a version or type it does
 // not know refuses the entry with an error wrapping [ErrUnknownCommand]
-// instead of panicking, and keeps applying the following entries.
+// instead of panicking, and halts ([ErrHalted]): it applies nothing more, and
+// takes no snapshot, until it is restarted on a build that knows the entry
+// (release 0.1.0 skipped such an entry and went on, which is why a command of
+// a new feature level is proposed only once every member reports that level;
+// see [SetClusterVersion] and package internal/version). A new field in an
+// existing command is just as unknown to an older node (it refuses the
+// command as malformed, ErrBadCommand, and goes on): it too needs the cluster
+// version's gate.
 //
 // # Watch
 //

@@ -6,8 +6,13 @@ import "errors"
 // context (fmt.Errorf with %w); match them with errors.Is.
 var (
 	// ErrUnknownCommand is returned when a command's encoding version or type
-	// is not known to this node (a newer node proposed it).
+	// is not known to this node (a newer node proposed it), or asks for a
+	// cluster version above this build's. Apply then halts (see ErrHalted).
 	ErrUnknownCommand = errors.New("unknown command")
+	// ErrHalted is returned by Apply, and by Snapshot, once the FSM met a log
+	// entry it cannot apply (ErrUnknownCommand): it applies nothing more, so
+	// that it never diverges from the members that applied the entry.
+	ErrHalted = errors.New("stopped applying the replicated log")
 	// ErrBadCommand is returned for a malformed command: truncated or invalid
 	// encoding, or field values that violate the command's rules.
 	ErrBadCommand = errors.New("bad command")

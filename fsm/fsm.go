@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,9 @@ type FSM struct {
 	st      state
 	applied uint64
 	onApply func(index uint64)
+	// halted is set at the first entry this build cannot apply (see ErrHalted).
+	halted error
+	onHalt func(err error)
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -74,6 +78,7 @@ func (f *FSM) Reset() {
 	f.mu.Lock()
 	f.st = newState()
 	f.applied = 0
+	f.halted = nil
 	f.mu.Unlock()
 }
 
@@ -104,10 +109,18 @@ type Result struct {
 }
 
 // Apply applies one committed log entry. For a LogCommand it always returns a
-// *Result, including when the entry cannot be decoded (Result.Err then wraps
-// ErrUnknownCommand or ErrBadCommand and nothing changes). For other log
-// types it returns nil. Either way AppliedIndex advances to l.Index and the
-// SetOnApply hook is called.
+// *Result, including when the entry cannot be decoded. A malformed entry
+// (ErrBadCommand) changes nothing, like any refused command; AppliedIndex
+// advances past it and the SetOnApply hook is called, as for every applied
+// entry. For other log types it returns nil.
+//
+// An entry this build does not know (ErrUnknownCommand: a newer member
+// proposed it) halts the FSM: Result.Err wraps ErrHalted and
+// ErrUnknownCommand, AppliedIndex stays before the entry, the SetOnHalt hook
+// is called, and every later entry is refused the same way, until a Restore.
+// Skipping the entry would make this node's state diverge from the members
+// that applied it. Restarted on a build that knows the entry, the node
+// replays it from the log.
 func (f *FSM) Apply(l *raft.Log) interface{} {
 	var res *Result
 	var cmd Command
@@ -117,11 +130,23 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		cmd, decodeErr = Decode(l.Data)
 	}
 	f.mu.Lock()
+	if f.halted != nil {
+		err := f.halted
+		f.mu.Unlock()
+		if res == nil {
+			return nil
+		}
+		res.Err = err
+		return res
+	}
 	if res != nil {
 		if decodeErr != nil {
 			res.Err = decodeErr
 		} else {
 			f.st.apply(cmd, l.Index, res)
+		}
+		if errors.Is(res.Err, ErrUnknownCommand) {
+			return f.halt(l.Index, res) // unlocks
 		}
 	}
 	f.applied = l.Index

@@ -41,7 +41,9 @@ const minSnapshotFormat = 1
 
 // maxSnapshotLine bounds one snapshot line: a MaxValueLen value in base64
 // (4/3 of it) plus the key and JSON framing, with room to spare. Apply bounds
-// every other record well below it.
+// every other record well below it. The state a snapshot restores is bounded
+// as Apply bounds it: entries and tombstones at most MaxStateBytes (a snapshot
+// over it is refused), so Restore's memory is too.
 const maxSnapshotLine = 2 << 20
 
 type snapHeader struct {
@@ -88,9 +90,15 @@ type fsmSnapshot struct {
 
 // Snapshot returns a point-in-time snapshot of the state. It only copies the
 // maps; serialization happens in Persist, concurrently with Apply.
+//
+// A halted FSM (see ErrHalted) refuses: its state is not that of its applied index's
+// successors, and Raft must keep the log entries it could not apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.halted != nil {
+		return nil, fmt.Errorf("snapshot: %w", f.halted)
+	}
 	return &fsmSnapshot{st: f.st.clone(), applied: f.applied}, nil
 }
 
@@ -161,6 +169,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.st = st
 	f.applied = applied
+	f.halted = nil // the snapshot holds what this node could not apply
 	hook := f.onApply
 	f.mu.Unlock()
 	if hook != nil {
@@ -346,6 +355,9 @@ func (rs *restoring) record(rec snapRecord) error {
 		got.Entries++
 		st.entries[e.Key] = e
 		st.bytes += int64(len(e.Key) + len(e.Value))
+		if st.bytes > stateBytesLimit {
+			return fmt.Errorf("the entries hold over %d bytes, the limit of the configuration store", stateBytesLimit)
+		}
 	case rec.Tombstone != nil:
 		tb := *rec.Tombstone
 		if rs.hdr.Format < 2 {
@@ -373,6 +385,9 @@ func (rs *restoring) record(rec snapRecord) error {
 		got.Tombstones++
 		st.tombs.add(tb.Key, tb.Version)
 		st.bytes += int64(len(tb.Key))
+		if st.bytes > stateBytesLimit {
+			return fmt.Errorf("the entries and tombstones hold over %d bytes, the limit of the configuration store", stateBytesLimit)
+		}
 	}
 	return nil
 }

@@ -194,10 +194,12 @@ func TestRestoreBadSnapshots(t *testing.T) {
 		{"two kinds", lines[0] + `{"cluster":{},"member":{}}` + "\n" + trailer, "2 kinds"},
 		{"unknown record", lines[0] + `{"bogus":1}` + "\n" + trailer, "unknown field"},
 	}
+	// One FSM serves every case: each failed restore must leave it as it was, which the
+	// next case checks again (building it per case cost 4 s under -race).
+	f := bigFSM(t)
+	before := viewOf(f)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := bigFSM(t)
-			before := viewOf(f)
 			err := restore(f, tt.data)
 			if !errors.Is(err, ErrBadSnapshot) {
 				t.Fatalf("err = %v, want ErrBadSnapshot", err)

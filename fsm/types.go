@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/version"
 )
 
 const (
@@ -48,6 +50,20 @@ type Cluster struct {
 	JoinTokenHash []byte `json:"join_token_hash"`
 	// NextCID is the CID the next added member gets. CIDs are never reused.
 	NextCID uint64 `json:"next_cid"`
+	// Version is the cluster version as the master last recorded it (SetClusterVersion):
+	// the lowest feature level among the members. 0 means never recorded: the cluster
+	// is at level 1 (see EffectiveVersion). Omitted when 0, so that the snapshots of a
+	// cluster that never recorded one are those release 0.1.0 reads.
+	Version int `json:"version,omitempty"`
+}
+
+// EffectiveVersion returns the cluster version: Version, or level 1 (release 0.1.0)
+// when none was recorded.
+func (c *Cluster) EffectiveVersion() int {
+	if c == nil || c.Version == 0 {
+		return version.LevelRelease010
+	}
+	return c.Version
 }
 
 // clone returns a deep copy of c.
@@ -201,6 +217,10 @@ func sameIP(a, b string) bool {
 	}
 	return pa.Unmap() == pb.Unmap()
 }
+
+// Conflict reports why m clashes with other (same name, IP or fingerprint), or "" if it
+// does not: the check AddMember makes, for a caller that refuses before it proposes.
+func Conflict(m, other Member) string { return conflict(m, other) }
 
 // conflict reports why m clashes with other (same name, IP or fingerprint),
 // or "" if it does not. Names and fingerprints compare case-insensitively.

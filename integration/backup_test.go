@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/backup"
-	"github.com/pmgcm/pmgcm/cli"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // readBackup returns the header and entries of a backup file, failing on any error.
@@ -76,7 +77,7 @@ func TestTotalClusterFailure(t *testing.T) {
 	waitMail(t, c.Nodes, mails, 30*time.Second)
 	released := idOf(t, c.Nodes[0], "backed-up-05", 10*time.Second)
 	c.Nodes[0].CLI("quarantine", "release", released)
-	poll(t, 20*time.Second, "the release reaches the backup node", func() error {
+	testutil.Poll(t, "the release reaches the backup node", 20*time.Second, func() error {
 		return hasState(c.Nodes[2], "backed-up-05", api.MailReleased)
 	})
 	old, err := c.Nodes[0].Status()
@@ -176,7 +177,7 @@ func TestBackupConsistentUnderWrites(t *testing.T) {
 	c := newCluster(t, 3)
 	c.form()
 	m := c.master()
-	client := cli.NewClient(m.Socket)
+	client := apiclient.New(m.Socket)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -184,7 +185,7 @@ func TestBackupConsistentUnderWrites(t *testing.T) {
 		defer wg.Done()
 		for i := 0; ctx.Err() == nil; i++ {
 			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := client.ConfigSet(cctx, fmt.Sprintf("seq/%06d", i), []byte(fmt.Sprint(i)), cli.WriteOptions{})
+			_, err := client.ConfigSet(cctx, fmt.Sprintf("seq/%06d", i), []byte(fmt.Sprint(i)), apiclient.WriteOptions{})
 			ccancel()
 			if err != nil && ctx.Err() == nil {
 				t.Errorf("write %d: %v", i, err)
@@ -192,7 +193,7 @@ func TestBackupConsistentUnderWrites(t *testing.T) {
 			}
 		}
 	}()
-	poll(t, 20*time.Second, "writes under way", func() error {
+	testutil.Poll(t, "writes under way", 20*time.Second, func() error {
 		if n := len(configList(t, m)); n < 30 {
 			return fmt.Errorf("%d entries", n)
 		}

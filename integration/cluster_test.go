@@ -7,17 +7,33 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
-// joinArgs returns the arguments of the `pmgcm join ...` line that join-cmd prints on n.
+// joinArgs returns the arguments of the join command that join-cmd prints on n, as
+// ["join", master, "--fingerprint", FP, "--token", TOKEN].
 func joinArgs(t testing.TB, n *Node) []string {
 	t.Helper()
-	line := strings.TrimSpace(n.CLI("join-cmd"))
+	return parseJoinLine(t, n.CLI("join-cmd"))
+}
+
+// parseJoinLine parses join-cmd's last line: "PMGCM_JOIN_TOKEN=<TOKEN> pmgcm join
+// <master> --fingerprint <FP>", or the first release's "pmgcm join <master>
+// --fingerprint <FP> --token <TOKEN>", into join arguments with --token last.
+func parseJoinLine(t testing.TB, out string) []string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	line := lines[len(lines)-1]
 	fields := strings.Fields(line)
-	if len(fields) != 7 || fields[0] != "pmgcm" || fields[1] != "join" || fields[3] != "--fingerprint" || fields[5] != "--token" {
-		t.Fatalf("join-cmd printed %q, want: pmgcm join <master> --fingerprint <FP> --token <TOKEN>", line)
+	switch {
+	case len(fields) == 6 && strings.HasPrefix(fields[0], "PMGCM_JOIN_TOKEN=") && fields[1] == "pmgcm" &&
+		fields[2] == "join" && fields[4] == "--fingerprint":
+		return []string{"join", fields[3], "--fingerprint", fields[5], "--token", strings.TrimPrefix(fields[0], "PMGCM_JOIN_TOKEN=")}
+	case len(fields) == 7 && fields[0] == "pmgcm" && fields[1] == "join" && fields[3] == "--fingerprint" && fields[5] == "--token":
+		return fields[1:]
 	}
-	return fields[1:]
+	t.Fatalf("join-cmd printed %q, want: PMGCM_JOIN_TOKEN=<TOKEN> pmgcm join <master> --fingerprint <FP>", line)
+	return nil
 }
 
 // form starts every node, creates the cluster on the first and joins the others to it
@@ -47,7 +63,7 @@ func (c *Cluster) waitAllActive(nodes []*Node, timeout time.Duration) {
 		want[n.IP] = true
 	}
 	for _, n := range nodes {
-		poll(c.t, timeout, n.Name+" sees every node active", func() error {
+		testutil.Poll(c.t, n.Name+" sees every node active", timeout, func() error {
 			st, err := n.Status()
 			if err != nil {
 				return err
@@ -97,7 +113,7 @@ func voters(st api.Status) int {
 func (c *Cluster) master() *Node {
 	c.t.Helper()
 	var m *Node
-	poll(c.t, 15*time.Second, "a master", func() error {
+	testutil.Poll(c.t, "a master", 15*time.Second, func() error {
 		for _, n := range c.Nodes {
 			if n.Exited() {
 				continue

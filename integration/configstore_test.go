@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestCASAndQuorumLoss: compare-and-set from any node; without a quorum writes and
@@ -131,7 +132,7 @@ func TestWatchResumes(t *testing.T) {
 	delete(want, "w/k0")
 	other.CLI("config", "set", "w/after", "z")
 	want["w/after"] = "z"
-	poll(t, 30*time.Second, "watch sees the final state", func() error {
+	testutil.Poll(t, "watch sees the final state", 30*time.Second, func() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for k, v := range want {
@@ -163,7 +164,7 @@ func TestConfigExport(t *testing.T) {
 	file := filepath.Join(dir, "etc", "postfix", "main.cf")
 	waitFile := func(want string) {
 		t.Helper()
-		poll(t, 10*time.Second, "exported "+file, func() error {
+		testutil.Poll(t, "exported "+file, 10*time.Second, func() error {
 			b, err := os.ReadFile(file)
 			if want == "" {
 				if !os.IsNotExist(err) {
@@ -206,7 +207,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 	down := followers[0]
 	down.Stop()
 	const entries = 3000
-	client := cli.NewClient(m.Socket)
+	client := apiclient.New(m.Socket)
 	var wg sync.WaitGroup
 	errs := make(chan error, entries)
 	for w := 0; w < 8; w++ {
@@ -215,7 +216,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 			defer wg.Done()
 			for i := w; i < entries; i += 8 {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				_, err := client.ConfigSet(ctx, fmt.Sprintf("bulk/%05d", i), []byte(fmt.Sprint(i)), cli.WriteOptions{})
+				_, err := client.ConfigSet(ctx, fmt.Sprintf("bulk/%05d", i), []byte(fmt.Sprint(i)), apiclient.WriteOptions{})
 				cancel()
 				if err != nil {
 					errs <- err

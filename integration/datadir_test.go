@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestRefusesDataDirInUse: a second daemon on the same data directory refuses to start,
@@ -129,7 +131,7 @@ func TestRefusesAddressChange(t *testing.T) {
 	n.CLI("create")
 	n.Stop()
 	moved := n.Clone()
-	moved.IP = allocIPs(1)[0]
+	moved.IP = testutil.IPs(1)[0]
 	out, code := moved.RunDaemon(20 * time.Second)
 	if code == 0 || !strings.Contains(out, "cannot change") || !strings.Contains(out, n.IP) {
 		t.Fatalf("changed --ip: exit %d, output:\n%s", code, out)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestDeleteNode checks `pmgcm delete`: an unknown CID and the master's own CID are
@@ -67,7 +68,7 @@ func TestDeleteNode(t *testing.T) {
 
 	// Its certificate is refused by every member, and it refuses theirs.
 	for _, n := range []*Node{m, fwd} {
-		poll(t, 15*time.Second, n.Name+" refuses the deleted node", func() error {
+		testutil.Poll(t, n.Name+" refuses the deleted node", 15*time.Second, func() error {
 			if err := dialRPC(vmux, n); err == nil {
 				return fmt.Errorf("%s still accepts %s's certificate", n.Name, victim.Name)
 			}
@@ -76,7 +77,7 @@ func TestDeleteNode(t *testing.T) {
 	}
 
 	// The deleted node learns it was removed and serves no cluster data.
-	poll(t, 30*time.Second, victim.Name+" knows it was removed", func() error {
+	testutil.Poll(t, victim.Name+" knows it was removed", 30*time.Second, func() error {
 		st, err := victim.Status()
 		if err != nil {
 			return err

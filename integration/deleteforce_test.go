@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestTwoNodePeerDown: in a 2-node cluster whose non-master node is down, status on the
@@ -24,7 +25,7 @@ func TestTwoNodePeerDown(t *testing.T) {
 	deadCID := selfRow(t, dead).CID
 	dead.Kill()
 
-	poll(t, 20*time.Second, "status warns that writes are unavailable", func() error {
+	testutil.Poll(t, "status warns that writes are unavailable", 20*time.Second, func() error {
 		st, err := survivor.Status()
 		if err != nil {
 			return err
@@ -42,7 +43,10 @@ func TestTwoNodePeerDown(t *testing.T) {
 	if !strings.Contains(errOut, "delete --force") {
 		t.Fatalf("delete without --force in a cluster without quorum said %q", errOut)
 	}
-	survivor.CLI("delete", "--force", "--yes", fmt.Sprint(deadCID))
+	out := survivor.CLI("delete", "--force", "--yes", fmt.Sprint(deadCID))
+	if !strings.Contains(out, "join token rotated") {
+		t.Errorf("delete --force did not rotate the join token, which the dead node knows: %q", out)
+	}
 	survivor.WaitMaster(15 * time.Second)
 	survivor.CLI("config", "set", "after/delete", "ok")
 	st, err := survivor.Status()
@@ -54,7 +58,7 @@ func TestTwoNodePeerDown(t *testing.T) {
 	}
 
 	dead.Start()
-	poll(t, 20*time.Second, "the deleted node learns it was removed", func() error {
+	testutil.Poll(t, "the deleted node learns it was removed", 20*time.Second, func() error {
 		st, err := dead.Status()
 		if err != nil {
 			return err
@@ -62,6 +66,13 @@ func TestTwoNodePeerDown(t *testing.T) {
 		r := st.Nodes[0]
 		if r.Role != api.RoleNone || r.State != api.StateDown || !strings.Contains(r.Error, "removed") {
 			return fmt.Errorf("row %+v", r)
+		}
+		return nil
+	})
+	// Deleted while it was down, it wipes the cluster's state once it learns so.
+	testutil.Poll(t, "the deleted node wipes the CA key", 20*time.Second, func() error {
+		if got := filesHolding(t, dead.DataDir, []byte("ca_key_pem"), []byte("join_token_salt")); len(got) > 0 {
+			return fmt.Errorf("the CA key or token salt is still in %v", got)
 		}
 		return nil
 	})

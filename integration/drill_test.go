@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // Failure drills of issue 4: master failure under writes, a paused master, promotion of a
@@ -135,7 +136,7 @@ func TestPromoteNonVoter(t *testing.T) {
 	}
 	nv.CLI("config", "set", "after/promote", "nonvoter")
 	for _, n := range c.Nodes {
-		poll(t, 20*time.Second, n.Name+" sees 3 voters and the promoted node as voting master", func() error {
+		testutil.Poll(t, n.Name+" sees 3 voters and the promoted node as voting master", 20*time.Second, func() error {
 			st, err := n.Status()
 			if err != nil {
 				return err
@@ -340,7 +341,7 @@ func (w *drillWriter) failures() int {
 // waitAcks waits until at least n writes have been acknowledged.
 func (w *drillWriter) waitAcks(t testing.TB, n int, timeout time.Duration) {
 	t.Helper()
-	poll(t, timeout, fmt.Sprintf("%d acknowledged writes", n), func() error {
+	testutil.Poll(t, fmt.Sprintf("%d acknowledged writes", n), timeout, func() error {
 		if got := w.count(); got < n {
 			return fmt.Errorf("%d acknowledged, %d failed", got, w.failures())
 		}
@@ -399,7 +400,7 @@ func mustDrillStatus(t testing.TB, n *Node) api.Status {
 func drillWaitMaster(t testing.TB, nodes []*Node, timeout time.Duration) *Node {
 	t.Helper()
 	var m *Node
-	poll(t, timeout, "a master among the survivors", func() error {
+	testutil.Poll(t, "a master among the survivors", timeout, func() error {
 		rows, err := drillSelves(nodes)
 		if err != nil {
 			return err
@@ -512,7 +513,7 @@ func drillView(st api.Status) string {
 func drillWaitAgree(t testing.TB, nodes []*Node, timeout time.Duration) {
 	t.Helper()
 	want := drillIPs(nodes)
-	poll(t, timeout, "every node agrees on one master, all in state A", func() error {
+	testutil.Poll(t, "every node agrees on one master, all in state A", timeout, func() error {
 		var first string
 		for i, n := range nodes {
 			st, err := n.Status()
@@ -538,7 +539,7 @@ func drillWaitAgree(t testing.TB, nodes []*Node, timeout time.Duration) {
 func drillCheckKeys(t testing.TB, n *Node, want map[string]string) {
 	t.Helper()
 	var out string
-	poll(t, 15*time.Second, n.Name+" config list", func() error {
+	testutil.Poll(t, n.Name+" config list", 15*time.Second, func() error {
 		var err error
 		out, _, err = n.run("config", "list", "-o", "json")
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestCreateStatusConfigOneNode walks the manual's first steps on one node: a standalone
@@ -191,7 +192,7 @@ func TestKillRestartKeepsAcknowledged(t *testing.T) {
 			}
 		}(w)
 	}
-	poll(t, 30*time.Second, "some acknowledged writes", func() error {
+	testutil.Poll(t, "some acknowledged writes", 30*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(acked) < 20 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/netfault"
 	"github.com/pmgcm/pmgcm/internal/proc"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // binDir holds the pmgcm and pmgclusterd binaries built by TestMain.
@@ -29,7 +32,13 @@ func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
 
+// runMain builds the binaries and runs the tests. Under -short (make test-unit) it builds
+// nothing: every test that runs daemons skips in newCluster, and only the pure ones run.
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "pmgcm-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -53,73 +62,13 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// poll calls fn until it returns nil or timeout passes, then fails the test with fn's
-// last error.
-func poll(t testing.TB, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-// ipBase hands out loopback address blocks so that tests running in parallel never share
-// an address.
-var (
-	ipMu   sync.Mutex
-	ipNext = 1
-)
-
-func allocIPs(n int) []string {
-	ipMu.Lock()
-	defer ipMu.Unlock()
-	ips := make([]string, n)
-	for i := range ips {
-		ips[i] = fmt.Sprintf("127.0.%d.%d", 10+ipNext/250, 1+ipNext%250)
-		ipNext++
-	}
-	return ips
-}
-
-// freePort returns a TCP port that is free on every one of ips.
-func freePort(t testing.TB, ips []string) int {
-	t.Helper()
-	for tries := 0; tries < 50; tries++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ok := true
-		for _, ip := range ips[1:] {
-			l2, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-			if err != nil {
-				ok = false
-				break
-			}
-			_ = l2.Close()
-		}
-		_ = ln.Close()
-		if ok {
-			return port
-		}
-	}
-	t.Fatal("no port free on every test address")
-	return 0
-}
-
 // Cluster is a set of nodes that share a cluster port, each on its own loopback address.
 type Cluster struct {
 	t     testing.TB
 	Port  int
 	Nodes []*Node
+	// NS is the network namespace the nodes run in (newNetnsCluster), nil for none.
+	NS *netfault.NS
 }
 
 // Node is one pmgclusterd process and its data.
@@ -132,11 +81,17 @@ type Node struct {
 	DataDir string
 	Socket  string
 	LogPath string
+	// BinDir holds the pmgclusterd this node runs and the pmgcm that talks to it (an
+	// older release: see upgrade_test.go); empty: the ones TestMain built.
+	BinDir string
 	// ExtraArgs are added to the daemon's command line on each start.
 	ExtraArgs []string
 	// NoFile, if set, is the descriptor limit (ulimit -n, soft and hard) the daemon starts
 	// with, so that a flood test exhausts it with a few hundred connections.
 	NoFile int
+	// Launcher, when set, is the command prefix the daemon runs under, such as
+	// `ip netns exec NS` (see newNetnsCluster).
+	Launcher []string
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -146,8 +101,9 @@ type Node struct {
 // and its log is printed if the test failed.
 func newCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	ips := allocIPs(n)
-	c := &Cluster{t: t, Port: freePort(t, ips)}
+	skipShort(t)
+	ips := testutil.IPs(n)
+	c := &Cluster{t: t, Port: testutil.FreePort(t, ips)}
 	sockDir, err := os.MkdirTemp("", "pmgcm-sock-")
 	if err != nil {
 		t.Fatal(err)
@@ -175,6 +131,15 @@ func newCluster(t testing.TB, n int) *Cluster {
 		_ = os.RemoveAll(sockDir)
 	})
 	return c
+}
+
+// skipShort skips a test that runs real daemons under -short: make test-unit leaves them to
+// make test and make test-integration.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs real pmgclusterd processes: skipped under -short")
+	}
 }
 
 func tail(b []byte, lines int) string {
@@ -205,9 +170,9 @@ func (n *Node) Start() {
 		n.t.Fatal(err)
 	}
 	p := n.process()
-	poll(n.t, 20*time.Second, n.Name+" control socket", func() error {
+	testutil.Poll(n.t, n.Name+" control socket", 20*time.Second, func() error {
 		if p.Exited() {
-			return fmt.Errorf("%s exited: %v\n%s", n.Name, p.Err(), n.Log())
+			return testutil.Stop(fmt.Errorf("%s exited: %v\n%s", n.Name, p.Err(), n.Log()))
 		}
 		_, _, err := n.run("status", "--list-single-node")
 		return err
@@ -215,23 +180,50 @@ func (n *Node) Start() {
 }
 
 func (n *Node) start() error {
+	daemon := n.bin("pmgclusterd")
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.proc.Exited() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "pmgclusterd"), n.daemonArgs()...)
+	cmd := exec.Command(daemon, n.daemonArgs()...)
 	if n.NoFile > 0 {
 		// The shell sets the limit and execs the daemon: the process is the daemon's.
 		cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n.NoFile),
 			cmd.Path}, n.daemonArgs()...)...)
 	}
-	p, err := proc.Start(cmd, n.LogPath)
+	p, err := proc.Start(n.launched(cmd), n.LogPath)
 	if err != nil {
 		return err
 	}
 	n.proc = p
 	return nil
+}
+
+// bin returns the path of the program name (pmgcm, pmgclusterd) of the node's build.
+func (n *Node) bin(name string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.BinDir != "" {
+		return filepath.Join(n.BinDir, name)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// setBinDir makes the node run the build in dir from its next start ("": TestMain's).
+func (n *Node) setBinDir(dir string) {
+	n.mu.Lock()
+	n.BinDir = dir
+	n.mu.Unlock()
+}
+
+// launched returns cmd run under the node's Launcher (cmd itself without one).
+func (n *Node) launched(cmd *exec.Cmd) *exec.Cmd {
+	if len(n.Launcher) == 0 {
+		return cmd
+	}
+	args := append(append([]string(nil), n.Launcher[1:]...), cmd.Path)
+	return exec.Command(n.Launcher[0], append(args, cmd.Args[1:]...)...)
 }
 
 // process returns the running daemon, or the last one (nil before the first start).
@@ -247,7 +239,8 @@ func (n *Node) RunDaemon(timeout time.Duration, extra ...string) (string, int) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pmgclusterd"), append(n.daemonArgs(), extra...)...)
+	cmd := n.launched(exec.Command(n.bin("pmgclusterd"), append(n.daemonArgs(), extra...)...))
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		n.t.Fatalf("pmgclusterd did not exit within %s:\n%s", timeout, out)
@@ -309,7 +302,7 @@ func (n *Node) run(args ...string) (stdout, stderr string, err error) {
 func (n *Node) runInput(stdin []byte, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pmgcm"), append([]string{"--socket", n.Socket}, args...)...)
+	cmd := exec.CommandContext(ctx, n.bin("pmgcm"), append([]string{"--socket", n.Socket}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {
@@ -359,7 +352,7 @@ func (n *Node) Status() (api.Status, error) {
 // WaitMaster waits until this node reports itself as master in state A.
 func (n *Node) WaitMaster(timeout time.Duration) {
 	n.t.Helper()
-	poll(n.t, timeout, n.Name+" is master", func() error {
+	testutil.Poll(n.t, n.Name+" is master", timeout, func() error {
 		st, err := n.Status()
 		if err != nil {
 			return err
@@ -379,8 +372,12 @@ func (n *Node) WaitMaster(timeout time.Duration) {
 // Clone returns a node with the same settings and no process, for starting a second
 // daemon on the same data directory or with a changed flag.
 func (n *Node) Clone() *Node {
+	n.mu.Lock()
+	bin := n.BinDir
+	n.mu.Unlock()
 	return &Node{t: n.t, Index: n.Index, Name: n.Name, IP: n.IP, Port: n.Port, DataDir: n.DataDir,
-		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...), NoFile: n.NoFile}
+		Socket: n.Socket, LogPath: n.LogPath, ExtraArgs: append([]string(nil), n.ExtraArgs...), NoFile: n.NoFile, BinDir: bin,
+		Launcher: n.Launcher}
 }
 
 // configList returns `pmgcm config list -o json` of node n.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestJoinRefusals checks every refusal of `pmgcm join`, each time that nothing changed
@@ -22,7 +24,7 @@ func TestJoinRefusals(t *testing.T) {
 	otherProto.ExtraArgs = []string{"--protocol-version", "3"} // this build speaks 2
 	// A node on the master's IP (another port): its IP is already a member.
 	dupIP := m.Clone()
-	dupIP.Index, dupIP.Name, dupIP.Port = len(c.Nodes), "dupip", freePort(t, []string{m.IP})
+	dupIP.Index, dupIP.Name, dupIP.Port = len(c.Nodes), "dupip", testutil.FreePort(t, []string{m.IP})
 	dupIP.DataDir = filepath.Join(filepath.Dir(m.DataDir), "dupip")
 	dupIP.Socket = filepath.Join(filepath.Dir(m.Socket), "dupip.sock")
 	dupIP.LogPath = filepath.Join(filepath.Dir(m.LogPath), "dupip.log")
@@ -89,8 +91,8 @@ func TestJoinRefusals(t *testing.T) {
 
 	// The master unreachable: nothing listens at the address; and something accepts TCP
 	// but never speaks (a hung host). Both fail within seconds with a clear message.
-	nowhere := allocIPs(2)
-	closedAddr := net.JoinHostPort(nowhere[0], strconv.Itoa(freePort(t, nowhere[:1])))
+	nowhere := testutil.IPs(2)
+	closedAddr := net.JoinHostPort(nowhere[0], strconv.Itoa(testutil.FreePort(t, nowhere[:1])))
 	silent, err := net.Listen("tcp", net.JoinHostPort(nowhere[1], "0"))
 	if err != nil {
 		t.Fatal(err)

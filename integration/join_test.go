@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // TestJoinConcurrentForwardedRotate joins two nodes at the same time (both get a CID,
@@ -80,7 +82,7 @@ func TestJoinConcurrentForwardedRotate(t *testing.T) {
 		t.Fatalf("join-cmd --rotate on %s kept the token %q", rot.Name, oldToken)
 	}
 	for _, n := range c.Nodes[:3] {
-		poll(t, 15*time.Second, n.Name+" shows the new token", func() error {
+		testutil.Poll(t, n.Name+" shows the new token", 15*time.Second, func() error {
 			a := joinArgsRetry(t, n)
 			if tok := a[len(a)-1]; tok != newToken {
 				return fmt.Errorf("join-cmd prints token %q, want %q", tok, newToken)

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // The caps a daemon started with 256 descriptors gets (internal/connlimit.Plan): SMTP 64
@@ -86,7 +88,7 @@ func TestSMTPFloodAtLowDescriptorLimit(t *testing.T) {
 	n.ExtraArgs = append(n.ExtraArgs, "--smtp-max-connections", "500")
 	n.Start()
 	addr := mc.addr(n)
-	src := allocIPs(3)
+	src := testutil.IPs(3)
 	mustContain(t, "start-up log", n.Log(), "descriptor budget", "nofile=256",
 		fmt.Sprintf(`smtp-max-connections="%d (%d per IP)"`, lowSMTPMax, lowSMTPPerIP),
 		fmt.Sprintf("--smtp-max-connections 500 is more than the descriptor limit leaves for SMTP (%d of 256): using %d", lowSMTPMax, lowSMTPMax))
@@ -132,7 +134,7 @@ func TestSMTPFloodAtLowDescriptorLimit(t *testing.T) {
 	}
 	// Sessions that end give their slots back.
 	closeAll(held[:lowSMTPPerIP])
-	poll(t, 10*time.Second, "an SMTP slot free again", func() error {
+	testutil.Poll(t, "an SMTP slot free again", 10*time.Second, func() error {
 		c, line := smtpGreeting(t, src[2], addr)
 		c.Close()
 		if !strings.HasPrefix(line, "220 ") {
@@ -203,8 +205,8 @@ func TestClusterPortFloodLeavesMembersIn(t *testing.T) {
 	n1.WaitMaster(15 * time.Second)
 	args := joinArgsRetry(t, n1)
 
-	f := startFlood(t, allocIPs(1)[0], net.JoinHostPort(n1.IP, strconv.Itoa(n1.Port)), 300)
-	poll(t, 10*time.Second, "the flood under way", func() error {
+	f := startFlood(t, testutil.IPs(1)[0], net.JoinHostPort(n1.IP, strconv.Itoa(n1.Port)), 300)
+	testutil.Poll(t, "the flood under way", 10*time.Second, func() error {
 		if d := f.dials.Load(); d < 400 {
 			return fmt.Errorf("%d connections made", d)
 		}
@@ -284,7 +286,7 @@ func TestJoinChannelCapsAndIdleTimeout(t *testing.T) {
 	n.NoFile = lowNoFile
 	n.Start()
 	addr := net.JoinHostPort(n.IP, strconv.Itoa(n.Port))
-	src := allocIPs(2)
+	src := testutil.IPs(2)
 
 	var idle []*joinConn
 	for i := 0; i < lowJoinPerSource; i++ {
@@ -317,7 +319,7 @@ func TestJoinChannelCapsAndIdleTimeout(t *testing.T) {
 	if d := time.Since(last); d < 4*time.Second {
 		t.Fatalf("idle join connections closed after %v, before the idle timeout", d)
 	}
-	poll(t, 10*time.Second, "a join slot free again", func() error {
+	testutil.Poll(t, "a join slot free again", 10*time.Second, func() error {
 		if code, body := dialJoin(t, src[0], addr).get(t); code != http.StatusOK {
 			return fmt.Errorf("%d %s", code, body)
 		}
@@ -344,7 +346,7 @@ func TestControlSocketCap(t *testing.T) {
 	}
 	// The daemon accepts in order: the CLI's connection comes after the held ones.
 	var errOut string
-	poll(t, 10*time.Second, "the CLI refused past the cap", func() error {
+	testutil.Poll(t, "the CLI refused past the cap", 10*time.Second, func() error {
 		_, stderr, err := n.run("status", "--list-single-node")
 		if err == nil {
 			return errors.New("status answered with the control socket at its cap")
@@ -355,7 +357,7 @@ func TestControlSocketCap(t *testing.T) {
 	mustContain(t, "refused CLI", errOut, "too many connections to the control socket")
 	closeAll(held)
 	held = nil
-	poll(t, 10*time.Second, "status after the connections went", func() error {
+	testutil.Poll(t, "status after the connections went", 10*time.Second, func() error {
 		_, err := n.Status()
 		return err
 	})

@@ -18,7 +18,8 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // The linearizability check of the configuration store (issue 5): concurrent clients
@@ -130,11 +131,23 @@ func linSeed(t *testing.T) uint64 {
 // SIGSTOP and partitions, and checks that the history is linearizable.
 func TestLinearizable(t *testing.T) {
 	t.Parallel()
+	linCheck(t, newCluster(t, 3))
+}
+
+// TestLinearizableNetfault is the same check with the cluster in a network namespace:
+// the partitions are nftables drops between the nodes' addresses (the kernel's, not the
+// transport's fault injection), and a fourth fault puts 10% loss on every link.
+func TestLinearizableNetfault(t *testing.T) {
+	t.Parallel()
+	linCheck(t, newNetnsCluster(t, 3))
+}
+
+// linCheck forms c, runs the clients against the fault loop and checks the history.
+func linCheck(t *testing.T, c *Cluster) {
 	duration := linEnvDuration(t, "PMGCM_LIN_DURATION", 8*time.Second)
 	seed := linSeed(t)
 	t.Logf("seed %d (rerun with PMGCM_LIN_SEED=%d), duration %s", seed, seed, duration)
 
-	c := newCluster(t, 3)
 	for _, n := range c.Nodes {
 		n.ExtraArgs = []string{"--fault-injection"}
 	}
@@ -152,7 +165,7 @@ func TestLinearizable(t *testing.T) {
 			seen: map[string]uint64{},
 		}
 		for _, n := range c.Nodes {
-			w.clients = append(w.clients, cli.NewClient(n.Socket))
+			w.clients = append(w.clients, apiclient.New(n.Socket))
 			w.names = append(w.names, n.Name)
 		}
 		w.node = w.rng.IntN(len(w.clients))
@@ -260,7 +273,7 @@ type linWorker struct {
 	nextProc *atomic.Int64
 	rng      *rand.Rand
 	h        *linHistory
-	clients  []*cli.Client
+	clients  []*apiclient.Client
 	names    []string
 	node     int
 	seen     map[string]uint64 // the last version seen per key, for CAS
@@ -305,12 +318,12 @@ func (w *linWorker) once() {
 	var err error
 	switch in.Kind {
 	case linGet:
-		var v *cli.ConfigValue
-		if v, err = client.ConfigGet(ctx, key, cli.ReadOptions{}); err == nil {
+		var v *apiclient.ConfigValue
+		if v, err = client.ConfigGet(ctx, key, apiclient.ReadOptions{}); err == nil {
 			out = linOutput{Result: linOK, Value: string(v.Value), Version: v.Version}
 		}
 	case linSet, linCAS:
-		opts := cli.WriteOptions{}
+		opts := apiclient.WriteOptions{}
 		if in.Kind == linCAS {
 			x := in.IfVersion
 			opts.IfVersion = &x
@@ -321,17 +334,17 @@ func (w *linWorker) once() {
 		}
 	case linDelete:
 		var r *api.WriteResponse
-		if r, err = client.ConfigDelete(ctx, key, cli.WriteOptions{}); err == nil {
+		if r, err = client.ConfigDelete(ctx, key, apiclient.WriteOptions{}); err == nil {
 			out = linOutput{Result: linOK, Version: r.Version}
 		}
 	}
 	ret := time.Now().UnixNano()
 
 	if err != nil {
-		var ae *cli.APIError
+		var ae *apiclient.APIError
 		isAPI := errors.As(err, &ae)
 		switch {
-		case errors.Is(err, cli.ErrUnreachable):
+		case errors.Is(err, apiclient.ErrUnreachable):
 			// Not connected: nothing was sent.
 			w.h.drop()
 			w.repick()
@@ -401,7 +414,11 @@ func linFaultLoop(t *testing.T, c *Cluster, rng *rand.Rand, start time.Time, dur
 			}
 		}
 		faults++
-		switch rng.IntN(3) {
+		kinds := 3
+		if c.NS != nil {
+			kinds = 4 // packet loss too
+		}
+		switch rng.IntN(kinds) {
 		case 0:
 			d := hold(300, 1500)
 			t.Logf("t+%s: kill -9 %s, restart after %s", at(), victim.Name, d)
@@ -417,6 +434,12 @@ func linFaultLoop(t *testing.T, c *Cluster, rng *rand.Rand, start time.Time, dur
 		case 2:
 			d := hold(500, 2000)
 			t.Logf("t+%s: partition %s from %s and %s for %s", at(), victim.Name, others[0].Name, others[1].Name, d)
+			if c.NS != nil {
+				c.NS.Isolate(victim.IP, ips(others...)...)
+				linWait(d)
+				c.NS.Heal()
+				break
+			}
 			victim.Partition(others...)
 			for _, o := range others {
 				o.Partition(victim)
@@ -425,6 +448,12 @@ func linFaultLoop(t *testing.T, c *Cluster, rng *rand.Rand, start time.Time, dur
 			for _, n := range c.Nodes {
 				n.Partition()
 			}
+		case 3:
+			d := hold(1000, 3000)
+			t.Logf("t+%s: 10%% loss on every link for %s", at(), d)
+			c.NS.Loss(10)
+			linWait(d)
+			c.NS.Heal()
 		}
 		linWaitBack(t, victim)
 		t.Logf("t+%s: %s is back", at(), victim.Name)
@@ -445,19 +474,23 @@ func linWait(d time.Duration) {
 // cluster whose last victim is still catching up.
 func linWaitBack(t *testing.T, n *Node) {
 	t.Helper()
-	poll(t, 30*time.Second, n.Name+" answers on its socket", func() error {
+	testutil.Poll(t, n.Name+" answers on its socket", 30*time.Second, func() error {
 		_, err := n.Status()
 		return err
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	err := testutil.Wait(context.Background(), n.Name+" active with a master", 5*time.Second, func() error {
 		st, err := n.Status()
-		if err == nil && linSelfActive(st) {
-			return
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		if !linSelfActive(st) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Logf("%v; going on", err)
 	}
-	t.Logf("%s not yet active with a master after 5s; going on", n.Name)
 }
 
 // linSelfActive reports whether st shows the local node in state A and some master.

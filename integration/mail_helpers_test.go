@@ -20,7 +20,8 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // mailDomain is the relay domain of the mail tests; mailFrom the envelope sender.
@@ -44,10 +45,7 @@ func newMailCluster(t testing.TB, n int, faults bool) *mailCluster {
 	for _, node := range c.Nodes {
 		ips = append(ips, node.IP)
 	}
-	port := freePort(t, ips)
-	for port == c.Port {
-		port = freePort(t, ips)
-	}
+	port := testutil.FreePort(t, ips) // never c.Port: FreePort hands out a port once
 	for _, node := range c.Nodes {
 		node.ExtraArgs = append(node.ExtraArgs, "--smtp-port", strconv.Itoa(port))
 		if faults {
@@ -77,7 +75,7 @@ func setConfig(t testing.TB, nodes []*Node, key, val string) {
 	t.Helper()
 	cliRetry(t, nodes[0], "config", "set", key, val)
 	for _, n := range nodes {
-		poll(t, 15*time.Second, n.Name+" reads "+key, func() error {
+		testutil.Poll(t, n.Name+" reads "+key, 15*time.Second, func() error {
 			got, _, err := n.run("config", "get", key)
 			if err != nil {
 				return err
@@ -198,7 +196,7 @@ func mustSend(t testing.TB, addr string, msg []byte) {
 func quarantine(n *Node, state string) ([]api.QuarantineMessage, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return cli.NewClient(n.Socket).QuarantineList(ctx, "", "", state)
+	return apiclient.New(n.Socket).QuarantineList(ctx, "", "", state)
 }
 
 // showMsg returns the message id as node n serves it (checked against its SHA-256 by
@@ -206,7 +204,7 @@ func quarantine(n *Node, state string) ([]api.QuarantineMessage, error) {
 func showMsg(n *Node, id string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b, _, err := cli.NewClient(n.Socket).QuarantineShow(ctx, id)
+	b, _, err := apiclient.New(n.Socket).QuarantineShow(ctx, id)
 	return b, err
 }
 
@@ -267,7 +265,7 @@ func checkHas(n *Node, want map[string]string) (err error, fatal bool) {
 func waitMail(t testing.TB, nodes []*Node, want map[string]string, timeout time.Duration) {
 	t.Helper()
 	for _, n := range nodes {
-		poll(t, timeout, n.Name+" has every message", func() error {
+		testutil.Poll(t, n.Name+" has every message", timeout, func() error {
 			err, fatal := checkHas(n, want)
 			if fatal {
 				t.Fatal(err)
@@ -292,7 +290,7 @@ func waitMail(t testing.TB, nodes []*Node, want map[string]string, timeout time.
 func sameQuarantine(t testing.TB, nodes []*Node, timeout time.Duration) []api.QuarantineMessage {
 	t.Helper()
 	var out []api.QuarantineMessage
-	poll(t, timeout, "every node lists the same quarantine", func() error {
+	testutil.Poll(t, "every node lists the same quarantine", timeout, func() error {
 		var first string
 		for i, n := range nodes {
 			list, err := quarantine(n, "")
@@ -320,7 +318,7 @@ func sameQuarantine(t testing.TB, nodes []*Node, timeout time.Duration) []api.Qu
 func idOf(t testing.TB, n *Node, subject string, timeout time.Duration) string {
 	t.Helper()
 	var id string
-	poll(t, timeout, n.Name+" lists "+subject, func() error {
+	testutil.Poll(t, n.Name+" lists "+subject, timeout, func() error {
 		list, err := quarantine(n, "")
 		if err != nil {
 			return err
@@ -339,7 +337,7 @@ func idOf(t testing.TB, n *Node, subject string, timeout time.Duration) string {
 // waitBody waits until n serves message id byte-exact as want.
 func waitBody(t testing.TB, n *Node, id string, want []byte, timeout time.Duration) {
 	t.Helper()
-	poll(t, timeout, n.Name+" serves the body of "+id, func() error {
+	testutil.Poll(t, n.Name+" serves the body of "+id, timeout, func() error {
 		got, err := showMsg(n, id)
 		if err != nil {
 			return err

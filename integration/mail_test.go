@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -18,7 +19,8 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 const (
@@ -32,7 +34,7 @@ const (
 func localStatus(n *Node) (api.Node, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := cli.NewClient(n.Socket).Status(ctx)
+	st, err := apiclient.New(n.Socket).Status(ctx)
 	if err != nil {
 		return api.Node{}, err
 	}
@@ -48,18 +50,18 @@ func localStatus(n *Node) (api.Node, error) {
 // a mail backlog on the way.
 func watchCatchUp(t testing.TB, n *Node, want map[string]string, timeout time.Duration) (sawSyncing bool, maxBacklog int64) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last, seen, falseActive string
-	for time.Now().Before(deadline) {
+	var seen, falseActive string
+	logChange := func(last string) {
+		if last != seen && testing.Verbose() {
+			t.Logf("%s: %s", n.Name, last)
+		}
+		seen = last
+	}
+	testutil.Poll(t, n.Name+" caught up", timeout, func() error {
 		r, err := localStatus(n)
 		if err != nil {
-			last = err.Error()
-			if last != seen && testing.Verbose() {
-				t.Logf("%s: %s", n.Name, last)
-			}
-			seen = last
-			time.Sleep(10 * time.Millisecond)
-			continue
+			logChange(err.Error())
+			return err
 		}
 		if r.Mail != nil && r.Mail.BacklogMessages > 0 {
 			maxBacklog = max(maxBacklog, r.Mail.BacklogMessages)
@@ -70,30 +72,28 @@ func watchCatchUp(t testing.TB, n *Node, want map[string]string, timeout time.Du
 					n.Name, r.State, r.Mail.BacklogMessages, r.Mail.BacklogBytes)
 			}
 		}
-		last = fmt.Sprintf("state %s mail %+v", r.State, r.Mail)
-		if last != seen && testing.Verbose() {
-			t.Logf("%s: %s", n.Name, last)
+		last := fmt.Sprintf("state %s mail %+v", r.State, r.Mail)
+		logChange(last)
+		if r.State != api.StateActive || r.Mail == nil || r.Mail.BacklogMessages != 0 || r.Mail.BacklogBytes != 0 {
+			return errors.New(last)
 		}
-		seen = last
-		if r.State == api.StateActive && r.Mail != nil && r.Mail.BacklogMessages == 0 && r.Mail.BacklogBytes == 0 {
-			if err, fatal := checkHas(n, want); fatal {
-				t.Fatal(err)
-			} else if err == nil {
-				return sawSyncing, maxBacklog
-			} else {
-				// Messages only come in: status said A with no backlog while the node
-				// lacked messages that its peers had.
-				last += ": " + err.Error()
-				if falseActive == "" {
-					falseActive = last
-					t.Errorf("%s reports state A with no mail backlog while it lacks messages: %s", n.Name, last)
-				}
+		err, fatal := checkHas(n, want)
+		if fatal {
+			return testutil.Stop(err)
+		}
+		if err != nil {
+			// Messages only come in: status said A with no backlog while the node
+			// lacked messages that its peers had.
+			last += ": " + err.Error()
+			if falseActive == "" {
+				falseActive = last
+				t.Errorf("%s reports state A with no mail backlog while it lacks messages: %s", n.Name, last)
 			}
+			return errors.New(last)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s did not catch up within %s: %s", n.Name, timeout, last)
-	return
+		return nil
+	})
+	return sawSyncing, maxBacklog
 }
 
 // TestMailIntakeAndReplication: real SMTP clients (Go's net/smtp, Python's smtplib) send
@@ -397,14 +397,19 @@ func TestMailMXDrill(t *testing.T) {
 	// waitProgress waits until n more messages got a 250 (or the senders are done).
 	waitProgress := func(n int64, timeout time.Duration) {
 		target := acked.Load() + n
-		deadline := time.Now().Add(timeout)
-		for acked.Load() < target && time.Now().Before(deadline) {
+		// Too little progress in time is no failure here: the next kill comes anyway, and
+		// the senders' outcome is checked at the end.
+		_ = testutil.Wait(context.Background(), "progress", timeout, func() error {
 			select {
 			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
+				return nil
+			default:
 			}
-		}
+			if got := acked.Load(); got < target {
+				return fmt.Errorf("%d of %d acknowledged", got, target)
+			}
+			return nil
+		})
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
 	kills := 0
@@ -421,7 +426,7 @@ func TestMailMXDrill(t *testing.T) {
 		kills++
 		waitProgress(int64(50+rng.IntN(150)), 5*time.Second)
 		victim.Start()
-		poll(t, 20*time.Second, victim.Name+" takes SMTP again", func() error {
+		testutil.Poll(t, victim.Name+" takes SMTP again", 20*time.Second, func() error {
 			s, err := dialSMTP(mc.addr(victim))
 			if err == nil {
 				s.close()
@@ -551,7 +556,7 @@ func TestMailCatchUpAndRepair(t *testing.T) {
 		}
 		t.Logf("delete: %q; release: %q %v", strings.TrimSpace(delOut), strings.TrimSpace(relOut), relE)
 		for _, n := range nodes {
-			poll(t, 15*time.Second, n.Name+" has the message deleted", func() error {
+			testutil.Poll(t, n.Name+" has the message deleted", 15*time.Second, func() error {
 				dl, err := quarantine(n, api.MailDeleted)
 				if err != nil {
 					return err
@@ -598,6 +603,8 @@ func TestMailCatchUpAndRepair(t *testing.T) {
 		final := strings.TrimSuffix(part, ".part")
 		n3.Partition() // heal: node3 fetches the body...
 		cut := int64(-1)
+		// This loop spins without a pause, to catch the short time in which the body is
+		// partly written; missing it is no failure (see below).
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
 			if st, err := os.Stat(part); err == nil && st.Size() > 0 && st.Size() < int64(len(big)) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/transport"
 )
 
@@ -105,7 +106,7 @@ func checkStandalone(t testing.TB, what string, n *Node, key, val string) {
 // voters, all of them active.
 func waitMembersVoters(t testing.TB, n *Node, nodes, wantVoters int, timeout time.Duration) {
 	t.Helper()
-	poll(t, timeout, fmt.Sprintf("%s sees %d nodes with %d voters", n.Name, nodes, wantVoters), func() error {
+	testutil.Poll(t, fmt.Sprintf("%s sees %d nodes with %d voters", n.Name, nodes, wantVoters), timeout, func() error {
 		st, err := n.Status()
 		if err != nil {
 			return err
@@ -144,7 +145,7 @@ func agreement(st api.Status) string {
 // roles, states and suffrage).
 func waitAgree(t testing.TB, nodes []*Node, timeout time.Duration) {
 	t.Helper()
-	poll(t, timeout, "status agrees on every node", func() error {
+	testutil.Poll(t, "status agrees on every node", timeout, func() error {
 		var first string
 		for i, n := range nodes {
 			st, err := n.Status()
@@ -284,7 +285,7 @@ func raftVoters(t testing.TB, as *Node, nodes []*Node) (int, string, error) {
 // configuration.
 func waitRaftVoters(t testing.TB, as *Node, nodes []*Node, want int, timeout time.Duration) {
 	t.Helper()
-	poll(t, timeout, fmt.Sprintf("%d raft voters among %d nodes", want, len(nodes)), func() error {
+	testutil.Poll(t, fmt.Sprintf("%d raft voters among %d nodes", want, len(nodes)), timeout, func() error {
 		v, desc, err := raftVoters(t, as, nodes)
 		if err != nil {
 			return err
@@ -330,28 +331,27 @@ var transientRe = regexp.MustCompile(`no master elected|is not the master|leader
 func cliRetry(t testing.TB, n *Node, args ...string) string {
 	t.Helper()
 	var out string
-	poll(t, 20*time.Second, "pmgcm "+strings.Join(args, " ")+" on "+n.Name, func() error {
+	// Every 200 ms, not faster: an election takes a few hundred, and each attempt is a
+	// pmgcm process.
+	err := testutil.WaitEvery(context.Background(), "pmgcm "+strings.Join(args, " ")+" on "+n.Name, 20*time.Second, 200*time.Millisecond, func() error {
 		o, errOut, err := n.run(args...)
 		if err != nil && !transientRe.MatchString(errOut) {
-			t.Fatal(err)
+			return testutil.Stop(fmt.Errorf("%w: %s", err, errOut))
 		}
 		if err != nil {
-			time.Sleep(200 * time.Millisecond) // let the election finish
 			return err
 		}
 		out = o
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 
 // joinArgsRetry is joinArgs, tolerant of an election in progress.
 func joinArgsRetry(t testing.TB, n *Node) []string {
 	t.Helper()
-	line := strings.TrimSpace(cliRetry(t, n, "join-cmd"))
-	fields := strings.Fields(line)
-	if len(fields) != 7 || fields[0] != "pmgcm" || fields[1] != "join" || fields[3] != "--fingerprint" || fields[5] != "--token" {
-		t.Fatalf("join-cmd printed %q, want: pmgcm join <master> --fingerprint <FP> --token <TOKEN>", line)
-	}
-	return fields[1:]
+	return parseJoinLine(t, cliRetry(t, n, "join-cmd"))
 }

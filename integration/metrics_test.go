@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // withMetrics gives each node of c a --metrics-addr on a free port of its own address
@@ -18,7 +20,7 @@ func withMetrics(t *testing.T, c *Cluster) map[*Node]string {
 	t.Helper()
 	urls := map[*Node]string{}
 	for _, n := range c.Nodes {
-		addr := net.JoinHostPort(n.IP, strconv.Itoa(freePort(t, []string{n.IP})))
+		addr := net.JoinHostPort(n.IP, strconv.Itoa(testutil.FreePort(t, []string{n.IP})))
 		n.ExtraArgs = append(n.ExtraArgs, "--metrics-addr", addr)
 		urls[n] = "http://" + addr + "/metrics"
 	}
@@ -102,7 +104,7 @@ func TestMetrics(t *testing.T) {
 		t.Helper()
 		var v view
 		all := map[*Node]map[string]float64{}
-		poll(t, 15*time.Second, "sane metrics on every node", func() error {
+		testutil.Poll(t, "sane metrics on every node", 15*time.Second, func() error {
 			v = view{}
 			for _, n := range nodes {
 				s, err := scrape(urls[n])
@@ -197,7 +199,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	// The new master sees the dead one as failing its heartbeats.
-	poll(t, 10*time.Second, "the dead master's last contact grows on the new master", func() error {
+	testutil.Poll(t, "the dead master's last contact grows on the new master", 10*time.Second, func() error {
 		s, err := scrape(urls[nm])
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // selfRow returns node n's own row of its status.
@@ -29,7 +30,7 @@ func selfRow(t testing.TB, n *Node) api.Node {
 func waitFenced(t testing.TB, n *Node) api.Status {
 	t.Helper()
 	var st api.Status
-	poll(t, 20*time.Second, n.Name+" fenced", func() error {
+	testutil.Poll(t, n.Name+" fenced", 20*time.Second, func() error {
 		var err error
 		if st, err = n.Status(); err != nil {
 			return err
@@ -85,7 +86,7 @@ func TestTwoNodeMasterDies(t *testing.T) {
 	old.Kill()
 
 	// The survivor alone has no quorum: status says writes are unavailable.
-	poll(t, 20*time.Second, "warning about writes", func() error {
+	testutil.Poll(t, "warning about writes", 20*time.Second, func() error {
 		st, err := survivor.Status()
 		if err != nil {
 			return err
@@ -159,7 +160,7 @@ func TestForcedPromoteFencesOldMajority(t *testing.T) {
 	m, followers := c.roles()
 	dead, survivor := []*Node{m, followers[0]}, followers[1]
 	m.CLI("config", "set", "before", "1")
-	poll(t, 10*time.Second, "survivor has the entry", func() error {
+	testutil.Poll(t, "survivor has the entry", 10*time.Second, func() error {
 		got, _, err := survivor.run("config", "get", "before")
 		if err == nil && got == "1" {
 			return nil

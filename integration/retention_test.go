@@ -12,6 +12,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/backup"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // oldMailBackup writes a backup holding the relay domains, a 30-day retention and n
@@ -75,7 +76,7 @@ func TestMailRetentionCompactsAndLateJoin(t *testing.T) {
 	n1.Stop()
 	n1.Start()
 	n1.WaitMaster(15 * time.Second)
-	poll(t, 15*time.Second, "the old messages purged and their events compacted on "+n1.Name, func() error {
+	testutil.Poll(t, "the old messages purged and their events compacted on "+n1.Name, 15*time.Second, func() error {
 		if !strings.Contains(n1.Log(), "mail event log compacted") {
 			return fmt.Errorf("no compaction logged yet")
 		}

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/transport"
 )
 
@@ -46,27 +47,45 @@ func TestCertificateRotation(t *testing.T) {
 	var writes, failed atomic.Int64
 	var errMu sync.Mutex
 	var errs []string
-	for _, n := range c.Nodes[:2] {
-		client := cli.NewClient(n.Socket)
+	var perWriter [2]atomic.Int64 // the writes that each writer has completed
+	for w, n := range c.Nodes[:2] {
+		client := apiclient.New(n.Socket)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err := client.ConfigSet(wctx, fmt.Sprintf("rot/%s", n.Name), []byte(fmt.Sprint(i)), cli.WriteOptions{})
+				_, err := client.ConfigSet(wctx, fmt.Sprintf("rot/%s", n.Name), []byte(fmt.Sprint(i)), apiclient.WriteOptions{})
 				cancel()
 				writes.Add(1)
+				perWriter[w].Add(1)
 				if err != nil {
 					failed.Add(1)
 					errMu.Lock()
 					errs = append(errs, fmt.Sprintf("%s: %v", n.Name, err))
 					errMu.Unlock()
 				}
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // the load's pace, not a wait for a state
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond) // let the load start before the first renewal
+	// moreWrites waits until each writer has completed n more writes than at the call.
+	moreWrites := func(what string, n int64) {
+		t.Helper()
+		var from [2]int64
+		for i := range perWriter {
+			from[i] = perWriter[i].Load()
+		}
+		testutil.Poll(t, what, 30*time.Second, func() error {
+			for i := range perWriter {
+				if got := perWriter[i].Load() - from[i]; got < n {
+					return fmt.Errorf("writer on %s: %d of %d writes", c.Nodes[i].Name, got, n)
+				}
+			}
+			return nil
+		})
+	}
+	moreWrites("the write load under way before the first renewal", 3)
 	for _, n := range c.Nodes {
 		out := n.CLI("update-fingerprints")
 		if !strings.Contains(out, "new fingerprint") {
@@ -77,7 +96,7 @@ func TestCertificateRotation(t *testing.T) {
 	if strings.Count(out, "new fingerprint") != 3 {
 		t.Fatalf("update-fingerprints --all printed %q", out)
 	}
-	time.Sleep(200 * time.Millisecond)
+	moreWrites("writes on both sockets after the last renewal", 3)
 	stop()
 	wg.Wait()
 	t.Logf("%d writes during the rotation, %d failed", writes.Load(), failed.Load())

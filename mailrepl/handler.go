@@ -33,6 +33,36 @@ const (
 	MaxWait = 25 * time.Second
 )
 
+// MaxEventsResponse bounds the body of an answer of PathEvents that a node reads (and
+// holds in memory): far above a batch of ordinary events (about 1 KiB each), and above
+// any single event, whose fields SMTP intake bounds (a 64 KiB header, 100 recipients).
+// A larger answer is refused (errTooLarge) and the replicator asks for fewer events.
+const MaxEventsResponse = 32 << 20
+
+// maxEventsResponse is MaxEventsResponse; tests lower it.
+var maxEventsResponse int64 = MaxEventsResponse
+
+// errTooLarge means an answer of PathEvents is over MaxEventsResponse.
+var errTooLarge = errors.New("events answer too large")
+
+// DecodeEvents reads an answer of PathEvents from a peer, at most MaxEventsResponse
+// bytes. The events are checked one by one when they are applied
+// (mailstore.ApplyEvents). Errors wrap ErrPeer.
+func DecodeEvents(r io.Reader) (*EventsResponse, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxEventsResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: events: %v", ErrPeer, err)
+	}
+	if int64(len(b)) > maxEventsResponse {
+		return nil, fmt.Errorf("%w: %w: over %d bytes", ErrPeer, errTooLarge, maxEventsResponse)
+	}
+	var out EventsResponse
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%w: events: %v", ErrPeer, err)
+	}
+	return &out, nil
+}
+
 // EventsResponse is the body of an answer of PathEvents.
 type EventsResponse struct {
 	Events []mailstore.Event `json:"events"`

@@ -10,12 +10,25 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 func TestHandler(t *testing.T) {
 	c := newCluster(t, 1)
 	st := c.nodes[0].store
-	srv := httptest.NewServer(Handler(st))
+	// longPoll receives once the long poll below has reached the handler.
+	longPoll := make(chan struct{}, 1)
+	h := Handler(st)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("wait") == "10s" {
+			select {
+			case longPoll <- struct{}{}:
+			default:
+			}
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	m := c.accept(0, 2000)
 
@@ -56,7 +69,7 @@ func TestHandler(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	waitFor(t, 5*time.Second, "corrupt body marked missing", func() bool { return !st.HasBody(bad.ID) })
+	testutil.Poll(t, "corrupt body marked missing", 5*time.Second, testutil.Cond(func() bool { return !st.HasBody(bad.ID) }))
 
 	var er EventsResponse
 	resp, b = get("/mail/v1/events")
@@ -67,8 +80,14 @@ func TestHandler(t *testing.T) {
 	q := url.Values{"cursors": {`{"1":2}`}, "wait": {"10s"}}
 	start := time.Now()
 	go func() {
-		time.Sleep(200 * time.Millisecond) // the change must come while the poll waits
-		c.accept(0, 10)
+		// The change must come while the poll waits: it comes once the request is in the
+		// handler, which reads the store in microseconds; the accept takes an fsync. (Were
+		// it earlier, the answer would be the same, only the wake-up untested.)
+		select {
+		case <-longPoll:
+			c.accept(0, 10)
+		case <-time.After(10 * time.Second):
+		}
 	}()
 	_, b = get("/mail/v1/events?" + q.Encode())
 	if err := json.Unmarshal(b, &er); err != nil || len(er.Events) != 1 || er.Events[0].MsgID != "1-3" {

@@ -2,7 +2,7 @@ package mailrepl
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -340,8 +340,20 @@ func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 	defer r.wg.Done()
 	log := r.log.With("cid", p.CID, "address", p.Addr)
 	var backoff, wait time.Duration // the first poll returns at once, to learn the heads
+	batch := r.cfg.Batch
 	for ctx.Err() == nil {
-		resp, err := r.pollEvents(ctx, p, wait)
+		resp, err := r.pollEvents(ctx, p, batch, wait)
+		if errors.Is(err, errTooLarge) && batch > 1 {
+			// Events with very large metadata: ask for fewer at once. A single event
+			// always fits (its fields are bounded by SMTP intake).
+			batch = max(1, batch/2)
+			log.Debug("events answer too large, asking for fewer", "batch", batch, "error", err)
+			wait = 0
+			continue
+		}
+		if err == nil && batch < r.cfg.Batch {
+			batch = min(r.cfg.Batch, 2*batch)
+		}
 		if err == nil && len(resp.Skip) > 0 {
 			// The peer compacted events below its floors: they concern only messages past
 			// retention, which this node purges by the same rule.
@@ -378,10 +390,10 @@ func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 	}
 }
 
-func (r *Replicator) pollEvents(ctx context.Context, p Peer, wait time.Duration) (*EventsResponse, error) {
+func (r *Replicator) pollEvents(ctx context.Context, p Peer, batch int, wait time.Duration) (*EventsResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait+15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, eventsURL(p.Addr, r.store.Heads(), r.cfg.Batch, wait), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, eventsURL(p.Addr, r.store.Heads(), batch, wait), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -394,11 +406,7 @@ func (r *Replicator) pollEvents(ctx context.Context, p Peer, wait time.Duration)
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("%w: events: %s: %s", ErrPeer, resp.Status, msg)
 	}
-	var out EventsResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("%w: events: %v", ErrPeer, err)
-	}
-	return &out, nil
+	return DecodeEvents(resp.Body)
 }
 
 // sweeper looks for missing bodies at start, every MissingInterval, on Kick,

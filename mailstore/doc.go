@@ -12,6 +12,9 @@
 //	tmp/                  SMTP intake in progress (removed at Open: never acknowledged)
 //	corrupt/<id>          a body that failed verification, moved aside for forensics
 //
+// Beside it, during a restore from a backup: <dir>.restore, the staging store a restore
+// fills, and <dir>.old, the replaced store while the two are swapped (restore.go).
+//
 // # Identity, events and merge
 //
 // A message ID is "<originCID>-<seq>": origin is the CID of the node that

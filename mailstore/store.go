@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -139,6 +140,8 @@ type Store struct {
 
 	busyMu sync.Mutex
 	busy   map[string]struct{}
+
+	restoring atomic.Bool // a Staging is open (restore.go)
 }
 
 // Open opens (creating it if needed) the store in dir.
@@ -153,6 +156,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	s := &Store{dir: dir, opts: opts, changed: make(chan struct{}), busy: map[string]struct{}{}}
+	if err := recoverSwap(dir); err != nil {
+		return nil, err
+	}
 	if err := s.makeDirs(); err != nil {
 		return nil, err
 	}

@@ -12,11 +12,15 @@ var (
 	ErrLocked = errors.New("raft database is locked by another process")
 	// ErrCorrupt means a Raft data file failed its integrity checks.
 	ErrCorrupt = errors.New("raft data is corrupt")
-	// ErrClosed means the node has been closed.
+	// ErrClosed means Raft is not running on this node: stopped (Stop, or a Restart or
+	// ForceRecover under way) or closed for good (Close).
 	ErrClosed = errors.New("raft node is closed")
 	// ErrUnknownOutcome means a command was sent but leadership was lost before it was
 	// known to commit: it may or may not take effect. It must not be proposed again.
 	ErrUnknownOutcome = errors.New("outcome unknown: leadership was lost while the command was in flight")
-	// ErrTimeout means the operation did not finish before its deadline.
+	// ErrTimeout means the operation did not start before its deadline: Raft did not
+	// take a proposal in time (raft's ErrEnqueueTimeout), so nothing was appended and it
+	// may be sent again; or a wait (ReadIndex, WaitApplied) ran out. A proposal that was
+	// appended and then not known to commit is ErrUnknownOutcome, never ErrTimeout.
 	ErrTimeout = errors.New("raft operation timed out")
 )

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,45 +22,68 @@ import (
 // defaultApplyTimeout bounds a proposal when the caller's context has no deadline.
 const defaultApplyTimeout = 10 * time.Second
 
-// Node is this node's Raft instance with its stores.
+// Node is this node's Raft instance with its stores. The Node outlives its Raft
+// instance: Stop and Open, Restart (a join) and ForceRecover replace the raft.Raft in
+// place, so callers keep one *Node for the life of the process and waiters (WaitApplied,
+// LeaderChanged) survive a restart. Only Close is final.
 //
-// Lifecycle: New (no I/O), Open, then Close (idempotent). All methods are safe for
-// concurrent use once Open has returned.
+// Lifecycle: New (no I/O), Open, then any of Stop/Open, Restart, ForceRecover, and Close
+// (idempotent, final). All methods are safe for concurrent use; while Raft is not
+// running, operations answer ErrClosed and waits keep waiting until their context ends
+// or the node closes.
 type Node struct {
-	cfg    Config
 	fsm    *fsm.FSM
-	layer  raft.StreamLayer
+	layers Layers
 	logger hclog.Logger
 
-	mu        sync.Mutex // guards the fields below and applied waiters
-	raft      *raft.Raft
-	store     logStore
-	transport *raft.NetworkTransport
-	closed    bool
-	applied   chan struct{} // closed and replaced on every apply
+	// life serializes Open, Stop, Restart, ForceRecover and Close with each other; it is
+	// held across their I/O, and never taken by the operations of a running node.
+	life sync.Mutex
 
+	mu  sync.Mutex // guards the fields below; never held across I/O
+	cfg Config     // LocalID and Bootstrap change on Restart
+	run *instance  // the running Raft, nil while stopped
+	// closed is set by Close: the node never runs again.
+	closed  bool
+	applied chan struct{} // closed and replaced on every apply
 	// readyTerm is the term in which this node, as leader, has applied a barrier:
 	// from then on its commit index covers every entry of earlier terms.
 	readyTerm uint64
-	done      chan struct{}
-	wg        sync.WaitGroup
+	// duties run on the leader, one goroutine each per term (see leader.go).
+	duties []LeaderDuty
+	done   chan struct{} // closed by Close
 	// obs holds what Raft's observations tell (see observe.go).
 	obs observed
 }
 
-// New returns a Node that will run f over layer. It validates cfg and does no I/O.
-func New(cfg Config, f *fsm.FSM, layer raft.StreamLayer) (*Node, error) {
+// Layers returns a new view of the network for each run of Raft: raft's NetworkTransport
+// closes its stream layer when Raft stops, so a Node restarted in place needs a fresh one
+// every time (transport.Mux.RaftLayer makes one per call).
+type Layers func() raft.StreamLayer
+
+// instance is one run of Raft: from start to stop.
+type instance struct {
+	raft  *raft.Raft
+	store logStore
+	trans *raft.NetworkTransport
+	stop  chan struct{} // closed when the instance stops
+	wg    sync.WaitGroup
+}
+
+// New returns a Node that will run f over the stream layers that layers makes. It
+// validates cfg and does no I/O.
+func New(cfg Config, f *fsm.FSM, layers Layers) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if f == nil || layer == nil {
+	if f == nil || layers == nil {
 		return nil, errors.New("raftnode: an FSM and a stream layer are required")
 	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	n := &Node{cfg: cfg, fsm: f, layer: layer, logger: logger,
+	n := &Node{cfg: cfg, fsm: f, layers: layers, logger: logger,
 		applied: make(chan struct{}), done: make(chan struct{})}
 	f.SetOnApply(n.notifyApplied)
 	return n, nil
@@ -70,30 +94,48 @@ func New(cfg Config, f *fsm.FSM, layer raft.StreamLayer) (*Node, error) {
 func DBPath(dir string) string { return filepath.Join(dir, "raft.db") }
 
 // Open opens the stores (moving a raft.db of an older release into the write-ahead log
-// first), starts Raft and, for a standalone node with no state, bootstraps a one-voter
-// configuration. A locked or corrupt store yields ErrLocked or ErrCorrupt with the file
-// named.
+// first), starts Raft and, for a standalone node with no state, bootstraps
+// a one-voter configuration. A locked or corrupt database yields ErrLocked or ErrCorrupt
+// with the file named. On a stopped node it starts Raft again (the state machine is
+// rebuilt from the snapshot and the log); on a running one it does nothing; after Close
+// it returns ErrClosed.
 func (n *Node) Open() error {
-	if err := os.MkdirAll(n.cfg.Dir, 0o700); err != nil {
+	n.life.Lock()
+	defer n.life.Unlock()
+	return n.start()
+}
+
+// start opens the stores and starts Raft; the caller holds life.
+func (n *Node) start() (err error) {
+	n.mu.Lock()
+	closed, running, cfg := n.closed, n.run != nil, n.cfg
+	n.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case running:
+		return nil
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("create raft directory: %w", err)
 	}
-	store, err := openLogStore(n.cfg.Dir, n.cfg.OpenTimeout, n.logger)
+	store, err := openLogStore(cfg.Dir, cfg.OpenTimeout, n.logger)
 	if err != nil {
 		return err
 	}
-	walDir := WALDir(n.cfg.Dir)
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, n.cfg.SnapshotRetain, n.logger.Named("snapshot"))
+	walDir := WALDir(cfg.Dir)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, n.logger.Named("snapshot"))
 	if err != nil {
 		_ = store.Close()
-		return fmt.Errorf("open snapshot store in %s: %w", n.cfg.Dir, err)
+		return fmt.Errorf("open snapshot store in %s: %w", cfg.Dir, err)
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  n.layer,
+		Stream:  boundedDial{StreamLayer: n.layers(), max: cfg.DialTimeout},
 		MaxPool: 3,
 		Timeout: 5 * time.Second,
 		Logger:  n.logger.Named("transport"),
 	})
-	rc := n.cfg.raftConfig()
+	rc := cfg.raftConfig()
 	rc.Logger = n.logger
 	// The leader reads back every entry it sends; keeping the newest in memory saves a
 	// log read and a decode per entry per follower.
@@ -109,6 +151,8 @@ func (n *Node) Open() error {
 		_ = store.Close()
 		return fmt.Errorf("%w: %s: %v", ErrCorrupt, walDir, err)
 	}
+	// Raft rebuilds the state machine from the snapshot and the log: start it empty.
+	n.fsm.Reset()
 	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
@@ -116,28 +160,42 @@ func (n *Node) Open() error {
 		// raft does not wrap its snapshot errors in a sentinel: a failure to start while
 		// snapshots are on disk (the stores opened fine above) is a failure to restore one.
 		if errors.Is(err, fsm.ErrBadSnapshot) || hasSnapshots(snaps) {
-			return fmt.Errorf("%w: snapshot in %s: %v", ErrCorrupt, filepath.Join(n.cfg.Dir, "snapshots"), err)
+			return fmt.Errorf("%w: snapshot in %s: %v", ErrCorrupt, filepath.Join(cfg.Dir, "snapshots"), err)
 		}
 		return fmt.Errorf("start raft: %w", err)
 	}
-	if !hasState && n.cfg.Bootstrap {
-		cfg := raft.Configuration{Servers: []raft.Server{{
-			Suffrage: raft.Voter, ID: n.cfg.LocalID, Address: n.cfg.Address,
-		}}}
-		if err := r.BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+	if !hasState && cfg.Bootstrap {
+		if err := r.BootstrapCluster(cfg.singleVoter()).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			_ = r.Shutdown().Error()
 			_ = trans.Close()
 			_ = store.Close()
 			return fmt.Errorf("bootstrap raft: %w", err)
 		}
 	}
+	in := &instance{raft: r, store: store, trans: trans, stop: make(chan struct{})}
 	n.mu.Lock()
-	n.raft, n.store, n.transport = r, store, trans
+	n.run = in
 	n.mu.Unlock()
-	n.wg.Add(1)
-	go n.watchLeadership()
-	n.observe(r)
+	// Both goroutines are given r: a Stop that has begun makes the node's own
+	// reference nil.
+	in.wg.Add(1)
+	go n.monitorLeadership(in)
+	n.observe(in)
 	return nil
+}
+
+// boundedDial caps the dial timeout raft asks for (its RPC timeout) at max.
+type boundedDial struct {
+	raft.StreamLayer
+	max time.Duration
+}
+
+// Dial dials address within the shorter of timeout and max.
+func (b boundedDial) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || timeout > b.max {
+		timeout = b.max
+	}
+	return b.StreamLayer.Dial(address, timeout)
 }
 
 // logCacheSize is how many of the newest log entries stay in memory (raft.LogCache).
@@ -166,42 +224,13 @@ func hasSnapshots(snaps raft.SnapshotStore) bool {
 	return err == nil && len(list) > 0
 }
 
-// watchLeadership issues a barrier each time this node becomes leader, so that reads
-// know when its commit index covers every earlier term.
-func (n *Node) watchLeadership() {
-	defer n.wg.Done()
-	r := n.raftOrNil()
-	if r == nil { // closed before this goroutine ran
-		return
-	}
-	for {
-		select {
-		case <-n.done:
-			return
-		case isLeader := <-r.LeaderCh():
-			if !isLeader {
-				continue
-			}
-			term := r.CurrentTerm()
-			if err := r.Barrier(defaultApplyTimeout).Error(); err != nil {
-				n.logger.Warn("leader barrier failed", "term", term, "error", err)
-				continue
-			}
-			n.mu.Lock()
-			n.readyTerm = term
-			n.mu.Unlock()
-			n.notifyApplied(0)
-		}
-	}
-}
-
 func (n *Node) raftOrNil() *raft.Raft {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closed {
+	if n.run == nil {
 		return nil
 	}
-	return n.raft
+	return n.run.raft
 }
 
 func (n *Node) notifyApplied(uint64) {
@@ -211,34 +240,64 @@ func (n *Node) notifyApplied(uint64) {
 	n.mu.Unlock()
 }
 
-// Close shuts Raft down and closes the stores. It is idempotent.
+// Stop hands leadership over (see handover) and stops Raft, closing its stores; the
+// node can be opened again. Waiters keep waiting. It is a no-op on a stopped node.
+func (n *Node) Stop() error {
+	n.life.Lock()
+	defer n.life.Unlock()
+	return n.stopRun(true)
+}
+
+// stopRun stops the running instance, if any; with handover a leader first hands
+// leadership to another voter. The caller holds life.
+func (n *Node) stopRun(handover bool) error {
+	n.mu.Lock()
+	in := n.run
+	n.mu.Unlock()
+	if in == nil {
+		return nil
+	}
+	if handover {
+		n.handover(in.raft)
+	}
+	n.mu.Lock()
+	n.run = nil
+	n.readyTerm = 0
+	close(in.stop)
+	n.mu.Unlock()
+	// Waiters on a leader change look again: there is none while Raft is stopped.
+	n.obs.mu.Lock()
+	n.obs.fireChanged()
+	n.obs.mu.Unlock()
+	errs := []error{in.raft.Shutdown().Error()}
+	in.wg.Wait()
+	errs = append(errs, in.trans.Close(), in.store.Close())
+	n.notifyApplied(0)
+	return errors.Join(errs...)
+}
+
+// Close hands leadership over, stops Raft and closes the stores for good; waiters end
+// with ErrClosed. It is idempotent.
 func (n *Node) Close() error {
+	n.life.Lock()
+	defer n.life.Unlock()
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		return nil
 	}
+	n.mu.Unlock()
+	err := n.stopRun(true)
+	n.mu.Lock()
 	n.closed = true
-	r, store, trans := n.raft, n.store, n.transport
 	close(n.done)
 	n.mu.Unlock()
 	n.obs.mu.Lock()
 	n.obs.closed = true
 	n.obs.fireChanged()
 	n.obs.mu.Unlock()
-	var errs []error
-	if r != nil {
-		errs = append(errs, r.Shutdown().Error())
-	}
-	n.wg.Wait()
-	if trans != nil {
-		errs = append(errs, trans.Close())
-	}
-	if store != nil {
-		errs = append(errs, store.Close())
-	}
 	n.notifyApplied(0)
-	return errors.Join(errs...)
+	return err
 }
 
 func timeoutFrom(ctx context.Context) time.Duration {

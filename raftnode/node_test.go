@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // tcpLayer is a plain TCP raft.StreamLayer for tests on 127.0.0.1.
@@ -23,16 +25,51 @@ func (l tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn
 	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
-func newLayer(t *testing.T) tcpLayer {
+// tcpLayers hands a Node one tcpLayer per run of Raft, all on the same address (raft
+// closes its layer when it stops).
+type tcpLayers struct {
+	t    testing.TB
+	mu   sync.Mutex
+	cur  net.Listener
+	used bool
+}
+
+func newLayer(t *testing.T) *tcpLayers {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tcpLayer{ln}
+	return &tcpLayers{t: t, cur: ln}
 }
 
-func testConfig(dir string, layer tcpLayer) Config {
+// Next is the Layers of a test node.
+func (l *tcpLayers) Next() raft.StreamLayer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.used {
+		ln, err := net.Listen("tcp", l.cur.Addr().String())
+		if err != nil {
+			l.t.Errorf("listen again on %s: %v", l.cur.Addr(), err)
+		} else {
+			l.cur = ln
+		}
+	}
+	l.used = true
+	return tcpLayer{l.cur}
+}
+
+// Addr is the address every run listens on.
+func (l *tcpLayers) Addr() net.Addr { return l.cur.Addr() }
+
+// Close closes the current listener.
+func (l *tcpLayers) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur.Close()
+}
+
+func testConfig(dir string, layer *tcpLayers) Config {
 	cfg := DefaultConfig()
 	cfg.Dir = dir
 	cfg.LocalID = ServerID(1)
@@ -48,7 +85,7 @@ func openNode(t *testing.T, dir string) (*Node, *fsm.FSM) {
 	t.Helper()
 	layer := newLayer(t)
 	f := fsm.New()
-	n, err := New(testConfig(dir, layer), f, layer)
+	n, err := New(testConfig(dir, layer), f, layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,14 +101,10 @@ func TestStandaloneBootstrapApplyRead(t *testing.T) {
 	n, f := openNode(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for {
-		if _, err := n.ReadIndex(ctx); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("never became a ready leader: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "a ready leader", 10*time.Second, func() error {
+		_, err := n.ReadIndex(ctx)
+		return err
+	})
 	res, err := n.Apply(ctx, fsm.ConfigSet{Key: "a/b", Value: []byte("v")})
 	if err != nil || res.Err != nil {
 		t.Fatalf("apply: %v %v", err, res)
@@ -113,7 +146,7 @@ func TestOpenLockedAndCorrupt(t *testing.T) {
 	layer := newLayer(t)
 	cfg := testConfig(dir, layer)
 	cfg.OpenTimeout = 100 * time.Millisecond
-	n2, err := New(cfg, fsm.New(), layer)
+	n2, err := New(cfg, fsm.New(), layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +185,7 @@ func TestRecoverSingleVoter(t *testing.T) {
 	layer := newLayer(t)
 	cfg := testConfig(dir, layer)
 	f := fsm.New()
-	n, err := New(cfg, f, layer)
+	n, err := New(cfg, f, layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,12 +194,7 @@ func TestRecoverSingleVoter(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for !n.IsLeader() {
-		if ctx.Err() != nil {
-			t.Fatal("never became leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "leader", 10*time.Second, testutil.Cond(n.IsLeader))
 	res, err := n.Apply(ctx, fsm.ConfigSet{Key: "kept", Value: []byte("yes")})
 	if err != nil || res.Err != nil {
 		t.Fatalf("apply: %v %+v", err, res)
@@ -177,11 +205,11 @@ func TestRecoverSingleVoter(t *testing.T) {
 	}
 	_ = n.Close()
 
-	if err := Recover(cfg); err != nil {
+	if err := recoverOffline(cfg); err != nil {
 		t.Fatal(err)
 	}
 	f2 := fsm.New()
-	n2, err := New(cfg, f2, layer)
+	n2, err := New(cfg, f2, layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,14 +217,10 @@ func TestRecoverSingleVoter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n2.Close()
-	for {
-		if _, err := n2.ReadIndex(ctx); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("recovered node never led: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "the recovered node a ready leader", 10*time.Second, func() error {
+		_, err := n2.ReadIndex(ctx)
+		return err
+	})
 	if e, ok := f2.Get("kept"); !ok || string(e.Value) != "yes" {
 		t.Fatalf("entry lost in recovery: %+v %v", e, ok)
 	}
@@ -213,12 +237,7 @@ func TestOpenCorruptSnapshot(t *testing.T) {
 	n, _ := openNode(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for !n.IsLeader() {
-		if ctx.Err() != nil {
-			t.Fatal("never became leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(t, "leader", 10*time.Second, testutil.Cond(n.IsLeader))
 	for i := 0; i < 20; i++ {
 		if _, err := n.Apply(ctx, fsm.ConfigSet{Key: fmt.Sprintf("k%d", i), Value: []byte("v")}); err != nil {
 			t.Fatal(err)
@@ -236,7 +255,7 @@ func TestOpenCorruptSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	layer := newLayer(t)
-	n2, err := New(testConfig(dir, layer), fsm.New(), layer)
+	n2, err := New(testConfig(dir, layer), fsm.New(), layer.Next)
 	if err != nil {
 		t.Fatal(err)
 	}

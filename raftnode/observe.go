@@ -20,8 +20,10 @@ type observed struct {
 	closed bool
 }
 
-// observe registers an observer on r and consumes its observations until the node closes.
-func (n *Node) observe(r *raft.Raft) {
+// observe registers an observer on the instance's Raft and consumes its observations
+// until the instance stops.
+func (n *Node) observe(in *instance) {
+	r := in.raft
 	ch := make(chan raft.Observation, 64)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
@@ -31,13 +33,13 @@ func (n *Node) observe(r *raft.Raft) {
 		return false
 	})
 	r.RegisterObserver(obs)
-	n.wg.Add(1)
+	in.wg.Add(1)
 	go func() {
-		defer n.wg.Done()
+		defer in.wg.Done()
 		defer r.DeregisterObserver(obs)
 		for {
 			select {
-			case <-n.done:
+			case <-in.stop:
 				return
 			case o := <-ch:
 				n.note(o)
@@ -75,8 +77,9 @@ func (o *observed) fireChanged() {
 }
 
 // LeaderChanged returns a channel that is closed when this node next observes a change
-// of leader (a new one, or none during an election), or when the node closes. After the
-// node has closed it returns nil, which never fires.
+// of leader (a new one, or none during an election), when Raft stops (Stop, Restart,
+// ForceRecover) or when the node closes. After the node has closed it returns nil, which
+// never fires.
 func (n *Node) LeaderChanged() <-chan struct{} {
 	n.obs.mu.Lock()
 	defer n.obs.mu.Unlock()

@@ -10,13 +10,14 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/membership"
 )
 
 // Apply proposes cmd on this node, which must be the leader, and returns the state
-// machine's result once the entry is committed and applied. ErrNotLeader and ErrNoLeader
-// mean the command was not proposed: it may be sent to the master. ErrUnknownOutcome
-// and ErrTimeout mean it may still take effect: callers must neither assume it failed
-// nor propose it again.
+// machine's result once the entry is committed and applied. ErrNotLeader, ErrNoLeader,
+// ErrTimeout and ErrClosed mean the command was never appended to the log: it may be
+// sent to the master again. ErrUnknownOutcome means it was appended and may still take
+// effect: callers must neither assume it failed nor propose it again (see appendErr).
 func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	r := n.raftOrNil()
 	if r == nil {
@@ -28,13 +29,32 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) 
 	}
 	f := r.Apply(b, timeoutFrom(ctx))
 	if err := f.Error(); err != nil {
-		return nil, n.mapErr(err)
+		return nil, n.appendErr(err, f.Index())
 	}
 	res, ok := f.Response().(*fsm.Result)
 	if !ok {
 		return nil, fmt.Errorf("raftnode: unexpected apply response %T", f.Response())
 	}
 	return res, nil
+}
+
+// appendErr maps the error of a future that appends a log entry (Apply, a configuration
+// change). index is the future's Index(): raft v1.8.0 gives an entry its index in
+// dispatchLogs, in the same step that stores it, so a future with an index was
+// appended, whatever its error (ErrLeadershipLost, ErrRaftShutdown from processLogs after
+// the commit, a log store error) and may take effect: ErrUnknownOutcome. Reading Index
+// after Error is race-free: raft sets it before it responds.
+//
+// Without an index the entry was never appended: ErrEnqueueTimeout (ApplyLog and
+// requestConfigChange give up before the leader loop took the future),
+// ErrRaftShutdown before it was enqueued, ErrNotLeader from a follower or a stepping-down
+// leader, ErrLeadershipTransferInProgress. Those map as mapErr does, and are safe to send
+// again.
+func (n *Node) appendErr(err error, index uint64) error {
+	if index > 0 {
+		return fmt.Errorf("%w: entry %d was appended but not known to commit: %v", ErrUnknownOutcome, index, err)
+	}
+	return n.mapErr(err)
 }
 
 func (n *Node) mapErr(err error) error {
@@ -47,6 +67,7 @@ func (n *Node) mapErr(err error) error {
 		// Refused before it was appended: safe to send to the next master.
 		return fmt.Errorf("%w: a leadership transfer is under way", ErrNotLeader)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
+		// Raft never took the operation: nothing was appended (see appendErr).
 		return fmt.Errorf("%w: %v", ErrTimeout, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
@@ -212,7 +233,7 @@ func (n *Node) Stats() Stats {
 	}
 	if cfg, err := n.Configuration(); err == nil {
 		for _, s := range cfg.Servers {
-			if s.ID == n.cfg.LocalID {
+			if s.ID == n.localID() {
 				st.Suffrage = suffrageName(s.Suffrage)
 			}
 		}
@@ -274,14 +295,15 @@ func (n *Node) configChange(ctx context.Context, op func(*raft.Raft, time.Durati
 	if r == nil {
 		return ErrClosed
 	}
-	if err := op(r, timeoutFrom(ctx)).Error(); err != nil {
-		return n.mapErr(err)
+	f := op(r, timeoutFrom(ctx))
+	if err := f.Error(); err != nil {
+		return n.appendErr(err, f.Index())
 	}
 	return nil
 }
 
 // ServerID is the Raft server ID of the node with the given CID.
-func ServerID(cid uint64) raft.ServerID { return raft.ServerID(strconv.FormatUint(cid, 10)) }
+func ServerID(cid uint64) raft.ServerID { return membership.ServerID(cid) }
 
 // TransferLeadership hands leadership to server cid at addr, which must be a voter, and
 // returns once the transfer is done or has failed. Leader only.

@@ -8,12 +8,12 @@ import (
 	"github.com/pmgcm/pmgcm/fsm"
 )
 
-// Recover rewrites the Raft state in cfg.Dir so that this node (cfg.LocalID at
+// recoverOffline rewrites the Raft state in cfg.Dir so that this node (cfg.LocalID at
 // cfg.Address) is the single voter of its configuration: Raft's RecoverCluster, for a
 // cluster that lost its quorum for good. It runs offline: no Node may have cfg.Dir open.
 // Every entry in the local log is kept, committed or not, as RecoverCluster does.
-// Open a new Node on cfg.Dir afterwards; it elects itself.
-func Recover(cfg Config) error {
+// ForceRecover runs it between two runs of Raft; the next run elects itself.
+func recoverOffline(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -29,7 +29,7 @@ func Recover(cfg Config) error {
 	// The transport only encodes the configuration into the snapshot's metadata.
 	_, trans := raft.NewInmemTransport(cfg.Address)
 	defer trans.Close()
-	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: cfg.LocalID, Address: cfg.Address}}}
+	conf := cfg.singleVoter()
 	// The state machine here is scratch: the node's own is rebuilt from the snapshot that
 	// RecoverCluster writes when the next Node opens.
 	if err := raft.RecoverCluster(cfg.raftConfig(), fsm.New(), store, store, snaps, trans, conf); err != nil {

@@ -47,7 +47,7 @@ func makeBoltDirWith(t *testing.T, dir string, compact bool) (term, last uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	trans := raft.NewNetworkTransport(layer, 3, 5*time.Second, os.Stderr)
+	trans := raft.NewNetworkTransport(layer.Next(), 3, 5*time.Second, os.Stderr)
 	rc := cfg.raftConfig()
 	rc.Logger = hclog.NewNullLogger()
 	if compact {
@@ -260,7 +260,7 @@ func TestOpenCorruptWAL(t *testing.T) {
 		t.Fatal(err)
 	}
 	layer := newLayer(t)
-	n2, _ := New(testConfig(dir, layer), fsm.New(), layer)
+	n2, _ := New(testConfig(dir, layer), fsm.New(), layer.Next)
 	if err := n2.Open(); !errors.Is(err, ErrCorrupt) || !bytes.Contains([]byte(err.Error()), []byte(WALDir(dir))) {
 		t.Fatalf("open of a garbage wal-meta.db = %v, want ErrCorrupt naming %s", err, WALDir(dir))
 	}
@@ -271,7 +271,7 @@ func TestOpenCorruptWAL(t *testing.T) {
 		t.Fatal(err)
 	}
 	layer3 := newLayer(t)
-	n3, _ := New(testConfig(dir2, layer3), fsm.New(), layer3)
+	n3, _ := New(testConfig(dir2, layer3), fsm.New(), layer3.Next)
 	if err := n3.Open(); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("open of a garbage raft.db = %v, want ErrCorrupt", err)
 	}

@@ -56,12 +56,15 @@ start() {
 		sleep 0.2
 	done
 	[ -n "$line" ] || { "$BIN/pmgcm" --socket "$master" join-cmd; exit 1; }
+	# Its last line: PMGCM_JOIN_TOKEN=<TOKEN> pmgcm join <master> --fingerprint <FP>.
+	line=${line##*$'\n'}
 	read -r -a join <<<"$line"
+	token=${join[0]#PMGCM_JOIN_TOKEN=}
 	for i in $(seq 2 "$NODES"); do
 		sock=$RUN/node$i/pmgcm.sock
 		if "$BIN/pmgcm" --socket "$sock" status | grep -q "no cluster defined"; then
-			echo "node$i: ${join[*]:0:3} --fingerprint ... --token ... --yes"
-			"$BIN/pmgcm" --socket "$sock" "${join[@]:1}" --yes
+			echo "node$i: PMGCM_JOIN_TOKEN=... ${join[*]:1:3} --fingerprint ... --yes"
+			PMGCM_JOIN_TOKEN=$token "$BIN/pmgcm" --socket "$sock" "${join[@]:2}" --yes
 		fi
 	done
 	echo

@@ -10,6 +10,9 @@
 //     Store that returns without reading the message to its end are never acknowledged.
 //   - Recipients outside the relay domains are refused at RCPT with 550 5.7.1; with no relay
 //     domains configured (mail/relay_domains) every recipient is refused.
+//   - Drain, for a planned stop, closes the listener at once (senders go to the next MX),
+//     lets the transactions in flight finish and get their 250 within its bound, answers
+//     421 4.3.2 to every other command, then closes as Close does.
 //   - The Policy is read afresh at the start of every mail transaction (MAIL FROM), so a
 //     change of the replicated configuration applies to the next message.
 //   - Close aborts the transfers in flight and waits until no Store.Accept is running, so

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // storedMsg is one message the fake store kept.
@@ -168,13 +170,12 @@ func (l *outcomeLog) String() string {
 func (ts *testServer) wantOutcomes(t *testing.T, want map[Outcome]int) {
 	t.Helper()
 	ws := fmt.Sprint(want)
-	deadline := time.Now().Add(5 * time.Second)
-	for ts.outcomes.String() != ws {
-		if time.Now().After(deadline) {
-			t.Fatalf("outcomes %s, want %s", ts.outcomes, ws)
+	testutil.Poll(t, "outcomes "+ws, 5*time.Second, func() error {
+		if got := ts.outcomes.String(); got != ws {
+			return fmt.Errorf("outcomes %s", got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use, to capture logs.
@@ -319,18 +320,6 @@ func (rc *rawClient) expect(line string, want int) string {
 		rc.t.Fatalf("%q: got %d %s, want %d", line, code, msg, want)
 	}
 	return msg
-}
-
-// poll waits until cond holds, failing the test after the deadline.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // crlf turns LF line ends into CRLF.

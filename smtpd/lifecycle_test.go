@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -101,7 +103,7 @@ func TestDisconnectMidData(t *testing.T) {
 	rc := startData(t, ts.addr)
 	<-ts.store.started
 	rc.conn.Close()
-	poll(t, "the store to see the transfer break", func() bool { return ts.store.abortedCount() == 1 })
+	testutil.Poll(t, "the store to see the transfer break", 10*time.Second, testutil.Cond(func() bool { return ts.store.abortedCount() == 1 }))
 	if n := ts.store.count(); n != 0 {
 		t.Errorf("stored %d messages from a client that went away", n)
 	}
@@ -157,13 +159,13 @@ func TestCloseWhileStoring(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- ts.Close() }()
 	// Close stops listening first, then waits for the store.
-	poll(t, "the listener to close", func() bool {
+	testutil.Poll(t, "the listener to close", 10*time.Second, testutil.Cond(func() bool {
 		c, err := net.DialTimeout("tcp", ts.addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err != nil
-	})
+	}))
 	select {
 	case err := <-closed:
 		t.Fatalf("Close returned (%v) while the store was still busy", err)

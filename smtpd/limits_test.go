@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // dialFrom connects to addr from the loopback address src and returns the connection and
@@ -67,11 +69,11 @@ func TestConnectionCapsAnswer421(t *testing.T) {
 	// A session that ends gives its slot back.
 	io.WriteString(a1, "QUIT\r\n")
 	wantClosed(t, a1)
-	poll(t, "a slot free again", func() bool { return ts.limit.Open() == 3 })
+	testutil.Poll(t, "a slot free again", 5*time.Second, testutil.Cond(func() bool { return ts.limit.Open() == 3 }))
 	if _, greet := dialFrom(t, "127.0.0.4", ts.addr); !strings.HasPrefix(greet, "220 ") {
 		t.Fatalf("after a QUIT: %q, want 220", greet)
 	}
-	poll(t, "refusals logged", func() bool { return strings.Contains(ts.logs.String(), "refusing connections over the cap") })
+	testutil.Poll(t, "refusals logged", 5*time.Second, testutil.Cond(func() bool { return strings.Contains(ts.logs.String(), "refusing connections over the cap") }))
 }
 
 func TestSessionTimeoutEndsBusySessions(t *testing.T) {
@@ -95,7 +97,7 @@ func TestSessionTimeoutEndsBusySessions(t *testing.T) {
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Fatalf("session ended after %v, before its timeout", d)
 	}
-	poll(t, "the slot given back", func() bool { return ts.limit.Open() == 0 })
+	testutil.Poll(t, "the slot given back", 5*time.Second, testutil.Cond(func() bool { return ts.limit.Open() == 0 }))
 }
 
 func TestConnectionCapConfig(t *testing.T) {

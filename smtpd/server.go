@@ -95,6 +95,9 @@ type Config struct {
 	// Observe, if set, is told the outcome of every message and every refused recipient
 	// (for metrics). It is called from the connections' goroutines, concurrently.
 	Observe func(Outcome)
+	// LowStorage, if set, is asked at every MAIL FROM and before every DATA: while it
+	// returns true the transaction is refused with 452 4.3.1 (see storage.go).
+	LowStorage func() bool
 }
 
 // Outcome is what became of a message, or of a recipient, at the SMTP intake.
@@ -105,19 +108,20 @@ type Outcome string
 // size is over the limit). Commands the SMTP library itself refuses (bad syntax, out of
 // sequence, too many recipients) are not outcomes.
 const (
-	Accepted        Outcome = "accepted"         // 250, the message is stored
-	RefusedRelay    Outcome = "relay_denied"     // RCPT: not a relay domain
-	RefusedNoRelay  Outcome = "no_relay_domains" // RCPT: none configured (temporary)
-	RefusedTooBig   Outcome = "too_big"          // over the size limit (declared or sent)
-	RefusedLongLine Outcome = "line_too_long"    // a line over the SMTP limit
-	FailedStore     Outcome = "store_failed"     // the store failed (temporary)
-	FailedTransfer  Outcome = "transfer_failed"  // the client's transfer broke
-	FailedShutdown  Outcome = "shutting_down"    // the server was closing
+	Accepted        Outcome = "accepted"             // 250, the message is stored
+	RefusedRelay    Outcome = "relay_denied"         // RCPT: not a relay domain
+	RefusedNoRelay  Outcome = "no_relay_domains"     // RCPT: none configured (temporary)
+	RefusedTooBig   Outcome = "too_big"              // over the size limit (declared or sent)
+	RefusedLongLine Outcome = "line_too_long"        // a line over the SMTP limit
+	FailedStore     Outcome = "store_failed"         // the store failed (temporary)
+	FailedTransfer  Outcome = "transfer_failed"      // the client's transfer broke
+	FailedShutdown  Outcome = "shutting_down"        // the server was closing
+	RefusedStorage  Outcome = "insufficient_storage" // the node is low on disk (temporary)
 )
 
 // Outcomes lists every Outcome, for callers that set up one counter each.
 var Outcomes = []Outcome{Accepted, RefusedRelay, RefusedNoRelay, RefusedTooBig,
-	RefusedLongLine, FailedStore, FailedTransfer, FailedShutdown}
+	RefusedLongLine, FailedStore, FailedTransfer, FailedShutdown, RefusedStorage}
 
 // DefaultConfig returns a Config with the default timeouts and limits; the caller sets
 // Addr, Hostname, Store, Policy and Logger.
@@ -215,10 +219,17 @@ type Server struct {
 	// inflight counts the Store.Accept calls running; Close waits for them.
 	inflight sync.WaitGroup
 
+	// draining is set by Drain: no new transaction starts (see drain.go).
+	draining atomic.Bool
+
 	mu     sync.Mutex
 	ln     net.Listener // nil until Open
 	closed bool
 	conns  map[*trackedConn]struct{}
+	// activeTx counts the sessions inside a mail transaction (MAIL FROM to its end);
+	// drained is made by Drain and closed once activeTx is 0 while draining.
+	activeTx int
+	drained  chan struct{}
 }
 
 // New checks cfg and returns a Server that is not listening yet. It does no I/O.
@@ -269,7 +280,7 @@ func (s *Server) Open() error {
 	s.ln = &trackingListener{Listener: s.limit.Listen(ln), s: s}
 	go func() {
 		defer close(s.serveDone)
-		if err := s.srv.Serve(s.ln); err != nil {
+		if err := s.srv.Serve(s.ln); err != nil && !s.draining.Load() {
 			s.log.Error("SMTP intake stopped accepting connections", "address", ln.Addr(), "error", err)
 		}
 	}()
@@ -363,7 +374,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, s: l.s}
+	tc := &trackedConn{Conn: c, s: l.s, closed: make(chan struct{})}
 	l.s.mu.Lock()
 	closed := l.s.closed
 	if !closed {
@@ -386,13 +397,35 @@ type trackedConn struct {
 	once sync.Once
 	// idle is the read timeout renewed before each read, in nanoseconds; 0: none.
 	idle atomic.Int64
+	// inTx is set while the session is inside a mail transaction (see drain.go).
+	inTx atomic.Bool
+	// waiting is set while go-smtp waits for a command outside a transaction: nothing
+	// else writes to the connection then, so Drain may answer 421 on it.
+	waiting atomic.Bool
+	// bye makes the 421 of a drain go out once.
+	bye sync.Once
+	// closed is closed by Close.
+	closed chan struct{}
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Read(p)
+	if c.inTx.Load() {
+		return c.Conn.Read(p)
+	}
+	// Between transactions: once the server drains, the next command gets 421.
+	if c.s.draining.Load() {
+		return 0, c.refuse()
+	}
+	c.waiting.Store(true)
+	n, err := c.Conn.Read(p)
+	c.waiting.Store(false)
+	if n > 0 && c.s.draining.Load() {
+		return 0, c.refuse()
+	}
+	return n, err
 }
 
 // renewDeadlines turns the renewal of the read deadline on (d > 0) or off (0).
@@ -403,6 +436,9 @@ func (c *trackedConn) Close() error {
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
+		if c.closed != nil {
+			close(c.closed)
+		}
 	})
 	return c.Conn.Close()
 }

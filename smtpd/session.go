@@ -50,6 +50,10 @@ type session struct {
 	rcpts   []string
 	relay   []string // the Policy's relay domains at MAIL FROM, normalized
 	maxSize int64    // the Policy's size limit at MAIL FROM
+	// inTx is set from a MAIL FROM that was accepted to the transaction's end; the
+	// server counts such sessions, and a drain waits for them (see drain.go). Guarded
+	// by the Server's mu.
+	inTx bool
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -58,22 +62,41 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, errShuttingDown
 	default:
 	}
+	if s.draining.Load() {
+		return nil, errShuttingDown // accepted just before the listener closed
+	}
 	tc, _ := c.Conn().(*trackedConn)
 	return &session{s: s, conn: tc, remote: c.Conn().RemoteAddr().String()}, nil
 }
 
 // Reset ends the transaction (RSET, a new EHLO, the end of DATA).
 func (ss *session) Reset() {
+	ss.clear()
+	ss.endTx()
+}
+
+// clear drops the transaction's state.
+func (ss *session) clear() {
 	ss.from, ss.rcpts, ss.relay, ss.maxSize = "", nil, nil, 0
 }
 
 // Logout is called when the connection closes; nothing is held beyond the transaction.
-func (ss *session) Logout() error { return nil }
+func (ss *session) Logout() error {
+	ss.endTx()
+	return nil
+}
 
 // Mail starts a transaction: it reads the Policy, and refuses a declared SIZE over the
 // limit. from is "" for the null sender <> (bounces).
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.Reset()
+	if err := ss.checkStorage(); err != nil {
+		return err
+	}
+	if !ss.beginTx() {
+		// Draining: no new transaction (a command pipelined before the drain began).
+		return ss.outcome(FailedShutdown, errShuttingDown)
+	}
 	pol := ss.s.cfg.Policy
 	ss.relay = normalizeDomains(pol.RelayDomains())
 	ss.maxSize = pol.MaxSize()
@@ -81,6 +104,8 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		ss.maxSize = DefaultMaxSize
 	}
 	if opts != nil && opts.Size > ss.maxSize {
+		ss.clear()
+		ss.endTx()
 		return ss.outcome(RefusedTooBig, errTooBig(ss.maxSize))
 	}
 	ss.from = from
@@ -111,6 +136,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // nil for all of it.
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
+	if err := ss.checkStorage(); err != nil {
+		return err
+	}
 	if !s.beginAccept() {
 		return ss.outcome(FailedShutdown, errShuttingDown)
 	}

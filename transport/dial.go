@@ -60,9 +60,10 @@ func (m *Mux) Dial(ctx context.Context, addr string, ch Channel) (net.Conn, erro
 		ctx, cancel = context.WithTimeout(ctx, m.cfg.HandshakeTimeout)
 		defer cancel()
 	}
-	c, err := dialChannel(ctx, addr, ch, cfg)
+	c, err := dialChannel(ctx, m.localIP, m.cfg.RTOMin, addr, ch, cfg)
 	if err != nil {
 		m.logger.Debug("dial failed", "remote-addr", addr, "channel", ch.String(), "error", err)
+		m.noteRefused(addr, err)
 		return nil, err
 	}
 	c.m, c.peer = m, addr
@@ -77,6 +78,13 @@ func (m *Mux) Dial(ctx context.Context, addr string, ch Channel) (net.Conn, erro
 // server is accepted and the caller must show the returned leaf to the
 // operator and decide. timeout bounds the dial when positive.
 func DialPinned(ctx context.Context, addr string, ch Channel, fingerprint string, timeout time.Duration) (net.Conn, *x509.Certificate, error) {
+	return DialPinnedFrom(ctx, nil, addr, ch, fingerprint, timeout)
+}
+
+// DialPinnedFrom is DialPinned with the connection's source address bound to local
+// (nil: the kernel's choice), so that a joining node reaches the cluster from the
+// address it will be known at, as Mux.Dial does.
+func DialPinnedFrom(ctx context.Context, local net.IP, addr string, ch Channel, fingerprint string, timeout time.Duration) (net.Conn, *x509.Certificate, error) {
 	if !ch.valid() {
 		return nil, nil, fmt.Errorf("transport: dial %s: %w: %s", addr, ErrUnknownChannel, ch)
 	}
@@ -106,21 +114,23 @@ func DialPinned(ctx context.Context, addr string, ch Channel, fingerprint string
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	c, err := dialChannel(ctx, addr, ch, cfg)
+	c, err := dialChannel(ctx, local, DefaultRTOMin, addr, ch, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	return c, c.tls.ConnectionState().PeerCertificates[0], nil
 }
 
-// dialChannel dials TCP, completes the TLS handshake, sends the channel byte
-// and waits for its acknowledgement, all bounded by ctx.
-func dialChannel(ctx context.Context, addr string, ch Channel, cfg *tls.Config) (*Conn, error) {
-	var d net.Dialer
+// dialChannel dials TCP from local (nil: any source) with the minimum
+// retransmission timeout rtoMin, completes the TLS handshake, sends the channel
+// byte and waits for its acknowledgement, all bounded by ctx.
+func dialChannel(ctx context.Context, local net.IP, rtoMin time.Duration, addr string, ch Channel, cfg *tls.Config) (*Conn, error) {
+	d := net.Dialer{LocalAddr: localAddr(local, addr)}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("transport: dial %s (%s): %w", addr, ch, err)
 	}
+	tuneConn(raw, rtoMin)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
@@ -141,6 +151,13 @@ func dialChannel(ctx context.Context, addr string, ch Channel, cfg *tls.Config) 
 	if _, err := tc.Read(b[:]); err != nil {
 		return fail(refusedOr(ctx, addr, ch, err))
 	}
+	if b[0] == refusalMarker {
+		r, err := readRefusal(tc)
+		if err != nil {
+			return fail(refusedOr(ctx, addr, ch, err))
+		}
+		return fail(fmt.Errorf("transport: dial %s (%s): %w", addr, ch, r))
+	}
 	if Channel(b[0]) != ch {
 		return fail(fmt.Errorf("transport: dial %s (%s): bad acknowledgement %s", addr, ch, Channel(b[0])))
 	}
@@ -156,6 +173,26 @@ func dialChannel(ctx context.Context, addr string, ch Channel, cfg *tls.Config) 
 	return &Conn{Conn: tc, tls: tc, channel: ch, fingerprint: fp}, nil
 }
 
+// localAddr is the source address for a dial of addr from the node's own IP: nil
+// (the kernel picks) when local is unset or unspecified, or of another family than
+// addr's IP. Without it a node on 127.0.0.2 reaches 127.0.0.3 from 127.0.0.1, and a
+// node with several addresses from whichever the route picks: peers would see (and a
+// firewall rule would match) another address than the node's.
+func localAddr(local net.IP, addr string) net.Addr {
+	if local == nil || local.IsUnspecified() {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	remote := net.ParseIP(host)
+	if remote == nil || (remote.To4() == nil) != (local.To4() == nil) {
+		return nil
+	}
+	return &net.TCPAddr{IP: local}
+}
+
 // refusedOr classifies an error after the handshake: a timeout or
 // cancellation is reported as such, anything else (an alert, EOF) means the
 // server refused us.
@@ -163,7 +200,7 @@ func refusedOr(ctx context.Context, addr string, ch Channel, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("transport: dial %s (%s): %w (%w)", addr, ch, context.Cause(ctx), err)
 	}
-	return fmt.Errorf("transport: dial %s (%s): %w: server closed the connection: %w", addr, ch, ErrPeerRefused, err)
+	return fmt.Errorf("transport: dial %s (%s): %w: server closed the connection: %w", addr, ch, &Refusal{}, err)
 }
 
 func hasIP(c *x509.Certificate, ip net.IP) bool {
@@ -201,6 +238,12 @@ func (m *Mux) HTTPClient(ch Channel) *http.Client {
 // DialPinned on channel ch against fingerprint, which must not be empty, each
 // dial bounded by dialTimeout. It is the joining node's client for ChanJoin.
 func PinnedHTTPClient(ch Channel, fingerprint string, dialTimeout time.Duration) (*http.Client, error) {
+	return PinnedHTTPClientFrom(nil, ch, fingerprint, dialTimeout)
+}
+
+// PinnedHTTPClientFrom is PinnedHTTPClient with each connection's source address
+// bound to local (see DialPinnedFrom).
+func PinnedHTTPClientFrom(local net.IP, ch Channel, fingerprint string, dialTimeout time.Duration) (*http.Client, error) {
 	fp, err := NormalizeFingerprint(fingerprint)
 	if err != nil {
 		return nil, err
@@ -211,7 +254,7 @@ func PinnedHTTPClient(ch Channel, fingerprint string, dialTimeout time.Duration)
 	return &http.Client{Transport: &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			c, _, err := DialPinned(ctx, addr, ch, fp, dialTimeout)
+			c, _, err := DialPinnedFrom(ctx, local, addr, ch, fp, dialTimeout)
 			return c, err
 		},
 		MaxIdleConnsPerHost:   2,

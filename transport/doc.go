@@ -15,6 +15,11 @@
 // of the refusal on its first read, inside Raft or HTTP code. With it, Dial
 // itself fails with ErrPeerRefused.
 //
+// A server that refuses a member for a reason the member must learn (it is
+// fenced) sends, instead of the acknowledgement, a refusal record carrying its
+// cluster and epoch (see Refusal); a dialer of the first release reads it as a
+// bad acknowledgement and fails the dial as before.
+//
 // # Peer authorization (DESIGN.md safety rule 4)
 //
 // A client that presents a certificate must chain to the cluster CA of the

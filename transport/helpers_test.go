@@ -3,6 +3,7 @@ package transport
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 var loopback = net.IPv4(127, 0, 0, 1)
@@ -20,18 +23,22 @@ func noLeaks(t *testing.T) {
 	t.Helper()
 	base := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("goroutine leak: %d goroutines, started with %d\n%s",
-					runtime.NumGoroutine(), base, buf[:n])
-				return
+		testutil.Poll(t, "no goroutine leak", 5*time.Second, func() error {
+			if n := runtime.NumGoroutine(); n > base {
+				return leakError{n: n, base: base}
 			}
-			time.Sleep(5 * time.Millisecond) // polling interval
-		}
+			return nil
+		})
 	})
+}
+
+// leakError reports a goroutine leak; it takes the stacks only when printed (the failure),
+// not on every attempt of the poll.
+type leakError struct{ n, base int }
+
+func (e leakError) Error() string {
+	buf := make([]byte, 1<<20)
+	return fmt.Sprintf("%d goroutines, started with %d\n%s", e.n, e.base, buf[:runtime.Stack(buf, true)])
 }
 
 func newTestCA(t *testing.T) *CA {

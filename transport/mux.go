@@ -67,12 +67,15 @@ func (c Channel) valid() bool {
 // the TLS handshake (so non-members fail the handshake itself) and with the
 // requested channel once the channel byte is read. On the dialing side (Dial)
 // it is called once with the channel being opened, for the server's
-// certificate. It must be safe for concurrent use and should not block.
+// certificate. It must be safe for concurrent use and must not block: it runs inside
+// the TLS handshake. A refusal whose error wraps a *Refusal (with errors.As) is sent
+// to the dialer (see Refusal); any other is a silent close.
 type PeerAuthorizer func(ch Channel, fingerprint string) error
 
 // Config configures a Mux. Fields are read once, by New.
 type Config struct {
-	// BindAddr is the "ip:port" to listen on.
+	// BindAddr is the "ip:port" to listen on. Its IP, unless unspecified, is also
+	// the source address of every connection Dial makes.
 	BindAddr string
 	// Logger receives the mux's logs; nil discards them.
 	Logger hclog.Logger
@@ -80,6 +83,10 @@ type Config struct {
 	// its acknowledgement, on both the accepting and the dialing side.
 	// Zero means 5s.
 	HandshakeTimeout time.Duration
+	// RTOMin is the minimum TCP retransmission timeout of every connection the mux
+	// dials or accepts (see DefaultRTOMin); zero means DefaultRTOMin, negative the
+	// kernel's default.
+	RTOMin time.Duration
 	// Authorize checks CA-verified peers; nil allows any CA-verified peer.
 	Authorize PeerAuthorizer
 	// MaxPending caps the connections between Accept and routing (TLS handshake and
@@ -89,6 +96,10 @@ type Config struct {
 	// descriptors nor keep members out. Zero takes DefaultMaxPending and
 	// DefaultMaxPendingPerSource (at most MaxPending).
 	MaxPending, MaxPendingPerSource int
+	// Refused, if set, is told of every refusal of this node's Dial by the server
+	// after the handshake: explained (a *Refusal with the server's epoch) or not (the
+	// zero Refusal). It must not block.
+	Refused func(addr string, r Refusal)
 }
 
 // Defaults of Config.MaxPending and Config.MaxPendingPerSource. A member's connections
@@ -115,6 +126,9 @@ func (c *Config) validate() error {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
 	}
+	if c.RTOMin == 0 {
+		c.RTOMin = DefaultRTOMin
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -137,7 +151,9 @@ func (c *Config) validate() error {
 type Mux struct {
 	cfg    Config
 	logger hclog.Logger
-	id     atomic.Pointer[Identity]
+	// localIP is BindAddr's IP, the source address of every Dial (nil: unspecified).
+	localIP net.IP
+	id      atomic.Pointer[Identity]
 	// partition is the set of hosts cut off by Partition (fault injection).
 	partition atomic.Pointer[partition]
 
@@ -177,6 +193,9 @@ func New(cfg Config, id *Identity) (*Mux, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		pending:   pending,
+	}
+	if host, _, err := net.SplitHostPort(cfg.BindAddr); err == nil {
+		m.localIP = net.ParseIP(host)
 	}
 	m.id.Store(id)
 	for _, ch := range channels {
@@ -312,6 +331,7 @@ func (m *Mux) acceptLoop(ln net.Listener) {
 // with the acknowledgement and routes the connection. Everything before
 // routing is bounded by HandshakeTimeout and by Close.
 func (m *Mux) handle(raw net.Conn) {
+	tuneConn(raw, m.cfg.RTOMin)
 	remote := raw.RemoteAddr().String()
 	log := m.logger.With("remote-addr", remote)
 	if m.partitioned(remote) {
@@ -349,6 +369,11 @@ func (m *Mux) handle(raw net.Conn) {
 	ch := Channel(b[0])
 	log = log.With("channel", ch.String())
 	if err := m.admit(ch, fp); err != nil {
+		if r := refusalOf(err); r != nil && fp != "" {
+			// A member refused for a reason it must know (it is fenced): say so, with
+			// the epoch, within the handshake deadline.
+			_ = writeRefusal(tc, r)
+		}
 		stop()
 		_ = raw.Close()
 		if errors.Is(err, ErrUnknownChannel) || fp == "" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -13,8 +12,9 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/proc"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // node is one pmgclusterd process of the bench cluster and its data.
@@ -29,7 +29,7 @@ type node struct {
 	bin      string
 	cid      uint64 // set once the node is a member
 
-	client *cli.Client // for control calls of the bench itself (not the load)
+	client *apiclient.Client // for control calls of the bench itself (not the load)
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
@@ -62,9 +62,9 @@ func (n *node) start(ctx context.Context) error {
 	}
 	n.proc = p
 	n.mu.Unlock()
-	return poll(ctx, 30*time.Second, 20*time.Millisecond, n.name+" control socket", func() error {
+	return testutil.WaitEvery(ctx, n.name+" control socket", 30*time.Second, 20*time.Millisecond, func() error {
 		if p.Exited() {
-			return errStop{fmt.Errorf("%s exited: %v (log: %s)", n.name, p.Err(), n.logPath)}
+			return testutil.Stop(fmt.Errorf("%s exited: %v (log: %s)", n.name, p.Err(), n.logPath))
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -100,68 +100,6 @@ type cluster struct {
 	nodes []*node
 }
 
-// errStop makes poll give up at once.
-type errStop struct{ error }
-
-func (e errStop) Unwrap() error { return e.error }
-
-// poll calls fn every interval until it returns nil, the deadline passes, or ctx ends.
-func poll(ctx context.Context, timeout, interval time.Duration, what string, fn func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		var stop errStop
-		if errors.As(err, &stop) {
-			return stop.error
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not reached within %s: %w", what, timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
-		}
-	}
-}
-
-// freePorts returns count distinct TCP ports that are free on every one of ips.
-func freePorts(ips []string, count int) ([]int, error) {
-	var out []int
-	seen := map[int]bool{}
-	for tries := 0; tries < 200 && len(out) < count; tries++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
-		if err != nil {
-			return nil, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ok := !seen[port]
-		for _, ip := range ips[1:] {
-			if !ok {
-				break
-			}
-			l2, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-			if err != nil {
-				ok = false
-				break
-			}
-			_ = l2.Close()
-		}
-		_ = ln.Close()
-		if ok {
-			seen[port] = true
-			out = append(out, port)
-		}
-	}
-	if len(out) < count {
-		return nil, fmt.Errorf("no port free on every one of %v", ips)
-	}
-	return out, nil
-}
-
 // newCluster prepares the nodes (not started) with data under dir.
 func newCluster(dir, bin string, ips []string, port, smtpPort int) *cluster {
 	c := &cluster{dir: dir}
@@ -173,7 +111,7 @@ func newCluster(dir, bin string, ips []string, port, smtpPort int) *cluster {
 			socket:  filepath.Join(dir, name+".sock"),
 			logPath: filepath.Join(dir, name+".log"),
 		}
-		n.client = cli.NewClient(n.socket)
+		n.client = apiclient.New(n.socket)
 		c.nodes = append(c.nodes, n)
 	}
 	return c
@@ -242,7 +180,7 @@ func (c *cluster) join(ctx context.Context, n *node) error {
 // waitActive waits until the status of every one of members shows exactly those members,
 // all in state A, and a master among them.
 func (c *cluster) waitActive(ctx context.Context, members []*node, timeout time.Duration) error {
-	return poll(ctx, timeout, 25*time.Millisecond, "all nodes in state A", func() error {
+	return testutil.WaitEvery(ctx, "all nodes in state A", timeout, 25*time.Millisecond, func() error {
 		for _, n := range members {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			st, err := n.client.Status(cctx)

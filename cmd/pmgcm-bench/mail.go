@@ -12,7 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 const relayDomain = "bench.example"
@@ -29,15 +30,15 @@ func (b *bencher) mail(ctx context.Context) error {
 	// The relay domain must be applied on every node before its intake accepts.
 	set := client(members[0])
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
-	_, err := set.ConfigSet(octx, "mail/relay_domains", []byte(relayDomain), cli.WriteOptions{})
+	_, err := set.ConfigSet(octx, "mail/relay_domains", []byte(relayDomain), apiclient.WriteOptions{})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("set mail/relay_domains: %w", err)
 	}
 	for _, n := range members {
 		cl := client(n)
-		if err := poll(ctx, 10*time.Second, 10*time.Millisecond, n.name+" has mail/relay_domains", func() error {
-			v, err := cl.ConfigGet(ctx, "mail/relay_domains", cli.ReadOptions{Stale: true})
+		if err := testutil.WaitEvery(ctx, n.name+" has mail/relay_domains", 10*time.Second, 10*time.Millisecond, func() error {
+			v, err := cl.ConfigGet(ctx, "mail/relay_domains", apiclient.ReadOptions{Stale: true})
 			if err != nil {
 				return err
 			}
@@ -161,7 +162,7 @@ func (b *bencher) mail(ctx context.Context) error {
 	accepted := len(ackAt)
 
 	// Wait until every node lists every accepted message.
-	err = poll(ctx, 120*time.Second, 20*time.Millisecond, "every node lists every message", func() error {
+	err = testutil.WaitEvery(ctx, "every node lists every message", 120*time.Second, 20*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := range members {
@@ -182,7 +183,7 @@ func (b *bencher) mail(ctx context.Context) error {
 	listedAll := time.Since(lastAck)
 	// Bodies: the status of each node says how many messages it holds and what it still
 	// has to fetch; wait until no node has a backlog.
-	bodiesErr := poll(ctx, 120*time.Second, 20*time.Millisecond, "every node holds every body", func() error {
+	bodiesErr := testutil.WaitEvery(ctx, "every node holds every body", 120*time.Second, 20*time.Millisecond, func() error {
 		for _, n := range members {
 			octx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			st, err := n.client.Status(octx)

@@ -2,8 +2,9 @@
 // through the control-socket API that the pmgcm CLI uses (and SMTP for mail), and prints
 // one line per workload: "workload=NAME key=value ...".
 //
-// It starts three daemons on 127.0.0.1-3 (a fourth on 127.0.0.4 for the join workload)
-// with the daemon's default Raft settings, data in a temporary directory, and stops them
+// It starts three daemons on loopback addresses 127.0.x.1-3 (a fourth on 127.0.x.4 for the
+// join workload; x is a block that no test or other bench running at the same time uses,
+// see internal/testutil) with the daemon's default Raft settings, data in a temporary directory, and stops them
 // on exit, also on Ctrl-C. `make bench` builds the daemon and runs it; see
 // docs/performance.md for the figures and the limits they are held against.
 package main
@@ -19,14 +20,16 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // allWorkloads in the order they run. failover and promote change the master on purpose;
 // every other workload must cause no election. join runs last as it adds a fourth node.
-var allWorkloads = []string{"env", "seq_put", "conc_put", "lin_get", "stale_get", "status", "mail", "promote", "failover", "join", "memory"}
+var allWorkloads = []string{"env", "seq_put", "conc_put", "lin_get", "stale_get", "status", "mail", "promote", "failover", "rolling_restart", "join", "memory"}
 
 // electionsExpected are the workloads that change the master on purpose.
-var electionsExpected = map[string]bool{"promote": true, "failover": true}
+var electionsExpected = map[string]bool{"promote": true, "failover": true, "rolling_restart": true}
 
 type options struct {
 	daemon     string
@@ -119,8 +122,8 @@ func bench(ctx context.Context, o options) error {
 	help, _ := exec.Command(o.daemon, "--help").CombinedOutput()
 	smtp := strings.Contains(string(help), "smtp-port")
 
-	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	ports, err := freePorts(ips, 2)
+	ips := testutil.IPs(4) // 127.0.x.1-4 of a block that no test running at the same time uses
+	ports, err := testutil.FreePorts(ips, 2)
 	if err != nil {
 		return err
 	}

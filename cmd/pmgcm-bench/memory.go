@@ -11,7 +11,7 @@ import (
 	"sync"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 )
 
 // Memory workload (issue 16): the master's resident set after it holds memEntries
@@ -42,7 +42,7 @@ func (b *bencher) memory(ctx context.Context) error {
 			defer wg.Done()
 			cl := client(leader)
 			for i := w; i < memEntries; i += memWriters {
-				if _, err := cl.ConfigSet(ctx, fmt.Sprintf("bench/mem/%05d", i), value, cli.WriteOptions{}); err != nil {
+				if _, err := cl.ConfigSet(ctx, fmt.Sprintf("bench/mem/%05d", i), value, apiclient.WriteOptions{}); err != nil {
 					errs <- err
 					return
 				}
@@ -63,7 +63,7 @@ func (b *bencher) memory(ctx context.Context) error {
 	cl := client(leader)
 	for i := 0; i < memLists; i++ {
 		var sum int64
-		if _, err := cl.ConfigListEach(ctx, "", cli.ReadOptions{}, func(e api.ConfigEntry) error {
+		if _, err := cl.ConfigListEach(ctx, "", apiclient.ReadOptions{}, func(e api.ConfigEntry) error {
 			sum += int64(len(e.Key) + e.Size)
 			return nil
 		}); err != nil {

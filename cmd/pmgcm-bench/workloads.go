@@ -17,7 +17,8 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	"github.com/pmgcm/pmgcm/cli"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // bencher runs the workloads against the cluster.
@@ -53,6 +54,8 @@ func (b *bencher) runWorkload(ctx context.Context, w string) error {
 		return b.join(ctx)
 	case "memory":
 		return b.memory(ctx)
+	case "rolling_restart":
+		return b.rollingRestart(ctx)
 	}
 	return fmt.Errorf("unknown workload %q", w)
 }
@@ -146,7 +149,7 @@ func loopbackRate(ctx context.Context, d time.Duration) (float64, error) {
 
 // client returns a new control-socket client of n: one per load worker, so that each
 // keeps its own connection as a separate pmgcm process would have.
-func client(n *node) *cli.Client { return cli.NewClient(n.socket) }
+func client(n *node) *apiclient.Client { return apiclient.New(n.socket) }
 
 // timedLoop runs workers workers, worker i calling op(i, seq) until d has passed, and
 // returns the latencies of the successful calls and the elapsed time.
@@ -183,7 +186,7 @@ func (b *bencher) seqPut(ctx context.Context) error {
 	}
 	cl := client(leader)
 	l, el := timedLoop(ctx, 1, b.o.seqDur, func(ctx context.Context, _, seq int) error {
-		_, err := cl.ConfigSet(ctx, fmt.Sprintf("bench/seq/%d", seq%1000), b.value, cli.WriteOptions{})
+		_, err := cl.ConfigSet(ctx, fmt.Sprintf("bench/seq/%d", seq%1000), b.value, apiclient.WriteOptions{})
 		return err
 	})
 	s, errs := l.snapshot()
@@ -194,12 +197,12 @@ func (b *bencher) seqPut(ctx context.Context) error {
 
 func (b *bencher) concPut(ctx context.Context) error {
 	members := b.c.members()
-	clients := make([]*cli.Client, b.o.concCli)
+	clients := make([]*apiclient.Client, b.o.concCli)
 	for i := range clients {
 		clients[i] = client(members[i%len(members)])
 	}
 	l, el := timedLoop(ctx, len(clients), b.o.concDur, func(ctx context.Context, w, seq int) error {
-		_, err := clients[w].ConfigSet(ctx, fmt.Sprintf("bench/conc/%d/%d", w, seq%64), b.value, cli.WriteOptions{})
+		_, err := clients[w].ConfigSet(ctx, fmt.Sprintf("bench/conc/%d/%d", w, seq%64), b.value, apiclient.WriteOptions{})
 		return err
 	})
 	s, errs := l.snapshot()
@@ -214,11 +217,11 @@ func (b *bencher) get(ctx context.Context, name string, stale bool) error {
 	setup := client(members[0])
 	for k := 0; k < keys; k++ {
 		key := fmt.Sprintf("bench/get/%d", k)
-		if _, err := setup.ConfigGet(ctx, key, cli.ReadOptions{Stale: true}); err == nil {
+		if _, err := setup.ConfigGet(ctx, key, apiclient.ReadOptions{Stale: true}); err == nil {
 			continue
 		}
 		octx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err := setup.ConfigSet(octx, key, b.value, cli.WriteOptions{})
+		_, err := setup.ConfigSet(octx, key, b.value, apiclient.WriteOptions{})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("writing the keys to read: %w", err)
@@ -228,13 +231,13 @@ func (b *bencher) get(ctx context.Context, name string, stale bool) error {
 	if err := b.c.waitActive(ctx, members, 30*time.Second); err != nil {
 		return err
 	}
-	clients := make([]*cli.Client, b.o.getCli)
+	clients := make([]*apiclient.Client, b.o.getCli)
 	for i := range clients {
 		clients[i] = client(members[i%len(members)])
 	}
 	var wrong atomic.Int64
 	l, el := timedLoop(ctx, len(clients), b.o.getDur, func(ctx context.Context, w, seq int) error {
-		v, err := clients[w].ConfigGet(ctx, fmt.Sprintf("bench/get/%d", (w*7+seq)%keys), cli.ReadOptions{Stale: stale})
+		v, err := clients[w].ConfigGet(ctx, fmt.Sprintf("bench/get/%d", (w*7+seq)%keys), apiclient.ReadOptions{Stale: stale})
 		if err == nil && len(v.Value) != len(b.value) {
 			wrong.Add(1)
 		}
@@ -255,7 +258,7 @@ func (b *bencher) get(ctx context.Context, name string, stale bool) error {
 func (b *bencher) status(ctx context.Context) error {
 	members := b.c.members()
 	var healthy latencies
-	clients := make([]*cli.Client, len(members))
+	clients := make([]*apiclient.Client, len(members))
 	for i, n := range members {
 		clients[i] = client(n)
 	}
@@ -278,7 +281,7 @@ func (b *bencher) status(ctx context.Context) error {
 		return err
 	}
 	var paused *node
-	var others []*cli.Client
+	var others []*apiclient.Client
 	for i, n := range members {
 		if n != leader && paused == nil {
 			paused = n
@@ -353,7 +356,7 @@ func (b *bencher) promote(ctx context.Context) error {
 		_, err = cl.Promote(octx, false)
 		tp := time.Since(t0)
 		if err == nil {
-			_, err = cl.ConfigSet(octx, "bench/promote", b.value, cli.WriteOptions{})
+			_, err = cl.ConfigSet(octx, "bench/promote", b.value, apiclient.WriteOptions{})
 		}
 		tw := time.Since(t0)
 		cancel()
@@ -449,7 +452,7 @@ func (b *bencher) failoverTrial(ctx context.Context, leader, writerNode *node, s
 			for seq := 0; tctx.Err() == nil; seq++ {
 				t0 := time.Now()
 				octx, ocancel := context.WithTimeout(tctx, 5*time.Second)
-				_, err := cl.ConfigSet(octx, fmt.Sprintf("bench/failover/%d", w), b.value, cli.WriteOptions{})
+				_, err := cl.ConfigSet(octx, fmt.Sprintf("bench/failover/%d", w), b.value, apiclient.WriteOptions{})
 				ocancel()
 				now := time.Now()
 				mu.Lock()
@@ -568,7 +571,7 @@ func (b *bencher) join(ctx context.Context) error {
 					return
 				}
 				octx, cancel := context.WithTimeout(ctx, 60*time.Second)
-				_, err := cl.ConfigSet(octx, fmt.Sprintf("bench/join/%04d", i), value, cli.WriteOptions{})
+				_, err := cl.ConfigSet(octx, fmt.Sprintf("bench/join/%04d", i), value, apiclient.WriteOptions{})
 				cancel()
 				if err != nil {
 					werr.Add(1)
@@ -593,7 +596,7 @@ func (b *bencher) join(ctx context.Context) error {
 		return err
 	}
 	admitted := time.Since(start)
-	err := poll(ctx, 120*time.Second, 10*time.Millisecond, n.name+" in state A", func() error {
+	err := testutil.WaitEvery(ctx, n.name+" in state A", 120*time.Second, 10*time.Millisecond, func() error {
 		octx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		st, err := n.client.Status(octx)

@@ -59,10 +59,9 @@ type Limiter struct {
 	cfg Config
 	log *refusalLog
 
-	mu     sync.Mutex
-	total  int
-	per    map[netip.Addr]int
-	closed bool
+	mu    sync.Mutex
+	total int
+	per   map[netip.Addr]int
 }
 
 // New checks cfg and returns a Limiter. It does no I/O.

@@ -47,6 +47,9 @@ func Start(cmd *exec.Cmd, logPath string) (*Process, error) {
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// Pid is the process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Exited reports whether the process has exited; a nil Process has.
 func (p *Process) Exited() bool {
 	if p == nil {

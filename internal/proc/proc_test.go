@@ -2,6 +2,7 @@ package proc
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 func TestStartStopAndLog(t *testing.T) {
@@ -49,15 +52,11 @@ func TestStopKillsAfterTimeout(t *testing.T) {
 // waitLog waits until the log holds want: the script has set its traps.
 func waitLog(t *testing.T, log, want string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Poll(t, fmt.Sprintf("%q in the log", want), 5*time.Second, func() error {
 		b, _ := os.ReadFile(log)
-		if strings.Contains(string(b), want) {
-			return
+		if !strings.Contains(string(b), want) {
+			return fmt.Errorf("log: %q", b)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%q not in the log: %q", want, b)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }

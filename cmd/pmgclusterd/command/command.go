@@ -5,6 +5,7 @@
 package command
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmgcm/pmgcm/daemon"
+	"github.com/pmgcm/pmgcm/internal/logring"
+	"github.com/pmgcm/pmgcm/internal/version"
 )
 
 // Run runs pmgclusterd with args (without the program name) and returns the exit code.
@@ -54,11 +57,24 @@ flag names without the dashes, e.g.
     config-export-prefix = ["pmg/"]
 
 Flags given on the command line override the file. --print-config prints the settings in
-effect, as such a file, and exits.`,
+effect, as such a file, and exits.
+
+With --metrics-addr the daemon also serves the health checks GET /health/mail (200 while
+this node takes mail: SMTP up, not draining or in maintenance, disk above
+--min-free-disk, mail store writable; it does not depend on the Raft quorum) and GET
+/health/cluster (200 while it is a member in state A with a master known), 503 otherwise,
+each with a JSON body {"ok": BOOL, "reasons": [...]}, for HAProxy (option httpchk GET
+/health/mail) or a keepalived vrrp_script.
+
+Below --min-free-disk free space on the data directory's filesystem (checked every
+second) SMTP answers 452 4.3.1 and configuration writes through this node are refused;
+both resume by themselves once there is room.`,
 		Example: "  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml\n" +
 			"  pmgclusterd --data-dir /var/lib/pmgcm --ip 192.168.2.127\n" +
 			"  pmgclusterd --config /etc/pmgcm/pmgclusterd.toml --print-config",
-		Args:          cobra.NoArgs,
+		Args: cobra.NoArgs,
+		Version: fmt.Sprintf("%s; node protocol %d, state format %d",
+			version.String(), daemon.ProtocolVersion, daemon.StateFormat),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -74,8 +90,14 @@ effect, as such a file, and exits.`,
 			if level == hclog.NoLevel {
 				return fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", logLevel)
 			}
+			var settings bytes.Buffer
+			if err := WriteConfig(&settings, cmd.Flags()); err != nil {
+				return err
+			}
+			cfg.Settings = settings.Bytes()
+			cfg.LogRing = logring.New(0, 0) // the recent lines, for pmgcm report
 			cfg.Logger = hclog.New(&hclog.LoggerOptions{
-				Name: "pmgclusterd", Level: level, Output: stderr, JSONFormat: logJSON,
+				Name: "pmgclusterd", Level: level, Output: io.MultiWriter(stderr, cfg.LogRing), JSONFormat: logJSON,
 			})
 			cfg.Raft.Logger = cfg.Logger
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -90,6 +112,7 @@ effect, as such a file, and exits.`,
 			return d.Wait(ctx)
 		},
 	}
+	cmd.SetVersionTemplate("pmgclusterd {{.Version}}\n")
 	f := cmd.Flags()
 	f.StringVar(&configFile, flagConfig, "", "read settings from this TOML `FILE`; flags override it")
 	f.BoolVar(&printConfig, flagPrintConfig, false, "print the settings in effect as TOML (for --config) and exit")
@@ -112,13 +135,17 @@ effect, as such a file, and exits.`,
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "log entries kept behind a snapshot")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "write logs as JSON lines")
+	f.DurationVar(&cfg.SMTPDrainTimeout, "smtp-drain-timeout", cfg.SMTPDrainTimeout, "on stop, how long SMTP transactions in flight may take to finish (new connections are refused at once)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`IP:PORT`/metrics (off when empty)")
+	f.Var(&cfg.MinFreeDisk, "min-free-disk", "free space on the data directory's filesystem below which SMTP answers 452 and configuration writes through this node are refused: a percentage (5%) or a size (500MiB, 2G); 0 turns the guard off")
 	f.StringVar(&cfg.ExportDir, "config-export-dir", "", "write the configuration entries as files into this directory after each change (off when empty)")
 	f.StringSliceVar(&cfg.ExportPrefixes, "config-export-prefix", nil, "export only the entries under this key prefix (repeatable; default: all)")
 	f.IntVar(&cfg.ProtocolVersion, "protocol-version", cfg.ProtocolVersion, "node-to-node protocol version to speak (compatibility drills only)")
 	_ = f.MarkHidden("protocol-version")
 	f.BoolVar(&cfg.FaultInjection, "fault-injection", false, "serve the partition control of drills and tests (never in production)")
 	_ = f.MarkHidden("fault-injection")
+	f.DurationVar(&cfg.TestClockOffset, "test-clock-offset", 0, "shift the clock this node reports to status by this much (tests of the clock-skew warning only)")
+	_ = f.MarkHidden("test-clock-offset")
 	// --data-dir and --ip are required, but may come from --config: daemon.Config.Validate
 	// checks them once the file is read.
 	return cmd

@@ -17,7 +17,12 @@ const (
 	flagConfig      = "config"
 	flagPrintConfig = "print-config"
 	flagHelp        = "help"
+	flagVersion     = "version"
 )
+
+// maxConfigFile bounds the --config file: a file of every setting with its comment is
+// a few KiB; a larger one is refused before it is parsed.
+const maxConfigFile = 1 << 20
 
 // FileError is a mistake in the config file, at a line of it. Its text is "FILE:LINE: ...".
 type FileError struct {
@@ -31,10 +36,11 @@ func (e *FileError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.L
 func (e *FileError) Unwrap() error { return e.Err }
 
 // isSetting reports whether flag f may be set in the config file and is printed by
-// --print-config: every flag but --config, --print-config, --help and the hidden ones
+// --print-config: every flag but --config, --print-config, --help, --version and the hidden ones
 // (drills and tests only). A flag added to the command is a setting without more code.
 func isSetting(f *pflag.Flag) bool {
-	return !f.Hidden && f.Name != flagConfig && f.Name != flagPrintConfig && f.Name != flagHelp
+	return !f.Hidden && f.Name != flagConfig && f.Name != flagPrintConfig && f.Name != flagHelp &&
+		f.Name != flagVersion
 }
 
 // LoadConfigFile sets the flags of fs from the TOML file at path: each top-level key is a
@@ -43,10 +49,32 @@ func isSetting(f *pflag.Flag) bool {
 // Every unknown key, wrong type and bad value is reported as a *FileError with its line;
 // nothing is set from a file with a syntax error.
 func LoadConfigFile(fs *pflag.FlagSet, path string) error {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return fmt.Errorf("reading the --config file: %w", err)
+		return err
 	}
+	return decodeConfigFile(fs, path, data)
+}
+
+// readConfigFile reads the --config file, at most maxConfigFile bytes.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the --config file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the --config file: %w", err)
+	}
+	if len(data) > maxConfigFile {
+		return nil, fmt.Errorf("the --config file %s is over %d bytes: is it the right file? (pmgclusterd --print-config writes one)", path, maxConfigFile)
+	}
+	return data, nil
+}
+
+// decodeConfigFile is LoadConfigFile of the contents data of the file at path.
+func decodeConfigFile(fs *pflag.FlagSet, path string, data []byte) error {
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {

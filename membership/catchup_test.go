@@ -1,37 +1,37 @@
-package daemon
+package membership
 
 import "testing"
 
 func TestCatchUpTargetIsFixed(t *testing.T) {
-	var c catchUpTargets
+	var c Targets
 	// A node that has applied nothing is not caught up, however young the cluster.
-	if c.ready(2, 3, 0, 5) {
+	if c.Ready(2, 3, 0, 5) {
 		t.Fatal("a node with nothing applied counts as caught up")
 	}
 	// The target stays where it was set while the master moves on.
-	if c.ready(2, 3, 4, 500) {
+	if c.Ready(2, 3, 4, 500) {
 		t.Fatal("index 4 reached target 5")
 	}
-	if !c.ready(2, 3, 5, 900) {
+	if !c.Ready(2, 3, 5, 900) {
 		t.Fatal("the node reached its target 5 but is not caught up: the target moved")
 	}
 }
 
 func TestCatchUpTargetPerTermAndMember(t *testing.T) {
-	var c catchUpTargets
-	c.ready(2, 3, 0, 10)
-	c.ready(2, 4, 0, 20)
-	if !c.ready(2, 3, 10, 99) || c.ready(2, 4, 10, 99) {
+	var c Targets
+	c.Ready(2, 3, 0, 10)
+	c.Ready(2, 4, 0, 20)
+	if !c.Ready(2, 3, 10, 99) || c.Ready(2, 4, 10, 99) {
 		t.Fatal("targets are not per member")
 	}
 	// A new term (another master meanwhile) sets new targets.
-	if c.ready(3, 3, 10, 40) {
+	if c.Ready(3, 3, 10, 40) {
 		t.Fatal("target of an earlier term kept")
 	}
-	c.ready(3, 4, 10, 40)
+	c.Ready(3, 4, 10, 40)
 	// Forgotten members start over.
-	c.keep([]uint64{4})
-	if c.ready(3, 3, 40, 60) {
+	c.Keep([]uint64{4})
+	if c.Ready(3, 3, 40, 60) {
 		t.Fatal("target of a forgotten member kept")
 	}
 	if _, ok := c.targets[4]; !ok {

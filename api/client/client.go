@@ -1,4 +1,12 @@
-package cli
+// Package client is the Go client of pmgclusterd's control socket: the HTTP+JSON API over
+// a unix socket whose paths and types package api defines. The pmgcm CLI (package cli) and
+// the benchmark (cmd/pmgcm-bench) use it, and so do the integration tests.
+//
+// It owns the requests, the decoding of the answers (an *APIError for a non-2xx answer,
+// ErrUnreachable when the socket cannot be reached) and nothing else. Of this project it
+// imports only package api; it must never import daemon or any other daemon package, so
+// that the CLI stays a client of the socket.
+package client
 
 import (
 	"bytes"
@@ -11,13 +19,11 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
 )
-
-// DefaultSocketPath is the control socket used when neither --socket nor PMGCM_SOCKET is set.
-const DefaultSocketPath = "/run/pmgcm/pmgcm.sock"
 
 // ErrUnreachable is wrapped by the error a Client returns when it cannot connect to the
 // daemon's socket (missing socket, connection refused, permission denied).
@@ -26,30 +32,8 @@ var ErrUnreachable = errors.New("cannot reach pmgclusterd")
 // maxErrorBody bounds how much of a non-2xx answer is read.
 const maxErrorBody = 1 << 20
 
-// API is what the commands need from the daemon. Client implements it; tests use fakes.
-type API interface {
-	Status(ctx context.Context) (*api.Status, error)
-	Create(ctx context.Context) (*api.CreateResponse, error)
-	ConfigGet(ctx context.Context, key string, opts ReadOptions) (*ConfigValue, error)
-	ConfigSet(ctx context.Context, key string, value []byte, opts WriteOptions) (*api.WriteResponse, error)
-	ConfigDelete(ctx context.Context, key string, opts WriteOptions) (*api.WriteResponse, error)
-	ConfigList(ctx context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error)
-	ConfigListEach(ctx context.Context, prefix string, opts ReadOptions, fn func(api.ConfigEntry) error) (ReadInfo, error)
-	ConfigWatch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error)
-	JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error)
-	Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error)
-	JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
-	Delete(ctx context.Context, cid uint64, force bool) (*api.DeleteResponse, error)
-	Promote(ctx context.Context, force bool) (*api.PromoteResponse, error)
-	Sync(ctx context.Context, masterIP string) (*api.SyncResponse, error)
-	QuarantineList(ctx context.Context, from, to, state string) ([]api.QuarantineMessage, error)
-	QuarantineListEach(ctx context.Context, from, to, state string, fn func(api.QuarantineMessage) error) error
-	QuarantineShow(ctx context.Context, id string) (msg []byte, sha256 string, err error)
-	QuarantineDelete(ctx context.Context, id string) (*api.QuarantineMessage, error)
-	QuarantineRelease(ctx context.Context, id string) (*api.QuarantineMessage, error)
-}
-
-var _ API = (*Client)(nil)
+// defaultUserAgent is the User-Agent of a Client made without WithUserAgent.
+const defaultUserAgent = "pmgcm-client"
 
 // ReadOptions choose the consistency of a configuration read.
 type ReadOptions struct {
@@ -146,10 +130,20 @@ func (e *APIError) Error() string {
 type Client struct {
 	socketPath string
 	hc         *http.Client
+	userAgent  string
 }
 
-// NewClient returns a Client for the daemon listening on socketPath. It does no I/O.
-func NewClient(socketPath string) *Client {
+// Option changes a Client made by New.
+type Option func(*Client)
+
+// WithUserAgent sets the User-Agent header of every request (the daemon may log it);
+// pmgcm sends "pmgcm/VERSION".
+func WithUserAgent(ua string) Option {
+	return func(c *Client) { c.userAgent = ua }
+}
+
+// New returns a Client for the daemon listening on socketPath. It does no I/O.
+func New(socketPath string, opts ...Option) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -158,7 +152,11 @@ func NewClient(socketPath string) *Client {
 		DisableCompression: true,
 		MaxIdleConns:       2,
 	}
-	return &Client{socketPath: socketPath, hc: &http.Client{Transport: tr}}
+	c := &Client{socketPath: socketPath, hc: &http.Client{Transport: tr}, userAgent: defaultUserAgent}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // SocketPath returns the path of the socket the Client dials.
@@ -299,6 +297,20 @@ func (c *Client) JoinCmd(ctx context.Context, rotate bool) (*api.JoinCmd, error)
 	return &jc, nil
 }
 
+// RotateJoinToken replaces the join token with one that expires after ttl (never with
+// ttl 0) and returns the command with the new token (POST api.PathJoinCmd?rotate=1&ttl=D).
+func (c *Client) RotateJoinToken(ctx context.Context, ttl time.Duration) (*api.JoinCmd, error) {
+	q := url.Values{"rotate": {"1"}}
+	if ttl > 0 {
+		q.Set("ttl", ttl.String())
+	}
+	var jc api.JoinCmd
+	if err := c.doJSON(ctx, http.MethodPost, api.PathJoinCmd, q, nil, &jc); err != nil {
+		return nil, err
+	}
+	return &jc, nil
+}
+
 // Delete removes the node with cid from the cluster (POST api.PathDelete). With force, a
 // node lost with the quorum is removed the way a forced Promote recovers (see
 // api.DeleteRequest).
@@ -385,6 +397,12 @@ func (c *Client) transportError(method, path string, err error) error {
 	if errors.As(err, &uerr) {
 		err = uerr.Err
 	}
+	if method != http.MethodGet && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		return fmt.Errorf("%s %s: the daemon at %s closed the connection before it answered (%w); it may be stopping: "+
+			"the change may or may not have been made; check (pmgcm config get, pmgcm status), or retry on another node",
+			method, path, c.socketPath, err)
+	}
 	return fmt.Errorf("%s %s: %w", method, path, err)
 }
 
@@ -400,4 +418,10 @@ func decodeAPIError(resp *http.Response) error {
 		}
 	}
 	return e
+}
+
+// NewAPIError returns the error a Client returns for a non-2xx answer with status and the
+// decoded body e: for fakes of the client in tests of the packages that use it.
+func NewAPIError(status int, e api.Error) *APIError {
+	return &APIError{Status: status, wireError: e}
 }

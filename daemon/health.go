@@ -1,0 +1,151 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+)
+
+// healthRoutes serves the health checks on the metrics listener (--metrics-addr), for
+// load balancers (HAProxy option httpchk, keepalived vrrp_script) and monitoring.
+func (d *Daemon) healthRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+api.PathHealthMail, func(w http.ResponseWriter, r *http.Request) {
+		writeHealth(w, d.mailHealth())
+	})
+	mux.HandleFunc("GET "+api.PathHealthCluster, func(w http.ResponseWriter, r *http.Request) {
+		writeHealth(w, d.clusterHealth())
+	})
+}
+
+func writeHealth(w http.ResponseWriter, reasons []string) {
+	h := api.Health{OK: len(reasons) == 0, Reasons: reasons}
+	if h.Reasons == nil {
+		h.Reasons = []string{}
+	}
+	code := http.StatusOK
+	if !h.OK {
+		code = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, code, h)
+}
+
+// stopping reports whether the daemon is shutting down.
+func (d *Daemon) stopping() bool {
+	select {
+	case <-d.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// mailHealth says why this node does not take mail now (none: it does). It does not
+// depend on the Raft quorum, as mail intake does not.
+func (d *Daemon) mailHealth() []string {
+	var reasons []string
+	if d.stopping() {
+		reasons = append(reasons, "shutting down: SMTP intake is draining")
+	}
+	switch {
+	case d.cfg.SMTPPort == 0:
+		reasons = append(reasons, "SMTP intake is off (--smtp-port 0)")
+	case d.mail == nil || d.mail.smtp == nil || !d.mail.smtp.Listening():
+		reasons = append(reasons, fmt.Sprintf("SMTP listener on port %d is not accepting connections", d.cfg.SMTPPort))
+	}
+	if on, why := d.inMaintenance(); on {
+		reasons = append(reasons, "in maintenance: "+why)
+	}
+	if err := d.checkServing(); err != nil {
+		reasons = append(reasons, err.Error())
+	}
+	reasons = append(reasons, d.diskReasons()...)
+	if d.mail != nil {
+		if err := probeWritable(d.dir.file("mail")); err != nil {
+			reasons = append(reasons, "mail store is not writable: "+err.Error())
+		}
+	}
+	return reasons
+}
+
+// diskReasons says what the disk guard holds back, if anything.
+func (d *Daemon) diskReasons() []string {
+	g := d.ops.disk
+	s := g.state.Load()
+	switch {
+	case s == nil:
+		return nil
+	case s.Err != nil:
+		return []string{"disk guard: " + s.Err.Error()}
+	case s.ReadOnly:
+		return []string{fmt.Sprintf("the filesystem of %s is mounted read-only", d.cfg.DataDir)}
+	case s.active():
+		return []string{"disk guard: " + g.describe(s) + ": SMTP answers 452"}
+	}
+	return nil
+}
+
+// probeWritable creates, writes and removes a small file in dir: the mail store takes
+// mail only where that works. No fsync: it checks permissions and a read-only mount, not
+// the disk's durability.
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".health-*")
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write([]byte("ok"))
+	cerr := f.Close()
+	rerr := os.Remove(f.Name())
+	for _, e := range []error{werr, cerr, rerr} {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// clusterHealth says why this node is not an active member with a known master (none:
+// it is). It reads only this node's own state, without asking the other nodes.
+func (d *Daemon) clusterHealth() []string {
+	var reasons []string
+	if d.stopping() {
+		return []string{"shutting down"}
+	}
+	if err := d.checkServing(); err != nil {
+		return []string{err.Error()}
+	}
+	if d.knownCluster() == "" {
+		return []string{"not in a cluster: create one with pmgcm create, or join one with pmgcm join <master_ip>"}
+	}
+	n := d.rn()
+	st := n.Stats()
+	_, leaderID := n.Leader()
+	switch {
+	case leaderID == "":
+		reasons = append(reasons, "no master known: configuration writes are unavailable: "+d.quorumSummary())
+	case st.State != "Leader" && (st.LastContact <= 0 || st.LastContact > d.cfg.Raft.HeartbeatTimeout):
+		since := "never"
+		if lc := st.LastContact; lc > 0 {
+			since = lc.Round(time.Millisecond).String() + " ago"
+		}
+		reasons = append(reasons, fmt.Sprintf("no recent contact with the master (cid %s): last %s", leaderID, since))
+	}
+	if st.AppliedIndex+catchUpSlack < st.CommitIndex {
+		reasons = append(reasons, fmt.Sprintf("state S: syncing the configuration, applied index %d of %d", st.AppliedIndex, st.CommitIndex))
+	}
+	if ms := d.mailStatus(); ms != nil {
+		switch {
+		case !ms.BacklogKnown:
+			reasons = append(reasons, "state S: not every node has told yet what mail it has")
+		case ms.BacklogMessages > 0 || ms.BacklogBytes > 0:
+			reasons = append(reasons, fmt.Sprintf("state S: receiving mail from the other nodes (%d messages, %s to go)", ms.BacklogMessages, formatBytes(uint64(ms.BacklogBytes))))
+		}
+	}
+	if on, why := d.inMaintenance(); on {
+		reasons = append(reasons, "state M: in maintenance: "+why)
+	}
+	return reasons
+}

@@ -1,0 +1,208 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/cluster"
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
+)
+
+// The cluster version (see package internal/version): every node reports its build's
+// version and feature level in its node info (rpcNode, the status row); the master
+// records the lowest level among the members in the Raft log (fsm.SetClusterVersion)
+// once every member reports one, which a release 0.1.0 node does not; and a node whose
+// level is below the recorded one is refused at join.
+
+// oldNodeVersion stands for the version of a node that answers without one: release
+// 0.1.0, the last that reported none.
+const oldNodeVersion = "<=0.1.0"
+
+// clusterVersionInterval is how often the master asks the members for their levels
+// while the cluster version is below its own level.
+const clusterVersionInterval = 5 * time.Second
+
+// setBuildVersion fills this node's own row with its build's version and level.
+func setBuildVersion(n *api.Node) {
+	n.Version, n.Level = version.Version, version.Level
+}
+
+// nodeLevel is the feature level a node's info says, level 1 when it says none.
+func nodeLevel(n api.Node) int {
+	if n.Level == 0 {
+		return version.LevelRelease010
+	}
+	return n.Level
+}
+
+// versionStatus completes the status with the cluster version and each answering node's
+// version (oldNodeVersion for one that reports none), and warns of a mixed cluster and of
+// a state machine that stopped applying.
+func (d *Daemon) versionStatus(st *api.Status) {
+	if st.Cluster == nil {
+		return
+	}
+	cv := d.fsm.ClusterVersion()
+	st.Cluster.Version = cv
+	levels := map[int]bool{}
+	for i := range st.Nodes {
+		r := &st.Nodes[i]
+		if r.State == api.StateDown {
+			continue
+		}
+		if r.Version == "" {
+			r.Version, r.Level = oldNodeVersion, version.LevelRelease010
+		}
+		levels[r.Level] = true
+	}
+	if len(levels) > 1 {
+		st.Cluster.Warnings = append(st.Cluster.Warnings, fmt.Sprintf(
+			"the members run builds of different feature levels: the cluster runs at %s until every member is upgraded",
+			version.LevelName(cv)))
+	}
+	if err := d.fsm.Halted(); err != nil {
+		st.Cluster.Warnings = append(st.Cluster.Warnings, "this node "+haltAdvice(err))
+	}
+}
+
+// haltAdvice says what a halted state machine means and what to do.
+func haltAdvice(err error) string {
+	return fmt.Sprintf("(%s) stopped applying the replicated log: %v; it serves stale data and is no use as a master until pmgclusterd on it is upgraded (it then applies the rest on start)",
+		version.Version, err)
+}
+
+// watchHalt logs, loudly, when the state machine meets an entry it cannot apply.
+func (d *Daemon) watchHalt() {
+	d.fsm.SetOnHalt(func(err error) {
+		d.logger.Error("REPLICATED LOG HALTED: this node "+haltAdvice(err), "version", version.Version,
+			"level", version.Level)
+	})
+}
+
+// checkJoinLevel refuses a joining node whose build is below the cluster version. The
+// caller holds memberMu, which recordClusterVersion holds to raise the version.
+func (d *Daemon) checkJoinLevel(req cluster.AdmitRequest) error {
+	level, v := req.Level, req.Version
+	if level == 0 {
+		level, v = version.LevelRelease010, oldNodeVersion
+	}
+	if cv := d.fsm.ClusterVersion(); level < cv {
+		return fmt.Errorf("%w: the cluster runs at cluster version %s, the joining node %s (%s, %s) is older: upgrade pmgclusterd on it to this cluster's release or newer (this node runs %s)",
+			ErrIncompatible, version.LevelName(cv), req.Name, v, version.LevelName(level), version.Version)
+	}
+	return nil
+}
+
+// versionDuty is the master's leader duty (registered with raftnode.Node.OnLeader) that
+// raises the recorded cluster version to the lowest level among the members, once all
+// of them report one above it. For as long as the term lasts it asks the members every
+// clusterVersionInterval, and stops asking once the cluster is at this build's level.
+func (d *Daemon) versionDuty(ctx context.Context) {
+	tick := time.NewTicker(clusterVersionInterval)
+	defer tick.Stop()
+	for {
+		if d.fsm.Cluster() != nil && d.fsm.Halted() == nil && d.fsm.ClusterVersion() < version.Level {
+			if err := d.recordClusterVersion(ctx); err != nil && ctx.Err() == nil {
+				d.logger.Warn("cannot record the cluster version", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// recordClusterVersion asks every member for its level and, if the lowest is above the
+// recorded cluster version, proposes it. A member that does not answer, or answers
+// without a level (release 0.1.0, which would skip the command), keeps the version.
+func (d *Daemon) recordClusterVersion(ctx context.Context) error {
+	members := d.activeMembers()
+	lowest, who, err := d.lowestLevel(ctx, members)
+	if err != nil {
+		return err
+	}
+	cur := d.fsm.ClusterVersion()
+	if lowest <= cur {
+		if lowest < version.Level {
+			d.logger.Debug("cluster version stays: a member runs an older build", "cluster-version", cur,
+				"member", who, "level", lowest)
+		}
+		return nil
+	}
+	// memberMu: no member is admitted between the check and the record (checkJoinLevel).
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	if !sameMembers(members, d.activeMembers()) {
+		return nil // the members changed meanwhile; the next round asks again
+	}
+	if _, err := d.applyLocal(ctx, fsm.SetClusterVersion{Version: lowest}); err != nil {
+		return err
+	}
+	d.logger.Info("cluster version recorded", "cluster-version", lowest, "was", cur, "members", len(members))
+	return nil
+}
+
+// lowestLevel returns the lowest feature level among members (this node's own is its
+// build's) and a member at it, or an error naming a member that did not answer.
+func (d *Daemon) lowestLevel(ctx context.Context, members []fsm.Member) (int, string, error) {
+	me := d.self().CID
+	type answer struct {
+		m     fsm.Member
+		level int
+		err   error
+	}
+	answers := make([]answer, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		answers[i].m = m
+		if m.CID == me {
+			answers[i].level = version.Level
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
+			defer cancel()
+			n, err := d.peer.Node(cctx, memberAddr(m))
+			if err != nil {
+				answers[i].err = err
+				return
+			}
+			answers[i].level = nodeLevel(n)
+		}()
+	}
+	wg.Wait()
+	lowest, who := version.Level, "this node"
+	for _, a := range answers {
+		name := fmt.Sprintf("cid %d (%s)", a.m.CID, a.m.Name)
+		if a.err != nil {
+			return 0, "", fmt.Errorf("%s did not say its version: %w", name, a.err)
+		}
+		if a.level < lowest {
+			lowest, who = a.level, name
+		}
+	}
+	return lowest, who, nil
+}
+
+// sameMembers says whether a and b hold the same CIDs.
+func sameMembers(a, b []fsm.Member) bool {
+	cids := func(ms []fsm.Member) []uint64 {
+		out := make([]uint64, 0, len(ms))
+		for _, m := range ms {
+			out = append(out, m.CID)
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	return slices.Equal(cids(a), cids(b))
+}

@@ -1,0 +1,146 @@
+package raftnode
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pmgcm/pmgcm/fsm"
+)
+
+// slowElections are Raft timers long enough that a leader elected after them is easy to
+// tell from one handed leadership: followers of a silent leader wait a heartbeat
+// timeout (2 s here) and more before they stand.
+func slowElections(cfg *Config) {
+	cfg.HeartbeatTimeout = 2 * time.Second
+	cfg.ElectionTimeout = 2 * time.Second
+	cfg.LeaderLeaseTimeout = time.Second
+}
+
+// testCluster starts n in-process nodes on 127.0.0.1, node 1 bootstrapped and leading,
+// the others added as voters.
+func testCluster(t *testing.T, size int, tune func(*Config)) []*Node {
+	t.Helper()
+	var nodes []*Node
+	for i := 1; i <= size; i++ {
+		layer := newLayer(t)
+		cfg := testConfig(t.TempDir(), layer)
+		cfg.LocalID = ServerID(uint64(i))
+		cfg.Bootstrap = i == 1
+		if tune != nil {
+			tune(&cfg)
+		}
+		n, err := New(cfg, fsm.New(), layer.Next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Open(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		nodes = append(nodes, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := nodes[0].WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes[1:] {
+		if err := nodes[0].AddVoter(ctx, uint64(i+2), string(n.cfg.Address)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := nodes[0].Apply(ctx, fsm.ConfigSet{Key: "k", Value: []byte("v")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := n.WaitApplied(ctx, res.Index); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nodes
+}
+
+// leaderOf polls the nodes (with a deadline) until one of them other than skip leads.
+func leaderOf(t *testing.T, nodes []*Node, skip *Node, within time.Duration) (*Node, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		for _, n := range nodes {
+			if n != skip && n.IsLeader() {
+				return n, time.Since(start)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no leader among the other nodes within %s", within)
+	return nil, 0
+}
+
+// TestCloseHandsLeadershipOver: Close on the leader of a 3-node cluster hands leadership
+// to another voter before Raft stops, so a new leader is there at once, without the
+// followers waiting out their heartbeat timeout (2 s here) for an election.
+func TestCloseHandsLeadershipOver(t *testing.T) {
+	nodes := testCluster(t, 3, slowElections)
+	old := nodes[0]
+	start := time.Now()
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closeTook := time.Since(start)
+	next, after := leaderOf(t, nodes, old, 10*time.Second)
+	t.Logf("Close took %s; new leader %s %s after Close returned", closeTook, next.localID(), after)
+	if closeTook > handoverTimeout+time.Second {
+		t.Fatalf("Close took %s: the handover is bounded by %s", closeTook, handoverTimeout)
+	}
+	if closeTook+after >= 2*time.Second {
+		t.Fatalf("a new leader came %s after Close began: an election after the heartbeat timeout, not a handover", closeTook+after)
+	}
+	// The new leader serves writes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := next.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.Apply(ctx, fsm.ConfigSet{Key: "after", Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCloseSingleNodeJustStops: a single voter has nobody to hand over to: Close stops
+// at once.
+func TestCloseSingleNodeJustStops(t *testing.T) {
+	layer := newLayer(t)
+	cfg := testConfig(t.TempDir(), layer)
+	slowElections(&cfg)
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout = 100*time.Millisecond, 100*time.Millisecond
+	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	n, err := New(cfg, fsm.New(), layer.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Open(); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, n)
+	start := time.Now()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Close of a single node took %s", took)
+	}
+}
+
+// TestCloseFollowerNoHandover: a follower's Close does not disturb the leader.
+func TestCloseFollowerNoHandover(t *testing.T) {
+	nodes := testCluster(t, 3, nil)
+	before := nodes[0].LeaderChanges()
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !nodes[0].IsLeader() || nodes[0].LeaderChanges() != before {
+		t.Fatalf("closing a follower moved leadership (leader %v, changes %d -> %d)", nodes[0].IsLeader(), before, nodes[0].LeaderChanges())
+	}
+}
