@@ -19,6 +19,7 @@ type API interface {
 	ConfigSet(ctx context.Context, key string, value []byte, opts client.WriteOptions) (*api.WriteResponse, error)
 	ConfigDelete(ctx context.Context, key string, opts client.WriteOptions) (*api.WriteResponse, error)
 	ConfigList(ctx context.Context, prefix string, opts client.ReadOptions) (*api.ConfigList, client.ReadInfo, error)
+	ConfigListEach(ctx context.Context, prefix string, opts client.ReadOptions, fn func(api.ConfigEntry) error) (client.ReadInfo, error)
 	ConfigWatch(ctx context.Context, prefix string, from uint64, wait time.Duration) (*api.WatchResponse, error)
 	JoinProbe(ctx context.Context, master string) (*api.JoinProbe, error)
 	Join(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error)
@@ -28,6 +29,7 @@ type API interface {
 	Promote(ctx context.Context, force bool) (*api.PromoteResponse, error)
 	Sync(ctx context.Context, masterIP string) (*api.SyncResponse, error)
 	QuarantineList(ctx context.Context, from, to, state string) ([]api.QuarantineMessage, error)
+	QuarantineListEach(ctx context.Context, from, to, state string, fn func(api.QuarantineMessage) error) error
 	QuarantineShow(ctx context.Context, id string) (msg []byte, sha256 string, err error)
 	QuarantineDelete(ctx context.Context, id string) (*api.QuarantineMessage, error)
 	QuarantineRelease(ctx context.Context, id string) (*api.QuarantineMessage, error)

@@ -244,26 +244,31 @@ those starting with PREFIX. With -o json, print the entries, values included, as
 // runConfigList prints the entries under prefix as an aligned table, or as a JSON array,
 // on w, and the stale-read note on ew.
 func runConfigList(ctx context.Context, c API, prefix string, ro client.ReadOptions, output outputFormat, w, ew io.Writer) error {
-	l, ri, err := c.ConfigList(ctx, prefix, ro)
+	// Printed as the entries arrive (issue 16); the table's columns are aligned once all
+	// rows are in, which holds the keys, not the values.
+	var each func(api.ConfigEntry) error
+	var done func() error
+	if output == outputJSON {
+		aw := newJSONArrayWriter(w)
+		each = func(e api.ConfigEntry) error { return aw.add(e) }
+		done = aw.close
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "KEY\tVERSION\tSIZE")
+		each = func(e api.ConfigEntry) error {
+			_, err := fmt.Fprintf(tw, "%s\t%d\t%d\n", printableKey(e.Key), e.Version, e.Size)
+			return err
+		}
+		done = tw.Flush
+	}
+	ri, err := c.ConfigListEach(ctx, prefix, ro, each)
 	if err != nil {
 		return err
 	}
-	if err := staleNote(ew, ri); err != nil {
+	if err := done(); err != nil {
 		return err
 	}
-	entries := l.Entries
-	if entries == nil {
-		entries = []api.ConfigEntry{}
-	}
-	if output == outputJSON {
-		return writeJSON(w, entries)
-	}
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tVERSION\tSIZE")
-	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%d\t%d\n", printableKey(e.Key), e.Version, e.Size)
-	}
-	return tw.Flush()
+	return staleNote(ew, ri)
 }
 
 func (a *app) configDeleteCmd() *cobra.Command {

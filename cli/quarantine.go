@@ -107,28 +107,30 @@ the message.`,
 // runQuarantineList prints the messages as a table, times in loc (nil: local time), or
 // as a JSON array.
 func runQuarantineList(ctx context.Context, c API, opts quarantineListOptions, loc *time.Location, w io.Writer) error {
-	msgs, err := c.QuarantineList(ctx, opts.from, opts.to, opts.state)
-	if err != nil {
-		return err
-	}
-	if msgs == nil {
-		msgs = []api.QuarantineMessage{}
-	}
+	// Printed as the messages arrive (issue 16).
 	if opts.output == outputJSON {
-		return writeJSON(w, msgs)
+		aw := newJSONArrayWriter(w)
+		if err := c.QuarantineListEach(ctx, opts.from, opts.to, opts.state, func(m api.QuarantineMessage) error { return aw.add(m) }); err != nil {
+			return err
+		}
+		return aw.close()
 	}
 	if loc == nil {
 		loc = time.Local
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRECEIVED\tFROM\tTO\tSIZE\tSTATE\tSUBJECT")
-	for _, m := range msgs {
+	err := c.QuarantineListEach(ctx, opts.from, opts.to, opts.state, func(m api.QuarantineMessage) error {
 		from := m.From
 		if from == "" {
 			from = "<>"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cell(m.ID), m.Received.In(loc).Format(time.RFC3339),
+		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cell(m.ID), m.Received.In(loc).Format(time.RFC3339),
 			cell(from), cell(strings.Join(m.To, ",")), m.Size, cell(m.State), cut(cell(m.Subject), maxSubject))
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	return tw.Flush()
 }

@@ -316,14 +316,15 @@ func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	entries := d.fsm.List(r.URL.Query().Get("prefix"))
-	out := api.ConfigList{Entries: make([]api.ConfigEntry, 0, len(entries))}
-	for _, e := range entries {
+	// Streamed (issue 16): the values are shared with the state, each entry is encoded
+	// on its own; the bytes are those of an api.ConfigList encoded whole.
+	entries := d.fsm.ListShared(r.URL.Query().Get("prefix"))
+	streamJSON(w, `{"entries":[`, `]}`, len(entries), func(i int) any {
+		e := entries[i]
 		ce := api.ConfigEntry{Key: e.Key, Version: e.Version, Size: len(e.Value)}
 		ce.Value, ce.ValueBase64 = encodeValue(e.Value)
-		out.Entries = append(out.Entries, ce)
-	}
-	writeJSON(w, http.StatusOK, out)
+		return ce
+	})
 }
 
 // maxControlBody bounds every JSON request body of the control socket (a restore's

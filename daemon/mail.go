@@ -277,11 +277,8 @@ func (d *Daemon) handleQuarantineList(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	out := make([]api.QuarantineMessage, 0, len(list))
-	for _, m := range list {
-		out = append(out, quarantineMessage(m))
-	}
-	writeJSON(w, http.StatusOK, out)
+	// Streamed (issue 16): the bytes are those of the []api.QuarantineMessage encoded whole.
+	streamJSON(w, "[", "]", len(list), func(i int) any { return quarantineMessage(list[i]) })
 }
 
 func (d *Daemon) handleQuarantineShow(w http.ResponseWriter, r *http.Request) {

@@ -230,20 +230,11 @@ func (c *Client) ConfigDelete(ctx context.Context, key string, opts WriteOptions
 // (GET api.PathConfigList?prefix=P, with opts.Stale &stale=1), and says how the read was
 // served.
 func (c *Client) ConfigList(ctx context.Context, prefix string, opts ReadOptions) (*api.ConfigList, ReadInfo, error) {
-	var q url.Values
-	if prefix != "" {
-		q = url.Values{"prefix": {prefix}}
-	}
-	resp, err := c.do(ctx, http.MethodGet, api.PathConfigList, opts.query(q), nil, "")
-	if err != nil {
-		return nil, ReadInfo{}, err
-	}
-	defer resp.Body.Close()
-	var cl api.ConfigList
-	if err := json.NewDecoder(resp.Body).Decode(&cl); err != nil {
-		return nil, ReadInfo{}, fmt.Errorf("decoding answer of GET %s: %w", api.PathConfigList, err)
-	}
-	ri, err := readInfo(resp.Header)
+	cl := api.ConfigList{Entries: []api.ConfigEntry{}}
+	ri, err := c.ConfigListEach(ctx, prefix, opts, func(e api.ConfigEntry) error {
+		cl.Entries = append(cl.Entries, e)
+		return nil
+	})
 	if err != nil {
 		return nil, ReadInfo{}, err
 	}

@@ -17,14 +17,12 @@ import (
 // those whose sender or recipients contain from and to and whose state is state; empty
 // filters are not sent.
 func (c *Client) QuarantineList(ctx context.Context, from, to, state string) ([]api.QuarantineMessage, error) {
-	q := url.Values{}
-	for k, v := range map[string]string{"from": from, "to": to, "state": state} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	var msgs []api.QuarantineMessage
-	if err := c.doJSON(ctx, http.MethodGet, api.PathQuarantine, q, nil, &msgs); err != nil {
+	msgs := []api.QuarantineMessage{}
+	err := c.QuarantineListEach(ctx, from, to, state, func(m api.QuarantineMessage) error {
+		msgs = append(msgs, m)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return msgs, nil

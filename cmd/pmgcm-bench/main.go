@@ -26,7 +26,7 @@ import (
 
 // allWorkloads in the order they run. failover and promote change the master on purpose;
 // every other workload must cause no election. join runs last as it adds a fourth node.
-var allWorkloads = []string{"env", "seq_put", "conc_put", "lin_get", "stale_get", "status", "mail", "promote", "failover", "rolling_restart", "join"}
+var allWorkloads = []string{"env", "seq_put", "conc_put", "lin_get", "stale_get", "status", "mail", "promote", "failover", "rolling_restart", "join", "memory"}
 
 // electionsExpected are the workloads that change the master on purpose.
 var electionsExpected = map[string]bool{"promote": true, "failover": true, "rolling_restart": true}
