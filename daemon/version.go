@@ -45,6 +45,9 @@ type versionKeeper struct {
 	memberMu *sync.Mutex
 	// apply commits a command on this node, the master (Daemon.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
+	// onHalt is told when the state machine halts (it wakes the master's handover duty);
+	// it must not block.
+	onHalt func()
 }
 
 // newVersionKeeper returns the version keeper of d, whose fsm is made.
@@ -52,6 +55,7 @@ func newVersionKeeper(d *Daemon) *versionKeeper {
 	return &versionKeeper{
 		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
 		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, apply: d.applyLocal,
+		onHalt: d.tools.halt.fire,
 	}
 }
 
@@ -104,11 +108,15 @@ func haltAdvice(err error) string {
 		version.Version, err)
 }
 
-// watchHalt logs, loudly, when the state machine meets an entry it cannot apply.
+// watchHalt logs, loudly, when the state machine meets an entry it cannot apply, and
+// wakes the master's handover duty: a halted node is no use as a master.
 func (k *versionKeeper) watchHalt() {
 	k.fsm.SetOnHalt(func(err error) {
 		k.logger.Error("REPLICATED LOG HALTED: this node "+haltAdvice(err), "version", version.Version,
 			"level", version.Level)
+		if k.onHalt != nil {
+			k.onHalt()
+		}
 	})
 }
 
