@@ -134,6 +134,21 @@ func (k *versionKeeper) checkJoinLevel(req cluster.AdmitRequest) error {
 	return nil
 }
 
+// checkReadmitLevel refuses the re-admission of fenced member m whose build (req; none
+// is release 0.1.0, level 1) is below the cluster version, naming both, as
+// checkJoinLevel does for a join. The caller holds memberMu.
+func checkReadmitLevel(f *fsm.FSM, m fsm.Member, req cluster.ReadmitRequest) error {
+	level, v := req.Level, req.Version
+	if level == 0 {
+		level, v = version.LevelRelease010, oldNodeVersion
+	}
+	if cv := f.ClusterVersion(); level < cv {
+		return fmt.Errorf("%w: the cluster runs at cluster version %s, the fenced node %s (cid %d, %s, %s) is older: upgrade pmgclusterd on it to this cluster's release or newer, then run pmgcm sync --master_ip again (this node runs %s)",
+			ErrIncompatible, version.LevelName(cv), m.Name, m.CID, v, version.LevelName(level), version.Version)
+	}
+	return nil
+}
+
 // duty is the master's leader duty (registered with raftnode.Node.OnLeader) that
 // raises the recorded cluster version to the lowest level among the members, once all
 // of them report one above it. For as long as the term lasts it asks the members every
@@ -159,9 +174,9 @@ func (k *versionKeeper) duty(ctx context.Context) {
 // recorded cluster version, proposes it. A member that does not answer, or answers
 // without a level (release 0.1.0, which would skip the command), keeps the version.
 //
-// Every member counts, a fenced one too: `pmgcm sync` re-admits a fenced member without
-// asking its build, so a version raised past its level would bring it back into a log
-// and snapshots it cannot read. A fenced member refuses the RPC, so the version waits
+// Every member counts, a fenced one too: a version raised past its level would keep it
+// out for good (re-admission refuses a build below the cluster version,
+// checkReadmitLevel), and a master of release 0.1.0 re-admits without asking the build. A fenced member refuses the RPC, so the version waits
 // until it is re-admitted or deleted.
 func (k *versionKeeper) record(ctx context.Context) error {
 	members := k.fsm.Members()
