@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/pmgcm/pmgcm/fsm"
 )
 
 // haltSignal wakes the master's handover duty when the state machine halts (it met a
@@ -68,4 +71,16 @@ func (d *Daemon) handoverDuty(ctx context.Context, handOver func(context.Context
 		case <-time.After(handoverEvery):
 		}
 	}
+}
+
+// transferHalted hands leadership of this halted master straight to voter cid. The
+// voter policy's steps (promoter.transferTo) are skipped: they may propose a suffrage
+// record, which a halted state machine cannot apply, and its member list is stale.
+// handOver only picks a node that is a voter in the Raft configuration.
+func (d *Daemon) transferHalted(_ context.Context, cid uint64) error {
+	m, ok := d.fsm.Member(cid)
+	if !ok {
+		return fmt.Errorf("%w: cid %d", fsm.ErrUnknownMember, cid)
+	}
+	return d.rn().TransferLeadership(cid, memberAddr(m))
 }

@@ -3,7 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +16,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/internal/testutil"
+	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // TestHaltedMasterHandsOver: the master whose state machine halts (a log entry this
@@ -59,6 +64,64 @@ func TestHaltedMasterHandsOver(t *testing.T) {
 	testutil.Poll(t, "the handover at the start of a halted term", handoverEvery/2, func() error {
 		if handovers.Load() == before {
 			return errors.New("no handover yet")
+		}
+		return nil
+	})
+}
+
+// TestHaltedMasterHandsOverToVoter: in a two-voter Raft, the master whose state machine
+// halted hands leadership to the other voter (without the voter policy's suffrage
+// record, which it could not apply).
+func TestHaltedMasterHandsOverToVoter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := tcpLayer{ln}
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	p, _ := strconv.Atoi(port)
+	two := testMember(2, fsm.Voter)
+	two.IP, two.Port = host, p
+	rt := roundTrip(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
+			Body: io.NopCloser(strings.NewReader(`{"cid":2,"applied_index":5}`))}, nil
+	})
+	d := leaderDaemon(t, rt, testMember(1, fsm.Voter), two)
+	d.tools.loaded = true
+	d.promoter = newPromoter(d)
+
+	rc := raftnode.DefaultConfig()
+	rc.Dir, rc.LocalID, rc.Address = t.TempDir(), "2", raft.ServerAddress(ln.Addr().String())
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	f2 := fsm.New()
+	n2, err := raftnode.New(rc, f2, func() raft.StreamLayer { return layer })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n2.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := d.rn().AddVoter(ctx, 2, memberAddr(two)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Poll(t, "cid 2 caught up", 10*time.Second, func() error {
+		if f2.AppliedIndex() < d.fsm.AppliedIndex() {
+			return errors.New("behind")
+		}
+		return nil
+	})
+	res := d.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: d.fsm.AppliedIndex() + 1,
+		Data: []byte{fsm.EncodingVersion, 200, '{', '}'}}).(*fsm.Result)
+	if !errors.Is(res.Err, fsm.ErrHalted) {
+		t.Fatalf("test setup: the state machine did not halt: %v", res.Err)
+	}
+	go d.handoverDuty(ctx, d.handOver)
+	testutil.Poll(t, "cid 2 master", 15*time.Second, func() error {
+		if !n2.IsLeader() {
+			return errors.New("cid 2 is not the leader")
 		}
 		return nil
 	})

@@ -333,7 +333,11 @@ func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
 		}
 		return 0, errors.New("no other voter is up and out of maintenance: this node stays master until one is")
 	}
-	if err := d.promoter.transferTo(ctx, best.cid); err != nil {
+	transfer := d.promoter.transferTo
+	if d.fsm.Halted() != nil {
+		transfer = d.transferHalted // handover.go
+	}
+	if err := transfer(ctx, best.cid); err != nil {
 		return 0, fmt.Errorf("hand mastership to cid %d: %w", best.cid, err)
 	}
 	d.logger.Info("handed mastership over", "to-cid", best.cid, "why", d.handoverReason())
