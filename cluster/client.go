@@ -58,11 +58,12 @@ func (c *Client) Admit(ctx context.Context, addr string, req AdmitRequest) (Admi
 	return out, err
 }
 
-// Readmit forwards the re-admission of the fenced member with certificate fingerprint
-// to the master at addr (PathReadmit).
-func (c *Client) Readmit(ctx context.Context, addr, fingerprint string) (Admission, error) {
+// Readmit forwards the re-admission of the fenced member with certificate
+// req.Fingerprint, of build req.Version and req.Level, to the master at addr
+// (PathReadmit).
+func (c *Client) Readmit(ctx context.Context, addr string, req ReadmitRequest) (Admission, error) {
 	var out Admission
-	err := c.Call(ctx, addr, http.MethodPost, PathReadmit, FingerprintRequest{Fingerprint: fingerprint}, &out)
+	err := c.Call(ctx, addr, http.MethodPost, PathReadmit, req, &out)
 	return out, err
 }
 
@@ -114,11 +115,11 @@ func (c *Client) CheckMembership(ctx context.Context, addr, fingerprint string) 
 	return out, err
 }
 
-// JoinReadmit asks the node at addr to take this fenced node back (JoinPathReadmit); the
-// Client must present this node's own certificate.
-func (c *Client) JoinReadmit(ctx context.Context, addr string) (Admission, error) {
+// JoinReadmit asks the node at addr to take this fenced node, of build version and
+// level, back (JoinPathReadmit); the Client must present this node's own certificate.
+func (c *Client) JoinReadmit(ctx context.Context, addr, version string, level int) (Admission, error) {
 	var out Admission
-	err := c.Call(ctx, addr, http.MethodPost, JoinPathReadmit, struct{}{}, &out)
+	err := c.Call(ctx, addr, http.MethodPost, JoinPathReadmit, ReadmitRequest{Version: version, Level: level}, &out)
 	return out, err
 }
 

@@ -62,7 +62,8 @@ func (f *Forwarder) Client() *Client { return f.cfg.Client }
 // idempotent: longer than the two applies (5 s each) of the longest such request.
 const ForwardAnswerTimeout = 12 * time.Second
 
-// retryInterval is the pause between two attempts to find a master that answers.
+// retryInterval is the pause before another attempt where no event announces the
+// change awaited: a master not heard from lately, one not reached.
 const retryInterval = 50 * time.Millisecond
 
 // OnMaster runs a master-only operation: local while this node is the master, forward
@@ -113,10 +114,20 @@ func (f *Forwarder) CallLeader(ctx context.Context, idempotent bool, call func(c
 		if addr != "" && addr == refused && time.Now().After(refusedUntil) {
 			refused = ""
 		}
-		if addr != "" && addr != refused && (addr == f.cfg.Self || f.leaderFresh()) {
-			if addr == f.cfg.Self {
-				return ErrSelfLeader // this node won the election meanwhile: the caller acts locally
-			}
+		// What to wait for before the next look: a change of master (LeaderChanged), and
+		// a timer only where a state can change that Raft announces with no event.
+		var backstop time.Duration // 0: the change of master only
+		switch {
+		case addr == "":
+			// An election is under way: LeaderChanged fires once a master is known.
+		case addr == refused:
+			backstop = time.Until(refusedUntil)
+		case addr == f.cfg.Self:
+			return ErrSelfLeader // this node won the election meanwhile: the caller acts locally
+		case !f.leaderFresh():
+			// A contact of the master comes with no event: look again shortly.
+			backstop = retryInterval
+		default:
 			err, gaveUp := f.attempt(ctx, addr, f.attemptTimeout(idempotent), call)
 			switch classify(err, idempotent) {
 			case attemptDone:
@@ -131,10 +142,14 @@ func (f *Forwarder) CallLeader(ctx context.Context, idempotent bool, call func(c
 				return fmt.Errorf("%w: the master at %s took the request but %v", raftnode.ErrUnknownOutcome, addr, why)
 			case attemptNotMaster:
 				refused, refusedUntil = addr, time.Now().Add(f.cfg.ElectionWait)
+				backstop = time.Until(refusedUntil)
 			case attemptNotSent:
+				// Not reached: a passing network fault ends with no event, a dead master
+				// with an election (LeaderChanged). Try again shortly.
+				backstop = retryInterval
 			}
 		}
-		if err := waitChange(ctx, changed, retryInterval); err != nil {
+		if err := waitChange(ctx, changed, backstop); err != nil {
 			return f.noQuorum()
 		}
 		if refused != "" && f.cfg.Raft.LeaderAddr() != refused {
@@ -177,17 +192,26 @@ func classify(err error, idempotent bool) attemptResult {
 	return attemptDone
 }
 
-// waitChange waits until changed fires or d has passed; it returns ctx's error if ctx
-// ends first. A nil changed (a closed Raft node) never fires.
+// waitChange waits until changed fires or d has passed (d <= 0: no time limit); it
+// returns ctx's error if ctx ends first. A nil changed (a Raft instance that closed,
+// which a join replaces) never fires: then the wait is at most retryInterval, so that
+// the instance that runs now is looked at.
 func waitChange(ctx context.Context, changed <-chan struct{}, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
+	if changed == nil && (d <= 0 || d > retryInterval) {
+		d = retryInterval
+	}
+	var timeout <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-changed:
 		return nil
-	case <-t.C:
+	case <-timeout:
 		return nil
 	}
 }
@@ -251,10 +275,11 @@ func (f *Forwarder) attemptTimeout(idempotent bool) time.Duration {
 // ends, and returns its address.
 func (f *Forwarder) WaitLeaderAddr(ctx context.Context) (string, error) {
 	for {
+		changed := f.cfg.Raft.LeaderChanged() // before LeaderAddr: no change is missed
 		if addr := f.cfg.Raft.LeaderAddr(); addr != "" {
 			return addr, nil
 		}
-		if err := pause(ctx, retryInterval); err != nil {
+		if err := waitChange(ctx, changed, 0); err != nil {
 			return "", f.noQuorum()
 		}
 	}

@@ -34,7 +34,7 @@ const (
 	PathDelete = "/rpc/v1/delete"
 	// PathTransfer takes POST TransferRequest, on the master: hand leadership to that member.
 	PathTransfer = "/rpc/v1/transfer"
-	// PathReadmit takes POST FingerprintRequest forwarded by a member, on the master,
+	// PathReadmit takes POST ReadmitRequest forwarded by a member, on the master,
 	// and answers Admission: the re-admission of a fenced member.
 	PathReadmit = "/rpc/v1/readmit"
 	// PathRecordCert takes POST CertRecord, on the master: publish a member's renewed
@@ -53,8 +53,8 @@ const (
 	JoinPathAdmit = "/join/v1/admit"
 	// JoinPathMembership takes POST FingerprintRequest and answers Membership.
 	JoinPathMembership = "/join/v1/membership"
-	// JoinPathReadmit takes POST (body "{}") from a fenced member presenting its own
-	// certificate and answers Admission.
+	// JoinPathReadmit takes POST ReadmitRequest (release 0.1.0 sends "{}") from a fenced
+	// member presenting its own certificate and answers Admission.
 	JoinPathReadmit = "/join/v1/readmit"
 )
 
@@ -153,9 +153,24 @@ type TransferRequest struct {
 	CID uint64 `json:"cid"`
 }
 
-// FingerprintRequest names a certificate (PathReadmit, JoinPathMembership).
+// FingerprintRequest names a certificate (JoinPathMembership).
 type FingerprintRequest struct {
 	Fingerprint string `json:"fingerprint"`
+}
+
+// ReadmitRequest asks the master to take a fenced member back: the body of
+// JoinPathReadmit (where Fingerprint is ignored: the master knows the node by the
+// certificate it presents) and of PathReadmit (where the member that received the
+// request vouches for the fingerprint it saw).
+//
+// Version and Level are the fenced node's build (package internal/version), which the
+// master checks against the cluster version as at a join. Release 0.1.0 sends "{}" on
+// JoinPathReadmit and only the fingerprint on PathReadmit, and ignores the other fields
+// of either: no level is level 1.
+type ReadmitRequest struct {
+	Fingerprint string `json:"fingerprint"`
+	Version     string `json:"version,omitempty"`
+	Level       int    `json:"level,omitempty"`
 }
 
 // CertRecord asks the master to publish a member's renewed certificate (PathRecordCert).

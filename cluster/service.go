@@ -28,8 +28,9 @@ type Handler interface {
 	Delete(ctx context.Context, cid uint64) (*api.DeleteResponse, error)
 	// Transfer hands leadership to member cid (PathTransfer).
 	Transfer(ctx context.Context, cid uint64) error
-	// Readmit takes back the fenced member whose certificate has fingerprint.
-	Readmit(ctx context.Context, fingerprint string) (*Admission, error)
+	// ReadmitMember takes back the fenced member whose certificate has req.Fingerprint
+	// and whose build is req.Version and req.Level.
+	ReadmitMember(ctx context.Context, req ReadmitRequest) (*Admission, error)
 	// RecordCert publishes a member's renewed certificate and returns the index.
 	RecordCert(ctx context.Context, req CertRecord) (uint64, error)
 	// RenewCert renews this node's own certificate.
@@ -79,9 +80,9 @@ func NewService(h Handler, writeErr ErrorWriter) *Service {
 	s.rpc.HandleFunc("POST "+PathReadmit, func(w http.ResponseWriter, r *http.Request) {
 		// The forwarded form: the member that received the request vouches for the
 		// fingerprint it saw.
-		var req FingerprintRequest
+		var req ReadmitRequest
 		if s.decode(w, r, &req) {
-			adm, err := h.Readmit(r.Context(), req.Fingerprint)
+			adm, err := h.ReadmitMember(r.Context(), req)
 			s.reply(w, adm, err)
 		}
 	})
@@ -111,7 +112,12 @@ func NewService(h Handler, writeErr ErrorWriter) *Service {
 			s.writeErr(w, fmt.Errorf("%w: re-admission needs the node's own certificate", ErrBadRequest))
 			return
 		}
-		adm, err := h.Readmit(r.Context(), fp)
+		var req ReadmitRequest // the node's build; "{}" from release 0.1.0
+		if !s.decode(w, r, &req) {
+			return
+		}
+		req.Fingerprint = fp
+		adm, err := h.ReadmitMember(r.Context(), req)
 		s.reply(w, adm, err)
 	})
 	if oh, ok := h.(OpsHandler); ok {

@@ -58,6 +58,9 @@ func TestWireJSON(t *testing.T) {
 		{ReadIndexResult{Index: 7}, `{"index":7}`},
 		{TransferRequest{CID: 3}, `{"cid":3}`},
 		{FingerprintRequest{Fingerprint: "ab"}, `{"fingerprint":"ab"}`},
+		{ReadmitRequest{Fingerprint: "ab"}, `{"fingerprint":"ab"}`},
+		// A newer build's re-admission: fields a first-release node ignores.
+		{ReadmitRequest{Fingerprint: "ab", Version: "v", Level: 3}, `{"fingerprint":"ab","version":"v","level":3}`},
 		{CertRecord{CID: 3, CertPEM: []byte("c")}, `{"cid":3,"cert_pem":"Yw=="}`},
 		{api.DeleteRequest{CID: 3}, `{"cid":3}`},
 	} {
@@ -75,6 +78,7 @@ func TestWireJSON(t *testing.T) {
 type fakeHandler struct {
 	cid   uint64
 	fp    string
+	level int
 	relay bool
 	err   error
 }
@@ -96,8 +100,8 @@ func (f *fakeHandler) Delete(_ context.Context, cid uint64) (*api.DeleteResponse
 	return &api.DeleteResponse{CID: cid}, f.err
 }
 func (f *fakeHandler) Transfer(_ context.Context, cid uint64) error { f.cid = cid; return f.err }
-func (f *fakeHandler) Readmit(_ context.Context, fp string) (*Admission, error) {
-	f.fp = fp
+func (f *fakeHandler) ReadmitMember(_ context.Context, req ReadmitRequest) (*Admission, error) {
+	f.fp, f.level = req.Fingerprint, req.Level
 	return &Admission{CID: 6}, f.err
 }
 func (f *fakeHandler) RecordCert(_ context.Context, req CertRecord) (uint64, error) {
@@ -167,7 +171,7 @@ func TestServiceAndClient(t *testing.T) {
 	if err := c.Transfer(ctx, ra, 10); err != nil || h.cid != 10 {
 		t.Errorf("Transfer: %v, cid %d", err, h.cid)
 	}
-	if a, err := c.Readmit(ctx, ra, "fp1"); err != nil || a.CID != 6 || h.fp != "fp1" {
+	if a, err := c.Readmit(ctx, ra, ReadmitRequest{Fingerprint: "fp1", Level: 3}); err != nil || a.CID != 6 || h.fp != "fp1" || h.level != 3 {
 		t.Errorf("Readmit: %+v, %v", a, err)
 	}
 	if i, err := c.RecordCert(ctx, ra, CertRecord{CID: 14}); err != nil || i != 13 || h.cid != 14 {
@@ -185,7 +189,7 @@ func TestServiceAndClient(t *testing.T) {
 	}
 	// Without a certificate (no mux below httptest), re-admission on the join channel
 	// is a bad request.
-	if _, err := jc.JoinReadmit(ctx, ja); Code(err) != api.CodeBadRequest {
+	if _, err := jc.JoinReadmit(ctx, ja, "v", 3); Code(err) != api.CodeBadRequest {
 		t.Errorf("JoinReadmit without a certificate: %v", err)
 	}
 

@@ -52,6 +52,8 @@ type toolState struct {
 	flagMu  sync.RWMutex // guards maint, since and loaded for readers
 
 	backup backupState
+	// halt wakes the handover duty when the state machine halts (handover.go).
+	halt haltSignal
 }
 
 // maintenanceOn reports whether this node is in maintenance, reading the file once.
@@ -331,29 +333,22 @@ func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
 		}
 		return 0, errors.New("no other voter is up and out of maintenance: this node stays master until one is")
 	}
-	if err := d.promoter.transferTo(ctx, best.cid); err != nil {
+	transfer := d.promoter.transferTo
+	if d.fsm.Halted() != nil {
+		transfer = d.transferHalted // handover.go
+	}
+	if err := transfer(ctx, best.cid); err != nil {
 		return 0, fmt.Errorf("hand mastership to cid %d: %w", best.cid, err)
 	}
-	d.logger.Info("in maintenance: handed mastership over", "to-cid", best.cid)
+	d.logger.Info("handed mastership over", "to-cid", best.cid, "why", d.handoverReason())
 	return best.cid, nil
 }
 
-// maintenanceDuty runs on the master for one leadership term: a node in maintenance
-// that becomes master hands mastership over at once, and retries while no voter can
-// take it.
+// maintenanceDuty runs on the master for one leadership term: a node in maintenance, or
+// whose state machine halted, that becomes master hands mastership over at once, and
+// retries while no voter can take it (handover.go).
 func (d *Daemon) maintenanceDuty(ctx context.Context) {
-	for {
-		if d.maintenanceOn() && d.rn().IsLeader() && d.fsm.Cluster() != nil {
-			if _, err := d.handOver(ctx); err != nil && ctx.Err() == nil {
-				d.logger.Warn("in maintenance but master", "error", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(handoverEvery):
-		}
-	}
+	d.handoverDuty(ctx, d.handOver)
 }
 
 // leaderDuties are the leader duties of maintenance and scheduled backups, registered

@@ -70,10 +70,6 @@ func (h rpcHandler) Transfer(ctx context.Context, cid uint64) error {
 	return h.d.promoter.transferTo(ctx, cid)
 }
 
-func (h rpcHandler) Readmit(ctx context.Context, fingerprint string) (*cluster.Admission, error) {
-	return h.d.syncer.admitFenced(ctx, fingerprint)
-}
-
 // RecordCert records the caller's own renewed certificate (checkCertCaller), on the
 // master only: forwarded on, it would reach the master with this node's certificate, not
 // the caller's. A caller that reached a node no longer master is told so and asks the

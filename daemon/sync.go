@@ -13,6 +13,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -130,7 +131,7 @@ func (s *syncer) readmit(ctx context.Context, masterIP string, fence *fenceInfo)
 	// The join channel with this node's own certificate: the master knows it by it.
 	client := s.mux.HTTPClient(transport.ChanJoin)
 	defer client.CloseIdleConnections()
-	adm, err := cluster.NewClient(client).JoinReadmit(ctx, memberAddr(master))
+	adm, err := cluster.NewClient(client).JoinReadmit(ctx, memberAddr(master), version.Version, version.Level)
 	if err != nil {
 		return nil, err
 	}
@@ -146,9 +147,11 @@ func (s *syncer) readmit(ctx context.Context, masterIP string, fence *fenceInfo)
 	return &api.SyncResponse{Readmitted: true, MasterCID: master.CID, Epoch: adm.Epoch}, nil
 }
 
-// admitFenced moves the fenced member with certificate fp into the current epoch as a
-// non-voter; the voter policy then promotes it once it has caught up.
-func (s *syncer) admitFenced(ctx context.Context, fp string) (*cluster.Admission, error) {
+// admitFencedBuild moves the fenced member with certificate req.Fingerprint, of the
+// build req names, into the current epoch as a non-voter; the voter policy then
+// promotes it once it has caught up.
+func (s *syncer) admitFencedBuild(ctx context.Context, req cluster.ReadmitRequest) (*cluster.Admission, error) {
+	fp := req.Fingerprint
 	if err := s.host.checkServing(); err != nil {
 		return nil, err
 	}
@@ -159,11 +162,11 @@ func (s *syncer) admitFenced(ctx context.Context, fp string) (*cluster.Admission
 	if _, ok := s.fsm.MemberByFingerprint(fp); !ok {
 		return nil, unknownCertificate(cl)
 	}
-	return cluster.OnMaster(ctx, s.fwd(), func() (*cluster.Admission, error) { return s.readmitHere(ctx, fp) },
+	return cluster.OnMaster(ctx, s.fwd(), func() (*cluster.Admission, error) { return s.readmitHere(ctx, req) },
 		func() (*cluster.Admission, error) {
 			var adm cluster.Admission
 			return &adm, s.fwd().CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
-				adm, err = s.peer().Readmit(ctx, addr, fp)
+				adm, err = s.peer().Readmit(ctx, addr, req)
 				return err
 			})
 		})
@@ -174,19 +177,24 @@ func unknownCertificate(cl *fsm.Cluster) error {
 	return fmt.Errorf("%w: this certificate belongs to no member of cluster %s: join the node again (pmgcm join)", fsm.ErrUnknownMember, cl.ID)
 }
 
-// readmitHere moves the fenced member with certificate fp into the current epoch, on
-// this node, the master.
+// readmitHere moves the fenced member with certificate req.Fingerprint into the current
+// epoch, on this node, the master. A member whose build (req.Level; none is level 1) is
+// below the cluster version is refused, as at a join (checkReadmitLevel): it could not
+// read the log and snapshots it would be sent.
 //
 // It is idempotent: a member already in the current epoch (its earlier request went
 // through but the answer was lost) gets the same answer again, and the voter policy
 // adds it to Raft if it is not there yet.
-func (s *syncer) readmitHere(ctx context.Context, fp string) (*cluster.Admission, error) {
-	s.memberMu.Lock()
+func (s *syncer) readmitHere(ctx context.Context, req cluster.ReadmitRequest) (*cluster.Admission, error) {
+	s.memberMu.Lock() // held by the version duty while it raises the version
 	defer s.memberMu.Unlock()
 	cl := s.fsm.Cluster()
-	m, ok := s.fsm.MemberByFingerprint(fp)
+	m, ok := s.fsm.MemberByFingerprint(req.Fingerprint)
 	if !ok {
 		return nil, unknownCertificate(cl)
+	}
+	if err := checkReadmitLevel(s.fsm, m, req); err != nil {
+		return nil, err
 	}
 	index := s.fsm.AppliedIndex()
 	if m.Fenced(cl.Epoch) {

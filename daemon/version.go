@@ -45,6 +45,9 @@ type versionKeeper struct {
 	memberMu *sync.Mutex
 	// apply commits a command on this node, the master (Daemon.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
+	// onHalt is told when the state machine halts (it wakes the master's handover duty);
+	// it must not block.
+	onHalt func()
 }
 
 // newVersionKeeper returns the version keeper of d, whose fsm is made.
@@ -52,6 +55,7 @@ func newVersionKeeper(d *Daemon) *versionKeeper {
 	return &versionKeeper{
 		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
 		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, apply: d.writes.applyLocal,
+		onHalt: d.tools.halt.fire,
 	}
 }
 
@@ -104,11 +108,15 @@ func haltAdvice(err error) string {
 		version.Version, err)
 }
 
-// watchHalt logs, loudly, when the state machine meets an entry it cannot apply.
+// watchHalt logs, loudly, when the state machine meets an entry it cannot apply, and
+// wakes the master's handover duty: a halted node is no use as a master.
 func (k *versionKeeper) watchHalt() {
 	k.fsm.SetOnHalt(func(err error) {
 		k.logger.Error("REPLICATED LOG HALTED: this node "+haltAdvice(err), "version", version.Version,
 			"level", version.Level)
+		if k.onHalt != nil {
+			k.onHalt()
+		}
 	})
 }
 
@@ -122,6 +130,21 @@ func (k *versionKeeper) checkJoinLevel(req cluster.AdmitRequest) error {
 	if cv := k.fsm.ClusterVersion(); level < cv {
 		return fmt.Errorf("%w: the cluster runs at cluster version %s, the joining node %s (%s, %s) is older: upgrade pmgclusterd on it to this cluster's release or newer (this node runs %s)",
 			ErrIncompatible, version.LevelName(cv), req.Name, v, version.LevelName(level), version.Version)
+	}
+	return nil
+}
+
+// checkReadmitLevel refuses the re-admission of fenced member m whose build (req; none
+// is release 0.1.0, level 1) is below the cluster version, naming both, as
+// checkJoinLevel does for a join. The caller holds memberMu.
+func checkReadmitLevel(f *fsm.FSM, m fsm.Member, req cluster.ReadmitRequest) error {
+	level, v := req.Level, req.Version
+	if level == 0 {
+		level, v = version.LevelRelease010, oldNodeVersion
+	}
+	if cv := f.ClusterVersion(); level < cv {
+		return fmt.Errorf("%w: the cluster runs at cluster version %s, the fenced node %s (cid %d, %s, %s) is older: upgrade pmgclusterd on it to this cluster's release or newer, then run pmgcm sync --master_ip again (this node runs %s)",
+			ErrIncompatible, version.LevelName(cv), m.Name, m.CID, v, version.LevelName(level), version.Version)
 	}
 	return nil
 }
@@ -151,9 +174,9 @@ func (k *versionKeeper) duty(ctx context.Context) {
 // recorded cluster version, proposes it. A member that does not answer, or answers
 // without a level (release 0.1.0, which would skip the command), keeps the version.
 //
-// Every member counts, a fenced one too: `pmgcm sync` re-admits a fenced member without
-// asking its build, so a version raised past its level would bring it back into a log
-// and snapshots it cannot read. A fenced member refuses the RPC, so the version waits
+// Every member counts, a fenced one too: a version raised past its level would keep it
+// out for good (re-admission refuses a build below the cluster version,
+// checkReadmitLevel), and a master of release 0.1.0 re-admits without asking the build. A fenced member refuses the RPC, so the version waits
 // until it is re-admitted or deleted.
 func (k *versionKeeper) record(ctx context.Context) error {
 	members := k.fsm.Members()

@@ -84,10 +84,10 @@ func (n *Node) leaderLoop(ctx context.Context, r *raft.Raft) {
 		case <-time.After(barrierRetry):
 		}
 	}
-	n.mu.Lock()
-	n.readyTerm = term
-	duties := append([]LeaderDuty(nil), n.duties...)
-	n.mu.Unlock()
+	duties, ok := n.markReady(ctx, r, term)
+	if !ok {
+		return // the term ended meanwhile: it must not count as ready, nor run duties
+	}
 	n.notifyApplied(0)
 	n.logger.Info("leader loop started", "term", term, "duties", len(duties))
 	var wg sync.WaitGroup
@@ -101,6 +101,21 @@ func (n *Node) leaderLoop(ctx context.Context, r *raft.Raft) {
 	<-ctx.Done()
 	wg.Wait()
 	n.logger.Info("leader loop stopped", "term", term)
+}
+
+// markReady records term as the one whose barrier has applied, and returns the duties
+// to run in it; ok is false, and nothing is recorded, when the term already ended (ctx)
+// or r is no longer the running instance (Stop, Restart): a barrier that returned
+// after stopRun cleared readyTerm must not set it again, or a restarted Raft back in
+// the same term would count as ready before its own barrier.
+func (n *Node) markReady(ctx context.Context, r *raft.Raft, term uint64) (duties []LeaderDuty, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ctx.Err() != nil || n.run == nil || n.run.raft != r {
+		return nil, false
+	}
+	n.readyTerm = term
+	return append([]LeaderDuty(nil), n.duties...), true
 }
 
 // WaitLeader blocks until this node is a ready leader (its term's barrier has applied,

@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/testutil"
+	"github.com/pmgcm/pmgcm/raftnode"
+)
+
+// TestHaltedMasterHandsOver: the master whose state machine halts (a log entry this
+// build cannot apply) hands mastership over at once, not at the duty's next turn, and a
+// halted node that becomes master again hands over at the start of that term.
+func TestHaltedMasterHandsOver(t *testing.T) {
+	rt := roundTrip(func(*http.Request) (*http.Response, error) { return nil, errors.New("no peers in this test") })
+	d := leaderDaemon(t, rt, testMember(1, fsm.Voter))
+	d.tools.loaded = true // in service: no maintenance file
+	d.versions = newVersionKeeper(d)
+	d.versions.watchHalt()
+	var handovers atomic.Int32
+	handOver := func(context.Context) (uint64, error) {
+		handovers.Add(1)
+		return 2, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.handoverDuty(ctx, handOver)
+	}()
+	// The master meets an entry it cannot apply.
+	res := d.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: d.fsm.AppliedIndex() + 1,
+		Data: []byte{fsm.EncodingVersion, 200, '{', '}'}}).(*fsm.Result)
+	if !errors.Is(res.Err, fsm.ErrHalted) {
+		t.Fatalf("test setup: the state machine did not halt: %v", res.Err)
+	}
+	start := time.Now()
+	testutil.Poll(t, "the halted master's handover", handoverEvery/2, func() error {
+		if handovers.Load() == 0 {
+			return errors.New("no handover yet")
+		}
+		return nil
+	})
+	t.Logf("handed over %s after the halt", time.Since(start))
+	cancel()
+	<-done
+
+	// A new term of the halted node: it hands over at its start.
+	before := handovers.Load()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go d.handoverDuty(ctx2, handOver)
+	testutil.Poll(t, "the handover at the start of a halted term", handoverEvery/2, func() error {
+		if handovers.Load() == before {
+			return errors.New("no handover yet")
+		}
+		return nil
+	})
+}
+
+// TestHaltedMasterHandsOverToVoter: in a two-voter Raft, the master whose state machine
+// halted hands leadership to the other voter (without the voter policy's suffrage
+// record, which it could not apply).
+func TestHaltedMasterHandsOverToVoter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := tcpLayer{ln}
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	p, _ := strconv.Atoi(port)
+	two := testMember(2, fsm.Voter)
+	two.IP, two.Port = host, p
+	rt := roundTrip(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
+			Body: io.NopCloser(strings.NewReader(`{"cid":2,"applied_index":5}`))}, nil
+	})
+	d := leaderDaemon(t, rt, testMember(1, fsm.Voter), two)
+	d.tools.loaded = true
+	d.promoter = newPromoter(d)
+
+	rc := raftnode.DefaultConfig()
+	rc.Dir, rc.LocalID, rc.Address = t.TempDir(), "2", raft.ServerAddress(ln.Addr().String())
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	f2 := fsm.New()
+	n2, err := raftnode.New(rc, f2, func() raft.StreamLayer { return layer })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n2.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := d.rn().AddVoter(ctx, 2, memberAddr(two)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Poll(t, "cid 2 caught up", 10*time.Second, func() error {
+		if f2.AppliedIndex() < d.fsm.AppliedIndex() {
+			return errors.New("behind")
+		}
+		return nil
+	})
+	res := d.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: d.fsm.AppliedIndex() + 1,
+		Data: []byte{fsm.EncodingVersion, 200, '{', '}'}}).(*fsm.Result)
+	if !errors.Is(res.Err, fsm.ErrHalted) {
+		t.Fatalf("test setup: the state machine did not halt: %v", res.Err)
+	}
+	go d.handoverDuty(ctx, d.handOver)
+	testutil.Poll(t, "cid 2 master", 15*time.Second, func() error {
+		if !n2.IsLeader() {
+			return errors.New("cid 2 is not the leader")
+		}
+		return nil
+	})
+}
