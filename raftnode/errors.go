@@ -1,6 +1,10 @@
 package raftnode
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"syscall"
+)
 
 // Sentinel errors returned by this package. Callers match them with errors.Is.
 var (
@@ -12,6 +16,9 @@ var (
 	ErrLocked = errors.New("raft database is locked by another process")
 	// ErrCorrupt means a Raft data file failed its integrity checks.
 	ErrCorrupt = errors.New("raft data is corrupt")
+	// ErrNoSpace means a Raft data file could not be written for want of disk space (the
+	// write-ahead log allocates each segment whole, walSegmentSize).
+	ErrNoSpace = errors.New("no space left for the raft data")
 	// ErrClosed means Raft is not running on this node: stopped (Stop, or a Restart or
 	// ForceRecover under way) or closed for good (Close).
 	ErrClosed = errors.New("raft node is closed")
@@ -24,3 +31,12 @@ var (
 	// appended and then not known to commit is ErrUnknownOutcome, never ErrTimeout.
 	ErrTimeout = errors.New("raft operation timed out")
 )
+
+// storeErr is the error of a Raft data file at path that failed to open or read: err
+// wrapped in ErrNoSpace when the disk is full, else in ErrCorrupt.
+func storeErr(path string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %s: %v", ErrNoSpace, path, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+}

@@ -2,6 +2,8 @@ package raftnode
 
 import (
 	"errors"
+	"os"
+	"syscall"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -41,5 +43,18 @@ func TestAppendErr(t *testing.T) {
 		if tc.index > 0 && (errors.Is(got, ErrTimeout) || errors.Is(got, ErrClosed) || errors.Is(got, ErrNotLeader) || errors.Is(got, ErrNoLeader)) {
 			t.Errorf("%s: an appended entry maps to %v, which callers may send again", tc.name, got)
 		}
+	}
+}
+
+// TestStoreErrNoSpace: a data file that cannot be written for a full disk is ErrNoSpace,
+// not ErrCorrupt (the operator must free space, not move the data directory aside).
+func TestStoreErrNoSpace(t *testing.T) {
+	full := storeErr("/x/wal", &os.PathError{Op: "write", Path: "/x/wal/00001.wal", Err: syscall.ENOSPC})
+	if !errors.Is(full, ErrNoSpace) || errors.Is(full, ErrCorrupt) {
+		t.Fatalf("a full disk: %v", full)
+	}
+	bad := storeErr("/x/wal", errors.New("bad header"))
+	if !errors.Is(bad, ErrCorrupt) || errors.Is(bad, ErrNoSpace) {
+		t.Fatalf("a bad file: %v", bad)
 	}
 }

@@ -149,7 +149,7 @@ func (n *Node) start() (err error) {
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, walDir, err)
+		return storeErr(walDir, err)
 	}
 	// Raft rebuilds the state machine from the snapshot and the log: start it empty.
 	n.fsm.Reset()
@@ -215,7 +215,7 @@ func openStore(path string, timeout time.Duration) (*raftboltdb.BoltStore, error
 	case errors.Is(err, os.ErrPermission):
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	default:
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+		return nil, storeErr(path, err)
 	}
 }
 

@@ -83,11 +83,18 @@ func (s *walStore) Close() error {
 	return errors.Join(err, s.lock.Close())
 }
 
+// walSegmentSize is the size of a write-ahead log segment, allocated whole when the
+// segment is made (raft-wal's default is 64 MiB). The configuration store holds entries of
+// at most 1 MiB and is snapshotted every few thousand of them: 16 MiB keeps a few
+// segments' worth of log on a small disk without rotating often.
+const walSegmentSize = 16 << 20
+
 // openWAL opens the write-ahead log in dir with a meta database of its own: raft-wal
 // v0.4.0's Close leaves its meta database (and that file's lock) open, closeWAL closes it.
 func openWAL(dir string, logger hclog.Logger) (*raftwal.WAL, *metadb.BoltMetaDB, error) {
 	meta := &metadb.BoltMetaDB{}
-	w, err := raftwal.Open(dir, raftwal.WithLogger(logger.Named("wal")), raftwal.WithMetaStore(meta))
+	w, err := raftwal.Open(dir, raftwal.WithLogger(logger.Named("wal")), raftwal.WithMetaStore(meta),
+		raftwal.WithSegmentSize(walSegmentSize))
 	if err != nil {
 		return nil, nil, errors.Join(err, meta.Close())
 	}
@@ -150,7 +157,7 @@ func openLocked(dir string, timeout time.Duration, logger hclog.Logger) (*walSto
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("open %s: %w", walDir, err)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, walDir, err)
+		return nil, storeErr(walDir, err)
 	}
 	return &walStore{WAL: w, meta: meta}, nil
 }
@@ -173,11 +180,11 @@ func migrateBolt(dir string, timeout time.Duration, logger hclog.Logger) (err er
 	}()
 	first, err := src.FirstIndex()
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, err)
+		return storeErr(dbPath, err)
 	}
 	last, err := src.LastIndex()
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, err)
+		return storeErr(dbPath, err)
 	}
 	logger.Info("moving the raft log from raft.db to a write-ahead log", "entries", entriesBetween(first, last), "first", first, "last", last)
 	start := time.Now()
