@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/pmgcm/pmgcm/internal/version"
 )
 
 const (
@@ -61,7 +59,7 @@ type Cluster struct {
 // when none was recorded.
 func (c *Cluster) EffectiveVersion() int {
 	if c == nil || c.Version == 0 {
-		return version.LevelRelease010
+		return LevelRelease010
 	}
 	return c.Version
 }

@@ -1,14 +1,22 @@
 package fsm
 
-import (
-	"fmt"
+import "fmt"
 
-	"github.com/pmgcm/pmgcm/internal/version"
+// Feature levels of the commands of the state machine (package internal/version names
+// the releases that speak them and says what a build reports).
+const (
+	// LevelRelease010 is release 0.1.0 (commit 1ca55cd): a cluster that recorded no
+	// version is at this level.
+	LevelRelease010 = 1
+	// LevelClusterVersion adds SetClusterVersion, and halting at an unknown entry.
+	LevelClusterVersion = 2
+	// MaxLevel is the highest level whose commands this state machine applies.
+	MaxLevel = LevelClusterVersion
 )
 
 // SetClusterVersion records the cluster version: the lowest feature level among the
-// members (see package internal/version). It is itself of level 2: a master proposes it
-// only once every member reports level 2 or more, because a release 0.1.0 node refuses
+// members (levels: see LevelRelease010 and package internal/version). It is itself of
+// level 2: a master proposes it only once every member reports level 2 or more, because a release 0.1.0 node refuses
 // an unknown command and goes on applying the entries after it. The version never goes
 // down; a build whose own level is below Version stops applying (ErrHalted).
 type SetClusterVersion struct {
@@ -22,10 +30,10 @@ func (s *state) setClusterVersion(c SetClusterVersion) error {
 	if s.cluster == nil {
 		return fmt.Errorf("%w: SetClusterVersion", ErrNoCluster)
 	}
-	if c.Version > version.Level {
+	if c.Version > MaxLevel {
 		// Deterministic across builds of one level; a newer build applies it.
-		return fmt.Errorf("%w: the cluster version is now %s, this build (%s) is %s: upgrade pmgclusterd on this node",
-			ErrUnknownCommand, version.LevelName(c.Version), version.Version, version.LevelName(version.Level))
+		return fmt.Errorf("%w: the cluster version is now level %d, this build applies up to level %d: upgrade pmgclusterd on this node",
+			ErrUnknownCommand, c.Version, MaxLevel)
 	}
 	if cur := s.cluster.EffectiveVersion(); c.Version < cur {
 		return fmt.Errorf("%w: SetClusterVersion %d: the cluster version is %d and never goes down",

@@ -8,26 +8,24 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/pmgcm/pmgcm/internal/version"
 )
 
 func TestSetClusterVersion(t *testing.T) {
 	h := newHarness(t)
 	wantErr(t, h.apply(SetClusterVersion{Version: 2}).Err, ErrNoCluster)
 	h.must(createCmd())
-	if v := h.f.ClusterVersion(); v != version.LevelRelease010 {
-		t.Fatalf("cluster version before any record = %d, want %d", v, version.LevelRelease010)
+	if v := h.f.ClusterVersion(); v != LevelRelease010 {
+		t.Fatalf("cluster version before any record = %d, want %d", v, LevelRelease010)
 	}
-	h.must(SetClusterVersion{Version: version.LevelClusterVersion})
-	if v := h.f.ClusterVersion(); v != version.LevelClusterVersion {
+	h.must(SetClusterVersion{Version: LevelClusterVersion})
+	if v := h.f.ClusterVersion(); v != LevelClusterVersion {
 		t.Fatalf("cluster version = %d", v)
 	}
-	h.must(SetClusterVersion{Version: version.LevelClusterVersion}) // idempotent
+	h.must(SetClusterVersion{Version: LevelClusterVersion}) // idempotent
 	// Never down.
 	wantErr(t, h.apply(SetClusterVersion{Version: 1}).Err, ErrBadCommand)
 	wantErr(t, h.apply(SetClusterVersion{Version: 0}).Err, ErrBadCommand)
-	if v := h.f.ClusterVersion(); v != version.LevelClusterVersion {
+	if v := h.f.ClusterVersion(); v != LevelClusterVersion {
 		t.Fatalf("refused commands changed the cluster version to %d", v)
 	}
 	if h.f.Halted() != nil {
@@ -35,12 +33,12 @@ func TestSetClusterVersion(t *testing.T) {
 	}
 	// Above this build's level: it stops applying, naming both levels.
 	before := h.f.AppliedIndex()
-	res := h.apply(SetClusterVersion{Version: version.Level + 1})
+	res := h.apply(SetClusterVersion{Version: MaxLevel + 1})
 	if !errors.Is(res.Err, ErrHalted) || !errors.Is(res.Err, ErrUnknownCommand) ||
 		!strings.Contains(res.Err.Error(), "upgrade pmgclusterd") {
 		t.Fatalf("cluster version above the build's level: %v", res.Err)
 	}
-	if h.f.AppliedIndex() != before || h.f.ClusterVersion() != version.LevelClusterVersion {
+	if h.f.AppliedIndex() != before || h.f.ClusterVersion() != LevelClusterVersion {
 		t.Fatalf("the halting entry was applied: index %d (was %d), version %d", h.f.AppliedIndex(), before, h.f.ClusterVersion())
 	}
 }
@@ -121,13 +119,13 @@ func TestSnapshotClusterVersion(t *testing.T) {
 	if b := snap(h.f); bytes.Contains(b, []byte(`"version"`)) {
 		t.Fatalf("snapshot without a cluster version carries one:\n%s", b)
 	}
-	h.must(SetClusterVersion{Version: version.LevelClusterVersion})
+	h.must(SetClusterVersion{Version: LevelClusterVersion})
 	b := snap(h.f)
 	f := New()
 	if err := f.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
 		t.Fatal(err)
 	}
-	if v := f.ClusterVersion(); v != version.LevelClusterVersion {
+	if v := f.ClusterVersion(); v != LevelClusterVersion {
 		t.Fatalf("restored cluster version %d", v)
 	}
 }

@@ -10,7 +10,11 @@
 // once the cluster version has reached it.
 package version
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/pmgcm/pmgcm/fsm"
+)
 
 // Version is this build's version, e.g. "v0.2.0" or "1ca55cd-dirty". The Makefile sets
 // it from `git describe --tags --always --dirty`:
@@ -27,11 +31,11 @@ const Fallback = "0.2.0-dev"
 const (
 	// LevelRelease010 is release 0.1.0 (commit 1ca55cd), the first release. Its nodes
 	// report no version or level; a member that reports none is at this level.
-	LevelRelease010 = 1
+	LevelRelease010 = fsm.LevelRelease010
 	// LevelClusterVersion adds the cluster version: nodes report their version and
 	// level, the log carries the SetClusterVersion command, and a node stops applying
 	// at an entry it does not know instead of skipping it.
-	LevelClusterVersion = 2
+	LevelClusterVersion = fsm.LevelClusterVersion
 )
 
 // Level is the feature level of this build: the highest cluster version it can run at.
