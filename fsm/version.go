@@ -16,8 +16,9 @@ const (
 
 // SetClusterVersion records the cluster version: the lowest feature level among the
 // members (levels: see LevelRelease010 and package internal/version). It is itself of
-// level 2: a master proposes it only once every member reports level 2 or more, because a release 0.1.0 node refuses
-// an unknown command and goes on applying the entries after it. The version never goes
+// level 2: a master proposes it only once every member reports level 2 or more,
+// because a release 0.1.0 node refuses an unknown command and goes on applying the
+// entries after it. The version never goes
 // down; a build whose own level is below Version stops applying (ErrHalted).
 type SetClusterVersion struct {
 	Version int `json:"version"`
