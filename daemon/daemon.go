@@ -111,6 +111,8 @@ type Daemon struct {
 	honesty *honesty
 	// health answers the health checks (health.go).
 	health *health
+	// checker runs pmgcm check (check.go).
+	checker *checker
 	// tokens rotates the join token (jointoken.go).
 	tokens *tokenKeeper
 	// memberOps deletes members (members.go).
@@ -204,6 +206,7 @@ func (d *Daemon) Open() (err error) {
 	d.honesty = newHonesty(d)
 	d.report = newReporter(d)
 	d.health = newHealth(d)
+	d.checker = newChecker(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)

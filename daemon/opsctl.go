@@ -45,7 +45,7 @@ func (d *Daemon) handleCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	var last time.Time
 	var lastPhase string
-	rep, err := d.check(r.Context(), r.URL.Query().Get("verify") == "1", func(p api.CheckProgress) {
+	rep, err := d.checker.check(r.Context(), r.URL.Query().Get("verify") == "1", func(p api.CheckProgress) {
 		mu.Lock()
 		now := time.Now()
 		skip := p.Phase == lastPhase && now.Sub(last) < checkProgressEvery
