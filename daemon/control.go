@@ -171,8 +171,8 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("GET "+api.PathQuarantineShow, d.handleQuarantineShow)
 	mux.HandleFunc("POST "+api.PathQuarantineDelete, d.handleQuarantineState(api.MailDeleted))
 	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
-	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
-	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
+	mux.HandleFunc("GET "+api.PathBackup, d.backups.handleBackup)
+	mux.HandleFunc("POST "+api.PathRestore, d.backups.handleRestore)
 	mux.HandleFunc("GET "+api.PathReport, d.report.handleReport)
 	d.registerOps(mux)
 	if d.cfg.FaultInjection {

@@ -113,6 +113,8 @@ type Daemon struct {
 	health *health
 	// checker runs pmgcm check (check.go).
 	checker *checker
+	// backups makes and restores backups, on demand and on schedule (backups.go).
+	backups *backups
 	// tokens rotates the join token (jointoken.go).
 	tokens *tokenKeeper
 	// memberOps deletes members (members.go).
@@ -207,6 +209,7 @@ func (d *Daemon) Open() (err error) {
 	d.report = newReporter(d)
 	d.health = newHealth(d)
 	d.checker = newChecker(d)
+	d.backups = newBackups(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)

@@ -359,5 +359,5 @@ func (d *Daemon) maintenanceDuty(ctx context.Context) {
 // leaderDuties are the leader duties of maintenance and scheduled backups, registered
 // with raftnode.Node.OnLeader: each runs for one leadership term, until ctx ends.
 func (d *Daemon) leaderDuties() []func(context.Context) {
-	return []func(context.Context){d.maintenanceDuty, d.backupDuty}
+	return []func(context.Context){d.maintenanceDuty, d.backups.backupDuty}
 }

@@ -180,7 +180,7 @@ func (d *Daemon) localNode() api.Node {
 	d.honesty.local(&n)
 	d.diskW.markFull(&n)
 	d.ops.fillOps(&n)
-	n.Backup = d.backupStatus()
+	n.Backup = d.backups.backupStatus()
 	if d.maintenanceOn() {
 		n.State = api.StateMaintenance
 	}
