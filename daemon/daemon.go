@@ -115,6 +115,8 @@ type Daemon struct {
 	checker *checker
 	// backups makes and restores backups, on demand and on schedule (backups.go).
 	backups *backups
+	// ctlAPI answers status, create and configuration requests (controlapi.go).
+	ctlAPI *controlAPI
 	// tokens rotates the join token (jointoken.go).
 	tokens *tokenKeeper
 	// memberOps deletes members (members.go).
@@ -210,6 +212,7 @@ func (d *Daemon) Open() (err error) {
 	d.health = newHealth(d)
 	d.checker = newChecker(d)
 	d.backups = newBackups(d)
+	d.ctlAPI = newControlAPI(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
