@@ -115,6 +115,8 @@ type Daemon struct {
 	checker *checker
 	// backups makes and restores backups, on demand and on schedule (backups.go).
 	backups *backups
+	// maint keeps maintenance mode and opens and closes SMTP intake (maintstate.go).
+	maint *maintenance
 	// ctlAPI answers status, create and configuration requests (controlapi.go).
 	ctlAPI *controlAPI
 	// tokens rotates the join token (jointoken.go).
@@ -197,6 +199,7 @@ func (d *Daemon) Open() (err error) {
 	d.versions = newVersionKeeper(d)
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)
+	d.maint = newMaintenance(d)
 	d.promoter = newPromoter(d)
 	d.joiner = newJoiner(d)
 	d.admitter = newAdmitter(d)

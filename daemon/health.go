@@ -8,7 +8,6 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/raftnode"
-	"github.com/pmgcm/pmgcm/smtpd"
 )
 
 // health owns the health checks of /health/mail and /health/cluster: why this node does
@@ -34,7 +33,6 @@ type healthHost interface {
 	rn() *raftnode.Node
 	quorumSummary() string
 	mailStatus() *api.MailStatus
-	smtpServer() *smtpd.Server
 }
 
 // newHealth returns the health checks of d, whose operator tools and drain are made.
@@ -80,7 +78,7 @@ func (h *health) mailHealth() []string {
 	switch {
 	case h.smtpPort == 0:
 		reasons = append(reasons, "SMTP intake is off (--smtp-port 0)")
-	case h.host.smtpServer() == nil || !h.host.smtpServer().Listening():
+	case h.mail().smtpServer() == nil || !h.mail().smtpServer().Listening():
 		reasons = append(reasons, fmt.Sprintf("SMTP listener on port %d is not accepting connections", h.smtpPort))
 	}
 	if on, why := h.ops.inMaintenance(); on {

@@ -69,8 +69,8 @@ func (d *Daemon) openMail() error {
 		return err
 	}
 	// A node in maintenance keeps SMTP intake closed (maintenance.go).
-	d.ops.setMaintenanceHook(d.maintenanceReason)
-	if err := d.setSMTP(!d.maintenanceOn()); err != nil {
+	d.ops.setMaintenanceHook(d.maint.maintenanceReason)
+	if err := d.maint.setSMTP(!d.maint.maintenanceOn()); err != nil {
 		return err
 	}
 	d.bg.Add(2)
@@ -134,7 +134,7 @@ func (d *Daemon) wipeMail() error {
 // once and lets the transactions in flight finish within SMTPDrainTimeout, while the
 // store is still open (closeMail closes it after).
 func (d *Daemon) drainMail() error {
-	s := d.smtpServer()
+	s := d.mail.smtpServer()
 	if s == nil {
 		return nil
 	}
@@ -150,7 +150,7 @@ func (d *Daemon) closeMail() error {
 		return nil
 	}
 	var errs []error
-	if s := d.takeSMTP(); s != nil {
+	if s := d.maint.takeSMTP(); s != nil {
 		errs = append(errs, s.Close())
 	}
 	if r := d.replicator(); r != nil {

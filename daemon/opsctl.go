@@ -19,7 +19,7 @@ func (d *Daemon) registerOps(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+api.PathMaintenance, func(w http.ResponseWriter, r *http.Request) {
 		var req api.MaintenanceRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.maintenance(r.Context(), req)
+			res, err := d.maint.maintenance(r.Context(), req)
 			reply(w, res, err)
 		}
 	})

@@ -47,6 +47,8 @@ type promoter struct {
 	stopContext func() (context.Context, context.CancelFunc)
 	// trust is the peer cache, stored as soon as the new epoch is applied.
 	trust *peerTrust
+	// maint refuses a promotion while this node is in maintenance.
+	maint *maintenance
 }
 
 // promoteHost is what promotion needs of the daemon.
@@ -56,7 +58,6 @@ type promoteHost interface {
 	remoteNode(ctx context.Context, m fsm.Member) api.Node
 	setSelf(nf nodeFile) error
 	raftOpenErr(err error) error
-	refuseInMaintenance(what string) error
 }
 
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
@@ -64,7 +65,7 @@ func newPromoter(d *Daemon) *promoter {
 	return &promoter{
 		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
-		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust,
+		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust, maint: d.maint,
 	}
 }
 
@@ -75,7 +76,7 @@ func (p *promoter) promote(ctx context.Context, force bool) (*api.PromoteRespons
 	if err := p.host.checkServing(); err != nil {
 		return nil, err
 	}
-	if err := p.host.refuseInMaintenance("pmgcm promote"); err != nil {
+	if err := p.maint.refuseInMaintenance("pmgcm promote"); err != nil {
 		return nil, err
 	}
 	cl := p.fsm.Cluster()

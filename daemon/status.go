@@ -181,7 +181,7 @@ func (d *Daemon) localNode() api.Node {
 	d.diskW.markFull(&n)
 	d.ops.fillOps(&n)
 	n.Backup = d.backups.backupStatus()
-	if d.maintenanceOn() {
+	if d.maint.maintenanceOn() {
 		n.State = api.StateMaintenance
 	}
 	return n
