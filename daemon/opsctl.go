@@ -15,7 +15,7 @@ const checkProgressEvery = 250 * time.Millisecond
 
 // registerOps serves the operator tools on the control socket.
 func (d *Daemon) registerOps(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+api.PathCheck, d.handleCheck)
+	mux.HandleFunc("GET "+api.PathCheck, d.checker.handleCheck)
 	mux.HandleFunc("POST "+api.PathMaintenance, func(w http.ResponseWriter, r *http.Request) {
 		var req api.MaintenanceRequest
 		if decodeBody(w, r, &req) {
@@ -27,8 +27,8 @@ func (d *Daemon) registerOps(mux *http.ServeMux) {
 
 // handleCheck runs the consistency check, streaming its progress as JSON lines and the
 // report (or the error) as the last line.
-func (d *Daemon) handleCheck(w http.ResponseWriter, r *http.Request) {
-	if err := d.checkServing(); err != nil {
+func (c *checker) handleCheck(w http.ResponseWriter, r *http.Request) {
+	if err := c.host.checkServing(); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -45,7 +45,7 @@ func (d *Daemon) handleCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	var last time.Time
 	var lastPhase string
-	rep, err := d.checker.check(r.Context(), r.URL.Query().Get("verify") == "1", func(p api.CheckProgress) {
+	rep, err := c.check(r.Context(), r.URL.Query().Get("verify") == "1", func(p api.CheckProgress) {
 		mu.Lock()
 		now := time.Now()
 		skip := p.Phase == lastPhase && now.Sub(last) < checkProgressEvery
