@@ -6,7 +6,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/fsm"
-	"github.com/pmgcm/pmgcm/mailrepl"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -35,8 +34,6 @@ type backupHost interface {
 	self() nodeFile
 	rn() *raftnode.Node
 	checkServing() error
-	replicator() *mailrepl.Replicator
-	startReplicator() error
 }
 
 func newBackups(d *Daemon) *backups {

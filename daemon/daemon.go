@@ -407,14 +407,14 @@ func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		close(d.stop)
 		// SMTP first: sending MTAs go to the other MX at once; the mail in flight is stored.
-		errs := []error{d.drainMail()}
+		errs := []error{d.mail.drainMail()}
 		if d.ctl != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, ignoreClosed(d.ctl.Shutdown(ctx)))
 			cancel()
 			_ = os.Remove(d.cfg.Socket)
 		}
-		errs = append(errs, d.closeMail())
+		errs = append(errs, d.mail.closeMail())
 		d.drain.drainForwarded()
 		led := false
 		if n := d.rn(); n != nil {

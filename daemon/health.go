@@ -32,7 +32,6 @@ type healthHost interface {
 	checkServing() error
 	rn() *raftnode.Node
 	quorumSummary() string
-	mailStatus() *api.MailStatus
 }
 
 // newHealth returns the health checks of d, whose operator tools and drain are made.
@@ -161,7 +160,7 @@ func (h *health) clusterHealth() []string {
 	if st.AppliedIndex+catchUpSlack < st.CommitIndex {
 		reasons = append(reasons, fmt.Sprintf("state S: syncing the configuration, applied index %d of %d", st.AppliedIndex, st.CommitIndex))
 	}
-	if ms := h.host.mailStatus(); ms != nil {
+	if ms := h.mail().mailStatus(); ms != nil {
 		switch {
 		case !ms.BacklogKnown:
 			reasons = append(reasons, "state S: not every node has told yet what mail it has")

@@ -88,11 +88,11 @@ func importMail(stage *mailstore.Staging, meta *api.QuarantineMessage, body io.R
 // commitMail swaps the staged quarantine of a restore in for the node's; replication
 // starts over, as after a wipe.
 func (bk *backups) commitMail(stage *mailstore.Staging) error {
-	if r := bk.host.replicator(); r != nil {
+	if r := bk.mail().replicator(); r != nil {
 		_ = r.Close()
 	}
 	err := stage.Commit()
-	if serr := bk.host.startReplicator(); err == nil {
+	if serr := bk.mail().startReplicator(); err == nil {
 		err = serr
 	}
 	return err

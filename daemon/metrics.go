@@ -273,7 +273,7 @@ func (d *Daemon) collectMail(gauge func(*prometheus.Desc, float64, ...string)) {
 	if d.mail == nil {
 		return
 	}
-	r := d.replicator()
+	r := d.mail.replicator()
 	if r == nil {
 		return
 	}

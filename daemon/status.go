@@ -175,7 +175,7 @@ func (d *Daemon) localNode() api.Node {
 	}
 	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
 	n.Sys = &si
-	n.Mail = d.mailStatus()
+	n.Mail = d.mail.mailStatus()
 	setBuildVersion(&n)
 	d.honesty.local(&n)
 	d.diskW.markFull(&n)
