@@ -40,6 +40,8 @@ const (
 // checker runs the consistency check (pmgcm check): this node's state and mail digests
 // for the other members, and the comparison of every member's against the master's.
 type checker struct {
+	// stat is this node's view of the cluster (status.go).
+	stat       *statusReporter
 	fsm        *fsm.FSM
 	logger     hclog.Logger
 	rpcTimeout time.Duration
@@ -57,13 +59,12 @@ type checkHost interface {
 	self() nodeFile
 	rn() *raftnode.Node
 	checkServing() error
-	quorumSummary() string
 }
 
 func newChecker(d *Daemon) *checker {
 	return &checker{
 		fsm: d.fsm, logger: d.logger, rpcTimeout: d.cfg.RPCTimeout, intake: d.intake, members: d.members, writes: d.writes,
-		peer: func() *cluster.Client { return d.peer }, mail: func() *mailSystem { return d.mail }, host: d,
+		peer: func() *cluster.Client { return d.peer }, mail: func() *mailSystem { return d.mail }, stat: d.stat, host: d,
 	}
 }
 
@@ -280,7 +281,7 @@ func (c *checker) masterIndex(ctx context.Context) (uint64, error) {
 	}
 	addr, err := c.writes.leaderAddr()
 	if err != nil {
-		return 0, fmt.Errorf("%w: the consistency check compares every node with the master: %s", err, c.host.quorumSummary())
+		return 0, fmt.Errorf("%w: the consistency check compares every node with the master: %s", err, c.stat.quorumSummary())
 	}
 	sc, err := c.peer().CheckState(ctx, addr, 0, checkStateWait)
 	if err != nil {

@@ -189,7 +189,7 @@ func (d *Daemon) controlHandler() http.Handler {
 }
 
 func (c *controlAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, c.host.status(r.Context()))
+	writeJSON(w, http.StatusOK, c.stat.status(r.Context()))
 }
 
 func (c *controlAPI) handleCreate(w http.ResponseWriter, r *http.Request) {

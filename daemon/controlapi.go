@@ -1,9 +1,6 @@
 package daemon
 
 import (
-	"context"
-
-	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
@@ -12,6 +9,8 @@ import (
 // (control.go); the other requests go to the type that owns them, in the handler table
 // of Daemon.controlHandler.
 type controlAPI struct {
+	// stat is this node's view of the cluster (status.go).
+	stat    *statusReporter
 	fsm     *fsm.FSM
 	writes  *writer
 	creator *creator
@@ -25,9 +24,8 @@ type controlHost interface {
 	self() nodeFile
 	rn() *raftnode.Node
 	checkServing() error
-	status(ctx context.Context) api.Status
 }
 
 func newControlAPI(d *Daemon) *controlAPI {
-	return &controlAPI{fsm: d.fsm, writes: d.writes, creator: d.creator, ops: d.ops, host: d}
+	return &controlAPI{fsm: d.fsm, writes: d.writes, creator: d.creator, ops: d.ops, stat: d.stat, host: d}
 }

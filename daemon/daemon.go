@@ -115,6 +115,8 @@ type Daemon struct {
 	checker *checker
 	// backups makes and restores backups, on demand and on schedule (backups.go).
 	backups *backups
+	// stat is this node's view of the cluster: status and its rows (status.go).
+	stat *statusReporter
 	// maint keeps maintenance mode and opens and closes SMTP intake (maintstate.go).
 	maint *maintenance
 	// ctlAPI answers status, create and configuration requests (controlapi.go).
@@ -197,9 +199,13 @@ func (d *Daemon) Open() (err error) {
 	d.writes = newWriter(d)
 	d.members = newMemberView(d)
 	d.versions = newVersionKeeper(d)
+	d.diskW = newDiskWatch(d)
+	d.honesty = newHonesty(d)
+	d.backups = newBackups(d)
+	d.stat = newStatusReporter(d)
+	d.maint = newMaintenance(d)
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)
-	d.maint = newMaintenance(d)
 	d.promoter = newPromoter(d)
 	d.joiner = newJoiner(d)
 	d.admitter = newAdmitter(d)
@@ -209,12 +215,9 @@ func (d *Daemon) Open() (err error) {
 	d.memberOps = newMemberOps(d)
 	d.intake = newIntakePolicy(d)
 	d.watcher = newWatcher(d)
-	d.diskW = newDiskWatch(d)
-	d.honesty = newHonesty(d)
 	d.report = newReporter(d)
 	d.health = newHealth(d)
 	d.checker = newChecker(d)
-	d.backups = newBackups(d)
 	d.ctlAPI = newControlAPI(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {

@@ -13,6 +13,8 @@ import (
 // health owns the health checks of /health/mail and /health/cluster: why this node does
 // not take mail, and why it is not an active member with a known master.
 type health struct {
+	// stat is this node's view of the cluster (status.go).
+	stat  *statusReporter
 	ops   *opsState
 	drain *stopDrain
 	// dir holds the mail store, probed for writes.
@@ -31,14 +33,13 @@ type health struct {
 type healthHost interface {
 	checkServing() error
 	rn() *raftnode.Node
-	quorumSummary() string
 }
 
 // newHealth returns the health checks of d, whose operator tools and drain are made.
 func newHealth(d *Daemon) *health {
 	return &health{
 		ops: d.ops, drain: d.drain, dir: d.dir, dataDir: d.cfg.DataDir, smtpPort: d.cfg.SMTPPort,
-		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, host: d,
+		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, stat: d.stat, host: d,
 	}
 }
 
@@ -149,7 +150,7 @@ func (h *health) clusterHealth() []string {
 	_, leaderID := n.Leader()
 	switch {
 	case leaderID == "":
-		reasons = append(reasons, "no master known: configuration writes are unavailable: "+h.host.quorumSummary())
+		reasons = append(reasons, "no master known: configuration writes are unavailable: "+h.stat.quorumSummary())
 	case st.State != "Leader" && (st.LastContact <= 0 || st.LastContact > h.heartbeat):
 		since := "never"
 		if lc := st.LastContact; lc > 0 {

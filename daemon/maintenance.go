@@ -313,7 +313,7 @@ func (mt *maintenance) handOver(ctx context.Context) (uint64, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := mt.host.remoteNode(ctx, m)
+			n := mt.stat.remoteNode(ctx, m)
 			if n.State == api.StateDown || n.State == api.StateMaintenance || n.Error != "" {
 				return
 			}

@@ -5,7 +5,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
@@ -15,6 +14,8 @@ import (
 // the mode's file, SMTP intake opened and closed with it, and the hand-over of
 // mastership by a master in maintenance.
 type maintenance struct {
+	// stat is this node's view of the cluster (status.go).
+	stat   *statusReporter
 	cfg    *Config
 	fsm    *fsm.FSM
 	logger hclog.Logger
@@ -41,13 +42,12 @@ type maintenanceHost interface {
 	self() nodeFile
 	rn() *raftnode.Node
 	checkServing() error
-	remoteNode(ctx context.Context, m fsm.Member) api.Node
 }
 
 func newMaintenance(d *Daemon) *maintenance {
 	return &maintenance{
 		cfg: &d.cfg, fsm: d.fsm, logger: d.logger, dir: d.dir, tools: &d.tools, ops: d.ops, metrics: d.metrics, limits: d.limits,
 		stop: d.stop, mail: func() *mailSystem { return d.mail }, peer: func() *cluster.Client { return d.peer }, policy: mailPolicy{d},
-		transferTo: func(ctx context.Context, cid uint64) error { return d.promoter.transferTo(ctx, cid) }, host: d,
+		transferTo: func(ctx context.Context, cid uint64) error { return d.promoter.transferTo(ctx, cid) }, stat: d.stat, host: d,
 	}
 }
