@@ -174,7 +174,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("GET "+api.PathBackup, d.backups.handleBackup)
 	mux.HandleFunc("POST "+api.PathRestore, d.backups.handleRestore)
 	mux.HandleFunc("GET "+api.PathReport, d.report.handleReport)
-	d.registerOps(mux)
+	registerOps(mux, d.checker, d.maint)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest

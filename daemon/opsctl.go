@@ -13,13 +13,13 @@ import (
 // checkProgressEvery is the least time between two progress lines of a check's stream.
 const checkProgressEvery = 250 * time.Millisecond
 
-// registerOps serves the operator tools on the control socket.
-func (d *Daemon) registerOps(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+api.PathCheck, d.checker.handleCheck)
+// registerOps serves the operator tools (check, maintenance) on the control socket.
+func registerOps(mux *http.ServeMux, c *checker, mt *maintenance) {
+	mux.HandleFunc("GET "+api.PathCheck, c.handleCheck)
 	mux.HandleFunc("POST "+api.PathMaintenance, func(w http.ResponseWriter, r *http.Request) {
 		var req api.MaintenanceRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.maint.maintenance(r.Context(), req)
+			res, err := mt.maintenance(r.Context(), req)
 			reply(w, res, err)
 		}
 	})
