@@ -21,19 +21,19 @@ const restoreChunk = 4 << 20
 
 // handleBackup streams a backup: every configuration entry at one Raft index (after a
 // linearizable read in a cluster), and with mail=1 the quarantine.
-func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
-	if err := d.checkServing(); err != nil {
+func (bk *backups) handleBackup(w http.ResponseWriter, r *http.Request) {
+	if err := bk.host.checkServing(); err != nil {
 		writeErr(w, err)
 		return
 	}
-	if d.trust.knownCluster() != "" {
-		if err := d.writes.linearizableRead(r.Context()); err != nil {
+	if bk.trust.knownCluster() != "" {
+		if err := bk.writes.linearizableRead(r.Context()); err != nil {
 			writeErr(w, err)
 			return
 		}
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	h, err := d.writeBackup(r.URL.Query().Get("mail") == "1", func(estimate int64) io.Writer {
+	h, err := bk.writeBackup(r.URL.Query().Get("mail") == "1", func(estimate int64) io.Writer {
 		w.Header().Set(api.HeaderSizeEstimate, strconv.FormatInt(estimate, 10))
 		w.WriteHeader(http.StatusOK)
 		return w
@@ -45,22 +45,22 @@ func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// The answer has begun: cut the connection so the client sees an incomplete file,
 		// which never verifies.
-		d.logger.Error("backup failed", "error", err)
+		bk.logger.Error("backup failed", "error", err)
 		panic(http.ErrAbortHandler)
 	}
-	d.logger.Info("backup written", "index", h.Index, "entries", h.Entries, "mail", h.Mail)
+	bk.logger.Info("backup written", "index", h.Index, "entries", h.Entries, "mail", h.Mail)
 }
 
 // writeBackup writes a backup of the configuration at one index (and, withMail, the
 // quarantine) to the writer open returns, called once the backup can begin with an
 // estimate of its size. A nil header means nothing was written.
-func (d *Daemon) writeBackup(withMail bool, open func(estimate int64) io.Writer) (*backup.Header, error) {
-	mail, err := d.backupMail(withMail)
+func (bk *backups) writeBackup(withMail bool, open func(estimate int64) io.Writer) (*backup.Header, error) {
+	mail, err := bk.backupMail(withMail)
 	if err != nil {
 		return nil, err
 	}
-	idx, entries := d.fsm.EntriesAt()
-	h := backup.Header{ClusterID: d.trust.knownCluster(), Index: idx, Created: time.Now().UTC(),
+	idx, entries := bk.fsm.EntriesAt()
+	h := backup.Header{ClusterID: bk.trust.knownCluster(), Index: idx, Created: time.Now().UTC(),
 		Entries: len(entries), WithMail: withMail, Mail: mail.count()}
 	bw, err := backup.NewWriter(open(backupEstimate(entries, mail.list)), h)
 	for _, e := range entries {
@@ -81,8 +81,8 @@ func (d *Daemon) writeBackup(withMail bool, open func(estimate int64) io.Writer)
 // handleRestore loads a backup into this node, which must be in no cluster. The file is
 // spooled and verified whole (checksum and content), and its mail imported into a
 // staging store, before anything changes: a refused restore changes nothing.
-func (d *Daemon) handleRestore(w http.ResponseWriter, r *http.Request) {
-	res, err := d.restore(r.Context(), r.Body)
+func (bk *backups) handleRestore(w http.ResponseWriter, r *http.Request) {
+	res, err := bk.restore(r.Context(), r.Body)
 	reply(w, res, err)
 }
 
@@ -91,23 +91,23 @@ func (d *Daemon) handleRestore(w http.ResponseWriter, r *http.Request) {
 // mail into a staging store; any error aborts the staging, and nothing was changed.
 // Pass 2 loads the configuration from the spool; then the staged mail replaces the
 // quarantine in one step.
-func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreResponse, error) {
-	leave, err := d.gate.enter("pmgcm restore")
+func (bk *backups) restore(ctx context.Context, body io.Reader) (*api.RestoreResponse, error) {
+	leave, err := bk.gate.enter("pmgcm restore")
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
-	if id := d.trust.knownCluster(); id != "" {
+	if id := bk.trust.knownCluster(); id != "" {
 		return nil, fmt.Errorf("%w: this node is cid %d of cluster %s: a backup is restored on a node in no cluster (the manual's total cluster failure: restore on a fresh node, then pmgcm create, then join the other nodes); nothing was changed",
-			ErrClusterExists, d.self().CID, id)
+			ErrClusterExists, bk.host.self().CID, id)
 	}
-	spool, err := os.CreateTemp(d.dir.path, "restore-*.tmp")
+	spool, err := os.CreateTemp(bk.dir.path, "restore-*.tmp")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(spool.Name())
 	defer spool.Close()
-	h, stage, mailCount, err := d.restoreCheck(io.TeeReader(body, spool))
+	h, stage, mailCount, err := bk.restoreCheck(io.TeeReader(body, spool))
 	if err != nil {
 		if badBackup(err) {
 			return nil, fmt.Errorf("%w: %w; nothing was changed", fsm.ErrBadCommand, err)
@@ -118,17 +118,17 @@ func (d *Daemon) restore(ctx context.Context, body io.Reader) (*api.RestoreRespo
 		defer func() { _ = stage.Abort() }() // a no-op once committed
 	}
 	out := &api.RestoreResponse{ClusterID: h.ClusterID, Index: h.Index, Mail: mailCount}
-	if out.Entries, err = d.restoreConfig(ctx, spool); err != nil {
+	if out.Entries, err = bk.restoreConfig(ctx, spool); err != nil {
 		// The file was checked whole: only a failure of the node itself (its Raft log,
 		// its disk) stops the load half-way.
 		return nil, fmt.Errorf("%w; the quarantine was not changed, the configuration may be partly restored: fix the cause and run pmgcm restore again", err)
 	}
 	if stage != nil {
-		if err := d.commitMail(stage); err != nil {
+		if err := bk.commitMail(stage); err != nil {
 			return nil, fmt.Errorf("the configuration was restored, the quarantine was not: %w: run pmgcm restore again", err)
 		}
 	}
-	d.logger.Info("backup restored", "from-cluster", h.ClusterID, "index", h.Index, "entries", out.Entries, "mail", out.Mail)
+	bk.logger.Info("backup restored", "from-cluster", h.ClusterID, "index", h.Index, "entries", out.Entries, "mail", out.Mail)
 	return out, nil
 }
 
@@ -146,14 +146,14 @@ func badBackup(err error) bool {
 // restoreCheck is pass 1 of restore: it reads the whole backup from r, checking it, and
 // imports its mail (if any) into a staging store, which it returns. On error the
 // staging is gone and the node is as it was.
-func (d *Daemon) restoreCheck(r io.Reader) (h backup.Header, stage *mailstore.Staging, mail int, err error) {
+func (bk *backups) restoreCheck(r io.Reader) (h backup.Header, stage *mailstore.Staging, mail int, err error) {
 	br, err := backup.NewReader(r)
 	if err != nil {
 		return h, nil, 0, err
 	}
 	h = br.Header()
 	if h.WithMail {
-		if stage, err = d.mail.store.BeginRestore(); err != nil {
+		if stage, err = bk.mail().store.BeginRestore(); err != nil {
 			return h, nil, 0, err
 		}
 		defer func() {
@@ -182,7 +182,7 @@ func (d *Daemon) restoreCheck(r io.Reader) (h backup.Header, stage *mailstore.St
 
 // restoreConfig is pass 2 of restore: it loads the configuration entries of the spooled
 // (and checked) backup, replacing the node's, in commands of at most restoreChunk bytes.
-func (d *Daemon) restoreConfig(ctx context.Context, spool *os.File) (int, error) {
+func (bk *backups) restoreConfig(ctx context.Context, spool *os.File) (int, error) {
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
@@ -193,7 +193,7 @@ func (d *Daemon) restoreConfig(ctx context.Context, spool *os.File) (int, error)
 	chunk := &fsm.RestoreConfig{Reset: true}
 	size, n := 0, 0
 	flush := func() error {
-		if _, err := d.writes.propose(ctx, chunk); err != nil {
+		if _, err := bk.writes.propose(ctx, chunk); err != nil {
 			return fmt.Errorf("load configuration: %w", err)
 		}
 		chunk, size = &fsm.RestoreConfig{}, 0

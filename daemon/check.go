@@ -10,10 +10,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/mailstore"
+	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // Timing of `pmgcm check`.
@@ -35,22 +37,53 @@ const (
 	checkDetailBuckets = 16
 )
 
+// checker runs the consistency check (pmgcm check): this node's state and mail digests
+// for the other members, and the comparison of every member's against the master's.
+type checker struct {
+	// stat is this node's view of the cluster (status.go).
+	stat       *statusReporter
+	fsm        *fsm.FSM
+	logger     hclog.Logger
+	rpcTimeout time.Duration
+	intake     *intakePolicy
+	members    *memberView
+	writes     *writer
+	peer       func() *cluster.Client
+	mail       func() *mailSystem
+	// host is what the check needs of the rest of the daemon.
+	host checkHost
+}
+
+// checkHost is what the consistency check needs of the daemon.
+type checkHost interface {
+	self() nodeFile
+	rn() *raftnode.Node
+	checkServing() error
+}
+
+func newChecker(d *Daemon) *checker {
+	return &checker{
+		fsm: d.fsm, logger: d.logger, rpcTimeout: d.cfg.RPCTimeout, intake: d.intake, members: d.members, writes: d.writes,
+		peer: func() *cluster.Client { return d.peer }, mail: func() *mailSystem { return d.mail }, stat: d.stat, host: d,
+	}
+}
+
 // CheckState implements cluster.OpsHandler. index 0 asks for the state as it is now. A
 // node that has passed index, or does not reach it before ctx ends, answers without a
 // digest (SHA256 empty) and with its applied index, so that the caller can tell which.
 func (h rpcHandler) CheckState(ctx context.Context, index uint64) (cluster.StateCheck, error) {
-	return h.d.checkStateLocal(ctx, index)
+	return h.d.checker.checkStateLocal(ctx, index)
 }
 
-func (d *Daemon) checkStateLocal(ctx context.Context, index uint64) (cluster.StateCheck, error) {
-	if err := d.checkServing(); err != nil {
+func (c *checker) checkStateLocal(ctx context.Context, index uint64) (cluster.StateCheck, error) {
+	if err := c.host.checkServing(); err != nil {
 		return cluster.StateCheck{}, err
 	}
 	if index == 0 {
-		index = d.fsm.AppliedIndex()
+		index = c.fsm.AppliedIndex()
 	}
-	sh, err := d.fsm.HashAt(ctx, index)
-	out := cluster.StateCheck{StateHash: sh, Applied: d.fsm.AppliedIndex()}
+	sh, err := c.fsm.HashAt(ctx, index)
+	out := cluster.StateCheck{StateHash: sh, Applied: c.fsm.AppliedIndex()}
 	if err != nil && (errors.Is(err, fsm.ErrIndexPassed) || ctx.Err() != nil) {
 		out.Index = index
 		return out, nil
@@ -60,11 +93,11 @@ func (d *Daemon) checkStateLocal(ctx context.Context, index uint64) (cluster.Sta
 
 // CheckMail implements cluster.OpsHandler.
 func (h rpcHandler) CheckMail(ctx context.Context, req cluster.MailCheckRequest) (cluster.MailCheck, error) {
-	return h.d.checkMailLocal(ctx, req, nil)
+	return h.d.checker.checkMailLocal(ctx, req, nil)
 }
 
-func (d *Daemon) checkMailLocal(ctx context.Context, req cluster.MailCheckRequest, progress func(int)) (cluster.MailCheck, error) {
-	if err := d.checkServing(); err != nil {
+func (c *checker) checkMailLocal(ctx context.Context, req cluster.MailCheckRequest, progress func(int)) (cluster.MailCheck, error) {
+	if err := c.host.checkServing(); err != nil {
 		return cluster.MailCheck{}, err
 	}
 	var out cluster.MailCheck
@@ -72,7 +105,7 @@ func (d *Daemon) checkMailLocal(ctx context.Context, req cluster.MailCheckReques
 	if req.Bucket >= 0 {
 		opts.Entries = func(_ int, e mailstore.CheckEntry) { out.Entries = append(out.Entries, e) }
 	}
-	dg, err := d.mail.store.Check(ctx, opts)
+	dg, err := c.mail().store.Check(ctx, opts)
 	out.Digest = dg
 	return out, err
 }
@@ -89,14 +122,14 @@ type checkNode struct {
 
 // check compares every active member's configuration at one applied index and its mail,
 // reporting what differs where (see api.CheckReport).
-func (d *Daemon) check(ctx context.Context, verify bool, progress func(api.CheckProgress)) (*api.CheckReport, error) {
-	if err := d.checkServing(); err != nil {
+func (c *checker) check(ctx context.Context, verify bool, progress func(api.CheckProgress)) (*api.CheckReport, error) {
+	if err := c.host.checkServing(); err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	me := d.self()
-	members := d.members.active()
-	if d.fsm.Cluster() == nil {
+	me := c.host.self()
+	members := c.members.active()
+	if c.fsm.Cluster() == nil {
 		members = []fsm.Member{{CID: me.CID, Name: me.Name, IP: me.IP, Port: me.Port}}
 	}
 	rep := &api.CheckReport{Verified: verify, Nodes: []api.CheckNode{}, Differences: []api.CheckDifference{}}
@@ -108,10 +141,10 @@ func (d *Daemon) check(ctx context.Context, verify bool, progress func(api.Check
 	for i := range nodes {
 		nodes[i].row = &rep.Nodes[i]
 	}
-	if err := d.checkConfig(ctx, nodes, rep, progress); err != nil {
+	if err := c.checkConfig(ctx, nodes, rep, progress); err != nil {
 		return nil, err
 	}
-	if err := d.checkMail(ctx, nodes, rep, verify, progress); err != nil {
+	if err := c.checkMail(ctx, nodes, rep, verify, progress); err != nil {
 		return nil, err
 	}
 	for _, n := range nodes {
@@ -123,7 +156,7 @@ func (d *Daemon) check(ctx context.Context, verify bool, progress func(api.Check
 	}
 	rep.Consistent = len(rep.Differences) == 0
 	rep.DurationSeconds = time.Since(start).Seconds()
-	d.logger.Info("consistency check", "consistent", rep.Consistent, "index", rep.Index,
+	c.logger.Info("consistency check", "consistent", rep.Consistent, "index", rep.Index,
 		"differences", len(rep.Differences), "verified", verify, "duration", time.Since(start).Round(time.Millisecond))
 	return rep, nil
 }
@@ -140,11 +173,11 @@ func nodeRepair(n *checkNode) string {
 // one; a node that does not reach it (the master's index is that of a restored snapshot,
 // which a node replaying the log never applies as such) is given a real index: a command
 // that changes nothing (checkMark).
-func (d *Daemon) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.CheckReport, progress func(api.CheckProgress)) error {
+func (c *checker) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.CheckReport, progress func(api.CheckProgress)) error {
 	marked := false
 	for round := 0; ; round++ {
 		progress(api.CheckProgress{Phase: "config", Nodes: len(nodes)})
-		index, err := d.masterIndex(ctx)
+		index, err := c.masterIndex(ctx)
 		if err != nil {
 			return err
 		}
@@ -154,7 +187,7 @@ func (d *Daemon) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.C
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				n.state, n.err = d.stateOf(ctx, n, index)
+				n.state, n.err = c.stateOf(ctx, n, index)
 			}()
 		}
 		wg.Wait()
@@ -183,7 +216,7 @@ func (d *Daemon) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.C
 			break
 		}
 		if behind && !passed && !marked {
-			if err := d.checkMark(ctx); err != nil {
+			if err := c.checkMark(ctx); err != nil {
 				return err
 			}
 			marked = true
@@ -191,7 +224,7 @@ func (d *Daemon) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.C
 	}
 	counts := map[string]int{}
 	var masterSum string
-	_, leaderID := d.rn().Leader()
+	_, leaderID := c.host.rn().Leader()
 	for _, n := range nodes {
 		if n.err == nil {
 			n.row.ConfigSHA256, n.row.Entries = n.state.SHA256, n.state.Entries
@@ -202,7 +235,7 @@ func (d *Daemon) checkConfig(ctx context.Context, nodes []*checkNode, rep *api.C
 		}
 	}
 	ref := majority(counts, masterSum)
-	master, _ := d.members.master()
+	master, _ := c.members.master()
 	for _, n := range nodes {
 		if n.err == nil && n.state.SHA256 != ref {
 			rep.Differences = append(rep.Differences, api.CheckDifference{What: "config", CID: n.m.CID, Node: n.m.Name,
@@ -242,15 +275,15 @@ func orUnknown(s string) string {
 
 // masterIndex returns the master's state-machine index (this node's own without a
 // cluster).
-func (d *Daemon) masterIndex(ctx context.Context) (uint64, error) {
-	if d.fsm.Cluster() == nil || d.rn().IsLeader() {
-		return d.fsm.AppliedIndex(), nil
+func (c *checker) masterIndex(ctx context.Context) (uint64, error) {
+	if c.fsm.Cluster() == nil || c.host.rn().IsLeader() {
+		return c.fsm.AppliedIndex(), nil
 	}
-	addr, err := d.writes.leaderAddr()
+	addr, err := c.writes.leaderAddr()
 	if err != nil {
-		return 0, fmt.Errorf("%w: the consistency check compares every node with the master: %s", err, d.quorumSummary())
+		return 0, fmt.Errorf("%w: the consistency check compares every node with the master: %s", err, c.stat.quorumSummary())
 	}
-	sc, err := d.peer.CheckState(ctx, addr, 0, checkStateWait)
+	sc, err := c.peer().CheckState(ctx, addr, 0, checkStateWait)
 	if err != nil {
 		if cluster.NotSupported(err) {
 			return 0, fmt.Errorf("the master (%s) runs an older version without the consistency check: upgrade it first", addr)
@@ -267,9 +300,9 @@ const checkMarkKey = "pmgcm/check-mark"
 
 // checkMark commits a command that changes nothing, so that every node applies one
 // index the configurations can be compared at.
-func (d *Daemon) checkMark(ctx context.Context) error {
+func (c *checker) checkMark(ctx context.Context) error {
 	zero := uint64(0)
-	_, err := d.writes.propose(ctx, fsm.ConfigDelete{Key: checkMarkKey, IfVersion: &zero})
+	_, err := c.writes.propose(ctx, fsm.ConfigDelete{Key: checkMarkKey, IfVersion: &zero})
 	var vc *versionConflict
 	switch {
 	case err == nil, errors.Is(err, fsm.ErrNotFound), errors.Is(err, fsm.ErrVersionConflict), errors.As(err, &vc),
@@ -279,15 +312,15 @@ func (d *Daemon) checkMark(ctx context.Context) error {
 	return fmt.Errorf("mark an index for the consistency check: %w", err)
 }
 
-func (d *Daemon) stateOf(ctx context.Context, n *checkNode, index uint64) (cluster.StateCheck, error) {
+func (c *checker) stateOf(ctx context.Context, n *checkNode, index uint64) (cluster.StateCheck, error) {
 	if n.local {
 		wctx, cancel := context.WithTimeout(ctx, checkStateWait)
 		defer cancel()
-		return d.checkStateLocal(wctx, index)
+		return c.checkStateLocal(wctx, index)
 	}
-	cctx, cancel := context.WithTimeout(ctx, checkStateWait+d.cfg.RPCTimeout)
+	cctx, cancel := context.WithTimeout(ctx, checkStateWait+c.rpcTimeout)
 	defer cancel()
-	sc, err := d.peer.CheckState(cctx, memberAddr(n.m), index, checkStateWait)
+	sc, err := c.peer().CheckState(cctx, memberAddr(n.m), index, checkStateWait)
 	if cluster.NotSupported(err) {
 		err = fmt.Errorf("%w: %s runs an older version without the consistency check: not available on it", err, n.m.Name)
 	}
@@ -296,15 +329,15 @@ func (d *Daemon) stateOf(ctx context.Context, n *checkNode, index uint64) (clust
 
 // checkMail compares the nodes' mail digests, then the entries of each bucket whose
 // digests differ, twice: what replication settled in between is not reported.
-func (d *Daemon) checkMail(ctx context.Context, nodes []*checkNode, rep *api.CheckReport, verify bool, progress func(api.CheckProgress)) error {
+func (c *checker) checkMail(ctx context.Context, nodes []*checkNode, rep *api.CheckReport, verify bool, progress func(api.CheckProgress)) error {
 	req := cluster.MailCheckRequest{Verify: verify, Bucket: -1}
-	if v, ok := d.intake.setting(keyRetentionDays); ok {
+	if v, ok := c.intake.setting(keyRetentionDays); ok {
 		if days, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && days > 0 {
 			req.Since = time.Now().Add(-time.Duration(days)*24*time.Hour + checkRetentionMargin)
 			rep.Since = req.Since.UTC()
 		}
 	}
-	total, _ := d.mail.store.Stats()
+	total, _ := c.mail().store.Stats()
 	var mu sync.Mutex
 	p := api.CheckProgress{Phase: "mail", Total: total, Nodes: len(nodes)}
 	report := func(change func()) {
@@ -322,7 +355,7 @@ func (d *Daemon) checkMail(ctx context.Context, nodes []*checkNode, rep *api.Che
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.mail, n.err = d.mailOf(ctx, n, req, func(c int) { report(func() { p.Checked = int64(c) }) })
+			n.mail, n.err = c.mailOf(ctx, n, req, func(c int) { report(func() { p.Checked = int64(c) }) })
 			report(func() { p.NodesDone++ })
 		}()
 	}
@@ -348,7 +381,7 @@ func (d *Daemon) checkMail(ctx context.Context, nodes []*checkNode, rep *api.Che
 			Repair: "repair the differences listed, then run pmgcm check again"})
 		buckets = buckets[:checkDetailBuckets]
 	}
-	first, err := d.bucketEntries(ctx, live, req, buckets)
+	first, err := c.bucketEntries(ctx, live, req, buckets)
 	if err != nil {
 		return err
 	}
@@ -358,7 +391,7 @@ func (d *Daemon) checkMail(ctx context.Context, nodes []*checkNode, rep *api.Che
 		return ctx.Err()
 	case <-time.After(checkRecheckAfter):
 	}
-	second, err := d.bucketEntries(ctx, live, req, buckets)
+	second, err := c.bucketEntries(ctx, live, req, buckets)
 	if err != nil {
 		return err
 	}
@@ -366,13 +399,13 @@ func (d *Daemon) checkMail(ctx context.Context, nodes []*checkNode, rep *api.Che
 	return nil
 }
 
-func (d *Daemon) mailOf(ctx context.Context, n *checkNode, req cluster.MailCheckRequest, progress func(int)) (cluster.MailCheck, error) {
+func (c *checker) mailOf(ctx context.Context, n *checkNode, req cluster.MailCheckRequest, progress func(int)) (cluster.MailCheck, error) {
 	cctx, cancel := context.WithTimeout(ctx, checkMailTimeout)
 	defer cancel()
 	if n.local {
-		return d.checkMailLocal(cctx, req, progress)
+		return c.checkMailLocal(cctx, req, progress)
 	}
-	return d.peer.CheckMail(cctx, memberAddr(n.m), req)
+	return c.peer().CheckMail(cctx, memberAddr(n.m), req)
 }
 
 // differingBuckets lists the buckets whose digests are not the same on every node.
@@ -406,7 +439,7 @@ func differingBuckets(nodes []*checkNode) []int {
 type nodeEntries map[uint64]map[string]mailstore.CheckEntry
 
 // bucketEntries fetches the entries of the given buckets from every node.
-func (d *Daemon) bucketEntries(ctx context.Context, nodes []*checkNode, req cluster.MailCheckRequest, buckets []int) (nodeEntries, error) {
+func (c *checker) bucketEntries(ctx context.Context, nodes []*checkNode, req cluster.MailCheckRequest, buckets []int) (nodeEntries, error) {
 	out := nodeEntries{}
 	var mu sync.Mutex
 	var firstErr error
@@ -419,7 +452,7 @@ func (d *Daemon) bucketEntries(ctx context.Context, nodes []*checkNode, req clus
 			for _, b := range buckets {
 				r := req
 				r.Bucket = b
-				mc, err := d.mailOf(ctx, n, r, nil)
+				mc, err := c.mailOf(ctx, n, r, nil)
 				mu.Lock()
 				if err != nil {
 					if firstErr == nil {

@@ -99,12 +99,12 @@ func fileKind(m fs.FileMode) string {
 
 func (d *Daemon) controlHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathStatus, d.handleStatus)
-	mux.HandleFunc("POST "+api.PathCreate, d.handleCreate)
-	mux.HandleFunc("GET "+api.PathConfig, d.metrics.countConfig(opRead, d.handleConfigGet))
-	mux.HandleFunc("PUT "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigSet))
-	mux.HandleFunc("DELETE "+api.PathConfig, d.metrics.countConfig(opWrite, d.handleConfigDelete))
-	mux.HandleFunc("GET "+api.PathConfigList, d.metrics.countConfig(opRead, d.handleConfigList))
+	mux.HandleFunc("GET "+api.PathStatus, d.ctlAPI.handleStatus)
+	mux.HandleFunc("POST "+api.PathCreate, d.ctlAPI.handleCreate)
+	mux.HandleFunc("GET "+api.PathConfig, d.metrics.countConfig(opRead, d.ctlAPI.handleConfigGet))
+	mux.HandleFunc("PUT "+api.PathConfig, d.metrics.countConfig(opWrite, d.ctlAPI.handleConfigSet))
+	mux.HandleFunc("DELETE "+api.PathConfig, d.metrics.countConfig(opWrite, d.ctlAPI.handleConfigDelete))
+	mux.HandleFunc("GET "+api.PathConfigList, d.metrics.countConfig(opRead, d.ctlAPI.handleConfigList))
 	mux.HandleFunc("GET "+api.PathConfigWatch, d.watcher.handleConfigWatch)
 	mux.HandleFunc("POST "+api.PathJoinProbe, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinProbeRequest
@@ -167,14 +167,14 @@ func (d *Daemon) controlHandler() http.Handler {
 		res, err := d.certs.updateFingerprints(r.Context(), r.URL.Query().Get("all") == "1")
 		reply(w, res, err)
 	})
-	mux.HandleFunc("GET "+api.PathQuarantine, d.handleQuarantineList)
-	mux.HandleFunc("GET "+api.PathQuarantineShow, d.handleQuarantineShow)
-	mux.HandleFunc("POST "+api.PathQuarantineDelete, d.handleQuarantineState(api.MailDeleted))
-	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.handleQuarantineState(api.MailReleased))
-	mux.HandleFunc("GET "+api.PathBackup, d.handleBackup)
-	mux.HandleFunc("POST "+api.PathRestore, d.handleRestore)
+	mux.HandleFunc("GET "+api.PathQuarantine, d.mail.handleQuarantineList)
+	mux.HandleFunc("GET "+api.PathQuarantineShow, d.mail.handleQuarantineShow)
+	mux.HandleFunc("POST "+api.PathQuarantineDelete, d.mail.handleQuarantineState(api.MailDeleted))
+	mux.HandleFunc("POST "+api.PathQuarantineRelease, d.mail.handleQuarantineState(api.MailReleased))
+	mux.HandleFunc("GET "+api.PathBackup, d.backups.handleBackup)
+	mux.HandleFunc("POST "+api.PathRestore, d.backups.handleRestore)
 	mux.HandleFunc("GET "+api.PathReport, d.report.handleReport)
-	d.registerOps(mux)
+	registerOps(mux, d.checker, d.maint)
 	if d.cfg.FaultInjection {
 		mux.HandleFunc("POST "+api.PathDebugPartition, func(w http.ResponseWriter, r *http.Request) {
 			var req api.PartitionRequest
@@ -188,12 +188,12 @@ func (d *Daemon) controlHandler() http.Handler {
 	return mux
 }
 
-func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, d.status(r.Context()))
+func (c *controlAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, c.stat.status(r.Context()))
 }
 
-func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
-	res, err := d.creator.create(r.Context())
+func (c *controlAPI) handleCreate(w http.ResponseWriter, r *http.Request) {
+	res, err := c.creator.create(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -201,17 +201,17 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (d *Daemon) handleConfigGet(w http.ResponseWriter, r *http.Request) {
+func (c *controlAPI) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
 	if err := fsm.ValidateKey(key); err != nil {
 		writeErr(w, err)
 		return
 	}
-	if err := d.readAt(w, r); err != nil {
+	if err := c.readAt(w, r); err != nil {
 		writeErr(w, err)
 		return
 	}
-	e, ok := d.fsm.Get(key)
+	e, ok := c.fsm.Get(key)
 	if !ok {
 		writeErr(w, fmt.Errorf("%w: key %q", fsm.ErrNotFound, key))
 		return
@@ -224,23 +224,23 @@ func (d *Daemon) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 
 // readAt prepares a read: linearizable by default, or with stale=1 served from this
 // node's own state, with headers that say how far behind it may be.
-func (d *Daemon) readAt(w http.ResponseWriter, r *http.Request) error {
+func (c *controlAPI) readAt(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Query().Get("stale") != "1" {
-		return d.writes.linearizableRead(r.Context())
+		return c.writes.linearizableRead(r.Context())
 	}
-	if err := d.checkServing(); err != nil {
+	if err := c.host.checkServing(); err != nil {
 		return err
 	}
-	st := d.rn().Stats()
+	st := c.host.rn().Stats()
 	contact := "never"
 	switch {
-	case d.rn().IsLeader():
+	case c.host.rn().IsLeader():
 		contact = "0s"
 	case st.LastContact > 0:
 		contact = st.LastContact.Round(time.Millisecond).String()
 	}
 	w.Header().Set(api.HeaderStale, "1")
-	w.Header().Set(api.HeaderAppliedIndex, strconv.FormatUint(d.fsm.AppliedIndex(), 10))
+	w.Header().Set(api.HeaderAppliedIndex, strconv.FormatUint(c.fsm.AppliedIndex(), 10))
 	w.Header().Set(api.HeaderLastContact, contact)
 	return nil
 }
@@ -258,7 +258,7 @@ func ifVersion(r *http.Request) (*uint64, error) {
 	return &v, nil
 }
 
-func (d *Daemon) handleConfigSet(w http.ResponseWriter, r *http.Request) {
+func (c *controlAPI) handleConfigSet(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
 	if err := fsm.ValidateKey(key); err != nil {
 		writeErr(w, err)
@@ -278,10 +278,10 @@ func (d *Daemon) handleConfigSet(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	d.writeConfig(w, r.Context(), key, &fsm.ConfigSet{Key: key, Value: value, IfVersion: iv})
+	c.writeConfig(w, r.Context(), key, &fsm.ConfigSet{Key: key, Value: value, IfVersion: iv})
 }
 
-func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
+func (c *controlAPI) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
 	if err := fsm.ValidateKey(key); err != nil {
 		writeErr(w, err)
@@ -292,15 +292,15 @@ func (d *Daemon) handleConfigDelete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	d.writeConfig(w, r.Context(), key, &fsm.ConfigDelete{Key: key, IfVersion: iv})
+	c.writeConfig(w, r.Context(), key, &fsm.ConfigDelete{Key: key, IfVersion: iv})
 }
 
-func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
-	if e := d.ops.diskGuardRefusal(d.self()); e != nil {
+func (c *controlAPI) writeConfig(w http.ResponseWriter, ctx context.Context, key string, cmd fsm.Command) {
+	if e := c.ops.diskGuardRefusal(c.host.self()); e != nil {
 		writeJSON(w, http.StatusInsufficientStorage, e)
 		return
 	}
-	res, err := d.writes.propose(ctx, cmd)
+	res, err := c.writes.propose(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, fsm.ErrVersionConflict) && res != nil {
 			err = &versionConflict{err: err, version: res.Version}
@@ -311,14 +311,14 @@ func (d *Daemon) writeConfig(w http.ResponseWriter, ctx context.Context, key str
 	writeJSON(w, http.StatusOK, api.WriteResponse{Key: key, Version: res.Index})
 }
 
-func (d *Daemon) handleConfigList(w http.ResponseWriter, r *http.Request) {
-	if err := d.readAt(w, r); err != nil {
+func (c *controlAPI) handleConfigList(w http.ResponseWriter, r *http.Request) {
+	if err := c.readAt(w, r); err != nil {
 		writeErr(w, err)
 		return
 	}
 	// Streamed (issue 16): the values are shared with the state, each entry is encoded
 	// on its own; the bytes are those of an api.ConfigList encoded whole.
-	entries := d.fsm.ListShared(r.URL.Query().Get("prefix"))
+	entries := c.fsm.ListShared(r.URL.Query().Get("prefix"))
 	streamJSON(w, `{"entries":[`, `]}`, len(entries), func(i int) any {
 		e := entries[i]
 		ce := api.ConfigEntry{Key: e.Key, Version: e.Version, Size: len(e.Value)}

@@ -31,6 +31,8 @@ const nodeCertValidity = 2 * 365 * 24 * time.Hour
 // crashed before its certificate was in place, and the join command that admits further
 // nodes (pmgcm join-cmd, with token rotation).
 type creator struct {
+	// stat is this node's view of the cluster (status.go).
+	stat *statusReporter
 	// writes commits commands and reads linearizably (rpc.go).
 	writes *writer
 	fsm    *fsm.FSM
@@ -59,13 +61,12 @@ type creator struct {
 type createHost interface {
 	checkServing() error
 	setSelf(nf nodeFile) error
-	quorumSummary() string
 }
 
 // newCreator returns the creator of d, whose fsm, key, mux and token keeper are made.
 func newCreator(d *Daemon) *creator {
 	return &creator{
-		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, stat: d.stat, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
 		gate: &d.gate, self: d.self, members: d.members, tokens: d.tokens, trust: d.trust,
 	}
 }
@@ -247,7 +248,7 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		expires = &exp
 	}
 	if _, err := c.writes.leaderAddr(); err != nil {
-		return nil, fmt.Errorf("%w: %s", err, c.host.quorumSummary())
+		return nil, fmt.Errorf("%w: %s", err, c.stat.quorumSummary())
 	}
 	master, ok := c.members.master()
 	if !ok {

@@ -111,6 +111,16 @@ type Daemon struct {
 	honesty *honesty
 	// health answers the health checks (health.go).
 	health *health
+	// checker runs pmgcm check (check.go).
+	checker *checker
+	// backups makes and restores backups, on demand and on schedule (backups.go).
+	backups *backups
+	// stat is this node's view of the cluster: status and its rows (status.go).
+	stat *statusReporter
+	// maint keeps maintenance mode and opens and closes SMTP intake (maintstate.go).
+	maint *maintenance
+	// ctlAPI answers status, create and configuration requests (controlapi.go).
+	ctlAPI *controlAPI
 	// tokens rotates the join token (jointoken.go).
 	tokens *tokenKeeper
 	// memberOps deletes members (members.go).
@@ -189,6 +199,11 @@ func (d *Daemon) Open() (err error) {
 	d.writes = newWriter(d)
 	d.members = newMemberView(d)
 	d.versions = newVersionKeeper(d)
+	d.diskW = newDiskWatch(d)
+	d.honesty = newHonesty(d)
+	d.backups = newBackups(d)
+	d.stat = newStatusReporter(d)
+	d.maint = newMaintenance(d)
 	d.certs = newCertRenewer(d)
 	d.voters = newVoterReconciler(d)
 	d.promoter = newPromoter(d)
@@ -200,10 +215,10 @@ func (d *Daemon) Open() (err error) {
 	d.memberOps = newMemberOps(d)
 	d.intake = newIntakePolicy(d)
 	d.watcher = newWatcher(d)
-	d.diskW = newDiskWatch(d)
-	d.honesty = newHonesty(d)
 	d.report = newReporter(d)
 	d.health = newHealth(d)
+	d.checker = newChecker(d)
+	d.ctlAPI = newControlAPI(d)
 	// The mux listens first: the Raft layer advertises its bound address.
 	if err := d.mux.Open(); err != nil {
 		return fmt.Errorf("open cluster port %s: %w: is another service using it? choose another with --port", d.cfg.Addr(), err)
@@ -397,14 +412,14 @@ func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		close(d.stop)
 		// SMTP first: sending MTAs go to the other MX at once; the mail in flight is stored.
-		errs := []error{d.drainMail()}
+		errs := []error{d.mail.drainMail()}
 		if d.ctl != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, ignoreClosed(d.ctl.Shutdown(ctx)))
 			cancel()
 			_ = os.Remove(d.cfg.Socket)
 		}
-		errs = append(errs, d.closeMail())
+		errs = append(errs, d.mail.closeMail())
 		d.drain.drainForwarded()
 		led := false
 		if n := d.rn(); n != nil {

@@ -56,7 +56,7 @@ func newDiskWatch(d *Daemon) *diskWatch {
 	return &diskWatch{
 		dir: d.dir.file("mail"), logger: d.logger, state: &d.disk, stop: d.stop, bg: &d.bg,
 		kick: func() {
-			if r := d.replicator(); r != nil {
+			if r := d.mail.replicator(); r != nil {
 				r.Kick()
 			}
 		},

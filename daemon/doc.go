@@ -24,9 +24,10 @@
 // unauthenticated.go, the join token's expiry and rotation in jointoken.go, the back-off
 // of wrong tokens in jointhrottle.go.
 //
-// Daemon itself keeps the lifecycle (New, Open, Close, Wait), the wiring of the parts,
-// the node's identity file and standing (self, updateSelf, standing, checkServing) and
-// the handlers of the control socket, status, metrics, mail and backup. Each other
+// Daemon itself keeps the lifecycle (New, Open, Close, Wait, and the open* steps of
+// Open), the wiring of the parts, the node's identity file and standing (self, setSelf,
+// updateSelf, standing, checkServing, rn), the handler table of the control socket
+// (controlHandler) and the leader duties it registers (leaderDuties). Each other
 // concern is a small type holding narrow fields, or a small interface that *Daemon
 // satisfies, made once in Open: the write path (writer), joining (joiner) and admission
 // (admitter), the peer cache and authorizer (peerTrust), pmgcm delete (memberOps), the
@@ -34,7 +35,11 @@
 // sync (syncer), create (creator), certificate renewal (certRenewer), the cluster
 // version (versionKeeper), the diagnostics bundle (reporter), the health checks
 // (health), the operator tools (opsState), stopping without losing a write (stopDrain),
-// what members may forward (forwardGuard), the wipe of a removed node (clusterWiper).
+// what members may forward (forwardGuard), the wipe of a removed node (clusterWiper),
+// the quarantine, its replication and the quarantine handlers (mailSystem), maintenance
+// mode and SMTP intake with it (maintenance), pmgcm check (checker), backup, restore and
+// the scheduled backups (backups), status and the node rows (statusReporter), and the
+// status, create and configuration requests of the control socket (controlAPI).
 //
 // It must never import the cli package: the CLI reaches the daemon only through the socket.
 package daemon

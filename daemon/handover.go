@@ -41,11 +41,11 @@ func (s *haltSignal) fire() {
 // handoverReason says why this node must not be master, "" when nothing stops it: it is
 // in maintenance, or its state machine halted (its reads would block and its writes
 // fail until it is upgraded).
-func (d *Daemon) handoverReason() string {
-	if d.fsm.Halted() != nil {
+func (mt *maintenance) handoverReason() string {
+	if mt.fsm.Halted() != nil {
 		return "the replicated log halted on this node (upgrade pmgclusterd on it)"
 	}
-	if d.maintenanceOn() {
+	if mt.maintenanceOn() {
 		return "in maintenance"
 	}
 	return ""
@@ -56,12 +56,12 @@ func (d *Daemon) handoverReason() string {
 // master and the moment its state machine halts, and retries every handoverEvery while
 // no voter can take it. A halted node that wins an election again so hands over again
 // at the start of that term.
-func (d *Daemon) handoverDuty(ctx context.Context, handOver func(context.Context) (uint64, error)) {
+func (mt *maintenance) handoverDuty(ctx context.Context, handOver func(context.Context) (uint64, error)) {
 	for {
-		halted := d.tools.halt.wait() // before the look: no halt is missed
-		if why := d.handoverReason(); why != "" && d.rn().IsLeader() && d.fsm.Cluster() != nil {
+		halted := mt.tools.halt.wait() // before the look: no halt is missed
+		if why := mt.handoverReason(); why != "" && mt.host.rn().IsLeader() && mt.fsm.Cluster() != nil {
 			if _, err := handOver(ctx); err != nil && ctx.Err() == nil {
-				d.logger.Warn("master, but "+why, "error", err)
+				mt.logger.Warn("master, but "+why, "error", err)
 			}
 		}
 		select {
@@ -77,10 +77,10 @@ func (d *Daemon) handoverDuty(ctx context.Context, handOver func(context.Context
 // voter policy's steps (promoter.transferTo) are skipped: they may propose a suffrage
 // record, which a halted state machine cannot apply, and its member list is stale.
 // handOver only picks a node that is a voter in the Raft configuration.
-func (d *Daemon) transferHalted(_ context.Context, cid uint64) error {
-	m, ok := d.fsm.Member(cid)
+func (mt *maintenance) transferHalted(_ context.Context, cid uint64) error {
+	m, ok := mt.fsm.Member(cid)
 	if !ok {
 		return fmt.Errorf("%w: cid %d", fsm.ErrUnknownMember, cid)
 	}
-	return d.rn().TransferLeadership(cid, memberAddr(m))
+	return mt.host.rn().TransferLeadership(cid, memberAddr(m))
 }

@@ -37,7 +37,7 @@ func TestHaltedMasterHandsOver(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		d.handoverDuty(ctx, handOver)
+		newMaintenance(d).handoverDuty(ctx, handOver)
 	}()
 	// The master meets an entry it cannot apply.
 	res := d.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: d.fsm.AppliedIndex() + 1,
@@ -60,7 +60,7 @@ func TestHaltedMasterHandsOver(t *testing.T) {
 	before := handovers.Load()
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	go d.handoverDuty(ctx2, handOver)
+	go newMaintenance(d).handoverDuty(ctx2, handOver)
 	testutil.Poll(t, "the handover at the start of a halted term", handoverEvery/2, func() error {
 		if handovers.Load() == before {
 			return errors.New("no handover yet")
@@ -118,7 +118,9 @@ func TestHaltedMasterHandsOverToVoter(t *testing.T) {
 	if !errors.Is(res.Err, fsm.ErrHalted) {
 		t.Fatalf("test setup: the state machine did not halt: %v", res.Err)
 	}
-	go d.handoverDuty(ctx, d.handOver)
+	d.stat = newStatusReporter(d)
+	mt := newMaintenance(d)
+	go mt.handoverDuty(ctx, mt.handOver)
 	testutil.Poll(t, "cid 2 master", 15*time.Second, func() error {
 		if !n2.IsLeader() {
 			return errors.New("cid 2 is not the leader")

@@ -8,12 +8,13 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/raftnode"
-	"github.com/pmgcm/pmgcm/smtpd"
 )
 
 // health owns the health checks of /health/mail and /health/cluster: why this node does
 // not take mail, and why it is not an active member with a known master.
 type health struct {
+	// stat is this node's view of the cluster (status.go).
+	stat  *statusReporter
 	ops   *opsState
 	drain *stopDrain
 	// dir holds the mail store, probed for writes.
@@ -32,16 +33,13 @@ type health struct {
 type healthHost interface {
 	checkServing() error
 	rn() *raftnode.Node
-	quorumSummary() string
-	mailStatus() *api.MailStatus
-	smtpServer() *smtpd.Server
 }
 
 // newHealth returns the health checks of d, whose operator tools and drain are made.
 func newHealth(d *Daemon) *health {
 	return &health{
 		ops: d.ops, drain: d.drain, dir: d.dir, dataDir: d.cfg.DataDir, smtpPort: d.cfg.SMTPPort,
-		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, host: d,
+		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, stat: d.stat, host: d,
 	}
 }
 
@@ -80,7 +78,7 @@ func (h *health) mailHealth() []string {
 	switch {
 	case h.smtpPort == 0:
 		reasons = append(reasons, "SMTP intake is off (--smtp-port 0)")
-	case h.host.smtpServer() == nil || !h.host.smtpServer().Listening():
+	case h.mail().smtpServer() == nil || !h.mail().smtpServer().Listening():
 		reasons = append(reasons, fmt.Sprintf("SMTP listener on port %d is not accepting connections", h.smtpPort))
 	}
 	if on, why := h.ops.inMaintenance(); on {
@@ -152,7 +150,7 @@ func (h *health) clusterHealth() []string {
 	_, leaderID := n.Leader()
 	switch {
 	case leaderID == "":
-		reasons = append(reasons, "no master known: configuration writes are unavailable: "+h.host.quorumSummary())
+		reasons = append(reasons, "no master known: configuration writes are unavailable: "+h.stat.quorumSummary())
 	case st.State != "Leader" && (st.LastContact <= 0 || st.LastContact > h.heartbeat):
 		since := "never"
 		if lc := st.LastContact; lc > 0 {
@@ -163,7 +161,7 @@ func (h *health) clusterHealth() []string {
 	if st.AppliedIndex+catchUpSlack < st.CommitIndex {
 		reasons = append(reasons, fmt.Sprintf("state S: syncing the configuration, applied index %d of %d", st.AppliedIndex, st.CommitIndex))
 	}
-	if ms := h.host.mailStatus(); ms != nil {
+	if ms := h.mail().mailStatus(); ms != nil {
 		switch {
 		case !ms.BacklogKnown:
 			reasons = append(reasons, "state S: not every node has told yet what mail it has")

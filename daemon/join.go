@@ -37,6 +37,8 @@ type joiner struct {
 	raft       func() *raftnode.Node
 	self       func() nodeFile
 	updateSelf func(change func(*nodeFile)) error
+	// mail is the quarantine, emptied when this node joins (made by openMail).
+	mail func() *mailSystem
 	// ip and port are this node's cluster address.
 	ip   string
 	port int
@@ -53,7 +55,6 @@ type joiner struct {
 // joinHost is what joining needs of the daemon.
 type joinHost interface {
 	standing() standing
-	wipeMail() error
 }
 
 // newJoiner returns the joiner of d, whose data directory, fsm, mux and peer trust are made.
@@ -61,7 +62,7 @@ func newJoiner(d *Daemon) *joiner {
 	return &joiner{
 		fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, gate: &d.gate, raft: d.rn,
 		self: d.self, updateSelf: d.updateSelf, ip: d.cfg.IP, port: d.cfg.Port,
-		configured: d.cfg.ProtocolVersion, trust: d.trust, host: d,
+		configured: d.cfg.ProtocolVersion, trust: d.trust, mail: func() *mailSystem { return d.mail }, host: d,
 	}
 }
 
@@ -226,7 +227,7 @@ func (j *joiner) becomeMember(adm cluster.Admission) error {
 		if len(adm.CertPEM) > 0 {
 			// A join replaces the node's data with the cluster's; a re-admission after a
 			// forced promotion keeps it.
-			if err := j.host.wipeMail(); err != nil {
+			if err := j.mail().wipeMail(); err != nil {
 				return err
 			}
 		}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/mailrepl"
@@ -43,6 +45,26 @@ type mailSystem struct {
 	repl *mailrepl.Replicator
 
 	smtp *smtpd.Server
+
+	logger  hclog.Logger
+	mux     *transport.Mux
+	intake  *intakePolicy
+	members *memberView
+	// bg and stopContext are the daemon's background tasks and their context.
+	bg          *sync.WaitGroup
+	stopContext func() (context.Context, context.CancelFunc)
+	// drainTimeout is --smtp-drain-timeout.
+	drainTimeout time.Duration
+	// takeSMTP takes SMTP intake down for good (maintenance.takeSMTP).
+	takeSMTP func() *smtpd.Server
+	// host is what the mail system needs of the rest of the daemon.
+	host mailHost
+}
+
+// mailHost is what the mail system needs of the daemon.
+type mailHost interface {
+	self() nodeFile
+	checkServing() error
 }
 
 // openMail opens the mail store, serves replication on the mail channel, starts the
@@ -55,9 +77,10 @@ func (d *Daemon) openMail() error {
 		}
 		return fmt.Errorf("open mail store %s: %w", d.dir.file("mail"), err)
 	}
-	m := &mailSystem{store: store}
+	m := &mailSystem{store: store, logger: d.logger, mux: d.mux, intake: d.intake, members: d.members,
+		bg: &d.bg, stopContext: d.stopContext, drainTimeout: d.cfg.SMTPDrainTimeout, takeSMTP: d.maint.takeSMTP, host: d}
 	d.mail = m
-	d.purgeMail() // before replication: never fetch what retention already dropped
+	m.purgeMail() // before replication: never fetch what retention already dropped
 	var ln net.Listener
 	m.srv, ln = d.limits.channelServer(transport.ChanMail, mailrepl.Handler(store), d.mux.Listener(transport.ChanMail))
 	d.bg.Add(1)
@@ -65,52 +88,52 @@ func (d *Daemon) openMail() error {
 		defer d.bg.Done()
 		_ = m.srv.Serve(ln)
 	}()
-	if err := d.startReplicator(); err != nil {
+	if err := m.startReplicator(); err != nil {
 		return err
 	}
 	// A node in maintenance keeps SMTP intake closed (maintenance.go).
-	d.ops.setMaintenanceHook(d.maintenanceReason)
-	if err := d.setSMTP(!d.maintenanceOn()); err != nil {
+	d.ops.setMaintenanceHook(d.maint.maintenanceReason)
+	if err := d.maint.setSMTP(!d.maint.maintenanceOn()); err != nil {
 		return err
 	}
 	d.bg.Add(2)
-	go d.mailHousekeeping()
+	go m.mailHousekeeping()
 	go d.diskW.run()
 	return nil
 }
 
-func (d *Daemon) startReplicator() error {
+func (ms *mailSystem) startReplicator() error {
 	cfg := mailrepl.DefaultConfig()
-	cfg.Store, cfg.Peers = d.mail.store, d.mailPeers
-	cfg.Client = d.mux.HTTPClient(transport.ChanMail)
-	cfg.Logger = d.logger.Named("mailrepl")
+	cfg.Store, cfg.Peers = ms.store, ms.mailPeers
+	cfg.Client = ms.mux.HTTPClient(transport.ChanMail)
+	cfg.Logger = ms.logger.Named("mailrepl")
 	r, err := mailrepl.New(cfg)
 	if err != nil {
 		return err
 	}
 	r.Start()
-	d.mail.mu.Lock()
-	d.mail.repl = r
-	d.mail.mu.Unlock()
+	ms.mu.Lock()
+	ms.repl = r
+	ms.mu.Unlock()
 	return nil
 }
 
 // replicator returns the running replicator.
-func (d *Daemon) replicator() *mailrepl.Replicator {
-	d.mail.mu.Lock()
-	defer d.mail.mu.Unlock()
-	return d.mail.repl
+func (ms *mailSystem) replicator() *mailrepl.Replicator {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.repl
 }
 
 // mailPeers are the other members of the current epoch: a removed or fenced node
 // exchanges no mail until it is back.
-func (d *Daemon) mailPeers() []mailrepl.Peer {
-	if d.checkServing() != nil {
+func (ms *mailSystem) mailPeers() []mailrepl.Peer {
+	if ms.host.checkServing() != nil {
 		return nil
 	}
-	me := d.self().CID
+	me := ms.host.self().CID
 	var out []mailrepl.Peer
-	for _, m := range d.members.active() {
+	for _, m := range ms.members.active() {
 		if m.CID != me {
 			out = append(out, mailrepl.Peer{CID: m.CID, Addr: memberAddr(m)})
 		}
@@ -120,40 +143,40 @@ func (d *Daemon) mailPeers() []mailrepl.Peer {
 
 // wipeMail empties the mail store when the node joins a cluster (its data is replaced by
 // the cluster's); replication starts over.
-func (d *Daemon) wipeMail() error {
-	if r := d.replicator(); r != nil {
+func (ms *mailSystem) wipeMail() error {
+	if r := ms.replicator(); r != nil {
 		_ = r.Close()
 	}
-	if err := d.mail.store.Wipe(); err != nil {
+	if err := ms.store.Wipe(); err != nil {
 		return fmt.Errorf("empty the mail store: %w", err)
 	}
-	return d.startReplicator()
+	return ms.startReplicator()
 }
 
 // drainMail stops the SMTP intake for a planned stop: it stops accepting connections at
 // once and lets the transactions in flight finish within SMTPDrainTimeout, while the
 // store is still open (closeMail closes it after).
-func (d *Daemon) drainMail() error {
-	s := d.smtpServer()
+func (ms *mailSystem) drainMail() error {
+	s := ms.smtpServer()
 	if s == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SMTPDrainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ms.drainTimeout)
 	defer cancel()
 	return s.Drain(ctx)
 }
 
 // closeMail stops intake first, then replication, then the store.
-func (d *Daemon) closeMail() error {
-	m := d.mail
+func (ms *mailSystem) closeMail() error {
+	m := ms
 	if m == nil {
 		return nil
 	}
 	var errs []error
-	if s := d.takeSMTP(); s != nil {
+	if s := ms.takeSMTP(); s != nil {
 		errs = append(errs, s.Close())
 	}
-	if r := d.replicator(); r != nil {
+	if r := ms.replicator(); r != nil {
 		errs = append(errs, r.Close())
 	}
 	if m.srv != nil {
@@ -165,9 +188,9 @@ func (d *Daemon) closeMail() error {
 
 // mailHousekeeping applies the retention setting and checks bodies against their
 // checksums (a corrupt one is fetched again from a peer).
-func (d *Daemon) mailHousekeeping() {
-	defer d.bg.Done()
-	ctx, cancel := d.stopContext()
+func (ms *mailSystem) mailHousekeeping() {
+	defer ms.bg.Done()
+	ctx, cancel := ms.stopContext()
 	defer cancel()
 	retention := time.NewTicker(retentionInterval)
 	defer retention.Stop()
@@ -178,13 +201,13 @@ func (d *Daemon) mailHousekeeping() {
 		case <-ctx.Done():
 			return
 		case <-retention.C:
-			d.purgeMail()
+			ms.purgeMail()
 		case <-scrub.C:
-			if bad, err := d.mail.store.Scrub(ctx); err != nil && ctx.Err() == nil {
-				d.logger.Warn("mail scrub", "error", err)
+			if bad, err := ms.store.Scrub(ctx); err != nil && ctx.Err() == nil {
+				ms.logger.Warn("mail scrub", "error", err)
 			} else if len(bad) > 0 {
-				d.logger.Warn("corrupt mail bodies found; fetching them again from peers", "ids", bad)
-				d.replicator().Kick()
+				ms.logger.Warn("corrupt mail bodies found; fetching them again from peers", "ids", bad)
+				ms.replicator().Kick()
 			}
 		}
 	}
@@ -192,32 +215,32 @@ func (d *Daemon) mailHousekeeping() {
 
 // purgeMail drops messages older than mail/retention_days (none when unset or 0), then
 // compacts the mail event log.
-func (d *Daemon) purgeMail() {
-	v, ok := d.intake.setting(keyRetentionDays)
+func (ms *mailSystem) purgeMail() {
+	v, ok := ms.intake.setting(keyRetentionDays)
 	if !ok {
 		return
 	}
 	days, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || days <= 0 {
 		if err != nil {
-			d.logger.Warn("ignoring a bad retention setting", "key", keyRetentionDays, "value", v)
+			ms.logger.Warn("ignoring a bad retention setting", "key", keyRetentionDays, "value", v)
 		}
 		return
 	}
-	n, err := d.mail.store.Purge(time.Now().Add(-time.Duration(days) * 24 * time.Hour))
+	n, err := ms.store.Purge(time.Now().Add(-time.Duration(days) * 24 * time.Hour))
 	if err != nil {
-		d.logger.Warn("mail retention", "error", err)
+		ms.logger.Warn("mail retention", "error", err)
 		return
 	}
 	if n > 0 {
-		d.logger.Info("mail retention purged messages", "count", n, "days", days)
+		ms.logger.Info("mail retention purged messages", "count", n, "days", days)
 	}
 	// The events of purged messages are needed by no node any more: drop them, so that
 	// the index does not grow with every message ever received.
-	if n, err := d.mail.store.Compact(); err != nil {
-		d.logger.Warn("mail event log compaction", "error", err)
+	if n, err := ms.store.Compact(); err != nil {
+		ms.logger.Warn("mail event log compaction", "error", err)
 	} else if n > 0 {
-		d.logger.Info("mail event log compacted", "events", n, "floors", d.mail.store.Floors())
+		ms.logger.Info("mail event log compacted", "events", n, "floors", ms.store.Floors())
 	}
 }
 
@@ -252,13 +275,13 @@ func (p mailPolicy) MaxSize() int64 {
 }
 
 // mailStatus returns the local store's size and replication backlog.
-func (d *Daemon) mailStatus() *api.MailStatus {
-	if d.mail == nil {
+func (ms *mailSystem) mailStatus() *api.MailStatus {
+	if ms == nil {
 		return nil
 	}
-	msgs, bytes := d.mail.store.Stats()
+	msgs, bytes := ms.store.Stats()
 	st := &api.MailStatus{Messages: msgs, Bytes: bytes}
-	if r := d.replicator(); r != nil {
+	if r := ms.replicator(); r != nil {
 		st.BacklogMessages, st.BacklogBytes = r.Backlog()
 		st.BacklogKnown = r.BacklogKnown()
 	}
@@ -270,9 +293,9 @@ func quarantineMessage(m mailstore.Meta) api.QuarantineMessage {
 		Size: m.Size, SHA256: m.SHA256, State: m.State, Received: m.Received}
 }
 
-func (d *Daemon) handleQuarantineList(w http.ResponseWriter, r *http.Request) {
+func (ms *mailSystem) handleQuarantineList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	list, err := d.mail.store.List(mailstore.Filter{From: q.Get("from"), To: q.Get("to"), State: q.Get("state")})
+	list, err := ms.store.List(mailstore.Filter{From: q.Get("from"), To: q.Get("to"), State: q.Get("state")})
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -281,19 +304,19 @@ func (d *Daemon) handleQuarantineList(w http.ResponseWriter, r *http.Request) {
 	streamJSON(w, "[", "]", len(list), func(i int) any { return quarantineMessage(list[i]) })
 }
 
-func (d *Daemon) handleQuarantineShow(w http.ResponseWriter, r *http.Request) {
+func (ms *mailSystem) handleQuarantineShow(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("id")
 	// Check the body before serving it: a corrupt one is moved aside, marked missing and
 	// fetched again from a peer, never shown.
-	if err := d.mail.store.Verify(id); err != nil {
+	if err := ms.store.Verify(id); err != nil {
 		if errors.Is(err, mailstore.ErrCorrupt) || errors.Is(err, mailstore.ErrChecksum) {
-			d.logger.Warn("corrupt mail body found; fetching it again from a peer", "id", id)
-			d.replicator().Kick()
+			ms.logger.Warn("corrupt mail body found; fetching it again from a peer", "id", id)
+			ms.replicator().Kick()
 		}
 		writeErr(w, mailErr(id, err))
 		return
 	}
-	f, meta, err := d.mail.store.OpenBody(id)
+	f, meta, err := ms.store.OpenBody(id)
 	if err != nil {
 		writeErr(w, mailErr(id, err))
 		return
@@ -305,15 +328,15 @@ func (d *Daemon) handleQuarantineShow(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, f)
 }
 
-func (d *Daemon) handleQuarantineState(state string) http.HandlerFunc {
+func (ms *mailSystem) handleQuarantineState(state string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("id")
-		meta, err := d.mail.store.SetState(id, state)
+		meta, err := ms.store.SetState(id, state)
 		if err != nil {
 			writeErr(w, mailErr(id, err))
 			return
 		}
-		d.replicator().Kick()
+		ms.replicator().Kick()
 		writeJSON(w, http.StatusOK, quarantineMessage(meta))
 	}
 }

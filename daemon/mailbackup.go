@@ -18,12 +18,12 @@ type mailBackup struct {
 }
 
 // backupMail lists the messages to back up; none unless withMail.
-func (d *Daemon) backupMail(withMail bool) (*mailBackup, error) {
-	mb := &mailBackup{store: d.mail.store}
+func (bk *backups) backupMail(withMail bool) (*mailBackup, error) {
+	mb := &mailBackup{store: bk.mail().store}
 	if !withMail {
 		return mb, nil
 	}
-	list, err := d.mail.store.List(mailstore.Filter{})
+	list, err := bk.mail().store.List(mailstore.Filter{})
 	if err != nil {
 		return nil, err
 	}
@@ -87,12 +87,12 @@ func importMail(stage *mailstore.Staging, meta *api.QuarantineMessage, body io.R
 
 // commitMail swaps the staged quarantine of a restore in for the node's; replication
 // starts over, as after a wipe.
-func (d *Daemon) commitMail(stage *mailstore.Staging) error {
-	if r := d.replicator(); r != nil {
+func (bk *backups) commitMail(stage *mailstore.Staging) error {
+	if r := bk.mail().replicator(); r != nil {
 		_ = r.Close()
 	}
 	err := stage.Commit()
-	if serr := d.startReplicator(); err == nil {
+	if serr := bk.mail().startReplicator(); err == nil {
 		err = serr
 	}
 	return err

@@ -22,7 +22,7 @@ func TestBackupRefusesMissingBody(t *testing.T) {
 	if _, err := store.ApplyEvent(mailstore.Event{Origin: 2, Seq: 1, Kind: mailstore.KindNew, MsgID: meta.ID, Msg: meta, At: meta.Received}); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{mail: &mailSystem{store: store}}
+	d := &backups{mail: func() *mailSystem { return &mailSystem{store: store} }}
 	if _, err := d.backupMail(true); !errors.Is(err, ErrSyncing) {
 		t.Fatalf("backupMail = %v, want ErrSyncing", err)
 	}

@@ -57,18 +57,18 @@ type toolState struct {
 }
 
 // maintenanceOn reports whether this node is in maintenance, reading the file once.
-func (d *Daemon) maintenanceOn() bool {
-	o := &d.tools
+func (mt *maintenance) maintenanceOn() bool {
+	o := mt.tools
 	o.flagMu.RLock()
 	on, loaded := o.maint, o.loaded
 	o.flagMu.RUnlock()
 	if loaded {
 		return on
 	}
-	rec, err := readMaintenance(d.dir.file(maintenanceFile))
+	rec, err := readMaintenance(mt.dir.file(maintenanceFile))
 	if err != nil {
-		d.logger.Warn("ignoring an unreadable maintenance file: the node is in service; set the mode again with pmgcm maintenance on|off",
-			"path", d.dir.file(maintenanceFile), "error", err)
+		mt.logger.Warn("ignoring an unreadable maintenance file: the node is in service; set the mode again with pmgcm maintenance on|off",
+			"path", mt.dir.file(maintenanceFile), "error", err)
 	}
 	o.flagMu.Lock()
 	if !o.loaded {
@@ -113,8 +113,8 @@ func parseMaintenance(b []byte) (maintenanceRecord, error) {
 }
 
 // refuseInMaintenance refuses what a node in maintenance must not do.
-func (d *Daemon) refuseInMaintenance(what string) error {
-	if d.maintenanceOn() {
+func (mt *maintenance) refuseInMaintenance(what string) error {
+	if mt.maintenanceOn() {
 		return fmt.Errorf("%w: %s is refused until: pmgcm maintenance off", ErrMaintenance, what)
 	}
 	return nil
@@ -122,20 +122,20 @@ func (d *Daemon) refuseInMaintenance(what string) error {
 
 // maintenance takes a node out of service or back: this one (CID 0 or its own), or
 // another member, asked over the cluster port.
-func (d *Daemon) maintenance(ctx context.Context, req api.MaintenanceRequest) (*api.MaintenanceResponse, error) {
-	if err := d.checkServing(); err != nil {
+func (mt *maintenance) maintenance(ctx context.Context, req api.MaintenanceRequest) (*api.MaintenanceResponse, error) {
+	if err := mt.host.checkServing(); err != nil {
 		return nil, err
 	}
-	me := d.self()
+	me := mt.host.self()
 	if req.CID == 0 || req.CID == me.CID {
-		res, err := d.setMaintenance(ctx, req.On)
+		res, err := mt.setMaintenance(ctx, req.On)
 		return &res, err
 	}
-	m, ok := d.fsm.Member(req.CID)
+	m, ok := mt.fsm.Member(req.CID)
 	if !ok {
 		return nil, fmt.Errorf("%w: cid %d (pmgcm status lists the nodes)", fsm.ErrUnknownMember, req.CID)
 	}
-	res, err := d.peer.SetMaintenance(ctx, memberAddr(m), req.On)
+	res, err := mt.peer().SetMaintenance(ctx, memberAddr(m), req.On)
 	if cluster.NotSupported(err) {
 		return nil, fmt.Errorf("%w: %s (cid %d) runs an older version without maintenance mode: upgrade it, or stop its SMTP intake by hand",
 			ErrBadRequest, m.Name, m.CID)
@@ -152,35 +152,35 @@ func (h rpcHandler) SetMaintenance(ctx context.Context, on bool) (api.Maintenanc
 	if err := h.d.checkServing(); err != nil {
 		return api.MaintenanceResponse{}, err
 	}
-	return h.d.setMaintenance(ctx, on)
+	return h.d.maint.setMaintenance(ctx, on)
 }
 
 // setMaintenance records the mode, then closes or reopens SMTP intake, and on the
 // master hands mastership over.
-func (d *Daemon) setMaintenance(ctx context.Context, on bool) (api.MaintenanceResponse, error) {
-	o := &d.tools
-	me := d.self()
+func (mt *maintenance) setMaintenance(ctx context.Context, on bool) (api.MaintenanceResponse, error) {
+	o := mt.tools
+	me := mt.host.self()
 	res := api.MaintenanceResponse{CID: me.CID, Name: me.Name, On: on}
-	d.maintenanceOn() // loaded
+	mt.maintenanceOn() // loaded
 	o.maintMu.Lock()
 	defer o.maintMu.Unlock()
 	rec := maintenanceRecord{On: on, Since: time.Now().UTC()}
 	b, _ := json.Marshal(rec)
-	if err := writeFileAtomic(d.dir.file(maintenanceFile), b, 0o600); err != nil {
-		return res, fmt.Errorf("record the maintenance mode in %s: %w", d.dir.file(maintenanceFile), err)
+	if err := writeFileAtomic(mt.dir.file(maintenanceFile), b, 0o600); err != nil {
+		return res, fmt.Errorf("record the maintenance mode in %s: %w", mt.dir.file(maintenanceFile), err)
 	}
 	o.flagMu.Lock()
 	changed := o.maint != on
 	o.maint, o.since = on, rec.Since
 	o.flagMu.Unlock()
 	if changed {
-		d.logger.Info("maintenance mode", "on", on)
+		mt.logger.Info("maintenance mode", "on", on)
 	}
-	if err := d.setSMTP(!on); err != nil {
+	if err := mt.setSMTP(!on); err != nil {
 		return res, err
 	}
-	if on && d.rn().IsLeader() {
-		cid, err := d.handOver(ctx)
+	if on && mt.host.rn().IsLeader() {
+		cid, err := mt.handOver(ctx)
 		if err != nil {
 			res.Warning = err.Error()
 		}
@@ -191,11 +191,11 @@ func (d *Daemon) setMaintenance(ctx context.Context, on bool) (api.MaintenanceRe
 
 // setSMTP opens (on) or closes SMTP intake; a no-op without --smtp-port or when it is
 // already so. It is called with maintMu held, or before the control socket opens.
-func (d *Daemon) setSMTP(on bool) error {
-	if d.cfg.SMTPPort == 0 || d.mail == nil {
+func (mt *maintenance) setSMTP(on bool) error {
+	if mt.cfg.SMTPPort == 0 || mt.mail() == nil {
 		return nil
 	}
-	m := d.mail
+	m := mt.mail()
 	m.mu.Lock()
 	cur := m.smtp
 	if !on {
@@ -207,27 +207,27 @@ func (d *Daemon) setSMTP(on bool) error {
 			return nil
 		}
 		// As a planned stop: no new connection, the transactions in flight finish.
-		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.SMTPDrainTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), mt.cfg.SMTPDrainTimeout)
 		derr := cur.Drain(ctx)
 		cancel()
-		d.logger.Info("SMTP intake closed: the node is in maintenance; senders use the other MX")
+		mt.logger.Info("SMTP intake closed: the node is in maintenance; senders use the other MX")
 		return errors.Join(derr, cur.Close())
 	}
 	if cur != nil {
 		return nil
 	}
 	select {
-	case <-d.stop:
+	case <-mt.stop:
 		return nil // the daemon is closing: closeMail has taken intake down for good
 	default:
 	}
-	srv, err := d.newSMTP()
+	srv, err := mt.newSMTP()
 	if err != nil {
 		return err
 	}
 	if err := srv.Open(); err != nil {
 		return fmt.Errorf("SMTP intake on %s: %w: choose another --smtp-port, or 0 to disable it",
-			net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort)), err)
+			net.JoinHostPort(mt.cfg.IP, strconv.Itoa(mt.cfg.SMTPPort)), err)
 	}
 	m.mu.Lock()
 	m.smtp = srv
@@ -238,10 +238,10 @@ func (d *Daemon) setSMTP(on bool) error {
 // takeSMTP removes the SMTP server from the mail system, for closeMail. It waits for a
 // maintenance change under way, so that none reopens intake afterwards (setSMTP does not
 // once the daemon is stopping).
-func (d *Daemon) takeSMTP() *smtpd.Server {
-	d.tools.maintMu.Lock()
-	defer d.tools.maintMu.Unlock()
-	m := d.mail
+func (mt *maintenance) takeSMTP() *smtpd.Server {
+	mt.tools.maintMu.Lock()
+	defer mt.tools.maintMu.Unlock()
+	m := mt.mail()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.smtp
@@ -250,49 +250,49 @@ func (d *Daemon) takeSMTP() *smtpd.Server {
 }
 
 // smtpServer returns the SMTP intake server, nil while it is closed (maintenance) or off.
-func (d *Daemon) smtpServer() *smtpd.Server {
-	if d.mail == nil {
+func (m *mailSystem) smtpServer() *smtpd.Server {
+	if m == nil {
 		return nil
 	}
-	d.mail.mu.Lock()
-	defer d.mail.mu.Unlock()
-	return d.mail.smtp
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.smtp
 }
 
 // maintenanceReason is the health checks' maintenance hook (setMaintenanceHook).
-func (d *Daemon) maintenanceReason() (bool, string) {
-	if !d.maintenanceOn() {
+func (mt *maintenance) maintenanceReason() (bool, string) {
+	if !mt.maintenanceOn() {
 		return false, ""
 	}
-	d.tools.flagMu.RLock()
-	since := d.tools.since
-	d.tools.flagMu.RUnlock()
+	mt.tools.flagMu.RLock()
+	since := mt.tools.since
+	mt.tools.flagMu.RUnlock()
 	return true, "pmgcm maintenance on since " + since.Format(time.RFC3339) + "; pmgcm maintenance off puts it back"
 }
 
 // newSMTP makes the SMTP intake server of this node (not yet listening).
-func (d *Daemon) newSMTP() (*smtpd.Server, error) {
+func (mt *maintenance) newSMTP() (*smtpd.Server, error) {
 	cfg := smtpd.DefaultConfig()
-	cfg.Addr = net.JoinHostPort(d.cfg.IP, strconv.Itoa(d.cfg.SMTPPort))
-	cfg.Hostname = d.self().Name
-	cfg.Store, cfg.Policy = mailIntake{d.mail.store}, mailPolicy{d}
-	cfg.LowStorage = d.ops.disk.active
-	if d.metrics != nil {
-		cfg.Observe = d.metrics.observeMail
+	cfg.Addr = net.JoinHostPort(mt.cfg.IP, strconv.Itoa(mt.cfg.SMTPPort))
+	cfg.Hostname = mt.host.self().Name
+	cfg.Store, cfg.Policy = mailIntake{mt.mail().store}, mt.policy
+	cfg.LowStorage = mt.ops.disk.active
+	if mt.metrics != nil {
+		cfg.Observe = mt.metrics.observeMail
 	}
-	cfg.Logger = d.logger.Named("smtpd")
-	d.limits.smtp(&cfg, d.cfg)
+	cfg.Logger = mt.logger.Named("smtpd")
+	mt.limits.smtp(&cfg, *mt.cfg)
 	return smtpd.New(cfg)
 }
 
 // handOver gives mastership to the most up-to-date voter that is up and not in
 // maintenance itself, and returns its CID.
-func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
-	cfg, err := d.rn().Configuration()
+func (mt *maintenance) handOver(ctx context.Context) (uint64, error) {
+	cfg, err := mt.host.rn().Configuration()
 	if err != nil {
 		return 0, err
 	}
-	me := raftnode.ServerID(d.self().CID)
+	me := raftnode.ServerID(mt.host.self().CID)
 	type cand struct {
 		cid     uint64
 		applied uint64
@@ -307,7 +307,7 @@ func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
 		if s.Suffrage != raft.Voter || s.ID == me {
 			continue
 		}
-		m, ok := d.fsm.Member(parseCID(s.ID))
+		m, ok := mt.fsm.Member(parseCID(s.ID))
 		if !ok {
 			continue
 		}
@@ -315,7 +315,7 @@ func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := d.remoteNode(ctx, m)
+			n := mt.stat.remoteNode(ctx, m)
 			if n.State == api.StateDown || n.State == api.StateMaintenance || n.Error != "" {
 				return
 			}
@@ -333,26 +333,26 @@ func (d *Daemon) handOver(ctx context.Context) (uint64, error) {
 		}
 		return 0, errors.New("no other voter is up and out of maintenance: this node stays master until one is")
 	}
-	transfer := d.promoter.transferTo
-	if d.fsm.Halted() != nil {
-		transfer = d.transferHalted // handover.go
+	transfer := mt.transferTo
+	if mt.fsm.Halted() != nil {
+		transfer = mt.transferHalted // handover.go
 	}
 	if err := transfer(ctx, best.cid); err != nil {
 		return 0, fmt.Errorf("hand mastership to cid %d: %w", best.cid, err)
 	}
-	d.logger.Info("handed mastership over", "to-cid", best.cid, "why", d.handoverReason())
+	mt.logger.Info("handed mastership over", "to-cid", best.cid, "why", mt.handoverReason())
 	return best.cid, nil
 }
 
 // maintenanceDuty runs on the master for one leadership term: a node in maintenance, or
 // whose state machine halted, that becomes master hands mastership over at once, and
 // retries while no voter can take it (handover.go).
-func (d *Daemon) maintenanceDuty(ctx context.Context) {
-	d.handoverDuty(ctx, d.handOver)
+func (mt *maintenance) maintenanceDuty(ctx context.Context) {
+	mt.handoverDuty(ctx, mt.handOver)
 }
 
 // leaderDuties are the leader duties of maintenance and scheduled backups, registered
 // with raftnode.Node.OnLeader: each runs for one leadership term, until ctx ends.
 func (d *Daemon) leaderDuties() []func(context.Context) {
-	return []func(context.Context){d.maintenanceDuty, d.backupDuty}
+	return []func(context.Context){d.maint.maintenanceDuty, d.backups.backupDuty}
 }

@@ -222,7 +222,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if id := d.mux.Identity(); id != nil && id.Leaf != nil {
 		gauge(descCertExpiry, float64(id.Leaf.NotAfter.Unix()))
 	}
-	d.collectMail(gauge)
+	d.mail.collectMail(gauge)
 	n := d.rn()
 	if n == nil {
 		return
@@ -269,11 +269,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // collectMail reads the replication backlog, in total and per peer.
-func (d *Daemon) collectMail(gauge func(*prometheus.Desc, float64, ...string)) {
-	if d.mail == nil {
+func (ms *mailSystem) collectMail(gauge func(*prometheus.Desc, float64, ...string)) {
+	if ms == nil {
 		return
 	}
-	r := d.replicator()
+	r := ms.replicator()
 	if r == nil {
 		return
 	}

@@ -13,13 +13,13 @@ import (
 // checkProgressEvery is the least time between two progress lines of a check's stream.
 const checkProgressEvery = 250 * time.Millisecond
 
-// registerOps serves the operator tools on the control socket.
-func (d *Daemon) registerOps(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+api.PathCheck, d.handleCheck)
+// registerOps serves the operator tools (check, maintenance) on the control socket.
+func registerOps(mux *http.ServeMux, c *checker, mt *maintenance) {
+	mux.HandleFunc("GET "+api.PathCheck, c.handleCheck)
 	mux.HandleFunc("POST "+api.PathMaintenance, func(w http.ResponseWriter, r *http.Request) {
 		var req api.MaintenanceRequest
 		if decodeBody(w, r, &req) {
-			res, err := d.maintenance(r.Context(), req)
+			res, err := mt.maintenance(r.Context(), req)
 			reply(w, res, err)
 		}
 	})
@@ -27,8 +27,8 @@ func (d *Daemon) registerOps(mux *http.ServeMux) {
 
 // handleCheck runs the consistency check, streaming its progress as JSON lines and the
 // report (or the error) as the last line.
-func (d *Daemon) handleCheck(w http.ResponseWriter, r *http.Request) {
-	if err := d.checkServing(); err != nil {
+func (c *checker) handleCheck(w http.ResponseWriter, r *http.Request) {
+	if err := c.host.checkServing(); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -45,7 +45,7 @@ func (d *Daemon) handleCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	var last time.Time
 	var lastPhase string
-	rep, err := d.check(r.Context(), r.URL.Query().Get("verify") == "1", func(p api.CheckProgress) {
+	rep, err := c.check(r.Context(), r.URL.Query().Get("verify") == "1", func(p api.CheckProgress) {
 		mu.Lock()
 		now := time.Now()
 		skip := p.Phase == lastPhase && now.Sub(last) < checkProgressEvery

@@ -21,6 +21,8 @@ import (
 // after asking the surviving members (survivors.go); it also hands leadership to
 // another member on request and finishes a forced promotion a crash interrupted.
 type promoter struct {
+	// stat is this node's view of the cluster (status.go).
+	stat *statusReporter
 	// writes commits commands and reads linearizably (rpc.go).
 	writes *writer
 	fsm    *fsm.FSM
@@ -47,24 +49,23 @@ type promoter struct {
 	stopContext func() (context.Context, context.CancelFunc)
 	// trust is the peer cache, stored as soon as the new epoch is applied.
 	trust *peerTrust
+	// maint refuses a promotion while this node is in maintenance.
+	maint *maintenance
 }
 
 // promoteHost is what promotion needs of the daemon.
 type promoteHost interface {
 	checkServing() error
-	quorumSummary() string
-	remoteNode(ctx context.Context, m fsm.Member) api.Node
 	setSelf(nf nodeFile) error
 	raftOpenErr(err error) error
-	refuseInMaintenance(what string) error
 }
 
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
 func newPromoter(d *Daemon) *promoter {
 	return &promoter{
-		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
+		writes: d.writes, fsm: d.fsm, logger: d.logger, stat: d.stat, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
-		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust,
+		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust, maint: d.maint,
 	}
 }
 
@@ -75,7 +76,7 @@ func (p *promoter) promote(ctx context.Context, force bool) (*api.PromoteRespons
 	if err := p.host.checkServing(); err != nil {
 		return nil, err
 	}
-	if err := p.host.refuseInMaintenance("pmgcm promote"); err != nil {
+	if err := p.maint.refuseInMaintenance("pmgcm promote"); err != nil {
 		return nil, err
 	}
 	cl := p.fsm.Cluster()
@@ -145,7 +146,7 @@ search:
 	}
 	if !force {
 		return nil, fmt.Errorf("%w: no master, and this node cannot reach a quorum: %s. If the master and the other voters are lost for good, make this node the master with: pmgcm promote --force (the other members are then fenced until 'pmgcm sync --master_ip <this node's ip>' brings each back)",
-			raftnode.ErrNoLeader, p.host.quorumSummary())
+			raftnode.ErrNoLeader, p.stat.quorumSummary())
 	}
 	p.logger.Warn("promote --force: no master answered; checking the other members", "searched", time.Since(start).Round(time.Millisecond))
 	if err := p.checkSurvivors(sctx); err != nil {
@@ -218,7 +219,7 @@ func (p *promoter) checkSurvivors(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := p.host.remoteNode(ctx, m)
+			n := p.stat.remoteNode(ctx, m)
 			mu.Lock()
 			answers = append(answers, survivor{m: m, n: n})
 			mu.Unlock()

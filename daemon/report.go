@@ -125,6 +125,8 @@ func readBuild() buildVersion {
 // reporter owns the diagnostics bundle (pmgcm report): this node's report with its
 // secrets redacted, the reports it gathers from the other members, and the archive.
 type reporter struct {
+	// stat is this node's view of the cluster (status.go).
+	stat   *statusReporter
 	fsm    *fsm.FSM
 	logger hclog.Logger
 	// dir holds this node's private key, which the redactor leaves out.
@@ -145,8 +147,6 @@ type reporter struct {
 type reportHost interface {
 	self() nodeFile
 	rn() *raftnode.Node
-	localNode() api.Node
-	status(ctx context.Context) api.Status
 	checkServing() error
 }
 
@@ -154,7 +154,7 @@ type reportHost interface {
 func newReporter(d *Daemon) *reporter {
 	return &reporter{
 		fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, reg: d.metrics.reg, peers: &d.peers,
-		protocolVersion: d.cfg.ProtocolVersion, settings: d.cfg.Settings, ring: d.cfg.LogRing, host: d,
+		protocolVersion: d.cfg.ProtocolVersion, settings: d.cfg.Settings, ring: d.cfg.LogRing, stat: d.stat, host: d,
 	}
 }
 
@@ -175,7 +175,7 @@ func (rp *reporter) localReport(ctx context.Context) nodeReport {
 	rep := nodeReport{
 		CID: me.CID, Name: me.Name, IP: me.IP, CollectedAt: time.Now().UTC(), Build: readBuild(),
 		ProtocolVersion: rp.protocolVersion, StateFormat: StateFormat,
-		Node: rp.host.localNode(), Settings: string(rp.settings),
+		Node: rp.stat.localNode(), Settings: string(rp.settings),
 	}
 	if n := rp.host.rn(); n != nil {
 		rep.Raft.Stats = n.Stats()
@@ -332,7 +332,7 @@ func (rp *reporter) gatherReports(ctx context.Context) []gathered {
 func (rp *reporter) handleReport(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	at := time.Now().UTC()
-	status := rp.host.status(ctx)
+	status := rp.stat.status(ctx)
 	parts := rp.gatherReports(ctx)
 	red := rp.redactor()
 	w.Header().Set("Content-Type", "application/gzip")

@@ -31,7 +31,7 @@ func (d *Daemon) openRPC() {
 		Client:           d.peer,
 		HeartbeatTimeout: d.cfg.Raft.HeartbeatTimeout,
 		ElectionWait:     electionWait(d.cfg.Raft),
-		NoQuorum:         d.reachableVoters,
+		NoQuorum:         d.stat.reachableVoters,
 	})
 	svc := cluster.NewService(rpcHandler{d}, writeErr)
 	for _, s := range []struct {

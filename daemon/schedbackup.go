@@ -44,20 +44,20 @@ type backupState struct {
 
 // backupStatus returns the state of the scheduled backups, nil when they are off. Before
 // this node wrote one, the newest file in the directory stands in.
-func (d *Daemon) backupStatus() *api.BackupStatus {
-	if d.cfg.BackupDir == "" {
+func (bk *backups) backupStatus() *api.BackupStatus {
+	if bk.backupDir == "" {
 		return nil
 	}
-	b := &d.tools.backup
+	b := bk.state
 	b.mu.Lock()
 	init := b.init
 	b.mu.Unlock()
 	if !init {
 		// Read the directory outside the lock, then publish what was found unless this
 		// node has written a backup meanwhile.
-		found := api.BackupStatus{Dir: d.cfg.BackupDir}
-		if files, err := listBackups(d.cfg.BackupDir); err == nil && len(files) > 0 {
-			newest := filepath.Join(d.cfg.BackupDir, files[len(files)-1])
+		found := api.BackupStatus{Dir: bk.backupDir}
+		if files, err := listBackups(bk.backupDir); err == nil && len(files) > 0 {
+			newest := filepath.Join(bk.backupDir, files[len(files)-1])
 			if fi, err := os.Stat(newest); err == nil {
 				found.File, found.Size = newest, fi.Size()
 				found.Last, found.LastSuccess = fi.ModTime().UTC(), fi.ModTime().UTC()
@@ -79,13 +79,13 @@ func (d *Daemon) backupStatus() *api.BackupStatus {
 // writes a consistent backup, with mail, into --backup-dir and keeps the newest
 // --backup-keep. The first one is due an interval after the newest in the directory, so
 // that a change of master does not start the count over.
-func (d *Daemon) backupDuty(ctx context.Context) {
-	if d.cfg.BackupDir == "" {
+func (bk *backups) backupDuty(ctx context.Context) {
+	if bk.backupDir == "" {
 		return
 	}
 	for {
-		last := d.backupStatus().Last
-		wait := time.Until(last.Add(d.cfg.BackupInterval))
+		last := bk.backupStatus().Last
+		wait := time.Until(last.Add(bk.interval))
 		if last.IsZero() || wait < 0 {
 			wait = 0
 		}
@@ -94,19 +94,19 @@ func (d *Daemon) backupDuty(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		if ctx.Err() != nil || !d.rn().IsLeader() {
+		if ctx.Err() != nil || !bk.host.rn().IsLeader() {
 			return
 		}
-		d.scheduledBackup(ctx)
+		bk.scheduledBackup(ctx)
 	}
 }
 
 // scheduledBackup writes one backup and records the outcome.
-func (d *Daemon) scheduledBackup(ctx context.Context) {
+func (bk *backups) scheduledBackup(ctx context.Context) {
 	start := time.Now()
-	path, size, err := d.backupToDir(ctx)
-	b := &d.tools.backup
-	d.backupStatus() // initialized
+	path, size, err := bk.backupToDir(ctx)
+	b := bk.state
+	bk.backupStatus() // initialized
 	b.mu.Lock()
 	b.st.Last = start.UTC()
 	if err != nil {
@@ -116,12 +116,12 @@ func (d *Daemon) scheduledBackup(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	if err != nil {
-		d.logger.Error("scheduled backup failed; the older backups are kept", "dir", d.cfg.BackupDir, "error", err)
+		bk.logger.Error("scheduled backup failed; the older backups are kept", "dir", bk.backupDir, "error", err)
 		return
 	}
-	d.logger.Info("scheduled backup written", "file", path, "bytes", size, "duration", time.Since(start).Round(time.Millisecond))
-	if err := pruneBackups(d.cfg.BackupDir, d.cfg.BackupKeep); err != nil {
-		d.logger.Warn("cannot remove old backups", "dir", d.cfg.BackupDir, "error", err)
+	bk.logger.Info("scheduled backup written", "file", path, "bytes", size, "duration", time.Since(start).Round(time.Millisecond))
+	if err := pruneBackups(bk.backupDir, bk.keep); err != nil {
+		bk.logger.Warn("cannot remove old backups", "dir", bk.backupDir, "error", err)
 	}
 }
 
@@ -129,13 +129,13 @@ func (d *Daemon) scheduledBackup(ctx context.Context) {
 // fsyncs it, checks it whole (as a restore would), renames it into place and fsyncs
 // the directory: a crash or a failure never leaves a file under a backup's name that is
 // not a complete backup.
-func (d *Daemon) backupToDir(ctx context.Context) (string, int64, error) {
-	dir := d.cfg.BackupDir
+func (bk *backups) backupToDir(ctx context.Context) (string, int64, error) {
+	dir := bk.backupDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", 0, fmt.Errorf("create --backup-dir %s: %w", dir, err)
 	}
-	if d.trust.knownCluster() != "" {
-		if err := d.writes.linearizableRead(ctx); err != nil {
+	if bk.trust.knownCluster() != "" {
+		if err := bk.writes.linearizableRead(ctx); err != nil {
 			return "", 0, err
 		}
 	}
@@ -150,7 +150,7 @@ func (d *Daemon) backupToDir(ctx context.Context) (string, int64, error) {
 	if err := tmp.Chmod(0o600); err != nil {
 		return "", 0, err
 	}
-	if _, err := d.writeBackup(true, func(int64) io.Writer { return tmp }); err != nil {
+	if _, err := bk.writeBackup(true, func(int64) io.Writer { return tmp }); err != nil {
 		return "", 0, fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
@@ -257,7 +257,7 @@ func backupCollectors(d *Daemon) []prometheus.Collector {
 			Name: "pmgcm_backup_last_success_timestamp_seconds",
 			Help: "Unix time of the last good scheduled backup in --backup-dir on this node (0: none).",
 		}, func() float64 {
-			if t := d.backupStatus().LastSuccess; !t.IsZero() {
+			if t := d.backups.backupStatus().LastSuccess; !t.IsZero() {
 				return float64(t.UnixNano()) / 1e9
 			}
 			return 0
@@ -266,7 +266,7 @@ func backupCollectors(d *Daemon) []prometheus.Collector {
 			Name: "pmgcm_backup_last_failed",
 			Help: "1 when the last scheduled backup attempted on this node failed, else 0.",
 		}, func() float64 {
-			if d.backupStatus().Error != "" {
+			if d.backups.backupStatus().Error != "" {
 				return 1
 			}
 			return 0

@@ -17,7 +17,7 @@ type rpcHandler struct{ d *Daemon }
 
 var _ cluster.Handler = rpcHandler{}
 
-func (h rpcHandler) NodeInfo() api.Node { return h.d.localNode() }
+func (h rpcHandler) NodeInfo() api.Node { return h.d.stat.localNode() }
 
 // Apply applies a command a member forwarded: only the kinds members forward
 // (checkForwarded).

@@ -23,9 +23,9 @@ const statusTimeout = 1500 * time.Millisecond
 
 // status returns the status of the cluster as this node sees it, each node's row read
 // live from that node.
-func (d *Daemon) status(ctx context.Context) api.Status {
-	local := d.localNode()
-	me := d.self()
+func (sr *statusReporter) status(ctx context.Context) api.Status {
+	local := sr.localNode()
+	me := sr.host.self()
 	switch st := me.standing(); st.kind {
 	case standRemoved:
 		local.Role, local.State = api.RoleNone, api.StateDown
@@ -46,35 +46,35 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 			Nodes: []api.Node{local},
 		}
 	}
-	cl := d.fsm.Cluster()
-	members := d.fsm.Members()
+	cl := sr.fsm.Cluster()
+	members := sr.fsm.Members()
 	st := api.Status{}
 	switch {
 	case cl != nil:
 		st.Cluster = &api.Cluster{ID: cl.ID, Epoch: cl.Epoch, CreatedAt: cl.CreatedAt}
-	case d.trust.knownCluster() != "":
+	case sr.trust.knownCluster() != "":
 		// Joined but not caught up yet, or restarted and still replaying the log: the
 		// trusted member list stands in.
-		p := d.peers.Load()
+		p := sr.peers.Load()
 		st.Cluster = &api.Cluster{ID: p.ClusterID, Epoch: p.Epoch}
 		members = p.Members
 	default:
 		local.Role = api.RoleNone
 		return api.Status{Nodes: []api.Node{local}}
 	}
-	_, leaderID := d.rn().Leader()
+	_, leaderID := sr.host.rn().Leader()
 	epoch := st.Cluster.Epoch
 	rows := make([]api.Node, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
 		if m.CID == me.CID {
 			rows[i] = local
-			d.ops.noteLocalClock(&rows[i])
+			sr.ops.noteLocalClock(&rows[i])
 			continue
 		}
 		if m.Fenced(epoch) {
-			master := d.cfg.IP
-			if mm, ok := d.members.master(); ok {
+			master := sr.cfg.IP
+			if mm, ok := sr.members.master(); ok {
 				master = mm.IP
 			}
 			rows[i] = api.Node{State: api.StateDown, Error: fmt.Sprintf(
@@ -85,7 +85,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		go func() {
 			defer wg.Done()
 			sent := time.Now()
-			rows[i] = d.remoteNode(ctx, m)
+			rows[i] = sr.remoteNode(ctx, m)
 			noteClock(&rows[i], sent, time.Since(sent))
 		}()
 	}
@@ -93,7 +93,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	for i, m := range members {
 		rows[i].CID = m.CID
 	}
-	leaderID = d.honesty.leader(leaderID, rows)
+	leaderID = sr.honesty.leader(leaderID, rows)
 	var leaderApplied uint64
 	voters, active := 0, 0
 	for i, m := range members {
@@ -132,17 +132,17 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	st.Cluster.Warnings = append(st.Cluster.Warnings, opsWarnings(rows, st.Cluster.LeaderCID)...)
 	st.Cluster.Warnings = append(st.Cluster.Warnings, backupWarnings(rows)...)
 	if leaderID == "" {
-		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+d.quorumSummary()+" (see pmgcm promote)")
+		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+sr.quorumSummary()+" (see pmgcm promote)")
 	}
-	d.versions.status(&st)
+	sr.versions.status(&st)
 	return st
 }
 
 // remoteNode asks member m for its own row.
-func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
-	ctx, cancel := context.WithTimeout(ctx, min(d.cfg.RPCTimeout, statusTimeout))
+func (sr *statusReporter) remoteNode(ctx context.Context, m fsm.Member) api.Node {
+	ctx, cancel := context.WithTimeout(ctx, min(sr.cfg.RPCTimeout, statusTimeout))
 	defer cancel()
-	n, err := d.peer.Node(ctx, memberAddr(m))
+	n, err := sr.peer().Node(ctx, memberAddr(m))
 	if err != nil {
 		return api.Node{State: api.StateDown, Error: err.Error()}
 	}
@@ -151,37 +151,37 @@ func (d *Daemon) remoteNode(ctx context.Context, m fsm.Member) api.Node {
 }
 
 // localNode returns this node's own row, read live.
-func (d *Daemon) localNode() api.Node {
-	rs := d.rn().Stats()
+func (sr *statusReporter) localNode() api.Node {
+	rs := sr.host.rn().Stats()
 	n := api.Node{
-		CID: d.self().CID, Name: d.self().Name, IP: d.self().IP, Port: d.self().Port,
+		CID: sr.host.self().CID, Name: sr.host.self().Name, IP: sr.host.self().IP, Port: sr.host.self().Port,
 		State: api.StateActive, Local: true, Suffrage: rs.Suffrage,
 		Term: rs.Term, LastIndex: rs.LastIndex, LastLogTerm: rs.LastLogTerm, AppliedIndex: rs.AppliedIndex,
-		Fingerprint: d.mux.Identity().Fingerprint,
+		Fingerprint: sr.mux.Identity().Fingerprint,
 	}
-	if leaf := d.mux.Identity().Leaf; leaf != nil && !d.mux.Identity().Standalone() {
+	if leaf := sr.mux.Identity().Leaf; leaf != nil && !sr.mux.Identity().Standalone() {
 		n.CertExpires = leaf.NotAfter.UTC()
 	}
-	if _, id := d.rn().Leader(); id != "" {
+	if _, id := sr.host.rn().Leader(); id != "" {
 		n.MasterCID = parseCID(id)
 	}
-	if rs.AppliedIndex < rs.LastIndex && n.MasterCID == 0 && d.trust.knownCluster() != "" {
+	if rs.AppliedIndex < rs.LastIndex && n.MasterCID == 0 && sr.trust.knownCluster() != "" {
 		// Restarted and still waiting for a master to confirm its own log.
 		n.State = api.StateSyncing
 	}
-	si, err := sysinfo.Read(d.cfg.DataDir)
+	si, err := sysinfo.Read(sr.cfg.DataDir)
 	if err != nil {
-		d.logger.Warn("cannot read host metrics", "error", err)
+		sr.logger.Warn("cannot read host metrics", "error", err)
 	}
-	si.DaemonUptimeSeconds = time.Since(d.started).Seconds()
+	si.DaemonUptimeSeconds = time.Since(sr.started).Seconds()
 	n.Sys = &si
-	n.Mail = d.mailStatus()
+	n.Mail = sr.mail().mailStatus()
 	setBuildVersion(&n)
-	d.honesty.local(&n)
-	d.diskW.markFull(&n)
-	d.ops.fillOps(&n)
-	n.Backup = d.backupStatus()
-	if d.maintenanceOn() {
+	sr.honesty.local(&n)
+	sr.diskW.markFull(&n)
+	sr.ops.fillOps(&n)
+	n.Backup = sr.backups.backupStatus()
+	if sr.inMaintenance() {
 		n.State = api.StateMaintenance
 	}
 	return n
@@ -189,8 +189,8 @@ func (d *Daemon) localNode() api.Node {
 
 // quorumSummary describes, for an error without a master, which voters this node knows
 // and when it last heard from a master.
-func (d *Daemon) quorumSummary() string {
-	n := d.rn()
+func (sr *statusReporter) quorumSummary() string {
+	n := sr.host.rn()
 	cfg, err := n.Configuration()
 	if err != nil {
 		return err.Error()
@@ -211,12 +211,12 @@ func (d *Daemon) quorumSummary() string {
 
 // reachableVoters asks each voter of this node's configuration for its status, briefly
 // and in parallel, and says how many answer: for an error without a master.
-func (d *Daemon) reachableVoters() string {
-	cfg, err := d.rn().Configuration()
+func (sr *statusReporter) reachableVoters() string {
+	cfg, err := sr.host.rn().Configuration()
 	if err != nil {
 		return err.Error()
 	}
-	me := raftnode.ServerID(d.self().CID)
+	me := raftnode.ServerID(sr.host.self().CID)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -238,7 +238,7 @@ func (d *Daemon) reachableVoters() string {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 			defer cancel()
-			_, err := d.peer.Node(ctx, string(s.Address))
+			_, err := sr.peer().Node(ctx, string(s.Address))
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
