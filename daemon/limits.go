@@ -129,14 +129,17 @@ func (l *listenerLimits) channelServer(ch transport.Channel, h http.Handler, ln 
 	return srv, ln
 }
 
+// controlIdleTimeout closes a control-socket connection idle between requests.
+const controlIdleTimeout = 10 * time.Second
+
 // controlServer returns the control socket's server and the listener it serves. A
 // request has a header timeout but no bound on its length (a join or a restore runs for
-// long, a watch streams). The server closes each connection after its response: a local
-// client that leaks kept-alive connections (a new Go client per call, never closed) would
-// otherwise hold the socket's slots until it exits.
+// long, a watch streams). A long-lived client (the bench, a monitoring agent) keeps its
+// connections between requests; one idle for controlIdleTimeout is closed, so that a
+// local client that leaks kept-alive connections (a new Go client per call, never
+// closed) gives its slots back instead of holding them until it exits.
 func (l *listenerLimits) controlServer(h http.Handler, ln net.Listener) (*http.Server, net.Listener) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	srv.SetKeepAlivesEnabled(false)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: controlIdleTimeout}
 	return srv, l.control.Listen(ln)
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/netfault"
 	"github.com/pmgcm/pmgcm/internal/proc"
 	"github.com/pmgcm/pmgcm/internal/testutil"
@@ -95,6 +96,9 @@ type Node struct {
 
 	mu   sync.Mutex
 	proc *proc.Process // the running daemon, or the last one
+	// api is the node's control-socket client, made on first use (see API): one per node,
+	// so that tests that poll keep one connection instead of leaking one per call.
+	api *apiclient.Client
 }
 
 // newCluster prepares n nodes (not started). Every node is killed at the end of the test,
@@ -224,6 +228,16 @@ func (n *Node) launched(cmd *exec.Cmd) *exec.Cmd {
 	}
 	args := append(append([]string(nil), n.Launcher[1:]...), cmd.Path)
 	return exec.Command(n.Launcher[0], append(args, cmd.Args[1:]...)...)
+}
+
+// API returns the node's control-socket client, shared by every call of the test.
+func (n *Node) API() *apiclient.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.api == nil {
+		n.api = apiclient.New(n.Socket)
+	}
+	return n.api
 }
 
 // process returns the running daemon, or the last one (nil before the first start).

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -196,7 +195,7 @@ func mustSend(t testing.TB, addr string, msg []byte) {
 func quarantine(n *Node, state string) ([]api.QuarantineMessage, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return apiclient.New(n.Socket).QuarantineList(ctx, "", "", state)
+	return n.API().QuarantineList(ctx, "", "", state)
 }
 
 // showMsg returns the message id as node n serves it (checked against its SHA-256 by
@@ -204,7 +203,7 @@ func quarantine(n *Node, state string) ([]api.QuarantineMessage, error) {
 func showMsg(n *Node, id string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b, _, err := apiclient.New(n.Socket).QuarantineShow(ctx, id)
+	b, _, err := n.API().QuarantineShow(ctx, id)
 	return b, err
 }
 

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
-	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -34,7 +33,7 @@ const (
 func localStatus(n *Node) (api.Node, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := apiclient.New(n.Socket).Status(ctx)
+	st, err := n.API().Status(ctx)
 	if err != nil {
 		return api.Node{}, err
 	}
