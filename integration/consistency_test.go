@@ -341,20 +341,8 @@ func TestScheduledBackup(t *testing.T) {
 // operator tools: check compares the others and reports that node as not available
 // (exit 1, with the upgrade as the repair); maintenance --cid refuses for it, naming why.
 func TestCheckWithFirstReleaseNode(t *testing.T) {
-	old := releaseBinaries(t, previousRelease(t))
-	c := newCluster(t, 3)
-	c.Nodes[2].setBinDir(old)
-	for _, n := range c.Nodes {
-		n.Start()
-	}
+	c := newMixedCluster(t)
 	first := c.Nodes[0]
-	first.CLI("create")
-	first.WaitMaster(15 * time.Second)
-	args := append(joinArgs(t, first), "--yes")
-	for _, n := range c.Nodes[1:] {
-		n.CLI(args...)
-	}
-	c.waitAllActive(c.Nodes, 30*time.Second)
 	first.CLI("config", "set", "some/key", "v")
 
 	rep, ok, _ := checkReport(t, first)

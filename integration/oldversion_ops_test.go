@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// TestOpsWithFirstReleaseNode: in a cluster with a node of the previous release (RELEASES), status
-// checks the clocks of the new nodes only (the old one reports none), and pmgcm report
-// records the old node as "not available (older version)" and collects the others.
-func TestOpsWithFirstReleaseNode(t *testing.T) {
+// newMixedCluster forms a 3-node cluster, created on node1, whose node3 runs the
+// previous release (RELEASES), and waits until every node is active.
+func newMixedCluster(t *testing.T) *Cluster {
+	t.Helper()
 	old := releaseBinaries(t, previousRelease(t))
 	c := newCluster(t, 3)
 	c.Nodes[2].setBinDir(old)
@@ -25,6 +25,15 @@ func TestOpsWithFirstReleaseNode(t *testing.T) {
 		n.CLI(args...)
 	}
 	c.waitAllActive(c.Nodes, 30*time.Second)
+	return c
+}
+
+// TestOpsWithFirstReleaseNode: in a cluster with a node of the previous release (RELEASES), status
+// checks the clocks of the new nodes only (the old one reports none), and pmgcm report
+// records the old node as "not available (older version)" and collects the others.
+func TestOpsWithFirstReleaseNode(t *testing.T) {
+	c := newMixedCluster(t)
+	first := c.Nodes[0]
 
 	st := mustStatus(t, first)
 	for _, r := range st.Nodes {
