@@ -59,22 +59,7 @@ func TestRefusesUnreadableDataDir(t *testing.T) {
 	}
 }
 
-// xorFile garbles every byte of path.
-func xorFile(t *testing.T, path string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range b {
-		b[i] ^= 0x5a
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestRefusesCorruptData: a corrupt Raft log or node.json is refused with a message naming
+// TestRefusesCorruptData: a corrupt raft.db or node.json is refused with a message naming
 // the file and the way out, and the daemon does not start.
 func TestRefusesCorruptData(t *testing.T) {
 	t.Parallel()
@@ -83,17 +68,21 @@ func TestRefusesCorruptData(t *testing.T) {
 		file    string
 		corrupt func(t *testing.T, path string)
 	}{
-		// The write-ahead log (raft/wal): the message names its directory.
-		{"wal meta garbage", "raft/wal", func(t *testing.T, path string) {
-			xorFile(t, filepath.Join(path, "wal-meta.db"))
-		}},
-		{"wal segment garbage", "raft/wal", func(t *testing.T, path string) {
-			segs, err := filepath.Glob(filepath.Join(path, "*.wal"))
-			if err != nil || len(segs) == 0 {
-				t.Fatalf("no segment in %s: %v", path, err)
+		{"raft.db garbage", "raft/raft.db", func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
 			}
-			for _, s := range segs {
-				xorFile(t, s)
+			for i := range b {
+				b[i] ^= 0x5a
+			}
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"raft.db truncated", "raft/raft.db", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 100); err != nil {
+				t.Fatal(err)
 			}
 		}},
 		{"node.json garbage", "node.json", func(t *testing.T, path string) {

@@ -154,7 +154,16 @@ func TestOpenLockedAndCorrupt(t *testing.T) {
 		t.Fatalf("second open = %v, want ErrLocked", err)
 	}
 	_ = n.Close()
-	// Damaged stores: TestOpenCorruptWAL.
+
+	if err := os.WriteFile(DBPath(dir), []byte("this is not a bolt database, not at all; it is long enough to have pages........"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	layer3 := newLayer(t)
+	n3, _ := New(testConfig(dir, layer3), fsm.New(), layer3.Next)
+	if err := n3.Open(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open of garbage = %v, want ErrCorrupt", err)
+	}
+	_ = layer3.Close()
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -17,7 +17,7 @@ func recoverOffline(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	store, err := openLogStore(cfg.Dir, cfg.OpenTimeout, cfg.raftConfig().Logger)
+	store, err := openStore(DBPath(cfg.Dir), cfg.OpenTimeout)
 	if err != nil {
 		return err
 	}
