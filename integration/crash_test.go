@@ -8,7 +8,7 @@ import (
 )
 
 // Crash drills of the Raft log store (issue 16): a write is acknowledged only once it is
-// in the write-ahead log on disk, so kill -9 at any moment loses none.
+// in the Raft log on disk (raft.db, synced), so kill -9 at any moment loses none.
 
 // crashRounds is how many kill -9 rounds TestKillDuringWritesLosesNoAck runs.
 const crashRounds = 20
