@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -73,30 +72,18 @@ func runBackup(ctx context.Context, c BackupAPI, path string, withMail bool, std
 		tr.done()
 		return err
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	var h backup.Header
+	err = writeFileAtomic(path, func(w io.Writer) error {
+		var err error
+		h, err = backup.Verify(io.TeeReader(src, w))
+		tr.done()
+		if err != nil {
+			return fmt.Errorf("backup incomplete, %s not written: %w", path, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	h, err := backup.Verify(io.TeeReader(src, tmp))
-	tr.done()
-	if err != nil {
-		return fmt.Errorf("backup incomplete, %s not written: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	_, err = fmt.Fprintf(stderr, "backup of cluster %s at index %d: %d entries, %d messages written to %s\n",
 		orNone(h.ClusterID), h.Index, h.Entries, h.Mail, path)

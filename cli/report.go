@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -75,7 +73,7 @@ func runReport(ctx context.Context, c ReportAPI, path string, stdout, stderr io.
 		_, err := stdout.Write(data)
 		return err
 	}
-	if err := writeFileAtomic(path, data); err != nil {
+	if err := writeFileAtomic(path, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "report written to %s (%d bytes, %d files)\n", path, len(data), sum.files)
@@ -137,32 +135,4 @@ func summarizeBundle(data []byte) (bundleSummary, error) {
 	}
 	sort.Strings(s.nodes)
 	return s, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it and renames it.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }
