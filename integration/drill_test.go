@@ -282,13 +282,9 @@ func TestChaosConverges(t *testing.T) {
 	}
 }
 
-// drillWriter writes unique keys one after the other through the node pick chooses (with
-// rng, used by the writer's goroutine only) and records each acknowledged write.
-type drillWriter struct {
-	prefix string
-	pick   func(*rand.Rand) *Node
-	rng    *rand.Rand
-
+// ackLoop runs a background load in a loop and keeps what it got acknowledged (key ->
+// value) and how many attempts failed; stop ends it and returns the acknowledged ones.
+type ackLoop struct {
 	mu     sync.Mutex
 	acked  map[string]string
 	failed int
@@ -296,46 +292,79 @@ type drillWriter struct {
 	done   chan struct{}
 }
 
-func startDrillWriter(t testing.TB, prefix string, rng *rand.Rand, pick func(*rand.Rand) *Node) *drillWriter {
-	w := &drillWriter{prefix: prefix, pick: pick, rng: rng,
-		acked: map[string]string{}, quit: make(chan struct{}), done: make(chan struct{})}
+// startAckLoop runs attempt(i) for i = 0, 1, ... until stopped (at the latest at the end
+// of the test), recording a nil error as key acknowledged with val; after a failure it
+// waits pace (a retry pace, not a wait for a state), after a success rest.
+func startAckLoop(t testing.TB, rest, pace time.Duration, attempt func(i int) (key, val string, err error)) *ackLoop {
+	l := &ackLoop{acked: map[string]string{}, quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
-		defer close(w.done)
+		defer close(l.done)
 		for i := 0; ; i++ {
 			select {
-			case <-w.quit:
+			case <-l.quit:
 				return
 			default:
 			}
-			key, val := fmt.Sprintf("%s/k%05d", w.prefix, i), fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
-			n := w.pick(w.rng)
-			_, _, err := n.run("config", "set", "--timeout", "10s", key, val)
-			w.mu.Lock()
+			key, val, err := attempt(i)
+			l.mu.Lock()
 			if err == nil {
-				w.acked[key] = val
+				l.acked[key] = val
 			} else {
-				w.failed++
+				l.failed++
 			}
-			w.mu.Unlock()
+			l.mu.Unlock()
+			pause := rest
 			if err != nil {
-				time.Sleep(50 * time.Millisecond) // not a wait for state: a retry pace
+				pause = pace
+			}
+			if pause > 0 {
+				time.Sleep(pause) // a pace of the load, not a wait for a state
 			}
 		}
 	}()
-	t.Cleanup(func() { w.stop() })
-	return w
+	t.Cleanup(func() { l.stop() })
+	return l
 }
 
-func (w *drillWriter) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.acked)
+func (l *ackLoop) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
 }
 
-func (w *drillWriter) failures() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.failed
+func (l *ackLoop) failures() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
+}
+
+// stop ends the loop, waits for its last attempt, and returns the acknowledged ones.
+func (l *ackLoop) stop() map[string]string {
+	select {
+	case <-l.quit:
+	default:
+		close(l.quit)
+	}
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]string, len(l.acked))
+	for k, v := range l.acked {
+		out[k] = v
+	}
+	return out
+}
+
+// drillWriter writes unique keys one after the other through the node pick chooses (with
+// rng, used by the writer's goroutine only) and records each acknowledged write.
+type drillWriter struct{ *ackLoop }
+
+func startDrillWriter(t testing.TB, prefix string, rng *rand.Rand, pick func(*rand.Rand) *Node) *drillWriter {
+	return &drillWriter{startAckLoop(t, 0, 50*time.Millisecond, func(i int) (string, string, error) {
+		key, val := fmt.Sprintf("%s/k%05d", prefix, i), fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
+		_, _, err := pick(rng).run("config", "set", "--timeout", "10s", key, val)
+		return key, val, err
+	})}
 }
 
 // waitAcks waits until at least n writes have been acknowledged.
@@ -347,23 +376,6 @@ func (w *drillWriter) waitAcks(t testing.TB, n int, timeout time.Duration) {
 		}
 		return nil
 	})
-}
-
-// stop ends the writer, waits for its last write, and returns the acknowledged writes.
-func (w *drillWriter) stop() map[string]string {
-	select {
-	case <-w.quit:
-	default:
-		close(w.quit)
-	}
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]string, len(w.acked))
-	for k, v := range w.acked {
-		out[k] = v
-	}
-	return out
 }
 
 // drillOthers returns nodes without x.

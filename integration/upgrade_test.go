@@ -68,61 +68,14 @@ func (u *upNodes) pick(rng *rand.Rand) *Node {
 
 // mailSender sends small messages to the SMTP port of a node picked from up, one after
 // the other, and keeps the subject and SHA-256 of every message that got its 250.
-type mailSender struct {
-	mu     sync.Mutex
-	acked  map[string]string
-	failed int
-	quit   chan struct{}
-	done   chan struct{}
-}
+type mailSender struct{ *ackLoop }
 
 func startMailSender(t testing.TB, mc *mailCluster, up *upNodes, rng *rand.Rand) *mailSender {
-	s := &mailSender{acked: map[string]string{}, quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		for i := 0; ; i++ {
-			select {
-			case <-s.quit:
-				return
-			default:
-			}
-			subject := fmt.Sprintf("upgrade-%05d", i)
-			msg := mailMsg(subject, 1500)
-			err := sendOne(mc.addr(up.pick(rng)), []string{"user@" + mailDomain}, msg)
-			s.mu.Lock()
-			if err == nil {
-				s.acked[subject] = sha(msg)
-			} else {
-				s.failed++
-			}
-			s.mu.Unlock()
-			time.Sleep(30 * time.Millisecond) // a sending pace, not a wait for a state
-		}
-	}()
-	t.Cleanup(func() { s.stop() })
-	return s
-}
-
-func (s *mailSender) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.acked)
-}
-
-func (s *mailSender) stop() map[string]string {
-	select {
-	case <-s.quit:
-	default:
-		close(s.quit)
-	}
-	<-s.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]string, len(s.acked))
-	for k, v := range s.acked {
-		out[k] = v
-	}
-	return out
+	return &mailSender{startAckLoop(t, 30*time.Millisecond, 30*time.Millisecond, func(i int) (string, string, error) {
+		subject := fmt.Sprintf("upgrade-%05d", i)
+		msg := mailMsg(subject, 1500)
+		return subject, sha(msg), sendOne(mc.addr(up.pick(rng)), []string{"user@" + mailDomain}, msg)
+	})}
 }
 
 // waitProgress waits until the writer has n more acknowledged writes and the sender
@@ -266,7 +219,7 @@ func TestUpgradeRolling(t *testing.T) {
 
 	acked, mail := w.stop(), s.stop()
 	t.Logf("upgrade from %s: %d acknowledged writes (%d failed), %d messages accepted (%d failed), %d rolling rounds after",
-		rel.Name, len(acked), w.failures(), len(mail), s.failed, rounds)
+		rel.Name, len(acked), w.failures(), len(mail), s.failures(), rounds)
 	for _, n := range nodes {
 		drillCheckKeys(t, n, acked)
 	}
