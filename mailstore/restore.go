@@ -122,14 +122,8 @@ func (g *Staging) Commit() error {
 	s := g.live
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	s.busyMu.Lock()
-	n := len(s.busy)
-	s.busyMu.Unlock()
-	if n > 0 {
-		return fmt.Errorf("%w: %d bodies in use", ErrBusy, n)
+	if err := s.idleLocked(); err != nil {
+		return err
 	}
 	if err := g.carryOver(); err != nil {
 		return fmt.Errorf("mailstore: restore: carry over the messages received meanwhile: %w", err)

@@ -221,14 +221,8 @@ func (s *Store) Close() error {
 func (s *Store) Wipe() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	s.busyMu.Lock()
-	n := len(s.busy)
-	s.busyMu.Unlock()
-	if n > 0 {
-		return fmt.Errorf("%w: %d bodies in use", ErrBusy, n)
+	if err := s.idleLocked(); err != nil {
+		return err
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
@@ -299,6 +293,22 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 }
 
 // acquire marks id's body busy (one writer or verifier at a time).
+// idleLocked reports, with s.mu held, whether the store may be replaced whole (Wipe, a
+// restore's swap): ErrClosed once it is closed, ErrBusy while a body is received or
+// verified.
+func (s *Store) idleLocked() error {
+	if s.closed {
+		return ErrClosed
+	}
+	s.busyMu.Lock()
+	n := len(s.busy)
+	s.busyMu.Unlock()
+	if n > 0 {
+		return fmt.Errorf("%w: %d bodies in use", ErrBusy, n)
+	}
+	return nil
+}
+
 func (s *Store) acquire(id string) error {
 	s.busyMu.Lock()
 	defer s.busyMu.Unlock()
