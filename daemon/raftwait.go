@@ -24,12 +24,13 @@ type raftSlot struct {
 // newRaftSlot returns the slot of d's Raft node (Daemon.raftp).
 func newRaftSlot(d *Daemon) *raftSlot { return &raftSlot{p: &d.raftp, logger: d.logger} }
 
-// stop stops Raft (this node was removed or fenced). Stop, not Close: join or sync
+// stop stops Raft (this node was removed or fenced). Abandon, not Close: join or sync
 // restarts it in place once the node is admitted again, and a stopped node's waits wait
-// instead of failing at once, so the loops around them idle.
+// instead of failing at once, so the loops around them idle; and not Stop, which would
+// hand mastership to another voter of the old epoch.
 func (r *raftSlot) stop() {
 	if n := r.p.Load(); n != nil {
-		if err := n.Stop(); err != nil {
+		if err := n.Abandon(); err != nil {
 			r.logger.Warn("stopping raft", "error", err)
 		}
 	}

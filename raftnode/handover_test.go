@@ -144,3 +144,25 @@ func TestCloseFollowerNoHandover(t *testing.T) {
 		t.Fatalf("closing a follower moved leadership (leader %v, changes %d -> %d)", nodes[0].IsLeader(), before, nodes[0].LeaderChanges())
 	}
 }
+
+// TestAbandonNoHandover: a leader that abandons Raft (it was removed or fenced) hands
+// leadership to nobody: with 2 s heartbeat timeouts, no other node leads within the
+// first second after it (a handover takes milliseconds, an election over 2 s).
+func TestAbandonNoHandover(t *testing.T) {
+	nodes := testCluster(t, 3, slowElections)
+	old := nodes[0]
+	if err := old.Abandon(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, n := range nodes[1:] {
+			if n.IsLeader() {
+				t.Fatalf("%s leads right after the leader abandoned Raft: it handed leadership over", n.localID())
+			}
+		}
+	}
+	// It can be opened again (a re-admission restarts it in place).
+	if err := old.Open(); err != nil {
+		t.Fatal(err)
+	}
+}

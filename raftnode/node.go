@@ -262,6 +262,15 @@ func (n *Node) Stop() error {
 	return n.stopRun(true)
 }
 
+// Abandon stops Raft as Stop does but never hands leadership over: for a node that was
+// removed from the cluster or fenced by a forced promotion, whose fellow voters of the
+// old epoch must not be given mastership by it. The node can be opened again.
+func (n *Node) Abandon() error {
+	n.life.Lock()
+	defer n.life.Unlock()
+	return n.stopRun(false)
+}
+
 // stopRun stops the running instance, if any; with handover a leader first hands
 // leadership to another voter. The caller holds life.
 func (n *Node) stopRun(handover bool) error {
