@@ -322,7 +322,7 @@ func (d *Daemon) openRaft(start bool) error {
 func (d *Daemon) raftOpenErr(err error) error {
 	switch {
 	case errors.Is(err, raftnode.ErrNoSpace):
-		return fmt.Errorf("%v: free space on the filesystem of %s, then start pmgclusterd again", err, d.dir.file("raft"))
+		return fmt.Errorf("%v: free space on the filesystem of %s (the Raft log allocates 16 MiB segments), then start pmgclusterd again", err, d.dir.file("raft"))
 	case errors.Is(err, raftnode.ErrCorrupt):
 		return fmt.Errorf("%w: %v: move the data directory aside and join this node to its cluster again (pmgcm join), or restore a backup on a fresh node",
 			ErrCorruptData, err)

@@ -13,7 +13,8 @@
 //	LOCK            flock held while a daemon runs; holds its PID
 //	node.json       this node's name, address and CID
 //	tls/            node.key, node.crt and, once in a cluster, ca.crt
-//	raft/           raft.db (log and stable store) and snapshots/: the replicated state,
+//	raft/           wal/ (log and stable store; raft.db.pre-wal after an upgrade from
+//	                1ca55cd) and snapshots/: the replicated state,
 //	                the cluster CA key and join token salt among it; wiped when the node
 //	                learns it was removed (forget.go)
 //	peers.json      the member list this node trusts until its state has caught up

@@ -59,7 +59,22 @@ func TestRefusesUnreadableDataDir(t *testing.T) {
 	}
 }
 
-// TestRefusesCorruptData: a corrupt raft.db or node.json is refused with a message naming
+// xorFile garbles every byte of path.
+func xorFile(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] ^= 0x5a
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRefusesCorruptData: a corrupt Raft log or node.json is refused with a message naming
 // the file and the way out, and the daemon does not start.
 func TestRefusesCorruptData(t *testing.T) {
 	t.Parallel()
@@ -68,21 +83,17 @@ func TestRefusesCorruptData(t *testing.T) {
 		file    string
 		corrupt func(t *testing.T, path string)
 	}{
-		{"raft.db garbage", "raft/raft.db", func(t *testing.T, path string) {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range b {
-				b[i] ^= 0x5a
-			}
-			if err := os.WriteFile(path, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
+		// The write-ahead log (raft/wal): the message names its directory.
+		{"wal meta garbage", "raft/wal", func(t *testing.T, path string) {
+			xorFile(t, filepath.Join(path, "wal-meta.db"))
 		}},
-		{"raft.db truncated", "raft/raft.db", func(t *testing.T, path string) {
-			if err := os.Truncate(path, 100); err != nil {
-				t.Fatal(err)
+		{"wal segment garbage", "raft/wal", func(t *testing.T, path string) {
+			segs, err := filepath.Glob(filepath.Join(path, "*.wal"))
+			if err != nil || len(segs) == 0 {
+				t.Fatalf("no segment in %s: %v", path, err)
+			}
+			for _, s := range segs {
+				xorFile(t, s)
 			}
 		}},
 		{"node.json garbage", "node.json", func(t *testing.T, path string) {

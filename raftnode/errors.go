@@ -16,7 +16,8 @@ var (
 	ErrLocked = errors.New("raft database is locked by another process")
 	// ErrCorrupt means a Raft data file failed its integrity checks.
 	ErrCorrupt = errors.New("raft data is corrupt")
-	// ErrNoSpace means a Raft data file could not be written for want of disk space.
+	// ErrNoSpace means a Raft data file could not be written for want of disk space (the
+	// write-ahead log allocates each segment whole, walSegmentSize).
 	ErrNoSpace = errors.New("no space left for the raft data")
 	// ErrClosed means Raft is not running on this node: stopped (Stop, or a Restart or
 	// ForceRecover under way) or closed for good (Close).

@@ -64,7 +64,7 @@ type Layers func() raft.StreamLayer
 // instance is one run of Raft: from start to stop.
 type instance struct {
 	raft  *raft.Raft
-	store *raftboltdb.BoltStore
+	store logStore
 	trans *raft.NetworkTransport
 	stop  chan struct{} // closed when the instance stops
 	wg    sync.WaitGroup
@@ -89,10 +89,12 @@ func New(cfg Config, f *fsm.FSM, layers Layers) (*Node, error) {
 	return n, nil
 }
 
-// DBPath is the file of the Raft log and stable store inside dir.
+// DBPath is the file of the Raft log and stable store inside dir up to release 1ca55cd
+// (now the write-ahead log in WALDir; see walstore.go).
 func DBPath(dir string) string { return filepath.Join(dir, "raft.db") }
 
-// Open opens the stores, starts Raft and, for a standalone node with no state, bootstraps
+// Open opens the stores (moving a raft.db of an older release into the write-ahead log
+// first), starts Raft and, for a standalone node with no state, bootstraps
 // a one-voter configuration. A locked or corrupt database yields ErrLocked or ErrCorrupt
 // with the file named. On a stopped node it starts Raft again (the state machine is
 // rebuilt from the snapshot and the log); on a running one it does nothing; after Close
@@ -117,27 +119,11 @@ func (n *Node) start() (err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("create raft directory: %w", err)
 	}
-	dbPath := DBPath(cfg.Dir)
-	_, statErr := os.Stat(dbPath)
-	existed := statErr == nil
-	store, err := openStore(dbPath, cfg.OpenTimeout)
+	store, err := openLogStore(cfg.Dir, cfg.OpenTimeout, n.logger)
 	if err != nil {
 		return err
 	}
-	// A damaged database can make bbolt panic on a page read: report it as corruption
-	// instead of crashing with a stack trace.
-	defer func() {
-		if r := recover(); r != nil {
-			_ = store.Close()
-			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, dbPath, r)
-		}
-	}()
-	if existed {
-		if _, err := store.LastIndex(); err != nil {
-			_ = store.Close()
-			return storeErr(dbPath, err)
-		}
-	}
+	walDir := WALDir(cfg.Dir)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, n.logger.Named("snapshot"))
 	if err != nil {
 		_ = store.Close()
@@ -152,7 +138,7 @@ func (n *Node) start() (err error) {
 	rc := cfg.raftConfig()
 	rc.Logger = n.logger
 	// The leader reads back every entry it sends; keeping the newest in memory saves a
-	// bbolt read and a decode per entry per follower.
+	// log read and a decode per entry per follower.
 	logs, err := raft.NewLogCache(logCacheSize, store)
 	if err != nil {
 		_ = trans.Close()
@@ -163,7 +149,7 @@ func (n *Node) start() (err error) {
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
-		return storeErr(dbPath, err)
+		return storeErr(walDir, err)
 	}
 	// Raft rebuilds the state machine from the snapshot and the log: start it empty.
 	n.fsm.Reset()

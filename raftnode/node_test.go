@@ -154,16 +154,7 @@ func TestOpenLockedAndCorrupt(t *testing.T) {
 		t.Fatalf("second open = %v, want ErrLocked", err)
 	}
 	_ = n.Close()
-
-	if err := os.WriteFile(DBPath(dir), []byte("this is not a bolt database, not at all; it is long enough to have pages........"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	layer3 := newLayer(t)
-	n3, _ := New(testConfig(dir, layer3), fsm.New(), layer3.Next)
-	if err := n3.Open(); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("open of garbage = %v, want ErrCorrupt", err)
-	}
-	_ = layer3.Close()
+	// Damaged stores: TestOpenCorruptWAL.
 }
 
 func TestConfigValidate(t *testing.T) {

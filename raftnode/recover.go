@@ -17,7 +17,7 @@ func recoverOffline(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	store, err := openStore(DBPath(cfg.Dir), cfg.OpenTimeout)
+	store, err := openLogStore(cfg.Dir, cfg.OpenTimeout, cfg.raftConfig().Logger)
 	if err != nil {
 		return err
 	}
