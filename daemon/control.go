@@ -432,6 +432,9 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status, hint = api.CodeReadFailed, http.StatusServiceUnavailable, readFailedHint
 	case errors.Is(err, raftnode.ErrNotLeader):
 		code, status = api.CodeNotLeader, http.StatusServiceUnavailable
+	case errors.Is(err, raftnode.ErrTransferFailed):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+		hint = "the cluster was busy or electing a master: run pmgcm promote again"
 	case errors.Is(err, cluster.ErrShuttingDown):
 		code, status = api.CodeShuttingDown, http.StatusServiceUnavailable
 		hint = "nothing was changed: retry on another node"

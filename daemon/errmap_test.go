@@ -24,6 +24,7 @@ func TestRaftErrorCodes(t *testing.T) {
 		{fmt.Errorf("%w: entry 9 was appended but not known to commit", raftnode.ErrUnknownOutcome), api.CodeUnknownOutcome},
 		{fmt.Errorf("%w (%w)", raftnode.ErrUnknownOutcome, raftnode.ErrTimeout), api.CodeUnknownOutcome},
 		{fmt.Errorf("%w (%w)", raftnode.ErrNoLeader, raftnode.ErrUnknownOutcome), api.CodeUnknownOutcome},
+		{fmt.Errorf("leadership transfer to cid 3: %w: leadership transfer timeout", raftnode.ErrTransferFailed), api.CodeUnavailable},
 	} {
 		rec := httptest.NewRecorder()
 		writeErr(rec, tc.err)

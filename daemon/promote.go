@@ -98,6 +98,8 @@ func (p *promoter) promote(ctx context.Context, force bool) (*api.PromoteRespons
 	sctx, cancel := context.WithTimeout(ctx, promoteSearchTimeout)
 	defer cancel()
 	asked := "" // the master last asked for a transfer
+	var transferFailed error // the last transfer that did not complete, asked again until retryUntil
+	var retryUntil time.Time
 search:
 	for {
 		changed := p.raft().LeaderChanged()
@@ -122,13 +124,35 @@ search:
 				return &api.PromoteResponse{CID: me.CID, Name: me.Name, Epoch: p.fsm.Cluster().Epoch}, nil
 			}
 			var re *cluster.RemoteError
-			if !errors.As(err, &re) || re.Code() != api.CodeUnreachable {
+			if !errors.As(err, &re) {
 				return nil, err
 			}
-			p.logger.Warn("promote: the master did not answer the transfer request", "master-address", leader, "error", err)
+			switch re.Code() {
+			case api.CodeUnreachable:
+				p.logger.Warn("promote: the master did not answer the transfer request", "master-address", leader, "error", err)
+			case api.CodeUnavailable, api.CodeNotLeader:
+				// The transfer did not complete (this node did not win in time, or the master
+				// changed meanwhile): nothing changed, so ask the master of the moment again
+				// while the search lasts, once Raft has seen a leader change or after an
+				// election's time.
+				if transferFailed != nil && time.Now().After(retryUntil) {
+					return nil, err
+				}
+				if transferFailed == nil {
+					retryUntil = time.Now().Add(promoteSearchTimeout / 2)
+				}
+				transferFailed = err
+				p.logger.Warn("promote: the transfer did not complete; asking again", "master-address", leader, "error", err)
+				deadline = time.Now().Add(p.electionWait)
+			default:
+				return nil, err
+			}
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
+			if transferFailed != nil {
+				return nil, transferFailed
+			}
 			break
 		}
 		t := time.NewTimer(wait)

@@ -30,6 +30,10 @@ var (
 	// may be sent again; or a wait (ReadIndex, WaitApplied) ran out. A proposal that was
 	// appended and then not known to commit is ErrUnknownOutcome, never ErrTimeout.
 	ErrTimeout = errors.New("raft operation timed out")
+	// ErrTransferFailed means a leadership transfer did not complete: the target did not
+	// win its election in time (a busy or changing cluster). Leadership stayed where it
+	// was or moved by an ordinary election; nothing else changed, and asking again is safe.
+	ErrTransferFailed = errors.New("leadership transfer did not complete")
 )
 
 // storeErr is the error of a Raft data file at path that failed to open or read: err

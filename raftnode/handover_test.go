@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -164,5 +165,28 @@ func TestAbandonNoHandover(t *testing.T) {
 	// It can be opened again (a re-admission restarts it in place).
 	if err := old.Open(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTransferToStoppedNodeFails: a leadership transfer whose target cannot win (it is
+// stopped) fails with ErrTransferFailed, which callers may ask again, and leadership stays.
+func TestTransferToStoppedNodeFails(t *testing.T) {
+	nodes := testCluster(t, 3, nil)
+	target := nodes[2]
+	addr := string(target.cfg.Address)
+	if err := target.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := nodes[0].TransferLeadership(3, addr)
+	if !errors.Is(err, ErrTransferFailed) {
+		t.Fatalf("transfer to a stopped node: %v, want ErrTransferFailed", err)
+	}
+	if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("transfer failure %v also matches another sentinel", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := nodes[0].Apply(ctx, fsm.ConfigSet{Key: "after", Value: []byte("x")}); err != nil {
+		t.Fatalf("write after the failed transfer: %v", err)
 	}
 }

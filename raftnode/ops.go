@@ -313,7 +313,12 @@ func (n *Node) TransferLeadership(cid uint64, addr string) error {
 		return ErrClosed
 	}
 	if err := r.LeadershipTransferToServer(ServerID(cid), raft.ServerAddress(addr)).Error(); err != nil {
-		return n.mapErr(err)
+		mapped := n.mapErr(err)
+		if mapped == err {
+			// raft's own transfer timeout, or the target's TimeoutNow refused: no sentinel.
+			return fmt.Errorf("%w: %v", ErrTransferFailed, err)
+		}
+		return mapped
 	}
 	return nil
 }
