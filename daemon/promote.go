@@ -97,7 +97,7 @@ func (p *promoter) promote(ctx context.Context, force bool) (*api.PromoteRespons
 	// a forced promotion answers well within 20 s however the peers fail.
 	sctx, cancel := context.WithTimeout(ctx, promoteSearchTimeout)
 	defer cancel()
-	asked := "" // the master last asked for a transfer
+	asked := ""              // the master last asked for a transfer
 	var transferFailed error // the last transfer that did not complete, asked again until retryUntil
 	var retryUntil time.Time
 search:
