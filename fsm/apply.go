@@ -110,10 +110,7 @@ func (s *state) configSet(c ConfigSet, idx uint64) (uint64, error) {
 		return 0, fmt.Errorf("%w: configuration store would be %d bytes, the limit is %d: delete entries first",
 			ErrTooLarge, size, stateBytesLimit)
 	}
-	value := c.Value
-	if value == nil {
-		value = []byte{} // an entry always has a non-nil value
-	}
+	value := ownValue(c.Value) // an entry always has a non-nil value
 	if tombstoned {
 		s.tombs.remove(c.Key)
 	}
@@ -316,10 +313,7 @@ func (s *state) restoreConfig(c RestoreConfig, idx uint64) error {
 		if old, ok := s.entries[e.Key]; ok {
 			s.bytes -= int64(len(old.Key) + len(old.Value))
 		}
-		value := e.Value
-		if value == nil {
-			value = []byte{}
-		}
+		value := ownValue(e.Value)
 		s.entries[e.Key] = Entry{Key: e.Key, Value: value, Version: idx}
 		s.bytes += int64(len(e.Key) + len(value))
 	}

@@ -350,9 +350,7 @@ func (rs *restoring) record(rec snapRecord) error {
 		if _, dup := st.entries[e.Key]; dup {
 			return fmt.Errorf("key %q listed twice", e.Key)
 		}
-		if e.Value == nil {
-			e.Value = []byte{}
-		}
+		e.Value = ownValue(e.Value)
 		got.Entries++
 		st.entries[e.Key] = e
 		st.bytes += int64(len(e.Key) + len(e.Value))

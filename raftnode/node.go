@@ -138,8 +138,8 @@ func (n *Node) start() (err error) {
 	rc := cfg.raftConfig()
 	rc.Logger = n.logger
 	// The leader reads back every entry it sends; keeping the newest in memory saves a
-	// log read and a decode per entry per follower.
-	logs, err := raft.NewLogCache(logCacheSize, store)
+	// log read and a decode per entry per follower. Bounded in bytes too (logcache.go).
+	logs, err := newLogCache(logCacheSize, logCacheBytes, store)
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
@@ -198,7 +198,7 @@ func (b boundedDial) Dial(address raft.ServerAddress, timeout time.Duration) (ne
 	return b.StreamLayer.Dial(address, timeout)
 }
 
-// logCacheSize is how many of the newest log entries stay in memory (raft.LogCache).
+// logCacheSize is how many of the newest log entries stay in memory (logCache).
 const logCacheSize = 512
 
 func openStore(path string, timeout time.Duration) (*raftboltdb.BoltStore, error) {

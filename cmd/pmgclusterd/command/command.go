@@ -17,6 +17,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/daemon"
 	"github.com/pmgcm/pmgcm/internal/logring"
+	"github.com/pmgcm/pmgcm/internal/memlimit"
 	"github.com/pmgcm/pmgcm/internal/version"
 )
 
@@ -41,6 +42,7 @@ func New(stderr io.Writer) *cobra.Command {
 	var logJSON bool
 	var configFile string
 	var printConfig bool
+	memHeadroom := memlimit.DefaultHeadroom
 	cmd := &cobra.Command{
 		Use:   "pmgclusterd --data-dir DIR --ip IP [flags]",
 		Short: "pmgcm node daemon: Raft, cluster port and control socket",
@@ -100,6 +102,13 @@ both resume by themselves once there is room.`,
 				Name: "pmgclusterd", Level: level, Output: io.MultiWriter(stderr, cfg.LogRing), JSONFormat: logJSON,
 			})
 			cfg.Raft.Logger = cfg.Logger
+			// Process-wide, so here and not in daemon.New (tests run several daemons in one
+			// process).
+			gov, err := memlimit.Start(memlimit.Policy{Headroom: memHeadroom, Floor: memlimit.DefaultFloor}, cfg.Logger.Named("memory"))
+			if err != nil {
+				return fmt.Errorf("--memory-headroom: %w", err)
+			}
+			defer gov.Stop()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			d, err := daemon.New(cfg)
@@ -143,6 +152,7 @@ both resume by themselves once there is room.`,
 	f.IntVar(&cfg.BackupKeep, "backup-keep", cfg.BackupKeep, "scheduled backups kept in --backup-dir; older ones are removed")
 	f.StringVar(&cfg.ExportDir, "config-export-dir", "", "write the configuration entries as files into this directory after each change (off when empty)")
 	f.StringSliceVar(&cfg.ExportPrefixes, "config-export-prefix", nil, "export only the entries under this key prefix (repeatable; default: all)")
+	f.IntVar(&memHeadroom, "memory-headroom", memHeadroom, fmt.Sprintf("after each garbage collection, keep Go's soft memory limit this many percent of the live heap above the memory in use (never below %d MiB), so that the resident set stays near the data; 0 leaves Go's default (the heap may grow to twice the live heap); GOMEMLIMIT in the environment overrides it", memlimit.DefaultFloor>>20))
 	f.IntVar(&cfg.ProtocolVersion, "protocol-version", cfg.ProtocolVersion, "node-to-node protocol version to speak (compatibility drills only)")
 	_ = f.MarkHidden("protocol-version")
 	f.BoolVar(&cfg.FaultInjection, "fault-injection", false, "serve the partition control of drills and tests (never in production)")
