@@ -76,35 +76,49 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		State:    StateQuarantined,
 		Received: received.UTC(),
 	}
-	renamed := ""
-	err = s.update(func(tx *bolt.Tx) error {
-		meta.Origin = s.opts.LocalCID()
-		meta.Seq = cursor(tx, meta.Origin) + 1
-		meta.ID = MakeID(meta.Origin, meta.Seq)
-		meta.HaveBody = true
-		final := s.BodyPath(meta.ID)
-		// The tx holds bbolt's writer lock: no other Accept can take this seq.
-		if err := os.Rename(tmp, final); err != nil {
-			return err
-		}
-		renamed = final
-		if err := syncDir(filepath.Dir(final)); err != nil {
-			return err
-		}
-		if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
-			return err
-		}
-		return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
-			MsgID: meta.ID, Msg: wireMeta(meta), At: now})
+	// The index entry and the body's final name are made durable in a batch with
+	// the other Accepts and body commits of the moment (group.go): the ID is taken
+	// in the batch transaction, the spooled file renamed to it and its directory
+	// fsynced before the commit. groupCommit returns after the commit.
+	cur := tmp // where the body is now
+	err = s.groupCommit(&commitReq{
+		apply: func(tx *bolt.Tx) error {
+			meta.Origin = s.opts.LocalCID()
+			meta.Seq = cursor(tx, meta.Origin) + 1
+			meta.ID = MakeID(meta.Origin, meta.Seq)
+			meta.HaveBody = true
+			// The tx holds bbolt's writer lock: no other Accept can take this seq.
+			if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
+				return err
+			}
+			return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
+				MsgID: meta.ID, Msg: wireMeta(meta), At: now})
+		},
+		place: func() (string, error) {
+			final := s.BodyPath(meta.ID)
+			if err := os.Rename(tmp, final); err != nil {
+				return "", err
+			}
+			cur = final
+			return filepath.Dir(final), nil
+		},
+		unplace: func() error {
+			if err := os.Rename(cur, tmp); err != nil {
+				return err
+			}
+			cur = tmp
+			return nil
+		},
+		drop: func() {
+			// Still under the batch: no later Accept has taken this name yet.
+			_ = os.Remove(cur)
+			cur = tmp
+		},
 	})
 	if err != nil {
 		_ = os.Remove(tmp)
-		if renamed != "" {
-			_ = os.Remove(renamed)
-		}
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
-	s.notify()
 	return meta, nil
 }
 

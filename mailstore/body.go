@@ -194,9 +194,6 @@ func (w *BodyWriter) Commit() error {
 	if err == nil {
 		err = os.Rename(final+".part", final)
 	}
-	if err == nil {
-		err = syncDir(filepath.Dir(final))
-	}
 	if err != nil {
 		return fmt.Errorf("mailstore: commit body: %w", err)
 	}
@@ -204,17 +201,22 @@ func (w *BodyWriter) Commit() error {
 }
 
 // commitBody marks a body that is in place as held, or removes it when the
-// message was deleted or purged meanwhile.
+// message was deleted or purged meanwhile. Its directory is fsynced and the index
+// committed in a batch with the other commits of the moment (group.go).
 func (s *Store) commitBody(id string) error {
 	keep := false
-	err := s.update(func(tx *bolt.Tx) error {
-		old, err := getRecord(tx, id)
-		if err != nil || old == nil || !old.counted() || old.HaveBody {
-			return err
-		}
-		nw := *old
-		nw.HaveBody, keep = true, true
-		return putRecord(tx, old, &nw)
+	err := s.groupCommit(&commitReq{
+		dirs: []string{filepath.Dir(s.BodyPath(id))},
+		apply: func(tx *bolt.Tx) error {
+			keep = false
+			old, err := getRecord(tx, id)
+			if err != nil || old == nil || !old.counted() || old.HaveBody {
+				return err
+			}
+			nw := *old
+			nw.HaveBody, keep = true, true
+			return putRecord(tx, old, &nw)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("mailstore: commit body: %w", err)
@@ -222,7 +224,6 @@ func (s *Store) commitBody(id string) error {
 	if !keep {
 		s.removeBodies([]string{id})
 	}
-	s.notify()
 	return nil
 }
 
