@@ -65,6 +65,9 @@ type committer struct {
 	mu      sync.Mutex
 	queue   []*commitReq
 	running bool // a goroutine is committing or about to
+	// hook, when set (by tests), is called with the size of each batch before it
+	// commits, with no lock held.
+	hook func(n int)
 }
 
 // errMember stops a batch transaction because one member failed (its error is in
@@ -114,6 +117,9 @@ func (s *Store) commitNext() bool {
 	c.mu.Unlock()
 	if len(batch) == 0 {
 		return false
+	}
+	if c.hook != nil {
+		c.hook(len(batch))
 	}
 	s.commitBatch(batch)
 	return true
