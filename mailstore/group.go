@@ -3,7 +3,6 @@ package mailstore
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,7 +18,8 @@ import (
 //     contiguous per origin, as with one transaction each);
 //  2. place runs for every member (an Accept renames its spooled body to the
 //     final path of the ID it just got), still inside the transaction;
-//  3. every distinct directory the members named is fsynced, once per batch;
+//  3. every distinct directory the members named is fsynced, once per batch (all at
+//     once, so that the file system can serve them with one journal commit);
 //  4. the transaction commits (bbolt fdatasyncs its pages, then its meta page);
 //  5. the store's Changed channel is closed once, then each caller is woken.
 //
@@ -217,19 +217,36 @@ func unplaceAll(rs []*commitReq) {
 	}
 }
 
-// syncDirs fsyncs every directory of dirs, in a stable order.
+// maxDirSyncs bounds the directory fsyncs of a batch in flight at once (each holds a
+// file descriptor).
+const maxDirSyncs = 16
+
+// syncDirs fsyncs every directory of dirs. With several, the fsyncs run at once:
+// on a journaling file system (ext4, XFS) they then share one journal commit, where
+// one after the other each would wait for the disk again.
 func syncDirs(dirs map[string]struct{}) error {
-	list := make([]string, 0, len(dirs))
-	for d := range dirs {
-		list = append(list, d)
+	if len(dirs) <= 1 {
+		for d := range dirs {
+			return syncDir(d)
+		}
+		return nil
 	}
-	sort.Strings(list)
-	for _, d := range list {
-		if err := syncDir(d); err != nil {
-			return err
+	errs := make(chan error, len(dirs))
+	slots := make(chan struct{}, maxDirSyncs)
+	for d := range dirs {
+		slots <- struct{}{}
+		go func() {
+			errs <- syncDir(d)
+			<-slots
+		}()
+	}
+	var first error
+	for range dirs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // finish wakes the member's caller with err.
