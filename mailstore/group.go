@@ -21,7 +21,8 @@ import (
 //  3. every distinct directory the members named is fsynced, once per batch (all at
 //     once, so that the file system can serve them with one journal commit);
 //  4. the transaction commits (bbolt fdatasyncs its pages, then its meta page);
-//  5. the store's Changed channel is closed once, then each caller is woken.
+//  5. the store's Changed channel is closed once (unless no member changed
+//     anything), then each caller is woken.
 //
 // A body file itself is fsynced by its writer before it queues: concurrent fsyncs
 // of different files share a journal commit on ext4 and XFS, and the writer's
@@ -54,6 +55,9 @@ type commitReq struct {
 	drop    func()
 	// dirs are directories to fsync before the commit (a body the caller renamed).
 	dirs []string
+	// quiet, set by apply, says the member changed nothing a Changed waiter could
+	// see (events already applied): alone in a batch, it does not notify.
+	quiet bool
 
 	placed bool
 	err    error
@@ -191,7 +195,12 @@ func (s *Store) commitBatch(batch []*commitReq) {
 			}
 			return
 		}
-		s.notify()
+		for _, r := range live {
+			if !r.quiet {
+				s.notify()
+				break
+			}
+		}
 		for _, r := range live {
 			r.finish(nil)
 		}
