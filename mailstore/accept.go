@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,7 +53,9 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	tmp := f.Name()
 	h := sha256.New()
 	head := &prefixBuffer{max: maxHeader}
-	n, err := io.Copy(io.MultiWriter(f, h, head), r)
+	buf := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(io.MultiWriter(f, h, head), r, *buf)
+	copyBufs.Put(buf)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -130,20 +133,51 @@ func wireMeta(m Meta) *Meta {
 	return &m
 }
 
-// prefixBuffer keeps the first max bytes written to it and discards the rest.
+// copyBufs are the buffers Accept copies a message through (io.Copy would
+// allocate 32 KiB per message).
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// prefixBuffer keeps the first max bytes written to it, up to the end of the
+// header (the first empty line) when it sees one, and discards the rest: only
+// the header is parsed (parseSubject), so the body is not copied.
 type prefixBuffer struct {
 	bytes.Buffer
-	max int
+	max  int
+	done bool // the end of the header is in the buffer
 }
 
 func (p *prefixBuffer) Write(b []byte) (int, error) {
+	if p.done {
+		return len(b), nil
+	}
 	if room := p.max - p.Len(); room > 0 {
-		if len(b) < room {
-			room = len(b)
+		chunk := b[:min(room, len(b))]
+		// An empty line may straddle two writes: look at the last 3 bytes kept
+		// and the first 3 new ones, then at the new ones.
+		var w [6]byte
+		k := copy(w[:], p.Bytes()[max(0, p.Len()-3):])
+		j := copy(w[k:], chunk)
+		if e := headerEnd(w[:k+j]); e > k {
+			chunk, p.done = chunk[:e-k], true
+		} else if e := headerEnd(chunk); e >= 0 {
+			chunk, p.done = chunk[:e], true
 		}
-		p.Buffer.Write(b[:room])
+		p.Buffer.Write(chunk)
 	}
 	return len(b), nil
+}
+
+// headerEnd returns the index just past the first empty line ("\r\n\r\n" or
+// "\n\n") in b, -1 when there is none.
+func headerEnd(b []byte) int {
+	e := -1
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+		e = i + 4
+	}
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && (e < 0 || i+2 < e) {
+		e = i + 2
+	}
+	return e
 }
 
 // parseSubject returns the decoded Subject header of a message whose start is
