@@ -50,7 +50,7 @@ func (s *Store) ApplyEvent(ev Event) (needBody bool, err error) {
 }
 
 // ApplyEvents applies events received from a peer, in order, in one
-// transaction. An event at or below its origin's cursor is skipped
+// transaction (shared with the other writes of the moment: group.go). An event at or below its origin's cursor is skipped
 // (idempotent); one above cursor+1 stops the batch with ErrGap, an invalid one
 // with ErrInvalid: the events before it stay applied. It returns the IDs of
 // new messages whose body this node must now fetch.
