@@ -24,9 +24,12 @@ import (
 //  5. the store's Changed channel is closed once (unless no member changed
 //     anything), then each caller is woken.
 //
-// A body file itself is fsynced by its writer before it queues: concurrent fsyncs
-// of different files share a journal commit on ext4 and XFS, and the writer's
-// fsync does not wait for the committer.
+// A body file itself is fsynced by its writer before it queues (concurrent fsyncs
+// of different files proceed in parallel; on a journaling file system they share
+// a journal commit), so that it overlaps the commit of the batch before. A body
+// received from a peer is renamed to its final name by its writer, which then
+// fsyncs the file and the directory at once (BodyWriter.Commit): the bodies are
+// sharded over 256 directories, so two commits of a batch seldom share one.
 //
 // A caller is woken only after step 4 returned (or with an error): nobody answers
 // 250 for a message whose index entry is not durable. An error of one member
@@ -53,8 +56,6 @@ type commitReq struct {
 	place   func() (dir string, err error)
 	unplace func() error
 	drop    func()
-	// dirs are directories to fsync before the commit (a body the caller renamed).
-	dirs []string
 	// quiet, set by apply, says the member changed nothing a Changed waiter could
 	// see (events already applied): alone in a batch, it does not notify.
 	quiet bool
@@ -153,9 +154,6 @@ func (s *Store) commitBatch(batch []*commitReq) {
 			}
 			dirs := map[string]struct{}{}
 			for i, r := range live {
-				for _, d := range r.dirs {
-					dirs[d] = struct{}{}
-				}
 				if r.place == nil {
 					continue
 				}

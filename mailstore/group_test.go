@@ -293,7 +293,12 @@ func TestGroupCommitBatchErrorAcksNone(t *testing.T) {
 		}()
 	}
 	waitQueued(t, s, n)
-	bad := &commitReq{apply: func(*bolt.Tx) error { return nil }, dirs: []string{filepath.Join(dir, "no-such-dir")}}
+	// A member whose directory cannot be synced (it names one that does not exist).
+	bad := &commitReq{
+		apply:   func(*bolt.Tx) error { return nil },
+		place:   func() (string, error) { return filepath.Join(dir, "no-such-dir"), nil },
+		unplace: func() error { return nil },
+	}
 	go func() { blocker <- s.groupCommit(bad) }()
 	waitQueued(t, s, n+1)
 	close(g.release)
@@ -518,5 +523,42 @@ func TestGroupCommitConcurrentBodyCommits(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkBody(t, dst2, m, raw)
+	}
+}
+
+// A crash after a received body got its final name but before its commit leaves a
+// file the index does not know: a good one is adopted (synced, then marked held), a
+// damaged one (its data never reached the disk) is fetched again over it.
+func TestBeginBodyAfterCrashBeforeCommit(t *testing.T) {
+	src := newStore(t, 1)
+	dst := newStore(t, 2)
+	good, bad := message("good", 5000), message("bad", 6000)
+	mg, mb := accept(t, src, good), accept(t, src, bad)
+	if need := replicate(t, src, dst); len(need) != 2 {
+		t.Fatalf("need %v", need)
+	}
+	if err := os.WriteFile(dst.BodyPath(mg.ID), good, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst.BodyPath(mb.ID), bad[:100], 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dst.BeginBody(mg.ID); !errors.Is(err, ErrExists) {
+		t.Fatalf("begin over a good file: %v, want ErrExists (adopted)", err)
+	}
+	checkBody(t, dst, mg, good)
+	w, off, err := dst.BeginBody(mb.ID)
+	if err != nil || off != 0 {
+		t.Fatalf("begin over a damaged file: off %d, %v", off, err)
+	}
+	if _, err := w.Write(bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	checkBody(t, dst, mb, bad)
+	if miss, err := dst.Missing(); err != nil || len(miss) != 0 {
+		t.Fatalf("missing: %v %v", miss, err)
 	}
 }
