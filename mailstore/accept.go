@@ -56,16 +56,27 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	buf := copyBufs.Get().(*[]byte)
 	n, err := io.CopyBuffer(io.MultiWriter(f, h, head), r, *buf)
 	copyBufs.Put(buf)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
+		_ = f.Close()
 		_ = os.Remove(tmp)
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
+	// The body's fsync runs while the message is parsed, its batch formed and
+	// its directory synced: the batch waits for it (ready) before it commits.
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	var syncErr error
+	waited := false
+	waitSync := func() error {
+		if !waited {
+			syncErr, waited = <-synced, true
+		}
+		return syncErr
+	}
+	defer func() {
+		_ = waitSync()
+		_ = f.Close() // after the fsync: a close error cannot undo a durable body
+	}()
 	now := s.opts.Now().UTC()
 	if received.IsZero() {
 		received = now
@@ -81,8 +92,9 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	}
 	// The index entry and the body's final name are made durable in a batch with
 	// the other Accepts and body commits of the moment (group.go): the ID is taken
-	// in the batch transaction, the spooled file renamed to it and its directory
-	// fsynced before the commit. groupCommit returns after the commit.
+	// in the batch transaction, the spooled file renamed to it, its directory
+	// fsynced and its own fsync awaited before the commit. groupCommit returns
+	// after the commit.
 	cur := tmp // where the body is now
 	err = s.groupCommit(&commitReq{
 		apply: func(tx *bolt.Tx) error {
@@ -112,6 +124,7 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 			cur = tmp
 			return nil
 		},
+		ready: waitSync,
 		drop: func() {
 			// Still under the batch: no later Accept has taken this name yet.
 			_ = os.Remove(cur)

@@ -19,21 +19,24 @@ import (
 //  2. place runs for every member (an Accept renames its spooled body to the
 //     final path of the ID it just got), still inside the transaction;
 //  3. every distinct directory the members named is fsynced, once per batch (all at
-//     once, so that the file system can serve them with one journal commit);
+//     once, so that the file system can serve them with one journal commit), and
+//     each member's own fsync (an Accept's body, started before it queued) is
+//     awaited;
 //  4. the transaction commits (bbolt fdatasyncs its pages, then its meta page);
 //  5. the store's Changed channel is closed once (unless no member changed
 //     anything), then each caller is woken.
 //
-// A body file itself is fsynced by its writer before it queues (concurrent fsyncs
+// An Accept starts the fsync of its body file before it queues (concurrent fsyncs
 // of different files proceed in parallel; on a journaling file system they share
-// a journal commit), so that it overlaps the commit of the batch before. A body
+// a journal commit), so that it overlaps the commit of the batch before, or this
+// batch's directory syncs for a lone caller. A body
 // received from a peer is renamed to its final name by its writer, which then
 // fsyncs the file and the directory at once (BodyWriter.Commit): the bodies are
 // sharded over 256 directories, so two commits of a batch seldom share one.
 //
 // A caller is woken only after step 4 returned (or with an error): nobody answers
 // 250 for a message whose index entry is not durable. An error of one member
-// (its apply or place failed) rolls the transaction back, puts back the files the
+// (its apply, place or ready failed) rolls the transaction back, puts back the files the
 // others placed, and runs the batch again without that member, which gets its own
 // error; the others are not failed for it. An error of the whole batch (a directory
 // sync, the commit) fails every member, after removing the files they placed.
@@ -56,6 +59,11 @@ type commitReq struct {
 	place   func() (dir string, err error)
 	unplace func() error
 	drop    func()
+	// ready, when set, waits for the member's own durability work (an Accept's
+	// fsync of its body, started before it queued) and returns its error; it is
+	// called after the directory syncs, before the commit, and may be called again
+	// at a rerun (it must return the same answer).
+	ready func() error
 	// quiet, set by apply, says the member changed nothing a Changed waiter could
 	// see (events already applied): alone in a batch, it does not notify.
 	quiet bool
@@ -143,12 +151,10 @@ func (s *Store) commitBatch(batch []*commitReq) {
 	}
 	live := batch
 	for len(live) > 0 {
-		bad := -1
 		err := s.db.Update(func(tx *bolt.Tx) error {
-			bad = -1
-			for i, r := range live {
+			for _, r := range live {
 				if err := r.apply(tx); err != nil {
-					r.err, bad = err, i
+					r.err = err
 					return errMember
 				}
 			}
@@ -159,27 +165,40 @@ func (s *Store) commitBatch(batch []*commitReq) {
 				}
 				d, err := r.place()
 				if err != nil {
-					r.err, bad = err, i
+					r.err = err
 					unplaceAll(live[:i])
 					return errMember
 				}
 				r.placed = true
 				dirs[d] = struct{}{}
 			}
-			return syncDirs(dirs)
+			if err := syncDirs(dirs); err != nil {
+				return err
+			}
+			failed := false
+			for _, r := range live {
+				if r.ready == nil {
+					continue
+				}
+				if err := r.ready(); err != nil {
+					r.err, failed = err, true
+				}
+			}
+			if failed {
+				unplaceAll(live)
+				return errMember
+			}
+			return nil
 		})
-		if errors.Is(err, errMember) && bad >= 0 {
-			live[bad].finish(live[bad].err)
-			rest := make([]*commitReq, 0, len(live)-1)
-			for i, r := range live {
-				if i == bad {
-					continue
-				}
-				if r.err != nil { // its unplace failed
+		if errors.Is(err, errMember) {
+			// Wake the failed members (their err is set); the others go again.
+			rest := make([]*commitReq, 0, len(live))
+			for _, r := range live {
+				if r.err != nil {
 					r.finish(r.err)
-					continue
+				} else {
+					rest = append(rest, r)
 				}
-				rest = append(rest, r)
 			}
 			live = rest
 			continue

@@ -196,6 +196,7 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 		err  error
 	}
 	results := make(chan result, 16)
+	// Batch 2 is [accept, failApply, accept, failPlace, accept, failReady, accept].
 	acceptAsync := func() {
 		raw := message("ok", 2000)
 		wg.Add(1)
@@ -220,7 +221,15 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 		place:   func() (string, error) { return "", errBoom },
 		unplace: func() error { return nil },
 	}
-	memberErr := make(chan error, 2)
+	// A member whose own fsync failed (ready), after every member was placed and
+	// the directories synced.
+	failReady := &commitReq{
+		apply:   func(tx *bolt.Tx) error { return nil },
+		place:   func() (string, error) { return filepath.Join(dir, "tmp"), nil },
+		unplace: func() error { return nil },
+		ready:   func() error { return errBoom },
+	}
+	memberErr := make(chan error, 3)
 	acceptAsync()
 	<-g.entered
 	acceptAsync()
@@ -233,9 +242,13 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 	waitQueued(t, s, 4)
 	acceptAsync()
 	waitQueued(t, s, 5)
+	go func() { memberErr <- s.groupCommit(failReady) }()
+	waitQueued(t, s, 6)
+	acceptAsync()
+	waitQueued(t, s, 7)
 	close(g.release)
 	wg.Wait()
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 3; i++ {
 		if err := <-memberErr; !errors.Is(err, errBoom) {
 			t.Fatalf("failing member got %v, want errBoom", err)
 		}
@@ -248,8 +261,8 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 		}
 		ok = append(ok, r)
 	}
-	if len(ok) != 4 {
-		t.Fatalf("%d accepts, want 4", len(ok))
+	if len(ok) != 5 {
+		t.Fatalf("%d accepts, want 5", len(ok))
 	}
 	_ = s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bktInfo).Get([]byte("poison")) != nil {
@@ -257,7 +270,7 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 		}
 		return nil
 	})
-	checkContiguous(t, s, 3, 4)
+	checkContiguous(t, s, 3, 5)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +278,7 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 	for _, r := range ok {
 		checkBody(t, s2, r.meta, r.raw)
 	}
-	checkContiguous(t, s2, 3, 4)
+	checkContiguous(t, s2, 3, 5)
 }
 
 // When the batch as a whole fails (here: a directory sync), no member is
