@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,17 +53,30 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	tmp := f.Name()
 	h := sha256.New()
 	head := &prefixBuffer{max: maxHeader}
-	n, err := io.Copy(io.MultiWriter(f, h, head), r)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	buf := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(io.MultiWriter(f, h, head), r, *buf)
+	copyBufs.Put(buf)
 	if err != nil {
+		_ = f.Close()
 		_ = os.Remove(tmp)
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
+	// The body's fsync runs while the message is parsed, its batch formed and
+	// its directory synced: the batch waits for it (ready) before it commits.
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	var syncErr error
+	waited := false
+	waitSync := func() error {
+		if !waited {
+			syncErr, waited = <-synced, true
+		}
+		return syncErr
+	}
+	defer func() {
+		_ = waitSync()
+		_ = f.Close() // after the fsync: a close error cannot undo a durable body
+	}()
 	now := s.opts.Now().UTC()
 	if received.IsZero() {
 		received = now
@@ -76,35 +90,51 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		State:    StateQuarantined,
 		Received: received.UTC(),
 	}
-	renamed := ""
-	err = s.update(func(tx *bolt.Tx) error {
-		meta.Origin = s.opts.LocalCID()
-		meta.Seq = cursor(tx, meta.Origin) + 1
-		meta.ID = MakeID(meta.Origin, meta.Seq)
-		meta.HaveBody = true
-		final := s.BodyPath(meta.ID)
-		// The tx holds bbolt's writer lock: no other Accept can take this seq.
-		if err := os.Rename(tmp, final); err != nil {
-			return err
-		}
-		renamed = final
-		if err := syncDir(filepath.Dir(final)); err != nil {
-			return err
-		}
-		if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
-			return err
-		}
-		return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
-			MsgID: meta.ID, Msg: wireMeta(meta), At: now})
+	// The index entry and the body's final name are made durable in a batch with
+	// the other Accepts and body commits of the moment (group.go): the ID is taken
+	// in the batch transaction, the spooled file renamed to it, its directory
+	// fsynced and its own fsync awaited before the commit. groupCommit returns
+	// after the commit.
+	cur := tmp // where the body is now
+	err = s.groupCommit(&commitReq{
+		apply: func(tx *bolt.Tx) error {
+			meta.Origin = s.opts.LocalCID()
+			meta.Seq = cursor(tx, meta.Origin) + 1
+			meta.ID = MakeID(meta.Origin, meta.Seq)
+			meta.HaveBody = true
+			// The tx holds bbolt's writer lock: no other Accept can take this seq.
+			if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
+				return err
+			}
+			return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
+				MsgID: meta.ID, Msg: wireMeta(meta), At: now})
+		},
+		place: func() (string, error) {
+			final := s.BodyPath(meta.ID)
+			if err := os.Rename(tmp, final); err != nil {
+				return "", err
+			}
+			cur = final
+			return filepath.Dir(final), nil
+		},
+		unplace: func() error {
+			if err := os.Rename(cur, tmp); err != nil {
+				return err
+			}
+			cur = tmp
+			return nil
+		},
+		ready: waitSync,
+		drop: func() {
+			// Still under the batch: no later Accept has taken this name yet.
+			_ = os.Remove(cur)
+			cur = tmp
+		},
 	})
 	if err != nil {
 		_ = os.Remove(tmp)
-		if renamed != "" {
-			_ = os.Remove(renamed)
-		}
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
-	s.notify()
 	return meta, nil
 }
 
@@ -116,20 +146,51 @@ func wireMeta(m Meta) *Meta {
 	return &m
 }
 
-// prefixBuffer keeps the first max bytes written to it and discards the rest.
+// copyBufs are the buffers Accept copies a message through (io.Copy would
+// allocate 32 KiB per message).
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// prefixBuffer keeps the first max bytes written to it, up to the end of the
+// header (the first empty line) when it sees one, and discards the rest: only
+// the header is parsed (parseSubject), so the body is not copied.
 type prefixBuffer struct {
 	bytes.Buffer
-	max int
+	max  int
+	done bool // the end of the header is in the buffer
 }
 
 func (p *prefixBuffer) Write(b []byte) (int, error) {
+	if p.done {
+		return len(b), nil
+	}
 	if room := p.max - p.Len(); room > 0 {
-		if len(b) < room {
-			room = len(b)
+		chunk := b[:min(room, len(b))]
+		// An empty line may straddle two writes: look at the last 3 bytes kept
+		// and the first 3 new ones, then at the new ones.
+		var w [6]byte
+		k := copy(w[:], p.Bytes()[max(0, p.Len()-3):])
+		j := copy(w[k:], chunk)
+		if e := headerEnd(w[:k+j]); e > k {
+			chunk, p.done = chunk[:e-k], true
+		} else if e := headerEnd(chunk); e >= 0 {
+			chunk, p.done = chunk[:e], true
 		}
-		p.Buffer.Write(b[:room])
+		p.Buffer.Write(chunk)
 	}
 	return len(b), nil
+}
+
+// headerEnd returns the index just past the first empty line ("\r\n\r\n" or
+// "\n\n") in b, -1 when there is none.
+func headerEnd(b []byte) int {
+	e := -1
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+		e = i + 4
+	}
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && (e < 0 || i+2 < e) {
+		e = i + 2
+	}
+	return e
 }
 
 // parseSubject returns the decoded Subject header of a message whose start is

@@ -111,7 +111,10 @@ func (s *Store) BeginBody(id string) (*BodyWriter, int64, error) {
 	// A crash between the rename of a received body and its commit leaves a
 	// good file the index does not know: adopt it rather than fetch it again.
 	if ok, _ := fileMatches(final, m); ok {
-		err := s.commitBody(id)
+		err := syncFile(final)
+		if err == nil {
+			err = s.commitBody(id)
+		}
 		s.release(id)
 		if err != nil {
 			return nil, 0, err
@@ -184,18 +187,19 @@ func (w *BodyWriter) Commit() error {
 		_ = w.Close()
 		return err
 	}
-	err := w.f.Sync()
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
 	w.closed = true
 	defer w.s.release(id)
 	final := w.s.BodyPath(id)
+	// The body is checked: give it its final name first, then make the file and
+	// the name durable at once (two fsyncs in flight rather than one after the
+	// other), and only then mark it held. A crash before the mark leaves a file
+	// the index does not know, which BeginBody re-hashes and adopts or replaces.
+	err := os.Rename(final+".part", final)
 	if err == nil {
-		err = os.Rename(final+".part", final)
+		err = syncBoth(w.f, filepath.Dir(final))
 	}
-	if err == nil {
-		err = syncDir(filepath.Dir(final))
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("mailstore: commit body: %w", err)
@@ -203,18 +207,22 @@ func (w *BodyWriter) Commit() error {
 	return w.s.commitBody(id)
 }
 
-// commitBody marks a body that is in place as held, or removes it when the
-// message was deleted or purged meanwhile.
+// commitBody marks a body that is in place and durable (file and name synced) as
+// held, or removes it when the message was deleted or purged meanwhile. The index
+// is committed in a batch with the other writes of the moment (group.go).
 func (s *Store) commitBody(id string) error {
 	keep := false
-	err := s.update(func(tx *bolt.Tx) error {
-		old, err := getRecord(tx, id)
-		if err != nil || old == nil || !old.counted() || old.HaveBody {
-			return err
-		}
-		nw := *old
-		nw.HaveBody, keep = true, true
-		return putRecord(tx, old, &nw)
+	err := s.groupCommit(&commitReq{
+		apply: func(tx *bolt.Tx) error {
+			keep = false
+			old, err := getRecord(tx, id)
+			if err != nil || old == nil || !old.counted() || old.HaveBody {
+				return err
+			}
+			nw := *old
+			nw.HaveBody, keep = true, true
+			return putRecord(tx, old, &nw)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("mailstore: commit body: %w", err)
@@ -222,7 +230,6 @@ func (s *Store) commitBody(id string) error {
 	if !keep {
 		s.removeBodies([]string{id})
 	}
-	s.notify()
 	return nil
 }
 
@@ -240,6 +247,30 @@ func (w *BodyWriter) Close() error {
 	}
 	w.s.release(w.meta.ID)
 	return err
+}
+
+// syncBoth fsyncs f and the directory dir concurrently.
+func syncBoth(f *os.File, dir string) error {
+	done := make(chan error, 1)
+	go func() { done <- syncDir(dir) }()
+	err := f.Sync()
+	if derr := <-done; err == nil {
+		err = derr
+	}
+	return err
+}
+
+// syncFile makes the file at path and its name durable.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("mailstore: sync %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := syncBoth(f, filepath.Dir(path)); err != nil {
+		return fmt.Errorf("mailstore: sync %s: %w", path, err)
+	}
+	return nil
 }
 
 // fileMatches reports whether the file at path has m's size and SHA-256.

@@ -48,6 +48,9 @@
 // Accept returns only after the body file is fsynced and renamed, its directory
 // fsynced, and the bbolt transaction holding its metadata and "new" event has
 // committed (bbolt fsyncs on commit). The caller may answer SMTP 250 after that.
+// Concurrent Accepts and body commits share that transaction and the directory
+// fsyncs (group commit, group.go): each caller is woken only after the commit of
+// the batch it was in, and a lone caller is never delayed waiting for others.
 //
 // # Imports
 //

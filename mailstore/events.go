@@ -50,7 +50,7 @@ func (s *Store) ApplyEvent(ev Event) (needBody bool, err error) {
 }
 
 // ApplyEvents applies events received from a peer, in order, in one
-// transaction. An event at or below its origin's cursor is skipped
+// transaction (shared with the other writes of the moment: group.go). An event at or below its origin's cursor is skipped
 // (idempotent); one above cursor+1 stops the batch with ErrGap, an invalid one
 // with ErrInvalid: the events before it stay applied. It returns the IDs of
 // new messages whose body this node must now fetch.
@@ -58,8 +58,12 @@ func (s *Store) ApplyEvents(evs []Event) (needBody []string, err error) {
 	var stop error
 	var remove []string
 	changed := false
-	err = s.update(func(tx *bolt.Tx) error {
+	// In a batch with the Accepts and body commits of the moment (group.go): the
+	// events of a peer share the commit of this node's own intake.
+	req := &commitReq{}
+	req.apply = func(tx *bolt.Tx) error {
 		needBody, remove, stop, changed = nil, nil, nil, false
+		defer func() { req.quiet = !changed }()
 		for i := range evs {
 			need, rm, applied, err := applyTx(tx, &evs[i])
 			if errors.Is(err, ErrGap) || errors.Is(err, ErrInvalid) {
@@ -78,14 +82,12 @@ func (s *Store) ApplyEvents(evs []Event) (needBody []string, err error) {
 			}
 		}
 		return nil
-	})
+	}
+	err = s.groupCommit(req)
 	if err != nil {
 		return nil, fmt.Errorf("mailstore: apply events: %w", err)
 	}
 	s.removeBodies(remove)
-	if changed {
-		s.notify()
-	}
 	return needBody, stop
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 // openStore opens a store in dir whose local CID is *cid.
-func openStore(t *testing.T, dir string, cid *atomic.Uint64, now func() time.Time) *Store {
+func openStore(t testing.TB, dir string, cid *atomic.Uint64, now func() time.Time) *Store {
 	t.Helper()
 	s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second, Now: now})
 	if err != nil {
@@ -21,7 +21,7 @@ func openStore(t *testing.T, dir string, cid *atomic.Uint64, now func() time.Tim
 }
 
 // newStore opens a fresh store with local CID cid.
-func newStore(t *testing.T, cid uint64) *Store {
+func newStore(t testing.TB, cid uint64) *Store {
 	t.Helper()
 	var c atomic.Uint64
 	c.Store(cid)

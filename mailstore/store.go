@@ -142,6 +142,8 @@ type Store struct {
 	busy   map[string]struct{}
 
 	restoring atomic.Bool // a Staging is open (restore.go)
+
+	gc committer // group commit of Accepts and body commits (group.go)
 }
 
 // Open opens (creating it if needed) the store in dir.

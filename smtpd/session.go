@@ -267,6 +267,9 @@ func (d *dataReader) read(p []byte) (int, error) {
 
 // drain reads and drops the rest of the data, if the transfer is still intact.
 func (d *dataReader) drain() {
+	if d.eof || d.readErr != nil {
+		return // the usual case: the store read it all (no 32 KiB buffer per message)
+	}
 	buf := make([]byte, 32*1024)
 	for !d.eof && d.readErr == nil {
 		d.read(buf)

@@ -1,0 +1,282 @@
+package mailstore
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Group commit. Concurrent Accepts (one per SMTP connection) and body commits (one
+// per replication transfer) share their index transaction and directory syncs: a
+// caller queues a commitReq and waits; one goroutine at a time (the committer)
+// takes every queued request and makes them durable together:
+//
+//  1. in one bbolt read-write transaction, apply runs for every member, in queue
+//     order (an Accept takes its sequence number here, so IDs and events stay
+//     contiguous per origin, as with one transaction each);
+//  2. place runs for every member (an Accept renames its spooled body to the
+//     final path of the ID it just got), still inside the transaction;
+//  3. every distinct directory the members named is fsynced, once per batch (all at
+//     once, so that the file system can serve them with one journal commit), and
+//     each member's own fsync (an Accept's body, started before it queued) is
+//     awaited;
+//  4. the transaction commits (bbolt fdatasyncs its pages, then its meta page);
+//  5. the store's Changed channel is closed once (unless no member changed
+//     anything), then each caller is woken.
+//
+// An Accept starts the fsync of its body file before it queues (concurrent fsyncs
+// of different files proceed in parallel; on a journaling file system they share
+// a journal commit), so that it overlaps the commit of the batch before, or this
+// batch's directory syncs for a lone caller. A body
+// received from a peer is renamed to its final name by its writer, which then
+// fsyncs the file and the directory at once (BodyWriter.Commit): the bodies are
+// sharded over 256 directories, so two commits of a batch seldom share one.
+//
+// A caller is woken only after step 4 returned (or with an error): nobody answers
+// 250 for a message whose index entry is not durable. An error of one member
+// (its apply, place or ready failed) rolls the transaction back, puts back the files the
+// others placed, and runs the batch again without that member, which gets its own
+// error; the others are not failed for it. An error of the whole batch (a directory
+// sync, the commit) fails every member, after removing the files they placed.
+//
+// There is no fixed delay: a lone caller becomes the committer at once. While a
+// batch commits, new requests queue and form the next batch. The caller that found
+// the committer idle runs the first batch (its own request is in it) and hands any
+// later ones to a new goroutine, so that it can answer its client at once.
+
+// commitReq is one caller's share of a batch.
+type commitReq struct {
+	// apply makes the member's index changes in the batch transaction. It may run
+	// again in a new transaction (after another member failed): it must start from
+	// scratch each time and touch nothing outside tx.
+	apply func(tx *bolt.Tx) error
+	// place, when set, moves the member's files into place after every apply
+	// succeeded and returns the directory to sync (an Accept's rename). unplace
+	// undoes it for a rerun of the batch; drop removes what place put when the
+	// batch failed as a whole.
+	place   func() (dir string, err error)
+	unplace func() error
+	drop    func()
+	// ready, when set, waits for the member's own durability work (an Accept's
+	// fsync of its body, started before it queued) and returns its error; it is
+	// called after the directory syncs, before the commit, and may be called again
+	// at a rerun (it must return the same answer).
+	ready func() error
+	// quiet, set by apply, says the member changed nothing a Changed waiter could
+	// see (events already applied): alone in a batch, it does not notify.
+	quiet bool
+
+	placed bool
+	err    error
+	done   chan struct{}
+}
+
+// committer is the queue of requests waiting for a batch.
+type committer struct {
+	mu      sync.Mutex
+	queue   []*commitReq
+	running bool // a goroutine is committing or about to
+	// hook, when set (by tests), is called with the size of each batch before it
+	// commits, with no lock held.
+	hook func(n int)
+}
+
+// errMember stops a batch transaction because one member failed (its error is in
+// its commitReq); the batch runs again without it.
+var errMember = errors.New("mailstore: batch member failed")
+
+// groupCommit queues r, waits until it is durable (or failed) and returns its error.
+func (s *Store) groupCommit(r *commitReq) error {
+	r.done = make(chan struct{})
+	c := &s.gc
+	c.mu.Lock()
+	c.queue = append(c.queue, r)
+	lead := !c.running
+	c.running = true
+	c.mu.Unlock()
+	if lead {
+		s.commitNext() // r is in this batch
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.running = false
+			c.mu.Unlock()
+		} else {
+			c.mu.Unlock()
+			go s.commitLoop()
+		}
+	}
+	<-r.done
+	return r.err
+}
+
+// commitLoop commits batches until the queue is empty.
+func (s *Store) commitLoop() {
+	for s.commitNext() {
+	}
+}
+
+// commitNext commits the queued requests as one batch; false when there were none
+// (the committer is then marked idle).
+func (s *Store) commitNext() bool {
+	c := &s.gc
+	c.mu.Lock()
+	batch := c.queue
+	c.queue = nil
+	if len(batch) == 0 {
+		c.running = false
+	}
+	c.mu.Unlock()
+	if len(batch) == 0 {
+		return false
+	}
+	if c.hook != nil {
+		c.hook(len(batch))
+	}
+	s.commitBatch(batch)
+	return true
+}
+
+// commitBatch makes batch durable in one transaction (see the comment at the top).
+// It wakes every member.
+func (s *Store) commitBatch(batch []*commitReq) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		for _, r := range batch {
+			r.finish(ErrClosed)
+		}
+		return
+	}
+	live := batch
+	for len(live) > 0 {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, r := range live {
+				if err := r.apply(tx); err != nil {
+					r.err = err
+					return errMember
+				}
+			}
+			dirs := map[string]struct{}{}
+			for i, r := range live {
+				if r.place == nil {
+					continue
+				}
+				d, err := r.place()
+				if err != nil {
+					r.err = err
+					unplaceAll(live[:i])
+					return errMember
+				}
+				r.placed = true
+				dirs[d] = struct{}{}
+			}
+			if err := syncDirs(dirs); err != nil {
+				return err
+			}
+			failed := false
+			for _, r := range live {
+				if r.ready == nil {
+					continue
+				}
+				if err := r.ready(); err != nil {
+					r.err, failed = err, true
+				}
+			}
+			if failed {
+				unplaceAll(live)
+				return errMember
+			}
+			return nil
+		})
+		if errors.Is(err, errMember) {
+			// Wake the failed members (their err is set); the others go again.
+			rest := make([]*commitReq, 0, len(live))
+			for _, r := range live {
+				if r.err != nil {
+					r.finish(r.err)
+				} else {
+					rest = append(rest, r)
+				}
+			}
+			live = rest
+			continue
+		}
+		if err != nil {
+			for _, r := range live {
+				if r.placed && r.drop != nil {
+					r.drop()
+				}
+				r.finish(err)
+			}
+			return
+		}
+		for _, r := range live {
+			if !r.quiet {
+				s.notify()
+				break
+			}
+		}
+		for _, r := range live {
+			r.finish(nil)
+		}
+		return
+	}
+}
+
+// unplaceAll undoes the placement of members before a rerun of their batch. A
+// member whose files cannot be put back is failed (its err set).
+func unplaceAll(rs []*commitReq) {
+	for i := len(rs) - 1; i >= 0; i-- {
+		r := rs[i]
+		if !r.placed {
+			continue
+		}
+		r.placed = false
+		if err := r.unplace(); err != nil {
+			if r.drop != nil {
+				r.drop()
+			}
+			r.err = fmt.Errorf("put back after a failed batch member: %w", err)
+		}
+	}
+}
+
+// maxDirSyncs bounds the directory fsyncs of a batch in flight at once (each holds a
+// file descriptor).
+const maxDirSyncs = 16
+
+// syncDirs fsyncs every directory of dirs. With several, the fsyncs run at once:
+// on a journaling file system (ext4, XFS) they then share one journal commit, where
+// one after the other each would wait for the disk again.
+func syncDirs(dirs map[string]struct{}) error {
+	if len(dirs) <= 1 {
+		for d := range dirs {
+			return syncDir(d)
+		}
+		return nil
+	}
+	errs := make(chan error, len(dirs))
+	slots := make(chan struct{}, maxDirSyncs)
+	for d := range dirs {
+		slots <- struct{}{}
+		go func() {
+			errs <- syncDir(d)
+			<-slots
+		}()
+	}
+	var first error
+	for range dirs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// finish wakes the member's caller with err.
+func (r *commitReq) finish(err error) {
+	r.err = err
+	close(r.done)
+}
