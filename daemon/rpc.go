@@ -78,15 +78,33 @@ type writer struct {
 	drain *stopDrain
 	// checkServing refuses while this node is removed or fenced (Daemon.checkServing).
 	checkServing func() error
+	// localReads and remoteReads share read-index rounds among concurrent reads: on the
+	// master (one VerifyLeader) and through it (one ReadIndex RPC); see readBatch.
+	localReads, remoteReads *readBatch
 }
 
 // newWriter returns the write path of d, whose metrics and drain are made.
 func newWriter(d *Daemon) *writer {
-	return &writer{
+	w := &writer{
 		raft: d.rn, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		metrics: d.metrics, drain: d.drain, checkServing: d.checkServing,
 	}
+	w.localReads = newReadBatch(readTimeout, func(ctx context.Context) (uint64, error) {
+		return w.raft().ReadIndex(ctx)
+	})
+	w.remoteReads = newReadBatch(readTimeout, func(ctx context.Context) (uint64, error) {
+		var idx uint64
+		err := w.fwd().CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
+			idx, err = w.peer().ReadIndex(ctx, addr)
+			return err
+		})
+		return idx, err
+	})
+	return w
 }
+
+// readTimeout bounds a linearizable read, and each shared read-index round.
+const readTimeout = 5 * time.Second
 
 // leaderAddr returns the address of the current leader, or an error if there is none.
 func (w *writer) leaderAddr() (string, error) {
@@ -168,17 +186,14 @@ func (w *writer) linearizableRead(ctx context.Context) error {
 	if err := w.checkServing(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
 	_, err := cluster.OnMaster(ctx, w.fwd(), func() (struct{}, error) {
-		_, err := w.raft().ReadIndex(ctx)
+		_, err := w.localReads.index(ctx)
 		return struct{}{}, cluster.FirstProposal(err)
 	}, func() (struct{}, error) {
-		var idx uint64
-		if err := w.fwd().CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
-			idx, err = w.peer().ReadIndex(ctx, addr)
-			return err
-		}); err != nil {
+		idx, err := w.remoteReads.index(ctx)
+		if err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, w.raft().WaitApplied(ctx, idx)
