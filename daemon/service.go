@@ -54,7 +54,9 @@ func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyRe
 
 // ReadIndex answers a member's read-index request, in a round shared with this node's
 // own linearizable reads and the other members' requests (readBatch).
-func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) { return h.d.writes.localReads.index(ctx) }
+func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) {
+	return h.d.writes.localReads.index(ctx)
+}
 
 // Admit on the join channel (relay) forwards to the master; the forwarded form
 // (cluster.PathAdmit) is not forwarded again: a node that is no longer master says so,
