@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -235,4 +236,29 @@ func FuzzApplyBatchService(f *testing.F) {
 			t.Fatalf("status %d", rec.Code)
 		}
 	})
+}
+
+// TestApplyBatchWire pins PathApplyBatch and the JSON of its answer: a 0.2.0 node and a
+// newer one must keep speaking it to each other.
+func TestApplyBatchWire(t *testing.T) {
+	if PathApplyBatch != "/rpc/v1/apply-batch" {
+		t.Errorf("PathApplyBatch = %q", PathApplyBatch)
+	}
+	for _, c := range []struct {
+		v    any
+		want string
+	}{
+		{BatchItem{ApplyResult: ApplyResult{Index: 1, Version: 2, CID: 3}}, `{"index":1,"version":2,"cid":3}`},
+		{BatchItem{Status: 409, Error: &api.Error{Code: api.CodeConflict, Message: "m", Version: 4}},
+			`{"index":0,"version":0,"cid":0,"status":409,"error":{"code":"version_conflict","error":"m","version":4}}`},
+		{ApplyBatchResult{Results: []BatchItem{{}}}, `{"results":[{"index":0,"version":0,"cid":0}]}`},
+	} {
+		b, err := json.Marshal(c.v)
+		if err != nil || string(b) != c.want {
+			t.Errorf("%T: %s (%v), want %s", c.v, b, err, c.want)
+		}
+	}
+	if got := EncodeBatch([][]byte{{1, 2}, {3}}); !bytes.Equal(got, []byte{2, 2, 1, 2, 1, 3}) {
+		t.Errorf("EncodeBatch = %v", got)
+	}
 }
