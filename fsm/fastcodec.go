@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/base64"
 	"strconv"
 )
@@ -83,9 +84,22 @@ func decodeConfigSet(body []byte) (ConfigSet, bool) {
 		return c, false
 	}
 	enc := rest[:i]
-	value := make([]byte, base64.StdEncoding.DecodedLen(len(enc)))
+	// A canonical value: whole quanta, padding only at the end. It is decoded into a
+	// buffer of exactly its length (encoding/json's is up to 2 bytes longer), so that the
+	// state keeps it without a copy.
+	if len(enc)%4 != 0 {
+		return c, false // encoding/json gives the error
+	}
+	pad := 0
+	for pad < 2 && pad < len(enc) && enc[len(enc)-1-pad] == '=' {
+		pad++
+	}
+	if bytes.IndexByte(enc[:len(enc)-pad], '=') >= 0 {
+		return c, false
+	}
+	value := make([]byte, len(enc)/4*3-pad)
 	n, err := base64.StdEncoding.Decode(value, enc)
-	if err != nil {
+	if err != nil || n != len(value) {
 		return c, false // encoding/json gives the error
 	}
 	rest = rest[i+1:]

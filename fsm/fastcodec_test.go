@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -90,6 +91,11 @@ func TestConfigSetFastCodec(t *testing.T) {
 		if !reflect.DeepEqual(got, slow) {
 			t.Fatalf("Decode(%q) = %#v, encoding/json gives %#v", want, got, slow)
 		}
+		if fast, ok := decodeConfigSet(want[2:]); ok && cap(fast.Value) != len(fast.Value) {
+			t.Fatalf("Decode(%q): a value of %d bytes in a buffer of %d", want, len(fast.Value), cap(fast.Value))
+		} else if !ok && c.Value != nil && strings.IndexFunc(c.Key, func(r rune) bool { return r > '~' || !plainKeyByte(byte(r)) }) < 0 {
+			t.Fatalf("Decode(%q) did not take the direct path", want)
+		}
 	}
 }
 
@@ -111,6 +117,12 @@ func TestConfigSetFastDecodeDefers(t *testing.T) {
 		`{"key":"a","value":"dg==`,
 		`{"key":"a`,
 		`{"value":"dg==","key":"a"}`,
+		`{"key":"a","value":"d=g="}`,
+		`{"key":"a","value":"===="}`,
+		`{"key":"a","value":"dg=a"}`,
+		`{"key":"a","value":"dgA="}`,
+		`{"key":"a","value":"dgB="}`,
+		`{"key":"a","value":""}`,
 	} {
 		b := append([]byte{EncodingVersion, byte(TypeConfigSet)}, body...)
 		got, err := Decode(b)
