@@ -59,6 +59,7 @@ func NewService(h Handler, writeErr ErrorWriter) *Service {
 	s := &Service{h: h, writeErr: writeErr, rpc: http.NewServeMux(), join: http.NewServeMux()}
 	s.rpc.HandleFunc("GET "+PathNode, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.NodeInfo()) })
 	s.rpc.HandleFunc("POST "+PathApply, s.apply)
+	s.rpc.HandleFunc("POST "+PathApplyBatch, s.applyBatch) // level 2 (batch.go)
 	s.rpc.HandleFunc("GET "+PathReadIndex, func(w http.ResponseWriter, r *http.Request) {
 		idx, err := h.ReadIndex(r.Context())
 		s.reply(w, ReadIndexResult{Index: idx}, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -33,6 +34,7 @@ func (d *Daemon) openRPC() {
 		ElectionWait:     electionWait(d.cfg.Raft),
 		NoQuorum:         d.stat.reachableVoters,
 	})
+	d.writes.batcher = cluster.NewBatcher(d.fwd)
 	svc := cluster.NewService(rpcHandler{d}, writeErr)
 	for _, s := range []struct {
 		ch transport.Channel
@@ -78,15 +80,38 @@ type writer struct {
 	drain *stopDrain
 	// checkServing refuses while this node is removed or fenced (Daemon.checkServing).
 	checkServing func() error
+	// localReads and remoteReads share read-index rounds among concurrent reads: on the
+	// master (one VerifyLeader) and through it (one ReadIndex RPC); see readBatch.
+	localReads, remoteReads *readBatch
+	// batcher forwards the writes that arrive together in one request, once the cluster
+	// version has it (canBatch); made by openRPC.
+	batcher  *cluster.Batcher
+	canBatch func() bool
 }
 
 // newWriter returns the write path of d, whose metrics and drain are made.
 func newWriter(d *Daemon) *writer {
-	return &writer{
+	w := &writer{
 		raft: d.rn, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		metrics: d.metrics, drain: d.drain, checkServing: d.checkServing,
+		canBatch: func() bool { return d.fsm.ClusterVersion() >= version.LevelClusterVersion },
 	}
+	w.localReads = newReadBatch(readTimeout, func(ctx context.Context) (uint64, error) {
+		return w.raft().ReadIndex(ctx)
+	})
+	w.remoteReads = newReadBatch(readTimeout, func(ctx context.Context) (uint64, error) {
+		var idx uint64
+		err := w.fwd().CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
+			idx, err = w.peer().ReadIndex(ctx, addr)
+			return err
+		})
+		return idx, err
+	})
+	return w
 }
+
+// readTimeout bounds a linearizable read, and each shared read-index round.
+const readTimeout = 5 * time.Second
 
 // leaderAddr returns the address of the current leader, or an error if there is none.
 func (w *writer) leaderAddr() (string, error) {
@@ -146,10 +171,15 @@ func (w *writer) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 			}
 		}
 		var out cluster.ApplyResult
-		err := w.fwd().CallLeader(ctx, false, func(ctx context.Context, addr string) (err error) {
-			out, err = w.peer().Apply(ctx, addr, b)
-			return err
-		})
+		var err error
+		if w.batcher != nil && w.canBatch() {
+			out, err = w.batcher.Apply(ctx, b)
+		} else {
+			err = w.fwd().CallLeader(ctx, false, func(ctx context.Context, addr string) (err error) {
+				out, err = w.peer().Apply(ctx, addr, b)
+				return err
+			})
+		}
 		var re *cluster.RemoteError
 		switch {
 		case errors.As(err, &re) && re.E.Code == api.CodeConflict:
@@ -168,17 +198,14 @@ func (w *writer) linearizableRead(ctx context.Context) error {
 	if err := w.checkServing(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
 	_, err := cluster.OnMaster(ctx, w.fwd(), func() (struct{}, error) {
-		_, err := w.raft().ReadIndex(ctx)
+		_, err := w.localReads.index(ctx)
 		return struct{}{}, cluster.FirstProposal(err)
 	}, func() (struct{}, error) {
-		var idx uint64
-		if err := w.fwd().CallLeader(ctx, true, func(ctx context.Context, addr string) (err error) {
-			idx, err = w.peer().ReadIndex(ctx, addr)
-			return err
-		}); err != nil {
+		idx, err := w.remoteReads.index(ctx)
+		if err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, w.raft().WaitApplied(ctx, idx)

@@ -52,7 +52,11 @@ func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyRe
 	return cluster.ApplyResult{Index: res.Index, Version: res.Version, CID: res.CID}, nil
 }
 
-func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) { return h.d.rn().ReadIndex(ctx) }
+// ReadIndex answers a member's read-index request, in a round shared with this node's
+// own linearizable reads and the other members' requests (readBatch).
+func (h rpcHandler) ReadIndex(ctx context.Context) (uint64, error) {
+	return h.d.writes.localReads.index(ctx)
+}
 
 // Admit on the join channel (relay) forwards to the master; the forwarded form
 // (cluster.PathAdmit) is not forwarded again: a node that is no longer master says so,

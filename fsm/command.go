@@ -222,6 +222,18 @@ func Encode(c Command) ([]byte, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil command", ErrBadCommand)
 	}
+	switch cs := c.(type) { // the hot command's direct encoder (fastcodec.go)
+	case *ConfigSet:
+		if cs != nil {
+			if b, ok := encodeConfigSet(cs); ok {
+				return b, nil
+			}
+		}
+	case ConfigSet:
+		if b, ok := encodeConfigSet(&cs); ok {
+			return b, nil
+		}
+	}
 	rv := reflect.ValueOf(c)
 	if rv.Kind() == reflect.Pointer {
 		if rv.IsNil() {
@@ -263,6 +275,11 @@ func Decode(b []byte) (Command, error) {
 			ErrUnknownCommand, uint8(t), ver, uint8(maxCommandType))
 	}
 	body := bytes.TrimLeft(b[2:], " \t\r\n")
+	if t == TypeConfigSet {
+		if c, ok := decodeConfigSet(body); ok { // the canonical form, directly (fastcodec.go)
+			return c, nil
+		}
+	}
 	if len(body) == 0 || body[0] != '{' {
 		return nil, fmt.Errorf("%w: %s: body is not a JSON object", ErrBadCommand, t)
 	}

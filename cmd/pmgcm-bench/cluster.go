@@ -146,7 +146,42 @@ func (c *cluster) create(ctx context.Context, members []*node) error {
 			return err
 		}
 	}
-	return c.waitActive(ctx, members, 60*time.Second)
+	if err := c.waitActive(ctx, members, 60*time.Second); err != nil {
+		return err
+	}
+	c.waitClusterVersion(ctx, first)
+	return nil
+}
+
+// waitClusterVersion waits (up to 15 s) until the cluster version that n reports has
+// reached the lowest feature level of the members: the master records it within a few
+// seconds of a join, and the workloads should measure the cluster as it then runs (with
+// the wire features of its level). Builds that report no level are not waited for.
+func (c *cluster) waitClusterVersion(ctx context.Context, n *node) {
+	err := testutil.WaitEvery(ctx, "the cluster version", 15*time.Second, 50*time.Millisecond, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := n.client.Status(cctx)
+		cancel()
+		if err != nil || st.Cluster == nil {
+			return fmt.Errorf("status: %v", err)
+		}
+		lowest := 0
+		for _, row := range st.Nodes {
+			if row.Level == 0 {
+				return nil // a build of before versions: nothing to wait for
+			}
+			if lowest == 0 || row.Level < lowest {
+				lowest = row.Level
+			}
+		}
+		if st.Cluster.Version < lowest {
+			return fmt.Errorf("cluster version %d, the members' lowest level %d", st.Cluster.Version, lowest)
+		}
+		return nil
+	})
+	if err != nil {
+		logf("going on without waiting for the cluster version: %v", err)
+	}
 }
 
 // join joins n to the cluster through the current master, as `pmgcm join-cmd` on a member

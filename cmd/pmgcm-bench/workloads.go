@@ -185,13 +185,14 @@ func (b *bencher) seqPut(ctx context.Context) error {
 		return err
 	}
 	cl := client(leader)
+	cpu := b.c.startCPU()
 	l, el := timedLoop(ctx, 1, b.o.seqDur, func(ctx context.Context, _, seq int) error {
 		_, err := cl.ConfigSet(ctx, fmt.Sprintf("bench/seq/%d", seq%1000), b.value, apiclient.WriteOptions{})
 		return err
 	})
 	s, errs := l.snapshot()
-	fmt.Println(line("seq_put", append([]kv{{"clients", 1}, {"via", "master"}, {"value_bytes", len(b.value)}},
-		latencyFields(s, errs, el)...)...))
+	fmt.Println(line("seq_put", append(append([]kv{{"clients", 1}, {"via", "master"}, {"value_bytes", len(b.value)}},
+		latencyFields(s, errs, el)...), cpu.fields(len(s))...)...))
 	return nil
 }
 
@@ -201,13 +202,14 @@ func (b *bencher) concPut(ctx context.Context) error {
 	for i := range clients {
 		clients[i] = client(members[i%len(members)])
 	}
+	cpu := b.c.startCPU()
 	l, el := timedLoop(ctx, len(clients), b.o.concDur, func(ctx context.Context, w, seq int) error {
 		_, err := clients[w].ConfigSet(ctx, fmt.Sprintf("bench/conc/%d/%d", w, seq%64), b.value, apiclient.WriteOptions{})
 		return err
 	})
 	s, errs := l.snapshot()
-	fmt.Println(line("conc_put", append([]kv{{"clients", len(clients)}, {"nodes", len(members)}, {"value_bytes", len(b.value)}},
-		latencyFields(s, errs, el)...)...))
+	fmt.Println(line("conc_put", append(append([]kv{{"clients", len(clients)}, {"nodes", len(members)}, {"value_bytes", len(b.value)}},
+		latencyFields(s, errs, el)...), cpu.fields(len(s))...)...))
 	return nil
 }
 
@@ -236,6 +238,7 @@ func (b *bencher) get(ctx context.Context, name string, stale bool) error {
 		clients[i] = client(members[i%len(members)])
 	}
 	var wrong atomic.Int64
+	cpu := b.c.startCPU()
 	l, el := timedLoop(ctx, len(clients), b.o.getDur, func(ctx context.Context, w, seq int) error {
 		v, err := clients[w].ConfigGet(ctx, fmt.Sprintf("bench/get/%d", (w*7+seq)%keys), apiclient.ReadOptions{Stale: stale})
 		if err == nil && len(v.Value) != len(b.value) {
@@ -246,6 +249,7 @@ func (b *bencher) get(ctx context.Context, name string, stale bool) error {
 	s, errs := l.snapshot()
 	fields := append([]kv{{"clients", len(clients)}, {"nodes", len(members)}, {"value_bytes", len(b.value)}},
 		latencyFields(s, errs, el)...)
+	fields = append(fields, cpu.fields(len(s))...)
 	if n := wrong.Load(); n > 0 {
 		fields = append(fields, kv{"wrong_values", n})
 	}

@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pmgcm/pmgcm/raftnode"
+)
+
+// readBatch lets concurrent linearizable reads share one read-index round: one
+// VerifyLeader on the master, one ReadIndex RPC to the master from any other node,
+// instead of one per read (issue 16: lin_get was bound by those rounds).
+//
+// A read joins the next round, one that starts after the read arrived: at most one round
+// runs at a time, and the reads that arrive while it runs wait for it to end and then
+// share the one after it. The index a round returns was thus confirmed by the master
+// after every read of the round arrived, which is what a linearizable read needs; each
+// read then waits until its own state machine has applied it.
+type readBatch struct {
+	// round asks for the index; ctx is bounded by timeout, not by any one caller.
+	round   func(ctx context.Context) (uint64, error)
+	timeout time.Duration
+
+	mu      sync.Mutex
+	running bool
+	next    *readRound // the round the reads arriving now join; nil until one does
+}
+
+// readRound is one shared read-index round; idx and err are set before done is closed.
+type readRound struct {
+	done chan struct{}
+	idx  uint64
+	err  error
+}
+
+func newReadBatch(timeout time.Duration, round func(ctx context.Context) (uint64, error)) *readBatch {
+	return &readBatch{round: round, timeout: timeout}
+}
+
+// index returns a read index confirmed after the call began, shared with the other
+// reads of its round. ctx bounds only this caller's wait.
+func (b *readBatch) index(ctx context.Context) (uint64, error) {
+	b.mu.Lock()
+	if b.next == nil {
+		b.next = &readRound{done: make(chan struct{})}
+	}
+	r := b.next
+	if !b.running {
+		b.startLocked()
+	}
+	b.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.idx, r.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: %v", raftnode.ErrTimeout, ctx.Err())
+	}
+}
+
+// startLocked starts the round in b.next; b.mu is held.
+func (b *readBatch) startLocked() {
+	r := b.next
+	b.next = nil
+	b.running = true
+	go b.run(r)
+}
+
+func (b *readBatch) run(r *readRound) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	r.idx, r.err = b.round(ctx)
+	cancel()
+	close(r.done)
+	b.mu.Lock()
+	b.running = false
+	if b.next != nil {
+		b.startLocked()
+	}
+	b.mu.Unlock()
+}

@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pmgcm/pmgcm/raftnode"
+)
+
+// TestReadBatchJoinsARoundStartedAfterIt: a read that arrives while a round runs gets
+// the index of a later round (one that began after it arrived), and the reads waiting
+// meanwhile share that one round.
+func TestReadBatchJoinsARoundStartedAfterIt(t *testing.T) {
+	var rounds atomic.Uint64
+	release := make(chan struct{})
+	started := make(chan struct{}, 10)
+	b := newReadBatch(time.Minute, func(ctx context.Context) (uint64, error) {
+		n := rounds.Add(1)
+		started <- struct{}{}
+		<-release
+		return n * 10, nil
+	})
+	ctx := context.Background()
+	first := make(chan uint64)
+	go func() {
+		idx, err := b.index(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		first <- idx
+	}()
+	<-started // round 1 runs
+	const waiting = 8
+	var wg sync.WaitGroup
+	got := make([]uint64, waiting)
+	var joined sync.WaitGroup
+	joined.Add(waiting)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			joined.Done()
+			idx, err := b.index(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = idx
+		}()
+	}
+	joined.Wait()
+	// The waiting reads must have entered index before round 1 ends; poll until every
+	// one of them holds the pending round (they block on it).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		pending := b.next != nil
+		b.mu.Unlock()
+		if pending || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	release <- struct{}{} // round 1 ends
+	if idx := <-first; idx != 10 {
+		t.Fatalf("first read got %d, want 10 (round 1)", idx)
+	}
+	<-started // round 2 runs, for the waiting reads
+	close(release)
+	wg.Wait()
+	for i, idx := range got {
+		// A read that joined before round 1 ended shares round 2; none may get round 1.
+		if idx < 20 {
+			t.Errorf("read %d got index %d of a round that began before it", i, idx)
+		}
+	}
+	if n := rounds.Load(); n > 3 {
+		t.Errorf("%d rounds for %d waiting reads, want them shared", n, waiting)
+	}
+}
+
+// TestReadBatchErrorAndCallerTimeout: a round's error reaches every read of it; a
+// caller whose context ends stops waiting with ErrTimeout while the round goes on.
+func TestReadBatchErrorAndCallerTimeout(t *testing.T) {
+	boom := errors.New("boom")
+	b := newReadBatch(time.Minute, func(ctx context.Context) (uint64, error) { return 0, boom })
+	if _, err := b.index(context.Background()); !errors.Is(err, boom) {
+		t.Fatalf("index: %v, want the round's error", err)
+	}
+	block := make(chan struct{})
+	defer close(block)
+	b = newReadBatch(time.Minute, func(ctx context.Context) (uint64, error) { <-block; return 1, nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := b.index(ctx); !errors.Is(err, raftnode.ErrTimeout) {
+		t.Fatalf("index with an ended context: %v, want ErrTimeout", err)
+	}
+}
