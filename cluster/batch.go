@@ -196,11 +196,12 @@ type Batcher struct {
 // batchCall is one command waiting for its batch's answer; res and err are set before
 // done is closed. taken is set (under Batcher.mu) once a batch holds it.
 type batchCall struct {
-	cmd   []byte
-	done  chan struct{}
-	taken bool
-	res   ApplyResult
-	err   error
+	cmd      []byte
+	deadline time.Time // the caller's, zero when it has none
+	done     chan struct{}
+	taken    bool
+	res      ApplyResult
+	err      error
 }
 
 // NewBatcher returns a Batcher that sends through f.
@@ -218,6 +219,9 @@ func (b *Batcher) Apply(ctx context.Context, cmd []byte) (ApplyResult, error) {
 		return b.single(ctx, cmd)
 	}
 	c := &batchCall{cmd: cmd, done: make(chan struct{})}
+	if d, ok := ctx.Deadline(); ok {
+		c.deadline = d
+	}
 	b.queue = append(b.queue, c)
 	if b.inFlight < maxBatchesInFlight {
 		b.startLocked()
@@ -270,8 +274,25 @@ func (b *Batcher) startLocked() {
 	go b.send(batch)
 }
 
+// batchDeadline is when a batch of calls must have its answer: batchTimeout from now, or
+// batchAnswerMargin before the earliest caller gives up, if that is sooner. A batch that
+// waits for a master until a caller's own deadline could only answer that caller
+// "unknown outcome"; ended in time, it answers what the forwarder found (no quorum, say).
+func batchDeadline(batch []*batchCall, now time.Time) time.Time {
+	d := now.Add(batchTimeout)
+	for _, c := range batch {
+		if !c.deadline.IsZero() && c.deadline.Add(-batchAnswerMargin).Before(d) {
+			d = c.deadline.Add(-batchAnswerMargin)
+		}
+	}
+	return d
+}
+
+// batchAnswerMargin is how long before a caller's deadline its batch ends.
+const batchAnswerMargin = 100 * time.Millisecond
+
 func (b *Batcher) send(batch []*batchCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), batchDeadline(batch, time.Now()))
 	defer cancel()
 	cmds := make([][]byte, len(batch))
 	for i, c := range batch {
@@ -332,7 +353,7 @@ func (b *Batcher) send(batch []*batchCall) {
 
 // resolveAlone forwards c's command alone and answers c.
 func (b *Batcher) resolveAlone(c *batchCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), batchDeadline([]*batchCall{c}, time.Now()))
 	defer cancel()
 	c.res, c.err = b.single(ctx, c.cmd)
 	close(c.done)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/internal/testutil"
+	"github.com/pmgcm/pmgcm/raftnode"
 )
 
 // batchHandler applies ConfigSet commands: the index is the order of application, the
@@ -260,5 +262,31 @@ func TestApplyBatchWire(t *testing.T) {
 	}
 	if got := EncodeBatch([][]byte{{1, 2}, {3}}); !bytes.Equal(got, []byte{2, 2, 1, 2, 1, 3}) {
 		t.Errorf("EncodeBatch = %v", got)
+	}
+}
+
+// TestBatchAnswersBeforeCallerDeadline: with the master gone (its address refuses
+// connections) and no new one elected, a batched write gets the forwarder's verdict, no
+// quorum, before its caller's deadline, not "unknown outcome" for a batch that was still
+// waiting for a master when the caller gave up (its batch ran on a deadline of its own).
+func TestBatchAnswersBeforeCallerDeadline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	_ = l.Close()
+	f := newTestForwarder(newFakeRaft(dead))
+	f.cfg.NoQuorum = func() string { return "1 of 3 voters reachable" }
+	b := NewBatcher(f)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = b.Apply(ctx, encodeSet(t, "k", []byte("v")))
+	if errors.Is(err, raftnode.ErrUnknownOutcome) || !errors.Is(err, raftnode.ErrNoLeader) {
+		t.Fatalf("batched write with the master gone: %v, want no quorum", err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("answered after %s, past the caller's deadline", took)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/internal/testutil"
+	"github.com/pmgcm/pmgcm/membership"
 )
 
 // joinArgs returns the arguments of the join command that join-cmd prints on n, as
@@ -52,6 +53,9 @@ func (c *Cluster) form() {
 		n.CLI(args...)
 	}
 	c.waitAllActive(c.Nodes, 30*time.Second)
+	// State A does not wait for the voter policy: a node that just joined may still be a
+	// non-voter, and a test that then stops a voter would take the master's quorum.
+	waitMembersVoters(c.t, first, len(c.Nodes), membership.WantVoters(len(c.Nodes)), 30*time.Second)
 }
 
 // waitAllActive waits until each of nodes reports exactly those nodes, all in state A,
