@@ -132,3 +132,32 @@ func withFetchers(cfg Config, n, queue int) Config {
 	cfg.Fetchers, cfg.FetchQueue = n, queue
 	return cfg
 }
+
+// TestBacklogState: the state status shows is unknown before the peers are polled, then
+// counts the bodies still missing, and reaches zero once they are all here.
+func TestBacklogState(t *testing.T) {
+	c := newCluster(t, 2)
+	var ms []mailstore.Meta
+	for k := 0; k < 20; k++ {
+		ms = append(ms, c.accept(0, 1500+k))
+	}
+	if b := c.nodes[1].repl.BacklogState(); b.Known {
+		t.Fatalf("backlog %+v known before any peer was polled", b)
+	}
+	c.nodes[0].fl.hold()
+	c.start(1)
+	testutil.Poll(t, "every body counted missing", settle, func() error {
+		if b := c.nodes[1].repl.BacklogState(); !b.Known || b.Messages != int64(len(ms)) || b.Bytes == 0 {
+			return fmt.Errorf("backlog %+v, want %d messages known", b, len(ms))
+		}
+		return nil
+	})
+	c.nodes[0].fl.release()
+	testutil.Poll(t, "backlog 0", settle, func() error {
+		if b := c.nodes[1].repl.BacklogState(); !b.Known || b.Messages != 0 || b.Bytes != 0 {
+			return fmt.Errorf("backlog %+v", b)
+		}
+		return nil
+	})
+	testutil.Poll(t, "every body on node 1", settle, c.verified(1, ms...))
+}

@@ -114,6 +114,7 @@ type Replicator struct {
 	sweepNow             chan struct{} // wakes the missing-body sweeper
 	sweepSoon            chan struct{} // asks the sweeper to retry within a second
 	jobs                 chan fetchJob // bodies to fetch, for the fetch workers (pool.go)
+	backlog              backlogCache  // the last BacklogState (backlog.go)
 
 	mu    sync.Mutex
 	loops map[Peer]*peerLoop
