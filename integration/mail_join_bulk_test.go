@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,9 +123,9 @@ func joinerMail(n *Node) (state string, ms api.MailStatus, err error) {
 }
 
 // midTransfer waits until joiner knows every one of want messages (their events) but
-// still lacks bodies, and returns true; false when it already has everything (too late
-// to catch it mid-transfer).
-func midTransfer(t testing.TB, joiner *Node, want int, timeout time.Duration) bool {
+// still lacks bodies, fewer than below bytes of them, and returns true; false when it
+// already has everything (too late to catch it mid-transfer).
+func midTransfer(t testing.TB, joiner *Node, want int, below int64, timeout time.Duration) bool {
 	t.Helper()
 	mid := false
 	err := testutil.WaitEvery(context.Background(), joiner.Name+" mid-transfer", timeout, 5*time.Millisecond, func() error {
@@ -133,7 +134,7 @@ func midTransfer(t testing.TB, joiner *Node, want int, timeout time.Duration) bo
 			return err
 		}
 		switch {
-		case ms.Messages >= int64(want) && ms.BacklogKnown && ms.BacklogMessages > 0:
+		case ms.Messages >= int64(want) && ms.BacklogKnown && ms.BacklogMessages > 0 && ms.BacklogBytes < below:
 			mid = true
 			return nil
 		case ms.Messages >= int64(want) && ms.BacklogKnown && ms.BacklogMessages == 0 && state == api.StateActive:
@@ -162,12 +163,16 @@ func TestMailJoinSourceRestarted(t *testing.T) {
 
 	n2.Start()
 	n2.CLI(append(joinArgs(t, n1), "--yes", "--wait", "0")...)
+	// Each kill after the first waits until node2 has received more from the restarted
+	// source: the transfer resumed.
 	kills := 0
-	for kills < 2 && midTransfer(t, n2, len(want), 120*time.Second) {
+	below := int64(math.MaxInt64)
+	for kills < 2 && midTransfer(t, n2, len(want), below, 120*time.Second) {
 		_, ms, _ := joinerMail(n2)
 		t.Logf("kill -9 of %s (the only source) with node2 lacking %d bodies (%d bytes)", n1.Name, ms.BacklogMessages, ms.BacklogBytes)
 		n1.Kill()
 		n1.Start()
+		below = ms.BacklogBytes
 		kills++
 	}
 	if kills == 0 {
@@ -203,7 +208,7 @@ func TestMailJoinPeerKilled(t *testing.T) {
 	}
 	n4.Start()
 	n4.CLI(append(joinArgs(t, m), "--yes", "--wait", "0")...)
-	if !midTransfer(t, n4, len(want), 120*time.Second) {
+	if !midTransfer(t, n4, len(want), math.MaxInt64, 120*time.Second) {
 		t.Fatal("node4 had every body before a peer could be killed: the drill did not exercise a transfer")
 	}
 	_, ms, _ := joinerMail(n4)
