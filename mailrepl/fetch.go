@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pmgcm/pmgcm/mailstore"
@@ -23,15 +24,15 @@ const maxResumes = 3
 // zero Peer for none), else the origin's node, else any other peer. It
 // returns nil when the body is here (or no longer wanted) afterwards.
 func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error {
-	meta, err := r.store.Get(id)
-	if errors.Is(err, mailstore.ErrNotFound) {
-		return nil
-	}
+	// The origin is the ID's first part (mailstore.MakeID): no index read for it. A
+	// message unknown, deleted or purged here ends the fetch at the first BeginBody.
+	o, _, _ := strings.Cut(id, "-")
+	origin, err := strconv.ParseUint(o, 10, 64)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: message id %q", mailstore.ErrInvalid, id)
 	}
 	var errs []error
-	for _, p := range r.peers(first, meta.Origin) {
+	for _, p := range r.peers(first, origin) {
 		err := r.fetchFrom(ctx, p, id)
 		switch {
 		case err == nil, errors.Is(err, mailstore.ErrExists), errors.Is(err, mailstore.ErrNotFound):
