@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pmgcm/pmgcm/mailstore"
@@ -104,12 +105,21 @@ func (r *Replicator) transfer(ctx context.Context, p Peer, w *mailstore.BodyWrit
 	// the transfer forever: cut it after StallTimeout without progress.
 	watchdog := time.AfterFunc(r.cfg.StallTimeout, cancel)
 	defer watchdog.Stop()
-	n, err = io.Copy(w, &progressReader{r: resp.Body, progress: func() { watchdog.Reset(r.cfg.StallTimeout) }})
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	n, err = io.CopyBuffer(w, &progressReader{r: resp.Body, progress: func() { watchdog.Reset(r.cfg.StallTimeout) }}, *buf)
 	if err == nil && off+n != meta.Size {
 		err = fmt.Errorf("%w: body %s: short by %d bytes", ErrPeer, meta.ID, meta.Size-off-n)
 	}
 	return n, err
 }
+
+// copyBuffers are the transfers' copy buffers: one per body in flight, reused, so that a
+// node fetching 30,000 bodies does not allocate (and collect) 30,000 of them.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
 
 // progressReader calls progress after every read that returned data.
 type progressReader struct {
