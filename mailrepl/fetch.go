@@ -34,7 +34,16 @@ func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error
 	}
 	var errs []error
 	for _, p := range r.peers(first, origin) {
-		err := r.fetchFrom(ctx, p, id)
+		// A transfer from a peer that leaves the members (removed, fenced) ends with its loop.
+		pctx, ok := r.loopContext(p)
+		if !ok {
+			continue
+		}
+		pctx, cancel := context.WithCancel(pctx)
+		stop := context.AfterFunc(ctx, cancel)
+		err := r.fetchFrom(pctx, p, id)
+		stop()
+		cancel()
 		switch {
 		case err == nil, errors.Is(err, mailstore.ErrExists), errors.Is(err, mailstore.ErrNotFound):
 			return nil
@@ -43,7 +52,7 @@ func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		if !errors.Is(err, errNotHere) {
+		if !errors.Is(err, errNotHere) && !errors.Is(err, context.Canceled) {
 			r.log.Warn("body transfer failed", "id", id, "cid", p.CID, "address", p.Addr, "error", err)
 		}
 		errs = append(errs, fmt.Errorf("peer %d: %w", p.CID, err))

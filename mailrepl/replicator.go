@@ -122,6 +122,9 @@ type Replicator struct {
 }
 
 type peerLoop struct {
+	// ctx ends when the loop is stopped (the peer left the members): the body
+	// transfers from the peer use it too.
+	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{}
 	// polled is set once the loop's first poll has ended, answered or failed: from then
@@ -307,7 +310,7 @@ func (r *Replicator) refreshPeers() {
 			continue
 		}
 		ctx, cancel := context.WithCancel(r.ctx)
-		l := &peerLoop{cancel: cancel, wake: make(chan struct{}, 1)}
+		l := &peerLoop{ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
 		r.loops[p] = l
 		r.log.Info("starting replication from peer", "cid", p.CID, "address", p.Addr)
 		r.wg.Add(1)
@@ -335,6 +338,18 @@ func (r *Replicator) peers(first Peer, origin uint64) []Peer {
 		}
 	}
 	return out
+}
+
+// loopContext returns the context of p's running loop, which ends when p stops being a
+// peer; false when p has no loop.
+func (r *Replicator) loopContext(p Peer) (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.loops[p]
+	if !ok {
+		return nil, false
+	}
+	return l.ctx, true
 }
 
 func (r *Replicator) setHeads(p Peer, h mailstore.Cursors) {
