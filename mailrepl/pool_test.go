@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pmgcm/pmgcm/internal/testutil"
@@ -55,13 +56,19 @@ func (f *inflight) wrap(h http.Handler) http.Handler {
 		f.top = max(f.top, f.now)
 		gate := f.gate
 		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			f.now--
+			f.mu.Unlock()
+		}()
 		if gate != nil {
-			<-gate
+			select {
+			case <-gate:
+			case <-r.Context().Done(): // the asker gave up
+				return
+			}
 		}
 		h.ServeHTTP(w, r)
-		f.mu.Lock()
-		f.now--
-		f.mu.Unlock()
 	})
 }
 
@@ -160,4 +167,45 @@ func TestBacklogState(t *testing.T) {
 		return nil
 	})
 	testutil.Poll(t, "every body on node 1", settle, c.verified(1, ms...))
+}
+
+// TestTransfersEndWhenPeerLeaves: the bodies in transfer from a peer that stops being a
+// member (removed, fenced) are cut at once, not left to finish.
+func TestTransfersEndWhenPeerLeaves(t *testing.T) {
+	c := newCluster(t, 2)
+	var gone atomic.Bool
+	cfg := withFetchers(c.nodes[1].repl.cfg, 4, 8)
+	all := cfg.Peers
+	cfg.Peers = func() []Peer {
+		if gone.Load() {
+			return nil
+		}
+		return all()
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[1].repl = r
+	t.Cleanup(func() { _ = r.Close() })
+	for k := 0; k < 20; k++ {
+		c.accept(0, 3000+k)
+	}
+	fl := c.nodes[0].fl
+	fl.hold()
+	t.Cleanup(fl.release)
+	c.start(1)
+	testutil.Poll(t, "transfers in flight", settle, func() error {
+		if now, _ := fl.counts(); now != 4 {
+			return fmt.Errorf("%d body requests in flight, want 4", now)
+		}
+		return nil
+	})
+	gone.Store(true)
+	testutil.Poll(t, "the transfers from the departed peer cut", settle, func() error {
+		if now, _ := fl.counts(); now != 0 {
+			return fmt.Errorf("%d body requests still in flight", now)
+		}
+		return nil
+	})
 }
