@@ -282,8 +282,8 @@ func (ms *mailSystem) mailStatus() *api.MailStatus {
 	msgs, bytes := ms.store.Stats()
 	st := &api.MailStatus{Messages: msgs, Bytes: bytes}
 	if r := ms.replicator(); r != nil {
-		st.BacklogMessages, st.BacklogBytes = r.Backlog()
-		st.BacklogKnown = r.BacklogKnown()
+		b := r.BacklogState() // read at most a moment ago: listing the missing bodies costs
+		st.BacklogMessages, st.BacklogBytes, st.BacklogKnown = b.Messages, b.Bytes, b.Known
 	}
 	return st
 }

@@ -100,7 +100,7 @@ func TestReplicatorShrinksBatch(t *testing.T) {
 	// The whole batch cannot fit: it was asked for (and refused), then fewer.
 	evs, _ := src.EventsSince(nil, 0)
 	full, _ := json.Marshal(EventsResponse{Events: evs})
-	if int64(len(full)) <= maxEventsResponse || maxLimit.Load() != int64(DefaultBatch) {
+	if int64(len(full)) <= maxEventsResponse || maxLimit.Load() != int64(DefaultPullBatch) {
 		t.Fatalf("the test does not exercise the bound: %d bytes, largest limit asked %d", len(full), maxLimit.Load())
 	}
 }

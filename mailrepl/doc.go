@@ -21,7 +21,9 @@
 // origin is dead still arrives from any node that got it. Applying events is
 // idempotent and ordered per origin (mailstore.ApplyEvents), so the same event
 // arriving from two peers is harmless. Bodies stream into a resumable partial
-// file (mailstore.BeginBody) and are verified by SHA-256 before they count.
+// file (mailstore.BeginBody) and are verified by SHA-256 before they count; a
+// bounded pool of workers fetches several at once (pool.go), so that a node that
+// lacks thousands (a join) overlaps their round trips and commits.
 // Nothing compares clocks of different nodes.
 //
 // # Imports

@@ -24,10 +24,13 @@ const (
 	HeaderSHA256 = "X-Pmgcm-Mail-Sha256"
 )
 
-// Limits of the events endpoint.
+// Limits of the events endpoint. DefaultBatch is what a node serves when the asker
+// names no limit; DefaultPullBatch what a Replicator asks for (a first-release node
+// serves up to MaxBatch too).
 const (
-	DefaultBatch = 500
-	MaxBatch     = 5000
+	DefaultBatch     = 500
+	DefaultPullBatch = 2000
+	MaxBatch         = 5000
 	// MaxWait caps a long poll; it stays below the 30 s response-header
 	// timeout of the transport's HTTP client.
 	MaxWait = 25 * time.Second

@@ -28,6 +28,7 @@ type node struct {
 	addr  string
 	srv   *http.Server
 	cut   *cutter
+	fl    *inflight // counts (and can hold) the body requests it answers
 	repl  *Replicator
 }
 
@@ -51,8 +52,8 @@ func newCluster(t *testing.T, n int) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nd := &node{cid: cid, store: st, addr: ln.Addr().String(), cut: &cutter{}}
-		nd.srv = &http.Server{Handler: nd.cut.wrap(Handler(st)), ReadHeaderTimeout: 5 * time.Second}
+		nd := &node{cid: cid, store: st, addr: ln.Addr().String(), cut: &cutter{}, fl: &inflight{}}
+		nd.srv = &http.Server{Handler: nd.fl.wrap(nd.cut.wrap(Handler(st))), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = nd.srv.Serve(ln) }()
 		t.Cleanup(func() { _ = nd.srv.Close() })
 		c.nodes = append(c.nodes, nd)

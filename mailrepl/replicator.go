@@ -43,6 +43,9 @@ type Config struct {
 	MissingInterval time.Duration
 	// Batch is the most events asked for at once.
 	Batch int
+	// Fetchers is how many bodies are fetched at once (pool.go); FetchQueue how many
+	// IDs may wait for a fetcher before the peer loops and the sweeper wait.
+	Fetchers, FetchQueue int
 	// StallTimeout cuts a body transfer that makes no progress this long.
 	StallTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait after a failed request.
@@ -56,7 +59,9 @@ func DefaultConfig() Config {
 		PollWait:        20 * time.Second,
 		PeerRefresh:     time.Second,
 		MissingInterval: 30 * time.Second,
-		Batch:           DefaultBatch,
+		Batch:           DefaultPullBatch,
+		Fetchers:        DefaultFetchers,
+		FetchQueue:      DefaultFetchQueue,
 		StallTimeout:    30 * time.Second,
 		MinBackoff:      100 * time.Millisecond,
 		MaxBackoff:      5 * time.Second,
@@ -82,6 +87,13 @@ func (c *Config) validate() error {
 	if c.Batch <= 0 {
 		c.Batch = d.Batch
 	}
+	c.Batch = min(c.Batch, MaxBatch)
+	if c.Fetchers <= 0 {
+		c.Fetchers = d.Fetchers
+	}
+	if c.FetchQueue <= 0 {
+		c.FetchQueue = d.FetchQueue
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -101,6 +113,8 @@ type Replicator struct {
 	kick                 chan struct{} // wakes the supervisor
 	sweepNow             chan struct{} // wakes the missing-body sweeper
 	sweepSoon            chan struct{} // asks the sweeper to retry within a second
+	jobs                 chan fetchJob // bodies to fetch, for the fetch workers (pool.go)
+	backlog              backlogCache  // the last BacklogState (backlog.go)
 
 	mu    sync.Mutex
 	loops map[Peer]*peerLoop
@@ -108,6 +122,9 @@ type Replicator struct {
 }
 
 type peerLoop struct {
+	// ctx ends when the loop is stopped (the peer left the members): the body
+	// transfers from the peer use it too.
+	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{}
 	// polled is set once the loop's first poll has ended, answered or failed: from then
@@ -125,17 +142,21 @@ func New(cfg Config) (*Replicator, error) {
 		cfg: cfg, store: cfg.Store, log: cfg.Logger.Named("mailrepl"),
 		ctx: ctx, cancel: cancel,
 		kick: make(chan struct{}, 1), sweepNow: make(chan struct{}, 1), sweepSoon: make(chan struct{}, 1),
+		jobs:  make(chan fetchJob, cfg.FetchQueue),
 		loops: map[Peer]*peerLoop{}, heads: map[Peer]mailstore.Cursors{},
 	}, nil
 }
 
-// Start starts the peer loops and the missing-body sweeper. Later calls do
-// nothing.
+// Start starts the peer loops, the body fetchers and the missing-body sweeper. Later
+// calls do nothing.
 func (r *Replicator) Start() {
 	r.startOnce.Do(func() {
-		r.wg.Add(2)
+		r.wg.Add(2 + r.cfg.Fetchers)
 		go r.supervise()
 		go r.sweeper()
+		for i := 0; i < r.cfg.Fetchers; i++ {
+			go r.fetchWorker()
+		}
 	})
 }
 
@@ -289,7 +310,7 @@ func (r *Replicator) refreshPeers() {
 			continue
 		}
 		ctx, cancel := context.WithCancel(r.ctx)
-		l := &peerLoop{cancel: cancel, wake: make(chan struct{}, 1)}
+		l := &peerLoop{ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
 		r.loops[p] = l
 		r.log.Info("starting replication from peer", "cid", p.CID, "address", p.Addr)
 		r.wg.Add(1)
@@ -319,6 +340,18 @@ func (r *Replicator) peers(first Peer, origin uint64) []Peer {
 	return out
 }
 
+// loopContext returns the context of p's running loop, which ends when p stops being a
+// peer; false when p has no loop.
+func (r *Replicator) loopContext(p Peer) (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.loops[p]
+	if !ok {
+		return nil, false
+	}
+	return l.ctx, true
+}
+
 func (r *Replicator) setHeads(p Peer, h mailstore.Cursors) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -334,8 +367,8 @@ func (r *Replicator) setHeads(p Peer, h mailstore.Cursors) {
 	}
 }
 
-// runPeer long-polls one peer for events, applies them and fetches the
-// bodies they bring.
+// runPeer long-polls one peer for events, applies them and hands the bodies they
+// bring to the fetchers.
 func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 	defer r.wg.Done()
 	log := r.log.With("cid", p.CID, "address", p.Addr)
@@ -368,9 +401,8 @@ func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 				log.Warn("cannot apply events from peer", "error", err)
 			}
 			for _, id := range need {
-				if ferr := r.fetchBody(ctx, id, p); ferr != nil && ctx.Err() == nil {
-					log.Debug("body not fetched yet", "id", id, "error", ferr)
-					signal(r.sweepSoon)
+				if !r.submit(ctx, fetchJob{id: id, first: p}) {
+					return // the loop or the replicator ends; the sweeper finds the rest later
 				}
 			}
 		}
@@ -440,19 +472,35 @@ func (r *Replicator) sweeper() {
 	}
 }
 
-// sweep fetches every missing body it can and returns how many it could not.
+// sweep has the fetchers fetch every missing body they can and returns how many they
+// could not.
 func (r *Replicator) sweep() (failed int) {
 	missing, err := r.store.Missing()
 	if err != nil {
 		return 1
 	}
+	results := make(chan error, len(missing)) // never blocks a fetcher
+	sent := 0
 	for _, m := range missing {
-		if r.ctx.Err() != nil {
+		id := m.ID
+		if !r.submit(r.ctx, fetchJob{id: id, done: func(err error) {
+			if err != nil {
+				r.log.Debug("missing body not fetched", "id", id, "error", err)
+			}
+			results <- err
+		}}) {
 			return failed
 		}
-		if err := r.fetchBody(r.ctx, m.ID, Peer{}); err != nil {
-			r.log.Debug("missing body not fetched", "id", m.ID, "error", err)
-			failed++
+		sent++
+	}
+	for ; sent > 0; sent-- {
+		select {
+		case err := <-results:
+			if err != nil {
+				failed++
+			}
+		case <-r.ctx.Done():
+			return failed
 		}
 	}
 	return failed

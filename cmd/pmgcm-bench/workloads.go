@@ -52,6 +52,8 @@ func (b *bencher) runWorkload(ctx context.Context, w string) error {
 		return b.failover(ctx)
 	case "join":
 		return b.join(ctx)
+	case "join_mail":
+		return b.joinMail(ctx)
 	case "memory":
 		return b.memory(ctx)
 	case "rolling_restart":
