@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	apiclient "github.com/pmgcm/pmgcm/api/client"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -28,27 +27,8 @@ func (b *bencher) mail(ctx context.Context) error {
 	}
 	members := b.c.members()
 	// The relay domain must be applied on every node before its intake accepts.
-	set := client(members[0])
-	octx, cancel := context.WithTimeout(ctx, opTimeout)
-	_, err := set.ConfigSet(octx, "mail/relay_domains", []byte(relayDomain), apiclient.WriteOptions{})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("set mail/relay_domains: %w", err)
-	}
-	for _, n := range members {
-		cl := client(n)
-		if err := testutil.WaitEvery(ctx, n.name+" has mail/relay_domains", 10*time.Second, 10*time.Millisecond, func() error {
-			v, err := cl.ConfigGet(ctx, "mail/relay_domains", apiclient.ReadOptions{Stale: true})
-			if err != nil {
-				return err
-			}
-			if string(v.Value) != relayDomain {
-				return fmt.Errorf("value %q", v.Value)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
+	if err := setRelayDomain(ctx, members); err != nil {
+		return err
 	}
 	before, err := client(members[0]).QuarantineList(ctx, "", "", "")
 	if err != nil {
