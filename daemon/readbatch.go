@@ -19,7 +19,8 @@ import (
 // after every read of the round arrived, which is what a linearizable read needs; each
 // read then waits until its own state machine has applied it.
 type readBatch struct {
-	// round asks for the index; ctx is bounded by timeout, not by any one caller.
+	// round asks for the index; ctx is bounded by timeout, and ends roundAnswerMargin
+	// before the earliest deadline of the round's reads.
 	round   func(ctx context.Context) (uint64, error)
 	timeout time.Duration
 
@@ -33,7 +34,15 @@ type readRound struct {
 	done chan struct{}
 	idx  uint64
 	err  error
+	// deadline is the earliest deadline of the round's reads (zero: none), set under
+	// readBatch.mu until the round starts.
+	deadline time.Time
 }
+
+// roundAnswerMargin is how long before its earliest read gives up a round ends: a round
+// that ran until then could only answer "timed out"; ended in time, it answers what it
+// found (no quorum, and which voters this node reaches).
+const roundAnswerMargin = 100 * time.Millisecond
 
 func newReadBatch(timeout time.Duration, round func(ctx context.Context) (uint64, error)) *readBatch {
 	return &readBatch{round: round, timeout: timeout}
@@ -47,6 +56,9 @@ func (b *readBatch) index(ctx context.Context) (uint64, error) {
 		b.next = &readRound{done: make(chan struct{})}
 	}
 	r := b.next
+	if d, ok := ctx.Deadline(); ok && (r.deadline.IsZero() || d.Before(r.deadline)) {
+		r.deadline = d
+	}
 	if !b.running {
 		b.startLocked()
 	}
@@ -64,11 +76,15 @@ func (b *readBatch) startLocked() {
 	r := b.next
 	b.next = nil
 	b.running = true
-	go b.run(r)
+	deadline := time.Now().Add(b.timeout)
+	if !r.deadline.IsZero() && r.deadline.Add(-roundAnswerMargin).Before(deadline) {
+		deadline = r.deadline.Add(-roundAnswerMargin)
+	}
+	go b.run(r, deadline)
 }
 
-func (b *readBatch) run(r *readRound) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+func (b *readBatch) run(r *readRound, deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	r.idx, r.err = b.round(ctx)
 	cancel()
 	close(r.done)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -97,5 +98,21 @@ func TestReadBatchErrorAndCallerTimeout(t *testing.T) {
 	defer cancel()
 	if _, err := b.index(ctx); !errors.Is(err, raftnode.ErrTimeout) {
 		t.Fatalf("index with an ended context: %v, want ErrTimeout", err)
+	}
+}
+
+// TestReadBatchRoundEndsBeforeReadsDeadline: a round that waits for a master that never
+// answers ends before its earliest read gives up, so the read gets the round's verdict
+// (no quorum here) rather than a bare timeout.
+func TestReadBatchRoundEndsBeforeReadsDeadline(t *testing.T) {
+	noQuorum := fmt.Errorf("%w: no quorum: 1 of 3 voters reachable", raftnode.ErrNoLeader)
+	b := newReadBatch(time.Minute, func(ctx context.Context) (uint64, error) {
+		<-ctx.Done()
+		return 0, noQuorum
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := b.index(ctx); !errors.Is(err, raftnode.ErrNoLeader) {
+		t.Fatalf("index with no master: %v, want the round's no quorum", err)
 	}
 }
