@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime"
 	"net/mail"
 	"os"
@@ -90,12 +92,15 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		State:    StateQuarantined,
 		Received: received.UTC(),
 	}
-	// The index entry and the body's final name are made durable in a batch with
-	// the other Accepts and body commits of the moment (group.go): the ID is taken
-	// in the batch transaction, the spooled file renamed to it, its directory
-	// fsynced and its own fsync awaited before the commit. groupCommit returns
-	// after the commit.
-	cur := tmp // where the body is now
+	// The index entry and the body's names are made durable in a batch with the
+	// other Accepts and body commits of the moment (group.go, spool.go): the ID is
+	// taken in the batch transaction, which also records the spooled name; the
+	// spooled file is linked to its final name, tmp/ fsynced once for the batch and
+	// this body's own fsync awaited before the commit. groupCommit returns after
+	// the commit; the final name is synced later, in the background.
+	name := filepath.Base(tmp)
+	var final string
+	linked := false
 	err = s.groupCommit(&commitReq{
 		apply: func(tx *bolt.Tx) error {
 			meta.Origin = s.opts.LocalCID()
@@ -106,29 +111,42 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 			if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
 				return err
 			}
+			if err := tx.Bucket(bktSpool).Put([]byte(meta.ID), []byte(name)); err != nil {
+				return err
+			}
 			return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
 				MsgID: meta.ID, Msg: wireMeta(meta), At: now})
 		},
 		place: func() (string, error) {
-			final := s.BodyPath(meta.ID)
-			if err := os.Rename(tmp, final); err != nil {
+			final = s.BodyPath(meta.ID)
+			// A file already there is an orphan of a crash before a commit (the
+			// ID is new): no record names it.
+			if err := os.Remove(final); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return "", err
 			}
-			cur = final
-			return filepath.Dir(final), nil
+			if err := os.Link(tmp, final); err != nil {
+				return "", err
+			}
+			linked = true
+			return filepath.Dir(tmp), nil
 		},
 		unplace: func() error {
-			if err := os.Rename(cur, tmp); err != nil {
+			if err := os.Remove(final); err != nil {
 				return err
 			}
-			cur = tmp
+			linked = false
 			return nil
 		},
 		ready: waitSync,
 		drop: func() {
 			// Still under the batch: no later Accept has taken this name yet.
-			_ = os.Remove(cur)
-			cur = tmp
+			if linked {
+				_ = os.Remove(final)
+				linked = false
+			}
+		},
+		after: func() {
+			s.spoolAdd(spooledBody{id: meta.ID, name: name, dir: filepath.Dir(final)})
 		},
 	})
 	if err != nil {

@@ -64,6 +64,9 @@ type commitReq struct {
 	// called after the directory syncs, before the commit, and may be called again
 	// at a rerun (it must return the same answer).
 	ready func() error
+	// after, when set, runs once the batch committed, before the caller is woken
+	// (an Accept hands its spooled name to the background flush, spool.go).
+	after func()
 	// quiet, set by apply, says the member changed nothing a Changed waiter could
 	// see (events already applied): alone in a batch, it does not notify.
 	quiet bool
@@ -219,6 +222,9 @@ func (s *Store) commitBatch(batch []*commitReq) {
 			}
 		}
 		for _, r := range live {
+			if r.after != nil {
+				r.after()
+			}
 			r.finish(nil)
 		}
 		return

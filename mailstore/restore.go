@@ -130,6 +130,10 @@ func (g *Staging) Commit() error {
 	}
 	g.done = true
 	defer s.restoring.Store(false)
+	// The live content is replaced (its messages received meanwhile were carried
+	// over): its pending spooled names are not flushed; reopen recovers whatever
+	// the directory it opens has in its bucket.
+	s.spoolReset()
 	if err := g.st.Close(); err != nil {
 		_ = os.RemoveAll(g.st.dir)
 		return fmt.Errorf("mailstore: restore: %w", err)
@@ -165,10 +169,10 @@ func (g *Staging) Commit() error {
 // reopen opens s.db again after a swap (or a failed one) and returns cause; if the
 // index cannot be opened, the store is closed and the error says so.
 func (s *Store) reopen(cause error) error {
-	err := s.makeDirs()
+	err := s.ensureDirs()
 	var db *bolt.DB
 	if err == nil {
-		db, err = bolt.Open(filepath.Join(s.dir, "index.db"), 0o600, &bolt.Options{Timeout: s.opts.Timeout})
+		db, err = s.openIndex()
 	}
 	if err != nil {
 		s.closed = true

@@ -119,7 +119,7 @@ var (
 	bktPending = []byte("pending") // id -> state seen before the message
 	bktMissing = []byte("missing") // id -> "": counted messages without a body
 	bktInfo    = []byte("info")    // keyStats, keyHorizon
-	allBuckets = [][]byte{bktMeta, bktEvents, bktCursors, bktPending, bktMissing, bktInfo, bktFloors}
+	allBuckets = [][]byte{bktMeta, bktEvents, bktCursors, bktPending, bktMissing, bktInfo, bktFloors, bktSpool}
 
 	keyStats   = []byte("stats")   // messages(8) bytes(8)
 	keyHorizon = []byte("horizon") // unix nanos(8) of the latest Purge cut-off
@@ -143,7 +143,8 @@ type Store struct {
 
 	restoring atomic.Bool // a Staging is open (restore.go)
 
-	gc committer // group commit of Accepts and body commits (group.go)
+	gc    committer // group commit of Accepts and body commits (group.go)
+	spool spooler   // spooled names of accepted bodies (spool.go)
 }
 
 // Open opens (creating it if needed) the store in dir.
@@ -158,13 +159,26 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	s := &Store{dir: dir, opts: opts, changed: make(chan struct{}), busy: map[string]struct{}{}}
+	s.spool.token = make(chan struct{}, 1)
 	if err := recoverSwap(dir); err != nil {
 		return nil, err
 	}
-	if err := s.makeDirs(); err != nil {
+	if err := s.ensureDirs(); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, &bolt.Options{Timeout: opts.Timeout})
+	db, err := s.openIndex()
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	return s, nil
+}
+
+// openIndex opens index.db, creates the buckets it lacks, finishes what a crash left
+// of the spooled bodies (spool.go) and then empties tmp/ (intake that was never
+// acknowledged).
+func (s *Store) openIndex() (*bolt.DB, error) {
+	db, err := bolt.Open(filepath.Join(s.dir, "index.db"), 0o600, &bolt.Options{Timeout: s.opts.Timeout})
 	if err != nil {
 		return nil, fmt.Errorf("mailstore: open index: %w", err)
 	}
@@ -179,14 +193,38 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("mailstore: init index: %w", err)
 	}
-	s.db = db
-	return s, nil
+	if err := s.recoverSpool(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("mailstore: open: %w", err)
+	}
+	if err := s.emptyTmp(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
-// makeDirs creates the directory tree and empties tmp/ (intake that was never
-// acknowledged).
+// emptyTmp removes everything in tmp/.
+func (s *Store) emptyTmp() error {
+	tmp := filepath.Join(s.dir, "tmp")
+	_ = os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o750); err != nil {
+		return fmt.Errorf("mailstore: %w", err)
+	}
+	return nil
+}
+
+// makeDirs empties tmp/ and creates the directory tree (Wipe: nothing spooled is
+// kept).
 func (s *Store) makeDirs() error {
-	_ = os.RemoveAll(filepath.Join(s.dir, "tmp"))
+	if err := s.emptyTmp(); err != nil {
+		return err
+	}
+	return s.ensureDirs()
+}
+
+// ensureDirs creates the directories that do not exist yet.
+func (s *Store) ensureDirs() error {
 	for _, d := range []string{"tmp", "corrupt"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o750); err != nil {
 			return fmt.Errorf("mailstore: %w", err)
@@ -202,6 +240,7 @@ func (s *Store) makeDirs() error {
 
 // Close closes the store. It is idempotent; it wakes every Changed waiter.
 func (s *Store) Close() error {
+	s.closeSpool()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -226,6 +265,7 @@ func (s *Store) Wipe() error {
 	if err := s.idleLocked(); err != nil {
 		return err
 	}
+	s.spoolReset()
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if err := tx.DeleteBucket(b); err != nil {
