@@ -53,9 +53,9 @@ var bktSpool = []byte("spool") // id -> spooled file name in tmp/ (not yet synce
 
 const (
 	// flushDelay is how long a spooled name waits at most for the background flush.
-	flushDelay = time.Second
+	flushDelay = 5 * time.Second
 	// flushMax pending names start a flush at once.
-	flushMax = 4096
+	flushMax = 8192
 )
 
 // spooledBody is a committed body whose final name is not known durable yet.
