@@ -45,9 +45,11 @@
 //
 // # Durability
 //
-// Accept returns only after the body file is fsynced and renamed, its directory
-// fsynced, and the bbolt transaction holding its metadata and "new" event has
-// committed (bbolt fsyncs on commit). The caller may answer SMTP 250 after that.
+// Accept returns only after the body file is fsynced under its spooled name in tmp/,
+// tmp/ fsynced, the file linked to its final name, and the bbolt transaction holding
+// its metadata, its "new" event and its spooled name has committed (bbolt fsyncs on
+// commit). The final name's directory is fsynced later, in the background, before the
+// spooled name goes; Open links what a crash left (spool.go). The caller may answer SMTP 250 after that.
 // Concurrent Accepts and body commits share that transaction and the directory
 // fsyncs (group commit, group.go): each caller is woken only after the commit of
 // the batch it was in, and a lone caller is never delayed waiting for others.

@@ -16,8 +16,9 @@ import (
 //  1. in one bbolt read-write transaction, apply runs for every member, in queue
 //     order (an Accept takes its sequence number here, so IDs and events stay
 //     contiguous per origin, as with one transaction each);
-//  2. place runs for every member (an Accept renames its spooled body to the
-//     final path of the ID it just got), still inside the transaction;
+//  2. place runs for every member (an Accept hard-links its spooled body to the
+//     final path of the ID it just got and names tmp/ to sync, spool.go), still
+//     inside the transaction;
 //  3. every distinct directory the members named is fsynced, once per batch (all at
 //     once, so that the file system can serve them with one journal commit), and
 //     each member's own fsync (an Accept's body, started before it queued) is
@@ -53,7 +54,7 @@ type commitReq struct {
 	// scratch each time and touch nothing outside tx.
 	apply func(tx *bolt.Tx) error
 	// place, when set, moves the member's files into place after every apply
-	// succeeded and returns the directory to sync (an Accept's rename). unplace
+	// succeeded and returns the directory to sync (an Accept's link; tmp/). unplace
 	// undoes it for a rerun of the batch; drop removes what place put when the
 	// batch failed as a whole.
 	place   func() (dir string, err error)
