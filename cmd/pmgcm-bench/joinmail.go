@@ -77,10 +77,7 @@ func (b *bencher) joinMail(ctx context.Context) error {
 	}
 	admitted := time.Since(start)
 	var last string
-	// Polled every joinMailPoll: each status call reads every node's row live (one TLS
-	// call per member), so polling at 100 Hz would itself load the four nodes that share
-	// the machine's cores with the join it measures.
-	err = testutil.WaitEvery(ctx, fresh.name+" in state A with every message", 300*time.Second, joinMailPoll, func() error {
+	err = testutil.WaitEvery(ctx, fresh.name+" in state A with every message", 300*time.Second, 10*time.Millisecond, func() error {
 		octx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		st, err := fresh.client.Status(octx)
@@ -244,7 +241,3 @@ func procCPUSeconds(pid int) (float64, error) {
 	const clkTck = 100 // USER_HZ on Linux
 	return (ut + st) / clkTck, nil
 }
-
-// joinMailPoll is how often join_mail asks the joining node's status: the resolution of
-// its active_ms.
-const joinMailPoll = 100 * time.Millisecond
