@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -55,16 +56,11 @@ func TestReadBatchJoinsARoundStartedAfterIt(t *testing.T) {
 	joined.Wait()
 	// The waiting reads must have entered index before round 1 ends; poll until every
 	// one of them holds the pending round (they block on it).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Poll(t, "the waiting reads hold the next round", 10*time.Second, testutil.Cond(func() bool {
 		b.mu.Lock()
-		pending := b.next != nil
-		b.mu.Unlock()
-		if pending || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer b.mu.Unlock()
+		return b.next != nil
+	}))
 	release <- struct{}{} // round 1 ends
 	if idx := <-first; idx != 10 {
 		t.Fatalf("first read got %d, want 10 (round 1)", idx)

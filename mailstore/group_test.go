@@ -15,6 +15,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // gate blocks the committer's first batch until release is closed, so that the
@@ -52,19 +54,15 @@ func (g *gate) batchSizes() []int {
 // waitQueued waits until n requests wait in s's commit queue.
 func waitQueued(t *testing.T, s *Store, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Poll(t, fmt.Sprintf("%d requests queued", n), 10*time.Second, func() error {
 		s.gc.mu.Lock()
 		q := len(s.gc.queue)
 		s.gc.mu.Unlock()
-		if q >= n {
-			return
+		if q < n {
+			return fmt.Errorf("%d requests queued", q)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests queued, want %d", q, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // checkBody fails unless the body of m on s is stored, indexed and intact.

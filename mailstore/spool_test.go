@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // spoolState is how a crash may leave an acknowledged message's names on a file system
@@ -143,13 +146,12 @@ func TestSpoolFlush(t *testing.T) {
 	if n := spoolEntries(t, s); n != 5 {
 		t.Fatalf("%d spool entries before the flush, want 5", n)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for spoolEntries(t, s) != 0 || tmpCount(dir) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("background flush did not run: %d entries, %d spooled files", spoolEntries(t, s), tmpCount(dir))
+	testutil.Poll(t, "the background flush", 10*time.Second, func() error {
+		if e, n := spoolEntries(t, s), tmpCount(dir); e != 0 || n != 0 {
+			return fmt.Errorf("%d entries, %d spooled files", e, n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	for i, id := range ids {
 		if got := readBody(t, s, id); !bytes.Equal(got, raws[i]) {
 			t.Fatalf("body %s after the flush differs", id)

@@ -75,16 +75,20 @@ func testCluster(t *testing.T, size int, tune func(*Config)) []*Node {
 func leaderOf(t *testing.T, nodes []*Node, skip *Node, within time.Duration) (*Node, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	for time.Since(start) < within {
+	var leader *Node
+	err := testutil.WaitEvery(context.Background(), "a leader among the other nodes", within, 5*time.Millisecond, testutil.Cond(func() bool {
 		for _, n := range nodes {
 			if n != skip && n.IsLeader() {
-				return n, time.Since(start)
+				leader = n
+				return true
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		return false
+	}))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no leader among the other nodes within %s", within)
-	return nil, 0
+	return leader, time.Since(start)
 }
 
 // TestCloseHandsLeadershipOver: Close on the leader of a 3-node cluster hands leadership
