@@ -65,6 +65,45 @@ func waitQueued(t *testing.T, s *Store, n int) {
 	})
 }
 
+// acceptResult is what an Accept started by acceptAsync returned, with the message it sent.
+type acceptResult struct {
+	meta Meta
+	raw  []byte
+	err  error
+}
+
+// acceptAsync starts an Accept on s of a new message of about size bytes; its result goes
+// to results.
+func acceptAsync(s *Store, subject string, size int, results chan<- acceptResult) {
+	raw := message(subject, size)
+	go func() {
+		m, err := s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(raw))
+		results <- acceptResult{m, raw, err}
+	}()
+}
+
+// ackedOrClosed collects n results of Accepts that met a Close and returns the
+// acknowledged ones; an error other than ErrClosed fails t, and so does an Accept that has
+// not returned within 10 s.
+func ackedOrClosed(t *testing.T, results <-chan acceptResult, n int) []acceptResult {
+	t.Helper()
+	var acked []acceptResult
+	for i := 0; i < n; i++ {
+		select {
+		case r := <-results:
+			switch {
+			case r.err == nil:
+				acked = append(acked, r)
+			case !errors.Is(r.err, ErrClosed):
+				t.Fatalf("accept: %v, want nil or ErrClosed", r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("an Accept hangs after Close")
+		}
+	}
+	return acked
+}
+
 // checkBody fails unless the body of m on s is stored, indexed and intact.
 func checkBody(t *testing.T, s *Store, m Meta, raw []byte) {
 	t.Helper()
@@ -188,12 +227,7 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 	s := openStore(t, dir, &cid, nil)
 	g := newGate(s)
 	var wg sync.WaitGroup
-	type result struct {
-		meta Meta
-		raw  []byte
-		err  error
-	}
-	results := make(chan result, 16)
+	results := make(chan acceptResult, 16)
 	// Batch 2 is [accept, failApply, accept, failPlace, accept, failReady, accept].
 	acceptAsync := func() {
 		raw := message("ok", 2000)
@@ -201,7 +235,7 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			m, err := s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(raw))
-			results <- result{m, raw, err}
+			results <- acceptResult{m, raw, err}
 		}()
 	}
 	// A member whose apply writes to the index, then fails: its writes must not
@@ -252,7 +286,7 @@ func TestGroupCommitMemberErrorAcksOnlyTheOthers(t *testing.T) {
 		}
 	}
 	close(results)
-	var ok []result
+	var ok []acceptResult
 	for r := range results {
 		if r.err != nil {
 			t.Fatalf("accept failed with another member's error: %v", r.err)
@@ -346,24 +380,12 @@ func TestGroupCommitCloseWhilePending(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(5)
-	s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir, &cid, nil)
 	g := newGate(s)
 	const n = 8
-	type result struct {
-		meta Meta
-		raw  []byte
-		err  error
-	}
-	results := make(chan result, n)
+	results := make(chan acceptResult, n)
 	for i := 0; i < n; i++ {
-		raw := message("c", 1000)
-		go func() {
-			m, err := s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(raw))
-			results <- result{m, raw, err}
-		}()
+		acceptAsync(s, "c", 1000, results)
 		if i == 0 {
 			<-g.entered
 		}
@@ -380,21 +402,7 @@ func TestGroupCommitCloseWhilePending(t *testing.T) {
 		t.Fatal("Close blocked by a pending batch that holds no lock")
 	}
 	close(g.release)
-	var acked []result
-	for i := 0; i < n; i++ {
-		select {
-		case r := <-results:
-			switch {
-			case r.err == nil:
-				acked = append(acked, r)
-			case errors.Is(r.err, ErrClosed):
-			default:
-				t.Fatalf("accept: %v, want nil or ErrClosed", r.err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("an Accept hangs after Close")
-		}
-	}
+	acked := ackedOrClosed(t, results, n)
 	if len(acked) != 0 {
 		t.Fatalf("%d accepts acknowledged after Close", len(acked))
 	}
@@ -410,10 +418,7 @@ func TestGroupCommitCloseDuringCommit(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(6)
-	s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir, &cid, nil)
 	inTx := make(chan struct{})
 	release := make(chan struct{})
 	blocker := make(chan error, 1)
@@ -426,18 +431,9 @@ func TestGroupCommitCloseDuringCommit(t *testing.T) {
 	}()
 	<-inTx
 	const n = 6
-	type result struct {
-		meta Meta
-		raw  []byte
-		err  error
-	}
-	results := make(chan result, n)
+	results := make(chan acceptResult, n)
 	for i := 0; i < n; i++ {
-		raw := message("d", 1500)
-		go func() {
-			m, err := s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(raw))
-			results <- result{m, raw, err}
-		}()
+		acceptAsync(s, "d", 1500, results)
 	}
 	waitQueued(t, s, n)
 	closed := make(chan error, 1)
@@ -449,16 +445,7 @@ func TestGroupCommitCloseDuringCommit(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
-	var acked []result
-	for i := 0; i < n; i++ {
-		r := <-results
-		switch {
-		case r.err == nil:
-			acked = append(acked, r)
-		case !errors.Is(r.err, ErrClosed):
-			t.Fatalf("accept: %v, want nil or ErrClosed", r.err)
-		}
-	}
+	acked := ackedOrClosed(t, results, n)
 	s2 := openStore(t, dir, &cid, nil)
 	for _, r := range acked {
 		checkBody(t, s2, r.meta, r.raw)

@@ -164,10 +164,7 @@ func TestSpoolCloseAndWipe(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(7)
-	s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir, &cid, nil)
 	accept(t, s, message("a", 500))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -200,10 +197,7 @@ func TestSpoolOpensOldIndex(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(8)
-	s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir, &cid, nil)
 	raw := message("old", 800)
 	m := accept(t, s, raw)
 	if err := s.Close(); err != nil {
