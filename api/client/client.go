@@ -403,6 +403,12 @@ func (c *Client) transportError(method, path string, err error) error {
 			"the change may or may not have been made; check (pmgcm config get, pmgcm status), or retry on another node",
 			method, path, c.socketPath, err)
 	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%s %s: the daemon at %s closed the connection before it answered (%w); "+
+			"it may be stopping, or holding as many control connections as it takes (see its log): try again",
+			method, path, c.socketPath, err)
+	}
 	return fmt.Errorf("%s %s: %w", method, path, err)
 }
 

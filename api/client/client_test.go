@@ -359,3 +359,34 @@ func TestUserAgent(t *testing.T) {
 		t.Errorf("User-Agent %q, want pmgcm/1.2.3", ua)
 	}
 }
+
+// TestClientConnectionClosed: a daemon that closes the connection without an answer (at
+// its connection cap with no lingering slot free, or stopping) gives an error that says
+// so and what to do, for reads and for changes.
+func TestClientConnectionClosed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = conn.Close()
+		}
+	}()
+	c := New(path)
+	_, err = c.Status(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "closed the connection before it answered") ||
+		!strings.Contains(err.Error(), "try again") {
+		t.Errorf("status from a daemon that closes: %v", err)
+	}
+	_, err = c.Create(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "may or may not have been made") {
+		t.Errorf("create from a daemon that closes: %v", err)
+	}
+}

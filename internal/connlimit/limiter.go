@@ -42,7 +42,9 @@ type Config struct {
 	MaxLifetime time.Duration
 	// Refuse, if set, is given each connection that Listen refuses, with the reason
 	// (ErrTotal or ErrPerSource), before it is closed. It runs in the accept loop: it must
-	// not block (it has a write deadline of RefuseTimeout set).
+	// not block (it has a write deadline of RefuseTimeout set). The connection is then
+	// closed lingering: what the client sends is read for up to LingerTimeout, so that
+	// the answer reaches a client that writes before it reads (HTTP).
 	Refuse func(c net.Conn, reason error)
 	// Logger receives the refusal summaries (warn) and the timeouts (debug); nil discards.
 	Logger hclog.Logger
@@ -58,6 +60,8 @@ const RefuseTimeout = 200 * time.Millisecond
 type Limiter struct {
 	cfg Config
 	log *refusalLog
+	// lingering holds a token per refused connection being closed (closeRefused).
+	lingering chan struct{}
 
 	mu    sync.Mutex
 	total int
@@ -82,9 +86,10 @@ func New(cfg Config) (*Limiter, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	return &Limiter{
-		cfg: cfg,
-		per: make(map[netip.Addr]int),
-		log: newRefusalLog(cfg.Logger, cfg.Name, cfg.Max, cfg.MaxPerSource, cfg.LogInterval),
+		cfg:       cfg,
+		per:       make(map[netip.Addr]int),
+		lingering: make(chan struct{}, min(max(cfg.Max/4, 1), maxLingering)),
+		log:       newRefusalLog(cfg.Logger, cfg.Name, cfg.Max, cfg.MaxPerSource, cfg.LogInterval),
 	}, nil
 }
 

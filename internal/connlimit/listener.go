@@ -1,6 +1,7 @@
 package connlimit
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -9,8 +10,9 @@ import (
 
 // Listen wraps ln: every connection its Accept returns holds a slot of l until it is
 // closed, and is closed by the limiter once idle for Config.IdleTimeout or open for
-// Config.MaxLifetime. A connection over a cap is given to Config.Refuse and closed;
-// Accept then waits for the next one. Closing the returned listener closes ln (not l).
+// Config.MaxLifetime. A connection over a cap is given to Config.Refuse and closed
+// (lingering, see closeRefused); Accept then waits for the next one. Closing the
+// returned listener closes ln (not l).
 func (l *Limiter) Listen(ln net.Listener) net.Listener {
 	return &listener{Listener: ln, l: l}
 }
@@ -31,12 +33,51 @@ func (ln *listener) Accept() (net.Conn, error) {
 			if f := ln.l.cfg.Refuse; f != nil {
 				_ = c.SetWriteDeadline(time.Now().Add(RefuseTimeout))
 				f(c, err)
+				ln.l.closeRefused(c)
+				continue
 			}
 			_ = c.Close()
 			continue
 		}
 		return ln.l.wrap(c, release), nil
 	}
+}
+
+// The lingering close of a refused connection.
+const (
+	// LingerTimeout bounds how long a refused connection is read (and what it sent
+	// discarded) before it is closed.
+	LingerTimeout = time.Second
+	// lingerMaxBytes bounds what is read from a refused connection.
+	lingerMaxBytes = 64 << 10
+	// maxLingering bounds the refused connections lingering at once per listener.
+	maxLingering = 16
+)
+
+// closeRefused closes c, which Config.Refuse has answered. A client such as an HTTP
+// client writes its request while the answer is on its way; closed at once, c would
+// make that write fail (EPIPE on a unix socket, a reset on TCP that can discard the
+// answer from the client's buffer), and the client would see a broken pipe instead of
+// the reason. So c's write side is shut, what the client sends is read and discarded
+// until it closes, for up to LingerTimeout and lingerMaxBytes, and c is closed then, in
+// a goroutine of its own. At most a few connections linger at once (a flood must not
+// hold descriptors); past that, c is closed at once.
+func (l *Limiter) closeRefused(c net.Conn) {
+	select {
+	case l.lingering <- struct{}{}:
+	default:
+		_ = c.Close()
+		return
+	}
+	go func() {
+		defer func() { <-l.lingering }()
+		defer c.Close()
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(LingerTimeout))
+		_, _ = io.CopyN(io.Discard, c, lingerMaxBytes)
+	}()
 }
 
 // wrap returns c holding the slot that release gives back, with its timers started.
