@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -360,8 +361,8 @@ func TestUserAgent(t *testing.T) {
 	}
 }
 
-// TestClientConnectionClosed: a daemon that closes the connection without an answer (at
-// its connection cap with no lingering slot free, or stopping) gives an error that says
+// TestClientConnectionClosed: a daemon that closes the connection without an answer to
+// the request it read (stopping) gives an error that says
 // so and what to do, for reads and for changes.
 func TestClientConnectionClosed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.sock")
@@ -376,7 +377,18 @@ func TestClientConnectionClosed(t *testing.T) {
 			if err != nil {
 				return
 			}
-			_ = conn.Close()
+			// Read the request, then close without an answer.
+			go func() {
+				defer conn.Close()
+				_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(conn)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						return
+					}
+				}
+			}()
 		}
 	}()
 	c := New(path)
