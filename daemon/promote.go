@@ -42,8 +42,8 @@ type promoter struct {
 	// addr is this node's cluster address.
 	addr         string
 	electionWait time.Duration
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn *memberTurn
 	// bg and stopContext are the daemon's background tasks and their context.
 	bg          *sync.WaitGroup
 	stopContext func() (context.Context, context.CancelFunc)
@@ -65,7 +65,7 @@ func newPromoter(d *Daemon) *promoter {
 	return &promoter{
 		writes: d.writes, fsm: d.fsm, logger: d.logger, stat: d.stat, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
-		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust, maint: d.maint,
+		turn: &d.memberTurn, bg: &d.bg, stopContext: d.stopContext, trust: d.trust, maint: d.maint,
 	}
 }
 
@@ -257,7 +257,10 @@ func (p *promoter) checkSurvivors(ctx context.Context) error {
 // a new epoch in which it is the only member of the current epoch: every other member is
 // fenced, and removeCID (if not 0) is dropped. It returns the fenced CIDs and the epoch.
 func (p *promoter) forceRecover(ctx context.Context, removeCID uint64) ([]uint64, uint64, error) {
-	p.memberMu.Lock()
+	release, err := p.turn.take(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
 	cl := p.fsm.Cluster()
 	me := p.self()
 	epoch := cl.Epoch + 1
@@ -266,18 +269,20 @@ func (p *promoter) forceRecover(ctx context.Context, removeCID uint64) ([]uint64
 	// changes nothing (voterReconciler.reconcile), and a restart finishes the promotion
 	// (finishPendingEpoch).
 	me.PendingEpoch = epoch
-	err := p.host.setSelf(me)
+	err = p.host.setSelf(me)
 	// Not held across the recovery: it waits for a leader term that is ending, whose
-	// voter duty may be waiting for memberMu.
-	p.memberMu.Unlock()
+	// voter duty may have the turn.
+	release()
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := p.raft().ForceRecover(); err != nil {
 		return nil, 0, p.host.raftOpenErr(err)
 	}
-	p.memberMu.Lock()
-	defer p.memberMu.Unlock()
+	if release, err = p.turn.take(ctx); err != nil {
+		return nil, 0, fmt.Errorf("forced promotion to epoch %d: %w; it is finished when pmgclusterd restarts", epoch, err)
+	}
+	defer release()
 	return p.commitEpoch(ctx, epoch, removeCID)
 }
 
@@ -339,8 +344,11 @@ func (p *promoter) finishPendingEpoch() {
 // transferTo makes member cid a voter if it is not one, keeping the voter policy by
 // demoting another voter if the count would be even, then hands it leadership.
 func (p *promoter) transferTo(ctx context.Context, cid uint64) error {
-	p.memberMu.Lock()
-	defer p.memberMu.Unlock()
+	release, err := p.turn.take(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	n := p.raft()
 	if !n.IsLeader() {
 		return raftnode.ErrNotLeader
