@@ -35,6 +35,9 @@ type promoter struct {
 	raft func() *raftnode.Node
 	// peer is the cluster RPC client (made by openRPC).
 	peer func() *cluster.Client
+	// transfer asks the master at addr to hand leadership to cid (askTransfer; a test
+	// answers in its place).
+	transfer func(ctx context.Context, addr string, cid uint64) error
 	// voters carries out voter plans (a transfer target is made a voter first).
 	voters *voterReconciler
 	// self is this node's identity file.
@@ -62,11 +65,13 @@ type promoteHost interface {
 
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
 func newPromoter(d *Daemon) *promoter {
-	return &promoter{
+	p := &promoter{
 		writes: d.writes, fsm: d.fsm, logger: d.logger, stat: d.stat, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
 		turn: &d.memberTurn, bg: &d.bg, stopContext: d.stopContext, trust: d.trust, maint: d.maint,
 	}
+	p.transfer = p.askTransfer
+	return p
 }
 
 // promote makes this node the master: with a live master by leadership transfer (making
@@ -115,7 +120,7 @@ search:
 		if leader, err := p.writes.leaderAddr(); err == nil && leader != p.addr {
 			_, prevID := p.raft().Leader()
 			asked = leader
-			err := p.askTransfer(sctx, leader, me.CID)
+			err := p.transfer(sctx, leader, me.CID)
 			if err == nil {
 				if err := p.waitSelfLeader(ctx); err != nil {
 					return nil, err
