@@ -98,8 +98,16 @@ func TestHaltedMasterHandsOverToVoter(t *testing.T) {
 	})
 }
 
+// steadyTimers are Raft timers that a loaded 2-core machine (the race detector, other
+// packages' tests) does not trip: with 100 ms, a two-voter Raft lost its leader for
+// longer than an election at times.
+func steadyTimers(rc *raftnode.Config) {
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
+}
+
 // twoVoters is leaderDaemon (cid 1, leading, answered by rt) with a second voter: a
 // Raft node of cid 2, on 127.0.0.2, with its own state machine, caught up with cid 1.
+// Both run steadyTimers.
 func twoVoters(t *testing.T, rt http.RoundTripper) (*Daemon, *raftnode.Node, fsm.Member) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.2:0")
@@ -111,11 +119,11 @@ func twoVoters(t *testing.T, rt http.RoundTripper) (*Daemon, *raftnode.Node, fsm
 	p, _ := strconv.Atoi(port)
 	two := testMember(2, fsm.Voter)
 	two.IP, two.Port = host, p
-	d := leaderDaemon(t, rt, testMember(1, fsm.Voter), two)
+	d := leaderDaemonOf(t, rt, testCreate(), steadyTimers, testMember(1, fsm.Voter), two)
 
 	rc := raftnode.DefaultConfig()
 	rc.Dir, rc.LocalID, rc.Address = t.TempDir(), "2", raft.ServerAddress(ln.Addr().String())
-	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	steadyTimers(&rc)
 	f2 := fsm.New()
 	n2, err := raftnode.New(rc, f2, func() raft.StreamLayer { return layer })
 	if err != nil {

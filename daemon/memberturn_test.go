@@ -165,7 +165,7 @@ func TestConcurrentAdmissions(t *testing.T) {
 	token := joinToken(ca.KeyPEM, salt)
 	d := leaderDaemonOf(t, levelAnswer, fsm.CreateCluster{ClusterID: "c-1", CreatedAt: time.Unix(1, 0).UTC(),
 		CACertPEM: ca.CertPEM, CAKeyPEM: ca.KeyPEM, JoinTokenSalt: salt, JoinTokenHash: hashToken(token)},
-		testMember(1, fsm.Voter))
+		nil, testMember(1, fsm.Voter))
 	d.versions = newVersionKeeper(d)
 	d.admitter = newAdmitter(d)
 	key, _, err := transport.NewKey()

@@ -35,15 +35,20 @@ func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f
 // this node), and an RPC client that rt answers.
 func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Daemon {
 	t.Helper()
-	return leaderDaemonOf(t, rt, fsm.CreateCluster{ClusterID: "c-1", CreatedAt: time.Unix(1, 0).UTC(),
+	return leaderDaemonOf(t, rt, testCreate(), nil, members...)
+}
+
+// testCreate is the cluster of leaderDaemon: a CA and a join token of placeholders.
+func testCreate() fsm.CreateCluster {
+	return fsm.CreateCluster{ClusterID: "c-1", CreatedAt: time.Unix(1, 0).UTC(),
 		CACertPEM:     []byte("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"),
 		CAKeyPEM:      []byte("-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n"),
-		JoinTokenSalt: []byte("salt"), JoinTokenHash: make([]byte, 32)}, members...)
+		JoinTokenSalt: []byte("salt"), JoinTokenHash: make([]byte, 32)}
 }
 
 // leaderDaemonOf is leaderDaemon with the cluster that create makes (its founder is
-// members[0]).
-func leaderDaemonOf(t *testing.T, rt http.RoundTripper, create fsm.CreateCluster, members ...fsm.Member) *Daemon {
+// members[0]) and, if tune is not nil, Raft timers of its choosing.
+func leaderDaemonOf(t *testing.T, rt http.RoundTripper, create fsm.CreateCluster, tune func(*raftnode.Config), members ...fsm.Member) *Daemon {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,6 +61,9 @@ func leaderDaemonOf(t *testing.T, rt http.RoundTripper, create fsm.CreateCluster
 	rc := raftnode.DefaultConfig()
 	rc.Dir, rc.LocalID, rc.Address, rc.Bootstrap = t.TempDir(), "1", raft.ServerAddress(ln.Addr().String()), true
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	if tune != nil {
+		tune(&rc)
+	}
 	n, err := raftnode.New(rc, d.fsm, func() raft.StreamLayer { return layer })
 	if err != nil {
 		t.Fatal(err)
