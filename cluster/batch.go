@@ -14,6 +14,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/sharedop"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -279,13 +280,11 @@ func (b *Batcher) startLocked() {
 // waits for a master until a caller's own deadline could only answer that caller
 // "unknown outcome"; ended in time, it answers what the forwarder found (no quorum, say).
 func batchDeadline(batch []*batchCall, now time.Time) time.Time {
-	d := now.Add(batchTimeout)
+	var earliest time.Time
 	for _, c := range batch {
-		if !c.deadline.IsZero() && c.deadline.Add(-batchAnswerMargin).Before(d) {
-			d = c.deadline.Add(-batchAnswerMargin)
-		}
+		earliest = sharedop.Earliest(earliest, c.deadline)
 	}
-	return d
+	return sharedop.Deadline(now, batchTimeout, earliest, batchAnswerMargin)
 }
 
 // batchAnswerMargin is how long before a caller's deadline its batch ends.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/ctxwait"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -84,7 +85,7 @@ func OnMaster[T any](ctx context.Context, f *Forwarder, local, forward func() (T
 		}
 		// This node is the master again, or still is while it hands over (a leadership
 		// transfer refuses proposals): look again shortly rather than spin.
-		if err := pause(ctx, 20*time.Millisecond); err != nil {
+		if err := ctxwait.Pause(ctx, 20*time.Millisecond); err != nil {
 			return out, fmt.Errorf("%w: %v", raftnode.ErrNoLeader, err)
 		}
 	}
@@ -282,17 +283,5 @@ func (f *Forwarder) WaitLeaderAddr(ctx context.Context) (string, error) {
 		if err := waitChange(ctx, changed, 0); err != nil {
 			return "", f.noQuorum()
 		}
-	}
-}
-
-// pause waits for d, or until ctx ends (its error).
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

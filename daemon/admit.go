@@ -9,7 +9,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,8 +28,8 @@ type admitter struct {
 	logger hclog.Logger
 	// writes commits the new member and reads linearizably (rpc.go).
 	writes *writer
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn     *memberTurn
 	versions *versionKeeper
 	voters   *voterReconciler
 	// limits holds the join throttle (joinTokens).
@@ -52,7 +51,7 @@ type admitter struct {
 // voter reconciler and joiner are made.
 func newAdmitter(d *Daemon) *admitter {
 	return &admitter{
-		fsm: d.fsm, logger: d.logger, writes: d.writes, memberMu: &d.memberMu, versions: d.versions, voters: d.voters,
+		fsm: d.fsm, logger: d.logger, writes: d.writes, turn: &d.memberTurn, versions: d.versions, voters: d.voters,
 		limits: d.limits, joiner: d.joiner, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		addr: d.cfg.Addr(), checkServing: d.checkServing,
@@ -159,8 +158,11 @@ func memberClash(members []fsm.Member, name, ip string) error {
 
 // admitHere admits a joining node on this node, the master.
 func (a *admitter) admitHere(ctx context.Context, req cluster.AdmitRequest) (*cluster.Admission, error) {
-	a.memberMu.Lock()
-	defer a.memberMu.Unlock()
+	release, err := a.turn.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	cl := a.fsm.Cluster()
 	if err := a.versions.checkJoinLevel(req); err != nil {
 		return nil, err

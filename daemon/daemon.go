@@ -75,8 +75,8 @@ type Daemon struct {
 
 	// gate admits one identity-changing operation at a time (create, join, ...).
 	gate opGate
-	// memberMu serializes membership changes on the master (admit, delete, voters).
-	memberMu sync.Mutex
+	// memberTurn serializes membership changes on the master (admit, delete, voters, ...).
+	memberTurn memberTurn
 	// catchUp is what non-voters must apply before the voter policy promotes them.
 	catchUp voterpolicy.Targets
 	// kick wakes the master's voter duty (voterReconciler.duty).

@@ -47,7 +47,9 @@ var (
 	ErrIncompatible = cluster.ErrIncompatible
 	// ErrNotMaster means an operation was refused because of which node is the master.
 	ErrNotMaster = errors.New("refused on the master")
-	// ErrBusy means another operation that changes this node's identity is under way.
+	// ErrBusy means another operation that changes this node's identity is under way,
+	// or, on the master, that a membership change gave up waiting for the one before it
+	// (memberTurn); nothing was changed, and it may be tried again.
 	ErrBusy = errors.New("this node is busy")
 	// ErrBadRequest means the request itself is malformed or names something that
 	// cannot be (an address that is no IP, a certificate of another CA): HTTP 400.

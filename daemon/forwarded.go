@@ -15,7 +15,7 @@ import (
 //
 // A forwarded apply (cluster.PathApply) is what propose sends from a node that is not
 // the master. Only these paths propose (the rest apply on the master itself, under
-// memberMu, after their own checks: admit, delete, the voter policy, forced recovery,
+// the membership turn (memberTurn), after their own checks: admit, delete, the voter policy, forced recovery,
 // sync, certificate records, the cluster version):
 //   - config set and delete (ConfigSet, ConfigDelete), from any member;
 //   - join-cmd --rotate and a delete through a master of the first release
@@ -27,7 +27,7 @@ import (
 //     its own leader and never forwards.
 //
 // So the master applies a forwarded ConfigSet, ConfigDelete, derived SetJoinToken or
-// UpdateMember that changes nothing (checked and applied under memberMu, so that it
+// UpdateMember that changes nothing (checked and applied in the membership turn, so that it
 // cannot undo a change made meanwhile), and refuses every other command with
 // ErrForbidden, changing nothing. The first release forwards only the first three
 // kinds, so it is not affected.

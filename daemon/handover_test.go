@@ -73,6 +73,43 @@ func TestHaltedMasterHandsOver(t *testing.T) {
 // halted hands leadership to the other voter (without the voter policy's suffrage
 // record, which it could not apply).
 func TestHaltedMasterHandsOverToVoter(t *testing.T) {
+	rt := roundTrip(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
+			Body: io.NopCloser(strings.NewReader(`{"cid":2,"applied_index":5}`))}, nil
+	})
+	d, n2, _ := twoVoters(t, rt)
+	d.tools.loaded = true
+	d.promoter = newPromoter(d)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res := d.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: d.fsm.AppliedIndex() + 1,
+		Data: []byte{fsm.EncodingVersion, 200, '{', '}'}}).(*fsm.Result)
+	if !errors.Is(res.Err, fsm.ErrHalted) {
+		t.Fatalf("test setup: the state machine did not halt: %v", res.Err)
+	}
+	d.stat = newStatusReporter(d)
+	mt := newMaintenance(d)
+	go mt.handoverDuty(ctx, mt.handOver)
+	testutil.Poll(t, "cid 2 master", 15*time.Second, func() error {
+		if !n2.IsLeader() {
+			return errors.New("cid 2 is not the leader")
+		}
+		return nil
+	})
+}
+
+// steadyTimers are Raft timers that a loaded 2-core machine (the race detector, other
+// packages' tests) does not trip: with 100 ms, a two-voter Raft lost its leader for
+// longer than an election at times.
+func steadyTimers(rc *raftnode.Config) {
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
+}
+
+// twoVoters is leaderDaemon (cid 1, leading, answered by rt) with a second voter: a
+// Raft node of cid 2, on 127.0.0.2, with its own state machine, caught up with cid 1.
+// Both run steadyTimers.
+func twoVoters(t *testing.T, rt http.RoundTripper) (*Daemon, *raftnode.Node, fsm.Member) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
@@ -82,17 +119,11 @@ func TestHaltedMasterHandsOverToVoter(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	two := testMember(2, fsm.Voter)
 	two.IP, two.Port = host, p
-	rt := roundTrip(func(r *http.Request) (*http.Response, error) {
-		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
-			Body: io.NopCloser(strings.NewReader(`{"cid":2,"applied_index":5}`))}, nil
-	})
-	d := leaderDaemon(t, rt, testMember(1, fsm.Voter), two)
-	d.tools.loaded = true
-	d.promoter = newPromoter(d)
+	d := leaderDaemonOf(t, rt, testCreate(), steadyTimers, testMember(1, fsm.Voter), two)
 
 	rc := raftnode.DefaultConfig()
 	rc.Dir, rc.LocalID, rc.Address = t.TempDir(), "2", raft.ServerAddress(ln.Addr().String())
-	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	steadyTimers(&rc)
 	f2 := fsm.New()
 	n2, err := raftnode.New(rc, f2, func() raft.StreamLayer { return layer })
 	if err != nil {
@@ -113,18 +144,5 @@ func TestHaltedMasterHandsOverToVoter(t *testing.T) {
 		}
 		return nil
 	})
-	res := d.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: d.fsm.AppliedIndex() + 1,
-		Data: []byte{fsm.EncodingVersion, 200, '{', '}'}}).(*fsm.Result)
-	if !errors.Is(res.Err, fsm.ErrHalted) {
-		t.Fatalf("test setup: the state machine did not halt: %v", res.Err)
-	}
-	d.stat = newStatusReporter(d)
-	mt := newMaintenance(d)
-	go mt.handoverDuty(ctx, mt.handOver)
-	testutil.Poll(t, "cid 2 master", 15*time.Second, func() error {
-		if !n2.IsLeader() {
-			return errors.New("cid 2 is not the leader")
-		}
-		return nil
-	})
+	return d, n2, two
 }

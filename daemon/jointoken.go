@@ -102,7 +102,7 @@ func (t *tokenKeeper) rotate(ctx context.Context, expires time.Time) error {
 }
 
 // rotateAfterDelete replaces the join token after a member was removed, on the master
-// (memberMu held): the removed node, which kept the CA key and the salt in its Raft
+// (in the membership turn): the removed node, which kept the CA key and the salt in its Raft
 // state until it learned of its removal, could otherwise compute the token. The new
 // token keeps the old one's expiry. It reports whether the token was rotated; a failure
 // is logged, and the operator told to rotate by hand.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -40,8 +39,8 @@ type memberOps struct {
 	// peer and fwd are the cluster RPC client and the forwarder (made by openRPC).
 	peer func() *cluster.Client
 	fwd  func() *cluster.Forwarder
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn     *memberTurn
 	tokens   *tokenKeeper
 	promoter *promoter
 	voters   *voterReconciler
@@ -63,7 +62,7 @@ type memberOpsHost interface {
 func newMemberOps(d *Daemon) *memberOps {
 	return &memberOps{
 		writes: d.writes, fsm: d.fsm, logger: d.logger, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
-		memberMu: &d.memberMu, tokens: d.tokens, promoter: d.promoter, voters: d.voters, raft: d.rn, self: d.self,
+		turn: &d.memberTurn, tokens: d.tokens, promoter: d.promoter, voters: d.voters, raft: d.rn, self: d.self,
 		electionWait: electionWait(d.cfg.Raft), host: d,
 	}
 }
@@ -109,8 +108,11 @@ func (o *memberOps) deleteMember(ctx context.Context, cid uint64, force bool) (*
 
 // deleteHere removes node cid from the cluster on this node, the master.
 func (o *memberOps) deleteHere(ctx context.Context, cid uint64) (*api.DeleteResponse, error) {
-	o.memberMu.Lock()
-	defer o.memberMu.Unlock()
+	release, err := o.turn.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	m, ok := o.fsm.Member(cid)
 	if !ok {
 		return nil, fmt.Errorf("%w: no node has cid %d", fsm.ErrUnknownMember, cid)
@@ -147,8 +149,12 @@ func (o *memberOps) forceDelete(ctx context.Context, m fsm.Member) (*api.DeleteR
 		return nil, err
 	}
 	o.logger.Warn("node deleted by forced recovery", "cid", m.CID, "name", m.Name)
-	o.memberMu.Lock()
-	rotated := o.tokens.rotateAfterDelete(ctx, m.CID)
-	o.memberMu.Unlock()
+	rotated := false
+	if release, err := o.turn.take(ctx); err != nil {
+		o.logger.Warn("join token not rotated after a delete: run pmgcm join-cmd --rotate", "cid", m.CID, "error", err)
+	} else {
+		rotated = o.tokens.rotateAfterDelete(ctx, m.CID)
+		release()
+	}
 	return &api.DeleteResponse{CID: m.CID, Name: m.Name, IP: m.IP, TokenRotated: rotated}, nil
 }

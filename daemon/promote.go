@@ -35,6 +35,9 @@ type promoter struct {
 	raft func() *raftnode.Node
 	// peer is the cluster RPC client (made by openRPC).
 	peer func() *cluster.Client
+	// transfer asks the master at addr to hand leadership to cid (askTransfer; a test
+	// answers in its place).
+	transfer func(ctx context.Context, addr string, cid uint64) error
 	// voters carries out voter plans (a transfer target is made a voter first).
 	voters *voterReconciler
 	// self is this node's identity file.
@@ -42,8 +45,8 @@ type promoter struct {
 	// addr is this node's cluster address.
 	addr         string
 	electionWait time.Duration
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn *memberTurn
 	// bg and stopContext are the daemon's background tasks and their context.
 	bg          *sync.WaitGroup
 	stopContext func() (context.Context, context.CancelFunc)
@@ -62,11 +65,13 @@ type promoteHost interface {
 
 // newPromoter returns the promoter of d, whose fsm and voter reconciler are made.
 func newPromoter(d *Daemon) *promoter {
-	return &promoter{
+	p := &promoter{
 		writes: d.writes, fsm: d.fsm, logger: d.logger, stat: d.stat, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, voters: d.voters, self: d.self, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
-		memberMu: &d.memberMu, bg: &d.bg, stopContext: d.stopContext, trust: d.trust, maint: d.maint,
+		turn: &d.memberTurn, bg: &d.bg, stopContext: d.stopContext, trust: d.trust, maint: d.maint,
 	}
+	p.transfer = p.askTransfer
+	return p
 }
 
 // promote makes this node the master: with a live master by leadership transfer (making
@@ -115,7 +120,7 @@ search:
 		if leader, err := p.writes.leaderAddr(); err == nil && leader != p.addr {
 			_, prevID := p.raft().Leader()
 			asked = leader
-			err := p.askTransfer(sctx, leader, me.CID)
+			err := p.transfer(sctx, leader, me.CID)
 			if err == nil {
 				if err := p.waitSelfLeader(ctx); err != nil {
 					return nil, err
@@ -257,7 +262,10 @@ func (p *promoter) checkSurvivors(ctx context.Context) error {
 // a new epoch in which it is the only member of the current epoch: every other member is
 // fenced, and removeCID (if not 0) is dropped. It returns the fenced CIDs and the epoch.
 func (p *promoter) forceRecover(ctx context.Context, removeCID uint64) ([]uint64, uint64, error) {
-	p.memberMu.Lock()
+	release, err := p.turn.take(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
 	cl := p.fsm.Cluster()
 	me := p.self()
 	epoch := cl.Epoch + 1
@@ -266,18 +274,20 @@ func (p *promoter) forceRecover(ctx context.Context, removeCID uint64) ([]uint64
 	// changes nothing (voterReconciler.reconcile), and a restart finishes the promotion
 	// (finishPendingEpoch).
 	me.PendingEpoch = epoch
-	err := p.host.setSelf(me)
+	err = p.host.setSelf(me)
 	// Not held across the recovery: it waits for a leader term that is ending, whose
-	// voter duty may be waiting for memberMu.
-	p.memberMu.Unlock()
+	// voter duty may have the turn.
+	release()
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := p.raft().ForceRecover(); err != nil {
 		return nil, 0, p.host.raftOpenErr(err)
 	}
-	p.memberMu.Lock()
-	defer p.memberMu.Unlock()
+	if release, err = p.turn.take(ctx); err != nil {
+		return nil, 0, fmt.Errorf("forced promotion to epoch %d: %w; it is finished when pmgclusterd restarts", epoch, err)
+	}
+	defer release()
 	return p.commitEpoch(ctx, epoch, removeCID)
 }
 
@@ -339,8 +349,11 @@ func (p *promoter) finishPendingEpoch() {
 // transferTo makes member cid a voter if it is not one, keeping the voter policy by
 // demoting another voter if the count would be even, then hands it leadership.
 func (p *promoter) transferTo(ctx context.Context, cid uint64) error {
-	p.memberMu.Lock()
-	defer p.memberMu.Unlock()
+	release, err := p.turn.take(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	n := p.raft()
 	if !n.IsLeader() {
 		return raftnode.ErrNotLeader

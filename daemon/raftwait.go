@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -45,16 +44,4 @@ func (r *raftSlot) waitApplied(ctx context.Context, index uint64) error {
 		return raftnode.ErrClosed // before Open made one
 	}
 	return n.WaitApplied(ctx, index)
-}
-
-// pause waits for d, or until ctx ends (its error).
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

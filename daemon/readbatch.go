@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pmgcm/pmgcm/internal/sharedop"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -56,8 +57,8 @@ func (b *readBatch) index(ctx context.Context) (uint64, error) {
 		b.next = &readRound{done: make(chan struct{})}
 	}
 	r := b.next
-	if d, ok := ctx.Deadline(); ok && (r.deadline.IsZero() || d.Before(r.deadline)) {
-		r.deadline = d
+	if d, ok := ctx.Deadline(); ok {
+		r.deadline = sharedop.Earliest(r.deadline, d)
 	}
 	if !b.running {
 		b.startLocked()
@@ -76,11 +77,7 @@ func (b *readBatch) startLocked() {
 	r := b.next
 	b.next = nil
 	b.running = true
-	deadline := time.Now().Add(b.timeout)
-	if !r.deadline.IsZero() && r.deadline.Add(-roundAnswerMargin).Before(deadline) {
-		deadline = r.deadline.Add(-roundAnswerMargin)
-	}
-	go b.run(r, deadline)
+	go b.run(r, sharedop.Deadline(time.Now(), b.timeout, r.deadline, roundAnswerMargin))
 }
 
 func (b *readBatch) run(r *readRound, deadline time.Time) {

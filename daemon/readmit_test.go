@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,7 +59,7 @@ func TestCheckReadmitLevel(t *testing.T) {
 // before it changes anything: the fenced member stays fenced.
 func TestReadmitHereRefusesOldBuild(t *testing.T) {
 	f := fencedCluster(t, version.LevelClusterVersion)
-	s := &syncer{fsm: f, memberMu: &sync.Mutex{}} // a refusal needs no host, no Raft
+	s := &syncer{fsm: f, turn: &memberTurn{}} // a refusal needs no host, no Raft
 	m, _ := f.Member(2)
 	_, err := s.readmitHere(context.Background(), cluster.ReadmitRequest{Fingerprint: m.Fingerprint})
 	if !errors.Is(err, ErrIncompatible) {

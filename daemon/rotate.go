@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,8 +66,8 @@ type certRenewer struct {
 	electionWait time.Duration
 	// gate admits one identity-changing operation at a time (Daemon.gate).
 	gate *opGate
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn *memberTurn
 	// peers is the membership this node trusts at the handshake (Daemon.peers).
 	peers *atomic.Pointer[peerCache]
 	// self and updateSelf read and change this node's identity file.
@@ -92,7 +91,7 @@ func newCertRenewer(d *Daemon) *certRenewer {
 		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		mux: d.mux, key: d.key, dir: d.dir, addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft),
-		gate: &d.gate, memberMu: &d.memberMu, peers: &d.peers, self: d.self, updateSelf: d.updateSelf,
+		gate: &d.gate, turn: &d.memberTurn, peers: &d.peers, self: d.self, updateSelf: d.updateSelf,
 		askPeers: d.standingW.askPeers, observe: d.metrics.observeOp,
 	}
 }
@@ -258,8 +257,11 @@ func (c *certRenewer) record(ctx context.Context, req cluster.CertRecord) (uint6
 
 // recordHere publishes a renewed certificate on this node, the master.
 func (c *certRenewer) recordHere(ctx context.Context, req cluster.CertRecord) (uint64, error) {
-	c.memberMu.Lock()
-	defer c.memberMu.Unlock()
+	release, err := c.turn.take(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	cl := c.fsm.Cluster()
 	if cl == nil {
 		return 0, ErrNoCluster

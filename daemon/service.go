@@ -29,8 +29,11 @@ func (h rpcHandler) Apply(ctx context.Context, cmd fsm.Command) (cluster.ApplyRe
 	if _, ok := cmd.(fsm.UpdateMember); ok {
 		// Membership changes on the master are serialized: the record checked unchanged
 		// stays so until it is applied.
-		h.d.memberMu.Lock()
-		defer h.d.memberMu.Unlock()
+		release, err := h.d.memberTurn.take(ctx)
+		if err != nil {
+			return cluster.ApplyResult{}, err
+		}
+		defer release()
 	}
 	if err := h.d.guard.checkForwarded(cmd); err != nil {
 		h.d.logger.Warn("refused a forwarded command", "command", cmd.Type().String(),

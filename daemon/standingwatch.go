@@ -12,6 +12,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/ctxwait"
 	"github.com/pmgcm/pmgcm/transport"
 )
 
@@ -194,7 +195,7 @@ func (w *standingWatch) run(ctx context.Context) {
 		case <-w.kick:
 		}
 		w.check(ctx)
-		if pause(ctx, standingMinGap) != nil {
+		if ctxwait.Pause(ctx, standingMinGap) != nil {
 			return
 		}
 	}

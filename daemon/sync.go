@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,8 +40,8 @@ type syncer struct {
 	peers *atomic.Pointer[peerCache]
 	// gate admits one identity-changing operation at a time (Daemon.gate).
 	gate *opGate
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn *memberTurn
 	// addr is this node's cluster address.
 	addr         string
 	electionWait time.Duration
@@ -63,7 +62,7 @@ func newSyncer(d *Daemon) *syncer {
 	return &syncer{
 		writes: d.writes, fsm: d.fsm, logger: d.logger, host: d, members: d.members, raft: d.rn,
 		peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
-		mux: d.mux, peers: &d.peers, gate: &d.gate, memberMu: &d.memberMu,
+		mux: d.mux, peers: &d.peers, gate: &d.gate, turn: &d.memberTurn,
 		addr: d.cfg.Addr(), electionWait: electionWait(d.cfg.Raft), voters: d.voters, joiner: d.joiner,
 	}
 }
@@ -186,8 +185,12 @@ func unknownCertificate(cl *fsm.Cluster) error {
 // through but the answer was lost) gets the same answer again, and the voter policy
 // adds it to Raft if it is not there yet.
 func (s *syncer) readmitHere(ctx context.Context, req cluster.ReadmitRequest) (*cluster.Admission, error) {
-	s.memberMu.Lock() // held by the version duty while it raises the version
-	defer s.memberMu.Unlock()
+	// Taken by the version duty too, while it raises the version.
+	release, err := s.turn.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	cl := s.fsm.Cluster()
 	m, ok := s.fsm.MemberByFingerprint(req.Fingerprint)
 	if !ok {

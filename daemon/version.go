@@ -41,8 +41,8 @@ type versionKeeper struct {
 	// peer is the cluster RPC client (made after the keeper, by openRPC).
 	peer       func() *cluster.Client
 	rpcTimeout time.Duration
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn *memberTurn
 	// apply commits a command on this node, the master (Daemon.applyLocal).
 	apply func(context.Context, fsm.Command) (*fsm.Result, error)
 	// onHalt is told when the state machine halts (it wakes the master's handover duty);
@@ -54,7 +54,7 @@ type versionKeeper struct {
 func newVersionKeeper(d *Daemon) *versionKeeper {
 	return &versionKeeper{
 		fsm: d.fsm, logger: d.logger, self: d.self, peer: func() *cluster.Client { return d.peer },
-		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, apply: d.writes.applyLocal,
+		rpcTimeout: d.cfg.RPCTimeout, turn: &d.memberTurn, apply: d.writes.applyLocal,
 		onHalt: d.tools.halt.fire,
 	}
 }
@@ -121,7 +121,7 @@ func (k *versionKeeper) watchHalt() {
 }
 
 // checkJoinLevel refuses a joining node whose build is below the cluster version. The
-// caller holds memberMu, which record holds to raise the version.
+// caller has the membership turn (memberTurn), which record takes to raise the version.
 func (k *versionKeeper) checkJoinLevel(req cluster.AdmitRequest) error {
 	level, v := req.Level, req.Version
 	if level == 0 {
@@ -136,7 +136,7 @@ func (k *versionKeeper) checkJoinLevel(req cluster.AdmitRequest) error {
 
 // checkReadmitLevel refuses the re-admission of fenced member m whose build (req; none
 // is release 0.1.0, level 1) is below the cluster version, naming both, as
-// checkJoinLevel does for a join. The caller holds memberMu.
+// checkJoinLevel does for a join. The caller has the membership turn.
 func checkReadmitLevel(f *fsm.FSM, m fsm.Member, req cluster.ReadmitRequest) error {
 	level, v := req.Level, req.Version
 	if level == 0 {
@@ -192,9 +192,12 @@ func (k *versionKeeper) record(ctx context.Context) error {
 		}
 		return nil
 	}
-	// memberMu: no member is admitted between the check and the record (checkJoinLevel).
-	k.memberMu.Lock()
-	defer k.memberMu.Unlock()
+	// The turn: no member is admitted between the check and the record (checkJoinLevel).
+	release, err := k.turn.take(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if !sameMembers(members, k.fsm.Members()) {
 		return nil // the members changed meanwhile; the next round asks again
 	}

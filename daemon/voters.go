@@ -25,8 +25,8 @@ type voterReconciler struct {
 	// peer is the cluster RPC client (made by openRPC).
 	peer       func() *cluster.Client
 	rpcTimeout time.Duration
-	// memberMu serializes membership changes on the master (Daemon.memberMu).
-	memberMu *sync.Mutex
+	// turn serializes membership changes on the master (Daemon.memberTurn).
+	turn *memberTurn
 	// catchUp is what non-voters must apply before the voter policy promotes them.
 	catchUp *voterpolicy.Targets
 	// self is this node's identity file (its pending epoch).
@@ -43,7 +43,7 @@ type voterReconciler struct {
 func newVoterReconciler(d *Daemon) *voterReconciler {
 	return &voterReconciler{
 		fsm: d.fsm, logger: d.logger, raft: d.rn, peer: func() *cluster.Client { return d.peer },
-		rpcTimeout: d.cfg.RPCTimeout, memberMu: &d.memberMu, catchUp: &d.catchUp, self: d.self,
+		rpcTimeout: d.cfg.RPCTimeout, turn: &d.memberTurn, catchUp: &d.catchUp, self: d.self,
 		members: d.members.active, apply: d.writes.applyLocal, kicks: d.kick,
 	}
 }
@@ -84,7 +84,7 @@ func (v *voterReconciler) duty(ctx context.Context) {
 
 // reconcile makes the Raft configuration match the members and the voter policy
 // (voterpolicy.Plan). The catch-up facts are gathered first, one RPC per waiting non-voter,
-// with no lock held; the plan is then made and carried out under memberMu from the
+// with no lock held; the plan is then made and carried out in the membership turn (memberTurn), from the
 // configuration and members as they are then.
 func (v *voterReconciler) reconcile(ctx context.Context) error {
 	n := v.raft()
@@ -96,8 +96,11 @@ func (v *voterReconciler) reconcile(ctx context.Context) error {
 	waiting := voterpolicy.Waiting(cfg, v.members())
 	applied := v.appliedIndexes(ctx, waiting)
 
-	v.memberMu.Lock()
-	defer v.memberMu.Unlock()
+	release, err := v.turn.take(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if v.self().PendingEpoch != 0 {
 		// A forced promotion is under way: the member list changes with its epoch.
 		return nil
@@ -148,7 +151,7 @@ func (v *voterReconciler) appliedIndexes(ctx context.Context, cids []uint64) map
 }
 
 // carryOut makes the changes of a voter plan, in order, on this node (the leader). The
-// caller holds memberMu.
+// caller has the membership turn.
 func (v *voterReconciler) carryOut(ctx context.Context, plan []voterpolicy.Change) error {
 	n := v.raft()
 	for _, c := range plan {

@@ -35,6 +35,21 @@ func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f
 // this node), and an RPC client that rt answers.
 func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Daemon {
 	t.Helper()
+	return leaderDaemonOf(t, rt, testCreate(), nil, members...)
+}
+
+// testCreate is the cluster of leaderDaemon: a CA and a join token of placeholders.
+func testCreate() fsm.CreateCluster {
+	return fsm.CreateCluster{ClusterID: "c-1", CreatedAt: time.Unix(1, 0).UTC(),
+		CACertPEM:     []byte("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"),
+		CAKeyPEM:      []byte("-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n"),
+		JoinTokenSalt: []byte("salt"), JoinTokenHash: make([]byte, 32)}
+}
+
+// leaderDaemonOf is leaderDaemon with the cluster that create makes (its founder is
+// members[0]) and, if tune is not nil, Raft timers of its choosing.
+func leaderDaemonOf(t *testing.T, rt http.RoundTripper, create fsm.CreateCluster, tune func(*raftnode.Config), members ...fsm.Member) *Daemon {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +61,9 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 	rc := raftnode.DefaultConfig()
 	rc.Dir, rc.LocalID, rc.Address, rc.Bootstrap = t.TempDir(), "1", raft.ServerAddress(ln.Addr().String()), true
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	if tune != nil {
+		tune(&rc)
+	}
 	n, err := raftnode.New(rc, d.fsm, func() raft.StreamLayer { return layer })
 	if err != nil {
 		t.Fatal(err)
@@ -63,11 +81,8 @@ func leaderDaemon(t *testing.T, rt http.RoundTripper, members ...fsm.Member) *Da
 	if err := waitLeader(ctx, d.rn()); err != nil {
 		t.Fatal(err)
 	}
-	founder := members[0]
-	if _, err := d.writes.applyLocal(ctx, &fsm.CreateCluster{ClusterID: "c-1", CreatedAt: time.Unix(1, 0).UTC(),
-		CACertPEM:     []byte("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"),
-		CAKeyPEM:      []byte("-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n"),
-		JoinTokenSalt: []byte("salt"), JoinTokenHash: make([]byte, 32), Founder: founder}); err != nil {
+	create.Founder = members[0]
+	if _, err := d.writes.applyLocal(ctx, &create); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range members[1:] {
@@ -84,7 +99,7 @@ func testMember(cid uint64, s fsm.Suffrage) fsm.Member {
 }
 
 // TestReconcileNoLockAcrossRPC: the master asks a non-voter how far it has applied with
-// memberMu free (a slow or hung peer must not block admit, delete or transfer), and a
+// the membership turn free (a slow or hung peer must not block admit, delete or transfer), and a
 // node that has applied nothing is not promoted.
 func TestReconcileNoLockAcrossRPC(t *testing.T) {
 	var asked, heldDuring atomic.Int32
@@ -92,10 +107,12 @@ func TestReconcileNoLockAcrossRPC(t *testing.T) {
 	rt := roundTrip(func(r *http.Request) (*http.Response, error) {
 		if r.URL.Path == cluster.PathNode {
 			asked.Add(1)
-			if !d.memberMu.TryLock() {
+			done, cancel := context.WithCancel(context.Background())
+			cancel() // take with an ended context: takes only a free turn
+			if release, err := d.memberTurn.take(done); err != nil {
 				heldDuring.Add(1)
 			} else {
-				d.memberMu.Unlock()
+				release()
 			}
 		}
 		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
@@ -112,7 +129,7 @@ func TestReconcileNoLockAcrossRPC(t *testing.T) {
 		t.Fatal("the non-voter was never asked how far it has applied")
 	}
 	if heldDuring.Load() != 0 {
-		t.Fatalf("memberMu was held across %d of %d catch-up RPCs", heldDuring.Load(), asked.Load())
+		t.Fatalf("the membership turn was held across %d of %d catch-up RPCs", heldDuring.Load(), asked.Load())
 	}
 	cfg, err := d.rn().Configuration()
 	if err != nil {

@@ -159,21 +159,69 @@ func TestCloseFollowerNoHandover(t *testing.T) {
 }
 
 // TestAbandonNoHandover: a leader that abandons Raft (it was removed or fenced) hands
-// leadership to nobody: with 2 s heartbeat timeouts, no other node leads within the
-// first second after it (a handover takes milliseconds, an election over 2 s).
+// leadership to nobody. With 2 s heartbeat timeouts, a handover makes a follower leader
+// within milliseconds, an election only after the heartbeat timeout: so no follower may
+// observe a new leader (its Raft leader observation, LeaderChanges) in the first second
+// after Abandon. The test waits on the followers' leader-change events, not by polling,
+// and it cannot pass by watching nothing: node 1 led and the followers followed it
+// before, and the same observation is seen once the followers elect a leader after the
+// window.
 func TestAbandonNoHandover(t *testing.T) {
 	nodes := testCluster(t, 3, slowElections)
-	old := nodes[0]
+	old, followers := nodes[0], nodes[1:] // three nodes: two followers, watched below
+	oldAddr, _ := old.Leader()
+	if !old.IsLeader() || oldAddr == "" {
+		t.Fatal("node 1 does not lead: there is nothing to hand over")
+	}
+	before := make([]uint64, len(followers))
+	changed := make([]<-chan struct{}, len(followers))
+	for i, n := range followers {
+		changed[i] = n.LeaderChanged()
+		before[i] = n.LeaderChanges()
+		if addr, _ := n.Leader(); addr != oldAddr {
+			t.Fatalf("%s follows %q, not node 1 (%s)", n.localID(), addr, oldAddr)
+		}
+	}
+	newLeader := func(i int) bool { return followers[i].LeaderChanges() > before[i] }
+
+	start := time.Now()
 	if err := old.Abandon(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		for _, n := range nodes[1:] {
-			if n.IsLeader() {
-				t.Fatalf("%s leads right after the leader abandoned Raft: it handed leadership over", n.localID())
+	window := time.NewTimer(time.Second - time.Since(start))
+	defer window.Stop()
+	for open := true; open; {
+		var i int
+		select {
+		case <-changed[0]:
+		case <-changed[1]:
+			i = 1
+		case <-window.C:
+			open = false
+			i = -1
+		}
+		for j := range followers {
+			if newLeader(j) {
+				addr, _ := followers[j].Leader()
+				t.Fatalf("%s saw a new leader (%q) %s after the leader abandoned Raft: it handed leadership over",
+					followers[j].localID(), addr, time.Since(start))
 			}
 		}
+		if i >= 0 {
+			// No leader, the start of an election: watch for the next observation.
+			changed[i] = followers[i].LeaderChanged()
+		}
 	}
+
+	// The observation the window watched for comes with the election after it.
+	testutil.Poll(t, "a follower elected leader after the heartbeat timeout", 30*time.Second, func() error {
+		for j, n := range followers {
+			if n.IsLeader() && newLeader(j) {
+				return nil
+			}
+		}
+		return errors.New("no follower leads yet, or it has not observed its own leadership")
+	})
 	// It can be opened again (a re-admission restarts it in place).
 	if err := old.Open(); err != nil {
 		t.Fatal(err)
