@@ -53,6 +53,10 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
 	tmp := f.Name()
+	// The spooled name exists now: an fsync of tmp/ that starts from here on makes it
+	// durable. It runs while the message is received (tmpsync.go); the batch waits
+	// for it with the body's fsync.
+	nameSynced := s.tmpSync.request()
 	h := sha256.New()
 	head := &prefixBuffer{max: maxHeader}
 	buf := copyBufs.Get().(*[]byte)
@@ -72,6 +76,9 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	waitSync := func() error {
 		if !waited {
 			syncErr, waited = <-synced, true
+			if err := nameSynced.wait(); syncErr == nil {
+				syncErr = err
+			}
 		}
 		return syncErr
 	}
@@ -95,9 +102,10 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	// The index entry and the body's names are made durable in a batch with the
 	// other Accepts and body commits of the moment (group.go, spool.go): the ID is
 	// taken in the batch transaction, which also records the spooled name; the
-	// spooled file is linked to its final name, tmp/ fsynced once for the batch and
-	// this body's own fsync awaited before the commit. groupCommit returns after
-	// the commit; the final name is synced later, in the background.
+	// spooled file is linked to its final name, and this body's own fsync and the
+	// fsync of tmp/ it asked for (tmpsync.go) are awaited before the commit.
+	// groupCommit returns after the commit; the final name is synced later, in the
+	// background.
 	name := filepath.Base(tmp)
 	var final string
 	linked := false
@@ -119,16 +127,19 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		},
 		place: func() (string, error) {
 			final = s.BodyPath(meta.ID)
-			// A file already there is an orphan of a crash before a commit (the
-			// ID is new): no record names it.
-			if err := os.Remove(final); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return "", err
+			err := os.Link(tmp, final)
+			if errors.Is(err, fs.ErrExist) {
+				// An orphan of a crash before a commit (the ID is new): no
+				// record names it.
+				if err = os.Remove(final); err == nil {
+					err = os.Link(tmp, final)
+				}
 			}
-			if err := os.Link(tmp, final); err != nil {
+			if err != nil {
 				return "", err
 			}
 			linked = true
-			return filepath.Dir(tmp), nil
+			return "", nil // tmp/ is synced by nameSynced, awaited in ready
 		},
 		unplace: func() error {
 			if err := os.Remove(final); err != nil {
