@@ -54,9 +54,8 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	}
 	tmp := f.Name()
 	// The spooled name exists now: an fsync of tmp/ that starts from here on makes it
-	// durable. It runs while the message is received (tmpsync.go); the batch waits
-	// for it with the body's fsync.
-	nameSynced := s.tmpSync.request()
+	// durable (tmpsync.go). The batch waits for it with the body's fsync.
+	nameMark := s.tmpSync.mark()
 	h := sha256.New()
 	head := &prefixBuffer{max: maxHeader}
 	buf := copyBufs.Get().(*[]byte)
@@ -67,8 +66,9 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		_ = os.Remove(tmp)
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
-	// The body's fsync runs while the message is parsed, its batch formed and
-	// its directory synced: the batch waits for it (ready) before it commits.
+	// The body's fsync and tmp/'s run while the message is parsed and its batch
+	// formed: the batch waits for both (ready) before it commits.
+	nameSynced := s.tmpSync.after(nameMark) // one started since, or a new one
 	synced := make(chan error, 1)
 	go func() { synced <- f.Sync() }()
 	var syncErr error

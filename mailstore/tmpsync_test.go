@@ -82,6 +82,36 @@ func TestDirSyncerRoundStartsAfterRequest(t *testing.T) {
 	}
 }
 
+// after(mark) shares a round that started after the mark, and only such a round: one
+// that was already running when the mark was taken is not enough.
+func TestDirSyncerAfterMark(t *testing.T) {
+	b := newBlockingSync()
+	d := &dirSyncer{dir: t.TempDir(), sync: b.sync}
+	early := d.mark()
+	r1 := d.request()
+	<-b.entered
+	late := d.mark() // taken while round 1 runs
+	if got := d.after(early); got != r1 {
+		t.Fatal("a round started after the mark was not shared")
+	}
+	r2 := d.after(late)
+	if r2 == r1 {
+		t.Fatal("a round that started before the mark was taken for one after it")
+	}
+	b.release <- nil
+	<-b.entered // round 2 starts once round 1 ended
+	if got := d.after(late); got != r2 {
+		t.Fatal("the round running since after the mark was not shared")
+	}
+	b.release <- nil
+	if err := r2.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.calls.Load(); n != 2 {
+		t.Fatalf("%d fsyncs, want 2", n)
+	}
+}
+
 // An Accept is not committed, nor acknowledged, before the fsync of tmp/ it asked for
 // returned: until the background flush, its spooled name is the body's durable name
 // (spool.go), so a commit before that fsync could leave an acknowledged message
