@@ -53,9 +53,6 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
 	tmp := f.Name()
-	// The spooled name exists now: an fsync of tmp/ that starts from here on makes it
-	// durable (tmpsync.go). The batch waits for it with the body's fsync.
-	nameMark := s.tmpSync.mark()
 	h := sha256.New()
 	head := &prefixBuffer{max: maxHeader}
 	buf := copyBufs.Get().(*[]byte)
@@ -66,9 +63,8 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		_ = os.Remove(tmp)
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
-	// The body's fsync and tmp/'s run while the message is parsed and its batch
-	// formed: the batch waits for both (ready) before it commits.
-	nameSynced := s.tmpSync.after(nameMark) // one started since, or a new one
+	// The body's fsync runs while the message is parsed, its batch formed and
+	// its directory synced: the batch waits for it (ready) before it commits.
 	synced := make(chan error, 1)
 	go func() { synced <- f.Sync() }()
 	var syncErr error
@@ -76,9 +72,6 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	waitSync := func() error {
 		if !waited {
 			syncErr, waited = <-synced, true
-			if err := nameSynced.wait(); syncErr == nil {
-				syncErr = err
-			}
 		}
 		return syncErr
 	}
@@ -102,10 +95,9 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	// The index entry and the body's names are made durable in a batch with the
 	// other Accepts and body commits of the moment (group.go, spool.go): the ID is
 	// taken in the batch transaction, which also records the spooled name; the
-	// spooled file is linked to its final name, and this body's own fsync and the
-	// fsync of tmp/ it asked for (tmpsync.go) are awaited before the commit.
-	// groupCommit returns after the commit; the final name is synced later, in the
-	// background.
+	// spooled file is linked to its final name, tmp/ fsynced once for the batch and
+	// this body's own fsync awaited before the commit. groupCommit returns after
+	// the commit; the final name is synced later, in the background.
 	name := filepath.Base(tmp)
 	var final string
 	linked := false
@@ -139,7 +131,7 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 				return "", err
 			}
 			linked = true
-			return "", nil // tmp/ is synced by nameSynced, awaited in ready
+			return filepath.Dir(tmp), nil
 		},
 		unplace: func() error {
 			if err := os.Remove(final); err != nil {

@@ -17,20 +17,20 @@ import (
 //     order (an Accept takes its sequence number here, so IDs and events stay
 //     contiguous per origin, as with one transaction each);
 //  2. place runs for every member (an Accept hard-links its spooled body to the
-//     final path of the ID it just got, spool.go), still inside the transaction;
+//     final path of the ID it just got and names tmp/ to sync, spool.go), still
+//     inside the transaction;
 //  3. every distinct directory the members named is fsynced, once per batch (all at
 //     once, so that the file system can serve them with one journal commit), and
-//     each member's own fsyncs (an Accept's body and tmp/, started before it
-//     queued, tmpsync.go) are awaited;
+//     each member's own fsync (an Accept's body, started before it queued) is
+//     awaited;
 //  4. the transaction commits (bbolt fdatasyncs its pages, then its meta page);
 //  5. the store's Changed channel is closed once (unless no member changed
 //     anything), then each caller is woken.
 //
-// An Accept starts the fsync of its body file before it queues, and asks for an
-// fsync of tmp/ (shared with the other Accepts of the moment) as soon as it has
-// created the file (concurrent fsyncs of different files proceed in parallel; on a
-// journaling file system they share a journal commit), so that they overlap the
-// commit of the batch before: a batch of Accepts syncs no directory itself. A body
+// An Accept starts the fsync of its body file before it queues (concurrent fsyncs
+// of different files proceed in parallel; on a journaling file system they share
+// a journal commit), so that it overlaps the commit of the batch before, or this
+// batch's directory syncs for a lone caller. A body
 // received from a peer is renamed to its final name by its writer, which then
 // fsyncs the file and the directory at once (BodyWriter.Commit): the bodies are
 // sharded over 256 directories, so two commits of a batch seldom share one.
@@ -54,17 +54,16 @@ type commitReq struct {
 	// scratch each time and touch nothing outside tx.
 	apply func(tx *bolt.Tx) error
 	// place, when set, moves the member's files into place after every apply
-	// succeeded and returns the directory to sync, "" for none (an Accept's link,
-	// whose tmp/ is synced by its ready). unplace
+	// succeeded and returns the directory to sync (an Accept's link; tmp/). unplace
 	// undoes it for a rerun of the batch; drop removes what place put when the
 	// batch failed as a whole.
 	place   func() (dir string, err error)
 	unplace func() error
 	drop    func()
 	// ready, when set, waits for the member's own durability work (an Accept's
-	// fsyncs of its body and of tmp/, started before it queued) and returns its
-	// error; it is called after the directory syncs, before the commit, and may be
-	// called again at a rerun (it must return the same answer).
+	// fsync of its body, started before it queued) and returns its error; it is
+	// called after the directory syncs, before the commit, and may be called again
+	// at a rerun (it must return the same answer).
 	ready func() error
 	// after, when set, runs once the batch committed, before the caller is woken
 	// (an Accept hands its spooled name to the background flush, spool.go).
@@ -175,9 +174,7 @@ func (s *Store) commitBatch(batch []*commitReq) {
 					return errMember
 				}
 				r.placed = true
-				if d != "" {
-					dirs[d] = struct{}{}
-				}
+				dirs[d] = struct{}{}
 			}
 			if err := syncDirs(dirs); err != nil {
 				return err

@@ -17,10 +17,9 @@ import (
 // An Accept writes its body to tmp/accept-* and fsyncs it (the one fsync of its own).
 // In its batch (group.go) it records the spooled name in bucket "spool" (ID -> name)
 // of the batch transaction, hard-links the spooled file to the body's final name
-// (bodies/xx/ID), and an fsync of tmp/ that started after the file was created (one
-// shared by the Accepts of the moment, tmpsync.go) ends before the batch commits.
-// The final name is not synced then: until it is, the spooled name, durable and
-// recorded in the committed index, is the body's durable name. Later, in the background (flushDelay
+// (bodies/xx/ID), and the batch fsyncs tmp/ once before it commits. The final name is
+// not synced then: until it is, the spooled name, durable and recorded in the
+// committed index, is the body's durable name. Later, in the background (flushDelay
 // after the first pending one, or at once when flushMax are pending, and at Close),
 // the body directories of the pending ones are fsynced (once each), their entries
 // deleted from the bucket in a transaction, and only then the spooled names unlinked.

@@ -145,9 +145,6 @@ type Store struct {
 
 	gc    committer // group commit of Accepts and body commits (group.go)
 	spool spooler   // spooled names of accepted bodies (spool.go)
-	// tmpSync runs the fsyncs of tmp/ that make the Accepts' spooled names durable
-	// (tmpsync.go).
-	tmpSync dirSyncer
 }
 
 // Open opens (creating it if needed) the store in dir.
@@ -163,7 +160,6 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, opts: opts, changed: make(chan struct{}), busy: map[string]struct{}{}}
 	s.spool.token = make(chan struct{}, 1)
-	s.tmpSync.dir = filepath.Join(dir, "tmp")
 	if err := recoverSwap(dir); err != nil {
 		return nil, err
 	}
