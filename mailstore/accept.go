@@ -119,12 +119,15 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		},
 		place: func() (string, error) {
 			final = s.BodyPath(meta.ID)
-			// A file already there is an orphan of a crash before a commit (the
-			// ID is new): no record names it.
-			if err := os.Remove(final); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return "", err
+			err := os.Link(tmp, final)
+			if errors.Is(err, fs.ErrExist) {
+				// An orphan of a crash before a commit (the ID is new): no
+				// record names it.
+				if err = os.Remove(final); err == nil {
+					err = os.Link(tmp, final)
+				}
 			}
-			if err := os.Link(tmp, final); err != nil {
+			if err != nil {
 				return "", err
 			}
 			linked = true
