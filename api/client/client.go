@@ -144,15 +144,17 @@ func WithUserAgent(ua string) Option {
 
 // New returns a Client for the daemon listening on socketPath. It does no I/O.
 func New(socketPath string, opts ...Option) *Client {
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socketPath)
+	}
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socketPath)
-		},
+		DialContext:        func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		DisableCompression: true,
 		MaxIdleConns:       2,
 	}
-	c := &Client{socketPath: socketPath, hc: &http.Client{Transport: tr}, userAgent: defaultUserAgent}
+	st := &sockTransport{dial: dial, fallback: tr}
+	c := &Client{socketPath: socketPath, hc: &http.Client{Transport: st}, userAgent: defaultUserAgent}
 	for _, o := range opts {
 		o(c)
 	}
