@@ -153,12 +153,19 @@ func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Re
 	if err != nil {
 		return nil, ctx.Err() == nil, fail(err)
 	}
+	if _, err = sc.br.Peek(1); err != nil {
+		// Nothing of an answer arrived: the daemon closed the connection (an idle one as the
+		// request arrived, or it stops). Only a request that changes nothing is sent again:
+		// a change may have been made.
+		closed := err == io.EOF || errors.Is(err, syscall.ECONNRESET)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // what http.ReadResponse says of an answer cut short
+		}
+		return nil, closed && ctx.Err() == nil && replayable(req), fail(err)
+	}
 	resp, err = http.ReadResponse(sc.br, req)
 	if err != nil {
-		// Nothing of an answer arrived (io.EOF, not io.ErrUnexpectedEOF): the daemon closed
-		// a kept-alive connection as the request arrived, and did not act on it.
-		closed := err == io.EOF || errors.Is(err, syscall.ECONNRESET)
-		return nil, closed && ctx.Err() == nil && replayable(req), fail(err)
+		return nil, false, fail(err)
 	}
 	keep := !resp.Close && !req.Close
 	if resp.ContentLength == 0 && len(resp.TransferEncoding) == 0 {
