@@ -41,7 +41,20 @@ const maxDirectBody = 64 << 10
 type sockConn struct {
 	c  net.Conn
 	br *bufio.Reader
-	bw *bufio.Writer
+	bw *bufio.Writer // writes to cw
+	cw countWriter
+}
+
+// countWriter counts the bytes its connection took.
+type countWriter struct {
+	c net.Conn
+	n int64
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	n, err := w.c.Write(p)
+	w.n += int64(n)
+	return n, err
 }
 
 // aLongTimeAgo is a deadline in the past: setting it ends a blocked read or write.
@@ -109,7 +122,9 @@ func (t *sockTransport) get(ctx context.Context) (sc *sockConn, reused bool, err
 	if err != nil {
 		return nil, false, err
 	}
-	return &sockConn{c: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, false, nil
+	sc = &sockConn{c: c, br: bufio.NewReader(c), cw: countWriter{c: c}}
+	sc.bw = bufio.NewWriter(&sc.cw)
+	return sc, false, nil
 }
 
 // put keeps sc for the next request, or closes it when enough are kept.
@@ -130,8 +145,9 @@ func (t *sockTransport) put(sc *sockConn) {
 }
 
 // exchange writes req on sc and reads the answer's head. retry says the request may be
-// sent again on another connection: the write failed, or the daemon closed the
-// connection with no answer to a request that is safe to repeat. sc is closed on error.
+// sent again on another connection: the daemon closed the connection before it took a
+// byte of the request, or with no answer to a request that is safe to repeat. sc is
+// closed on error.
 func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Request) (resp *http.Response, retry bool, err error) {
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
@@ -146,12 +162,13 @@ func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Re
 		}
 		return err
 	}
+	sc.cw.n = 0
 	err = req.Write(sc.bw)
 	if err == nil {
 		err = sc.bw.Flush()
 	}
 	if err != nil {
-		return nil, ctx.Err() == nil, fail(err)
+		return nil, ctx.Err() == nil && (sc.cw.n == 0 || replayable(req)), fail(err)
 	}
 	if _, err = sc.br.Peek(1); err != nil {
 		// Nothing of an answer arrived: the daemon closed the connection (an idle one as the

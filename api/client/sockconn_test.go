@@ -125,9 +125,9 @@ func TestSockTransportConcurrent(t *testing.T) {
 }
 
 // closeAfterOne is a daemon that answers the first request of each connection and then
-// closes it without saying so (Connection: close), as an idle timeout does between two
-// requests; it counts the requests it reads.
-func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64) {
+// closes it without saying so (no Connection: close), as an idle timeout does between
+// two requests; it counts the requests it reads and sends on closed once it has closed.
+func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64, closed chan struct{}) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", path)
@@ -136,6 +136,7 @@ func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64) {
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	requests = new(atomic.Int64)
+	closed = make(chan struct{}, 100)
 	go func() {
 		for {
 			conn, err := ln.Accept()
@@ -143,6 +144,7 @@ func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64) {
 				return
 			}
 			go func() {
+				defer func() { closed <- struct{}{} }()
 				defer conn.Close()
 				req, err := http.ReadRequest(bufio.NewReader(conn))
 				if err != nil {
@@ -154,23 +156,30 @@ func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64) {
 			}()
 		}
 	}()
-	return path, requests
+	return path, requests, closed
 }
 
 // TestSockTransportRetriesClosedIdle: a kept-alive connection the daemon has closed is
-// replaced without the caller seeing it, for a read and for a write (the write fails, so
-// the daemon got nothing).
+// replaced without the caller seeing it, for a read and for a write (the daemon took no
+// byte of it), and no request reaches the daemon twice.
 func TestSockTransportRetriesClosedIdle(t *testing.T) {
-	path, requests := closeAfterOne(t)
+	path, requests, closed := closeAfterOne(t)
 	c := New(path)
 	ctx := context.Background()
-	for i := 0; i < 5; i++ {
-		if _, err := c.ConfigGet(ctx, "k", ReadOptions{}); err != nil {
-			t.Fatalf("get %d: %v", i, err)
+	for i := 0; i < 6; i++ {
+		var err error
+		if i%2 == 0 {
+			_, err = c.ConfigGet(ctx, "k", ReadOptions{})
+		} else {
+			_, err = c.ConfigSet(ctx, "k", []byte("v"), WriteOptions{})
 		}
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		<-closed // the kept connection is closed before the next call
 	}
-	if n := requests.Load(); n != 5 {
-		t.Errorf("5 gets reached the daemon %d times", n)
+	if n := requests.Load(); n != 6 {
+		t.Errorf("6 calls reached the daemon %d times", n)
 	}
 }
 
