@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -40,9 +41,35 @@ const maxDirectBody = 64 << 10
 // sockConn is one connection to the socket with its buffers.
 type sockConn struct {
 	c  net.Conn
-	br *bufio.Reader
+	br *bufio.Reader // reads from lr
+	lr limitReader   // bounds the answer's head while it is read
 	bw *bufio.Writer // writes to cw
 	cw countWriter
+}
+
+// maxAnswerHead bounds the status line and headers of an answer, as net/http's
+// Transport bounds them (MaxResponseHeaderBytes).
+const maxAnswerHead = 1 << 20
+
+// errAnswerHead is what reading a head larger than maxAnswerHead gives.
+var errAnswerHead = fmt.Errorf("the daemon's answer has more than %d bytes of headers", maxAnswerHead)
+
+// limitReader reads from its connection while n, the bytes still allowed, is positive.
+type limitReader struct {
+	c net.Conn
+	n int64
+}
+
+func (r *limitReader) Read(p []byte) (int, error) {
+	if r.n <= 0 {
+		return 0, errAnswerHead
+	}
+	if int64(len(p)) > r.n {
+		p = p[:r.n]
+	}
+	n, err := r.c.Read(p)
+	r.n -= int64(n)
+	return n, err
 }
 
 // countWriter counts the bytes its connection took.
@@ -122,7 +149,8 @@ func (t *sockTransport) get(ctx context.Context) (sc *sockConn, reused bool, err
 	if err != nil {
 		return nil, false, err
 	}
-	sc = &sockConn{c: c, br: bufio.NewReader(c), cw: countWriter{c: c}}
+	sc = &sockConn{c: c, lr: limitReader{c: c}, cw: countWriter{c: c}}
+	sc.br = bufio.NewReader(&sc.lr)
 	sc.bw = bufio.NewWriter(&sc.cw)
 	return sc, false, nil
 }
@@ -170,6 +198,7 @@ func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Re
 	if err != nil {
 		return nil, ctx.Err() == nil && (sc.cw.n == 0 || replayable(req)), fail(err)
 	}
+	sc.lr.n = maxAnswerHead
 	if _, err = sc.br.Peek(1); err != nil {
 		// Nothing of an answer arrived: the daemon closed the connection (an idle one as the
 		// request arrived, or it stops). Only a request that changes nothing is sent again:
@@ -184,6 +213,7 @@ func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Re
 	if err != nil {
 		return nil, false, fail(err)
 	}
+	sc.lr.n = math.MaxInt64 // the body's size is the caller's to bound
 	keep := !resp.Close && !req.Close
 	if resp.ContentLength == 0 && len(resp.TransferEncoding) == 0 {
 		// No body (a HEAD, a 204, Content-Length: 0): the connection is free now.

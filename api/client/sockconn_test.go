@@ -330,3 +330,55 @@ func TestSockTransportLargeBody(t *testing.T) {
 		t.Errorf("daemon read %d bytes of %d", got.Load(), len(big))
 	}
 }
+
+// pipeClient returns a Client whose every connection is a pipe to a daemon that reads
+// one request and answers it with answer, then closes.
+func pipeClient(answer []byte) *Client {
+	dial := func(ctx context.Context) (net.Conn, error) {
+		c, d := net.Pipe()
+		go func() {
+			defer d.Close()
+			_ = d.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := http.ReadRequest(bufio.NewReader(d)); err != nil {
+				return
+			}
+			_, _ = d.Write(answer)
+		}()
+		return c, nil
+	}
+	return &Client{socketPath: "pipe", userAgent: defaultUserAgent,
+		hc: &http.Client{Transport: &sockTransport{dial: dial, fallback: http.DefaultTransport}}}
+}
+
+// TestSockTransportAnswerHeadBound: an answer whose headers never end is refused once
+// they pass maxAnswerHead, instead of filling memory.
+func TestSockTransportAnswerHeadBound(t *testing.T) {
+	head := []byte("HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", maxAnswerHead) + "\r\n\r\n")
+	c := pipeClient(head)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.ConfigGet(ctx, "k", ReadOptions{})
+	if !errors.Is(err, errAnswerHead) {
+		t.Errorf("answer with %d bytes of headers: %v", len(head), err)
+	}
+}
+
+// FuzzSockTransportAnswer: whatever the daemon answers, a call ends (no panic, no hang)
+// and the next call on the same Client works on.
+func FuzzSockTransportAnswer(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nX-Pmgcm-Version: 3\r\nContent-Length: 2\r\n\r\nab"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 13\r\n\r\n{\"message\":1}"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort"))
+	f.Add([]byte("HTTP/1.1 204 No Content\r\n\r\n"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		c := pipeClient(answer)
+		for i := 0; i < 2; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = c.ConfigGet(ctx, "k", ReadOptions{})
+			_, _ = c.Status(ctx)
+			cancel()
+		}
+	})
+}
