@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/synchttp"
 )
 
 // serveCounting serves h on a fresh unix socket and counts the connections it accepts.
@@ -52,9 +53,9 @@ func valueHandler(value []byte) http.Handler {
 	})
 }
 
-// TestSockTransportKeepsConnection: sequential calls share one connection; a body closed
+// TestSyncTransportKeepsConnection: sequential calls share one connection; a body closed
 // before its end costs that connection and the next call dials another.
-func TestSockTransportKeepsConnection(t *testing.T) {
+func TestSyncTransportKeepsConnection(t *testing.T) {
 	value := bytes.Repeat([]byte("v"), 300)
 	path, conns := serveCounting(t, valueHandler(value))
 	c := New(path)
@@ -93,8 +94,8 @@ func TestSockTransportKeepsConnection(t *testing.T) {
 	}
 }
 
-// TestSockTransportConcurrent: concurrent calls of one Client each get their answer.
-func TestSockTransportConcurrent(t *testing.T) {
+// TestSyncTransportConcurrent: concurrent calls of one Client each get their answer.
+func TestSyncTransportConcurrent(t *testing.T) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(api.HeaderVersion, "1")
 		_, _ = w.Write([]byte(r.URL.Query().Get("key")))
@@ -159,10 +160,10 @@ func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64, closed ch
 	return path, requests, closed
 }
 
-// TestSockTransportRetriesClosedIdle: a kept-alive connection the daemon has closed is
+// TestSyncTransportRetriesClosedIdle: a kept-alive connection the daemon has closed is
 // replaced without the caller seeing it, for a read and for a write (the daemon took no
 // byte of it), and no request reaches the daemon twice.
-func TestSockTransportRetriesClosedIdle(t *testing.T) {
+func TestSyncTransportRetriesClosedIdle(t *testing.T) {
 	path, requests, closed := closeAfterOne(t)
 	c := New(path)
 	ctx := context.Background()
@@ -222,9 +223,9 @@ func dropSecond(t *testing.T) (path string, requests *atomic.Int64) {
 	return path, requests
 }
 
-// TestSockTransportReadRepeated: a read whose kept-alive connection closes unanswered
+// TestSyncTransportReadRepeated: a read whose kept-alive connection closes unanswered
 // is sent again on a new connection.
-func TestSockTransportReadRepeated(t *testing.T) {
+func TestSyncTransportReadRepeated(t *testing.T) {
 	path, requests := dropSecond(t)
 	c := New(path)
 	ctx := context.Background()
@@ -238,9 +239,9 @@ func TestSockTransportReadRepeated(t *testing.T) {
 	}
 }
 
-// TestSockTransportWriteNotRepeated: a write whose connection closes after the daemon read
+// TestSyncTransportWriteNotRepeated: a write whose connection closes after the daemon read
 // it is not sent again: the caller learns the outcome is unknown.
-func TestSockTransportWriteNotRepeated(t *testing.T) {
+func TestSyncTransportWriteNotRepeated(t *testing.T) {
 	path, requests := dropSecond(t)
 	c := New(path)
 	ctx := context.Background()
@@ -256,9 +257,9 @@ func TestSockTransportWriteNotRepeated(t *testing.T) {
 	}
 }
 
-// TestSockTransportContext: a call to a daemon that does not answer ends with its ctx,
+// TestSyncTransportContext: a call to a daemon that does not answer ends with its ctx,
 // with an error that says so (context.DeadlineExceeded, context.Canceled).
-func TestSockTransportContext(t *testing.T) {
+func TestSyncTransportContext(t *testing.T) {
 	release := make(chan struct{})
 	arrived := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -310,9 +311,9 @@ func TestSockTransportContext(t *testing.T) {
 	}
 }
 
-// TestSockTransportLargeBody: a body above maxDirectBody goes through net/http's Transport
+// TestSyncTransportLargeBody: a body above synchttp.MaxDirectBody goes through net/http's Transport
 // and arrives whole.
-func TestSockTransportLargeBody(t *testing.T) {
+func TestSyncTransportLargeBody(t *testing.T) {
 	var got atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
@@ -322,7 +323,7 @@ func TestSockTransportLargeBody(t *testing.T) {
 	})
 	path, _ := serveCounting(t, h)
 	c := New(path)
-	big := bytes.Repeat([]byte("x"), maxDirectBody+1)
+	big := bytes.Repeat([]byte("x"), synchttp.MaxDirectBody+1)
 	if _, err := c.ConfigSet(context.Background(), "k", big, WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +335,7 @@ func TestSockTransportLargeBody(t *testing.T) {
 // pipeClient returns a Client whose every connection is a pipe to a daemon that reads
 // one request and answers it with answer, then closes.
 func pipeClient(answer []byte) *Client {
-	dial := func(ctx context.Context) (net.Conn, error) {
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
 		c, d := net.Pipe()
 		go func() {
 			defer d.Close()
@@ -347,25 +348,25 @@ func pipeClient(answer []byte) *Client {
 		return c, nil
 	}
 	return &Client{socketPath: "pipe", userAgent: defaultUserAgent,
-		hc: &http.Client{Transport: &sockTransport{dial: dial, fallback: http.DefaultTransport}}}
+		hc: &http.Client{Transport: &synchttp.Transport{Dial: dial, Fallback: http.DefaultTransport}}}
 }
 
-// TestSockTransportAnswerHeadBound: an answer whose headers never end is refused once
-// they pass maxAnswerHead, instead of filling memory.
-func TestSockTransportAnswerHeadBound(t *testing.T) {
-	head := []byte("HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", maxAnswerHead) + "\r\n\r\n")
+// TestSyncTransportAnswerHeadBound: an answer whose headers never end is refused once
+// they pass synchttp.MaxAnswerHead, instead of filling memory.
+func TestSyncTransportAnswerHeadBound(t *testing.T) {
+	head := []byte("HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", synchttp.MaxAnswerHead) + "\r\n\r\n")
 	c := pipeClient(head)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := c.ConfigGet(ctx, "k", ReadOptions{})
-	if !errors.Is(err, errAnswerHead) {
+	if !errors.Is(err, synchttp.ErrAnswerHead) {
 		t.Errorf("answer with %d bytes of headers: %v", len(head), err)
 	}
 }
 
-// FuzzSockTransportAnswer: whatever the daemon answers, a call ends (no panic, no hang)
+// FuzzSyncTransportAnswer: whatever the daemon answers, a call ends (no panic, no hang)
 // and the next call on the same Client works on.
-func FuzzSockTransportAnswer(f *testing.F) {
+func FuzzSyncTransportAnswer(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 200 OK\r\nX-Pmgcm-Version: 3\r\nContent-Length: 2\r\n\r\nab"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"))
 	f.Add([]byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 13\r\n\r\n{\"message\":1}"))

@@ -1,4 +1,15 @@
-package client
+// Package synchttp is an http.RoundTripper for HTTP/1.1 over kept-alive connections that
+// writes each request and reads its answer on the calling goroutine: one write and one
+// read per exchange, where net/http's Transport hands each request to a writer goroutine
+// and each answer back from a reader goroutine (issue 16: a third of the control-socket
+// client's CPU per linearizable read was those hand-offs). The bytes on the wire are the
+// same: the request is written by http.Request.Write and the answer parsed by
+// http.ReadResponse.
+//
+// It owns the connections it dials and nothing else; it imports nothing of this project,
+// so that api/client (a client of the control socket only) may use it as well as the
+// daemon.
+package synchttp
 
 import (
 	"bufio"
@@ -9,36 +20,47 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// sockTransport is the http.RoundTripper of a Client. A request whose body is absent or
-// small and replayable (what every call but a restore upload sends) is written and its
-// answer read on the calling goroutine, over a kept-alive connection to the socket: one
-// write and one read per exchange, where net/http's Transport hands each request to a
-// writer goroutine and each answer back from a reader goroutine (issue 16: a third of the
-// client's CPU per linearizable read was those hand-offs). The bytes on the wire are the
-// same: the request is written by http.Request.Write and the answer parsed by
-// http.ReadResponse. Any other request goes to fallback, a net/http Transport.
-type sockTransport struct {
-	dial     func(ctx context.Context) (net.Conn, error)
-	fallback http.RoundTripper
+// Transport sends a request whose body is absent or small and replayable (at most
+// MaxDirectBody, with GetBody), and that Only accepts, on the calling goroutine; any
+// other request goes to Fallback. A call is bounded by its request's ctx alone. The
+// fields are set before the first request and not changed after.
+type Transport struct {
+	// Dial connects to addr (the request URL's host).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Fallback takes the requests not sent directly; nil refuses them.
+	Fallback http.RoundTripper
+	// MaxIdlePerHost is how many idle connections are kept per host (0: 2).
+	MaxIdlePerHost int
+	// Only, when set, picks the requests sent directly among those that could be.
+	Only func(req *http.Request) bool
 
 	mu   sync.Mutex
-	idle []*sockConn // kept-alive connections, the most recently used last
+	idle map[string][]*sockConn // kept-alive connections by host, the most recently used last
 }
 
-// maxIdleSockConns is how many idle connections a Client keeps to its socket.
-const maxIdleSockConns = 2
+// ErrNoFallback is returned for a request that is not sent directly when Fallback is nil.
+var ErrNoFallback = errors.New("synchttp: request not sent directly, and no fallback transport")
 
-// maxDirectBody is the largest request body sent on the calling goroutine: it fits in
-// the socket's buffer, so writing it cannot block on a daemon that answers before it
+// maxIdle returns the idle connections kept per host.
+func (t *Transport) maxIdle() int {
+	if t.MaxIdlePerHost > 0 {
+		return t.MaxIdlePerHost
+	}
+	return 2
+}
+
+// MaxDirectBody is the largest request body sent on the calling goroutine: it fits in
+// a socket's buffer, so writing it cannot block on a server that answers before it
 // reads the body (a refusal), and the answer is then read.
-const maxDirectBody = 64 << 10
+const MaxDirectBody = 64 << 10
 
-// sockConn is one connection to the socket with its buffers.
+// sockConn is one connection with its buffers.
 type sockConn struct {
 	c  net.Conn
 	br *bufio.Reader // reads from lr
@@ -47,12 +69,12 @@ type sockConn struct {
 	cw countWriter
 }
 
-// maxAnswerHead bounds the status line and headers of an answer, as net/http's
+// MaxAnswerHead bounds the status line and headers of an answer, as net/http's
 // Transport bounds them (MaxResponseHeaderBytes).
-const maxAnswerHead = 1 << 20
+const MaxAnswerHead = 1 << 20
 
-// errAnswerHead is what reading a head larger than maxAnswerHead gives.
-var errAnswerHead = fmt.Errorf("the daemon's answer has more than %d bytes of headers", maxAnswerHead)
+// ErrAnswerHead is what reading a head larger than MaxAnswerHead gives.
+var ErrAnswerHead = fmt.Errorf("synchttp: the answer has more than %d bytes of headers", MaxAnswerHead)
 
 // limitReader reads from its connection while n, the bytes still allowed, is positive.
 type limitReader struct {
@@ -62,7 +84,7 @@ type limitReader struct {
 
 func (r *limitReader) Read(p []byte) (int, error) {
 	if r.n <= 0 {
-		return 0, errAnswerHead
+		return 0, ErrAnswerHead
 	}
 	if int64(len(p)) > r.n {
 		p = p[:r.n]
@@ -88,19 +110,27 @@ func (w *countWriter) Write(p []byte) (int, error) {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // direct says whether req is sent on the calling goroutine.
-func direct(req *http.Request) bool {
-	if req.Body == nil || req.Body == http.NoBody {
-		return true
+func (t *Transport) direct(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody &&
+		(req.GetBody == nil || req.ContentLength <= 0 || req.ContentLength > MaxDirectBody) {
+		return false
 	}
-	return req.GetBody != nil && req.ContentLength > 0 && req.ContentLength <= maxDirectBody
+	return t.Only == nil || t.Only(req)
 }
 
 // RoundTrip sends req and returns the answer, whose body reads from the connection; the
 // connection is kept for the next request once the body has been read to its end.
-func (t *sockTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !direct(req) {
-		return t.fallback.RoundTrip(req)
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !t.direct(req) {
+		if t.Fallback == nil {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			return nil, ErrNoFallback
+		}
+		return t.Fallback.RoundTrip(req)
 	}
+	host := req.URL.Host
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
 		r := req
@@ -114,38 +144,39 @@ func (t *sockTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			*r = *req
 			r.Body = body
 		}
-		sc, reused, err := t.get(ctx)
+		sc, reused, err := t.get(ctx, host)
 		if err != nil {
 			if r.Body != nil {
 				_ = r.Body.Close()
 			}
 			return nil, err
 		}
-		resp, retry, err := t.exchange(ctx, sc, r)
+		resp, retry, err := t.exchange(ctx, host, sc, r)
 		if err == nil {
 			return resp, nil
 		}
-		// Only a kept-alive connection the daemon had closed (its idle timeout) is worth a
+		// Only a kept-alive connection the server had closed (its idle timeout) is worth a
 		// second try; each try takes one of the few idle connections or dials a new one.
-		if !retry || !reused || attempt >= maxIdleSockConns {
+		if !retry || !reused || attempt >= t.maxIdle() {
 			return nil, err
 		}
 	}
 }
 
-// get returns an idle connection (reused true) or a new one.
-func (t *sockTransport) get(ctx context.Context) (sc *sockConn, reused bool, err error) {
+// get returns an idle connection to host (reused true) or a new one.
+func (t *Transport) get(ctx context.Context, host string) (sc *sockConn, reused bool, err error) {
 	t.mu.Lock()
-	if n := len(t.idle); n > 0 {
-		sc = t.idle[n-1]
-		t.idle[n-1] = nil
-		t.idle = t.idle[:n-1]
+	if idle := t.idle[host]; len(idle) > 0 {
+		n := len(idle)
+		sc = idle[n-1]
+		idle[n-1] = nil
+		t.idle[host] = idle[:n-1]
 	}
 	t.mu.Unlock()
 	if sc != nil {
 		return sc, true, nil
 	}
-	c, err := t.dial(ctx)
+	c, err := t.Dial(ctx, host)
 	if err != nil {
 		return nil, false, err
 	}
@@ -155,15 +186,18 @@ func (t *sockTransport) get(ctx context.Context) (sc *sockConn, reused bool, err
 	return sc, false, nil
 }
 
-// put keeps sc for the next request, or closes it when enough are kept.
-func (t *sockTransport) put(sc *sockConn) {
+// put keeps sc for the next request to host, or closes it when enough are kept.
+func (t *Transport) put(host string, sc *sockConn) {
 	if err := sc.c.SetDeadline(time.Time{}); err != nil {
 		_ = sc.c.Close()
 		return
 	}
 	t.mu.Lock()
-	if len(t.idle) < maxIdleSockConns {
-		t.idle = append(t.idle, sc)
+	if len(t.idle[host]) < t.maxIdle() {
+		if t.idle == nil {
+			t.idle = map[string][]*sockConn{}
+		}
+		t.idle[host] = append(t.idle[host], sc)
 		sc = nil
 	}
 	t.mu.Unlock()
@@ -172,11 +206,28 @@ func (t *sockTransport) put(sc *sockConn) {
 	}
 }
 
+// CloseIdleConnections closes the kept-alive connections that no request uses now (and
+// those of Fallback): the next requests dial new ones (after an identity change, say).
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, conns := range idle {
+		for _, sc := range conns {
+			_ = sc.c.Close()
+		}
+	}
+	if f, ok := t.Fallback.(interface{ CloseIdleConnections() }); ok {
+		f.CloseIdleConnections()
+	}
+}
+
 // exchange writes req on sc and reads the answer's head. retry says the request may be
-// sent again on another connection: the daemon closed the connection before it took a
+// sent again on another connection: the server closed the connection before it took a
 // byte of the request, or with no answer to a request that is safe to repeat. sc is
 // closed on error.
-func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Request) (resp *http.Response, retry bool, err error) {
+func (t *Transport) exchange(ctx context.Context, host string, sc *sockConn, req *http.Request) (resp *http.Response, retry bool, err error) {
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
 		// Ends a blocked write or read when ctx ends (its deadline or a cancel).
@@ -198,9 +249,12 @@ func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Re
 	if err != nil {
 		return nil, ctx.Err() == nil && (sc.cw.n == 0 || replayable(req)), fail(err)
 	}
-	sc.lr.n = maxAnswerHead
+	if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.WroteRequest != nil {
+		trace.WroteRequest(httptrace.WroteRequestInfo{})
+	}
+	sc.lr.n = MaxAnswerHead
 	if _, err = sc.br.Peek(1); err != nil {
-		// Nothing of an answer arrived: the daemon closed the connection (an idle one as the
+		// Nothing of an answer arrived: the server closed the connection (an idle one as the
 		// request arrived, or it stops). Only a request that changes nothing is sent again:
 		// a change may have been made.
 		closed := err == io.EOF || errors.Is(err, syscall.ECONNRESET)
@@ -221,11 +275,11 @@ func (t *sockTransport) exchange(ctx context.Context, sc *sockConn, req *http.Re
 		if !stop() || !keep {
 			_ = sc.c.Close()
 		} else {
-			t.put(sc)
+			t.put(host, sc)
 		}
 		return resp, false, nil
 	}
-	resp.Body = &sockBody{rc: resp.Body, t: t, sc: sc, ctx: ctx, stop: stop, keep: keep}
+	resp.Body = &sockBody{rc: resp.Body, t: t, host: host, sc: sc, ctx: ctx, stop: stop, keep: keep}
 	return resp, false, nil
 }
 
@@ -244,7 +298,8 @@ func replayable(req *http.Request) bool {
 // Close may be called while a Read blocks (to abandon a stream): it ends that Read.
 type sockBody struct {
 	rc   io.ReadCloser // the body as http.ReadResponse reads it from sc.br
-	t    *sockTransport
+	t    *Transport
+	host string
 	sc   *sockConn
 	ctx  context.Context
 	stop func() bool // stops the ctx watch; false if it fired
@@ -276,7 +331,7 @@ func (b *sockBody) Read(p []byte) (int, error) {
 	fired := !b.stop()
 	switch {
 	case err == io.EOF && b.keep && !fired:
-		b.t.put(b.sc)
+		b.t.put(b.host, b.sc)
 	case err == io.EOF:
 		_ = b.sc.c.Close()
 	default:
