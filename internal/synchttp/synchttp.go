@@ -37,6 +37,9 @@ type Transport struct {
 	Fallback http.RoundTripper
 	// MaxIdlePerHost is how many idle connections are kept per host (0: 2).
 	MaxIdlePerHost int
+	// IdleTimeout closes a connection idle for longer (0: 90 s, as the mux's Transport),
+	// so that those to a host no longer asked do not stay open.
+	IdleTimeout time.Duration
 	// Only, when set, picks the requests sent directly among those that could be.
 	Only func(req *http.Request) bool
 
@@ -46,6 +49,14 @@ type Transport struct {
 
 // ErrNoFallback is returned for a request that is not sent directly when Fallback is nil.
 var ErrNoFallback = errors.New("synchttp: request not sent directly, and no fallback transport")
+
+// idleTimeout returns how long a connection stays idle.
+func (t *Transport) idleTimeout() time.Duration {
+	if t.IdleTimeout > 0 {
+		return t.IdleTimeout
+	}
+	return 90 * time.Second
+}
 
 // maxIdle returns the idle connections kept per host.
 func (t *Transport) maxIdle() int {
@@ -67,6 +78,8 @@ type sockConn struct {
 	lr limitReader   // bounds the answer's head while it is read
 	bw *bufio.Writer // writes to cw
 	cw countWriter
+	// idleSince is when it was last given back, while kept idle.
+	idleSince time.Time
 }
 
 // MaxAnswerHead bounds the status line and headers of an answer, as net/http's
@@ -166,6 +179,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // get returns an idle connection to host (reused true) or a new one.
 func (t *Transport) get(ctx context.Context, host string) (sc *sockConn, reused bool, err error) {
 	t.mu.Lock()
+	stale := t.sweepLocked(time.Now())
 	if idle := t.idle[host]; len(idle) > 0 {
 		n := len(idle)
 		sc = idle[n-1]
@@ -173,6 +187,7 @@ func (t *Transport) get(ctx context.Context, host string) (sc *sockConn, reused 
 		t.idle[host] = idle[:n-1]
 	}
 	t.mu.Unlock()
+	closeAll(stale)
 	if sc != nil {
 		return sc, true, nil
 	}
@@ -192,7 +207,10 @@ func (t *Transport) put(host string, sc *sockConn) {
 		_ = sc.c.Close()
 		return
 	}
+	now := time.Now()
+	sc.idleSince = now
 	t.mu.Lock()
+	stale := t.sweepLocked(now)
 	if len(t.idle[host]) < t.maxIdle() {
 		if t.idle == nil {
 			t.idle = map[string][]*sockConn{}
@@ -201,7 +219,38 @@ func (t *Transport) put(host string, sc *sockConn) {
 		sc = nil
 	}
 	t.mu.Unlock()
+	closeAll(stale)
 	if sc != nil {
+		_ = sc.c.Close()
+	}
+}
+
+// sweepLocked takes out the connections idle for longer than the idle timeout at now,
+// for the caller to close once t.mu is released; t.mu is held.
+func (t *Transport) sweepLocked(now time.Time) (stale []*sockConn) {
+	limit := now.Add(-t.idleTimeout())
+	for host, conns := range t.idle {
+		kept := conns[:0]
+		for _, sc := range conns {
+			if sc.idleSince.Before(limit) {
+				stale = append(stale, sc)
+			} else {
+				kept = append(kept, sc)
+			}
+		}
+		clear(conns[len(kept):])
+		if len(kept) == 0 {
+			delete(t.idle, host)
+		} else {
+			t.idle[host] = kept
+		}
+	}
+	return stale
+}
+
+// closeAll closes the connections conns.
+func closeAll(conns []*sockConn) {
+	for _, sc := range conns {
 		_ = sc.c.Close()
 	}
 }
@@ -214,9 +263,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.idle = nil
 	t.mu.Unlock()
 	for _, conns := range idle {
-		for _, sc := range conns {
-			_ = sc.c.Close()
-		}
+		closeAll(conns)
 	}
 	if f, ok := t.Fallback.(interface{ CloseIdleConnections() }); ok {
 		f.CloseIdleConnections()

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // server is a loopback HTTP server that answers each request with its path and counts
@@ -136,5 +137,27 @@ func TestNoFallback(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, "http://h/x", io.NopCloser(strings.NewReader("streamed")))
 	if _, err := tr.RoundTrip(req); !errors.Is(err, ErrNoFallback) {
 		t.Errorf("streamed body without fallback: %v", err)
+	}
+}
+
+// TestIdleTimeout: a connection idle for longer than IdleTimeout is closed, not reused.
+func TestIdleTimeout(t *testing.T) {
+	s, conns := server(t)
+	tr := &Transport{IdleTimeout: time.Nanosecond, Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+	c := &http.Client{Transport: tr}
+	for i := 0; i < 3; i++ {
+		get(t, c, s.URL+"/x")
+		time.Sleep(time.Millisecond) // lets the connection pass its 1 ns idle timeout
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("3 requests past the idle timeout used %d connections, want 3", n)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if n := len(tr.idle[s.Listener.Addr().String()]); n > 1 {
+		t.Errorf("%d idle connections kept, want at most the last one", n)
 	}
 }
