@@ -30,6 +30,13 @@ import (
 // MaxDirectBody, with GetBody), and that Only accepts, on the calling goroutine; any
 // other request goes to Fallback. A call is bounded by its request's ctx alone. The
 // fields are set before the first request and not changed after.
+//
+// Unlike net/http's Transport, no goroutine watches an idle connection, so one the server
+// closed is found out only by the next request on it. On a unix socket its write fails
+// and the request goes again on a new connection, whatever its method. Over TCP the write
+// may succeed and the read find the close: a replayable request (GET, HEAD) goes again,
+// any other fails as "no answer" (outcome unknown to the caller). So over TCP let Only
+// pick replayable requests.
 type Transport struct {
 	// Dial connects to addr (the request URL's host).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
