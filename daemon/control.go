@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -202,12 +203,13 @@ func (c *controlAPI) handleCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *controlAPI) handleConfigGet(w http.ResponseWriter, r *http.Request) {
-	key := r.URL.Query().Get("key")
+	q := r.URL.Query()
+	key := q.Get("key")
 	if err := fsm.ValidateKey(key); err != nil {
 		writeErr(w, err)
 		return
 	}
-	if err := c.readAt(w, r); err != nil {
+	if err := c.readAt(w, r.Context(), q); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -222,11 +224,12 @@ func (c *controlAPI) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(e.Value)
 }
 
-// readAt prepares a read: linearizable by default, or with stale=1 served from this
-// node's own state, with headers that say how far behind it may be.
-func (c *controlAPI) readAt(w http.ResponseWriter, r *http.Request) error {
-	if r.URL.Query().Get("stale") != "1" {
-		return c.writes.linearizableRead(r.Context())
+// readAt prepares a read of the request whose query is q: linearizable by default, or
+// with stale=1 served from this node's own state, with headers that say how far behind
+// it may be.
+func (c *controlAPI) readAt(w http.ResponseWriter, ctx context.Context, q url.Values) error {
+	if q.Get("stale") != "1" {
+		return c.writes.linearizableRead(ctx)
 	}
 	if err := c.host.checkServing(); err != nil {
 		return err
@@ -312,7 +315,7 @@ func (c *controlAPI) writeConfig(w http.ResponseWriter, ctx context.Context, key
 }
 
 func (c *controlAPI) handleConfigList(w http.ResponseWriter, r *http.Request) {
-	if err := c.readAt(w, r); err != nil {
+	if err := c.readAt(w, r.Context(), r.URL.Query()); err != nil {
 		writeErr(w, err)
 		return
 	}

@@ -72,23 +72,37 @@ func (b *readBatch) index(ctx context.Context) (uint64, error) {
 	}
 }
 
-// startLocked starts the round in b.next; b.mu is held.
+// startLocked starts the round in b.next on a goroutine of its own; b.mu is held.
 func (b *readBatch) startLocked() {
+	r, deadline := b.takeLocked()
+	go b.run(r, deadline)
+}
+
+// takeLocked takes the round in b.next to run it, and returns it with its deadline;
+// b.mu is held.
+func (b *readBatch) takeLocked() (*readRound, time.Time) {
 	r := b.next
 	b.next = nil
 	b.running = true
-	go b.run(r, sharedop.Deadline(time.Now(), b.timeout, r.deadline, roundAnswerMargin))
+	return r, sharedop.Deadline(time.Now(), b.timeout, r.deadline, roundAnswerMargin)
 }
 
+// run runs round r, then each round whose reads arrived meanwhile, on the same
+// goroutine (not a new one per round: under steady reads the rounds follow each other),
+// until no read waits.
 func (b *readBatch) run(r *readRound, deadline time.Time) {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	r.idx, r.err = b.round(ctx)
-	cancel()
-	close(r.done)
-	b.mu.Lock()
-	b.running = false
-	if b.next != nil {
-		b.startLocked()
+	for {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		r.idx, r.err = b.round(ctx)
+		cancel()
+		close(r.done)
+		b.mu.Lock()
+		if b.next == nil {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		r, deadline = b.takeLocked()
+		b.mu.Unlock()
 	}
-	b.mu.Unlock()
 }

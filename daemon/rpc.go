@@ -25,7 +25,7 @@ const StateFormat = cluster.StateFormat
 // openRPC serves the cluster RPC and join channels of the mux (cluster.Service over
 // rpcHandler) and makes the client and forwarder this node sends with.
 func (d *Daemon) openRPC() {
-	d.peer = cluster.NewClient(d.mux.HTTPClient(transport.ChanRPC))
+	d.peer = cluster.NewClient(d.peerHTTPClient())
 	d.fwd = cluster.NewForwarder(cluster.ForwarderConfig{
 		Self:             d.cfg.Addr(),
 		Raft:             leadership{d},

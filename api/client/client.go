@@ -4,7 +4,8 @@
 //
 // It owns the requests, the decoding of the answers (an *APIError for a non-2xx answer,
 // ErrUnreachable when the socket cannot be reached) and nothing else. Of this project it
-// imports only package api; it must never import daemon or any other daemon package, so
+// imports only package api and internal/synchttp (its HTTP transport, which imports
+// nothing of this project); it must never import daemon or any other daemon package, so
 // that the CLI stays a client of the socket.
 package client
 
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/synchttp"
 )
 
 // ErrUnreachable is wrapped by the error a Client returns when it cannot connect to the
@@ -144,15 +146,22 @@ func WithUserAgent(ua string) Option {
 
 // New returns a Client for the daemon listening on socketPath. It does no I/O.
 func New(socketPath string, opts ...Option) *Client {
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socketPath)
+	}
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socketPath)
-		},
+		DialContext:        func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		DisableCompression: true,
 		MaxIdleConns:       2,
 	}
-	c := &Client{socketPath: socketPath, hc: &http.Client{Transport: tr}, userAgent: defaultUserAgent}
+	// Small requests (all but restore uploads) are sent on the calling goroutine.
+	st := &synchttp.Transport{
+		Dial:           func(ctx context.Context, _ string) (net.Conn, error) { return dial(ctx) },
+		Fallback:       tr,
+		MaxIdlePerHost: 2,
+	}
+	c := &Client{socketPath: socketPath, hc: &http.Client{Transport: st}, userAgent: defaultUserAgent}
 	for _, o := range opts {
 		o(c)
 	}
