@@ -154,12 +154,16 @@ func New(socketPath string, opts ...Option) *Client {
 		DialContext:        func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		DisableCompression: true,
 		MaxIdleConns:       2,
+		IdleConnTimeout:    idleTimeout,
 	}
-	// Small requests (all but restore uploads) are sent on the calling goroutine.
+	// Small requests (all but restore uploads) are sent on the calling goroutine. Idle
+	// connections are dropped before the daemon drops them (after 10 s), so that a write
+	// is not sent on a connection the daemon is closing.
 	st := &synchttp.Transport{
 		Dial:           func(ctx context.Context, _ string) (net.Conn, error) { return dial(ctx) },
 		Fallback:       tr,
 		MaxIdlePerHost: 2,
+		IdleTimeout:    idleTimeout,
 	}
 	c := &Client{socketPath: socketPath, hc: &http.Client{Transport: st}, userAgent: defaultUserAgent}
 	for _, o := range opts {
@@ -167,6 +171,10 @@ func New(socketPath string, opts ...Option) *Client {
 	}
 	return c
 }
+
+// idleTimeout is how long the Client keeps an idle connection: half the daemon's idle
+// timeout of the control socket (10 s).
+const idleTimeout = 5 * time.Second
 
 // SocketPath returns the path of the socket the Client dials.
 func (c *Client) SocketPath() string { return c.socketPath }

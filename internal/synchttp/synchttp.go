@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"sync"
 	"syscall"
 	"time"
@@ -32,11 +33,13 @@ import (
 // fields are set before the first request and not changed after.
 //
 // Unlike net/http's Transport, no goroutine watches an idle connection, so one the server
-// closed is found out only by the next request on it. On a unix socket its write fails
-// and the request goes again on a new connection, whatever its method. Over TCP the write
-// may succeed and the read find the close: a replayable request (GET, HEAD) goes again,
-// any other fails as "no answer" (outcome unknown to the caller). So over TCP let Only
-// pick replayable requests.
+// closed is found out only by the next request on it. Mostly its write fails with
+// nothing taken and the request goes again on a new connection, whatever its method; but
+// when the server closes just as the request arrives (on a unix socket too), or over TCP
+// where the write succeeds and the read finds the close, a replayable request (GET,
+// HEAD) goes again and any other fails as "no answer" (outcome unknown to the caller).
+// So keep IdleTimeout below the server's idle timeout, and over TCP let Only pick
+// replayable requests.
 type Transport struct {
 	// Dial connects to addr (the request URL's host).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -52,6 +55,9 @@ type Transport struct {
 
 	mu   sync.Mutex
 	idle map[string][]*sockConn // kept-alive connections by host, the most recently used last
+	// gen counts the calls of CloseIdleConnections: a connection dialed before the last
+	// one is closed when its request ends instead of being kept.
+	gen uint64
 }
 
 // ErrNoFallback is returned for a request that is not sent directly when Fallback is nil.
@@ -87,6 +93,8 @@ type sockConn struct {
 	cw countWriter
 	// idleSince is when it was last given back, while kept idle.
 	idleSince time.Time
+	// gen is Transport.gen when it was dialed.
+	gen uint64
 }
 
 // MaxAnswerHead bounds the status line and headers of an answer, as net/http's
@@ -198,18 +206,27 @@ func (t *Transport) get(ctx context.Context, host string) (sc *sockConn, reused 
 	if sc != nil {
 		return sc, true, nil
 	}
+	t.mu.Lock()
+	gen := t.gen
+	t.mu.Unlock()
 	c, err := t.Dial(ctx, host)
 	if err != nil {
 		return nil, false, err
 	}
-	sc = &sockConn{c: c, lr: limitReader{c: c}, cw: countWriter{c: c}}
+	sc = &sockConn{c: c, lr: limitReader{c: c}, cw: countWriter{c: c}, gen: gen}
 	sc.br = bufio.NewReader(&sc.lr)
 	sc.bw = bufio.NewWriter(&sc.cw)
 	return sc, false, nil
 }
 
-// put keeps sc for the next request to host, or closes it when enough are kept.
+// put keeps sc for the next request to host, or closes it: when enough are kept, when it
+// was dialed before the last CloseIdleConnections, or when bytes that no request asked
+// for wait on it (net/http's Transport closes such a connection too).
 func (t *Transport) put(host string, sc *sockConn) {
+	if sc.br.Buffered() > 0 {
+		_ = sc.c.Close()
+		return
+	}
 	if err := sc.c.SetDeadline(time.Time{}); err != nil {
 		_ = sc.c.Close()
 		return
@@ -218,7 +235,7 @@ func (t *Transport) put(host string, sc *sockConn) {
 	sc.idleSince = now
 	t.mu.Lock()
 	stale := t.sweepLocked(now)
-	if len(t.idle[host]) < t.maxIdle() {
+	if sc.gen == t.gen && len(t.idle[host]) < t.maxIdle() {
 		if t.idle == nil {
 			t.idle = map[string][]*sockConn{}
 		}
@@ -262,12 +279,14 @@ func closeAll(conns []*sockConn) {
 	}
 }
 
-// CloseIdleConnections closes the kept-alive connections that no request uses now (and
-// those of Fallback): the next requests dial new ones (after an identity change, say).
+// CloseIdleConnections closes the kept-alive connections that no request uses now, and
+// those in use once their request ends (and those of Fallback): the next requests dial
+// new ones (after an identity change, say).
 func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
+	t.gen++
 	t.mu.Unlock()
 	for _, conns := range idle {
 		closeAll(conns)
@@ -317,9 +336,27 @@ func (t *Transport) exchange(ctx context.Context, host string, sc *sockConn, req
 		}
 		return nil, closed && ctx.Err() == nil && replayable(req), fail(err)
 	}
-	resp, err = http.ReadResponse(sc.br, req)
-	if err != nil {
-		return nil, false, fail(err)
+	for {
+		resp, err = http.ReadResponse(sc.br, req)
+		if err != nil {
+			return nil, false, fail(err)
+		}
+		// An informational answer (100 Continue, 103 Early Hints) comes before the answer
+		// to the request, on the same connection: read on, as net/http's Transport does.
+		// 101 (a protocol switch) is final; this transport does not upgrade.
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		if resp.StatusCode != http.StatusContinue {
+			if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+				if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+					return nil, false, fail(err)
+				}
+			}
+		}
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return nil, false, fail(errors.New("synchttp: the server switched protocols (101), which this transport does not do"))
 	}
 	sc.lr.n = math.MaxInt64 // the body's size is the caller's to bound
 	keep := !resp.Close && !req.Close

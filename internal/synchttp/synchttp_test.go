@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // server is a loopback HTTP server that answers each request with its path and counts
@@ -159,5 +162,108 @@ func TestIdleTimeout(t *testing.T) {
 	defer tr.mu.Unlock()
 	if n := len(tr.idle[s.Listener.Addr().String()]); n > 1 {
 		t.Errorf("%d idle connections kept, want at most the last one", n)
+	}
+}
+
+// TestInformationalAnswers: a 103 or 100 before the answer is read past (and given to
+// the Got1xxResponse trace), so that each request gets its own answer and the next one on
+// the connection does not get the answer of the one before.
+func TestInformationalAnswers(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</x>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, r.URL.Path)
+	}))
+	t.Cleanup(s.Close)
+	tr := &Transport{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+	c := &http.Client{Transport: tr}
+	var got1xx atomic.Int64
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+			if code == http.StatusEarlyHints {
+				got1xx.Add(1)
+			}
+			return nil
+		},
+	})
+	for _, path := range []string{"/first", "/second", "/third"} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || string(b) != path {
+			t.Fatalf("%s: %d %q %v, want 200 and its own path", path, resp.StatusCode, b, err)
+		}
+	}
+	if got1xx.Load() != 3 {
+		t.Errorf("Got1xxResponse saw %d early hints, want 3", got1xx.Load())
+	}
+}
+
+// TestCloseIdleConnectionsInFlight: a connection in use while CloseIdleConnections runs
+// is closed when its request ends, not kept: the next request dials again.
+func TestCloseIdleConnectionsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	tr := &Transport{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+	c := &http.Client{Transport: tr}
+	done := make(chan string)
+	go func() {
+		resp, err := c.Get(s.URL + "/slow")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		done <- string(b)
+	}()
+	testutil.Poll(t, "the slow request's connection", 5*time.Second, func() error {
+		if conns.Load() != 1 {
+			return errors.New("not connected yet")
+		}
+		return nil
+	})
+	tr.CloseIdleConnections()
+	close(release)
+	if got := <-done; got != "/slow" {
+		t.Fatalf("slow request: %q", got)
+	}
+	if got := get(t, c, s.URL+"/next"); got != "/next" {
+		t.Fatalf("next request: %q", got)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2: the one in use kept after CloseIdleConnections", n)
+	}
+	// The new connection is kept as usual.
+	get(t, c, s.URL+"/again")
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections after one more request, want 2", n)
 	}
 }
