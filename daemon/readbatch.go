@@ -38,6 +38,8 @@ type readRound struct {
 	// deadline is the earliest deadline of the round's reads (zero: none), set under
 	// readBatch.mu until the round starts.
 	deadline time.Time
+	// ends is when the round is cut off (its ctx's deadline), set when it starts.
+	ends time.Time
 }
 
 // roundAnswerMargin is how long before its earliest read gives up a round ends: a round
@@ -51,8 +53,30 @@ func newReadBatch(timeout time.Duration, round func(ctx context.Context) (uint64
 
 // index returns a read index confirmed after the call began, shared with the other
 // reads of its round. ctx bounds only this caller's wait.
+//
+// A round ends before the earliest deadline of its reads. A read with more time left
+// whose round failed at that end (a master slow to answer, a quorum that comes back) joins
+// the next round instead of failing with it: one impatient reader does not cut the wait
+// of the others short.
 func (b *readBatch) index(ctx context.Context) (uint64, error) {
+	for {
+		r := b.join(ctx)
+		select {
+		case <-r.done:
+			if r.err == nil || !cutShort(ctx, r, b.timeout) {
+				return r.idx, r.err
+			}
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: %v", raftnode.ErrTimeout, ctx.Err())
+		}
+	}
+}
+
+// join adds a read bounded by ctx to the next round, started if none runs, and returns
+// that round.
+func (b *readBatch) join(ctx context.Context) *readRound {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.next == nil {
 		b.next = &readRound{done: make(chan struct{})}
 	}
@@ -63,13 +87,20 @@ func (b *readBatch) index(ctx context.Context) (uint64, error) {
 	if !b.running {
 		b.startLocked()
 	}
-	b.mu.Unlock()
-	select {
-	case <-r.done:
-		return r.idx, r.err
-	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: %v", raftnode.ErrTimeout, ctx.Err())
+	return r
+}
+
+// cutShort says whether the failed round r ran to an end set by another read's earlier
+// deadline while the read of ctx has time for a longer round (timeout bounds a round).
+func cutShort(ctx context.Context, r *readRound, timeout time.Duration) bool {
+	if ctx.Err() != nil || time.Now().Before(r.ends) {
+		return false // this read's time is up, or the round failed before its end
 	}
+	own := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok {
+		own = sharedop.Earliest(own, d.Add(-roundAnswerMargin))
+	}
+	return r.ends.Before(own)
 }
 
 // startLocked starts the round in b.next on a goroutine of its own; b.mu is held.
@@ -84,7 +115,8 @@ func (b *readBatch) takeLocked() (*readRound, time.Time) {
 	r := b.next
 	b.next = nil
 	b.running = true
-	return r, sharedop.Deadline(time.Now(), b.timeout, r.deadline, roundAnswerMargin)
+	r.ends = sharedop.Deadline(time.Now(), b.timeout, r.deadline, roundAnswerMargin)
+	return r, r.ends
 }
 
 // run runs round r, then each round whose reads arrived meanwhile, on the same

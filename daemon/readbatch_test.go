@@ -112,3 +112,47 @@ func TestReadBatchRoundEndsBeforeReadsDeadline(t *testing.T) {
 		t.Fatalf("index with no master: %v, want the round's no quorum", err)
 	}
 }
+
+// TestReadBatchImpatientReadCutsNoOtherShort: a round bounded by one read's short deadline
+// fails for it, and the read sharing that round with time left joins the next round and
+// gets its index, instead of failing with the impatient one.
+func TestReadBatchImpatientReadCutsNoOtherShort(t *testing.T) {
+	var rounds atomic.Int64
+	started := make(chan struct{}, 4)
+	b := newReadBatch(time.Minute, func(ctx context.Context) (uint64, error) {
+		if rounds.Add(1) == 1 {
+			started <- struct{}{}
+			<-ctx.Done() // the master answers only after the first round's end
+			return 0, fmt.Errorf("%w: %v", raftnode.ErrTimeout, ctx.Err())
+		}
+		return 42, nil
+	})
+	short, cancelShort := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancelShort()
+	shortErr := make(chan error, 1)
+	go func() {
+		_, err := b.index(short)
+		shortErr <- err
+	}()
+	<-started
+	// While round 1 runs, a second short read and the patient one join round 2, bounded
+	// by the second short read's deadline; round 2 fails at its end as round 1 does.
+	rounds.Store(0)
+	short2, cancelShort2 := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancelShort2()
+	go func() {
+		_, err := b.index(short2)
+		shortErr <- err
+	}()
+	long, cancelLong := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelLong()
+	idx, err := b.index(long)
+	if err != nil || idx != 42 {
+		t.Fatalf("patient read: %d, %v; want 42 from the round after the cut one", idx, err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-shortErr; !errors.Is(err, raftnode.ErrTimeout) {
+			t.Errorf("short read: %v, want a timeout", err)
+		}
+	}
+}
