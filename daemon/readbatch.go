@@ -38,8 +38,10 @@ type readRound struct {
 	// deadline is the earliest deadline of the round's reads (zero: none), set under
 	// readBatch.mu until the round starts.
 	deadline time.Time
-	// ends is when the round is cut off (its ctx's deadline), set when it starts.
-	ends time.Time
+	// ends is when the round is cut off (its ctx's deadline), set when it starts;
+	// byDeadline says a read's deadline set it, not the round timeout.
+	ends       time.Time
+	byDeadline bool
 }
 
 // roundAnswerMargin is how long before its earliest read gives up a round ends: a round
@@ -63,7 +65,7 @@ func (b *readBatch) index(ctx context.Context) (uint64, error) {
 		r := b.join(ctx)
 		select {
 		case <-r.done:
-			if r.err == nil || !cutShort(ctx, r, b.timeout) {
+			if r.err == nil || !cutShort(ctx, r) {
 				return r.idx, r.err
 			}
 		case <-ctx.Done():
@@ -90,17 +92,15 @@ func (b *readBatch) join(ctx context.Context) *readRound {
 	return r
 }
 
-// cutShort says whether the failed round r ran to an end set by another read's earlier
-// deadline while the read of ctx has time for a longer round (timeout bounds a round).
-func cutShort(ctx context.Context, r *readRound, timeout time.Duration) bool {
-	if ctx.Err() != nil || time.Now().Before(r.ends) {
-		return false // this read's time is up, or the round failed before its end
+// cutShort says whether the failed round r ran to an end set by a read's deadline (not
+// by the round timeout) that is earlier than the read of ctx needs: that read then has
+// time for another round, which ends at the latest at its own deadline or the timeout.
+func cutShort(ctx context.Context, r *readRound) bool {
+	if ctx.Err() != nil || !r.byDeadline || time.Now().Before(r.ends) {
+		return false // this read's time is up, the round ran its full time, or it failed before its end
 	}
-	own := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok {
-		own = sharedop.Earliest(own, d.Add(-roundAnswerMargin))
-	}
-	return r.ends.Before(own)
+	d, ok := ctx.Deadline()
+	return !ok || r.ends.Before(d.Add(-roundAnswerMargin))
 }
 
 // startLocked starts the round in b.next on a goroutine of its own; b.mu is held.
@@ -115,7 +115,9 @@ func (b *readBatch) takeLocked() (*readRound, time.Time) {
 	r := b.next
 	b.next = nil
 	b.running = true
-	r.ends = sharedop.Deadline(time.Now(), b.timeout, r.deadline, roundAnswerMargin)
+	now := time.Now()
+	r.ends = sharedop.Deadline(now, b.timeout, r.deadline, roundAnswerMargin)
+	r.byDeadline = r.ends.Before(now.Add(b.timeout))
 	return r, r.ends
 }
 

@@ -156,3 +156,25 @@ func TestReadBatchImpatientReadCutsNoOtherShort(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBatchFullRoundNotRetried: a round that ran its full timeout and failed fails
+// every read in it, with or without deadlines of their own: none waits for a round more.
+func TestReadBatchFullRoundNotRetried(t *testing.T) {
+	var rounds atomic.Int64
+	noQuorum := fmt.Errorf("%w: no quorum", raftnode.ErrNoLeader)
+	b := newReadBatch(300*time.Millisecond, func(ctx context.Context) (uint64, error) {
+		rounds.Add(1)
+		<-ctx.Done()
+		return 0, noQuorum
+	})
+	long, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, ctx := range []context.Context{context.Background(), long} {
+		if _, err := b.index(ctx); !errors.Is(err, raftnode.ErrNoLeader) {
+			t.Fatalf("read with no master: %v, want the round's no quorum", err)
+		}
+	}
+	if n := rounds.Load(); n != 2 {
+		t.Fatalf("%d rounds for two reads one after the other, want 2 (no retry of a full round)", n)
+	}
+}
