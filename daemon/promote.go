@@ -341,6 +341,12 @@ func (p *promoter) finishPendingEpoch() {
 	}
 	ctx, cancel := p.stopContext()
 	defer cancel()
+	// In turn with the other membership changes, as forceRecover commits it.
+	release, err := p.turn.take(ctx)
+	if err != nil {
+		return // stopping
+	}
+	defer release()
 	if _, _, err := p.commitEpoch(ctx, epoch, 0); err != nil && ctx.Err() == nil {
 		p.logger.Error("cannot finish the forced promotion; restart pmgclusterd to retry", "epoch", epoch, "error", err)
 	}
