@@ -15,7 +15,8 @@ import (
 // on every member that is not the master) is written and its answer read on the calling
 // goroutine over a kept-alive connection (synchttp), without net/http Transport's
 // hand-offs to its connection goroutines (issue 16: lin_get is CPU-bound). The bytes on
-// the wire are the same. CloseIdleConnections drops the connections of both.
+// the wire are the same but for the "Accept-Encoding: gzip" net/http adds (the answer, a
+// few bytes of JSON, was never compressed). CloseIdleConnections drops the connections of both.
 func (d *Daemon) peerHTTPClient() *http.Client {
 	hc := d.mux.HTTPClient(transport.ChanRPC)
 	hc.Transport = &synchttp.Transport{

@@ -2,9 +2,10 @@
 // writes each request and reads its answer on the calling goroutine: one write and one
 // read per exchange, where net/http's Transport hands each request to a writer goroutine
 // and each answer back from a reader goroutine (issue 16: a third of the control-socket
-// client's CPU per linearizable read was those hand-offs). The bytes on the wire are the
-// same: the request is written by http.Request.Write and the answer parsed by
-// http.ReadResponse.
+// client's CPU per linearizable read was those hand-offs). The request is written by
+// http.Request.Write and the answer parsed by http.ReadResponse: the bytes on the wire
+// are net/http's, except that no "Accept-Encoding: gzip" is added (set
+// DisableCompression on the Fallback for the same bytes either way).
 //
 // It owns the connections it dials and nothing else; it imports nothing of this project,
 // so that api/client (a client of the control socket only) may use it as well as the
