@@ -65,7 +65,7 @@ type Layers func() raft.StreamLayer
 type instance struct {
 	raft  *raft.Raft
 	store logStore
-	trans *raft.NetworkTransport
+	trans *gatedTransport
 	stop  chan struct{} // closed when the instance stops
 	wg    sync.WaitGroup
 }
@@ -129,12 +129,12 @@ func (n *Node) start() (err error) {
 		_ = store.Close()
 		return fmt.Errorf("open snapshot store in %s: %w", cfg.Dir, err)
 	}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	trans := &gatedTransport{NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  boundedDial{StreamLayer: n.layers(), max: cfg.DialTimeout},
 		MaxPool: 3,
 		Timeout: 5 * time.Second,
 		Logger:  n.logger.Named("transport"),
-	})
+	})}
 	rc := cfg.raftConfig()
 	rc.Logger = n.logger
 	// The leader reads back every entry it sends; keeping the newest in memory saves a
@@ -167,6 +167,7 @@ func (n *Node) start() (err error) {
 	if !hasState && cfg.Bootstrap {
 		if err := r.BootstrapCluster(cfg.singleVoter()).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			_ = r.Shutdown().Error()
+			trans.drain()
 			_ = trans.Close()
 			_ = store.Close()
 			return fmt.Errorf("bootstrap raft: %w", err)
@@ -280,6 +281,7 @@ func (n *Node) stopRun(handover bool) error {
 	n.obs.mu.Unlock()
 	errs := []error{in.raft.Shutdown().Error()}
 	in.wg.Wait()
+	in.trans.drain() // no heartbeat handled by the stores closed next
 	errs = append(errs, in.trans.Close(), in.store.Close())
 	n.notifyApplied(0)
 	return errors.Join(errs...)
