@@ -344,17 +344,37 @@ func TestControlSocketCap(t *testing.T) {
 		}
 		held = append(held, conn)
 	}
-	// The daemon accepts in order: the CLI's connection comes after the held ones.
+	// The daemon accepts in order: the CLI's connection comes after the held ones. The
+	// connection of Start's last CLI call may still hold its slot when the held ones come
+	// (the daemon frees it once it has read its end), and one of them is refused: then
+	// the CLI finds a slot, and the test holds one connection more.
 	var errOut string
-	testutil.Poll(t, "the CLI refused past the cap", 10*time.Second, func() error {
+	testutil.Poll(t, "the CLI refused past the cap", 20*time.Second, func() error {
 		_, stderr, err := n.run("status", "--list-single-node")
 		if err == nil {
+			conn, err := net.Dial("unix", n.Socket)
+			if err != nil {
+				return testutil.Stop(err)
+			}
+			held = append(held, conn)
 			return errors.New("status answered with the control socket at its cap")
 		}
 		errOut = stderr
 		return nil
 	})
 	mustContain(t, "refused CLI", errOut, "too many connections to the control socket")
+	// Every held connection was handled before the CLI's: those refused have their 503
+	// waiting, the others took the cap, exactly.
+	refused := 0
+	for _, conn := range held {
+		_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, _ := conn.Read(make([]byte, 64)); n > 0 {
+			refused++
+		}
+	}
+	if accepted := len(held) - refused; accepted != lowControlMax {
+		t.Fatalf("%d of %d held connections accepted, want the cap %d", accepted, len(held), lowControlMax)
+	}
 	closeAll(held)
 	held = nil
 	testutil.Poll(t, "status after the connections went", 10*time.Second, func() error {
