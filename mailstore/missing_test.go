@@ -59,3 +59,25 @@ func TestMissingTotals(t *testing.T) {
 		t.Fatalf("after one body: %d, %d; want 4, %d", n, size, want-list[0].Size)
 	}
 }
+
+// FuzzRecordSize: whatever a record's strings hold, recordSize reads the size a full
+// decode reads.
+func FuzzRecordSize(f *testing.F) {
+	f.Add("a@example.org", `"size":1,`, "b@example.net", int64(20480))
+	f.Add(`\"size\":`, "}", `","size":3}`, int64(0))
+	f.Fuzz(func(t *testing.T, from, subject, to string, size int64) {
+		r := record{Meta: Meta{ID: "1-1", From: from, To: []string{to}, Subject: subject, Size: size}}
+		v, err := json.Marshal(&r)
+		if err != nil {
+			t.Skip()
+		}
+		var full record
+		if err := json.Unmarshal(v, &full); err != nil {
+			t.Skip()
+		}
+		n, err := recordSize(v)
+		if err != nil || n != full.Size {
+			t.Fatalf("recordSize(%s) = %d, %v; a full decode reads %d", v, n, err, full.Size)
+		}
+	})
+}
