@@ -194,12 +194,8 @@ func (r *Replicator) Backlog() (messages, bytes int64) {
 			messages += int64(s - own[o])
 		}
 	}
-	missing, _ := r.store.Missing()
-	for _, m := range missing {
-		messages++
-		bytes += m.Size
-	}
-	return messages, bytes
+	n, b, _ := r.store.MissingTotals()
+	return messages + n, bytes + b
 }
 
 // BacklogKnown reports whether Backlog accounts for every current peer: each one has a

@@ -189,22 +189,22 @@ func (w *BodyWriter) Commit() error {
 	}
 	w.closed = true
 	defer w.s.release(id)
-	final := w.s.BodyPath(id)
-	// The body is checked: give it its final name first, then make the file and
-	// the name durable at once (two fsyncs in flight rather than one after the
-	// other), and only then mark it held. A crash before the mark leaves a file
-	// the index does not know, which BeginBody re-hashes and adopts or replaces.
-	err := os.Rename(final+".part", final)
-	if err == nil {
-		err = syncBoth(w.f, filepath.Dir(final))
-	}
+	// The body is checked: it gets a spooled name in tmp/ and its final name, its
+	// file is fsynced, and its batch records the spooled name and fsyncs tmp/
+	// before it marks the body held; the final name's directory is synced later,
+	// in the background (recv.go). A crash before the mark leaves a file the index
+	// does not know, which BeginBody re-hashes and adopts or replaces.
+	name, err := w.s.placeReceived(w.f, w.s.BodyPath(id))
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
+		if name != "" {
+			_ = os.Remove(filepath.Join(w.s.dir, "tmp", name))
+		}
 		return fmt.Errorf("mailstore: commit body: %w", err)
 	}
-	return w.s.commitBody(id)
+	return w.s.commitSpooled(id, name)
 }
 
 // commitBody marks a body that is in place and durable (file and name synced) as

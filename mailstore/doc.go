@@ -9,7 +9,9 @@
 //	index.db              bbolt: metadata, event log, cursors, floors, pending states, stats
 //	bodies/xx/<id>        message bodies, sharded by the first byte of SHA-256(<id>)
 //	bodies/xx/<id>.part   a body being received from a peer (resumable)
-//	tmp/                  SMTP intake in progress (removed at Open: never acknowledged)
+//	tmp/                  SMTP intake in progress (removed at Open: never acknowledged),
+//	                      and the spooled names of bodies whose final name is not synced yet
+//	                      (spool.go, recv.go: recorded in the index, linked back at Open)
 //	corrupt/<id>          a body that failed verification, moved aside for forensics
 //
 // Beside it, during a restore from a backup: <dir>.restore, the staging store a restore

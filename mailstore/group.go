@@ -30,10 +30,10 @@ import (
 // An Accept starts the fsync of its body file before it queues (concurrent fsyncs
 // of different files proceed in parallel; on a journaling file system they share
 // a journal commit), so that it overlaps the commit of the batch before, or this
-// batch's directory syncs for a lone caller. A body
-// received from a peer is renamed to its final name by its writer, which then
-// fsyncs the file and the directory at once (BodyWriter.Commit): the bodies are
-// sharded over 256 directories, so two commits of a batch seldom share one.
+// batch's directory syncs for a lone caller. A body received from a peer is
+// given a spooled name in tmp/ and its final name by its writer, which fsyncs the
+// file before it queues (BodyWriter.Commit, recv.go): its batch syncs tmp/ once,
+// as for Accepts.
 //
 // A caller is woken only after step 4 returned (or with an error): nobody answers
 // 250 for a message whose index entry is not durable. An error of one member

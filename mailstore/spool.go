@@ -12,7 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Spooled names: one fsync per accepted message.
+// Spooled names: one fsync per accepted message (and per received body, recv.go).
 //
 // An Accept writes its body to tmp/accept-* and fsyncs it (the one fsync of its own).
 // In its batch (group.go) it records the spooled name in bucket "spool" (ID -> name)
@@ -185,6 +185,11 @@ func (s *Store) flushBatch(batch []spooledBody, gen uint64) error {
 		}
 		bk := tx.Bucket(bktSpool)
 		for _, b := range batch {
+			// A body committed again since (recv.go) has an entry naming its
+			// new spooled name: that one waits for its own flush.
+			if string(bk.Get([]byte(b.id))) != b.name {
+				continue
+			}
 			if err := bk.Delete([]byte(b.id)); err != nil {
 				return err
 			}
