@@ -148,21 +148,29 @@ func midTransfer(t testing.TB, joiner *Node, want int, below int64, timeout time
 	return mid
 }
 
+// joinWithMail makes a one-node cluster holding 4,000 messages (subjects named by
+// prefix) and starts the join of a second node without waiting for it; it returns the
+// cluster, its member, the joining node and the messages.
+func joinWithMail(t *testing.T, prefix string) (mc *mailCluster, n1, n2 *Node, want map[string]string) {
+	t.Helper()
+	mc = newMailCluster(t, 2, false)
+	mc.formNodes(1)
+	n1, n2 = mc.Nodes[0], mc.Nodes[1]
+	setConfig(t, mc.Nodes[:1], keyRelayDomains, mailDomain)
+	want = fillMail(t, mc, mc.Nodes[:1], prefix, 4000, 4)
+	waitMail(t, mc.Nodes[:1], want, 120*time.Second)
+	n2.Start()
+	n2.CLI(append(joinArgs(t, n1), "--yes", "--wait", "0")...)
+	return mc, n1, n2, want
+}
+
 // TestMailJoinSourceRestarted: the only source of a joining node's mail (the one other
 // member) is killed with kill -9 while bodies are in transfer, and started again, twice;
 // the joining node then ends with every message and every body whole.
 func TestMailJoinSourceRestarted(t *testing.T) {
 	t.Parallel()
 	skipShort(t)
-	mc := newMailCluster(t, 2, false)
-	mc.formNodes(1)
-	n1, n2 := mc.Nodes[0], mc.Nodes[1]
-	setConfig(t, mc.Nodes[:1], keyRelayDomains, mailDomain)
-	want := fillMail(t, mc, mc.Nodes[:1], "restart", 4000, 4)
-	waitMail(t, mc.Nodes[:1], want, 120*time.Second)
-
-	n2.Start()
-	n2.CLI(append(joinArgs(t, n1), "--yes", "--wait", "0")...)
+	mc, n1, n2, want := joinWithMail(t, "restart")
 	// Each kill after the first waits until node2 has received more from the restarted
 	// source: the transfer resumed.
 	kills := 0

@@ -18,15 +18,7 @@ import (
 func TestMailJoinJoinerKilled(t *testing.T) {
 	t.Parallel()
 	skipShort(t)
-	mc := newMailCluster(t, 2, false)
-	mc.formNodes(1)
-	n1, n2 := mc.Nodes[0], mc.Nodes[1]
-	setConfig(t, mc.Nodes[:1], keyRelayDomains, mailDomain)
-	want := fillMail(t, mc, mc.Nodes[:1], "joinerkill", 4000, 4)
-	waitMail(t, mc.Nodes[:1], want, 120*time.Second)
-
-	n2.Start()
-	n2.CLI(append(joinArgs(t, n1), "--yes", "--wait", "0")...)
+	mc, _, n2, want := joinWithMail(t, "joinerkill")
 	kills := 0
 	below := int64(math.MaxInt64)
 	for kills < 3 && midTransfer(t, n2, len(want), below, 120*time.Second) {
