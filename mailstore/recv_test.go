@@ -54,24 +54,7 @@ func TestRecvCrashStates(t *testing.T) {
 			}
 			spooled := filepath.Join(dir, "tmp", name)
 			final := b.BodyPath(acked.ID)
-			if !st.final || st.staleFinal {
-				if err := os.Remove(final); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if st.staleFinal {
-				if err := os.WriteFile(final, []byte("an orphan of an earlier crash"), 0o640); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if !st.spooled {
-				if err := os.Remove(spooled); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if !st.entry {
-				setSpoolEntry(t, dir, acked.ID, "")
-			}
+			st.put(t, dir, acked.ID, final, spooled)
 			// Two bodies placed (spooled and final names) whose batch never
 			// committed: one with its data on disk, one without.
 			for _, c := range []struct {

@@ -33,6 +33,30 @@ var spoolStates = []spoolState{
 	{name: "flush done", final: true},
 }
 
+// put leaves the body of id, closed in store directory dir under its final name final and
+// its spooled name spooled with its entry in the bucket, in state st.
+func (st spoolState) put(t *testing.T, dir, id, final, spooled string) {
+	t.Helper()
+	if !st.final || st.staleFinal {
+		if err := os.Remove(final); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.staleFinal {
+		if err := os.WriteFile(final, []byte("an orphan of an earlier crash"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !st.spooled {
+		if err := os.Remove(spooled); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !st.entry {
+		setSpoolEntry(t, dir, id, "")
+	}
+}
+
 // TestSpoolCrashStates puts a store's directories and index in every state a crash
 // can leave a spooled body in, opens it, and checks that every acknowledged message is
 // listed and readable byte-exact, that a message deleted while spooled does not come
@@ -61,25 +85,7 @@ func TestSpoolCrashStates(t *testing.T) {
 			name := spoolName(t, dir, acked.ID)
 			spooled := filepath.Join(dir, "tmp", name)
 			final := s.BodyPath(acked.ID)
-			// Put the acknowledged message in state st.
-			if !st.final || st.staleFinal {
-				if err := os.Remove(final); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if st.staleFinal {
-				if err := os.WriteFile(final, []byte("an orphan of an earlier crash"), 0o640); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if !st.spooled {
-				if err := os.Remove(spooled); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if !st.entry {
-				setSpoolEntry(t, dir, acked.ID, "")
-			}
+			st.put(t, dir, acked.ID, final, spooled) // the acknowledged message in state st
 			// An Accept whose batch never committed: its spooled file and a final
 			// name for the next ID reached the disk, nothing of it is in the index.
 			next := MakeID(5, gone.Seq+2) // the deletion took gone.Seq+1
