@@ -365,34 +365,19 @@ func TestUserAgent(t *testing.T) {
 // the request it read (stopping) gives an error that says
 // so and what to do, for reads and for changes.
 func TestClientConnectionClosed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
+	// Read the request, then close without an answer.
+	path := serveUnix(t, func(conn net.Conn) {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(conn)
 		for {
-			conn, err := ln.Accept()
-			if err != nil {
+			line, err := r.ReadString('\n')
+			if err != nil || line == "\r\n" {
 				return
 			}
-			// Read the request, then close without an answer.
-			go func() {
-				defer conn.Close()
-				_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-				r := bufio.NewReader(conn)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	c := New(path)
-	_, err = c.Status(context.Background())
+	_, err := c.Status(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "closed the connection before it answered") ||
 		!strings.Contains(err.Error(), "try again") {
 		t.Errorf("status from a daemon that closes: %v", err)

@@ -130,14 +130,31 @@ func TestSyncTransportConcurrent(t *testing.T) {
 // two requests; it counts the requests it reads and sends on closed once it has closed.
 func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64, closed chan struct{}) {
 	t.Helper()
+	requests = new(atomic.Int64)
+	closed = make(chan struct{}, 100)
+	path = serveUnix(t, func(conn net.Conn) {
+		defer func() { closed <- struct{}{} }()
+		req, err := http.ReadRequest(bufio.NewReader(conn))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		requests.Add(1)
+		_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nX-Pmgcm-Version: 3\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"key\":\"k\",\"version\":3}    ")
+	})
+	return path, requests, closed
+}
+
+// serveUnix listens on a unix socket in a temporary directory of t and runs handle on
+// each connection it accepts, in a goroutine of its own, closing the connection after.
+func serveUnix(t *testing.T, handle func(conn net.Conn)) (path string) {
+	t.Helper()
 	path = filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	requests = new(atomic.Int64)
-	closed = make(chan struct{}, 100)
 	go func() {
 		for {
 			conn, err := ln.Accept()
@@ -145,19 +162,12 @@ func closeAfterOne(t *testing.T) (path string, requests *atomic.Int64, closed ch
 				return
 			}
 			go func() {
-				defer func() { closed <- struct{}{} }()
 				defer conn.Close()
-				req, err := http.ReadRequest(bufio.NewReader(conn))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				requests.Add(1)
-				_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nX-Pmgcm-Version: 3\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"key\":\"k\",\"version\":3}    ")
+				handle(conn)
 			}()
 		}
 	}()
-	return path, requests, closed
+	return path
 }
 
 // TestSyncTransportRetriesClosedIdle: a kept-alive connection the daemon has closed is
@@ -189,37 +199,22 @@ func TestSyncTransportRetriesClosedIdle(t *testing.T) {
 // it reads.
 func dropSecond(t *testing.T) (path string, requests *atomic.Int64) {
 	t.Helper()
-	path = filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	requests = new(atomic.Int64)
-	go func() {
-		for {
-			conn, err := ln.Accept()
+	path = serveUnix(t, func(conn net.Conn) {
+		br := bufio.NewReader(conn)
+		for n := 1; ; n++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for n := 1; ; n++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					requests.Add(1)
-					if n == 2 {
-						return
-					}
-					_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nX-Pmgcm-Version: 3\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{\"key\":\"k\",\"version\":3}")
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			requests.Add(1)
+			if n == 2 {
+				return
+			}
+			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nX-Pmgcm-Version: 3\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{\"key\":\"k\",\"version\":3}")
 		}
-	}()
+	})
 	return path, requests
 }
 
