@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -10,30 +9,18 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/internal/proc"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
-
-// clockTicks is the kernel's USER_HZ, the unit of utime and stime in /proc/PID/stat:
-// 100 on every Linux architecture Go supports.
-const clockTicks = 100
 
 // cpuSeconds returns the CPU time (user + system) the process pid has used so far.
 func cpuSeconds(t testing.TB, pid int) float64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := proc.CPUTime(pid)
 	if err != nil {
 		t.Fatalf("read the CPU time of pid %d: %v", pid, err)
 	}
-	// The command name (field 2) is in parentheses and may hold spaces: count fields
-	// after its closing one. utime and stime are fields 14 and 15.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("parse /proc/%d/stat: %q", pid, s)
-	}
-	return float64(utime+stime) / clockTicks
+	return d.Seconds()
 }
 
 // idleCPULimit is the CPU a node that takes part in nothing may use per second of wall

@@ -1,19 +1,17 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
 	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/proc"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -25,26 +23,14 @@ const (
 	memLists   = 3
 )
 
-// procStatusBytes returns a size field (in kB) of /proc/PID/status, in bytes.
+// procStatusBytes returns a size field of /proc/PID/status, in bytes.
 func procStatusBytes(t *testing.T, pid int, field string) float64 {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := proc.StatusBytes(pid, field)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			if err != nil {
-				t.Fatalf("%s %q: %v", field, rest, err)
-			}
-			return kb * 1024
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
+	return float64(b)
 }
 
 // TestMemoryBoundedByData (issue 16): a node holding 24 MiB of configuration, after full

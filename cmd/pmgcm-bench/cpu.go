@@ -2,11 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/proc"
 )
 
 // cpuMeter measures the CPU time (user + system) that the daemons of the cluster and the
@@ -18,28 +17,13 @@ type cpuMeter struct {
 	self   time.Duration
 }
 
-// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat (100 on Linux).
-const clockTick = 100
-
-// procCPU is the utime+stime of pid from /proc/PID/stat; 0 if it cannot be read.
+// procCPU is the utime+stime of pid; 0 if it cannot be read.
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := proc.CPUTime(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / clockTick
+	return d
 }
 
 func selfCPU() time.Duration {

@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/smtp"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
 	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/proc"
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
@@ -217,27 +216,8 @@ func localRowOf(st *api.Status) *api.Node {
 	return nil
 }
 
-// procCPUSeconds is the user+system CPU time of process pid (/proc/PID/stat).
+// procCPUSeconds is the user+system CPU time of process pid.
 func procCPUSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces: count fields after its ")".
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	// Fields 14 and 15 of the file (utime, stime) are 12 and 13 after the name.
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	const clkTck = 100 // USER_HZ on Linux
-	return (ut + st) / clkTck, nil
+	d, err := proc.CPUTime(pid)
+	return d.Seconds(), err
 }

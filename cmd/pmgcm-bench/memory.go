@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	apiclient "github.com/pmgcm/pmgcm/api/client"
+	"github.com/pmgcm/pmgcm/internal/proc"
 )
 
 // Memory workload (issue 16): the master's resident set after it holds memEntries
@@ -112,22 +112,11 @@ func daemonPID(n *node) (int, error) {
 // rssMiB is VmRSS of /proc/PID/status, in MiB.
 func rssMiB(pid int) (float64, error) { return procStatusMiB(pid, "VmRSS") }
 
-// procStatusMiB is the field (a size in kB) of /proc/PID/status, in MiB.
+// procStatusMiB is the field (a size) of /proc/PID/status, in MiB.
 func procStatusMiB(pid int, field string) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := proc.StatusBytes(pid, field)
 	if err != nil {
 		return 0, fmt.Errorf("memory: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			if err != nil {
-				return 0, fmt.Errorf("memory: %s %q: %w", field, rest, err)
-			}
-			return kb / 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("memory: no %s in /proc/%d/status", field, pid)
+	return float64(b) / (1 << 20), nil
 }

@@ -1,6 +1,7 @@
 // Package proc runs a child process and tracks its exit. It is the launcher that the
 // integration harness and the benchmark share: both drive real pmgclusterd processes,
-// kill -9 them, pause them and restart them. It imports nothing of the project's.
+// kill -9 them, pause them and restart them, and read their CPU time and memory from
+// /proc (stat.go). It imports nothing of the project's.
 package proc
 
 import (
