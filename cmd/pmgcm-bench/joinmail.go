@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/smtp"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,35 +151,16 @@ func fillMail(ctx context.Context, members []*node, total, size, conns int) (acc
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			addr := net.JoinHostPort(n.ip, strconv.Itoa(n.smtpPort))
-			var sc *smtp.Client
-			defer func() {
-				if sc != nil {
-					_ = sc.Quit()
-				}
-			}()
-			for ctx.Err() == nil {
+			sendOver(ctx, "join_mail", n, body, func() (int, bool) {
 				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				if sc == nil {
-					var err error
-					if sc, err = dialSMTP(addr); err != nil {
-						bad.Add(1)
-						logf("join_mail: %v", err)
-						continue
-					}
-				}
-				if _, err := sendOne(sc, i, body); err != nil {
+				return i, i < total
+			}, func(_ int, _ string, err error) {
+				if err != nil {
 					bad.Add(1)
-					logf("join_mail: message %d to %s: %v", i, n.name, err)
-					_ = sc.Close()
-					sc = nil
-					continue
+				} else {
+					ok.Add(1)
 				}
-				ok.Add(1)
-			}
+			})
 		}()
 	}
 	wg.Wait()
@@ -192,17 +170,7 @@ func fillMail(ctx context.Context, members []*node, total, size, conns int) (acc
 // waitHoldsMail waits until n's own status shows at least want messages and no backlog.
 func waitHoldsMail(ctx context.Context, n *node, want int64, timeout time.Duration) error {
 	return testutil.WaitEvery(ctx, n.name+" holds every message", timeout, 100*time.Millisecond, func() error {
-		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		st, err := n.client.Status(octx)
-		if err != nil {
-			return err
-		}
-		r := localRowOf(st)
-		if r == nil || r.Mail == nil || r.Mail.Messages < want || r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0 {
-			return fmt.Errorf("%s: mail %+v, want %d messages", n.name, r, want)
-		}
-		return nil
+		return holdsMail(ctx, n, want)
 	})
 }
 

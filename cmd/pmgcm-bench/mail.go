@@ -102,39 +102,20 @@ func (b *bencher) mail(ctx context.Context) error {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			addr := net.JoinHostPort(n.ip, strconv.Itoa(n.smtpPort))
-			var sc *smtp.Client
-			for i := range q {
-				if ctx.Err() != nil {
-					return
-				}
-				if sc == nil {
-					var err error
-					if sc, err = dialSMTP(addr); err != nil {
-						mu.Lock()
-						sendErr++
-						mu.Unlock()
-						logf("mail: %v", err)
-						continue
-					}
-				}
-				id, err := sendOne(sc, i, body)
+			sendOver(ctx, "mail", n, body, func() (int, bool) {
+				i, ok := <-q
+				return i, ok
+			}, func(i int, id string, err error) {
 				now := time.Now()
 				mu.Lock()
+				defer mu.Unlock()
 				if err != nil {
 					sendErr++
-					logf("mail: message %d to %s: %v", i, n.name, err)
-					_ = sc.Close()
-					sc = nil
-				} else {
-					ackAt[id] = now
-					lastAck = now
+					return
 				}
-				mu.Unlock()
-			}
-			if sc != nil {
-				_ = sc.Quit()
-			}
+				ackAt[id] = now
+				lastAck = now
+			})
 		}()
 	}
 	swg.Wait()
@@ -165,17 +146,8 @@ func (b *bencher) mail(ctx context.Context) error {
 	// has to fetch; wait until no node has a backlog.
 	bodiesErr := testutil.WaitEvery(ctx, "every node holds every body", 120*time.Second, 20*time.Millisecond, func() error {
 		for _, n := range members {
-			octx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			st, err := n.client.Status(octx)
-			cancel()
-			if err != nil {
+			if err := holdsMail(ctx, n, int64(accepted+len(known))); err != nil {
 				return err
-			}
-			for _, row := range st.Nodes {
-				if row.Local && (row.Mail == nil || row.Mail.BacklogMessages > 0 || row.Mail.BacklogBytes > 0 ||
-					row.Mail.Messages < int64(accepted+len(known))) {
-					return fmt.Errorf("%s: mail %+v", n.name, row.Mail)
-				}
 			}
 		}
 		return nil
@@ -215,6 +187,55 @@ func (b *bencher) mail(ctx context.Context) error {
 		fields = append(fields, kv{"error", e.Error()})
 	}
 	fmt.Println(line("mail", fields...))
+	return nil
+}
+
+// sendOver sends the messages that take gives (their numbers; false: no more) to n over
+// one SMTP connection, dialled again after a failure, and tells done of each one: the
+// queue ID of its 250, or the error. what names the workload in the log.
+func sendOver(ctx context.Context, what string, n *node, body []byte, take func() (int, bool), done func(i int, id string, err error)) {
+	addr := net.JoinHostPort(n.ip, strconv.Itoa(n.smtpPort))
+	var sc *smtp.Client
+	defer func() {
+		if sc != nil {
+			_ = sc.Quit()
+		}
+	}()
+	for ctx.Err() == nil {
+		i, ok := take()
+		if !ok {
+			return
+		}
+		if sc == nil {
+			var err error
+			if sc, err = dialSMTP(addr); err != nil {
+				logf("%s: %v", what, err)
+				done(i, "", err)
+				continue
+			}
+		}
+		id, err := sendOne(sc, i, body)
+		if err != nil {
+			logf("%s: message %d to %s: %v", what, i, n.name, err)
+			_ = sc.Close()
+			sc = nil
+		}
+		done(i, id, err)
+	}
+}
+
+// holdsMail checks once that n's own status shows at least want messages and no backlog.
+func holdsMail(ctx context.Context, n *node, want int64) error {
+	octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	st, err := n.client.Status(octx)
+	if err != nil {
+		return err
+	}
+	r := localRowOf(st)
+	if r == nil || r.Mail == nil || r.Mail.Messages < want || r.Mail.BacklogMessages > 0 || r.Mail.BacklogBytes > 0 {
+		return fmt.Errorf("%s: mail %+v, want %d messages and no backlog", n.name, r, want)
+	}
 	return nil
 }
 
