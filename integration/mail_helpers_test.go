@@ -68,6 +68,16 @@ func (mc *mailCluster) formNodes(k int) {
 	mc.form()
 }
 
+// formMailNodes forms a cluster of the first k nodes, as formNodes does, sets the relay
+// domains of the test's mail on it, and returns those k nodes.
+func (mc *mailCluster) formMailNodes(k int) []*Node {
+	mc.t.Helper()
+	mc.formNodes(k)
+	nodes := mc.Nodes[:k]
+	setConfig(mc.t, nodes, keyRelayDomains, mailDomain)
+	return nodes
+}
+
 // setConfig sets key to val through nodes[0] and waits until every one of nodes reads it
 // (SMTP policy is read from each node's own replica).
 func setConfig(t testing.TB, nodes []*Node, key, val string) {

@@ -88,10 +88,8 @@ func TestMailJoinBulk(t *testing.T) {
 	t.Parallel()
 	skipShort(t)
 	mc := newMailCluster(t, 4, false)
-	mc.formNodes(3)
-	first := mc.Nodes[:3]
+	first := mc.formMailNodes(3)
 	n4 := mc.Nodes[3]
-	setConfig(t, first, keyRelayDomains, mailDomain)
 	began := time.Now()
 	want := fillMail(t, mc, first, "bulk", 3000, 6)
 	t.Logf("sent %d messages in %s", len(want), time.Since(began).Round(time.Millisecond))
@@ -154,11 +152,10 @@ func midTransfer(t testing.TB, joiner *Node, want int, below int64, timeout time
 func joinWithMail(t *testing.T, prefix string) (mc *mailCluster, n1, n2 *Node, want map[string]string) {
 	t.Helper()
 	mc = newMailCluster(t, 2, false)
-	mc.formNodes(1)
+	first := mc.formMailNodes(1)
 	n1, n2 = mc.Nodes[0], mc.Nodes[1]
-	setConfig(t, mc.Nodes[:1], keyRelayDomains, mailDomain)
-	want = fillMail(t, mc, mc.Nodes[:1], prefix, 4000, 4)
-	waitMail(t, mc.Nodes[:1], want, 120*time.Second)
+	want = fillMail(t, mc, first, prefix, 4000, 4)
+	waitMail(t, first, want, 120*time.Second)
 	n2.Start()
 	n2.CLI(append(joinArgs(t, n1), "--yes", "--wait", "0")...)
 	return mc, n1, n2, want
@@ -199,10 +196,8 @@ func TestMailJoinPeerKilled(t *testing.T) {
 	t.Parallel()
 	skipShort(t)
 	mc := newMailCluster(t, 4, false)
-	mc.formNodes(3)
-	first := mc.Nodes[:3]
+	first := mc.formMailNodes(3)
 	n4 := mc.Nodes[3]
-	setConfig(t, first, keyRelayDomains, mailDomain)
 	want := fillMail(t, mc, first, "peerkill", 3000, 6)
 	waitMail(t, first, want, 120*time.Second)
 
