@@ -74,6 +74,10 @@ type spooler struct {
 	// token is held by the one flush running (a channel, so that Close can wait
 	// for it).
 	token chan struct{}
+	// started is set while a flush started for a full list (flushMax) has not taken
+	// the pending names yet: one such flush is enough, however many batches commit
+	// meanwhile (a disk stall must not pile up waiting goroutines).
+	started bool
 	// noFlush, set by tests, leaves every entry pending (as a crash would).
 	noFlush bool
 }
@@ -94,7 +98,10 @@ func (s *Store) spoolAdd(b spooledBody) {
 			sp.timer.Stop()
 			sp.timer = nil
 		}
-		go s.flushSpool()
+		if !sp.started {
+			sp.started = true
+			go s.flushSpool()
+		}
 	case sp.timer == nil:
 		sp.timer = time.AfterFunc(flushDelay, s.flushSpool)
 	}
@@ -128,6 +135,7 @@ func (s *Store) flushSpool() {
 	}
 	batch, gen := sp.pending, sp.gen
 	sp.pending = nil
+	sp.started = false
 	if sp.noFlush {
 		sp.pending, batch = batch, nil
 	}
@@ -161,20 +169,28 @@ func (s *Store) current(gen uint64) bool {
 	return !s.closed && s.spool.gen == gen
 }
 
+// currentLocked is current, taking s.mu for the check only.
+func (s *Store) currentLocked(gen uint64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.current(gen)
+}
+
 // flushBatch runs the three steps of a flush for batch (taken at gen).
 func (s *Store) flushBatch(batch []spooledBody, gen uint64) error {
 	dirs := map[string]struct{}{}
 	for _, b := range batch {
 		dirs[b.dir] = struct{}{}
 	}
-	s.mu.RLock()
-	if !s.current(gen) {
-		s.mu.RUnlock()
+	// No lock across the syncs and the unlinks below (a Wipe, a restore or Close
+	// would wait for them, and every reader behind it): a store whose content was
+	// replaced meanwhile is seen by the check of the commit and the one before the
+	// unlinks; fsyncing a directory of the new content is harmless, and the spooled
+	// names are unique within the process (tmp/ is emptied at Open).
+	if !s.currentLocked(gen) {
 		return nil
 	}
-	err := syncDirs(dirs)
-	s.mu.RUnlock()
-	if err != nil {
+	if err := syncDirs(dirs); err != nil {
 		return err
 	}
 	req := &commitReq{}
@@ -199,9 +215,7 @@ func (s *Store) flushBatch(batch []spooledBody, gen uint64) error {
 	if err := s.groupCommit(req); err != nil {
 		return err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if !s.current(gen) {
+	if !s.currentLocked(gen) {
 		return nil
 	}
 	tmp := filepath.Join(s.dir, "tmp")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -278,4 +279,37 @@ func setSpoolEntry(t *testing.T, dir, id, name string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSpoolFullStartsOneFlush: while a flush runs (a stalled disk, say), committing more
+// bodies past the flush threshold starts one waiting flush, not one per batch; once the
+// running flush ends, that one takes every pending name.
+func TestSpoolFullStartsOneFlush(t *testing.T) {
+	s := newStore(t, 1)
+	sp := &s.spool
+	sp.token <- struct{}{} // a flush is running
+	held := true
+	t.Cleanup(func() { // before the store's Close, which waits for the token
+		if held {
+			<-sp.token
+		}
+	})
+	dir := filepath.Join(s.dir, "tmp")
+	before := runtime.NumGoroutine()
+	for i := 0; i < flushMax+500; i++ {
+		s.spoolAdd(spooledBody{id: fmt.Sprint(i), name: fmt.Sprintf("none-%d", i), dir: dir})
+	}
+	if n := runtime.NumGoroutine() - before; n > 1 {
+		t.Fatalf("%d goroutines started for one full list of pending names, want 1", n)
+	}
+	<-sp.token // the running flush ends
+	held = false
+	testutil.Poll(t, "the pending names flushed", 10*time.Second, func() error {
+		sp.mu.Lock()
+		defer sp.mu.Unlock()
+		if n := len(sp.pending); n > 0 || sp.started {
+			return fmt.Errorf("%d pending, started %v", n, sp.started)
+		}
+		return nil
+	})
 }
