@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -251,12 +250,7 @@ func (b *Batcher) Apply(ctx context.Context, cmd []byte) (ApplyResult, error) {
 
 // single forwards cmd alone (PathApply).
 func (b *Batcher) single(ctx context.Context, cmd []byte) (ApplyResult, error) {
-	var out ApplyResult
-	err := b.fwd.CallLeader(ctx, false, func(ctx context.Context, addr string) (err error) {
-		out, err = b.fwd.Client().Apply(ctx, addr, cmd)
-		return err
-	})
-	return out, err
+	return b.fwd.Apply(ctx, cmd)
 }
 
 // startLocked sends the next batch, from the front of the queue; b.mu is held.
@@ -302,8 +296,7 @@ func (b *Batcher) send(batch []*batchCall) {
 		items, err = b.fwd.Client().ApplyBatch(ctx, addr, cmds)
 		return err
 	})
-	var re *RemoteError
-	unserved := errors.As(err, &re) && re.Status == http.StatusNotFound // nothing was applied
+	unserved := NotSupported(err) // a master without the path: nothing was applied
 	b.mu.Lock()
 	b.inFlight--
 	if unserved {

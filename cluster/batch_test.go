@@ -290,3 +290,22 @@ func TestBatchAnswersBeforeCallerDeadline(t *testing.T) {
 		t.Fatalf("answered after %s, past the caller's deadline", took)
 	}
 }
+
+// TestBatcherWrongResultCount: a master that answers a batch with a number of results
+// other than the commands sent gives each write "unknown outcome" (it took the batch, so
+// any of them may be applied), and none is sent again alone.
+func TestBatcherWrongResultCount(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathApplyBatch, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"results":[]}`))
+	})
+	cm, b := newBatchServer(t, mux)
+	_, err := b.Apply(context.Background(), encodeSet(t, "k", []byte("v")))
+	if !errors.Is(err, raftnode.ErrUnknownOutcome) || !strings.Contains(err.Error(), "answered 0 results for a batch of 1") {
+		t.Fatalf("write answered with no result: %v, want unknown outcome naming the count", err)
+	}
+	if got := cm.n(PathApply); got != 0 {
+		t.Errorf("%d single requests after an answered batch, want 0", got)
+	}
+}

@@ -59,6 +59,17 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 // Client returns the client the forwarder sends with.
 func (f *Forwarder) Client() *Client { return f.cfg.Client }
 
+// Apply forwards the encoded command cmd alone to the master (PathApply), found and
+// retried as CallLeader does for a request that is not idempotent.
+func (f *Forwarder) Apply(ctx context.Context, cmd []byte) (ApplyResult, error) {
+	var out ApplyResult
+	err := f.CallLeader(ctx, false, func(ctx context.Context, addr string) (err error) {
+		out, err = f.cfg.Client.Apply(ctx, addr, cmd)
+		return err
+	})
+	return out, err
+}
+
 // ForwardAnswerTimeout bounds the master's answer to a forwarded request that is not
 // idempotent: longer than the two applies (5 s each) of the longest such request.
 const ForwardAnswerTimeout = 12 * time.Second

@@ -175,10 +175,7 @@ func (w *writer) propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 		if w.batcher != nil && w.canBatch() {
 			out, err = w.batcher.Apply(ctx, b)
 		} else {
-			err = w.fwd().CallLeader(ctx, false, func(ctx context.Context, addr string) (err error) {
-				out, err = w.peer().Apply(ctx, addr, b)
-				return err
-			})
+			out, err = w.fwd().Apply(ctx, b)
 		}
 		var re *cluster.RemoteError
 		switch {
