@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,10 +26,9 @@ const maxResumes = 3
 func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error {
 	// The origin is the ID's first part (mailstore.MakeID): no index read for it. A
 	// message unknown, deleted or purged here ends the fetch at the first BeginBody.
-	o, _, _ := strings.Cut(id, "-")
-	origin, err := strconv.ParseUint(o, 10, 64)
+	origin, _, err := mailstore.ParseID(id)
 	if err != nil {
-		return fmt.Errorf("%w: message id %q", mailstore.ErrInvalid, id)
+		return err
 	}
 	var errs []error
 	for _, p := range r.peers(first, origin) {

@@ -40,7 +40,7 @@ func floorOf(tx *bolt.Tx, origin uint64) uint64 {
 // compacted reports whether message id's "new" event is at or below its origin's
 // floor: the message is past retention and its record is gone (or about to go).
 func compacted(tx *bolt.Tx, id string) bool {
-	o, q, err := parseID(id)
+	o, q, err := ParseID(id)
 	return err == nil && q <= floorOf(tx, o)
 }
 

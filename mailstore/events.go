@@ -17,7 +17,7 @@ func (ev *Event) validate() error {
 	if ev.Seq == 0 {
 		return fmt.Errorf("%w: event %d/0", ErrInvalid, ev.Origin)
 	}
-	if o, _, err := parseID(ev.MsgID); err != nil {
+	if o, _, err := ParseID(ev.MsgID); err != nil {
 		return err
 	} else if ev.Kind == KindNew && o != ev.Origin {
 		return fmt.Errorf("%w: event %d/%d: message %s of another origin", ErrInvalid, ev.Origin, ev.Seq, ev.MsgID)
@@ -156,7 +156,7 @@ func applyTx(tx *bolt.Tx, ev *Event) (need, rm, applied bool, err error) {
 // state. Setting a state at or below the current one changes nothing and
 // records no event, except that releasing a deleted message is ErrDeleted.
 func (s *Store) SetState(id, state string) (Meta, error) {
-	if _, _, err := parseID(id); err != nil {
+	if _, _, err := ParseID(id); err != nil {
 		return Meta{}, err
 	}
 	if stateRank(state) == 0 {

@@ -13,7 +13,7 @@ import (
 // Get returns the metadata of id; ErrNotFound when unknown or purged. A
 // deleted message is returned, with State "deleted".
 func (s *Store) Get(id string) (Meta, error) {
-	if _, _, err := parseID(id); err != nil {
+	if _, _, err := ParseID(id); err != nil {
 		return Meta{}, err
 	}
 	var out Meta

@@ -264,7 +264,7 @@ func (s *Store) recoverSpool(db *bolt.DB) error {
 	}
 	dirs := map[string]struct{}{}
 	for _, e := range entries {
-		if _, _, err := parseID(e.id); err != nil || e.name != filepath.Base(e.name) || e.name == "." || e.name == ".." {
+		if _, _, err := ParseID(e.id); err != nil || e.name != filepath.Base(e.name) || e.name == "." || e.name == ".." {
 			return fmt.Errorf("mailstore: spooled body %q (%q): bad entry", e.id, e.name)
 		}
 		final := s.BodyPath(e.id)

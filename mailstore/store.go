@@ -367,8 +367,9 @@ func (s *Store) release(id string) {
 	s.busyMu.Unlock()
 }
 
-// parseID checks that id is "<origin>-<seq>" (so it is also a safe file name).
-func parseID(id string) (origin, seq uint64, err error) {
+// ParseID checks that id is "<origin>-<seq>" as MakeID makes it (so it is also a safe
+// file name) and returns its two parts; otherwise an error wrapping ErrInvalid.
+func ParseID(id string) (origin, seq uint64, err error) {
 	o, q, ok := strings.Cut(id, "-")
 	if ok {
 		origin, err = strconv.ParseUint(o, 10, 64)
