@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -312,4 +313,29 @@ func TestSpoolFullStartsOneFlush(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSpoolBadEntryRefusesOpen: an entry of bucket "spool" whose ID or spooled name is not
+// one the store writes (a damaged or tampered index) stops Open with an error naming it,
+// instead of linking or unlinking a path it names.
+func TestSpoolBadEntryRefusesOpen(t *testing.T) {
+	for _, e := range []struct{ id, name string }{{"../escape", "accept-1"}, {"1-1", "../../etc"}, {"1-1", ".."}} {
+		dir := t.TempDir()
+		var cid atomic.Uint64
+		cid.Store(1)
+		s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		setSpoolEntry(t, dir, e.id, e.name)
+		if s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second}); err == nil {
+			_ = s.Close()
+			t.Errorf("Open with spool entry %q -> %q: no error", e.id, e.name)
+		} else if !strings.Contains(err.Error(), "bad entry") {
+			t.Errorf("Open with spool entry %q -> %q: %v, want a bad entry", e.id, e.name, err)
+		}
+	}
 }

@@ -267,3 +267,40 @@ func TestCloseIdleConnectionsInFlight(t *testing.T) {
 		t.Fatalf("%d connections after one more request, want 2", n)
 	}
 }
+
+// TestSwitchingProtocolsRefused: an answer 101 (the server switching protocols, which this
+// transport never asks for) fails the request and closes its connection; the next
+// request dials again.
+func TestSwitchingProtocolsRefused(t *testing.T) {
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/switch" {
+			w.Header().Set("Connection", "Upgrade")
+			w.Header().Set("Upgrade", "other")
+			w.WriteHeader(http.StatusSwitchingProtocols)
+			return
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	tr := &Transport{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+	c := &http.Client{Transport: tr}
+	if resp, err := c.Get(s.URL + "/switch"); err == nil {
+		_ = resp.Body.Close()
+		t.Fatalf("101 answered %d, want an error", resp.StatusCode)
+	} else if !strings.Contains(err.Error(), "switched protocols") {
+		t.Fatalf("101: %v, want the switch refused", err)
+	}
+	if got := get(t, c, s.URL+"/next"); got != "/next" || conns.Load() != 2 {
+		t.Fatalf("after the refused switch: %q over %d connections, want /next over 2", got, conns.Load())
+	}
+}
