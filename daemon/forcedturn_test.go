@@ -43,32 +43,57 @@ func forcedDaemon(t *testing.T, logger hclog.Logger, members ...fsm.Member) *Dae
 func TestForcedPromotionTurnGivesUp(t *testing.T) {
 	d := forcedDaemon(t, hclog.NewNullLogger(), testMember(1, fsm.Voter), testMember(2, fsm.Voter))
 	p := d.promoter
-	var held func()
+	heldc := make(chan func(), 1) // the release of the turn taken during the recovery
+	var taken bool                // p.raft is called by forceRecover's goroutine only
 	p.raft = func() *raftnode.Node {
 		// forceRecover records the pending epoch, ends its first turn, then recovers
 		// Raft (p.raft().ForceRecover): another membership change takes the turn right
 		// then and keeps it past the promotion's deadline.
-		if held == nil && d.self().PendingEpoch != 0 {
+		if !taken && d.self().PendingEpoch != 0 {
+			taken = true
 			tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			release, err := d.memberTurn.take(tctx)
-			if err != nil {
+			if release, err := d.memberTurn.take(tctx); err != nil {
 				t.Errorf("take the turn during the recovery: %v", err)
-				return d.rn()
+			} else {
+				heldc <- release
 			}
-			held = release
 		}
 		return d.rn()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	fenced, epoch, err := p.forceRecover(ctx, 0)
-	if held == nil {
-		t.Fatalf("the turn was not taken during the recovery (forceRecover answered %v, %d, %v)", fenced, epoch, err)
+	type answer struct {
+		fenced []uint64
+		epoch  uint64
+		err    error
 	}
+	answered := make(chan answer, 1)
+	go func() {
+		fenced, epoch, err := p.forceRecover(ctx, 0)
+		answered <- answer{fenced, epoch, err}
+	}()
+	var a answer
+	select {
+	case a = <-answered:
+	case <-time.After(15 * time.Second):
+		select {
+		case held := <-heldc:
+			held()
+		default:
+		}
+		t.Fatal("the forced promotion waited for the turn long past its deadline")
+	}
+	var held func()
+	select {
+	case held = <-heldc:
+	default:
+		t.Fatalf("the turn was not taken during the recovery (forceRecover answered %v, %d, %v)", a.fenced, a.epoch, a.err)
+	}
+	err := a.err
 	if err == nil {
 		held()
-		t.Fatalf("forced promotion with the turn held past its deadline succeeded: epoch %d, fenced %v", epoch, fenced)
+		t.Fatalf("forced promotion with the turn held past its deadline succeeded: epoch %d, fenced %v", a.epoch, a.fenced)
 	}
 	msg := err.Error()
 	if !strings.HasPrefix(msg, "forced promotion to epoch 2: ") || !strings.HasSuffix(msg, "; it is finished when pmgclusterd restarts") {
