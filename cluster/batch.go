@@ -253,15 +253,27 @@ func (b *Batcher) single(ctx context.Context, cmd []byte) (ApplyResult, error) {
 	return b.fwd.Apply(ctx, cmd)
 }
 
-// startLocked sends the next batch, from the front of the queue; b.mu is held.
+// startLocked sends the next batch, from the front of the queue; b.mu is held. A call
+// whose deadline is less than batchAnswerMargin away is left in the queue, where its
+// caller gives up and is answered that it was not sent (Apply): its batch would end
+// before it started (batchDeadline), and would answer it, and every other call in it,
+// with the forwarder's verdict on no attempt at all ("no quorum").
 func (b *Batcher) startLocked() {
-	n := min(len(b.queue), MaxBatchCommands)
-	if n == 0 {
+	tooLate := time.Now().Add(batchAnswerMargin)
+	batch := make([]*batchCall, 0, min(len(b.queue), MaxBatchCommands))
+	rest := b.queue[:0] // filtered in place: rest never gets ahead of the range
+	for _, c := range b.queue {
+		if len(batch) < MaxBatchCommands && (c.deadline.IsZero() || c.deadline.After(tooLate)) {
+			batch = append(batch, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	clear(b.queue[len(rest):])
+	b.queue = rest
+	if len(batch) == 0 {
 		return
 	}
-	batch := make([]*batchCall, n)
-	copy(batch, b.queue)
-	b.queue = append(b.queue[:0], b.queue[n:]...)
 	for _, c := range batch {
 		c.taken = true
 	}

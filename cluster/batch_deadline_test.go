@@ -168,3 +168,25 @@ func TestQueuedWriteDeadlineNotSent(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchedWriteTooLateNotSent: a write whose deadline is nearer than its batch's
+// margin (batchAnswerMargin) when a batch could take it is not sent, and answered
+// ErrTimeout at its deadline, not "no quorum" (the verdict of a batch that ended before
+// it started, with the master there all along).
+func TestBatchedWriteTooLateNotSent(t *testing.T) {
+	h := &batchHandler{applied: map[string]int{}}
+	cm, b := newBatchServer(t, NewService(h, testWriteErr).RPC())
+	ctx, cancel := context.WithTimeout(context.Background(), batchAnswerMargin/2)
+	defer cancel()
+	_, err := b.Apply(ctx, encodeSet(t, "late", []byte("v")))
+	if !errors.Is(err, raftnode.ErrTimeout) || errors.Is(err, raftnode.ErrNoLeader) || errors.Is(err, raftnode.ErrUnknownOutcome) {
+		t.Fatalf("a write with less than the batch margin left: %v, want ErrTimeout (not sent)", err)
+	}
+	if got := cm.n(PathApplyBatch) + cm.n(PathApply); got != 0 || appliedCount(h, "late") != 0 {
+		t.Fatalf("%d requests for a write too late to send, want none", got)
+	}
+	// The master is there: a write with time left goes through.
+	if _, err := b.Apply(context.Background(), encodeSet(t, "k", []byte("v"))); err != nil {
+		t.Fatalf("a write after the late one: %v", err)
+	}
+}
