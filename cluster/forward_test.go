@@ -119,10 +119,11 @@ func TestCallLeaderUnknownOutcome(t *testing.T) {
 			_, _ = w.Write([]byte(`{"index":5}`))
 			return
 		}
-		// Took it and dropped the connection without an answer.
+		// Took it and dropped the connection without an answer; the next one is answered
+		// (set first: once the connection is closed, the test may reset it).
+		ok.Store(true)
 		c, _, _ := w.(http.Hijacker).Hijack()
 		_ = c.Close()
-		ok.Store(true)
 	}))
 	defer srv.Close()
 	f := newTestForwarder(newFakeRaft(strings.TrimPrefix(srv.URL, "http://")))
