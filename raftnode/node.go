@@ -65,6 +65,7 @@ type Layers func() raft.StreamLayer
 type instance struct {
 	raft  *raft.Raft
 	store logStore
+	logs  *overlapStore // the log under the cache: the master's appends overlap replication
 	trans *gatedTransport
 	stop  chan struct{} // closed when the instance stops
 	wg    sync.WaitGroup
@@ -139,7 +140,17 @@ func (n *Node) start() (err error) {
 	rc.Logger = n.logger
 	// The leader reads back every entry it sends; keeping the newest in memory saves a
 	// log read and a decode per entry per follower. Bounded in bytes too (logcache.go).
-	logs, err := newLogCache(logCacheSize, logCacheBytes, store)
+	var base raft.LogStore = store
+	if wrapLogStore != nil {
+		base = wrapLogStore(cfg.Dir, store)
+	}
+	overlap, err := newOverlapStore(base)
+	if err != nil {
+		_ = trans.Close()
+		_ = store.Close()
+		return storeErr(walDir, err)
+	}
+	logs, err := newLogCache(logCacheSize, logCacheBytes, overlap)
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
@@ -153,7 +164,10 @@ func (n *Node) start() (err error) {
 	}
 	// Raft rebuilds the state machine from the snapshot and the log: start it empty.
 	n.fsm.Reset()
-	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, trans)
+	// The master's own append runs beside its replication (overlap.go): entries are
+	// applied, and followers told they are committed, only once they are on its disk.
+	r, err := raft.NewRaft(rc, durableFSM{FSM: n.fsm, logs: overlap}, logs, store, snaps,
+		capTransport{gatedTransport: trans, durable: overlap.durableIndex})
 	if err != nil {
 		_ = trans.Close()
 		_ = store.Close()
@@ -168,12 +182,14 @@ func (n *Node) start() (err error) {
 		if err := r.BootstrapCluster(cfg.singleVoter()).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			_ = r.Shutdown().Error()
 			trans.drain()
+			_ = overlap.Close()
 			_ = trans.Close()
 			_ = store.Close()
 			return fmt.Errorf("bootstrap raft: %w", err)
 		}
 	}
-	in := &instance{raft: r, store: store, trans: trans, stop: make(chan struct{})}
+	overlap.setLeader(func() bool { return r.State() == raft.Leader })
+	in := &instance{raft: r, store: store, logs: overlap, trans: trans, stop: make(chan struct{})}
 	n.mu.Lock()
 	n.run = in
 	n.mu.Unlock()
@@ -198,6 +214,10 @@ func (b boundedDial) Dial(address raft.ServerAddress, timeout time.Duration) (ne
 	}
 	return b.StreamLayer.Dial(address, timeout)
 }
+
+// wrapLogStore, when set (by tests), wraps each run's log store under the overlap layer
+// (overlap.go); dir is the node's Raft directory.
+var wrapLogStore func(dir string, s raft.LogStore) raft.LogStore
 
 // logCacheSize is how many of the newest log entries stay in memory (logCache).
 const logCacheSize = 512
@@ -282,7 +302,8 @@ func (n *Node) stopRun(handover bool) error {
 	errs := []error{in.raft.Shutdown().Error()}
 	in.wg.Wait()
 	in.trans.drain() // no heartbeat handled by the stores closed next
-	errs = append(errs, in.trans.Close(), in.store.Close())
+	// The master's last appends are on disk before the store closes (one fsync).
+	errs = append(errs, in.logs.Close(), in.trans.Close(), in.store.Close())
 	n.notifyApplied(0)
 	return errors.Join(errs...)
 }
