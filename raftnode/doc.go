@@ -1,6 +1,7 @@
 // Package raftnode owns this node's raft.Raft instance and its stores (a raft-wal
 // write-ahead log for the log and stable store, migrated in place from the raft-boltdb
-// raft.db of release 1ca55cd, see walstore.go; file snapshots): bootstrap of a standalone node; a Node
+// raft.db of release 1ca55cd, see walstore.go; file snapshots), with the master's log append
+// beside its replication and what keeps that safe (overlap.go): bootstrap of a standalone node; a Node
 // that outlives its Raft runs, so it can be stopped, reopened, restarted as a joiner and
 // force-recovered in place; the leader loop, one per leadership term, driven by Raft's
 // LeaderCh, which runs the leader duties its user registers (OnLeader); the leadership
