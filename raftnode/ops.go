@@ -291,9 +291,20 @@ func (n *Node) RemoveServer(ctx context.Context, cid uint64) error {
 }
 
 func (n *Node) configChange(ctx context.Context, op func(*raft.Raft, time.Duration) raft.IndexFuture) error {
-	r := n.raftOrNil()
-	if r == nil {
+	n.mu.Lock()
+	in := n.run
+	n.mu.Unlock()
+	if in == nil {
 		return ErrClosed
+	}
+	r := in.raft
+	// raft admits a change once the last one counts as committed, the master's copy
+	// counted before it is on disk (overlap.go): wait for the master's disk first, so
+	// that two changes are never in flight whatever the callers do.
+	if r.State() == raft.Leader {
+		if err := in.logs.waitDurableCtx(ctx, r.LastIndex()); err != nil {
+			return err
+		}
 	}
 	f := op(r, timeoutFrom(ctx))
 	if err := f.Error(); err != nil {

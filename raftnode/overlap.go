@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -27,12 +28,21 @@ import (
 //     only once durable() has reached it.
 //   - capTransport: an AppendEntries request tells followers a commit index of at most
 //     durable(): a follower applies an entry only once the master has it on disk.
+//   - The first append of a leader's term (raft's noop) is synchronous. raft commits the
+//     entries of earlier terms only through an entry of the leader's own term on a
+//     quorum (Raft §5.4.2, Figure 8: an earlier term's entry on a quorum of disks can
+//     still be overwritten), and admits a membership change only once that entry counts
+//     as committed. With the noop on the master's disk before raft counts it, durable()
+//     is at least the term's first index whenever raft commits in the term, so the
+//     lower of raft's commit index and durable() is always an index of this term on a
+//     quorum of disks: a properly committed one.
 //
-// So an entry is applied anywhere, or acknowledged, only once it is on disk on the master
-// and on the followers raft counted for the commit (a follower acknowledges an append
-// only after its own fsync): on a quorum. If the master loses power before its fsync, the
-// entry raft counted as committed was applied nowhere and answered to nobody; a new
-// master may or may not have it, as for any write whose outcome is unknown.
+// So an entry is applied anywhere, or acknowledged, only once it is committed by Raft's
+// rule on disks alone: on the master's and on those of the followers raft counted (a
+// follower acknowledges an append only after its own fsync). If the master loses power
+// before its fsync, the entry raft counted as committed was applied nowhere and answered
+// to nobody; a new master may or may not have it, as for any write whose outcome is
+// unknown.
 
 // maxPendingBytes bounds the entries handed to the writer and not yet on disk; a leader
 // StoreLogs past it waits for the writer (one fsync).
@@ -51,14 +61,20 @@ type overlapStore struct {
 	maxBytes int
 
 	mu       sync.Mutex
-	changed  *sync.Cond    // signalled when the writer takes or finishes a batch, or on close
-	pending  []*raft.Log   // handed to the writer, in index order, not yet taken
-	inflight []*raft.Log   // being written by the writer, in index order
-	bytes    int           // of pending and inflight
-	writing  bool          // the writer goroutine runs
-	failed   error         // sticky: a background append failed
-	closed   bool          // Close was called
-	durable  uint64        // highest index on disk
+	changed  *sync.Cond  // signalled when the writer takes or finishes a batch, or on close
+	pending  []*raft.Log // handed to the writer, in index order, not yet taken
+	inflight []*raft.Log // being written by the writer, in index order
+	bytes    int         // of pending and inflight
+	writing  bool        // the writer goroutine runs
+	failed   error       // sticky: a background append failed
+	closed   bool        // Close was called
+	// durable is the highest index on disk as far as the leader's appends go: set
+	// exactly by every synchronous append (the first of each term among them), raised
+	// by the writer. A truncation leaves it (see DeleteRange).
+	durable uint64
+	// lastTerm is the term of the last entry handed to the store: an append of another
+	// term is the first of a new leader's term, and is synchronous.
+	lastTerm uint64
 	waitCh   chan struct{} // closed and replaced when durable moves or the store closes
 }
 
@@ -73,7 +89,16 @@ func newOverlapStore(store raft.LogStore) (*overlapStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &overlapStore{store: store, onFail: failStop, maxBytes: maxPendingBytes, durable: last, waitCh: make(chan struct{})}
+	var term uint64
+	if last > 0 {
+		var l raft.Log
+		if err := store.GetLog(last, &l); err != nil {
+			return nil, fmt.Errorf("read the last log entry (%d): %w", last, err)
+		}
+		term = l.Term
+	}
+	o := &overlapStore{store: store, onFail: failStop, maxBytes: maxPendingBytes, durable: last, lastTerm: term,
+		waitCh: make(chan struct{})}
 	o.changed = sync.NewCond(&o.mu)
 	return o, nil
 }
@@ -117,6 +142,27 @@ func (o *overlapStore) waitDurable(index uint64) bool {
 	return true
 }
 
+// waitDurableCtx waits until index is on disk, within ctx.
+func (o *overlapStore) waitDurableCtx(ctx context.Context, index uint64) error {
+	o.mu.Lock()
+	for o.durable < index {
+		if o.closed {
+			o.mu.Unlock()
+			return ErrClosed
+		}
+		ch := o.waitCh
+		o.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the master's log entry %d is not on its disk yet: %v", ErrTimeout, index, ctx.Err())
+		}
+		o.mu.Lock()
+	}
+	o.mu.Unlock()
+	return nil
+}
+
 // setDurableLocked moves durable to index and wakes its waiters.
 func (o *overlapStore) setDurableLocked(index uint64) {
 	o.durable = index
@@ -133,9 +179,9 @@ func (o *overlapStore) StoreLogs(logs []*raft.Log) error {
 		return nil
 	}
 	o.mu.Lock()
-	leader := o.isLeader
+	leader, newTerm := o.isLeader, logs[0].Term != o.lastTerm
 	o.mu.Unlock()
-	if leader == nil || !leader() {
+	if leader == nil || newTerm || !leader() {
 		return o.storeNow(logs)
 	}
 	size := 0
@@ -155,6 +201,7 @@ func (o *overlapStore) StoreLogs(logs []*raft.Log) error {
 	}
 	o.pending = append(o.pending, logs...)
 	o.bytes += size
+	o.lastTerm = logs[len(logs)-1].Term
 	if !o.writing {
 		o.writing = true
 		go o.write()
@@ -172,6 +219,7 @@ func (o *overlapStore) storeNow(logs []*raft.Log) error {
 	}
 	o.mu.Lock()
 	o.setDurableLocked(logs[len(logs)-1].Index)
+	o.lastTerm = logs[len(logs)-1].Term
 	o.mu.Unlock()
 	return nil
 }
@@ -286,10 +334,16 @@ func (o *overlapStore) LastIndex() (uint64, error) {
 	return o.store.LastIndex()
 }
 
-// DeleteRange deletes the entries min..max. A deletion of the head (log compaction after
+// DeleteRange deletes the entries lo..hi. A deletion of the head (log compaction after
 // a snapshot, below every unwritten entry) goes to the store at once; one that reaches
 // the unwritten entries (a follower's truncation of a conflicting tail) first waits for
 // the writer.
+//
+// durable is left as it is, and lastTerm forgotten. durable bounds only what a leader
+// appended in the background: each term's first append is synchronous and sets it to
+// its own index exactly, and the entries below that index are on disk. A truncation
+// on a follower happens before any such append. lastTerm set to zero makes the next
+// append synchronous.
 func (o *overlapStore) DeleteRange(lo, hi uint64) error {
 	o.mu.Lock()
 	first := o.firstUnwrittenLocked()
@@ -303,10 +357,8 @@ func (o *overlapStore) DeleteRange(lo, hi uint64) error {
 		return err
 	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.durable >= lo && o.durable <= hi {
-		o.durable = lo - 1 // no waiter to wake: nothing became durable
-	}
+	o.lastTerm = 0
+	o.mu.Unlock()
 	return nil
 }
 

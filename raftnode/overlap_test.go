@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,6 +91,34 @@ func waitAppends(t *testing.T, s *heldStore, n int) {
 	testutil.Poll(t, fmt.Sprintf("%d appends begun", n), 10*time.Second, testutil.Cond(func() bool { return len(s.appends()) >= n }))
 }
 
+// seedTerm stores entry 1 of term 1, synchronously (the first append of a term is), so
+// that the leader's later appends of term 1 go to the writer.
+func seedTerm(t *testing.T, o *overlapStore) {
+	t.Helper()
+	if err := o.StoreLogs([]*raft.Log{entry(1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := o.durableIndex(); d != 1 {
+		t.Fatalf("durable %d after the first append of the term, want 1", d)
+	}
+}
+
+func entryOfTerm(idx, term uint64) *raft.Log {
+	l := entry(idx, 10)
+	l.Term = term
+	return l
+}
+
+// notReturned checks that done gets nothing for a while: the call is blocked.
+func notReturned(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s returned (%v)", what, err)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
 // TestOverlapLeaderAppendsInBackground: on the leader StoreLogs returns while the store's
 // append is held; the entries are readable at once and durable only once the append
 // returned. Later entries queue behind it, in order.
@@ -98,43 +127,103 @@ func TestOverlapLeaderAppendsInBackground(t *testing.T) {
 	var leader atomic.Bool
 	leader.Store(true)
 	o := newTestOverlap(t, s, &leader)
+	seedTerm(t, o)
 	s.held.Store(true)
 
-	if err := o.StoreLogs([]*raft.Log{entry(1, 10), entry(2, 10), entry(3, 10)}); err != nil {
+	if err := o.StoreLogs([]*raft.Log{entry(2, 10), entry(3, 10), entry(4, 10)}); err != nil {
 		t.Fatal(err)
-	}
-	waitAppends(t, s, 1)
-	if err := o.StoreLogs([]*raft.Log{entry(4, 10)}); err != nil {
-		t.Fatal(err)
-	}
-	if last, _ := o.LastIndex(); last != 4 {
-		t.Fatalf("LastIndex %d while the append is held, want 4", last)
-	}
-	var l raft.Log
-	if err := o.GetLog(2, &l); err != nil || l.Index != 2 {
-		t.Fatalf("GetLog(2) = %v, index %d: an unwritten entry must be readable", err, l.Index)
-	}
-	if first, _ := o.FirstIndex(); first != 1 {
-		t.Fatalf("FirstIndex %d of an empty store with unwritten entries, want 1", first)
-	}
-	if d := o.durableIndex(); d != 0 || storeLast(t, s) != 0 {
-		t.Fatalf("durable %d, store's last %d while the append is held: want 0, 0", d, storeLast(t, s))
-	}
-
-	s.gate <- struct{}{} // 1-3 written; the writer takes 4 and is held again
-	if !o.waitDurable(3) {
-		t.Fatal("waitDurable(3) = false")
 	}
 	waitAppends(t, s, 2)
-	if d := o.durableIndex(); d != 3 {
-		t.Fatalf("durable %d with entry 4 held, want 3", d)
+	if err := o.StoreLogs([]*raft.Log{entry(5, 10)}); err != nil {
+		t.Fatal(err)
 	}
-	s.gate <- struct{}{}
+	if last, _ := o.LastIndex(); last != 5 {
+		t.Fatalf("LastIndex %d while the append is held, want 5", last)
+	}
+	var l raft.Log
+	if err := o.GetLog(3, &l); err != nil || l.Index != 3 {
+		t.Fatalf("GetLog(3) = %v, index %d: an unwritten entry must be readable", err, l.Index)
+	}
+	if d := o.durableIndex(); d != 1 || storeLast(t, s) != 1 {
+		t.Fatalf("durable %d, store's last %d while the append is held: want 1, 1", d, storeLast(t, s))
+	}
+	// Compaction of the head does not wait for the writer; the unwritten entries count
+	// as the first of the emptied store.
+	if err := o.DeleteRange(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := o.FirstIndex(); first != 2 {
+		t.Fatalf("FirstIndex %d of an empty store with unwritten entries, want 2", first)
+	}
+
+	s.gate <- struct{}{} // 2-4 written; the writer takes 5 and is held again
 	if !o.waitDurable(4) {
 		t.Fatal("waitDurable(4) = false")
 	}
-	if got := s.appends(); len(got) != 2 || got[0] != 1 || got[1] != 4 {
-		t.Fatalf("appends began at %v, want [1 4]", got)
+	waitAppends(t, s, 3)
+	if d := o.durableIndex(); d != 4 {
+		t.Fatalf("durable %d with entry 5 held, want 4", d)
+	}
+	s.gate <- struct{}{}
+	if !o.waitDurable(5) {
+		t.Fatal("waitDurable(5) = false")
+	}
+	if got := s.appends(); len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 5 {
+		t.Fatalf("appends began at %v, want [1 2 5]", got)
+	}
+}
+
+// TestOverlapNewTermIsSynchronous: the first append of a leader's term (raft's noop) is
+// on disk before StoreLogs returns (Figure 8, overlap.go), whatever the store held
+// before: a fresh store, one of an older term, one whose log a snapshot install emptied.
+func TestOverlapNewTermIsSynchronous(t *testing.T) {
+	s := newHeldStore()
+	var leader atomic.Bool
+	leader.Store(true)
+	o := newTestOverlap(t, s, &leader)
+	s.held.Store(true)
+	step := func(l *raft.Log) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- o.StoreLogs([]*raft.Log{l}) }()
+		notReturned(t, done, fmt.Sprintf("the first append of term %d with the store held", l.Term))
+		s.gate <- struct{}{}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if d, last := o.durableIndex(), storeLast(t, s); d != l.Index || last != l.Index {
+			t.Fatalf("after the first append of term %d: durable %d, store's last %d, want %d", l.Term, d, last, l.Index)
+		}
+	}
+	step(entryOfTerm(1, 1)) // a fresh store
+	step(entryOfTerm(2, 2)) // a new term
+
+	// A follower's log emptied by a snapshot install (raft: DeleteRange(first, last)),
+	// then made master. (raft may then also compact the empty log with DeleteRange(0,
+	// hi), which raft.InmemStore cannot take: it is left out here.)
+	leader.Store(false)
+	s.held.Store(false)
+	for i := uint64(3); i <= 100; i++ {
+		if err := o.StoreLogs([]*raft.Log{entryOfTerm(i, 2)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.DeleteRange(1, 100); err != nil {
+		t.Fatal(err)
+	}
+	leader.Store(true)
+	s.held.Store(true)
+	step(entryOfTerm(5001, 3))
+	// The next append of the same term goes to the writer.
+	if err := o.StoreLogs([]*raft.Log{entryOfTerm(5002, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := o.durableIndex(); d != 5001 {
+		t.Fatalf("durable %d with the term's second append held, want 5001", d)
+	}
+	s.gate <- struct{}{}
+	if !o.waitDurable(5002) {
+		t.Fatal("waitDurable(5002) = false")
 	}
 }
 
@@ -145,35 +234,32 @@ func TestOverlapFollowerWaitsForWriter(t *testing.T) {
 	var leader atomic.Bool
 	leader.Store(true)
 	o := newTestOverlap(t, s, &leader)
+	seedTerm(t, o)
 	s.held.Store(true)
-	if err := o.StoreLogs([]*raft.Log{entry(1, 10)}); err != nil {
+	if err := o.StoreLogs([]*raft.Log{entry(2, 10)}); err != nil {
 		t.Fatal(err)
 	}
-	waitAppends(t, s, 1)
+	waitAppends(t, s, 2)
 
 	leader.Store(false) // stepped down
 	done := make(chan error, 1)
-	go func() { done <- o.StoreLogs([]*raft.Log{entry(2, 10)}) }()
-	select {
-	case err := <-done:
-		t.Fatalf("a follower's append returned (%v) before the leader's held append was written", err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	go func() { done <- o.StoreLogs([]*raft.Log{entry(3, 10)}) }()
+	notReturned(t, done, "a follower's append with the leader's append held")
 	s.held.Store(false)
 	s.gate <- struct{}{}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got := s.appends(); len(got) != 2 || got[0] != 1 || got[1] != 2 {
-		t.Fatalf("appends began at %v, want [1 2]", got)
+	if got := s.appends(); len(got) != 3 || got[1] != 2 || got[2] != 3 {
+		t.Fatalf("appends began at %v, want [1 2 3]", got)
 	}
-	if d, last := o.durableIndex(), storeLast(t, s); d != 2 || last != 2 {
-		t.Fatalf("after a follower's append: durable %d, store's last %d, want 2, 2", d, last)
+	if d, last := o.durableIndex(), storeLast(t, s); d != 3 || last != 3 {
+		t.Fatalf("after a follower's append: durable %d, store's last %d, want 3, 3", d, last)
 	}
 }
 
-// TestOverlapDeleteRange: compaction of the head does not wait for a held append; a
-// truncation that reaches the unwritten entries waits for it, and lowers durable.
+// TestOverlapDeleteRange: a truncation that reaches the unwritten entries waits for the
+// writer, and the append after any truncation is synchronous.
 func TestOverlapDeleteRange(t *testing.T) {
 	s := newHeldStore()
 	var leader atomic.Bool
@@ -189,26 +275,23 @@ func TestOverlapDeleteRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAppends(t, s, 6)
-	if err := o.DeleteRange(1, 2); err != nil { // below the held entry: at once
-		t.Fatal(err)
-	}
-	if first, _ := s.FirstIndex(); first != 3 {
-		t.Fatalf("the store's first index %d after deleting 1-2, want 3", first)
-	}
 
 	done := make(chan error, 1)
 	go func() { done <- o.DeleteRange(5, 6) }()
-	select {
-	case err := <-done:
-		t.Fatalf("a truncation over a held append returned (%v) before it was written", err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	notReturned(t, done, "a truncation over a held append")
 	s.gate <- struct{}{}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if d, last := o.durableIndex(), storeLast(t, s); d != 4 || last != 4 {
-		t.Fatalf("after truncating 5-6: durable %d, store's last %d, want 4, 4", d, last)
+	if last := storeLast(t, s); last != 4 {
+		t.Fatalf("after truncating 5-6: store's last %d, want 4", last)
+	}
+	s.held.Store(false)
+	if err := o.StoreLogs([]*raft.Log{entry(5, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if d, last := o.durableIndex(), storeLast(t, s); d != 5 || last != 5 {
+		t.Fatalf("the append after a truncation: durable %d, store's last %d, want 5, 5 (synchronous)", d, last)
 	}
 }
 
@@ -219,30 +302,31 @@ func TestOverlapFailedAppend(t *testing.T) {
 	var leader atomic.Bool
 	leader.Store(true)
 	o := newTestOverlap(t, s, &leader)
+	seedTerm(t, o)
 	failed := make(chan error, 1)
 	o.onFail = func(err error) { failed <- err }
 	s.fail.Store(true)
-	if err := o.StoreLogs([]*raft.Log{entry(1, 10)}); err != nil {
+	if err := o.StoreLogs([]*raft.Log{entry(2, 10)}); err != nil {
 		t.Fatal(err)
 	}
 	err := <-failed
 	if err == nil {
 		t.Fatal("onFail called with nil")
 	}
-	if err2 := o.StoreLogs([]*raft.Log{entry(2, 10)}); err2 == nil {
+	if err2 := o.StoreLogs([]*raft.Log{entry(3, 10)}); err2 == nil {
 		t.Fatal("an append after a failed one succeeded")
 	}
 	leader.Store(false)
-	if err2 := o.StoreLogs([]*raft.Log{entry(2, 10)}); err2 == nil {
+	if err2 := o.StoreLogs([]*raft.Log{entry(3, 10)}); err2 == nil {
 		t.Fatal("a follower's append after a failed one succeeded")
 	}
 	waited := make(chan bool, 1)
-	go func() { waited <- o.waitDurable(1) }()
+	go func() { waited <- o.waitDurable(2) }()
 	if err := o.Close(); err == nil {
 		t.Fatal("Close after a failed append returned nil")
 	}
 	if <-waited {
-		t.Fatal("waitDurable(1) = true for an entry whose append failed")
+		t.Fatal("waitDurable(2) = true for an entry whose append failed")
 	}
 }
 
@@ -253,27 +337,24 @@ func TestOverlapPendingBound(t *testing.T) {
 	var leader atomic.Bool
 	leader.Store(true)
 	o := newTestOverlap(t, s, &leader)
-	o.maxBytes = 3 * logSize(entry(1, 1000))
+	seedTerm(t, o)
+	o.maxBytes = 3 * logSize(entry(2, 1000))
 	s.held.Store(true)
-	for i := uint64(1); i <= 3; i++ {
+	for i := uint64(2); i <= 4; i++ {
 		if err := o.StoreLogs([]*raft.Log{entry(i, 1000)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- o.StoreLogs([]*raft.Log{entry(4, 1000)}) }()
-	select {
-	case err := <-done:
-		t.Fatalf("an append past the bound returned (%v) with the writer held", err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	go func() { done <- o.StoreLogs([]*raft.Log{entry(5, 1000)}) }()
+	notReturned(t, done, "an append past the bound with the writer held")
 	s.held.Store(false)
 	s.gate <- struct{}{}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if !o.waitDurable(4) {
-		t.Fatal("waitDurable(4) = false")
+	if !o.waitDurable(5) {
+		t.Fatal("waitDurable(5) = false")
 	}
 }
 
@@ -284,13 +365,14 @@ func TestDurableFSMWaits(t *testing.T) {
 	var leader atomic.Bool
 	leader.Store(true)
 	o := newTestOverlap(t, s, &leader)
+	seedTerm(t, o)
 	f := fsm.New()
 	d := durableFSM{FSM: f, logs: o}
 	cmd, err := fsm.Encode(fsm.ConfigSet{Key: "k", Value: []byte("v")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: cmd}
+	l := &raft.Log{Index: 2, Term: 1, Type: raft.LogCommand, Data: cmd}
 	s.held.Store(true)
 	if err := o.StoreLogs([]*raft.Log{l}); err != nil {
 		t.Fatal(err)
@@ -478,4 +560,142 @@ func (p *passStore) StoreLogs(logs []*raft.Log) error {
 func (p *passStore) IsMonotonic() bool {
 	m, ok := p.LogStore.(raft.MonotonicLogStore)
 	return ok && m.IsMonotonic()
+}
+
+// TestNewMasterCommitsOnlyWithItsNoopOnDisk is Raft's Figure 8 on the overlap: a write E
+// of the first master's term is in every log (the first master's own append held), then
+// leadership moves to x, whose disk is held too. raft on x commits E through x's noop
+// only; until that noop is on x's disk no node may apply E (a power loss of x would lose
+// the noop, and a node without E could then win and overwrite it). Once x's disk lets
+// go, E is applied everywhere.
+func TestNewMasterCommitsOnlyWithItsNoopOnDisk(t *testing.T) {
+	var mu sync.Mutex
+	stores := map[string]*passStore{}
+	wrapLogStore = func(dir string, s raft.LogStore) raft.LogStore {
+		p := &passStore{LogStore: s, gate: make(chan struct{})}
+		mu.Lock()
+		stores[dir] = p
+		mu.Unlock()
+		return p
+	}
+	t.Cleanup(func() { wrapLogStore = nil })
+	nodes := testCluster(t, 3, nil)
+	l, _ := leaderOf(t, nodes, nil, 10*time.Second)
+	var x, f *Node
+	for _, n := range nodes {
+		switch {
+		case n == l:
+		case x == nil:
+			x = n
+		default:
+			f = n
+		}
+	}
+	mu.Lock()
+	hl, hx := stores[l.cfg.Dir], stores[x.cfg.Dir]
+	mu.Unlock()
+	releaseL := func() { letGo(&hl.once, &hl.held, hl.gate) }
+	releaseX := func() { letGo(&hx.once, &hx.held, hx.gate) }
+	t.Cleanup(releaseL)
+	t.Cleanup(releaseX)
+
+	hl.held.Store(true)
+	before := l.Stats().LastIndex
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = l.Apply(ctx, fsm.ConfigSet{Key: "e", Value: []byte("x")})
+	}()
+	var e uint64
+	testutil.Poll(t, "E in both followers' logs", 10*time.Second, testutil.Cond(func() bool {
+		e = l.Stats().LastIndex
+		return e > before && x.Stats().LastIndex >= e && f.Stats().LastIndex >= e
+	}))
+	hx.held.Store(true)
+	xcid, err := strconv.ParseUint(string(x.cfg.LocalID), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = l.TransferLeadership(xcid, string(x.cfg.Address)) }()
+	x.mu.Lock()
+	xin := x.run
+	x.mu.Unlock()
+	testutil.Poll(t, "x leading", 10*time.Second, testutil.Cond(func() bool { return xin.raft.State() == raft.Leader }))
+	// 100 of the master's commit-timeout sends would have told f.
+	err = testutil.WaitEvery(context.Background(), "f applying E", 100*DefaultConfig().CommitTimeout, 5*time.Millisecond,
+		testutil.Cond(func() bool { return f.fsm.AppliedIndex() >= e }))
+	if err == nil {
+		t.Fatalf("f applied E (%d) while x's noop was not on x's disk (x's durable index %d)", e, xin.logs.durableIndex())
+	}
+	releaseX()
+	releaseL()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		if err := n.WaitApplied(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestConfigChangeWaitsForMasterDisk: a membership change is proposed only once the
+// master's log is on its disk, so that raft, which admits a change once the one before
+// counts as committed, never has two in flight; one that cannot wait that long is not
+// proposed ("not sent", ErrTimeout) and the configuration stays as it was.
+func TestConfigChangeWaitsForMasterDisk(t *testing.T) {
+	var mu sync.Mutex
+	stores := map[string]*passStore{}
+	wrapLogStore = func(dir string, s raft.LogStore) raft.LogStore {
+		p := &passStore{LogStore: s, gate: make(chan struct{})}
+		mu.Lock()
+		stores[dir] = p
+		mu.Unlock()
+		return p
+	}
+	t.Cleanup(func() { wrapLogStore = nil })
+	nodes := testCluster(t, 3, nil)
+	leader, _ := leaderOf(t, nodes, nil, 10*time.Second)
+	mu.Lock()
+	h := stores[leader.cfg.Dir]
+	mu.Unlock()
+	release := func() { letGo(&h.once, &h.held, h.gate) }
+	t.Cleanup(release)
+
+	h.held.Store(true)
+	before := leader.Stats().LastIndex
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = leader.Apply(ctx, fsm.ConfigSet{Key: "held", Value: []byte("x")})
+	}()
+	testutil.Poll(t, "the write with the master's writer", 10*time.Second, testutil.Cond(func() bool {
+		return leader.Stats().LastIndex > before
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	added := make(chan error, 1)
+	go func() { added <- leader.AddNonvoter(ctx, 9, "127.0.0.1:9") }()
+	var err error
+	select {
+	case err = <-added:
+	case <-time.After(5 * time.Second):
+		release()
+		t.Fatalf("AddNonvoter with a 200 ms deadline still waiting after 5 s: proposed behind the master's held disk (%v)", <-added)
+	}
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("AddNonvoter with the master's disk held: %v, want ErrTimeout", err)
+	}
+	conf, err := leader.Configuration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conf.Servers) != 3 {
+		t.Fatalf("configuration %v after a change that was not proposed", conf.Servers)
+	}
+	release()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := leader.AddNonvoter(ctx2, 9, "127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
 }

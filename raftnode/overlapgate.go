@@ -22,16 +22,12 @@ var (
 	_ raft.ConfigurationStore = durableFSM{}
 )
 
-// Apply applies l once it is on disk. If the store closed first (only after a failed
-// append of the master's log, which stops the process: overlapStore.onFail), the entry
-// is refused, not applied.
+// Apply applies l once it is on disk. waitDurable fails only on a store closed with the
+// entry not on disk, which follows a failed append of the master's log; that stops the
+// process (overlapStore.onFail), and so does this: skipping the entry would let raft
+// count it applied, and a snapshot claim a state without it.
 func (d durableFSM) Apply(l *raft.Log) interface{} {
-	if !d.logs.waitDurable(l.Index) {
-		if l.Type != raft.LogCommand {
-			return nil
-		}
-		return &fsm.Result{Index: l.Index, Err: fmt.Errorf("%w: entry %d is not on this node's disk", ErrClosed, l.Index)}
-	}
+	d.mustBeDurable(l.Index)
 	return d.FSM.Apply(l)
 }
 
@@ -40,7 +36,14 @@ func (d durableFSM) Apply(l *raft.Log) interface{} {
 // change at a time, each after the last one's answer, and two changes in flight on a
 // log that may still lose the first would break Raft's one-change-at-a-time rule.
 func (d durableFSM) StoreConfiguration(index uint64, _ raft.Configuration) {
-	d.logs.waitDurable(index)
+	d.mustBeDurable(index)
+}
+
+func (d durableFSM) mustBeDurable(index uint64) {
+	if !d.logs.waitDurable(index) {
+		panic(fmt.Sprintf("raftnode: log entry %d reached the state machine but is not on this node's disk, "+
+			"whose log store failed or closed: stopping, so that a restart recovers from what is on disk", index))
+	}
 }
 
 // capTransport caps the commit index each AppendEntries request carries at the highest
