@@ -127,19 +127,7 @@ func (o *overlapStore) durableIndex() uint64 {
 
 // waitDurable waits until index is on disk; false if the store closed first.
 func (o *overlapStore) waitDurable(index uint64) bool {
-	o.mu.Lock()
-	for o.durable < index {
-		if o.closed {
-			o.mu.Unlock()
-			return false
-		}
-		ch := o.waitCh
-		o.mu.Unlock()
-		<-ch
-		o.mu.Lock()
-	}
-	o.mu.Unlock()
-	return true
+	return o.waitDurableCtx(context.Background(), index) == nil
 }
 
 // waitDurableCtx waits until index is on disk, within ctx.
@@ -224,13 +212,19 @@ func (o *overlapStore) storeNow(logs []*raft.Log) error {
 	return nil
 }
 
+// waitWriterLocked waits, o.mu held, until the writer has written everything handed to
+// it or failed.
+func (o *overlapStore) waitWriterLocked() {
+	for o.writing && o.failed == nil {
+		o.changed.Wait()
+	}
+}
+
 // drain waits until the writer has written everything handed to it.
 func (o *overlapStore) drain() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for o.writing && o.failed == nil {
-		o.changed.Wait()
-	}
+	o.waitWriterLocked()
 	switch {
 	case o.failed != nil:
 		return o.failed
@@ -375,9 +369,7 @@ func (o *overlapStore) IsMonotonic() bool {
 func (o *overlapStore) Close() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for o.writing && o.failed == nil {
-		o.changed.Wait()
-	}
+	o.waitWriterLocked()
 	if !o.closed {
 		o.closed = true
 		close(o.waitCh)

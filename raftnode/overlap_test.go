@@ -466,23 +466,10 @@ func TestCapTransportCommitIndex(t *testing.T) {
 // append is on disk. A power loss of the master in that window could undo it; nothing
 // has acted on it.
 func TestNothingAppliedBeforeMasterDurable(t *testing.T) {
-	var mu sync.Mutex
-	stores := map[string]*passStore{}
-	wrapLogStore = func(dir string, s raft.LogStore) raft.LogStore {
-		p := &passStore{LogStore: s, gate: make(chan struct{})}
-		mu.Lock()
-		stores[dir] = p
-		mu.Unlock()
-		return p
-	}
-	t.Cleanup(func() { wrapLogStore = nil })
-	nodes := testCluster(t, 3, nil)
+	nodes, heldOf := heldCluster(t)
 	leader, _ := leaderOf(t, nodes, nil, 10*time.Second)
-	mu.Lock()
-	h := stores[leader.cfg.Dir]
-	mu.Unlock()
-	release := func() { letGo(&h.once, &h.held, h.gate) }
-	t.Cleanup(release) // before the nodes close: a failed test must not hang there
+	h := heldOf(leader)
+	release := h.letGo
 	before := leader.Stats().LastIndex
 
 	h.held.Store(true)
@@ -541,6 +528,35 @@ func TestNothingAppliedBeforeMasterDurable(t *testing.T) {
 	}
 }
 
+// heldCluster is testCluster of 3 nodes whose log stores can be held (passStore), each
+// let go when the test ends, before the nodes close: a failed test must not hang there.
+func heldCluster(t *testing.T) ([]*Node, func(*Node) *passStore) {
+	t.Helper()
+	var mu sync.Mutex
+	stores := map[string]*passStore{}
+	wrapLogStore = func(dir string, s raft.LogStore) raft.LogStore {
+		p := &passStore{LogStore: s, gate: make(chan struct{})}
+		mu.Lock()
+		stores[dir] = p
+		mu.Unlock()
+		return p
+	}
+	t.Cleanup(func() { wrapLogStore = nil })
+	nodes := testCluster(t, 3, nil)
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range stores {
+			p.letGo()
+		}
+	})
+	return nodes, func(n *Node) *passStore {
+		mu.Lock()
+		defer mu.Unlock()
+		return stores[n.cfg.Dir]
+	}
+}
+
 // passStore passes every call to its store; its appends wait for a receive on gate
 // while held.
 type passStore struct {
@@ -557,6 +573,9 @@ func (p *passStore) StoreLogs(logs []*raft.Log) error {
 	return p.LogStore.StoreLogs(logs)
 }
 
+// letGo stops holding appends and releases every held one, once.
+func (p *passStore) letGo() { letGo(&p.once, &p.held, p.gate) }
+
 func (p *passStore) IsMonotonic() bool {
 	m, ok := p.LogStore.(raft.MonotonicLogStore)
 	return ok && m.IsMonotonic()
@@ -569,17 +588,7 @@ func (p *passStore) IsMonotonic() bool {
 // the noop, and a node without E could then win and overwrite it). Once x's disk lets
 // go, E is applied everywhere.
 func TestNewMasterCommitsOnlyWithItsNoopOnDisk(t *testing.T) {
-	var mu sync.Mutex
-	stores := map[string]*passStore{}
-	wrapLogStore = func(dir string, s raft.LogStore) raft.LogStore {
-		p := &passStore{LogStore: s, gate: make(chan struct{})}
-		mu.Lock()
-		stores[dir] = p
-		mu.Unlock()
-		return p
-	}
-	t.Cleanup(func() { wrapLogStore = nil })
-	nodes := testCluster(t, 3, nil)
+	nodes, heldOf := heldCluster(t)
 	l, _ := leaderOf(t, nodes, nil, 10*time.Second)
 	var x, f *Node
 	for _, n := range nodes {
@@ -591,13 +600,7 @@ func TestNewMasterCommitsOnlyWithItsNoopOnDisk(t *testing.T) {
 			f = n
 		}
 	}
-	mu.Lock()
-	hl, hx := stores[l.cfg.Dir], stores[x.cfg.Dir]
-	mu.Unlock()
-	releaseL := func() { letGo(&hl.once, &hl.held, hl.gate) }
-	releaseX := func() { letGo(&hx.once, &hx.held, hx.gate) }
-	t.Cleanup(releaseL)
-	t.Cleanup(releaseX)
+	hl, hx := heldOf(l), heldOf(x)
 
 	hl.held.Store(true)
 	before := l.Stats().LastIndex
@@ -627,8 +630,8 @@ func TestNewMasterCommitsOnlyWithItsNoopOnDisk(t *testing.T) {
 	if err == nil {
 		t.Fatalf("f applied E (%d) while x's noop was not on x's disk (x's durable index %d)", e, xin.logs.durableIndex())
 	}
-	releaseX()
-	releaseL()
+	hx.letGo()
+	hl.letGo()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, n := range nodes {
@@ -643,23 +646,10 @@ func TestNewMasterCommitsOnlyWithItsNoopOnDisk(t *testing.T) {
 // counts as committed, never has two in flight; one that cannot wait that long is not
 // proposed ("not sent", ErrTimeout) and the configuration stays as it was.
 func TestConfigChangeWaitsForMasterDisk(t *testing.T) {
-	var mu sync.Mutex
-	stores := map[string]*passStore{}
-	wrapLogStore = func(dir string, s raft.LogStore) raft.LogStore {
-		p := &passStore{LogStore: s, gate: make(chan struct{})}
-		mu.Lock()
-		stores[dir] = p
-		mu.Unlock()
-		return p
-	}
-	t.Cleanup(func() { wrapLogStore = nil })
-	nodes := testCluster(t, 3, nil)
+	nodes, heldOf := heldCluster(t)
 	leader, _ := leaderOf(t, nodes, nil, 10*time.Second)
-	mu.Lock()
-	h := stores[leader.cfg.Dir]
-	mu.Unlock()
-	release := func() { letGo(&h.once, &h.held, h.gate) }
-	t.Cleanup(release)
+	h := heldOf(leader)
+	release := h.letGo
 
 	h.held.Store(true)
 	before := leader.Stats().LastIndex
