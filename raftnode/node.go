@@ -39,6 +39,9 @@ type Node struct {
 	// life serializes Open, Stop, Restart, ForceRecover and Close with each other; it is
 	// held across their I/O, and never taken by the operations of a running node.
 	life sync.Mutex
+	// confTurn (one slot) lets one membership change at a time through configChange,
+	// from its wait for the master's disk to its answer (overlap.go).
+	confTurn chan struct{}
 
 	mu  sync.Mutex // guards the fields below; never held across I/O
 	cfg Config     // LocalID and Bootstrap change on Restart
@@ -85,7 +88,7 @@ func New(cfg Config, f *fsm.FSM, layers Layers) (*Node, error) {
 		logger = hclog.NewNullLogger()
 	}
 	n := &Node{cfg: cfg, fsm: f, layers: layers, logger: logger,
-		applied: make(chan struct{}), done: make(chan struct{})}
+		applied: make(chan struct{}), done: make(chan struct{}), confTurn: make(chan struct{}, 1)}
 	f.SetOnApply(n.notifyApplied)
 	return n, nil
 }

@@ -299,8 +299,15 @@ func (n *Node) configChange(ctx context.Context, op func(*raft.Raft, time.Durati
 	}
 	r := in.raft
 	// raft admits a change once the last one counts as committed, the master's copy
-	// counted before it is on disk (overlap.go): wait for the master's disk first, so
-	// that two changes are never in flight whatever the callers do.
+	// counted before it is on disk (overlap.go): one change at a time, each proposed
+	// only once the master's log is on its disk, so that two are never in flight
+	// whatever the callers do.
+	select {
+	case n.confTurn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: another membership change of this node is in flight: %v", ErrTimeout, ctx.Err())
+	}
+	defer func() { <-n.confTurn }()
 	if r.State() == raft.Leader {
 		if err := in.logs.waitDurableCtx(ctx, r.LastIndex()); err != nil {
 			return err

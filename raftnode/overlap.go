@@ -333,11 +333,12 @@ func (o *overlapStore) LastIndex() (uint64, error) {
 // the unwritten entries (a follower's truncation of a conflicting tail) first waits for
 // the writer.
 //
-// durable is left as it is, and lastTerm forgotten. durable bounds only what a leader
-// appended in the background: each term's first append is synchronous and sets it to
-// its own index exactly, and the entries below that index are on disk. A truncation
-// on a follower happens before any such append. lastTerm set to zero makes the next
-// append synchronous.
+// durable is left as it is. It bounds only what a leader appended in the background:
+// each term's first append is synchronous and sets it to its own index exactly, and the
+// entries below that index are on disk; a truncation on a follower happens before any
+// such append. A deletion of the tail (a truncation, or the whole log under an
+// installed snapshot) forgets lastTerm, which makes the next append synchronous; a
+// compaction of the head keeps it.
 func (o *overlapStore) DeleteRange(lo, hi uint64) error {
 	o.mu.Lock()
 	first := o.firstUnwrittenLocked()
@@ -347,12 +348,18 @@ func (o *overlapStore) DeleteRange(lo, hi uint64) error {
 			return err
 		}
 	}
+	last, err := o.store.LastIndex()
+	if err != nil {
+		return err
+	}
 	if err := o.store.DeleteRange(lo, hi); err != nil {
 		return err
 	}
-	o.mu.Lock()
-	o.lastTerm = 0
-	o.mu.Unlock()
+	if hi >= last {
+		o.mu.Lock()
+		o.lastTerm = 0
+		o.mu.Unlock()
+	}
 	return nil
 }
 
