@@ -91,6 +91,18 @@ func waitAppends(t *testing.T, s *heldStore, n int) {
 	testutil.Poll(t, fmt.Sprintf("%d appends begun", n), 10*time.Second, testutil.Cond(func() bool { return len(s.appends()) >= n }))
 }
 
+// leaderOverlap is an overlapStore on a heldStore, on the leader, with entry 1 of term 1
+// stored (seedTerm).
+func leaderOverlap(t *testing.T) (*heldStore, *atomic.Bool, *overlapStore) {
+	t.Helper()
+	s := newHeldStore()
+	leader := new(atomic.Bool)
+	leader.Store(true)
+	o := newTestOverlap(t, s, leader)
+	seedTerm(t, o)
+	return s, leader, o
+}
+
 // seedTerm stores entry 1 of term 1, synchronously (the first append of a term is), so
 // that the leader's later appends of term 1 go to the writer.
 func seedTerm(t *testing.T, o *overlapStore) {
@@ -123,11 +135,7 @@ func notReturned(t *testing.T, done <-chan error, what string) {
 // append is held; the entries are readable at once and durable only once the append
 // returned. Later entries queue behind it, in order.
 func TestOverlapLeaderAppendsInBackground(t *testing.T) {
-	s := newHeldStore()
-	var leader atomic.Bool
-	leader.Store(true)
-	o := newTestOverlap(t, s, &leader)
-	seedTerm(t, o)
+	s, _, o := leaderOverlap(t)
 	s.held.Store(true)
 
 	if err := o.StoreLogs([]*raft.Log{entry(2, 10), entry(3, 10), entry(4, 10)}); err != nil {
@@ -230,11 +238,7 @@ func TestOverlapNewTermIsSynchronous(t *testing.T) {
 // TestOverlapFollowerWaitsForWriter: an append off the leader waits until the background
 // appends are written, so the store sees the entries in order, and is synchronous.
 func TestOverlapFollowerWaitsForWriter(t *testing.T) {
-	s := newHeldStore()
-	var leader atomic.Bool
-	leader.Store(true)
-	o := newTestOverlap(t, s, &leader)
-	seedTerm(t, o)
+	s, leader, o := leaderOverlap(t)
 	s.held.Store(true)
 	if err := o.StoreLogs([]*raft.Log{entry(2, 10)}); err != nil {
 		t.Fatal(err)
@@ -298,11 +302,7 @@ func TestOverlapDeleteRange(t *testing.T) {
 // TestOverlapFailedAppend: a failed background append is reported (onFail: the process
 // stops in production), every later call fails with it, and the entry is never durable.
 func TestOverlapFailedAppend(t *testing.T) {
-	s := newHeldStore()
-	var leader atomic.Bool
-	leader.Store(true)
-	o := newTestOverlap(t, s, &leader)
-	seedTerm(t, o)
+	s, leader, o := leaderOverlap(t)
 	failed := make(chan error, 1)
 	o.onFail = func(err error) { failed <- err }
 	s.fail.Store(true)
@@ -333,11 +333,7 @@ func TestOverlapFailedAppend(t *testing.T) {
 // TestOverlapPendingBound: the entries not yet written are bounded; an append past the
 // bound waits for the writer.
 func TestOverlapPendingBound(t *testing.T) {
-	s := newHeldStore()
-	var leader atomic.Bool
-	leader.Store(true)
-	o := newTestOverlap(t, s, &leader)
-	seedTerm(t, o)
+	s, _, o := leaderOverlap(t)
 	o.maxBytes = 3 * logSize(entry(2, 1000))
 	s.held.Store(true)
 	for i := uint64(2); i <= 4; i++ {
@@ -361,11 +357,7 @@ func TestOverlapPendingBound(t *testing.T) {
 // TestDurableFSMWaits: the state machine applies an entry only once the log has it on
 // disk.
 func TestDurableFSMWaits(t *testing.T) {
-	s := newHeldStore()
-	var leader atomic.Bool
-	leader.Store(true)
-	o := newTestOverlap(t, s, &leader)
-	seedTerm(t, o)
+	s, _, o := leaderOverlap(t)
 	f := fsm.New()
 	d := durableFSM{FSM: f, logs: o}
 	cmd, err := fsm.Encode(fsm.ConfigSet{Key: "k", Value: []byte("v")})
