@@ -357,6 +357,11 @@ func TestOverlapPendingBound(t *testing.T) {
 // TestDurableFSMWaits: the state machine applies an entry only once the log has it on
 // disk.
 func TestDurableFSMWaits(t *testing.T) {
+	// raft would hand a batching FSM its entries through ApplyBatch, past Apply's wait:
+	// an ApplyBatch on fsm.FSM must be gated here too before it is promoted.
+	if _, ok := any(durableFSM{}).(raft.BatchingFSM); ok {
+		t.Fatal("durableFSM is a raft.BatchingFSM: its ApplyBatch does not wait for the disk")
+	}
 	s, _, o := leaderOverlap(t)
 	f := fsm.New()
 	d := durableFSM{FSM: f, logs: o}
