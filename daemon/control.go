@@ -382,6 +382,9 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeBehind, http.StatusConflict
 	case errors.Is(err, ErrBusy):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+	case errors.Is(err, ErrPromotionPending):
+		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+		hint = "restart pmgclusterd on this node (systemctl restart pmgclusterd) to finish the promotion"
 	case errors.Is(err, ErrMaintenance):
 		code, status = api.CodeUnavailable, http.StatusConflict
 	case errors.Is(err, ErrSyncing):

@@ -51,6 +51,10 @@ var (
 	// or, on the master, that a membership change gave up waiting for the one before it
 	// (memberTurn); nothing was changed, and it may be tried again.
 	ErrBusy = errors.New("this node is busy")
+	// ErrPromotionPending means a forced promotion made this node the only voter but
+	// could not commit its new epoch before the deadline; the pending epoch is recorded
+	// and a restart of pmgclusterd finishes it (finishPendingEpoch): HTTP 503.
+	ErrPromotionPending = errors.New("forced promotion not finished")
 	// ErrBadRequest means the request itself is malformed or names something that
 	// cannot be (an address that is no IP, a certificate of another CA): HTTP 400.
 	ErrBadRequest = errors.New("bad request")

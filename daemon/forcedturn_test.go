@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -96,8 +97,16 @@ func TestForcedPromotionTurnGivesUp(t *testing.T) {
 		t.Fatalf("forced promotion with the turn held past its deadline succeeded: epoch %d, fenced %v", a.epoch, a.fenced)
 	}
 	msg := err.Error()
-	if !strings.HasPrefix(msg, "forced promotion to epoch 2: ") || !strings.HasSuffix(msg, "; it is finished when pmgclusterd restarts") {
+	if !strings.Contains(msg, "forced promotion to epoch 2: ") || !strings.HasSuffix(msg, "; it is finished when pmgclusterd restarts") {
 		t.Errorf("error %q does not name epoch 2 and say that a restart finishes it", msg)
+	}
+	if !errors.Is(err, ErrPromotionPending) {
+		t.Errorf("error %v is not ErrPromotionPending", err)
+	}
+	rec := httptest.NewRecorder()
+	writeErr(rec, err)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "restart pmgclusterd") {
+		t.Errorf("control socket answer %d %s, want 503 with the hint to restart pmgclusterd", rec.Code, rec.Body.String())
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("error %v does not wrap the deadline", err)

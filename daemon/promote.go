@@ -287,8 +287,8 @@ func (p *promoter) forceRecover(ctx context.Context, removeCID uint64) ([]uint64
 	if release, err = p.turn.take(ctx); err != nil {
 		// Not the turn's ErrBusy, "nothing was changed: try again": this node is the only
 		// voter by now, and the pending epoch stays recorded for the restart.
-		return nil, 0, fmt.Errorf("forced promotion to epoch %d: this node is now the only voter, but another membership change kept the turn until the deadline (%w), so the new epoch is not committed yet; it is finished when pmgclusterd restarts",
-			epoch, context.Cause(ctx))
+		return nil, 0, fmt.Errorf("%w: forced promotion to epoch %d: this node is now the only voter, but another membership change kept the turn until the deadline (%w), so the new epoch is not committed yet; it is finished when pmgclusterd restarts",
+			ErrPromotionPending, epoch, context.Cause(ctx))
 	}
 	defer release()
 	return p.commitEpoch(ctx, epoch, removeCID)
