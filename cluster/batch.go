@@ -355,9 +355,19 @@ func (b *Batcher) send(batch []*batchCall) {
 	}
 }
 
-// resolveAlone forwards c's command alone and answers c.
+// resolveAlone forwards c's command alone and answers c. One whose deadline is less
+// than batchAnswerMargin away is not sent (as startLocked keeps such a call out of a
+// batch): its request would end before it started, and answer with the forwarder's
+// verdict on no attempt at all ("no quorum").
 func (b *Batcher) resolveAlone(c *batchCall) {
-	ctx, cancel := context.WithDeadline(context.Background(), batchDeadline([]*batchCall{c}, time.Now()))
+	now := time.Now()
+	if !c.deadline.IsZero() && c.deadline.Before(now.Add(batchAnswerMargin)) {
+		c.err = fmt.Errorf("%w: the write had %v left when it had to go to the master alone, too little to send it; it was not sent",
+			raftnode.ErrTimeout, c.deadline.Sub(now).Round(time.Millisecond))
+		close(c.done)
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), batchDeadline([]*batchCall{c}, now))
 	defer cancel()
 	c.res, c.err = b.single(ctx, c.cmd)
 	close(c.done)

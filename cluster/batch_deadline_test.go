@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -188,5 +189,70 @@ func TestBatchedWriteTooLateNotSent(t *testing.T) {
 	// The master is there: a write with time left goes through.
 	if _, err := b.Apply(context.Background(), encodeSet(t, "k", []byte("v"))); err != nil {
 		t.Fatalf("a write after the late one: %v", err)
+	}
+}
+
+// TestNoBatchPathTooLateNotSent: the master answers the batch path with 404 (a build
+// without it) while a write waits in the queue; by then the write has less than the
+// batch margin left, so it is not sent alone either: ErrTimeout ("not sent"), not "no
+// quorum", and the master never gets it. The writes of the batches are sent alone.
+func TestNoBatchPathTooLateNotSent(t *testing.T) {
+	h := &batchHandler{applied: map[string]int{}}
+	gate := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	old := http.NewServeMux() // a build without the batch path, slow to say so
+	old.Handle("POST "+PathApply, NewService(h, testWriteErr).RPC())
+	old.HandleFunc("POST "+PathApplyBatch, func(w http.ResponseWriter, _ *http.Request) {
+		<-gate
+		http.NotFound(w, nil)
+	})
+	cm, b := newBatchServer(t, old)
+
+	var wg sync.WaitGroup
+	errs := make([]error, maxBatchesInFlight)
+	for i := range maxBatchesInFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = b.Apply(context.Background(), encodeSet(t, string(rune('a'+i)), []byte("v")))
+		}()
+	}
+	testutil.Poll(t, "every batch slot in flight", 10*time.Second, testutil.Cond(func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.inFlight == maxBatchesInFlight
+	}))
+	deadline := time.Now().Add(batchAnswerMargin + 100*time.Millisecond)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	late := make(chan error, 1)
+	go func() {
+		_, err := b.Apply(ctx, encodeSet(t, "late", []byte("v")))
+		late <- err
+	}()
+	testutil.Poll(t, "the late write queued", 10*time.Second, testutil.Cond(func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.queue) == 1
+	}))
+	// The master answers once the queued write has less than the margin left.
+	<-time.After(time.Until(deadline.Add(-batchAnswerMargin / 2)))
+	open()
+	if err := <-late; !errors.Is(err, raftnode.ErrTimeout) || errors.Is(err, raftnode.ErrNoLeader) || errors.Is(err, raftnode.ErrUnknownOutcome) {
+		t.Fatalf("the late write: %v, want ErrTimeout (not sent)", err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if n := appliedCount(h, "late"); n != 0 {
+		t.Fatalf("the late write was applied %d time(s)", n)
+	}
+	if got := cm.n(PathApply); got != maxBatchesInFlight {
+		t.Fatalf("%d single requests, want %d (the batches' writes alone)", got, maxBatchesInFlight)
 	}
 }
