@@ -63,6 +63,11 @@ type Limiter struct {
 	// lingering holds a token per refused connection being closed (closeRefused).
 	lingering chan struct{}
 
+	lmu sync.Mutex
+	// lingerers are the refused connections being closed, which Close closes at once.
+	lingerers map[net.Conn]struct{}
+	closed    bool // Close was called: refused connections are closed at once
+
 	mu    sync.Mutex
 	total int
 	per   map[netip.Addr]int
@@ -89,6 +94,7 @@ func New(cfg Config) (*Limiter, error) {
 		cfg:       cfg,
 		per:       make(map[netip.Addr]int),
 		lingering: make(chan struct{}, min(max(cfg.Max/4, 1), maxLingering)),
+		lingerers: make(map[net.Conn]struct{}),
 		log:       newRefusalLog(cfg.Logger, cfg.Name, cfg.Max, cfg.MaxPerSource, cfg.LogInterval),
 	}, nil
 }
@@ -141,9 +147,22 @@ func (l *Limiter) release(src netip.Addr) {
 	}
 }
 
-// Close writes the summary of the refusals not yet logged and stops the log's timer.
-// The Limiter keeps counting; Close is idempotent.
-func (l *Limiter) Close() { l.log.close() }
+// Close writes the summary of the refusals not yet logged, stops the log's timer and
+// closes the refused connections still lingering (closeRefused); a connection refused
+// after Close is closed at once. The Limiter keeps counting; Close is idempotent.
+func (l *Limiter) Close() {
+	l.log.close()
+	l.lmu.Lock()
+	l.closed = true
+	conns := make([]net.Conn, 0, len(l.lingerers))
+	for c := range l.lingerers {
+		conns = append(conns, c)
+	}
+	l.lmu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
 
 // Source returns the source address a connection from remote is counted under: its IP
 // address (IPv4-mapped IPv6 addresses as IPv4), or the zero Addr when remote is no IP

@@ -152,3 +152,43 @@ func readLine(t *testing.T, c net.Conn) string {
 		}
 	}
 }
+
+// TestCloseEndsLingering: Close (the server shutting down) closes the refused
+// connections still lingering at once, not after LingerTimeout, and one refused after
+// it is closed at once.
+func TestCloseEndsLingering(t *testing.T) {
+	l, err := New(Config{Name: "t", Max: 4, Refuse: func(c net.Conn, _ error) {
+		_, _ = c.Write([]byte("busy\n"))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, conns := unixListener(t, l)
+	for i := 0; i < 4; i++ {
+		dialUnix(t, path)
+		accepted(t, conns)
+	}
+	silent := dialUnix(t, path) // refused, then lingers: it never closes
+	if got := readLine(t, silent); got != "busy\n" {
+		t.Fatalf("refused: %q", got)
+	}
+	testutil.Poll(t, "the refused connection lingering", 5*time.Second, testutil.Cond(func() bool { return len(l.lingering) == 1 }))
+	start := time.Now()
+	l.Close()
+	if d := closedBy(t, silent, 5*time.Second).Sub(start); d >= LingerTimeout {
+		t.Fatalf("the lingering connection was closed %v after Close, want at once", d)
+	}
+	waitLingerers(t, l)
+
+	start = time.Now()
+	late := dialUnix(t, path)
+	if got := readLine(t, late); got != "busy\n" {
+		t.Fatalf("refused after Close: %q", got)
+	}
+	if d := closedBy(t, late, 5*time.Second).Sub(start); d >= LingerTimeout {
+		t.Fatalf("a connection refused after Close stayed open %v, want closed at once", d)
+	}
+	if n := len(l.lingering); n != 0 {
+		t.Fatalf("%d lingering after Close", n)
+	}
+}

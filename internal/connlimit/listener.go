@@ -61,17 +61,32 @@ const (
 // the reason. So c's write side is shut, what the client sends is read and discarded
 // until it closes, for up to LingerTimeout and lingerMaxBytes, and c is closed then, in
 // a goroutine of its own. At most a few connections linger at once (a flood must not
-// hold descriptors); past that, c is closed at once.
+// hold descriptors); past that, or once the Limiter is closed, c is closed at once, and
+// Close ends those lingering.
 func (l *Limiter) closeRefused(c net.Conn) {
-	select {
-	case l.lingering <- struct{}{}:
-	default:
+	l.lmu.Lock()
+	atOnce := l.closed
+	if !atOnce {
+		select {
+		case l.lingering <- struct{}{}:
+			l.lingerers[c] = struct{}{}
+		default:
+			atOnce = true // every slot taken
+		}
+	}
+	l.lmu.Unlock()
+	if atOnce {
 		_ = c.Close()
 		return
 	}
 	go func() {
 		defer func() { <-l.lingering }()
-		defer c.Close()
+		defer func() {
+			l.lmu.Lock()
+			delete(l.lingerers, c)
+			l.lmu.Unlock()
+			_ = c.Close()
+		}()
 		if cw, ok := c.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		}
