@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // TestRecvCrashStates puts a receiving store's directories and index in every state a
@@ -27,10 +26,7 @@ func TestRecvCrashStates(t *testing.T) {
 			dir := t.TempDir()
 			var cid atomic.Uint64
 			cid.Store(2)
-			b, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := openStore(t, dir, &cid, nil)
 			b.spool.noFlush = true // every entry stays pending, as at a crash
 			raw := message("received", 3000)
 			acked := accept(t, a, raw)
@@ -118,10 +114,7 @@ func TestRecvRecommitBeforeFlush(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(2)
-	b, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openStore(t, dir, &cid, nil)
 	b.spool.noFlush = true
 	raw := message("twice", 2500)
 	m := accept(t, a, raw)
