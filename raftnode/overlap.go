@@ -118,7 +118,9 @@ func (o *overlapStore) setLeader(leader func() bool) {
 	o.mu.Unlock()
 }
 
-// durableIndex returns the highest index on disk.
+// durableIndex returns durable: on a leader, the highest index of its term on disk (a
+// follower's truncation can leave it naming deleted entries until the next append,
+// which is synchronous and sets it exactly).
 func (o *overlapStore) durableIndex() uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
