@@ -169,17 +169,15 @@ func (o *overlapStore) StoreLogs(logs []*raft.Log) error {
 		return nil
 	}
 	o.mu.Lock()
-	leader, newTerm := o.isLeader, logs[0].Term != o.lastTerm
-	o.mu.Unlock()
-	if leader == nil || newTerm || !leader() {
+	if o.isLeader == nil || logs[0].Term != o.lastTerm || !o.isLeader() {
+		o.mu.Unlock()
 		return o.storeNow(logs)
 	}
+	defer o.mu.Unlock()
 	size := 0
 	for _, l := range logs {
 		size += logSize(l)
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	for o.bytes > 0 && o.bytes+size > o.maxBytes && o.failed == nil && !o.closed {
 		o.changed.Wait()
 	}

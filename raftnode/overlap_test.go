@@ -749,3 +749,37 @@ func TestConcurrentConfigChangesOneAtATime(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigChangeTurnTimeout: a membership change asked while another is in flight
+// waits for its turn within its deadline, and past it is not proposed: ErrTimeout.
+func TestConfigChangeTurnTimeout(t *testing.T) {
+	nodes, heldOf := heldCluster(t)
+	leader, _ := leaderOf(t, nodes, nil, 10*time.Second)
+	h := heldOf(leader)
+	h.hold()
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		first <- leader.AddNonvoter(ctx, 9, "127.0.0.1:9")
+	}()
+	testutil.Poll(t, "the first change in flight", 10*time.Second, testutil.Cond(func() bool { return len(leader.confTurn) == 1 }))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := leader.AddNonvoter(ctx, 10, "127.0.0.1:10"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("a change behind one in flight, past its deadline: %v, want ErrTimeout", err)
+	}
+	h.letGo()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	conf, err := leader.Configuration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range conf.Servers {
+		if srv.ID == ServerID(10) {
+			t.Fatalf("the change that timed out is in the configuration: %v", conf.Servers)
+		}
+	}
+}
