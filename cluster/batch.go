@@ -204,6 +204,13 @@ type batchCall struct {
 	err      error
 }
 
+// tooLate says whether c's deadline is less than batchAnswerMargin after now: a request
+// for it would end before it started, and answer with the forwarder's verdict on no
+// attempt at all ("no quorum"), so it is not sent.
+func (c *batchCall) tooLate(now time.Time) bool {
+	return !c.deadline.IsZero() && !c.deadline.After(now.Add(batchAnswerMargin))
+}
+
 // NewBatcher returns a Batcher that sends through f.
 func NewBatcher(f *Forwarder) *Batcher { return &Batcher{fwd: f} }
 
@@ -259,11 +266,11 @@ func (b *Batcher) single(ctx context.Context, cmd []byte) (ApplyResult, error) {
 // before it started (batchDeadline), and would answer it, and every other call in it,
 // with the forwarder's verdict on no attempt at all ("no quorum").
 func (b *Batcher) startLocked() {
-	tooLate := time.Now().Add(batchAnswerMargin)
+	now := time.Now()
 	batch := make([]*batchCall, 0, min(len(b.queue), MaxBatchCommands))
 	rest := b.queue[:0] // filtered in place: rest never gets ahead of the range
 	for _, c := range b.queue {
-		if len(batch) < MaxBatchCommands && (c.deadline.IsZero() || c.deadline.After(tooLate)) {
+		if len(batch) < MaxBatchCommands && !c.tooLate(now) {
 			batch = append(batch, c)
 		} else {
 			rest = append(rest, c)
@@ -361,7 +368,7 @@ func (b *Batcher) send(batch []*batchCall) {
 // verdict on no attempt at all ("no quorum").
 func (b *Batcher) resolveAlone(c *batchCall) {
 	now := time.Now()
-	if !c.deadline.IsZero() && c.deadline.Before(now.Add(batchAnswerMargin)) {
+	if c.tooLate(now) {
 		c.err = fmt.Errorf("%w: the write had %v left when it had to go to the master alone, too little to send it; it was not sent",
 			raftnode.ErrTimeout, c.deadline.Sub(now).Round(time.Millisecond))
 		close(c.done)
