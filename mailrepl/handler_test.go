@@ -62,6 +62,9 @@ func TestHandler(t *testing.T) {
 	// Serving a body that no longer matches its checksum makes the store
 	// notice (the asker rejects it by its own check): it is marked missing.
 	bad := c.accept(0, 3000)
+	if _, err := st.Get(bad.ID); err != nil { // indexed, its final name linked
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(st.BodyPath(bad.ID), make([]byte, bad.Size), 0o600); err != nil {
 		t.Fatal(err)
 	}

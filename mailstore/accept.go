@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"mime"
 	"net/mail"
 	"os"
@@ -16,8 +14,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // maxHeader bounds how much of a message is kept in memory to find its Subject.
@@ -48,6 +44,7 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	if closed {
 		return Meta{}, ErrClosed
 	}
+	gen := s.spoolGen()
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "accept-*")
 	if err != nil {
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
@@ -55,108 +52,69 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	tmp := f.Name()
 	h := sha256.New()
 	head := &prefixBuffer{max: maxHeader}
+	inline := inlineBufs.Get().(*inlineBuffer)
+	defer inlineBufs.Put(inline)
+	inline.reset()
 	buf := copyBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(io.MultiWriter(f, h, head), r, *buf)
+	n, err := io.CopyBuffer(io.MultiWriter(f, h, head, inline), r, *buf)
 	copyBufs.Put(buf)
 	if err != nil {
 		_ = f.Close()
 		_ = os.Remove(tmp)
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
-	// The body's fsync runs while the message is parsed, its batch formed and
-	// its directory synced: the batch waits for it (ready) before it commits.
-	synced := make(chan error, 1)
-	go func() { synced <- f.Sync() }()
-	var syncErr error
-	waited := false
-	waitSync := func() error {
-		if !waited {
-			syncErr, waited = <-synced, true
-		}
-		return syncErr
-	}
-	defer func() {
-		_ = waitSync()
-		_ = f.Close() // after the fsync: a close error cannot undo a durable body
-	}()
 	now := s.opts.Now().UTC()
 	if received.IsZero() {
 		received = now
 	}
-	meta := Meta{
-		From:     from,
-		To:       append([]string(nil), to...),
-		Subject:  parseSubject(head.Bytes()),
-		Size:     n,
-		SHA256:   hex.EncodeToString(h.Sum(nil)),
-		State:    StateQuarantined,
-		Received: received.UTC(),
+	req := &intakeReq{
+		rec: jrecord{
+			kind: recInline,
+			meta: Meta{
+				From:     from,
+				To:       append([]string(nil), to...),
+				Subject:  parseSubject(head.Bytes()),
+				Size:     n,
+				SHA256:   hex.EncodeToString(h.Sum(nil)),
+				State:    StateQuarantined,
+				Received: received.UTC(),
+			},
+			at:      now,
+			spooled: filepath.Base(tmp),
+		},
+		gen: gen,
+		tmp: tmp,
 	}
-	// The index entry and the body's names are made durable in a batch with the
-	// other Accepts and body commits of the moment (group.go, spool.go): the ID is
-	// taken in the batch transaction, which also records the spooled name; the
-	// spooled file is linked to its final name, tmp/ fsynced once for the batch and
-	// this body's own fsync awaited before the commit. groupCommit returns after
-	// the commit; the final name is synced later, in the background.
-	name := filepath.Base(tmp)
-	var final string
-	linked := false
-	err = s.groupCommit(&commitReq{
-		apply: func(tx *bolt.Tx) error {
-			meta.Origin = s.opts.LocalCID()
-			meta.Seq = cursor(tx, meta.Origin) + 1
-			meta.ID = MakeID(meta.Origin, meta.Seq)
-			meta.HaveBody = true
-			// The tx holds bbolt's writer lock: no other Accept can take this seq.
-			if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
-				return err
+	if inline.over {
+		// Too large for the journal: the body's own fsync makes it durable, and the
+		// record names its file. It runs while the message waits for its group.
+		synced := make(chan error, 1)
+		go func() { synced <- f.Sync() }()
+		var syncErr error
+		waited := false
+		req.rec.kind = recSpooled
+		req.ready = func() error {
+			if !waited {
+				syncErr, waited = <-synced, true
 			}
-			if err := tx.Bucket(bktSpool).Put([]byte(meta.ID), []byte(name)); err != nil {
-				return err
-			}
-			return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
-				MsgID: meta.ID, Msg: wireMeta(meta), At: now})
-		},
-		place: func() (string, error) {
-			final = s.BodyPath(meta.ID)
-			err := os.Link(tmp, final)
-			if errors.Is(err, fs.ErrExist) {
-				// An orphan of a crash before a commit (the ID is new): no
-				// record names it.
-				if err = os.Remove(final); err == nil {
-					err = os.Link(tmp, final)
-				}
-			}
-			if err != nil {
-				return "", err
-			}
-			linked = true
-			return filepath.Dir(tmp), nil
-		},
-		unplace: func() error {
-			if err := os.Remove(final); err != nil {
-				return err
-			}
-			linked = false
-			return nil
-		},
-		ready: waitSync,
-		drop: func() {
-			// Still under the batch: no later Accept has taken this name yet.
-			if linked {
-				_ = os.Remove(final)
-				linked = false
-			}
-		},
-		after: func() {
-			s.spoolAdd(spooledBody{id: meta.ID, name: name, dir: filepath.Dir(final)})
-		},
-	})
+			return syncErr
+		}
+		defer func() { _ = req.ready() }()
+	} else {
+		req.rec.body = inline.b
+	}
+	// The record (with the body, or naming its synced file) is durable in the
+	// intake journal when appendIntake returns; the index and the final name
+	// follow in the background, before any read sees the store (intake.go).
+	err = s.appendIntake(req)
+	if cerr := f.Close(); err == nil && cerr != nil && req.rec.kind == recSpooled {
+		err = cerr
+	}
 	if err != nil {
 		_ = os.Remove(tmp)
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
-	return meta, nil
+	return req.rec.meta, nil
 }
 
 // wireMeta is the copy of m that travels in an event: no local fields.
@@ -166,6 +124,29 @@ func wireMeta(m Meta) *Meta {
 	m.To = append([]string(nil), m.To...)
 	return &m
 }
+
+// inlineBuffer keeps a copy of a body of at most maxInline bytes for its journal
+// record; over says the body was larger (and the copy is not kept).
+type inlineBuffer struct {
+	b    []byte
+	over bool
+}
+
+func (w *inlineBuffer) reset() { w.b, w.over = w.b[:0], false }
+
+func (w *inlineBuffer) Write(p []byte) (int, error) {
+	if !w.over {
+		if len(w.b)+len(p) > maxInline {
+			w.over, w.b = true, w.b[:0]
+		} else {
+			w.b = append(w.b, p...)
+		}
+	}
+	return len(p), nil
+}
+
+// inlineBufs are the inlineBuffers of Accepts in progress.
+var inlineBufs = sync.Pool{New: func() any { return &inlineBuffer{} }}
 
 // copyBufs are the buffers Accept copies a message through (io.Copy would
 // allocate 32 KiB per message).

@@ -83,6 +83,19 @@ func (s *Store) ApplyEvents(evs []Event) (needBody []string, err error) {
 		}
 		return nil
 	}
+	// An event of this node's own origin (a peer giving back what a restore lost
+	// here) takes a sequence number the intake journal must not give meanwhile.
+	local := s.opts.LocalCID()
+	for i := range evs {
+		if evs[i].Origin == local {
+			done, terr := s.localTurn()
+			if terr != nil {
+				return nil, fmt.Errorf("mailstore: apply events: %w", terr)
+			}
+			defer done()
+			break
+		}
+	}
 	err = s.groupCommit(req)
 	if err != nil {
 		return nil, fmt.Errorf("mailstore: apply events: %w", err)

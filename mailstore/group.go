@@ -71,6 +71,9 @@ type commitReq struct {
 	// quiet, set by apply, says the member changed nothing a Changed waiter could
 	// see (events already applied): alone in a batch, it does not notify.
 	quiet bool
+	// onDone, when set, is called with the member's outcome when it is woken (an
+	// indexed journal record, intake.go, whose caller does not wait).
+	onDone func(err error)
 
 	placed bool
 	err    error
@@ -82,8 +85,8 @@ type committer struct {
 	mu      sync.Mutex
 	queue   []*commitReq
 	running bool // a goroutine is committing or about to
-	// hook, when set (by tests), is called with the size of each batch before it
-	// commits, with no lock held.
+	// hook, when set (by tests, with mu held), is called with the size of each batch
+	// before it commits, with no lock held.
 	hook func(n int)
 }
 
@@ -115,6 +118,21 @@ func (s *Store) groupCommit(r *commitReq) error {
 	return r.err
 }
 
+// groupEnqueue queues r without waiting for it (its onDone says the outcome): the
+// intake journal's index requests, which must keep their queue order.
+func (s *Store) groupEnqueue(r *commitReq) {
+	r.done = make(chan struct{})
+	c := &s.gc
+	c.mu.Lock()
+	c.queue = append(c.queue, r)
+	lead := !c.running
+	c.running = true
+	c.mu.Unlock()
+	if lead {
+		go s.commitLoop()
+	}
+}
+
 // commitLoop commits batches until the queue is empty.
 func (s *Store) commitLoop() {
 	for s.commitNext() {
@@ -131,12 +149,13 @@ func (s *Store) commitNext() bool {
 	if len(batch) == 0 {
 		c.running = false
 	}
+	hook := c.hook
 	c.mu.Unlock()
 	if len(batch) == 0 {
 		return false
 	}
-	if c.hook != nil {
-		c.hook(len(batch))
+	if hook != nil {
+		hook(len(batch))
 	}
 	s.commitBatch(batch)
 	return true
@@ -174,7 +193,9 @@ func (s *Store) commitBatch(batch []*commitReq) {
 					return errMember
 				}
 				r.placed = true
-				dirs[d] = struct{}{}
+				if d != "" {
+					dirs[d] = struct{}{}
+				}
 			}
 			if err := syncDirs(dirs); err != nil {
 				return err
@@ -286,4 +307,7 @@ func syncDirs(dirs map[string]struct{}) error {
 func (r *commitReq) finish(err error) {
 	r.err = err
 	close(r.done)
+	if r.onDone != nil {
+		r.onDone(err)
+	}
 }

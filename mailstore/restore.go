@@ -120,6 +120,13 @@ func (g *Staging) Commit() error {
 		return fmt.Errorf("%w: the restore was already committed or aborted", ErrInvalid)
 	}
 	s := g.live
+	// The live journal indexed and checkpointed: nothing of the content being
+	// replaced stays in it (intake.go); Accepts wait, then fail on the new content.
+	if err := s.hold(); err != nil {
+		s.releaseJournal()
+		return fmt.Errorf("mailstore: restore: %w", err)
+	}
+	defer s.releaseJournal()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.idleLocked(); err != nil {

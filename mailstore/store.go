@@ -143,6 +143,7 @@ type Store struct {
 
 	restoring atomic.Bool // a Staging is open (restore.go)
 
+	jr    journal   // the intake journal (intake.go)
 	gc    committer // group commit of Accepts and body commits (group.go)
 	spool spooler   // spooled names of accepted bodies (spool.go)
 }
@@ -160,6 +161,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, opts: opts, changed: make(chan struct{}), busy: map[string]struct{}{}}
 	s.spool.token = make(chan struct{}, 1)
+	s.jr.init()
 	if err := recoverSwap(dir); err != nil {
 		return nil, err
 	}
@@ -175,8 +177,8 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // openIndex opens index.db, creates the buckets it lacks, finishes what a crash left
-// of the spooled bodies (spool.go) and then empties tmp/ (intake that was never
-// acknowledged).
+// of the spooled bodies (spool.go) and in the intake journal (replay.go), and then
+// empties tmp/ (intake that was never acknowledged).
 func (s *Store) openIndex() (*bolt.DB, error) {
 	db, err := bolt.Open(filepath.Join(s.dir, "index.db"), 0o600, &bolt.Options{Timeout: s.opts.Timeout})
 	if err != nil {
@@ -196,6 +198,10 @@ func (s *Store) openIndex() (*bolt.DB, error) {
 	if err := s.recoverSpool(db); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("mailstore: open: %w", err)
+	}
+	if err := s.replayJournal(db); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	if err := s.emptyTmp(); err != nil {
 		_ = db.Close()
@@ -240,6 +246,9 @@ func (s *Store) ensureDirs() error {
 
 // Close closes the store. It is idempotent; it wakes every Changed waiter.
 func (s *Store) Close() error {
+	// Every acknowledged message indexed and checkpointed; with the journal
+	// stopped, its segments stay for Open to replay.
+	_ = s.closeJournal()
 	s.closeSpool()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -260,6 +269,12 @@ func (s *Store) Close() error {
 // node joins a cluster (its local data is replaced with the cluster's). It
 // fails with ErrBusy while a body is being received or verified.
 func (s *Store) Wipe() error {
+	// No message may stay in the journal for a replay to bring back.
+	if err := s.hold(); err != nil {
+		s.releaseJournal()
+		return fmt.Errorf("mailstore: wipe: %w", err)
+	}
+	defer s.releaseJournal()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.idleLocked(); err != nil {
@@ -314,8 +329,15 @@ func (s *Store) notify() {
 	s.changed = make(chan struct{})
 }
 
-// update runs fn in a read-write transaction unless the store is closed.
+// update runs fn in a read-write transaction unless the store is closed, once every
+// acknowledged message is indexed, with the intake journal held off (fn may take a
+// sequence number of this node's origin: intake.go).
 func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	done, err := s.localTurn()
+	if err != nil {
+		return err
+	}
+	defer done()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -324,8 +346,10 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	return s.db.Update(fn)
 }
 
-// view runs fn in a read-only transaction unless the store is closed.
+// view runs fn in a read-only transaction unless the store is closed, once every
+// acknowledged message is indexed (intake.go).
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.awaitIndexed()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {

@@ -1,0 +1,627 @@
+package mailstore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The intake journal: one fdatasync per group of concurrent Accepts.
+//
+// An Accept writes its body to its spooled file in tmp/ (as before) without an fsync
+// of its own and hands the message to the journal. One goroutine at a time (the
+// appender) takes every queued Accept, gives each its ID (the next sequence number
+// of this node's origin, in queue order), appends one record per message to the
+// current segment in journal/ (the metadata and, for a body of at most maxInline
+// bytes, the body itself; a larger body is fsynced in its spooled file, tmp/ is
+// fsynced once for the group, and the record names the file) and fdatasyncs the
+// segment once. Only then are the Accepts woken: a 250 is sent for a message whose
+// record is on disk, with the body in it or in a synced file.
+//
+// Right after its fdatasync the appender hands the group's records, in sequence
+// order, to the index's group commit (group.go) without waiting: each is recorded
+// in bbolt (metadata, "new" event, spooled name) and linked to its final name as
+// an Accept's batch did before, with no directory fsync (the journal holds what a
+// crash could lose). Every read and write of the index (view, update) first waits
+// until every acknowledged message is indexed, so a caller sees what it was told
+// is stored; a writer of this node's own events (update: a state change) also holds
+// the appender off while it runs, so sequence numbers stay contiguous.
+//
+// Checkpoint: a segment is closed at segmentMax bytes; once every record of the
+// closed segments is indexed, syncfs(2) makes the bodies, their names and their
+// directories durable, and the closed segments are removed. Close, Wipe and a
+// restore's swap checkpoint every segment first. Open replays what a crash left
+// (replay.go): a record not yet indexed is indexed, and the body of an indexed one
+// is checked and rewritten from the record if it did not reach the disk.
+//
+// Compatibility: journal/ is new in this version and a 1ca55cd binary ignores it.
+// After a clean stop there is no segment left; a downgrade right after a crash,
+// before this version has opened the store once, would drop the messages the
+// journal held (as with the spool bucket, spool.go).
+
+// segmentMax is the size at which the current segment is closed and checkpointed.
+const segmentMax = 8 << 20
+
+// errBroken wraps the error that stopped the journal until a restart.
+var errBroken = errors.New("mailstore: intake journal stopped")
+
+// intakeReq is one Accept waiting for its record to be durable.
+type intakeReq struct {
+	rec   jrecord
+	gen   uint64       // the content generation the spooled file belongs to
+	tmp   string       // the spooled file's path
+	ready func() error // recSpooled: waits for the body's fsync
+	err   error
+	done  chan struct{}
+}
+
+// segment is a closed segment waiting for its checkpoint.
+type segment struct {
+	path string
+	last uint64 // the journal counter of its last record
+}
+
+// journal is a store's intake journal. mu guards every field; it is never held
+// across I/O: the appender, the turn of an index writer and the checkpoint are
+// states that the others wait on with cond.
+type journal struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+
+	queue     []*intakeReq
+	leader    bool // an appender runs or is about to
+	appending bool // an appender is writing a group (it owns f, seg and size)
+	updating  int  // index writers of local events in progress (update)
+	held      int  // Close, Wipe or a swap: no append starts
+	closed    bool
+	broken    error
+
+	// Counters of records in this process: assigned when written, acked when the
+	// group's fdatasync returned, indexed when its index commit did (in order).
+	assigned, acked, indexed uint64
+
+	// The sequence allocator of this node's origin: next is the next seq to give
+	// when valid (reloaded from the index when an update ran or the origin changed).
+	origin, next uint64
+	valid        bool
+
+	f      *os.File
+	seg    uint64 // the current segment's number
+	size   int64
+	segs   []segment
+	cpBusy bool
+	buf    []byte
+
+	// Test hooks: hook (set with mu held) is called with each group's size before it
+	// is written, with no lock held; failWrite, when set, fails the next writes of a group as the
+	// disk would (the segment is cut back as after a real failure).
+	hook      func(n int)
+	failWrite func() error
+}
+
+func (j *journal) init() { j.cond = sync.NewCond(&j.mu) }
+
+func (s *Store) journalDir() string { return filepath.Join(s.dir, "journal") }
+
+// appendIntake queues r and waits until its record is durable or failed.
+func (s *Store) appendIntake(r *intakeReq) error {
+	r.done = make(chan struct{})
+	j := &s.jr
+	j.mu.Lock()
+	if j.broken != nil {
+		j.mu.Unlock()
+		return j.broken
+	}
+	if j.closed {
+		j.mu.Unlock()
+		return ErrClosed
+	}
+	j.queue = append(j.queue, r)
+	lead := !j.leader
+	j.leader = true
+	j.mu.Unlock()
+	if lead {
+		// The caller that found the appender idle writes the first group (its own
+		// message is in it) and hands any later ones to a new goroutine.
+		if s.appendNext() {
+			go s.appendLoop()
+		}
+	}
+	<-r.done
+	return r.err
+}
+
+func (s *Store) appendLoop() {
+	for s.appendNext() {
+	}
+}
+
+// appendNext writes the queued requests as one group; it reports whether the
+// appender must go on (more were queued meanwhile), else it has marked it idle.
+func (s *Store) appendNext() bool {
+	j := &s.jr
+	j.mu.Lock()
+	j.waitTurnLocked()
+	batch := j.queue
+	j.queue = nil
+	hook := j.hook
+	j.mu.Unlock()
+	if len(batch) > 0 && hook != nil {
+		hook(len(batch))
+	}
+	j.mu.Lock()
+	j.waitTurnLocked() // again: a Close or a Wipe may have come meanwhile
+	fail := j.broken
+	if fail == nil && j.closed {
+		fail = ErrClosed
+	}
+	if len(batch) > 0 && fail == nil {
+		j.appending = true
+	}
+	j.mu.Unlock()
+	if len(batch) > 0 {
+		if fail != nil {
+			failAll(batch, fail)
+		} else {
+			s.appendGroup(batch)
+			j.mu.Lock()
+			j.appending = false
+			j.cond.Broadcast()
+			j.mu.Unlock()
+		}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.queue) == 0 {
+		j.leader = false
+		return false
+	}
+	return true
+}
+
+// waitTurnLocked waits, with mu held, while an index writer or a hold keeps the
+// appender off (until the store closes or the journal stops).
+func (j *journal) waitTurnLocked() {
+	for (j.updating > 0 || j.held > 0) && !j.closed && j.broken == nil {
+		j.cond.Wait()
+	}
+}
+
+// appendGroup writes batch's records and fdatasyncs them (see the top of the file).
+// The caller holds the appending state.
+func (s *Store) appendGroup(batch []*intakeReq) {
+	j := &s.jr
+	live := batch[:0:0]
+	spooled := false
+	for _, r := range batch {
+		switch {
+		case !s.currentLocked(r.gen):
+			r.finish(fmt.Errorf("%w: the store's content was replaced while the message was received", ErrClosed))
+		case r.ready != nil:
+			if err := r.ready(); err != nil {
+				r.finish(err)
+				continue
+			}
+			spooled = true
+			live = append(live, r)
+		default:
+			live = append(live, r)
+		}
+	}
+	if spooled {
+		if err := syncDir(filepath.Join(s.dir, "tmp")); err != nil {
+			failAll(live, err)
+			return
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	if err := s.loadAllocator(); err != nil {
+		failAll(live, err)
+		return
+	}
+	first := j.next
+	buf := j.buf[:0]
+	var err error
+	for _, r := range live {
+		m := &r.rec.meta
+		m.Origin, m.Seq = j.origin, j.next
+		m.ID = MakeID(m.Origin, m.Seq)
+		m.HaveBody = true
+		j.next++
+		if buf, err = appendRecord(buf, &r.rec); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = s.writeGroup(buf)
+	}
+	if cap(buf) <= 4*maxInline {
+		j.buf = buf[:0]
+	}
+	if err != nil {
+		j.next = first // nothing of the group is on disk (writeGroup cut it off)
+		failAll(live, err)
+		return
+	}
+	// Hand the records to the index in sequence order before anyone else can take
+	// a sequence number (the appending state is still held), then wake the Accepts.
+	for _, r := range live {
+		j.mu.Lock()
+		j.assigned++
+		n := j.assigned
+		j.mu.Unlock()
+		s.groupEnqueue(s.indexReq(r, n))
+	}
+	j.mu.Lock()
+	j.acked = j.assigned
+	j.mu.Unlock()
+	for _, r := range live {
+		r.finish(nil)
+	}
+	if j.size >= segmentMax {
+		s.closeSegment()
+		go s.checkpoint()
+	}
+}
+
+func failAll(rs []*intakeReq, err error) {
+	for _, r := range rs {
+		r.finish(err)
+	}
+}
+
+func (r *intakeReq) finish(err error) {
+	r.err = err
+	close(r.done)
+}
+
+// loadAllocator makes the allocator valid for this node's origin: after an update
+// (which may have written a local event) or a change of CID it waits until every
+// record is indexed and reads the cursor. The caller holds the appending state.
+func (s *Store) loadAllocator() error {
+	j := &s.jr
+	origin := s.opts.LocalCID()
+	j.mu.Lock()
+	if j.valid && j.origin == origin {
+		j.mu.Unlock()
+		return nil
+	}
+	for j.indexed < j.assigned && j.broken == nil {
+		j.cond.Wait()
+	}
+	err := j.broken
+	j.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	var cur uint64
+	if err := s.view(func(tx *bolt.Tx) error {
+		cur = cursor(tx, origin)
+		return nil
+	}); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	j.origin, j.next, j.valid = origin, cur+1, true
+	j.mu.Unlock()
+	return nil
+}
+
+// writeGroup appends buf to the current segment (opening one if needed) and
+// fdatasyncs it. On failure it cuts the segment back to its size before and syncs
+// that; if even that fails the journal is stopped (errBroken) until a restart.
+func (s *Store) writeGroup(buf []byte) error {
+	j := &s.jr
+	if j.f == nil {
+		if err := s.openSegment(); err != nil {
+			return err
+		}
+	}
+	var err error
+	if j.failWrite != nil {
+		err = j.failWrite()
+	}
+	if err == nil {
+		_, err = j.f.Write(buf)
+	}
+	if err == nil {
+		err = fdatasync(j.f)
+	}
+	if err == nil {
+		j.size += int64(len(buf))
+		return nil
+	}
+	err = fmt.Errorf("mailstore: intake journal: %w", err)
+	if terr := j.f.Truncate(j.size); terr != nil {
+		return s.breakJournal(fmt.Errorf("%w; and cutting the segment back failed: %v", err, terr))
+	}
+	if _, serr := j.f.Seek(j.size, 0); serr != nil {
+		return s.breakJournal(fmt.Errorf("%w; and cutting the segment back failed: %v", err, serr))
+	}
+	if serr := fdatasync(j.f); serr != nil {
+		return s.breakJournal(fmt.Errorf("%w; and cutting the segment back failed: %v", err, serr))
+	}
+	return err
+}
+
+// breakJournal stops the journal: every later Accept fails with err (wrapped in
+// errBroken) until the daemon restarts and Open replays the journal.
+func (s *Store) breakJournal(err error) error {
+	err = fmt.Errorf("%w: %w: restart pmgclusterd, which recovers every accepted message from the journal", errBroken, err)
+	j := &s.jr
+	j.mu.Lock()
+	if j.broken == nil {
+		j.broken = err
+	}
+	err = j.broken
+	j.cond.Broadcast()
+	j.mu.Unlock()
+	return err
+}
+
+// openSegment creates the next segment file with its magic, synced, and syncs the
+// journal directory so that its name survives a crash.
+func (s *Store) openSegment() error {
+	j := &s.jr
+	if err := os.MkdirAll(s.journalDir(), 0o750); err != nil {
+		return fmt.Errorf("mailstore: intake journal: %w", err)
+	}
+	j.seg++
+	p := filepath.Join(s.journalDir(), fmt.Sprintf("%020d.seg", j.seg))
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("mailstore: intake journal: %w", err)
+	}
+	_, err = f.Write([]byte(journalMagic))
+	if err == nil {
+		err = fdatasync(f)
+	}
+	if err == nil {
+		err = syncDir(s.journalDir())
+	}
+	if err != nil {
+		_ = f.Close()
+		_ = os.Remove(p)
+		return fmt.Errorf("mailstore: intake journal: %w", err)
+	}
+	j.f, j.size = f, int64(len(journalMagic))
+	return nil
+}
+
+// closeSegment closes the current segment and queues it for a checkpoint. The
+// caller holds the appending state (or the journal is held and idle).
+func (s *Store) closeSegment() {
+	j := &s.jr
+	if j.f == nil {
+		return
+	}
+	p := j.f.Name()
+	_ = j.f.Close()
+	j.f = nil
+	j.mu.Lock()
+	j.segs = append(j.segs, segment{path: p, last: j.assigned})
+	j.mu.Unlock()
+}
+
+// checkpoint removes the closed segments once their records are indexed and a
+// syncfs made the bodies durable. One runs at a time; a failure leaves the segments
+// for the next checkpoint (or Open's replay).
+func (s *Store) checkpoint() error {
+	j := &s.jr
+	j.mu.Lock()
+	for j.cpBusy {
+		j.cond.Wait()
+	}
+	j.cpBusy = true
+	segs := j.segs
+	var last uint64
+	if len(segs) > 0 {
+		last = segs[len(segs)-1].last
+	}
+	for j.indexed < last && j.broken == nil {
+		j.cond.Wait()
+	}
+	err := j.broken
+	j.mu.Unlock()
+	if err == nil && len(segs) > 0 {
+		err = syncFS(s.dir)
+		if err == nil {
+			for _, g := range segs {
+				if rerr := os.Remove(g.path); rerr != nil && err == nil {
+					err = rerr
+				}
+			}
+		}
+	}
+	j.mu.Lock()
+	if err == nil {
+		j.segs = j.segs[len(segs):]
+	}
+	j.cpBusy = false
+	j.cond.Broadcast()
+	j.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("mailstore: intake journal checkpoint: %w", err)
+	}
+	return nil
+}
+
+// hold stops the appender and waits until every record is indexed and every
+// segment checkpointed (Close, Wipe, a restore's swap). releaseJournal undoes it; Close
+// never releases. With the journal stopped (broken) the segments are kept for Open.
+func (s *Store) hold() error {
+	j := &s.jr
+	j.mu.Lock()
+	j.held++
+	for (j.appending || j.updating > 0) && j.broken == nil {
+		j.cond.Wait()
+	}
+	err := j.broken
+	j.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.closeSegment()
+	return s.checkpoint()
+}
+
+func (s *Store) releaseJournal() {
+	j := &s.jr
+	j.mu.Lock()
+	j.held--
+	j.valid = false
+	j.cond.Broadcast()
+	j.mu.Unlock()
+}
+
+// closeJournal holds the journal for good and fails what is queued (Close).
+func (s *Store) closeJournal() error {
+	err := s.hold()
+	j := &s.jr
+	j.mu.Lock()
+	j.closed = true
+	j.cond.Broadcast()
+	j.mu.Unlock()
+	return err
+}
+
+// awaitIndexed waits until every message acknowledged so far is in the index, or
+// the journal stopped (reads then go on without the messages it holds, which a
+// restart indexes; writes are refused: localTurn).
+func (s *Store) awaitIndexed() {
+	j := &s.jr
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	target := j.acked
+	for j.indexed < target && j.broken == nil {
+		j.cond.Wait()
+	}
+}
+
+// spoolGen returns the generation of the store's content (bumped by Wipe and a
+// restore's swap).
+func (s *Store) spoolGen() uint64 {
+	s.spool.mu.Lock()
+	defer s.spool.mu.Unlock()
+	return s.spool.gen
+}
+
+// localTurn holds the appender off for an index writer that may take a sequence
+// number of this node's origin, once every record written is indexed; the
+// returned func gives the turn back (and has the allocator reread the cursor).
+func (s *Store) localTurn() (func(), error) {
+	j := &s.jr
+	j.mu.Lock()
+	for j.appending && j.broken == nil {
+		j.cond.Wait()
+	}
+	j.updating++
+	for j.indexed < j.assigned && j.broken == nil {
+		j.cond.Wait()
+	}
+	err := j.broken
+	j.mu.Unlock()
+	done := func() {
+		j.mu.Lock()
+		j.updating--
+		j.valid = false
+		j.cond.Broadcast()
+		j.mu.Unlock()
+	}
+	if err != nil {
+		done()
+		return nil, err
+	}
+	return done, nil
+}
+
+// indexReq is the group-commit request that indexes a journaled message n (its
+// journal counter): as an Accept's batch did, without the directory fsync.
+func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
+	meta := r.rec.meta
+	at := r.rec.at
+	tmp := r.tmp
+	name := filepath.Base(tmp)
+	final := s.BodyPath(meta.ID)
+	linked := false
+	return &commitReq{
+		apply: func(tx *bolt.Tx) error { return indexTx(tx, meta, name, at, true) },
+		place: func() (string, error) {
+			if err := linkNew(tmp, final); err != nil {
+				return "", err
+			}
+			linked = true
+			return "", nil
+		},
+		unplace: func() error {
+			if err := os.Remove(final); err != nil {
+				return err
+			}
+			linked = false
+			return nil
+		},
+		drop: func() {
+			if linked {
+				_ = os.Remove(final)
+				linked = false
+			}
+		},
+		after: func() {
+			s.spoolAdd(spooledBody{id: meta.ID, name: name, dir: filepath.Dir(final)})
+		},
+		onDone: func(err error) { s.indexed(n, err) },
+	}
+}
+
+// indexed records that journal record n was indexed (or failed to be: the
+// journal stops, and a restart indexes it from the journal).
+func (s *Store) indexed(n uint64, err error) {
+	if err != nil {
+		_ = s.breakJournal(fmt.Errorf("indexing an accepted message: %w", err))
+		return
+	}
+	j := &s.jr
+	j.mu.Lock()
+	if n == j.indexed+1 {
+		j.indexed = n
+	}
+	j.cond.Broadcast()
+	j.mu.Unlock()
+}
+
+// indexTx records an accepted message in tx: its metadata, its "new" event and, when
+// spool is set, its spooled name. Its sequence number must be the next of its origin.
+func indexTx(tx *bolt.Tx, meta Meta, name string, at time.Time, spool bool) error {
+	if cur := cursor(tx, meta.Origin); meta.Seq != cur+1 {
+		return fmt.Errorf("%w: journaled message %s after sequence %d", ErrGap, meta.ID, cur)
+	}
+	if err := putRecord(tx, nil, &record{Meta: meta}); err != nil {
+		return err
+	}
+	if spool {
+		if err := tx.Bucket(bktSpool).Put([]byte(meta.ID), []byte(name)); err != nil {
+			return err
+		}
+	}
+	return putEvent(tx, Event{Origin: meta.Origin, Seq: meta.Seq, Kind: KindNew,
+		MsgID: meta.ID, Msg: wireMeta(meta), At: at})
+}
+
+// linkNew links the spooled file to the final name of a new ID, replacing an
+// orphan a crash before a commit left there (no record names it).
+func linkNew(tmp, final string) error {
+	err := os.Link(tmp, final)
+	if errors.Is(err, os.ErrExist) {
+		if err = os.Remove(final); err == nil {
+			err = os.Link(tmp, final)
+		}
+	}
+	return err
+}

@@ -1,0 +1,164 @@
+package mailstore
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// replayJournal finishes what a crash left in the intake journal (intake.go), at
+// Open, after the spool's recovery and before tmp/ is emptied, with no other user of
+// the store: every record not yet in the index is indexed, with its body written
+// from the record (or linked from its synced spooled file); the body of every
+// indexed record that still needs it is checked against its SHA-256 and rewritten
+// from the record when it did not reach the disk. Then a syncfs makes all of it
+// durable and the segments are removed.
+//
+// A segment ends at its first short or damaged record: a torn last group, never
+// acknowledged. A damaged record followed by a later segment means records the
+// journal acknowledged are unreadable: Open fails and says which file to move aside.
+func (s *Store) replayJournal(db *bolt.DB) error {
+	segs, err := listSegments(s.journalDir())
+	if err != nil || len(segs) == 0 {
+		return err
+	}
+	for i, p := range segs {
+		torn, err := s.replaySegment(db, p)
+		if err != nil {
+			return fmt.Errorf("mailstore: replay intake journal %s: %w", p, err)
+		}
+		if torn != nil && i < len(segs)-1 {
+			return fmt.Errorf("mailstore: intake journal %s: %w, and later segments follow: "+
+				"the messages after it cannot be recovered in order; move %s aside to open the store without them",
+				p, torn, p)
+		}
+	}
+	if err := syncFS(s.dir); err != nil {
+		return fmt.Errorf("mailstore: replay intake journal: %w", err)
+	}
+	for _, p := range segs {
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("mailstore: replay intake journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// listSegments returns the segment files of dir in order.
+func listSegments(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: intake journal: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".seg") {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	sort.Strings(out) // fixed-width numbers
+	return out, nil
+}
+
+// replaySegment replays one segment in one transaction; torn is the damage that
+// ended it early (nil when it ended cleanly).
+func (s *Store) replaySegment(db *bolt.DB, p string) (torn, err error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		rerr := readSegment(f, func(r *jrecord) error { return s.replayRecord(tx, r) })
+		if errors.Is(rerr, errTorn) {
+			torn = rerr
+			return nil
+		}
+		return rerr
+	})
+	return torn, err
+}
+
+// replayRecord replays one record in tx.
+func (s *Store) replayRecord(tx *bolt.Tx, r *jrecord) error {
+	m := r.meta
+	final := s.BodyPath(m.ID)
+	cur := cursor(tx, m.Origin)
+	switch {
+	case m.Seq == cur+1:
+		if err := s.placeReplayed(r, final); err != nil {
+			return err
+		}
+		return indexTx(tx, m, "", r.at, false)
+	case m.Seq <= cur:
+		old, err := getRecord(tx, m.ID)
+		if err != nil {
+			return err
+		}
+		if !old.counted() || !old.HaveBody || old.SHA256 != m.SHA256 {
+			return nil // deleted, purged or compacted since: nothing to bring back
+		}
+		if r.kind == recSpooled {
+			return nil // its body was fsynced and its name kept by the spool (spool.go)
+		}
+		if bodyMatches(final, m) {
+			return nil
+		}
+		return writeBody(final, r.body)
+	default:
+		return fmt.Errorf("%w: journaled message %s after sequence %d", ErrGap, m.ID, cur)
+	}
+}
+
+// placeReplayed puts the body of a record being indexed at its final name.
+func (s *Store) placeReplayed(r *jrecord, final string) error {
+	if r.kind == recInline {
+		return writeBody(final, r.body)
+	}
+	spooled := filepath.Join(s.dir, "tmp", r.spooled)
+	if !bodyMatches(spooled, r.meta) {
+		return fmt.Errorf("%w: the synced body file %s of %s does not match its record", ErrCorrupt, spooled, r.meta.ID)
+	}
+	return linkNew(spooled, final)
+}
+
+// bodyMatches reports whether the file at p has m's size and SHA-256.
+func bodyMatches(p string, m Meta) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return err == nil && n == m.Size && hex.EncodeToString(h.Sum(nil)) == m.SHA256
+}
+
+// writeBody replaces the file at p with body (not synced: the replay's syncfs is).
+func writeBody(p string, body []byte) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, bytes.NewReader(body))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
