@@ -47,6 +47,11 @@ import (
 // segmentMax is the size at which the current segment is closed and checkpointed.
 const segmentMax = 8 << 20
 
+// indexDelay is how long an acknowledged record waits for others to share its index
+// commit (bbolt's two fdatasyncs), unless a reader or writer of the index needs it
+// sooner.
+const indexDelay = 5 * time.Millisecond
+
 // errBroken wraps the error that stopped the journal until a restart.
 var errBroken = errors.New("mailstore: intake journal stopped")
 
@@ -95,7 +100,10 @@ type journal struct {
 	size   int64
 	segs   []segment
 	cpBusy bool
-	buf    []byte
+
+	toIndex    []*commitReq // acknowledged, waiting for indexDelay (in order)
+	indexTimer *time.Timer
+	buf        []byte
 
 	// Test hooks: hook (set with mu held) is called with each group's size before it
 	// is written, with no lock held; failWrite, when set, fails the next writes of a group as the
@@ -252,15 +260,15 @@ func (s *Store) appendGroup(batch []*intakeReq) {
 	}
 	// Hand the records to the index in sequence order before anyone else can take
 	// a sequence number (the appending state is still held), then wake the Accepts.
-	for _, r := range live {
-		j.mu.Lock()
-		j.assigned++
-		n := j.assigned
-		j.mu.Unlock()
-		s.groupEnqueue(s.indexReq(r, n))
-	}
 	j.mu.Lock()
+	for _, r := range live {
+		j.assigned++
+		j.toIndex = append(j.toIndex, s.indexReq(r, j.assigned))
+	}
 	j.acked = j.assigned
+	if j.indexTimer == nil {
+		j.indexTimer = time.AfterFunc(indexDelay, s.flushToIndex)
+	}
 	j.mu.Unlock()
 	for _, r := range live {
 		r.finish(nil)
@@ -293,9 +301,7 @@ func (s *Store) loadAllocator() error {
 		j.mu.Unlock()
 		return nil
 	}
-	for j.indexed < j.assigned && j.broken == nil {
-		j.cond.Wait()
-	}
+	s.waitIndexedLocked(j.assigned)
 	err := j.broken
 	j.mu.Unlock()
 	if err != nil {
@@ -425,9 +431,7 @@ func (s *Store) checkpoint() error {
 	if len(segs) > 0 {
 		last = segs[len(segs)-1].last
 	}
-	for j.indexed < last && j.broken == nil {
-		j.cond.Wait()
-	}
+	s.waitIndexedLocked(last)
 	err := j.broken
 	j.mu.Unlock()
 	if err == nil && len(segs) > 0 {
@@ -492,6 +496,39 @@ func (s *Store) closeJournal() error {
 	return err
 }
 
+// flushToIndex hands the records waiting for indexDelay to the index's group commit.
+func (s *Store) flushToIndex() {
+	s.jr.mu.Lock()
+	s.flushToIndexLocked()
+	s.jr.mu.Unlock()
+}
+
+// flushToIndexLocked is flushToIndex with mu held: the records are queued in their
+// order, under mu, so that no other flush or index writer comes between them.
+func (s *Store) flushToIndexLocked() {
+	j := &s.jr
+	if j.indexTimer != nil {
+		j.indexTimer.Stop()
+		j.indexTimer = nil
+	}
+	for _, r := range j.toIndex {
+		s.groupEnqueue(r)
+	}
+	j.toIndex = nil
+}
+
+// waitIndexedLocked waits, with mu held, until the records up to n are indexed or
+// the journal stopped; records still waiting for indexDelay go to the index at once.
+func (s *Store) waitIndexedLocked(n uint64) {
+	j := &s.jr
+	if j.indexed < n {
+		s.flushToIndexLocked()
+	}
+	for j.indexed < n && j.broken == nil {
+		j.cond.Wait()
+	}
+}
+
 // awaitIndexed waits until every message acknowledged so far is in the index, or
 // the journal stopped (reads then go on without the messages it holds, which a
 // restart indexes; writes are refused: localTurn).
@@ -499,10 +536,7 @@ func (s *Store) awaitIndexed() {
 	j := &s.jr
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	target := j.acked
-	for j.indexed < target && j.broken == nil {
-		j.cond.Wait()
-	}
+	s.waitIndexedLocked(j.acked)
 }
 
 // spoolGen returns the generation of the store's content (bumped by Wipe and a
@@ -523,9 +557,7 @@ func (s *Store) localTurn() (func(), error) {
 		j.cond.Wait()
 	}
 	j.updating++
-	for j.indexed < j.assigned && j.broken == nil {
-		j.cond.Wait()
-	}
+	s.waitIndexedLocked(j.assigned)
 	err := j.broken
 	j.mu.Unlock()
 	done := func() {
