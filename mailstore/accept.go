@@ -20,9 +20,10 @@ import (
 const maxHeader = 64 << 10
 
 // Accept stores a message received by SMTP on this node: it streams r to disk
-// (bounded memory) computing its size and SHA-256, fsyncs it, and records its
-// metadata and "new" event in one committed transaction. When Accept returns
-// without error the message is durable and the caller may answer 250.
+// (bounded memory) computing its size and SHA-256 and appends its record to the
+// intake journal (intake.go), which is fdatasynced with the group of Accepts of the
+// moment. When Accept returns without error the message is durable and the caller
+// may answer 250; every later read of the store sees it.
 func (s *Store) Accept(from string, to []string, r io.Reader) (Meta, error) {
 	return s.accept(from, to, r, time.Time{})
 }

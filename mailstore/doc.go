@@ -7,6 +7,7 @@
 // Under the store's directory:
 //
 //	index.db              bbolt: metadata, event log, cursors, floors, pending states, stats
+//	journal/<n>.seg       the intake journal: accepted messages not yet checkpointed (intake.go)
 //	bodies/xx/<id>        message bodies, sharded by the first byte of SHA-256(<id>)
 //	bodies/xx/<id>.part   a body being received from a peer (resumable)
 //	tmp/                  SMTP intake in progress (removed at Open: never acknowledged),
@@ -47,14 +48,21 @@
 //
 // # Durability
 //
-// Accept returns only after the body file is fsynced under its spooled name in tmp/,
-// tmp/ fsynced, the file linked to its final name, and the bbolt transaction holding
-// its metadata, its "new" event and its spooled name has committed (bbolt fsyncs on
-// commit). The final name's directory is fsynced later, in the background, before the
-// spooled name goes; Open links what a crash left (spool.go). The caller may answer SMTP 250 after that.
-// Concurrent Accepts and body commits share that transaction and the directory
-// fsyncs (group commit, group.go): each caller is woken only after the commit of
-// the batch it was in, and a lone caller is never delayed waiting for others.
+// Accept returns only after the message's record is in the intake journal, fdatasynced
+// (intake.go): its metadata, its ID and, for a body of at most 256 KiB, the body itself;
+// a larger body is fsynced in its spooled file in tmp/ and tmp/ fsynced first, and the
+// record names it. Concurrent Accepts share that fdatasync (one per group). The caller
+// may answer SMTP 250 after that. The message is then indexed in the background, within
+// milliseconds: its metadata, its "new" event and its spooled name committed in bbolt
+// (bbolt fsyncs on commit) and the spooled file linked to its final name, in batches
+// with the body commits of the moment (group commit, group.go). Every read and write of
+// the index first waits for the indexing of every message already acknowledged, so no
+// caller sees the store without them. Once a closed segment's messages are indexed, a
+// syncfs(2) makes their bodies and names durable and the segment goes; Open replays
+// what a crash left (replay.go). A body received from a peer is fsynced under a
+// spooled name in tmp/, linked to its final name, and committed in a batch that fsyncs
+// tmp/ once (recv.go, spool.go); each caller is woken only after the commit of the
+// batch it was in, and a lone caller is never delayed waiting for others.
 //
 // # Imports
 //

@@ -111,7 +111,8 @@ func TestJournalReplayRewritesLostBodies(t *testing.T) {
 	s := openStore(t, dir, &cid, nil)
 	a := message("kept", 5000)
 	b := message("deleted", 5000)
-	ma, mb := accept(t, s, a), accept(t, s, b)
+	c := message("name lost", 5000)
+	ma, mb, mc := accept(t, s, a), accept(t, s, b), accept(t, s, c)
 	if _, err := s.SetState(mb.ID, StateDeleted); err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +121,16 @@ func TestJournalReplayRewritesLostBodies(t *testing.T) {
 	if err := os.Truncate(filepath.Join(crashed, strings.TrimPrefix(s.BodyPath(ma.ID), dir)), 0); err != nil {
 		t.Fatal(err)
 	}
+	// Or the final name, with the spooled one already flushed away.
+	if err := os.Remove(filepath.Join(crashed, strings.TrimPrefix(s.BodyPath(mc.ID), dir))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(crashed, "tmp")); err != nil {
+		t.Fatal(err)
+	}
 	s2 := openStore(t, crashed, &cid, nil)
 	checkBody(t, s2, ma, a)
+	checkBody(t, s2, mc, c)
 	got, err := s2.Get(mb.ID)
 	if err != nil || got.State != StateDeleted || got.HaveBody {
 		t.Fatalf("deleted message after replay: %+v, %v", got, err)
