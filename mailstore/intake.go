@@ -443,6 +443,11 @@ func (s *Store) checkpoint() error {
 				}
 			}
 		}
+		// The removals made durable: a segment that came back after a power loss
+		// could replay messages into a store wiped since (Wipe checkpoints first).
+		if err == nil {
+			err = syncDir(s.journalDir())
+		}
 	}
 	j.mu.Lock()
 	if err == nil {

@@ -51,7 +51,9 @@ func (s *Store) replayJournal(db *bolt.DB) error {
 			return fmt.Errorf("mailstore: replay intake journal: %w", err)
 		}
 	}
-	return nil
+	// Durable removals: a segment back after a power loss must not meet a store
+	// wiped since (intake.go, checkpoint).
+	return syncDir(s.journalDir())
 }
 
 // listSegments returns the segment files of dir in order.
