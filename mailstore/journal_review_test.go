@@ -294,3 +294,36 @@ func TestReviewJournalDirNameNotSynced(t *testing.T) {
 		t.Fatalf("acknowledged message %s lost by a power loss (journal/ created at trace line %d, store dir never synced after): %v", id, made, err)
 	}
 }
+
+// HOLE: hold() calls closeSegment with no lock and no exclusion from another
+// hold (closeSegment reads and clears j.f unguarded; only the appender is kept
+// off). Two holds at once (two Wipes, Wipe and Close, Close twice, Wipe and a
+// restore's Commit) race on j.f: the race detector reports it, one may call
+// Name() on a nil *os.File, or both queue the same segment, whose second removal
+// then fails with ENOENT on every later checkpoint (j.segs is only trimmed on
+// success), so every later Wipe, restore and Close fails until a restart.
+func TestReviewConcurrentHoldsRace(t *testing.T) {
+	for i := 0; i < 30 && !t.Failed(); i++ {
+		var cid atomic.Uint64
+		cid.Store(5)
+		s := openStore(t, t.TempDir(), &cid, nil)
+		accept(t, s, message("x", 500)) // the current segment is open
+		errs := make(chan error, 2)
+		start := make(chan struct{})
+		for w := 0; w < 2; w++ {
+			go func() {
+				<-start
+				errs <- s.Wipe()
+			}()
+		}
+		close(start)
+		for w := 0; w < 2; w++ {
+			if err := <-errs; err != nil {
+				t.Errorf("round %d: concurrent Wipe: %v", i, err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("round %d: Close after concurrent Wipes: %v", i, err)
+		}
+	}
+}
