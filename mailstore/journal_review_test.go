@@ -327,3 +327,77 @@ func TestReviewConcurrentHoldsRace(t *testing.T) {
 		}
 	}
 }
+
+// HOLE: Open empties tmp/ by removing and recreating it (emptyTmp) and never
+// fsyncs the store directory, so the name of the new tmp/ is not durable. A body
+// larger than maxInline is acknowledged once its file and tmp/ are synced and its
+// record names tmp/<spooled>: a power loss before the index's spool flush syncs its
+// final name can lose tmp/ itself, and with it the only copy of the body (the
+// replay then fails Open with ErrCorrupt). (The same root cause predates the
+// journal for spool.go's spooled names; the journal's recSpooled records rely on it
+// too.)
+func TestReviewTmpDirNameNotSynced(t *testing.T) {
+	if d := os.Getenv(reviewChildEnv); d != "" {
+		var cid atomic.Uint64
+		cid.Store(6)
+		s, err := Open(filepath.Join(d, "store"), Options{LocalCID: cid.Load})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.setCommitHook(func(int) { select {} }) // a crash before the index commit
+		raw := message("large", maxInline+4096)
+		m, err := s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reviewMarker()
+		if err := os.WriteFile(filepath.Join(d, "id"), []byte(m.ID), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "raw"), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Exit(0)
+	}
+	d := reviewDir(t)
+	store := filepath.Join(d, "store")
+	var cid atomic.Uint64
+	cid.Store(6)
+	// An existing store with journal/ in place, all of it durable.
+	s0, err := Open(store, Options{LocalCID: cid.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accept(t, s0, message("before", 100))
+	if err := s0.Close(); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Sync()
+	lines := traceChild(t, "TestReviewTmpDirNameNotSynced", d)
+	mark := markerIndex(t, lines)
+	tmp := filepath.Join(store, "tmp")
+	made := -1
+	for i, l := range lines[:mark] {
+		if strings.Contains(l, "mkdir") && strings.Contains(l, `"`+tmp+`"`) && strings.Contains(l, "= 0") {
+			made = i
+		}
+	}
+	if made >= 0 && !dirSynced(lines, made+1, mark, store) {
+		// The new tmp/'s name in the store directory never reached the disk.
+		if err := os.RemoveAll(tmp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, _ := os.ReadFile(filepath.Join(d, "id"))
+	raw, _ := os.ReadFile(filepath.Join(d, "raw"))
+	s, err := Open(store, Options{LocalCID: cid.Load})
+	if err != nil {
+		t.Fatalf("open after a power loss (tmp/ made at trace line %d, store dir never synced after): %v", made, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	m, err := s.Get(string(id))
+	if err != nil {
+		t.Fatalf("acknowledged message %s lost: %v", id, err)
+	}
+	checkBody(t, s, m, raw)
+}
