@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -39,14 +40,17 @@ func (s *Store) Import(from string, to []string, received time.Time, r io.Reader
 
 // accept stores a message; received is the time it was received, zero for now.
 func (s *Store) accept(from string, to []string, r io.Reader, received time.Time) (Meta, error) {
+	// The spooled file and the content generation are taken together, under s.mu:
+	// a Wipe or a restore's swap (which empty or replace tmp/ and bump the
+	// generation under it) comes wholly before or after (intake.go checks gen).
 	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
+	if s.closed {
+		s.mu.RUnlock()
 		return Meta{}, ErrClosed
 	}
 	gen := s.spoolGen()
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "accept-*")
+	s.mu.RUnlock()
 	if err != nil {
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
@@ -108,11 +112,14 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	// intake journal when appendIntake returns; the index and the final name
 	// follow in the background, before any read sees the store (intake.go).
 	err = s.appendIntake(req)
-	if cerr := f.Close(); err == nil && cerr != nil && req.rec.kind == recSpooled {
-		err = cerr
-	}
+	_ = f.Close() // the body is in the record, or was fsynced: a close error undoes neither
 	if err != nil {
-		_ = os.Remove(tmp)
+		// With the journal stopped the record may be on disk: a spooled body stays
+		// for Open's replay (which then keeps the message, unacknowledged: the
+		// client's retry makes it a duplicate, never a loss).
+		if !errors.Is(err, errBroken) || req.rec.kind != recSpooled {
+			_ = os.Remove(tmp)
+		}
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
 	return req.rec.meta, nil

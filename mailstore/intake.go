@@ -116,6 +116,12 @@ func (j *journal) init() { j.cond = sync.NewCond(&j.mu) }
 
 func (s *Store) journalDir() string { return filepath.Join(s.dir, "journal") }
 
+// syncFS syncs the store's file system through fsFile, the store's own descriptor of
+// its directory, open from Open to Close: syncfs(2) reports a writeback error to
+// each descriptor once, from its opening on, so a descriptor opened for the call
+// would miss an error of a body written before.
+func (s *Store) syncFS() error { return syncFSOf(s.fsFile) }
+
 // appendIntake queues r and waits until its record is durable or failed.
 func (s *Store) appendIntake(r *intakeReq) error {
 	r.done = make(chan struct{})
@@ -236,20 +242,25 @@ func (s *Store) appendGroup(batch []*intakeReq) {
 	}
 	first := j.next
 	buf := j.buf[:0]
-	var err error
+	enc := live[:0:0]
 	for _, r := range live {
 		m := &r.rec.meta
 		m.Origin, m.Seq = j.origin, j.next
 		m.ID = MakeID(m.Origin, m.Seq)
 		m.HaveBody = true
-		j.next++
+		var err error
 		if buf, err = appendRecord(buf, &r.rec); err != nil {
-			break
+			r.finish(err) // this message alone; its number goes to the next
+			continue
 		}
+		j.next++
+		enc = append(enc, r)
 	}
-	if err == nil {
-		err = s.writeGroup(buf)
+	live = enc
+	if len(live) == 0 {
+		return
 	}
+	err := s.writeGroup(buf)
 	if cap(buf) <= 4*maxInline {
 		j.buf = buf[:0]
 	}
@@ -405,20 +416,22 @@ func (s *Store) openSegment() error {
 // caller holds the appending state (or the journal is held and idle).
 func (s *Store) closeSegment() {
 	j := &s.jr
-	if j.f == nil {
-		return
-	}
-	p := j.f.Name()
-	_ = j.f.Close()
-	j.f = nil
 	j.mu.Lock()
-	j.segs = append(j.segs, segment{path: p, last: j.assigned})
+	f := j.f
+	j.f = nil
+	if f != nil {
+		j.segs = append(j.segs, segment{path: f.Name(), last: j.assigned})
+	}
 	j.mu.Unlock()
+	if f != nil {
+		_ = f.Close() // every group in it was fdatasynced
+	}
 }
 
 // checkpoint removes the closed segments once their records are indexed and a
-// syncfs made the bodies durable. One runs at a time; a failure leaves the segments
-// for the next checkpoint (or Open's replay).
+// syncfs made the bodies durable. One runs at a time. A failed syncfs stops the
+// journal: the error is reported once (a later syncfs would succeed with the data
+// lost), so the segments stay for Open's replay, which rewrites the bodies from them.
 func (s *Store) checkpoint() error {
 	j := &s.jr
 	j.mu.Lock()
@@ -435,10 +448,12 @@ func (s *Store) checkpoint() error {
 	err := j.broken
 	j.mu.Unlock()
 	if err == nil && len(segs) > 0 {
-		err = syncFS(s.dir)
+		if err = s.syncFS(); err != nil {
+			err = s.breakJournal(err)
+		}
 		if err == nil {
 			for _, g := range segs {
-				if rerr := os.Remove(g.path); rerr != nil && err == nil {
+				if rerr := os.Remove(g.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
 					err = rerr
 				}
 			}
@@ -496,8 +511,19 @@ func (s *Store) closeJournal() error {
 	j := &s.jr
 	j.mu.Lock()
 	j.closed = true
+	for j.appending {
+		j.cond.Wait()
+	}
+	f := j.f
+	j.f = nil
 	j.cond.Broadcast()
 	j.mu.Unlock()
+	if f != nil {
+		_ = f.Close() // a stopped journal: its segments stay for Open
+	}
+	if s.fsFile != nil {
+		_ = s.fsFile.Close()
+	}
 	return err
 }
 

@@ -32,18 +32,25 @@ func (s *Store) replayJournal(db *bolt.DB) error {
 	if err != nil || len(segs) == 0 {
 		return err
 	}
-	for i, p := range segs {
-		torn, err := s.replaySegment(db, p)
+	// Every segment is read through first, so that a refusal changes nothing.
+	for i, p := range segs[:len(segs)-1] {
+		torn, err := scanSegment(p)
 		if err != nil {
 			return fmt.Errorf("mailstore: replay intake journal %s: %w", p, err)
 		}
-		if torn != nil && i < len(segs)-1 {
-			return fmt.Errorf("mailstore: intake journal %s: %w, and later segments follow: "+
-				"the messages after it cannot be recovered in order; move %s aside to open the store without them",
-				p, torn, p)
+		if torn != nil {
+			return fmt.Errorf("mailstore: intake journal %s: %w, and later segments follow (%s): "+
+				"the messages from there on cannot be recovered in order; to open the store "+
+				"without them (they are lost on this node), move %s and the later segments aside",
+				p, torn, strings.Join(segs[i+1:], ", "), p)
 		}
 	}
-	if err := syncFS(s.dir); err != nil {
+	for _, p := range segs {
+		if _, err := s.replaySegment(db, p); err != nil {
+			return fmt.Errorf("mailstore: replay intake journal %s: %w", p, err)
+		}
+	}
+	if err := s.syncFS(); err != nil {
 		return fmt.Errorf("mailstore: replay intake journal: %w", err)
 	}
 	for _, p := range segs {
@@ -73,6 +80,20 @@ func listSegments(dir string) ([]string, error) {
 	}
 	sort.Strings(out) // fixed-width numbers
 	return out, nil
+}
+
+// scanSegment reads the segment at p through; torn is the damage that ends it early.
+func scanSegment(p string) (torn, err error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	err = readSegment(f, func(*jrecord) error { return nil })
+	if errors.Is(err, errTorn) {
+		return err, nil
+	}
+	return nil, err
 }
 
 // replaySegment replays one segment in one transaction; torn is the damage that
@@ -113,13 +134,19 @@ func (s *Store) replayRecord(tx *bolt.Tx, r *jrecord) error {
 		if !old.counted() || !old.HaveBody || old.SHA256 != m.SHA256 {
 			return nil // deleted, purged or compacted since: nothing to bring back
 		}
-		if r.kind == recSpooled {
-			return nil // its body was fsynced and its name kept by the spool (spool.go)
-		}
 		if bodyMatches(final, m) {
 			return nil
 		}
-		return writeBody(final, r.body)
+		if r.kind == recInline {
+			return writeBody(final, r.body)
+		}
+		// A synced body whose final name a crash took before it was synced (by the
+		// spool's flush or a replay's syncfs): its spooled name still holds it.
+		spooled := filepath.Join(s.dir, "tmp", r.spooled)
+		if bodyMatches(spooled, m) {
+			return linkNew(spooled, final)
+		}
+		return nil // gone from both: Check lists it as missing
 	default:
 		return fmt.Errorf("%w: journaled message %s after sequence %d", ErrGap, m.ID, cur)
 	}

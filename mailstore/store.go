@@ -143,9 +143,10 @@ type Store struct {
 
 	restoring atomic.Bool // a Staging is open (restore.go)
 
-	jr    journal   // the intake journal (intake.go)
-	gc    committer // group commit of Accepts and body commits (group.go)
-	spool spooler   // spooled names of accepted bodies (spool.go)
+	jr     journal   // the intake journal (intake.go)
+	fsFile *os.File  // the store's directory, open for syncfs (intake.go)
+	gc     committer // group commit of Accepts and body commits (group.go)
+	spool  spooler   // spooled names of accepted bodies (spool.go)
 }
 
 // Open opens (creating it if needed) the store in dir.
@@ -168,8 +169,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := s.ensureDirs(); err != nil {
 		return nil, err
 	}
+	fsf, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: %w", err)
+	}
+	s.fsFile = fsf
 	db, err := s.openIndex()
 	if err != nil {
+		_ = fsf.Close()
 		return nil, err
 	}
 	s.db = db
@@ -217,7 +224,8 @@ func (s *Store) emptyTmp() error {
 	if err := os.MkdirAll(tmp, 0o750); err != nil {
 		return fmt.Errorf("mailstore: %w", err)
 	}
-	return nil
+	// tmp/ is made again: its name durable before a spooled body relies on it.
+	return syncDir(s.dir)
 }
 
 // makeDirs empties tmp/ and creates the directory tree (Wipe: nothing spooled is
@@ -231,7 +239,7 @@ func (s *Store) makeDirs() error {
 
 // ensureDirs creates the directories that do not exist yet.
 func (s *Store) ensureDirs() error {
-	for _, d := range []string{"tmp", "corrupt"} {
+	for _, d := range []string{"tmp", "corrupt", "journal"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o750); err != nil {
 			return fmt.Errorf("mailstore: %w", err)
 		}
@@ -241,7 +249,12 @@ func (s *Store) ensureDirs() error {
 			return fmt.Errorf("mailstore: %w", err)
 		}
 	}
-	return syncDir(filepath.Join(s.dir, "bodies"))
+	if err := syncDir(filepath.Join(s.dir, "bodies")); err != nil {
+		return err
+	}
+	// The names of tmp/, journal/ and bodies/ themselves: an Accept's durability
+	// rests on them (intake.go).
+	return syncDir(s.dir)
 }
 
 // Close closes the store. It is idempotent; it wakes every Changed waiter.

@@ -7,16 +7,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syncFS makes everything written to the file system holding dir durable: syncfs(2),
-// which (Linux 5.8 and later) also reports a writeback error of any file on it.
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+// syncFSOf makes everything written to the file system holding f durable: syncfs(2),
+// which (Linux 5.8 and later) also reports a writeback error of any file on it that
+// happened since f was opened and that no syncfs on f reported yet.
+func syncFSOf(f *os.File) error {
 	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("syncfs %s: %w", dir, err)
+		return fmt.Errorf("syncfs %s: %w", f.Name(), err)
 	}
 	return nil
 }

@@ -9,7 +9,7 @@ import (
 
 // syncFS makes everything written durable: without syncfs(2), sync(2), which waits
 // for the writeback on the systems this builds for (it cannot report an error).
-func syncFS(string) error {
+func syncFSOf(*os.File) error {
 	syscall.Sync()
 	return nil
 }

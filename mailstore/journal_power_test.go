@@ -12,7 +12,7 @@ import (
 	"testing"
 )
 
-// Review tests of the intake journal (branch review-journal). Power loss is
+// Power-loss tests of the intake journal (intake.go). Power loss is
 // modelled on a file system without a journal: a name (created or removed) is
 // durable only once its directory is fsynced (or a syncfs ran); file data only
 // once the file is fsynced/fdatasynced (or a syncfs ran).
@@ -22,14 +22,14 @@ import (
 // exits without Close (what a kill -9 leaves: the page cache), and read the
 // trace to decide what a power loss right then may undo.
 
-const reviewChildEnv = "PMGCM_REVIEW_CHILD"
+const powerChildEnv = "PMGCM_POWER_CHILD"
 
-// reviewMarker is the syscall a child makes right after the operation under
+// powerMarker is the syscall a child makes right after the operation under
 // test returned (getppid: the Go runtime does not call it).
-func reviewMarker() { _ = syscall.Getppid() }
+func powerMarker() { _ = syscall.Getppid() }
 
 // traceChild runs test name of this binary in a child under strace with
-// PMGCM_REVIEW_CHILD=dir and returns the trace's lines.
+// PMGCM_POWER_CHILD=dir and returns the trace's lines.
 func traceChild(t *testing.T, name, dir string) []string {
 	t.Helper()
 	if _, err := exec.LookPath("strace"); err != nil {
@@ -39,7 +39,7 @@ func traceChild(t *testing.T, name, dir string) []string {
 	cmd := exec.Command("strace", "-f", "-qq", "-y", "-o", log,
 		"-e", "trace=fsync,fdatasync,syncfs,sync,unlink,unlinkat,mkdir,mkdirat,getppid",
 		os.Args[0], "-test.run=^"+name+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), reviewChildEnv+"="+dir)
+	cmd.Env = append(os.Environ(), powerChildEnv+"="+dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("child under strace: %v\n%s", err, out)
 	}
@@ -83,9 +83,9 @@ func dirSynced(lines []string, from, to int, dir string) bool {
 	return false
 }
 
-// reviewDir returns a fresh directory with symlinks resolved (strace -y prints
+// powerDir returns a fresh directory with symlinks resolved (strace -y prints
 // real paths).
-func reviewDir(t *testing.T) string {
+func powerDir(t *testing.T) string {
 	t.Helper()
 	d, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
@@ -100,8 +100,8 @@ func reviewDir(t *testing.T) string {
 // segment is created; a clean Close does not sync it either) can bring the
 // segment back, and Open's replay then indexes every wiped message again (the
 // wiped index's cursor is 0, so the records are "new").
-func TestReviewWipeThenPowerLossResurrects(t *testing.T) {
-	if d := os.Getenv(reviewChildEnv); d != "" {
+func TestJournalWipeSurvivesPowerLoss(t *testing.T) {
+	if d := os.Getenv(powerChildEnv); d != "" {
 		var cid atomic.Uint64
 		cid.Store(9)
 		s, err := Open(filepath.Join(d, "store"), Options{LocalCID: cid.Load})
@@ -129,11 +129,11 @@ func TestReviewWipeThenPowerLossResurrects(t *testing.T) {
 		if err := s.Wipe(); err != nil {
 			t.Fatal(err)
 		}
-		reviewMarker()
+		powerMarker()
 		os.Exit(0) // as a kill -9 right after the Wipe
 	}
-	d := reviewDir(t)
-	lines := traceChild(t, "TestReviewWipeThenPowerLossResurrects", d)
+	d := powerDir(t)
+	lines := traceChild(t, "TestJournalWipeSurvivesPowerLoss", d)
 	mark := markerIndex(t, lines)
 	store := filepath.Join(d, "store")
 	jdir := filepath.Join(store, "journal")
@@ -193,7 +193,7 @@ func TestReviewWipeThenPowerLossResurrects(t *testing.T) {
 // finds no entry, the replay sees seq <= cursor and returns at "its body was fsynced
 // and its name kept by the spool", and emptyTmp then removes the only name of the
 // body: an acknowledged message is indexed with HaveBody and no body.
-func TestReviewReplayPowerLossLosesSpooledBody(t *testing.T) {
+func TestJournalReplayPowerLossKeepsSpooledBody(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(3)
@@ -238,8 +238,8 @@ func TestReviewReplayPowerLossLosesSpooledBody(t *testing.T) {
 // itself only. On a store made before this version (or any store whose journal/
 // does not exist yet), a power loss right after the first acknowledged Accepts
 // can lose journal/ with every record in it (the index was not committed yet).
-func TestReviewJournalDirNameNotSynced(t *testing.T) {
-	if d := os.Getenv(reviewChildEnv); d != "" {
+func TestJournalDirNameSynced(t *testing.T) {
+	if d := os.Getenv(powerChildEnv); d != "" {
 		var cid atomic.Uint64
 		cid.Store(4)
 		s, err := Open(filepath.Join(d, "store"), Options{LocalCID: cid.Load})
@@ -251,13 +251,13 @@ func TestReviewJournalDirNameNotSynced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		reviewMarker()
+		powerMarker()
 		if err := os.WriteFile(filepath.Join(d, "id"), []byte(m.ID), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		os.Exit(0) // as a kill -9 right after the 250
 	}
-	d := reviewDir(t)
+	d := powerDir(t)
 	store := filepath.Join(d, "store")
 	// A store that existed before (its names durable): opened and closed once.
 	var cid atomic.Uint64
@@ -270,7 +270,7 @@ func TestReviewJournalDirNameNotSynced(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Sync()
-	lines := traceChild(t, "TestReviewJournalDirNameNotSynced", d)
+	lines := traceChild(t, "TestJournalDirNameSynced", d)
 	mark := markerIndex(t, lines)
 	jdir := filepath.Join(store, "journal")
 	made := -1
@@ -302,7 +302,7 @@ func TestReviewJournalDirNameNotSynced(t *testing.T) {
 // Name() on a nil *os.File, or both queue the same segment, whose second removal
 // then fails with ENOENT on every later checkpoint (j.segs is only trimmed on
 // success), so every later Wipe, restore and Close fails until a restart.
-func TestReviewConcurrentHoldsRace(t *testing.T) {
+func TestJournalConcurrentHolds(t *testing.T) {
 	for i := 0; i < 30 && !t.Failed(); i++ {
 		var cid atomic.Uint64
 		cid.Store(5)
@@ -336,8 +336,8 @@ func TestReviewConcurrentHoldsRace(t *testing.T) {
 // replay then fails Open with ErrCorrupt). (The same root cause predates the
 // journal for spool.go's spooled names; the journal's recSpooled records rely on it
 // too.)
-func TestReviewTmpDirNameNotSynced(t *testing.T) {
-	if d := os.Getenv(reviewChildEnv); d != "" {
+func TestTmpDirNameSynced(t *testing.T) {
+	if d := os.Getenv(powerChildEnv); d != "" {
 		var cid atomic.Uint64
 		cid.Store(6)
 		s, err := Open(filepath.Join(d, "store"), Options{LocalCID: cid.Load})
@@ -350,7 +350,7 @@ func TestReviewTmpDirNameNotSynced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		reviewMarker()
+		powerMarker()
 		if err := os.WriteFile(filepath.Join(d, "id"), []byte(m.ID), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -359,7 +359,7 @@ func TestReviewTmpDirNameNotSynced(t *testing.T) {
 		}
 		os.Exit(0)
 	}
-	d := reviewDir(t)
+	d := powerDir(t)
 	store := filepath.Join(d, "store")
 	var cid atomic.Uint64
 	cid.Store(6)
@@ -373,7 +373,7 @@ func TestReviewTmpDirNameNotSynced(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Sync()
-	lines := traceChild(t, "TestReviewTmpDirNameNotSynced", d)
+	lines := traceChild(t, "TestTmpDirNameSynced", d)
 	mark := markerIndex(t, lines)
 	tmp := filepath.Join(store, "tmp")
 	made := -1
