@@ -3,6 +3,7 @@ package mailstore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // Second review of the intake journal (intake.go, replay.go).
@@ -70,7 +73,14 @@ func TestReview2JournalStress(t *testing.T) {
 	go func() {
 		defer close(done)
 		for r := 0; r < 6; r++ {
-			time.Sleep(30 * time.Millisecond)
+			// Some Accepts acknowledged since the last round (no fixed sleep).
+			from := accepted.Load()
+			testutil.Poll(t, "accepts go on", 20*time.Second, func() error {
+				if accepted.Load() < from+5 {
+					return fmt.Errorf("%d accepted", accepted.Load()-from)
+				}
+				return nil
+			})
 			if r%2 == 0 {
 				if err := s.Wipe(); err != nil && !errors.Is(err, ErrBusy) {
 					t.Errorf("wipe: %v", err)
