@@ -113,6 +113,9 @@ func decodePayload(p []byte) (*jrecord, error) {
 	}
 	r.spooled = string(p[:nl])
 	r.body = p[nl:]
+	if len(r.body) > maxInline {
+		return nil, errTorn
+	}
 	if r.kind == recSpooled && len(r.body) != 0 {
 		return nil, errTorn
 	}

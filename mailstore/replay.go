@@ -20,9 +20,9 @@ import (
 // Open, after the spool's recovery and before tmp/ is emptied, with no other user of
 // the store: every record not yet in the index is indexed, with its body written
 // from the record (or linked from its synced spooled file); the body of every
-// indexed record that still needs it is checked against its SHA-256 and rewritten
-// from the record when it did not reach the disk. Then a syncfs makes all of it
-// durable and the segments are removed.
+// indexed record that still needs it is written again from the record (a large one,
+// synced on its own, is linked again from its spooled name if its final name is
+// gone). Then a syncfs makes all of it durable and the segments are removed.
 //
 // A segment ends at its first short or damaged record: a torn last group, never
 // acknowledged. A damaged record followed by a later segment means records the
@@ -134,11 +134,14 @@ func (s *Store) replayRecord(tx *bolt.Tx, r *jrecord) error {
 		if !old.counted() || !old.HaveBody || old.SHA256 != m.SHA256 {
 			return nil // deleted, purged or compacted since: nothing to bring back
 		}
+		if r.kind == recInline {
+			// Always written again, never trusted as read back: after a writeback
+			// error (a failed syncfs stopped the journal) the page cache can hold a
+			// body the disk lost, clean. The replay's syncfs covers the new file.
+			return writeBody(final, r.body)
+		}
 		if bodyMatches(final, m) {
 			return nil
-		}
-		if r.kind == recInline {
-			return writeBody(final, r.body)
 		}
 		// A synced body whose final name a crash took before it was synced (by the
 		// spool's flush or a replay's syncfs): its spooled name still holds it.
