@@ -103,13 +103,18 @@ type journal struct {
 
 	toIndex    []*commitReq // acknowledged, waiting for indexDelay (in order)
 	indexTimer *time.Timer
+	unindexed  []indexItem // acknowledged, not yet indexed, in order (intakeindex.go)
+	retries    int         // index attempts failed in a row
+	retryTimer *time.Timer
 	buf        []byte
 
 	// Test hooks: hook (set with mu held) is called with each group's size before it
 	// is written, with no lock held; failWrite, when set, fails the next writes of a group as the
-	// disk would (the segment is cut back as after a real failure).
+	// disk would (the segment is cut back as after a real failure); failIndex
+	// fails index commits (intakeindex.go).
 	hook      func(n int)
 	failWrite func() error
+	failIndex func() error // set before the first Accept: fails index commits
 }
 
 func (j *journal) init() { j.cond = sync.NewCond(&j.mu) }
@@ -274,6 +279,8 @@ func (s *Store) appendGroup(batch []*intakeReq) {
 	j.mu.Lock()
 	for _, r := range live {
 		j.assigned++
+		r.rec.body = nil // written; the buffer goes back to its Accept
+		j.unindexed = append(j.unindexed, indexItem{r: r, n: j.assigned})
 		j.toIndex = append(j.toIndex, s.indexReq(r, j.assigned))
 	}
 	j.acked = j.assigned
@@ -371,16 +378,18 @@ func (s *Store) writeGroup(buf []byte) error {
 // breakJournal stops the journal: every later Accept fails with err (wrapped in
 // errBroken) until the daemon restarts and Open replays the journal.
 func (s *Store) breakJournal(err error) error {
-	err = fmt.Errorf("%w: %w: restart pmgclusterd, which recovers every accepted message from the journal", errBroken, err)
-	j := &s.jr
-	j.mu.Lock()
+	s.jr.mu.Lock()
+	defer s.jr.mu.Unlock()
+	return s.jr.breakLocked(err)
+}
+
+// breakLocked is breakJournal with mu held.
+func (j *journal) breakLocked(err error) error {
 	if j.broken == nil {
-		j.broken = err
+		j.broken = fmt.Errorf("%w: %w: restart pmgclusterd, which recovers every accepted message from the journal", errBroken, err)
 	}
-	err = j.broken
 	j.cond.Broadcast()
-	j.mu.Unlock()
-	return err
+	return j.broken
 }
 
 // openSegment creates the next segment file with its magic, synced, and syncs the
@@ -615,7 +624,14 @@ func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
 	final := s.BodyPath(meta.ID)
 	linked := false
 	return &commitReq{
-		apply: func(tx *bolt.Tx) error { return indexTx(tx, meta, name, at, true) },
+		apply: func(tx *bolt.Tx) error {
+			if s.jr.failIndex != nil {
+				if err := s.jr.failIndex(); err != nil {
+					return err
+				}
+			}
+			return indexTx(tx, meta, name, at, true)
+		},
 		place: func() (string, error) {
 			if err := linkNew(tmp, final); err != nil {
 				return "", err
@@ -641,22 +657,6 @@ func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
 		},
 		onDone: func(err error) { s.indexed(n, err) },
 	}
-}
-
-// indexed records that journal record n was indexed (or failed to be: the
-// journal stops, and a restart indexes it from the journal).
-func (s *Store) indexed(n uint64, err error) {
-	if err != nil {
-		_ = s.breakJournal(fmt.Errorf("indexing an accepted message: %w", err))
-		return
-	}
-	j := &s.jr
-	j.mu.Lock()
-	if n == j.indexed+1 {
-		j.indexed = n
-	}
-	j.cond.Broadcast()
-	j.mu.Unlock()
 }
 
 // indexTx records an accepted message in tx: its metadata, its "new" event and, when

@@ -396,3 +396,65 @@ func TestJournalWipeLeavesNothing(t *testing.T) {
 		t.Fatalf("first message after the wipe: seq %d", m.Seq)
 	}
 }
+
+// An index commit that keeps failing is tried again maxIndexRetries times; then the
+// journal stops: reads go on without the message, Accepts are refused with the
+// restart hint, and a restart indexes it from the journal.
+func TestJournalIndexRetriesThenStops(t *testing.T) {
+	old := indexRetryBase
+	indexRetryBase = time.Millisecond
+	t.Cleanup(func() { indexRetryBase = old })
+	dir := t.TempDir()
+	var cid atomic.Uint64
+	cid.Store(10)
+	s := openStore(t, dir, &cid, nil)
+	var fails atomic.Int32
+	s.jr.failIndex = func() error {
+		fails.Add(1)
+		return errors.New("bbolt commit: no space left on device (test)")
+	}
+	raw := message("kept in the journal", 800)
+	m := accept(t, s, raw)
+	if _, err := s.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get of the message whose index failed: %v, want ErrNotFound once the journal stopped", err)
+	}
+	if n := fails.Load(); n != maxIndexRetries+1 {
+		t.Fatalf("%d index attempts, want %d", n, maxIndexRetries+1)
+	}
+	_, err := s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(message("refused", 100)))
+	if !errors.Is(err, errBroken) || !strings.Contains(err.Error(), "restart pmgclusterd") {
+		t.Fatalf("accept after the journal stopped: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Logf("close of the stopped store: %v", err)
+	}
+	if segs := journalSegments(t, dir); len(segs) == 0 {
+		t.Fatal("the stopped journal's segment was removed")
+	}
+	s2 := openStore(t, dir, &cid, nil)
+	checkBody(t, s2, m, raw)
+	checkContiguous(t, s2, 10, 1)
+}
+
+// One failed attempt is tried again, and the message is indexed: intake and reads go
+// on as if nothing happened.
+func TestJournalIndexRetrySucceeds(t *testing.T) {
+	old := indexRetryBase
+	indexRetryBase = time.Millisecond
+	t.Cleanup(func() { indexRetryBase = old })
+	s := newStore(t, 11)
+	var fails atomic.Int32
+	s.jr.failIndex = func() error {
+		if fails.Add(1) <= 2 {
+			return errors.New("transient (test)")
+		}
+		return nil
+	}
+	raw := message("retried", 800)
+	m := accept(t, s, raw)
+	checkBody(t, s, m, raw)
+	if m2 := accept(t, s, message("next", 100)); m2.Seq != m.Seq+1 {
+		t.Fatalf("next seq %d, want %d", m2.Seq, m.Seq+1)
+	}
+	checkContiguous(t, s, 11, 2)
+}

@@ -94,7 +94,7 @@ func powerDir(t *testing.T) string {
 	return d
 }
 
-// HOLE: the checkpoint (here Wipe's hold) unlinks the journal segments after its
+// Found by a review, fixed since: the checkpoint (here Wipe's hold) unlinks the journal segments after its
 // syncfs, and nothing fsyncs journal/ after the unlink (the next fsync of journal/
 // is the next openSegment). A power loss after a Wipe (and before the next
 // segment is created; a clean Close does not sync it either) can bring the
@@ -184,7 +184,7 @@ func TestJournalWipeSurvivesPowerLoss(t *testing.T) {
 	}
 }
 
-// HOLE: replay indexes a recSpooled record (body > maxInline) by linking its synced
+// Found by a review, fixed since: replay indexes a recSpooled record (body > maxInline) by linking its synced
 // spooled file to the final name and writing the index with spool=false: no entry
 // in bucket "spool". A power loss after that segment's replay transaction committed
 // and before the replay's syncfs leaves: the index naming the message as held, the
@@ -233,7 +233,7 @@ func TestJournalReplayPowerLossKeepsSpooledBody(t *testing.T) {
 	checkBody(t, s2, m, raw)
 }
 
-// HOLE: journal/ is created by the first Accept (openSegment's MkdirAll), and
+// Found by a review, fixed since: journal/ is created by the first Accept (openSegment's MkdirAll), and
 // nothing fsyncs the store directory for its name: openSegment syncs journal/
 // itself only. On a store made before this version (or any store whose journal/
 // does not exist yet), a power loss right after the first acknowledged Accepts
@@ -295,7 +295,7 @@ func TestJournalDirNameSynced(t *testing.T) {
 	}
 }
 
-// HOLE: hold() calls closeSegment with no lock and no exclusion from another
+// Found by a review, fixed since: hold() calls closeSegment with no lock and no exclusion from another
 // hold (closeSegment reads and clears j.f unguarded; only the appender is kept
 // off). Two holds at once (two Wipes, Wipe and Close, Close twice, Wipe and a
 // restore's Commit) race on j.f: the race detector reports it, one may call
@@ -328,7 +328,7 @@ func TestJournalConcurrentHolds(t *testing.T) {
 	}
 }
 
-// HOLE: Open empties tmp/ by removing and recreating it (emptyTmp) and never
+// Found by a review, fixed since: Open empties tmp/ by removing and recreating it (emptyTmp) and never
 // fsyncs the store directory, so the name of the new tmp/ is not durable. A body
 // larger than maxInline is acknowledged once its file and tmp/ are synced and its
 // record names tmp/<spooled>: a power loss before the index's spool flush syncs its

@@ -19,12 +19,12 @@ import (
 	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
-// Second review of the intake journal (intake.go, replay.go).
+// Tests from the second review of the intake journal (intake.go, replay.go).
 
 // Accepts, state changes, reads, Wipes and restores at once: none may hang, and
 // after the last Wipe or restore every message acknowledged since is stored with
 // contiguous sequence numbers.
-func TestReview2JournalStress(t *testing.T) {
+func TestJournalStress(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(4)
@@ -125,7 +125,7 @@ func TestReview2JournalStress(t *testing.T) {
 	}
 }
 
-// HOLE (failure isolation): a journal record's index request shares its group
+// Found by a review (failure isolation), fixed since: a journal record's index request shares its group
 // commit with unrelated writers (a peer's body, ApplyEvents, the spool flush). A
 // failure of the batch as a whole (a directory fsync another member named, or the
 // bbolt commit, e.g. ENOSPC on a full disk) finishes the journal member with an
@@ -134,7 +134,7 @@ func TestReview2JournalStress(t *testing.T) {
 // meanwhile reads miss the acknowledged message. Before the journal the same
 // failure failed that one batch. The index request could be retried (its record
 // is in the journal) instead of stopping intake.
-func TestReview2UnrelatedBatchFailureStopsIntake(t *testing.T) {
+func TestJournalUnrelatedBatchFailureRetried(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(5)
@@ -166,7 +166,7 @@ func TestReview2UnrelatedBatchFailureStopsIntake(t *testing.T) {
 	}
 }
 
-// HOLE (the first review's syncfs fix is incomplete): checkpoint says that after a
+// Found by a review (the first review's syncfs fix is incomplete), fixed since: checkpoint says that after a
 // failed syncfs "the segments stay for Open's replay, which rewrites the bodies from
 // them". It does not: replayRecord keeps every indexed body that bodyMatches, and
 // bodyMatches reads the page cache. After a writeback error (EIO) Linux marks the
@@ -176,7 +176,7 @@ func TestReview2UnrelatedBatchFailureStopsIntake(t *testing.T) {
 // is lost once the cache drops it. Here the syncfs fails (a closed descriptor stands
 // in for the disk's error); the replay must write the bodies again (new files), not
 // trust what it reads back.
-func TestReview2ReplayRewritesBodiesAfterFailedSyncfs(t *testing.T) {
+func TestJournalReplayRewritesBodiesAfterFailedSyncfs(t *testing.T) {
 	dir := t.TempDir()
 	var cid atomic.Uint64
 	cid.Store(8)
@@ -211,12 +211,12 @@ func TestReview2ReplayRewritesBodiesAfterFailedSyncfs(t *testing.T) {
 	}
 }
 
-// HOLE (decoder bound; FuzzReadSegment cannot find it): maxRecord lets one payload
+// Found by a review (decoder bound; FuzzReadSegment cannot find it), fixed since: maxRecord lets one payload
 // hold maxJournalMeta bytes of metadata, but decodePayload gives whatever the
 // metadata does not use to the body: an inline record whose body is four times
 // maxInline decodes (FuzzReadSegment asserts the contrary, but its inputs never
 // reach a megabyte).
-func TestReview2ReadSegmentBodyBound(t *testing.T) {
+func TestReadSegmentBodyBound(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 4*maxInline)
 	meta, _ := json.Marshal(Meta{ID: "1-1", Origin: 1, Seq: 1, Size: int64(len(body))})
 	var p []byte
