@@ -96,14 +96,8 @@ var errMember = errors.New("mailstore: batch member failed")
 
 // groupCommit queues r, waits until it is durable (or failed) and returns its error.
 func (s *Store) groupCommit(r *commitReq) error {
-	r.done = make(chan struct{})
 	c := &s.gc
-	c.mu.Lock()
-	c.queue = append(c.queue, r)
-	lead := !c.running
-	c.running = true
-	c.mu.Unlock()
-	if lead {
+	if c.enqueue(r) {
 		s.commitNext() // r is in this batch
 		c.mu.Lock()
 		if len(c.queue) == 0 {
@@ -121,16 +115,20 @@ func (s *Store) groupCommit(r *commitReq) error {
 // groupEnqueue queues r without waiting for it (its onDone says the outcome): the
 // intake journal's index requests, which must keep their queue order.
 func (s *Store) groupEnqueue(r *commitReq) {
-	r.done = make(chan struct{})
-	c := &s.gc
-	c.mu.Lock()
-	c.queue = append(c.queue, r)
-	lead := !c.running
-	c.running = true
-	c.mu.Unlock()
-	if lead {
+	if s.gc.enqueue(r) {
 		go s.commitLoop()
 	}
+}
+
+// enqueue queues r; lead says the committer was idle and the caller must start it.
+func (c *committer) enqueue(r *commitReq) (lead bool) {
+	r.done = make(chan struct{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queue = append(c.queue, r)
+	lead = !c.running
+	c.running = true
+	return lead
 }
 
 // commitLoop commits batches until the queue is empty.
