@@ -57,11 +57,8 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	tmp := f.Name()
 	h := sha256.New()
 	head := &prefixBuffer{max: maxHeader}
-	inline := inlineBufs.Get().(*inlineBuffer)
-	defer inlineBufs.Put(inline)
-	inline.reset()
 	buf := copyBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(io.MultiWriter(f, h, head, inline), r, *buf)
+	n, err := io.CopyBuffer(io.MultiWriter(f, h, head), r, *buf)
 	copyBufs.Put(buf)
 	if err != nil {
 		_ = f.Close()
@@ -90,9 +87,14 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		gen: gen,
 		tmp: tmp,
 	}
-	if inline.over {
-		// Too large for the journal: the body's own fsync makes it durable, and the
-		// record names its file. It runs while the message waits for its group.
+	body, done := inlineBody(f, n)
+	if done != nil {
+		defer done() // after appendIntake: the record was written or failed
+	}
+	if body == nil {
+		// Too large for the journal (or the budget of bodies held for it is spent):
+		// the body's own fsync makes it durable, and the record names its file. It
+		// runs while the message waits for its group.
 		synced := make(chan error, 1)
 		go func() { synced <- f.Sync() }()
 		var syncErr error
@@ -106,7 +108,7 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		}
 		defer func() { _ = req.ready() }()
 	} else {
-		req.rec.body = inline.b
+		req.rec.body = body
 	}
 	// The record (with the body, or naming its synced file) is durable in the
 	// intake journal when appendIntake returns; the index and the final name
@@ -132,29 +134,6 @@ func wireMeta(m Meta) *Meta {
 	m.To = append([]string(nil), m.To...)
 	return &m
 }
-
-// inlineBuffer keeps a copy of a body of at most maxInline bytes for its journal
-// record; over says the body was larger (and the copy is not kept).
-type inlineBuffer struct {
-	b    []byte
-	over bool
-}
-
-func (w *inlineBuffer) reset() { w.b, w.over = w.b[:0], false }
-
-func (w *inlineBuffer) Write(p []byte) (int, error) {
-	if !w.over {
-		if len(w.b)+len(p) > maxInline {
-			w.over, w.b = true, w.b[:0]
-		} else {
-			w.b = append(w.b, p...)
-		}
-	}
-	return len(p), nil
-}
-
-// inlineBufs are the inlineBuffers of Accepts in progress.
-var inlineBufs = sync.Pool{New: func() any { return &inlineBuffer{} }}
 
 // copyBufs are the buffers Accept copies a message through (io.Copy would
 // allocate 32 KiB per message).

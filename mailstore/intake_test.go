@@ -458,3 +458,38 @@ func TestJournalIndexRetrySucceeds(t *testing.T) {
 	}
 	checkContiguous(t, s, 11, 2)
 }
+
+// With the budget of bodies held for journal records spent (an SMTP flood), a small
+// message takes the other way: its own fsync, and a record naming its file. It is
+// as durable: a crash right after its 250 leaves it to the replay.
+func TestJournalInlineBudgetSpent(t *testing.T) {
+	dir := t.TempDir()
+	var cid atomic.Uint64
+	cid.Store(12)
+	s := openStore(t, dir, &cid, nil)
+	inlineBytes.Add(maxInlineBytes)
+	t.Cleanup(func() { inlineBytes.Add(-maxInlineBytes) })
+	let := holdIndex(t, s)
+	raw := message("flood", 2000)
+	m := accept(t, s, raw)
+	crashed := crashCopy(t, dir)
+	let()
+	segs := journalSegments(t, crashed)
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	f, err := os.Open(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []byte
+	if err := readSegment(f, func(r *jrecord) error { kinds = append(kinds, r.kind); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	if len(kinds) != 1 || kinds[0] != recSpooled {
+		t.Fatalf("record kinds %v, want one naming its spooled file (%d)", kinds, recSpooled)
+	}
+	s2 := openStore(t, crashed, &cid, nil)
+	checkBody(t, s2, m, raw)
+}
