@@ -14,7 +14,9 @@ import (
 // The intake journal: one fdatasync per group of concurrent Accepts.
 //
 // An Accept writes its body to its spooled file in tmp/ (as before) without an fsync
-// of its own and hands the message to the journal. One goroutine at a time (the
+// of its own and hands the message to the journal, with the body read back for its
+// record (inline.go: within a process-wide budget; beyond it, or above maxInline, the
+// body is fsynced on its own and the record names its file). One goroutine at a time (the
 // appender) takes every queued Accept, gives each its ID (the next sequence number
 // of this node's origin, in queue order), appends one record per message to the
 // current segment in journal/ (the metadata and, for a body of at most maxInline
