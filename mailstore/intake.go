@@ -34,12 +34,15 @@ import (
 // is stored; a writer of this node's own events (update: a state change) also holds
 // the appender off while it runs, so sequence numbers stay contiguous.
 //
+// A failed index commit is tried again (intakeindex.go) before the journal stops.
+//
 // Checkpoint: a segment is closed at segmentMax bytes; once every record of the
 // closed segments is indexed, syncfs(2) makes the bodies, their names and their
-// directories durable, and the closed segments are removed. Close, Wipe and a
-// restore's swap checkpoint every segment first. Open replays what a crash left
-// (replay.go): a record not yet indexed is indexed, and the body of an indexed one
-// is checked and rewritten from the record if it did not reach the disk.
+// directories durable, and the closed segments are removed (a failed syncfs stops
+// the journal). Close, Wipe and a restore's swap checkpoint every segment first.
+// Open replays what a crash left (replay.go): a record not yet indexed is indexed,
+// an indexed inline body is written again from its record, and a large body whose
+// final name was lost is linked again from its spooled name.
 //
 // Compatibility: journal/ is new in this version and a 1ca55cd binary ignores it.
 // After a clean stop there is no segment left; a downgrade right after a crash,
