@@ -87,9 +87,13 @@ type journal struct {
 	leader    bool // an appender runs or is about to
 	appending bool // an appender is writing a group (it owns f, seg and size)
 	updating  int  // index writers of local events in progress (update)
-	held      int  // Close, Wipe or a swap: no append starts
-	closed    bool
-	broken    error
+	// appendWaiting: an appender with a group waits for its turn (new index
+	// writers then wait for it); turnWaiting counts the index writers waiting.
+	appendWaiting bool
+	turnWaiting   int
+	held          int // Close, Wipe or a swap: no append starts
+	closed        bool
+	broken        error
 
 	// Counters of records in this process: assigned when written, acked when the
 	// group's fdatasync returned, indexed when its index commit did (in order).
@@ -212,8 +216,10 @@ func (s *Store) appendNext() bool {
 // appender off (until the store closes or the journal stops).
 func (j *journal) waitTurnLocked() {
 	for (j.updating > 0 || j.held > 0) && !j.closed && j.broken == nil {
+		j.appendWaiting = true
 		j.cond.Wait()
 	}
+	j.appendWaiting = false
 }
 
 // appendGroup writes batch's records and fdatasyncs them (see the top of the file).
@@ -598,8 +604,12 @@ func (s *Store) spoolGen() uint64 {
 func (s *Store) localTurn() (func(), error) {
 	j := &s.jr
 	j.mu.Lock()
-	for j.appending && j.broken == nil {
+	// An appender waiting for its turn goes first: a stream of index writers must
+	// not hold intake off (their turns overlap, so updating need never reach 0).
+	for (j.appending || j.appendWaiting) && j.broken == nil {
+		j.turnWaiting++
 		j.cond.Wait()
+		j.turnWaiting--
 	}
 	j.updating++
 	s.waitIndexedLocked(j.assigned)

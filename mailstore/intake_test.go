@@ -493,3 +493,53 @@ func TestJournalInlineBudgetSpent(t *testing.T) {
 	s2 := openStore(t, crashed, &cid, nil)
 	checkBody(t, s2, m, raw)
 }
+
+// An Accept waiting for its turn behind a state change goes before the state changes
+// that come after it: overlapping index writers cannot hold intake off for good.
+func TestJournalAppenderNotStarved(t *testing.T) {
+	dir := t.TempDir()
+	var cid atomic.Uint64
+	cid.Store(13)
+	s := openStore(t, dir, &cid, nil)
+	first := accept(t, s, message("first", 300))
+	turn, err := s.localTurn() // a state change in progress
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	done1 := func() { once.Do(turn) }
+	t.Cleanup(done1) // before the store's Close, which waits for it
+	results := make(chan acceptResult, 1)
+	acceptAsync(s, "waits for its turn", 300, results)
+	testutil.Poll(t, "the appender waiting for its turn", 10*time.Second, testutil.Cond(func() bool {
+		s.jr.mu.Lock()
+		defer s.jr.mu.Unlock()
+		return s.jr.appendWaiting
+	}))
+	setDone := make(chan error, 1)
+	go func() {
+		_, err := s.SetState(first.ID, StateReleased)
+		setDone <- err
+	}()
+	testutil.Poll(t, "the second state change waiting or done", 10*time.Second, testutil.Cond(func() bool {
+		s.jr.mu.Lock()
+		defer s.jr.mu.Unlock()
+		return s.jr.turnWaiting > 0 || len(setDone) > 0
+	}))
+	if len(setDone) > 0 {
+		t.Fatal("a state change took its turn before the Accept that waited for it")
+	}
+	done1()
+	r := <-results
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := <-setDone; err != nil {
+		t.Fatal(err)
+	}
+	// The Accept's "new" event has the number before the state change's.
+	if r.meta.Seq != first.Seq+1 {
+		t.Fatalf("the waiting Accept got seq %d, want %d", r.meta.Seq, first.Seq+1)
+	}
+	checkEventSeqs(t, s, 13, 3)
+}
