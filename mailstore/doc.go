@@ -66,7 +66,8 @@
 //
 // # Imports
 //
-// mailstore imports only the standard library and go.etcd.io/bbolt. It must
+// mailstore imports only the standard library, go.etcd.io/bbolt and golang.org/x/sys/unix
+// (syncfs, fdatasync). It must
 // never import another package of this project: replication (mailrepl), SMTP
 // intake and the daemon depend on it, not the other way round.
 package mailstore
