@@ -66,10 +66,10 @@
 //
 // # Imports
 //
-// mailstore imports only the standard library, go.etcd.io/bbolt and golang.org/x/sys/unix
-// (syncfs, fdatasync). It must
-// never import another package of this project: replication (mailrepl), SMTP
-// intake and the daemon depend on it, not the other way round.
+// mailstore imports only the standard library, go.etcd.io/bbolt and
+// golang.org/x/sys/unix (syncfs, fdatasync). It must never import another package
+// of this project: replication (mailrepl), SMTP intake and the daemon depend on it,
+// not the other way round.
 package mailstore
 
 import "errors"
