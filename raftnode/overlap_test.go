@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -781,5 +784,34 @@ func TestConfigChangeTurnTimeout(t *testing.T) {
 		if srv.ID == ServerID(10) {
 			t.Fatalf("the change that timed out is in the configuration: %v", conf.Servers)
 		}
+	}
+}
+
+// TestOverlapFailStopEndsProcess: in production a failed background append ends the
+// process (failStop), so that nothing runs on with entries raft counts as stored
+// that are not; a restart recovers from what is on disk. The test runs itself in a
+// child whose store fails, and reads how the child ended.
+func TestOverlapFailStopEndsProcess(t *testing.T) {
+	const env = "PMGCM_RAFTNODE_FAILSTOP_CHILD"
+	if os.Getenv(env) == "1" {
+		s, _, o := leaderOverlap(t)
+		if o.onFail == nil {
+			t.Fatal("no onFail")
+		}
+		s.fail.Store(true)
+		if err := o.StoreLogs([]*raft.Log{entry(2, 10)}); err != nil {
+			t.Fatal(err)
+		}
+		<-make(chan struct{}) // the writer's failStop ends the process
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOverlapFailStopEndsProcess$", "-test.count=1", "-test.timeout=30s")
+	cmd.Env = append(os.Environ(), env+"=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("the child did not fail: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "the master could not write its Raft log") || strings.Contains(string(out), "test timed out") {
+		t.Fatalf("the child did not end by failStop (exit %d):\n%s", ee.ExitCode(), out)
 	}
 }
