@@ -95,9 +95,10 @@ type journal struct {
 	closed        bool
 	broken        error
 
-	// Counters of records in this process: assigned when written, acked when the
-	// group's fdatasync returned, indexed when its index commit did (in order).
-	assigned, acked, indexed uint64
+	// Counters of records in this process: assigned once its group's fdatasync
+	// returned (so every assigned record is acknowledged), flushed when handed to
+	// the index's group commit, indexed when its index commit returned (in order).
+	assigned, flushed, indexed uint64
 
 	// The sequence allocator of this node's origin: next is the next seq to give
 	// when valid (reloaded from the index when an update ran or the origin changed).
@@ -110,8 +111,7 @@ type journal struct {
 	segs   []segment
 	cpBusy bool
 
-	toIndex    []*commitReq // acknowledged, waiting for indexDelay (in order)
-	indexTimer *time.Timer
+	indexTimer *time.Timer // the flush of the records after flushed, due at indexDelay
 	unindexed  []indexItem // acknowledged, not yet indexed, in order (intakeindex.go)
 	retries    int         // index attempts failed in a row
 	retryTimer *time.Timer
@@ -292,9 +292,7 @@ func (s *Store) appendGroup(batch []*intakeReq) {
 		j.assigned++
 		r.rec.body = nil // written; the buffer goes back to its Accept
 		j.unindexed = append(j.unindexed, indexItem{r: r, n: j.assigned})
-		j.toIndex = append(j.toIndex, s.indexReq(r, j.assigned))
 	}
-	j.acked = j.assigned
 	if j.indexTimer == nil {
 		j.indexTimer = time.AfterFunc(indexDelay, s.flushToIndex)
 	}
@@ -554,18 +552,21 @@ func (s *Store) flushToIndex() {
 	s.jr.mu.Unlock()
 }
 
-// flushToIndexLocked is flushToIndex with mu held: the records are queued in their
-// order, under mu, so that no other flush or index writer comes between them.
+// flushToIndexLocked is flushToIndex with mu held: the records not flushed yet are
+// queued in their order, under mu, so that no other flush or index writer comes
+// between them.
 func (s *Store) flushToIndexLocked() {
 	j := &s.jr
 	if j.indexTimer != nil {
 		j.indexTimer.Stop()
 		j.indexTimer = nil
 	}
-	for _, r := range j.toIndex {
-		s.groupEnqueue(r)
+	for _, it := range j.unindexed {
+		if it.n > j.flushed {
+			s.groupEnqueue(s.indexReq(it.r, it.n))
+		}
 	}
-	j.toIndex = nil
+	j.flushed = j.assigned
 }
 
 // waitIndexedLocked waits, with mu held, until the records up to n are indexed or
@@ -587,7 +588,7 @@ func (s *Store) awaitIndexed() {
 	j := &s.jr
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	s.waitIndexedLocked(j.acked)
+	s.waitIndexedLocked(j.assigned)
 }
 
 // spoolGen returns the generation of the store's content (bumped by Wipe and a

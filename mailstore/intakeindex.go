@@ -64,7 +64,7 @@ func (s *Store) indexed(n uint64, err error) {
 }
 
 // retryIndex queues the index commits of every record not indexed yet again, in
-// order, and drops the ones still waiting for indexDelay (they are among them).
+// order (with those still waiting for indexDelay).
 func (s *Store) retryIndex() {
 	j := &s.jr
 	j.mu.Lock()
@@ -73,12 +73,6 @@ func (s *Store) retryIndex() {
 	if j.broken != nil {
 		return
 	}
-	if j.indexTimer != nil {
-		j.indexTimer.Stop()
-		j.indexTimer = nil
-	}
-	j.toIndex = nil
-	for _, it := range j.unindexed {
-		s.groupEnqueue(s.indexReq(it.r, it.n))
-	}
+	j.flushed = j.indexed
+	s.flushToIndexLocked()
 }
