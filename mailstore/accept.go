@@ -40,17 +40,18 @@ func (s *Store) Import(from string, to []string, received time.Time, r io.Reader
 
 // accept stores a message; received is the time it was received, zero for now.
 func (s *Store) accept(from string, to []string, r io.Reader, received time.Time) (Meta, error) {
-	// The spooled file and the content generation are taken together, under s.mu:
-	// a Wipe or a restore's swap (which empty or replace tmp/ and bump the
-	// generation under it) comes wholly before or after (intake.go checks gen).
+	// The content generation is read before the spooled file is made: a Wipe or a
+	// restore's swap bumps it when it starts and again once tmp/ is replaced, both
+	// under s.mu, so a file made in a tmp/ that was replaced since carries an older
+	// generation, which the journal refuses (intake.go).
 	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	closed := s.closed
+	gen := s.spoolGen()
+	s.mu.RUnlock()
+	if closed {
 		return Meta{}, ErrClosed
 	}
-	gen := s.spoolGen()
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "accept-*")
-	s.mu.RUnlock()
 	if err != nil {
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}

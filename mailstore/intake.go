@@ -591,6 +591,14 @@ func (s *Store) awaitIndexed() {
 	s.waitIndexedLocked(j.assigned)
 }
 
+// bumpGen starts a new generation of the store's content (Wipe and a restore's
+// swap, with s.mu write-held, once tmp/ is replaced; spoolReset did when they began).
+func (s *Store) bumpGen() {
+	s.spool.mu.Lock()
+	s.spool.gen++
+	s.spool.mu.Unlock()
+}
+
 // spoolGen returns the generation of the store's content (bumped by Wipe and a
 // restore's swap).
 func (s *Store) spoolGen() uint64 {

@@ -543,3 +543,26 @@ func TestJournalAppenderNotStarved(t *testing.T) {
 	}
 	checkEventSeqs(t, s, 13, 3)
 }
+
+// An Accept whose spooled file was made before a Wipe replaced tmp/ is refused
+// (ErrClosed: the client is told to retry), never acknowledged into the new content.
+func TestJournalAcceptAcrossWipeRefused(t *testing.T) {
+	s := newStore(t, 14)
+	g := newJournalGate(s)
+	results := make(chan acceptResult, 1)
+	acceptAsync(s, "made before the wipe", 500, results)
+	<-g.entered // its file is in the old tmp/, its group not written yet
+	if err := s.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+	if r := <-results; !errors.Is(r.err, ErrClosed) {
+		t.Fatalf("accept across a wipe: %v, want ErrClosed", r.err)
+	}
+	if n, _ := s.Stats(); n != 0 {
+		t.Fatalf("%d messages after the wipe, want 0", n)
+	}
+	if m := accept(t, s, message("after", 100)); m.Seq != 1 {
+		t.Fatalf("first message after the wipe: seq %d, want 1", m.Seq)
+	}
+}

@@ -141,6 +141,7 @@ func (g *Staging) Commit() error {
 	// over): its pending spooled names are not flushed; reopen recovers whatever
 	// the directory it opens has in its bucket.
 	s.spoolReset()
+	defer s.bumpGen() // the swap's tmp/ in place (or the old one reopened): see accept
 	if err := g.st.Close(); err != nil {
 		_ = os.RemoveAll(g.st.dir)
 		return fmt.Errorf("mailstore: restore: %w", err)

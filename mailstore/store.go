@@ -294,6 +294,7 @@ func (s *Store) Wipe() error {
 		return err
 	}
 	s.spoolReset()
+	defer s.bumpGen() // once tmp/ is replaced (or not): an Accept's older file is refused
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if err := tx.DeleteBucket(b); err != nil {
