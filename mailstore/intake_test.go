@@ -566,3 +566,38 @@ func TestJournalAcceptAcrossWipeRefused(t *testing.T) {
 		t.Fatalf("first message after the wipe: seq %d, want 1", m.Seq)
 	}
 }
+
+// A checkpoint whose syncfs fails stops the journal (the error is reported once, and
+// the bodies it covered may be lost): the segments stay, Accepts are refused with the
+// restart hint, and a restart replays them. A closed descriptor stands in for the
+// disk's error.
+func TestJournalFailedSyncfsStops(t *testing.T) {
+	dir := t.TempDir()
+	var cid atomic.Uint64
+	cid.Store(15)
+	s, err := Open(dir, Options{LocalCID: cid.Load, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := message("in the closed segment", 900)
+	m := accept(t, s, raw)
+	_ = s.fsFile.Close()
+	s.closeSegment()
+	if err := s.checkpoint(); !errors.Is(err, errBroken) {
+		t.Fatalf("checkpoint with a failing syncfs: %v, want errBroken", err)
+	}
+	_, err = s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(message("refused", 100)))
+	if !errors.Is(err, errBroken) || !strings.Contains(err.Error(), "restart pmgclusterd") {
+		t.Fatalf("accept after a failed checkpoint: %v", err)
+	}
+	if got, err := s.Get(m.ID); err != nil || !got.HaveBody {
+		t.Fatalf("reads go on after the journal stopped: %+v, %v", got, err)
+	}
+	_ = s.Close()
+	if len(journalSegments(t, dir)) == 0 {
+		t.Fatal("the segment of the failed checkpoint was removed")
+	}
+	s2 := openStore(t, dir, &cid, nil)
+	checkBody(t, s2, m, raw)
+	checkContiguous(t, s2, 15, 1)
+}
