@@ -189,22 +189,19 @@ func (w *BodyWriter) Commit() error {
 	}
 	w.closed = true
 	defer w.s.release(id)
-	// The body is checked: it gets a spooled name in tmp/ and its final name, its
-	// file is fsynced, and its batch records the spooled name and fsyncs tmp/
-	// before it marks the body held; the final name's directory is synced later,
-	// in the background (recv.go). A crash before the mark leaves a file the index
-	// does not know, which BeginBody re-hashes and adopts or replaces.
-	name, err := w.s.placeReceived(w.f, w.s.BodyPath(id))
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
+	// The body is checked: it takes its final name, not synced, and its batch marks
+	// it held once a syncfs made it and its name durable (recv.go). A crash before
+	// the mark leaves a file the index does not know, which BeginBody re-hashes and
+	// adopts or replaces.
+	final := w.s.BodyPath(id)
+	err := w.f.Close()
+	if err == nil {
+		err = os.Rename(final+".part", final)
 	}
 	if err != nil {
-		if name != "" {
-			_ = os.Remove(filepath.Join(w.s.dir, "tmp", name))
-		}
 		return fmt.Errorf("mailstore: commit body: %w", err)
 	}
-	return w.s.commitSpooled(id, name)
+	return w.s.commitReceived(id)
 }
 
 // commitBody marks a body that is in place and durable (file and name synced) as

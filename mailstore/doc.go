@@ -59,10 +59,10 @@
 // the index first waits for the indexing of every message already acknowledged, so no
 // caller sees the store without them. Once a closed segment's messages are indexed, a
 // syncfs(2) makes their bodies and names durable and the segment goes; Open replays
-// what a crash left (replay.go). A body received from a peer is fsynced under a
-// spooled name in tmp/, linked to its final name, and committed in a batch that fsyncs
-// tmp/ once (recv.go, spool.go); each caller is woken only after the commit of the
-// batch it was in, and a lone caller is never delayed waiting for others.
+// what a crash left (replay.go). A body received from a peer takes its final name
+// unsynced and is committed in a batch that makes the file system durable with one
+// syncfs first (recv.go); each caller is woken only after the commit of the batch it
+// was in, and a lone caller is never delayed waiting for others.
 //
 // # Imports
 //

@@ -31,9 +31,8 @@ import (
 // of different files proceed in parallel; on a journaling file system they share
 // a journal commit), so that it overlaps the commit of the batch before, or this
 // batch's directory syncs for a lone caller. A body received from a peer is
-// given a spooled name in tmp/ and its final name by its writer, which fsyncs the
-// file before it queues (BodyWriter.Commit, recv.go): its batch syncs tmp/ once,
-// as for Accepts.
+// given its final name by its writer, not synced (BodyWriter.Commit, recv.go): its
+// batch syncs the whole file system once (syncfs) in place of step 3's directories.
 //
 // A caller is woken only after step 4 returned (or with an error): nobody answers
 // 250 for a message whose index entry is not durable. An error of one member
@@ -68,6 +67,9 @@ type commitReq struct {
 	// after, when set, runs once the batch committed, before the caller is woken
 	// (an Accept hands its spooled name to the background flush, spool.go).
 	after func()
+	// syncFS says the member's data is not synced yet (a received body, recv.go):
+	// the batch syncs the whole file system once (syncfs) instead of its directories.
+	syncFS bool
 	// quiet, set by apply, says the member changed nothing a Changed waiter could
 	// see (events already applied): alone in a batch, it does not notify.
 	quiet bool
@@ -195,7 +197,7 @@ func (s *Store) commitBatch(batch []*commitReq) {
 					dirs[d] = struct{}{}
 				}
 			}
-			if err := syncDirs(dirs); err != nil {
+			if err := s.syncBatch(live, dirs); err != nil {
 				return err
 			}
 			failed := false
@@ -299,6 +301,17 @@ func syncDirs(dirs map[string]struct{}) error {
 		}
 	}
 	return first
+}
+
+// syncBatch makes the members' files durable before their commit: one syncfs when one
+// of them needs it (it covers every directory too), else the directories they named.
+func (s *Store) syncBatch(live []*commitReq, dirs map[string]struct{}) error {
+	for _, r := range live {
+		if r.syncFS {
+			return s.syncFS()
+		}
+	}
+	return syncDirs(dirs)
 }
 
 // finish wakes the member's caller with err.

@@ -134,7 +134,23 @@ func (s *Store) journalDir() string { return filepath.Join(s.dir, "journal") }
 // its directory, open from Open to Close: syncfs(2) reports a writeback error to
 // each descriptor once, from its opening on, so a descriptor opened for the call
 // would miss an error of a body written before.
-func (s *Store) syncFS() error { return syncFSOf(s.fsFile) }
+//
+// A failure is kept: the page cache may then hold, as clean, data the disk lost, and
+// a later syncfs would succeed without it, so every later call fails with the same
+// error (received bodies are not marked held, recv.go) and the journal stops (intake
+// is refused until a restart, whose replay rewrites the accepted bodies).
+func (s *Store) syncFS() error {
+	if p := s.fsErr.Load(); p != nil {
+		return *p
+	}
+	if err := syncFSOf(s.fsFile); err != nil {
+		err = fmt.Errorf("%w: the file system may have lost data written before: restart pmgclusterd once it is fixed", err)
+		s.fsErr.CompareAndSwap(nil, &err)
+		_ = s.breakJournal(err)
+		return *s.fsErr.Load()
+	}
+	return nil
+}
 
 // appendIntake queues r and waits until its record is durable or failed.
 func (s *Store) appendIntake(r *intakeReq) error {

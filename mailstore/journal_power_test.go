@@ -401,3 +401,94 @@ func TestTmpDirNameSynced(t *testing.T) {
 	}
 	checkBody(t, s, m, raw)
 }
+
+// A received body is marked held only after a sync that covers its data and its name
+// (recv.go: one syncfs per batch): a power loss right after its commit keeps it. The
+// child receives one body between two markers; every sync of the receiving store's
+// file system or of the body's file before the index commit between them counts, and
+// without one the power loss takes the body's data.
+func TestRecvPowerLossKeepsCommitted(t *testing.T) {
+	if d := os.Getenv(powerChildEnv); d != "" {
+		var ca, cb atomic.Uint64
+		ca.Store(1)
+		cb.Store(2)
+		a, err := Open(filepath.Join(d, "a"), Options{LocalCID: ca.Load})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Open(filepath.Join(d, "b"), Options{LocalCID: cb.Load})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := message("received", 4000)
+		m := accept(t, a, raw)
+		replicate(t, a, b)
+		if err := os.WriteFile(filepath.Join(d, "id"), []byte(m.ID), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "raw"), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		powerMarker()
+		copyBody(t, a, b, m.ID)
+		powerMarker()
+		os.Exit(0)
+	}
+	d := powerDir(t)
+	lines := traceChild(t, "TestRecvPowerLossKeepsCommitted", d)
+	var marks []int
+	for i, l := range lines {
+		if strings.Contains(l, "getppid()") {
+			marks = append(marks, i)
+		}
+	}
+	if len(marks) != 2 {
+		t.Fatalf("%d markers in the trace, want 2", len(marks))
+	}
+	id, _ := os.ReadFile(filepath.Join(d, "id"))
+	raw, _ := os.ReadFile(filepath.Join(d, "raw"))
+	storeB := filepath.Join(d, "b")
+	index := filepath.Join(storeB, "index.db")
+	commit := -1
+	for i := marks[0]; i < marks[1]; i++ {
+		if strings.Contains(lines[i], "fdatasync(") && strings.Contains(lines[i], "<"+index+">") {
+			commit = i
+		}
+	}
+	if commit < 0 {
+		t.Fatalf("no index commit of the receiving store between the markers:\n%s", strings.Join(lines[marks[0]:marks[1]], "\n"))
+	}
+	synced := false
+	for _, l := range lines[marks[0]:commit] {
+		if strings.Contains(l, "syncfs(") && strings.Contains(l, "<"+storeB+">") ||
+			strings.Contains(l, "fsync(") && strings.Contains(l, "<"+storeB+"/bodies/") {
+			synced = true
+		}
+	}
+	var cb atomic.Uint64
+	cb.Store(2)
+	probe, err := Open(storeB, Options{LocalCID: cb.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := probe.BodyPath(string(id))
+	_ = probe.Close()
+	if !synced {
+		// The power loss takes what was never synced: the body's data.
+		if err := os.Truncate(final, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := openStore(t, storeB, &cb, nil)
+	m, err := b.Get(string(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.HaveBody {
+		t.Fatalf("body %s not held after its commit", id)
+	}
+	if err := b.Verify(m.ID); err != nil {
+		t.Fatalf("body %s marked held, then lost in a power loss (synced before its commit: %v): %v", id, synced, err)
+	}
+	checkBody(t, b, m, raw)
+}

@@ -12,16 +12,17 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Spooled names: one fsync per received body (recv.go).
+// Spooled names of accepted bodies.
 //
-// A body received from a peer is written to a spooled name in tmp/ and fsynced (the
-// one fsync of its own). An accepted message's body is spooled the same way, but its
-// durability is the intake journal's until a checkpoint (intake.go): its file is not
-// fsynced, and the final name's directory fsync below only makes the name durable.
+// An accepted message's body is written to a spooled name in tmp/; its durability is
+// the intake journal's until a checkpoint (intake.go): its file is not fsynced, and
+// the final name's directory fsync below only makes the name durable. (Earlier
+// builds gave a body received from a peer a spooled name too; its batch now syncs the
+// file system instead, recv.go. Open still recovers the entries they left.)
+//
 // In its batch (group.go) the body records the spooled name in bucket "spool" (ID -> name)
 // of the batch transaction, hard-links the spooled file to the body's final name
-// (bodies/xx/ID), and the batch fsyncs tmp/ once before it commits (not for an
-// accepted message, whose record in the journal names the file). The final name is
+// (bodies/xx/ID); the record in the journal names the spooled file. The final name is
 // not synced then: until it is, the spooled name, durable and recorded in the
 // committed index, is the body's durable name. Later, in the background (flushDelay
 // after the first pending one, or at once when flushMax are pending, and at Close),

@@ -143,10 +143,11 @@ type Store struct {
 
 	restoring atomic.Bool // a Staging is open (restore.go)
 
-	jr     journal   // the intake journal (intake.go)
-	fsFile *os.File  // the store's directory, open for syncfs (intake.go)
-	gc     committer // group commit of Accepts and body commits (group.go)
-	spool  spooler   // spooled names of accepted bodies (spool.go)
+	jr     journal               // the intake journal (intake.go)
+	fsFile *os.File              // the store's directory, open for syncfs (intake.go)
+	fsErr  atomic.Pointer[error] // the first failed syncfs, kept (syncFS, intake.go)
+	gc     committer             // group commit of Accepts and body commits (group.go)
+	spool  spooler               // spooled names of accepted bodies (spool.go)
 }
 
 // Open opens (creating it if needed) the store in dir.
