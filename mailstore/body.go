@@ -131,7 +131,9 @@ func (s *Store) BeginBody(id string) (*BodyWriter, int64, error) {
 	if err == nil && st.Size() > m.Size {
 		err = f.Truncate(0)
 	}
-	if err == nil && st.Size() <= m.Size {
+	if err == nil && st.Size() > 0 && st.Size() <= m.Size {
+		// Resuming: hash what arrived before (a new file has nothing to hash, and
+		// io.Copy would allocate its buffer for it).
 		w.n, err = io.Copy(w.h, io.NewSectionReader(f, 0, st.Size()))
 	}
 	if err == nil {
