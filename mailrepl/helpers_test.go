@@ -2,6 +2,7 @@ package mailrepl
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -61,7 +62,7 @@ func newCluster(t *testing.T, n int) *cluster {
 	for _, nd := range c.nodes {
 		cfg := DefaultConfig()
 		cfg.Store = nd.store
-		cfg.Client = &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}}
+		cfg.Client = testClient(cfg.Fetchers)
 		cfg.Peers = c.peersOf()
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "n" + strconv.FormatUint(nd.cid, 10), Level: hclog.Warn, Output: testWriter{t}})
 		cfg.PollWait = 2 * time.Second
@@ -76,6 +77,16 @@ func newCluster(t *testing.T, n int) *cluster {
 		t.Cleanup(func() { _ = r.Close() })
 	}
 	return c
+}
+
+// testClient is the daemon's client (NewHTTPClient) over plain TCP: the body fetches go
+// over synchttp, the events polls over a net/http Transport with the mux's
+// response-header timeout.
+func testClient(fetchers int) *http.Client {
+	var d net.Dialer
+	return NewHTTPClient(func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}, &http.Transport{ResponseHeaderTimeout: 30 * time.Second}, fetchers)
 }
 
 // peersOf lists every node (the replicator skips its own CID).
