@@ -30,7 +30,9 @@ type node struct {
 	srv   *http.Server
 	cut   *cutter
 	fl    *inflight // counts (and can hold) the body requests it answers
-	repl  *Replicator
+	// accepts counts the connections its server accepted.
+	accepts *atomic.Int64
+	repl    *Replicator
 }
 
 type cluster struct {
@@ -53,9 +55,9 @@ func newCluster(t *testing.T, n int) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nd := &node{cid: cid, store: st, addr: ln.Addr().String(), cut: &cutter{}, fl: &inflight{}}
+		nd := &node{cid: cid, store: st, addr: ln.Addr().String(), cut: &cutter{}, fl: &inflight{}, accepts: new(atomic.Int64)}
 		nd.srv = &http.Server{Handler: nd.fl.wrap(nd.cut.wrap(Handler(st))), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = nd.srv.Serve(ln) }()
+		go func() { _ = nd.srv.Serve(countListener{ln, nd.accepts}) }()
 		t.Cleanup(func() { _ = nd.srv.Close() })
 		c.nodes = append(c.nodes, nd)
 	}
@@ -214,6 +216,20 @@ func (w *cutWriter) Write(p []byte) (int, error) {
 	n, _ := w.ResponseWriter.Write(p[:w.left])
 	w.left = 0
 	return n, io.ErrClosedPipe
+}
+
+// countListener counts the connections it accepts in n.
+type countListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // testWriter sends log lines to t.Log.
