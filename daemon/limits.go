@@ -29,8 +29,9 @@ const (
 	// joinLifetime closes a join connection however busy it is.
 	joinLifetime = 2 * time.Minute
 	// memberIdleTimeout closes a member's RPC or mail connection that waits for its next
-	// request; longer than the clients' own idle timeout (90 s, transport.HTTPClient), so
-	// that the client, not the server, closes a kept-alive connection.
+	// request; longer than the clients' own idle timeout (90 s, transport.HTTPClient and
+	// mailrepl.ClientIdleTimeout), so that the client, not the server, closes a kept-alive
+	// connection.
 	memberIdleTimeout = 2 * time.Minute
 	// The metrics server's timeouts: a scrape reads one small request and writes the
 	// metrics; Prometheus keeps the connection between scrapes.

@@ -105,7 +105,11 @@ func (d *Daemon) openMail() error {
 func (ms *mailSystem) startReplicator() error {
 	cfg := mailrepl.DefaultConfig()
 	cfg.Store, cfg.Peers = ms.store, ms.mailPeers
-	cfg.Client = ms.mux.HTTPClient(transport.ChanMail)
+	// Body fetches go over synchttp (mailrepl.NewHTTPClient), the events long polls over
+	// the mux's net/http client, whose response-header timeout (30 s) stays above PollWait.
+	cfg.Client = mailrepl.NewHTTPClient(func(ctx context.Context, addr string) (net.Conn, error) {
+		return ms.mux.Dial(ctx, addr, transport.ChanMail)
+	}, ms.mux.HTTPClient(transport.ChanMail).Transport, cfg.Fetchers)
 	cfg.Logger = ms.logger.Named("mailrepl")
 	r, err := mailrepl.New(cfg)
 	if err != nil {

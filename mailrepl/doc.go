@@ -28,7 +28,8 @@
 //
 // # Imports
 //
-// mailrepl imports only mailstore, the standard library and go-hclog. It must
+// mailrepl imports only mailstore, internal/synchttp (which imports nothing of the
+// project), the standard library and go-hclog. It must
 // never import the daemon, raftnode or fsm: the daemon passes in the peers and
 // the HTTP client that dials the mail channel.
 package mailrepl

@@ -16,6 +16,10 @@ import (
 // errNotHere means a peer answered 404: it does not hold the body.
 var errNotHere = errors.New("mailrepl: peer lacks the body")
 
+// errStalled means a peer made no progress on a body fetch for Config.StallTimeout: no
+// answer's head, or no byte of the body, came in that long.
+var errStalled = errors.New("mailrepl: body transfer stalled")
+
 // maxResumes bounds how often a transfer broken mid-body is resumed from the
 // same peer before the next peer is tried.
 const maxResumes = 3
@@ -50,7 +54,9 @@ func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		if !errors.Is(err, errNotHere) && !errors.Is(err, context.Canceled) {
+		// A transfer cut as its peer left is not worth a warning; one cut by the stall
+		// watchdog (a cancel too) is.
+		if !errors.Is(err, errNotHere) && (errors.Is(err, errStalled) || !errors.Is(err, context.Canceled)) {
 			r.log.Warn("body transfer failed", "id", id, "cid", p.CID, "address", p.Addr, "error", err)
 		}
 		errs = append(errs, fmt.Errorf("peer %d: %w", p.CID, err))
@@ -89,8 +95,20 @@ func (r *Replicator) fetchFrom(ctx context.Context, p Peer, id string) error {
 // bytes arrived.
 func (r *Replicator) transfer(ctx context.Context, p Peer, w *mailstore.BodyWriter, off int64) (n int64, err error) {
 	meta := w.Meta()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// A peer that stops (stopped process, dead link) must not hold the transfer forever:
+	// cut it after StallTimeout without progress. The watch starts before the request is
+	// sent, so that it bounds the dial, the request and the wait for the answer's head too
+	// (the client has no response-header timeout: NewHTTPClient), then each read of the
+	// body starts it again.
+	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
+			err = fmt.Errorf("%w after %s: %w", errStalled, r.cfg.StallTimeout, err)
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, bodyURL(p.Addr, meta.ID, off), nil)
 	if err != nil {
 		return 0, err
@@ -108,10 +126,6 @@ func (r *Replicator) transfer(ctx context.Context, p Peer, w *mailstore.BodyWrit
 	case resp.Header.Get(HeaderSHA256) != meta.SHA256 || resp.Header.Get(HeaderSize) != strconv.FormatInt(meta.Size, 10):
 		return 0, fmt.Errorf("%w: body %s: size or sha256 differs from the event's", ErrPeer, meta.ID)
 	}
-	// A peer that stops sending (stopped process, dead link) must not hold
-	// the transfer forever: cut it after StallTimeout without progress.
-	watchdog := time.AfterFunc(r.cfg.StallTimeout, cancel)
-	defer watchdog.Stop()
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
 	n, err = copyFull(w, &progressReader{r: resp.Body, progress: func() { watchdog.Reset(r.cfg.StallTimeout) }}, *buf)

@@ -2,6 +2,7 @@ package mailrepl
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -29,7 +30,9 @@ type node struct {
 	srv   *http.Server
 	cut   *cutter
 	fl    *inflight // counts (and can hold) the body requests it answers
-	repl  *Replicator
+	// accepts counts the connections its server accepted.
+	accepts *atomic.Int64
+	repl    *Replicator
 }
 
 type cluster struct {
@@ -52,16 +55,16 @@ func newCluster(t *testing.T, n int) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nd := &node{cid: cid, store: st, addr: ln.Addr().String(), cut: &cutter{}, fl: &inflight{}}
+		nd := &node{cid: cid, store: st, addr: ln.Addr().String(), cut: &cutter{}, fl: &inflight{}, accepts: new(atomic.Int64)}
 		nd.srv = &http.Server{Handler: nd.fl.wrap(nd.cut.wrap(Handler(st))), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = nd.srv.Serve(ln) }()
+		go func() { _ = nd.srv.Serve(countListener{ln, nd.accepts}) }()
 		t.Cleanup(func() { _ = nd.srv.Close() })
 		c.nodes = append(c.nodes, nd)
 	}
 	for _, nd := range c.nodes {
 		cfg := DefaultConfig()
 		cfg.Store = nd.store
-		cfg.Client = &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}}
+		cfg.Client = testClient(cfg.Fetchers)
 		cfg.Peers = c.peersOf()
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "n" + strconv.FormatUint(nd.cid, 10), Level: hclog.Warn, Output: testWriter{t}})
 		cfg.PollWait = 2 * time.Second
@@ -76,6 +79,16 @@ func newCluster(t *testing.T, n int) *cluster {
 		t.Cleanup(func() { _ = r.Close() })
 	}
 	return c
+}
+
+// testClient is the daemon's client (NewHTTPClient) over plain TCP: the body fetches go
+// over synchttp, the events polls over a net/http Transport with the mux's
+// response-header timeout.
+func testClient(fetchers int) *http.Client {
+	var d net.Dialer
+	return NewHTTPClient(func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}, &http.Transport{ResponseHeaderTimeout: 30 * time.Second}, fetchers)
 }
 
 // peersOf lists every node (the replicator skips its own CID).
@@ -203,6 +216,20 @@ func (w *cutWriter) Write(p []byte) (int, error) {
 	n, _ := w.ResponseWriter.Write(p[:w.left])
 	w.left = 0
 	return n, io.ErrClosedPipe
+}
+
+// countListener counts the connections it accepts in n.
+type countListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // testWriter sends log lines to t.Log.

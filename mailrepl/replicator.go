@@ -28,8 +28,9 @@ type Config struct {
 	// PeerRefresh, and loops start and stop as the answer changes. A peer
 	// with this node's own CID is ignored. Required.
 	Peers func() []Peer
-	// Client makes the requests; the daemon passes one that dials the
-	// transport's mail channel. Required.
+	// Client makes the requests: one of NewHTTPClient, whose body fetches are
+	// bounded by StallTimeout alone (the daemon's dials the transport's mail
+	// channel). Required.
 	Client *http.Client
 	// Logger receives the replication logs (default: discard).
 	Logger hclog.Logger
