@@ -140,9 +140,7 @@ func TestRecvFailedSyncfsKept(t *testing.T) {
 	if _, err := b.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(message("refused", 100))); !errors.Is(err, errBroken) {
 		t.Fatalf("accept after a failed syncfs: %v, want errBroken", err)
 	}
-	if err := b.Close(); err != nil && !strings.Contains(err.Error(), "syncfs") {
-		t.Logf("close: %v", err)
-	}
+	_ = b.Close() // the journal stopped: its closing checkpoint fails, as the commits did
 	b2 := openStore(t, dir, &cid, nil)
 	missing, err := b2.Missing()
 	if err != nil || len(missing) != 2 {
