@@ -122,13 +122,13 @@ func serveEvents(store *mailstore.Store, w http.ResponseWriter, r *http.Request)
 	defer timer.Stop()
 	for {
 		changed := store.Changed() // before reading, so no change is missed
-		evs, skip, err := store.EventsFrom(cursors, limit)
+		evs, skip, heads, err := store.Feed(cursors, limit)
 		if err != nil {
 			httpError(w, http.StatusServiceUnavailable, "%v", err)
 			return
 		}
 		if len(evs) > 0 || len(skip) > 0 || wait == 0 {
-			writeEvents(w, EventsResponse{Events: evs, Heads: store.Heads(), Skip: skip})
+			writeEvents(w, EventsResponse{Events: evs, Heads: heads, Skip: skip})
 			return
 		}
 		select {
@@ -163,7 +163,7 @@ func serveBody(store *mailstore.Store, w http.ResponseWriter, r *http.Request) {
 		}
 		offset = n
 	}
-	f, meta, err := store.OpenBody(id)
+	f, meta, err := store.FeedBody(id)
 	switch {
 	case errors.Is(err, mailstore.ErrNotFound):
 		httpError(w, http.StatusNotFound, "%v", err)

@@ -118,6 +118,11 @@ func (c *cluster) accept(i, size int) mailstore.Meta {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	// Indexed before it returns (Get waits for the intake journal), as a message is
+	// before any peer can learn of it: the feed serves what the index has committed.
+	if _, err := c.nodes[i].store.Get(m.ID); err != nil {
+		c.t.Fatal(err)
+	}
 	return m
 }
 

@@ -181,7 +181,7 @@ func (r *Replicator) Kick() {
 // reach: the events they have beyond its cursors (counted as messages: most
 // are) plus the bodies it misses; bytes are those bodies' sizes.
 func (r *Replicator) Backlog() (messages, bytes int64) {
-	own := r.store.Heads()
+	own := r.store.FeedHeads()
 	best := mailstore.Cursors{}
 	r.mu.Lock()
 	for _, h := range r.heads {
@@ -220,7 +220,7 @@ func (r *Replicator) BacklogKnown() bool {
 // PeerBacklog returns, for each peer this node can reach, how many events that peer has
 // beyond this node's cursors: how far this node lags it. Unreachable peers are absent.
 func (r *Replicator) PeerBacklog() map[Peer]int64 {
-	own := r.store.Heads()
+	own := r.store.FeedHeads()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make(map[Peer]int64, len(r.heads))
@@ -422,7 +422,7 @@ func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 func (r *Replicator) pollEvents(ctx context.Context, p Peer, batch int, wait time.Duration) (*EventsResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait+15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, eventsURL(p.Addr, r.store.Heads(), batch, wait), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, eventsURL(p.Addr, r.store.FeedHeads(), batch, wait), nil)
 	if err != nil {
 		return nil, err
 	}

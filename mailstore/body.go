@@ -17,7 +17,12 @@ import (
 // OpenBody opens the body of id for reading. It fails with ErrNotFound when
 // this node does not hold it. A body whose file vanished is marked missing.
 func (s *Store) OpenBody(id string) (*os.File, Meta, error) {
-	m, err := s.Get(id)
+	return s.openBody(s.view, id)
+}
+
+// openBody is OpenBody through view (Store.view or Store.viewCommitted).
+func (s *Store) openBody(view func(func(*bolt.Tx) error) error, id string) (*os.File, Meta, error) {
+	m, err := s.get(view, id)
 	if err != nil {
 		return nil, Meta{}, err
 	}
@@ -92,9 +97,10 @@ type BodyWriter struct {
 // file is reopened: offset is how much of the body it already holds, and the
 // sender should start there. It fails with ErrExists when the body is already
 // here, ErrNotFound when the message is unknown, deleted or purged, and
-// ErrBusy when another writer holds it.
+// ErrBusy when another writer holds it. It reads the index as the feed does
+// (feed.go): a body to fetch is that of a message a peer's events brought.
 func (s *Store) BeginBody(id string) (*BodyWriter, int64, error) {
-	m, err := s.Get(id)
+	m, err := s.get(s.viewCommitted, id)
 	if err != nil {
 		return nil, 0, err
 	}

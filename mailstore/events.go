@@ -83,11 +83,15 @@ func (s *Store) ApplyEvents(evs []Event) (needBody []string, err error) {
 		}
 		return nil
 	}
-	// An event of this node's own origin (a peer giving back what a restore lost
-	// here) takes a sequence number the intake journal must not give meanwhile.
+	// No client waits on a peer's events: their batch may linger (group.go), unless
+	// one is of this node's own origin (a peer giving back what a restore lost here).
+	// That one takes a sequence number the intake journal must not give meanwhile,
+	// and its turn holds intake off until the commit.
+	req.linger = true
 	local := s.opts.LocalCID()
 	for i := range evs {
 		if evs[i].Origin == local {
+			req.linger = false
 			done, terr := s.localTurn()
 			if terr != nil {
 				return nil, fmt.Errorf("mailstore: apply events: %w", terr)
@@ -233,10 +237,18 @@ func (s *Store) removeBodies(ids []string) {
 func (s *Store) Heads() Cursors {
 	out := Cursors{}
 	_ = s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bktCursors).ForEach(func(k, v []byte) error {
-			out[binary.BigEndian.Uint64(k)] = binary.BigEndian.Uint64(v)
-			return nil
-		})
+		out = headsTx(tx)
+		return nil
+	})
+	return out
+}
+
+// headsTx reads the cursors in tx.
+func headsTx(tx *bolt.Tx) Cursors {
+	out := Cursors{}
+	_ = tx.Bucket(bktCursors).ForEach(func(k, v []byte) error {
+		out[binary.BigEndian.Uint64(k)] = binary.BigEndian.Uint64(v)
+		return nil
 	})
 	return out
 }
@@ -252,33 +264,40 @@ func (s *Store) EventsSince(c Cursors, limit int) ([]Event, error) {
 // EventsFrom is EventsSince that also returns, for each origin whose cursor in c is
 // below this node's compaction floor, that floor: the asker must skip to it (SkipTo)
 // before it applies the events, which start above it.
-func (s *Store) EventsFrom(c Cursors, limit int) ([]Event, Cursors, error) {
+func (s *Store) EventsFrom(c Cursors, limit int) (evs []Event, skip Cursors, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		evs, skip, err = eventsFromTx(tx, c, limit)
+		return err
+	})
+	return evs, skip, err
+}
+
+// eventsFromTx is EventsFrom in tx.
+func eventsFromTx(tx *bolt.Tx, c Cursors, limit int) ([]Event, Cursors, error) {
 	var out []Event
 	skip := Cursors{}
-	err := s.view(func(tx *bolt.Tx) error {
-		heads := tx.Bucket(bktCursors)
-		cur := tx.Bucket(bktEvents).Cursor()
-		return heads.ForEach(func(k, v []byte) error {
-			origin, head := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v)
-			from := c[origin]
-			if f := floorOf(tx, origin); from < f {
-				skip[origin], from = f, f
-			}
-			if from >= head {
+	heads := tx.Bucket(bktCursors)
+	cur := tx.Bucket(bktEvents).Cursor()
+	err := heads.ForEach(func(k, v []byte) error {
+		origin, head := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v)
+		from := c[origin]
+		if f := floorOf(tx, origin); from < f {
+			skip[origin], from = f, f
+		}
+		if from >= head {
+			return nil
+		}
+		for ek, ev := cur.Seek(eventKey(origin, from+1)); ek != nil && bytes.HasPrefix(ek, k); ek, ev = cur.Next() {
+			if limit > 0 && len(out) >= limit {
 				return nil
 			}
-			for ek, ev := cur.Seek(eventKey(origin, from+1)); ek != nil && bytes.HasPrefix(ek, k); ek, ev = cur.Next() {
-				if limit > 0 && len(out) >= limit {
-					return nil
-				}
-				var e Event
-				if err := json.Unmarshal(ev, &e); err != nil {
-					return fmt.Errorf("mailstore: decode event: %w", err)
-				}
-				out = append(out, e)
+			var e Event
+			if err := json.Unmarshal(ev, &e); err != nil {
+				return fmt.Errorf("mailstore: decode event: %w", err)
 			}
-			return nil
-		})
+			out = append(out, e)
+		}
+		return nil
 	})
 	return out, skip, err
 }

@@ -42,6 +42,13 @@ func (s *Store) setCommitHook(h func(int)) {
 	s.gc.mu.Unlock()
 }
 
+// setLinger sets how long s's background batches linger (commitLinger).
+func (s *Store) setLinger(d time.Duration) {
+	s.gc.mu.Lock()
+	s.gc.linger = d
+	s.gc.mu.Unlock()
+}
+
 func (s *Store) setJournalHook(h func(int)) {
 	s.jr.mu.Lock()
 	s.jr.hook = h

@@ -591,6 +591,7 @@ func (s *Store) waitIndexedLocked(n uint64) {
 	j := &s.jr
 	if j.indexed < n {
 		s.flushToIndexLocked()
+		s.gc.hurry() // the index requests linger for nobody (group.go)
 	}
 	for j.indexed < n && j.broken == nil {
 		j.cond.Wait()
@@ -696,6 +697,7 @@ func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
 			s.spoolAdd(spooledBody{id: meta.ID, name: name, dir: filepath.Dir(final)})
 		},
 		onDone: func(err error) { s.indexed(n, err) },
+		linger: true, // the record is durable in the journal: readers hurry it (waitIndexedLocked)
 	}
 }
 

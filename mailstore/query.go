@@ -13,11 +13,16 @@ import (
 // Get returns the metadata of id; ErrNotFound when unknown or purged. A
 // deleted message is returned, with State "deleted".
 func (s *Store) Get(id string) (Meta, error) {
+	return s.get(s.view, id)
+}
+
+// get is Get through view (Store.view or Store.viewCommitted).
+func (s *Store) get(view func(func(*bolt.Tx) error) error, id string) (Meta, error) {
 	if _, _, err := ParseID(id); err != nil {
 		return Meta{}, err
 	}
 	var out Meta
-	err := s.view(func(tx *bolt.Tx) error {
+	err := view(func(tx *bolt.Tx) error {
 		r, err := getRecord(tx, id)
 		if err != nil {
 			return err

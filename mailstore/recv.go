@@ -61,6 +61,7 @@ func (s *Store) commitReceived(id string) error {
 			return putRecord(tx, old, &nw)
 		},
 		syncFS: true,
+		linger: true, // a replica's copy: nobody waits on it but its fetcher
 	})
 	if err != nil {
 		return fmt.Errorf("mailstore: commit body: %w", err)

@@ -162,6 +162,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	s := &Store{dir: dir, opts: opts, changed: make(chan struct{}), busy: map[string]struct{}{}}
+	s.gc.linger = commitLinger
 	s.spool.token = make(chan struct{}, 1)
 	s.jr.init()
 	if err := recoverSwap(dir); err != nil {
@@ -365,6 +366,12 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 // acknowledged message is indexed (intake.go).
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	s.awaitIndexed()
+	return s.viewCommitted(fn)
+}
+
+// viewCommitted is view without the wait: fn sees what the index has committed, not
+// the acknowledged messages the intake journal has yet to index (feed.go).
+func (s *Store) viewCommitted(fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
