@@ -24,7 +24,9 @@
 // file (mailstore.BeginBody) and are verified by SHA-256 before they count; a
 // bounded pool of workers fetches several at once (pool.go), so that a node that
 // lacks thousands (a join) overlaps their round trips and commits.
-// Nothing compares clocks of different nodes.
+// A node serves what its index has committed (mailstore's feed): a message it
+// acknowledged a moment ago shows in a later answer, once indexed. Nothing compares
+// clocks of different nodes.
 //
 // # Imports
 //

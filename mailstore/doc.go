@@ -57,12 +57,15 @@
 // (bbolt fsyncs on commit) and the spooled file linked to its final name, in batches
 // with the body commits of the moment (group commit, group.go). Every read and write of
 // the index first waits for the indexing of every message already acknowledged, so no
-// caller sees the store without them. Once a closed segment's messages are indexed, a
-// syncfs(2) makes their bodies and names durable and the segment goes; Open replays
-// what a crash left (replay.go). A body received from a peer takes its final name
-// unsynced and is committed in a batch that makes the file system durable with one
-// syncfs first (recv.go); each caller is woken only after the commit of the batch it
-// was in, and a lone caller is never delayed waiting for others.
+// caller sees the store without them; only the replication feed (feed.go: what peers
+// read, and BeginBody) reads what the index has committed without waiting. Once a
+// closed segment's messages are indexed, a syncfs(2) makes their bodies and names
+// durable and the segment goes; Open replays what a crash left (replay.go). A body
+// received from a peer takes its final name unsynced and is committed in a batch that
+// makes the file system durable with one syncfs first (recv.go); each caller is woken
+// only after the commit of the batch it was in. A caller who answers a client is never
+// delayed waiting for others; background work (index entries of journaled messages,
+// received bodies, peers' events) lingers up to 40 ms for company under load.
 //
 // # Imports
 //
