@@ -235,8 +235,13 @@ func (s *Store) removeBodies(ids []string) {
 // Heads returns the cursors: for every origin known here, the highest event
 // sequence number applied.
 func (s *Store) Heads() Cursors {
+	return s.heads(s.view)
+}
+
+// heads is Heads through view (Store.view or Store.viewCommitted).
+func (s *Store) heads(view func(func(*bolt.Tx) error) error) Cursors {
 	out := Cursors{}
-	_ = s.view(func(tx *bolt.Tx) error {
+	_ = view(func(tx *bolt.Tx) error {
 		out = headsTx(tx)
 		return nil
 	})

@@ -31,12 +31,7 @@ func (s *Store) Feed(c Cursors, limit int) (evs []Event, skip, heads Cursors, er
 // FeedHeads returns the heads the index has committed: the cursors a Replicator asks
 // its peers with.
 func (s *Store) FeedHeads() Cursors {
-	out := Cursors{}
-	_ = s.viewCommitted(func(tx *bolt.Tx) error {
-		out = headsTx(tx)
-		return nil
-	})
-	return out
+	return s.heads(s.viewCommitted)
 }
 
 // FeedBody is OpenBody for a peer: the body of a message the index has committed.
