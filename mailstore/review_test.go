@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,4 +88,58 @@ func TestCommitBodyKeepsHeldBody(t *testing.T) {
 		t.Fatalf("the index says held, but the body is gone: %v", err)
 	}
 	_ = f.Close()
+}
+
+// TestQuietReplicaCommitsBodyAtOnce: on a quiet node, a received body's commit comes a
+// few milliseconds after the batch of the events that brought it, and the same events
+// come again from a second peer (each node serves every origin's events). Neither may
+// make the body wait out a linger (an hour here): the node is not under load. It fails
+// when the body's batch lingers after one batch, or when events already applied cost a
+// batch of their own.
+func TestQuietReplicaCommitsBodyAtOnce(t *testing.T) {
+	a, b := newStore(t, 1), newStore(t, 2)
+	b.setLinger(time.Hour)
+	var batches atomic.Int32
+	b.setCommitHook(func(int) { batches.Add(1) })
+	m := accept(t, a, message("quiet", 1000))
+	evs, err := a.EventsSince(nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply := func(want int) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			need, err := b.ApplyEvents(evs)
+			if err == nil && len(need) != want {
+				err = fmt.Errorf("need %v, want %d", need, want)
+			}
+			done <- err
+		}()
+		return done
+	}
+	waitDone(t, "apply", apply(1))
+	waitDone(t, "apply again (a second peer)", apply(0))
+	if n := batches.Load(); n != 1 {
+		t.Fatalf("%d batches for the events and their copy, want 1", n)
+	}
+	done := make(chan error, 1)
+	go func() {
+		f, _, err := a.OpenBody(m.ID)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		w, _, err := b.BeginBody(m.ID)
+		if err != nil {
+			done <- err
+			return
+		}
+		if _, err := io.Copy(w, f); err != nil {
+			done <- err
+			return
+		}
+		done <- w.Commit()
+	}()
+	waitDone(t, "the body's commit on a quiet node", done)
 }
