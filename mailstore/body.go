@@ -221,8 +221,14 @@ func (s *Store) commitBody(id string) error {
 		apply: func(tx *bolt.Tx) error {
 			keep = false
 			old, err := getRecord(tx, id)
-			if err != nil || old == nil || !old.counted() || old.HaveBody {
+			if err != nil || old == nil || !old.counted() {
 				return err
+			}
+			if old.HaveBody {
+				// Held already (another fetch of it committed first, after this
+				// one's BeginBody read the index): the file in place is that body.
+				keep = true
+				return nil
 			}
 			nw := *old
 			nw.HaveBody, keep = true, true

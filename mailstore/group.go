@@ -51,15 +51,18 @@ import (
 // Background work lingers (issue 16). A request with linger set is one no client
 // waits on: the index entry of a message the intake journal already made durable
 // (intake.go), a body received from a peer (recv.go), a peer's events (events.go). A
-// batch of such requests alone starts no sooner than commitLinger after the start of
-// the batch before, so that under load the index commits (bbolt's two fdatasyncs, a
-// received body's syncfs) come at most about 25 times a second and each carries
-// more: on the 2-core machine three nodes took 20-40% more mail with it, each commit
-// being mostly fixed cost. The linger ends at once when a request without linger
-// queues, when lingerMax requests wait (a joining node's fetchers must not all
-// stand still: mailrepl runs 32), or when a reader of the index waits for it
-// (hurry, called by the journal's waitIndexedLocked). An idle store commits a lone
-// request at once (the batch before is long past), so a quiet node pays nothing.
+// batch of such requests alone starts, under load (the two batches before started
+// less than 2*commitLinger apart), no sooner than commitLinger after the start of
+// the batch before, so that the background batches (bbolt's two fdatasyncs, a
+// received body's syncfs) come at most about 25 times a second unless lingerMax
+// requests queue, and each carries more: on the 2-core machine three nodes took
+// 20-40% more mail with it, each commit being mostly fixed cost. The linger ends at
+// once when a request without linger queues, when lingerMax requests wait (a joining
+// node's fetchers must not all stand still: mailrepl runs 32), or when a reader of
+// the index waits for it (hurry, called by the journal's waitIndexedLocked, and a
+// retried index commit). A store without load commits a lone request at once, so a
+// quiet node pays nothing: a replica's body commit, which comes a few milliseconds
+// after the batch of the events that brought it, does not wait out a linger.
 // Nothing is made durable later than promised: a lingering request's caller either
 // has its data durable already (the journal) or promised nothing to anyone yet (a
 // replica's copy).
@@ -117,10 +120,12 @@ type committer struct {
 	mu      sync.Mutex
 	queue   []*commitReq
 	running bool // a goroutine is committing or about to
-	// last is when the latest batch started; hurried says a reader waits for the
-	// queued requests (no linger until the next batch starts). wake (1-buffered)
-	// ends a linger early, to look at the queue again.
-	last    time.Time
+	// last is when the latest batch started, prev when the one before did (two
+	// batches less than 2*linger apart: the store is under load, and background
+	// batches linger); hurried says a reader waits for the queued requests (no
+	// linger until the next batch starts). wake (1-buffered) ends a linger early, to
+	// look at the queue again.
+	last, prev time.Time
 	hurried bool
 	wake    chan struct{}
 	linger  time.Duration // commitLinger
@@ -203,6 +208,11 @@ func (c *committer) lingerLocked(now time.Time) time.Duration {
 			return 0
 		}
 	}
+	if c.last.Sub(c.prev) >= 2*c.linger {
+		// No load: a lone request (a quiet node's received body, right after the
+		// batch of the events that brought it) commits at once.
+		return 0
+	}
 	return c.last.Add(c.linger).Sub(now)
 }
 
@@ -215,7 +225,7 @@ func (c *committer) takeLocked() []*commitReq {
 		d := c.lingerLocked(now)
 		if d <= 0 {
 			batch := c.queue
-			c.queue, c.last, c.hurried = nil, now, false
+			c.queue, c.prev, c.last, c.hurried = nil, c.last, now, false
 			return batch
 		}
 		if c.wake == nil {

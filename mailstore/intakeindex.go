@@ -75,4 +75,8 @@ func (s *Store) retryIndex() {
 	}
 	j.flushed = j.indexed
 	s.flushToIndexLocked()
+	// A reader may wait for these records since before the failure: its hurry
+	// (waitIndexedLocked) may have gone to a batch in between, so the retry must not
+	// linger (group.go).
+	s.gc.hurry()
 }
