@@ -48,9 +48,11 @@ func (s *Store) HasBody(id string) bool {
 
 // Missing lists the messages whose body this node lacks and still wants
 // (deleted and purged messages are not listed).
+// It reads the committed index without waiting for the intake journal (feed.go):
+// a journaled message's body is here, so the journal adds nothing to the list.
 func (s *Store) Missing() ([]Meta, error) {
 	var out []Meta
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewCommitted(func(tx *bolt.Tx) error {
 		return tx.Bucket(bktMissing).ForEach(func(k, _ []byte) error {
 			r, err := getRecord(tx, string(k))
 			if err != nil || r == nil {

@@ -42,7 +42,7 @@
 //
 // Compact (after Purge) drops each origin's oldest events while they concern
 // purged messages only, with their tombstones, and keeps a floor per origin. A
-// peer asking from below a floor is told to skip to it (EventsFrom, SkipTo): the
+// peer asking from below a floor is told to skip to it (EventsFrom; Feed for peers; SkipTo): the
 // index grows with the messages within retention, not with every message ever
 // received. See compact.go.
 //

@@ -50,22 +50,22 @@ import (
 //
 // Background work lingers (issue 16). A request with linger set is one no client
 // waits on: the index entry of a message the intake journal already made durable
-// (intake.go), a body received from a peer (recv.go), a peer's events (events.go). A
-// batch of such requests alone starts, under load (the two batches before started
-// less than 2*commitLinger apart), no sooner than commitLinger after the start of
-// the batch before, so that the background batches (bbolt's two fdatasyncs, a
+// (intake.go), a body received from a peer (recv.go), a peer's events (events.go).
+// Under load (the two batches before started less than 2*commitLinger apart), a
+// batch of such requests alone starts no sooner than commitLinger after the start
+// of the batch before. So the background batches (bbolt's two fdatasyncs, a
 // received body's syncfs) come at most about 25 times a second unless lingerMax
-// requests queue, and each carries more: on the 2-core machine three nodes took
-// 20-40% more mail with it, each commit being mostly fixed cost. The linger ends at
-// once when a request without linger queues, when lingerMax requests wait (a joining
-// node's fetchers must not all stand still: mailrepl runs 32), or when a reader of
-// the index waits for it (hurry, called by the journal's waitIndexedLocked, and a
-// retried index commit). A store without load commits a lone request at once, so a
-// quiet node pays nothing: a replica's body commit, which comes a few milliseconds
-// after the batch of the events that brought it, does not wait out a linger.
-// Nothing is made durable later than promised: a lingering request's caller either
-// has its data durable already (the journal) or promised nothing to anyone yet (a
-// replica's copy).
+// requests queue, and each carries more. Each commit is mostly fixed cost: on the
+// 2-core machine three nodes took about a quarter more mail with it
+// (docs/performance.md). The linger ends at once when a request without linger
+// queues, when lingerMax requests wait (a joining node's fetchers must not all
+// stand still: mailrepl runs 32), or when a reader of the index waits for it
+// (hurry: the journal's waitIndexedLocked, a retried index commit, Close). A store
+// without load commits a lone request at once, so a quiet node pays nothing: a
+// replica's body commit, which comes a few milliseconds after the batch of the
+// events that brought it, does not wait out a linger. Nothing is made durable later
+// than promised: a lingering request's caller either has its data durable already
+// (the journal) or promised nothing to anyone yet (a replica's copy).
 
 // commitReq is one caller's share of a batch.
 type commitReq struct {
@@ -112,7 +112,8 @@ const commitLinger = 40 * time.Millisecond
 
 // lingerMax is how many queued requests end a linger: half of a Replicator's
 // fetchers (mailrepl.DefaultFetchers), so that the others go on fetching while
-// these commit.
+// these commit. Every request counts, an index request (one per journaled message)
+// too: 16 messages within a linger also end it, which bounds what one batch holds.
 const lingerMax = 16
 
 // committer is the queue of requests waiting for a batch.
@@ -126,9 +127,9 @@ type committer struct {
 	// linger until the next batch starts). wake (1-buffered) ends a linger early, to
 	// look at the queue again.
 	last, prev time.Time
-	hurried bool
-	wake    chan struct{}
-	linger  time.Duration // commitLinger
+	hurried    bool
+	wake       chan struct{}
+	linger     time.Duration // commitLinger
 	// hook, when set (by tests, with mu held), is called with the size of each batch
 	// before it commits, with no lock held.
 	hook func(n int)

@@ -54,7 +54,8 @@ const segmentMax = 8 << 20
 
 // indexDelay is how long an acknowledged record waits for others to share its index
 // commit (bbolt's two fdatasyncs), unless a reader or writer of the index needs it
-// sooner.
+// sooner. Under load its index request then lingers in the group commit too, up to
+// commitLinger (group.go).
 const indexDelay = 5 * time.Millisecond
 
 // errBroken wraps the error that stopped the journal until a restart.

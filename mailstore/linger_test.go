@@ -136,7 +136,13 @@ func TestReaderHurriesIndexAndFeedDoesNot(t *testing.T) {
 	if _, _, err := s.BeginBody(m.ID); err == nil {
 		t.Fatal("BeginBody found a message the index has not committed")
 	}
-	waitQueued(t, s, 1) // the feed's reads did not hurry it
+	// The feed's reads did not hurry it: still queued, and no hurry pending.
+	s.gc.mu.Lock()
+	q, hurried := len(s.gc.queue), s.gc.hurried
+	s.gc.mu.Unlock()
+	if q != 1 || hurried {
+		t.Fatalf("after the feed's reads: %d requests queued, hurried %v; want 1, false", q, hurried)
+	}
 
 	got := make(chan error, 1)
 	go func() {

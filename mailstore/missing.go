@@ -14,7 +14,8 @@ import (
 // a joining node may lack tens of thousands of bodies, so only each record's size is
 // read (recordSize).
 func (s *Store) MissingTotals() (messages, bytes int64, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
+	// As Missing: the committed index, without hurrying the journal's index commits.
+	err = s.viewCommitted(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bktMeta)
 		return tx.Bucket(bktMissing).ForEach(func(k, _ []byte) error {
 			v := meta.Get(k)

@@ -261,6 +261,9 @@ func (s *Store) ensureDirs() error {
 
 // Close closes the store. It is idempotent; it wakes every Changed waiter.
 func (s *Store) Close() error {
+	// Lingering background batches (group.go) commit now rather than fail with
+	// ErrClosed once their linger ends.
+	s.gc.hurry()
 	// Every acknowledged message indexed and checkpointed; with the journal
 	// stopped, its segments stay for Open to replay.
 	_ = s.closeJournal()
