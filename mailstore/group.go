@@ -128,7 +128,7 @@ type committer struct {
 	// look at the queue again.
 	last, prev time.Time
 	hurried    bool
-	wake       chan struct{}
+	wake       chan struct{} // made by Open, as linger
 	linger     time.Duration // commitLinger
 	// hook, when set (by tests, with mu held), is called with the size of each batch
 	// before it commits, with no lock held.
@@ -189,9 +189,6 @@ func (c *committer) hurry() {
 
 // signal wakes a lingering committer; c.mu is held.
 func (c *committer) signal() {
-	if c.wake == nil {
-		c.wake = make(chan struct{}, 1)
-	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -229,15 +226,11 @@ func (c *committer) takeLocked() []*commitReq {
 			c.queue, c.prev, c.last, c.hurried = nil, c.last, now, false
 			return batch
 		}
-		if c.wake == nil {
-			c.wake = make(chan struct{}, 1)
-		}
-		wake := c.wake
 		c.mu.Unlock()
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
-		case <-wake:
+		case <-c.wake: // made once by Open, never replaced
 		}
 		t.Stop()
 		c.mu.Lock()

@@ -162,7 +162,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	s := &Store{dir: dir, opts: opts, changed: make(chan struct{}), busy: map[string]struct{}{}}
-	s.gc.linger = commitLinger
+	s.gc.linger, s.gc.wake = commitLinger, make(chan struct{}, 1)
 	s.spool.token = make(chan struct{}, 1)
 	s.jr.init()
 	if err := recoverSwap(dir); err != nil {
@@ -261,8 +261,10 @@ func (s *Store) ensureDirs() error {
 
 // Close closes the store. It is idempotent; it wakes every Changed waiter.
 func (s *Store) Close() error {
-	// Lingering background batches (group.go) commit now rather than fail with
-	// ErrClosed once their linger ends.
+	// Lingering background batches (group.go) end now, not at the end of their
+	// linger: their callers (a replicator's fetchers) get their answer, ErrClosed
+	// unless the batch started before the store closed. A received body not marked
+	// held stays in place; the next Open's BeginBody adopts it.
 	s.gc.hurry()
 	// Every acknowledged message indexed and checkpointed; with the journal
 	// stopped, its segments stay for Open to replay.
