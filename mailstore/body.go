@@ -117,12 +117,10 @@ func (s *Store) BeginBody(id string) (*BodyWriter, int64, error) {
 	}
 	final := s.BodyPath(id)
 	// A crash between the rename of a received body and its commit leaves a
-	// good file the index does not know: adopt it rather than fetch it again.
+	// good file the index does not know: adopt it rather than fetch it again, in a
+	// batch that syncs the file system first, as for a body just received.
 	if ok, _ := fileMatches(final, m); ok {
-		err := syncFile(final)
-		if err == nil {
-			err = s.commitBody(id)
-		}
+		err := s.commitReceived(id)
 		s.release(id)
 		if err != nil {
 			return nil, 0, err
@@ -214,38 +212,6 @@ func (w *BodyWriter) Commit() error {
 	return w.s.commitReceived(id)
 }
 
-// commitBody marks a body that is in place and durable (file and name synced) as
-// held, or removes it when the message was deleted or purged meanwhile. The index
-// is committed in a batch with the other writes of the moment (group.go).
-func (s *Store) commitBody(id string) error {
-	keep := false
-	err := s.groupCommit(&commitReq{
-		apply: func(tx *bolt.Tx) error {
-			keep = false
-			old, err := getRecord(tx, id)
-			if err != nil || old == nil || !old.counted() {
-				return err
-			}
-			if old.HaveBody {
-				// Held already (another fetch of it committed first, after this
-				// one's BeginBody read the index): the file in place is that body.
-				keep = true
-				return nil
-			}
-			nw := *old
-			nw.HaveBody, keep = true, true
-			return putRecord(tx, old, &nw)
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("mailstore: commit body: %w", err)
-	}
-	if !keep {
-		s.removeBodies([]string{id})
-	}
-	return nil
-}
-
 // Close ends the writer without committing. The partial file is kept, so a
 // later BeginBody resumes it, unless a write failed or went past the size.
 // It is idempotent.
@@ -260,30 +226,6 @@ func (w *BodyWriter) Close() error {
 	}
 	w.s.release(w.meta.ID)
 	return err
-}
-
-// syncBoth fsyncs f and the directory dir concurrently.
-func syncBoth(f *os.File, dir string) error {
-	done := make(chan error, 1)
-	go func() { done <- syncDir(dir) }()
-	err := f.Sync()
-	if derr := <-done; err == nil {
-		err = derr
-	}
-	return err
-}
-
-// syncFile makes the file at path and its name durable.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("mailstore: sync %s: %w", path, err)
-	}
-	defer f.Close()
-	if err := syncBoth(f, filepath.Dir(path)); err != nil {
-		return fmt.Errorf("mailstore: sync %s: %w", path, err)
-	}
-	return nil
 }
 
 // fileMatches reports whether the file at path has m's size and SHA-256.

@@ -260,14 +260,14 @@ func TestIndexRetryHurried(t *testing.T) {
 
 // TestCommitBodyKeepsHeldBody: a second fetch of a body, whose BeginBody read the index
 // before the first fetch's commit (HaveBody false) and took the body's lock after the
-// first released it, finds the good file in place and adopts it (commitBody). The
-// record already says held: the file must stay. It fails when commitBody removes it.
+// first released it, finds the good file in place and adopts it (commitReceived). The
+// record already says held: the file must stay. It fails when the adoption removes it.
 func TestCommitBodyKeepsHeldBody(t *testing.T) {
 	a, b := newStore(t, 1), newStore(t, 2)
 	m := accept(t, a, message("held", 1000))
 	replicate(t, a, b)
 	copyBody(t, a, b, m.ID)
-	if err := b.commitBody(m.ID); err != nil {
+	if err := b.commitReceived(m.ID); err != nil {
 		t.Fatal(err)
 	}
 	got, err := b.Get(m.ID)
