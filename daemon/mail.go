@@ -16,6 +16,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
+	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/mailrepl"
 	"github.com/pmgcm/pmgcm/mailstore"
 	"github.com/pmgcm/pmgcm/smtpd"
@@ -65,6 +66,8 @@ type mailSystem struct {
 type mailHost interface {
 	self() nodeFile
 	checkServing() error
+	// clusterVersion is the cluster's feature level (version.Level of its lowest member).
+	clusterVersion() int
 }
 
 // openMail opens the mail store, serves replication on the mail channel, starts the
@@ -111,6 +114,8 @@ func (ms *mailSystem) startReplicator() error {
 		return ms.mux.Dial(ctx, addr, transport.ChanMail)
 	}, ms.mux.HTTPClient(transport.ChanMail).Transport, cfg.Fetchers)
 	cfg.Logger = ms.logger.Named("mailrepl")
+	// Several bodies to a request once every member serves them (feature level 2).
+	cfg.Bulk = func() bool { return ms.host.clusterVersion() >= version.LevelClusterVersion }
 	r, err := mailrepl.New(cfg)
 	if err != nil {
 		return err

@@ -90,3 +90,6 @@ func (d *Daemon) standing() standing { return d.self().standing() }
 // checkServing refuses cluster operations on a node that was removed from its cluster
 // or fenced by a forced promotion elsewhere.
 func (d *Daemon) checkServing() error { return d.standing().err() }
+
+// clusterVersion is the feature level the cluster runs at (fsm.ClusterVersion).
+func (d *Daemon) clusterVersion() int { return d.fsm.ClusterVersion() }

@@ -17,7 +17,7 @@ import (
 const ClientIdleTimeout = 90 * time.Second
 
 // NewHTTPClient returns the http.Client a Replicator sends with (Config.Client): a body
-// fetch (GET PathBody...) is written and its answer read on the fetcher's own goroutine
+// fetch (GET PathBody... or PathBodies) is written and its answer read on the fetcher's own goroutine
 // over a kept-alive connection made by dial (synchttp), without net/http Transport's
 // hand-offs to a reader and a writer goroutine per connection (issue 16: those were about
 // 13% of a joining node's CPU); every other request (the events long polls) goes to
@@ -43,7 +43,7 @@ func NewHTTPClient(dial func(ctx context.Context, addr string) (net.Conn, error)
 	}}
 }
 
-// isBodyFetch says whether req asks for a body (sent on the calling goroutine).
+// isBodyFetch says whether req asks for a body or several (sent on the calling goroutine).
 func isBodyFetch(req *http.Request) bool {
-	return req.Method == http.MethodGet && strings.HasPrefix(req.URL.Path, PathBody)
+	return req.Method == http.MethodGet && (strings.HasPrefix(req.URL.Path, PathBody) || req.URL.Path == PathBodies)
 }

@@ -12,6 +12,8 @@
 //	    -> {"events": [...], "heads": {origin: seq}}
 //	GET /mail/v1/body/<id>?offset=N
 //	    -> the body from byte N (headers X-Pmgcm-Mail-Size, X-Pmgcm-Mail-Sha256)
+//	GET /mail/v1/bodies?ids=<id>,<id>,...            (feature level 2: Config.Bulk)
+//	    -> for each ID in turn "<id> <size> <sha256>\n" and the body, or "<id> -\n"
 //
 // A node asks every peer for the events after its own cursors; the peer
 // answers at once when it has some, else holds the request until its store
@@ -23,7 +25,10 @@
 // arriving from two peers is harmless. Bodies stream into a resumable partial
 // file (mailstore.BeginBody) and are verified by SHA-256 before they count; a
 // bounded pool of workers fetches several at once (pool.go), so that a node that
-// lacks thousands (a join) overlaps their round trips and commits.
+// lacks thousands (a join) overlaps their round trips and commits. Once every member
+// serves it, a worker asks for the bodies of one events answer in one request
+// (bodies.go, bulk.go); a body of more than 1 MiB, and any the answer did not bring
+// whole, are asked for alone.
 // A node serves what its index has committed (mailstore's feed): a message it
 // acknowledged a moment ago shows in a later answer, once indexed. Nothing compares
 // clocks of different nodes.

@@ -1,9 +1,12 @@
 package mailrepl
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -77,7 +80,8 @@ func FuzzDecodeEvents(f *testing.F) {
 }
 
 // FuzzServeEvents checks the server's decoding of a peer's request (cursors, limit,
-// wait, body ID and offset): it never panics and answers 2xx, 4xx or 503.
+// wait, body ID and offset, the IDs of a bulk request): it never panics and answers
+// 2xx, 4xx or 503.
 func FuzzServeEvents(f *testing.F) {
 	st := fuzzStore(f, 1)
 	h := Handler(st)
@@ -85,13 +89,15 @@ func FuzzServeEvents(f *testing.F) {
 	f.Add(`{"1":1,"7":99}`, "5000", "", "1-2", "3")
 	f.Add(`{"x":1}`, "-1", "-1s", "../etc", "-1")
 	f.Add(`[]`, "99999999999999999999", "1h", "0-0", "999")
+	f.Add(`{}`, "1", "0s", "1-1,1-2,1-9", "0")
 	f.Fuzz(func(t *testing.T, cursors, limit, wait, id, offset string) {
 		// A long poll waits when there is nothing new: never wait here.
 		if d, err := time.ParseDuration(wait); err == nil && d > 0 {
 			wait = "0s"
 		}
 		q := url.Values{"cursors": {cursors}, "limit": {limit}, "wait": {wait}}
-		for _, target := range []string{PathEvents + "?" + q.Encode(), PathBody + url.PathEscape(id) + "?offset=" + url.QueryEscape(offset)} {
+		for _, target := range []string{PathEvents + "?" + q.Encode(), PathBody + url.PathEscape(id) + "?offset=" + url.QueryEscape(offset),
+			PathBodies + "?ids=" + url.QueryEscape(id)} {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			req := httptest.NewRequestWithContext(ctx, http.MethodGet, "http://peer"+target, nil)
 			rec := httptest.NewRecorder()
@@ -108,6 +114,38 @@ func FuzzServeEvents(f *testing.F) {
 			if c := rec.Code; c >= 500 && c != http.StatusServiceUnavailable {
 				t.Fatalf("%s: status %d: %s", target, c, rec.Body)
 			}
+		}
+	})
+}
+
+// FuzzFrameHead checks the decoder of a frame head of a PathBodies answer (bulk.go):
+// it never panics, reads at most maxFrameHead bytes, fails only with ErrPeer, and what
+// it decodes is what serveFrame writes for it.
+func FuzzFrameHead(f *testing.F) {
+	f.Add([]byte("1-1 20480 " + strings.Repeat("ab", 32) + "\n"))
+	f.Add([]byte("7-12 -\n"))
+	f.Add([]byte("1-1 -1 " + strings.Repeat("0", 64) + "\n"))
+	f.Add([]byte("01-1 5 x\n"))
+	f.Add([]byte(strings.Repeat("9", 300) + "\n"))
+	f.Add([]byte("1-1 5"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(b), 4096)
+		h, err := readFrameHead(br)
+		if read := len(b) - br.Buffered(); err == nil && read > maxFrameHead {
+			t.Fatalf("read %d bytes of a frame head", read)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrPeer) {
+				t.Fatalf("error %v wraps no ErrPeer", err)
+			}
+			return
+		}
+		line := h.id + " -\n"
+		if h.held {
+			line = fmt.Sprintf("%s %d %s\n", h.id, h.size, h.sha256)
+		}
+		if !bytes.HasPrefix(b, []byte(line)) {
+			t.Fatalf("decoded %+v from %q", h, b)
 		}
 	})
 }

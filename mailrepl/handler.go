@@ -83,6 +83,7 @@ func Handler(store *mailstore.Store) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathEvents, func(w http.ResponseWriter, r *http.Request) { serveEvents(store, w, r) })
 	mux.HandleFunc("GET "+PathBody+"{id}", func(w http.ResponseWriter, r *http.Request) { serveBody(store, w, r) })
+	mux.HandleFunc("GET "+PathBodies, func(w http.ResponseWriter, r *http.Request) { serveBodies(store, w, r) })
 	return mux
 }
 

@@ -1,6 +1,10 @@
 package mailrepl
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -8,10 +12,12 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pmgcm/pmgcm/internal/testutil"
+	"github.com/pmgcm/pmgcm/mailstore"
 )
 
 func TestHandler(t *testing.T) {
@@ -105,5 +111,59 @@ func TestHandler(t *testing.T) {
 	_, b = get("/mail/v1/events?" + q.Encode())
 	if err := json.Unmarshal(b, &er); err != nil || len(er.Events) != 0 || er.Heads[1] != 3 {
 		t.Fatalf("empty poll: %s %v", b, err)
+	}
+}
+
+// TestHandlerBodies: PathBodies answers the bodies asked for in order, a frame of their
+// own for those it does not hold, and 400 for a bad list of IDs.
+func TestHandlerBodies(t *testing.T) {
+	c := newCluster(t, 1)
+	st := c.nodes[0].store
+	srv := httptest.NewServer(Handler(st))
+	t.Cleanup(srv.Close)
+	a, b := c.accept(0, 3000), c.accept(0, 70_000)
+	get := func(ids string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + PathBodies + "?ids=" + ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
+	}
+	many := strings.TrimSuffix(strings.Repeat(a.ID+",", MaxBulkIDs+1), ",")
+	for _, bad := range []string{"", "x", a.ID + ",,", a.ID + ",../etc", many} {
+		if resp, body := get(bad); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("ids %.40q: %s %.80s", bad, resp.Status, body)
+		}
+	}
+	resp, body := get(b.ID + ",1-99," + a.ID)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %s", resp.Status, body)
+	}
+	br := bufio.NewReader(bytes.NewReader(body))
+	for _, want := range []struct {
+		id string
+		m  *mailstore.Meta
+	}{{b.ID, &b}, {"1-99", nil}, {a.ID, &a}} {
+		h, err := readFrameHead(br)
+		if err != nil || h.id != want.id || h.held != (want.m != nil) {
+			t.Fatalf("frame of %s: %+v %v", want.id, h, err)
+		}
+		if want.m == nil {
+			continue
+		}
+		got := make([]byte, h.size)
+		if _, err := io.ReadFull(br, got); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(got)
+		if h.size != want.m.Size || h.sha256 != want.m.SHA256 || hex.EncodeToString(sum[:]) != want.m.SHA256 {
+			t.Fatalf("body of %s: %d bytes, head %+v", want.id, len(got), h)
+		}
+	}
+	if n := br.Buffered(); n != 0 {
+		t.Fatalf("%d bytes after the last frame", n)
 	}
 }

@@ -38,6 +38,9 @@ type node struct {
 type cluster struct {
 	t     *testing.T
 	nodes []*node
+	// bulk is every replicator's Config.Bulk: off (one request per body) unless a
+	// test turns it on.
+	bulk atomic.Bool
 }
 
 // newCluster starts n stores and servers; replicators are made, not started.
@@ -66,6 +69,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		cfg.Store = nd.store
 		cfg.Client = testClient(cfg.Fetchers)
 		cfg.Peers = c.peersOf()
+		cfg.Bulk = c.bulk.Load
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "n" + strconv.FormatUint(nd.cid, 10), Level: hclog.Warn, Output: testWriter{t}})
 		cfg.PollWait = 2 * time.Second
 		cfg.PeerRefresh = 50 * time.Millisecond
@@ -168,6 +172,9 @@ func (c *cluster) backlogZero(i int) bool {
 	return m == 0 && b == 0
 }
 
+// isBodyPath says whether a request asks for a body or several.
+func isBodyPath(p string) bool { return strings.HasPrefix(p, PathBody) || p == PathBodies }
+
 // cutter breaks the first body response after `after` bytes when armed, and
 // records the offsets asked for.
 type cutter struct {
@@ -190,7 +197,7 @@ func (c *cutter) seen() []int64 {
 
 func (c *cutter) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, PathBody) {
+		if !isBodyPath(r.URL.Path) {
 			h.ServeHTTP(w, r)
 			return
 		}

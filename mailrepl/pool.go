@@ -12,8 +12,9 @@ import (
 // queue (Config.FetchQueue) and wait when it is full, so that a node far behind neither
 // holds an unbounded list nor runs ahead of its bodies by more than the queue; memory is
 // bounded by Fetchers transfers (each streams to the store through one copy buffer)
-// plus the queued IDs. The wire is unchanged: each worker asks PathBody, which every
-// release serves.
+// plus the queued jobs (each of at most MaxBulkIDs IDs). A worker asks PathBody for
+// each body, which every release serves, or, once every member serves it (Config.Bulk),
+// PathBodies for the bodies of one events answer at once (bulk.go).
 
 // Defaults of Config.Fetchers and Config.FetchQueue. With 32 fetchers (16 before) a
 // joining node's body commits come about 9 to a batch instead of 4-5: a third fewer
@@ -24,12 +25,35 @@ const (
 	DefaultFetchQueue = 4096
 )
 
-// fetchJob asks a worker for the body of id, first from first (zero Peer: none).
+// fetchJob asks a worker for the bodies of ids, first from first (zero Peer: none).
+// Several IDs (from one events answer) are asked of first in one request when
+// Config.Bulk allows (bulk.go); the rest, and any single ID, one by one.
 type fetchJob struct {
-	id    string
+	ids   []string
 	first Peer
-	// done, when set, receives the outcome; it must not block.
+	// done, when set, receives the outcome of a job of one ID; it must not block.
 	done func(error)
+}
+
+// bulkChunk is how many IDs of one events answer a worker asks for in one request:
+// enough that the per-request work is shared, few enough that a join's large answers
+// still spread over every worker (2,000 events make 63 jobs for 32 workers).
+const bulkChunk = 32
+
+// jobsOf splits the IDs of bodies needed after one events answer into the IDs of one
+// job each: chunks of up to bulkChunk with Config.Bulk, else one ID a job.
+func (r *Replicator) jobsOf(ids []string) [][]string {
+	size := 1
+	if r.bulk() {
+		size = bulkChunk
+	}
+	out := make([][]string, 0, (len(ids)+size-1)/size)
+	for len(ids) > 0 {
+		n := min(size, len(ids))
+		out = append(out, ids[:n:n])
+		ids = ids[n:]
+	}
+	return out
 }
 
 // submit queues j for a worker; it waits while the queue is full, and returns false
@@ -54,15 +78,24 @@ func (r *Replicator) fetchWorker() {
 		case <-r.ctx.Done():
 			return
 		case j := <-r.jobs:
-			err := r.fetchBody(r.ctx, j.id, j.first)
-			if j.done != nil {
-				j.done(err)
-				continue
+			ids := j.ids
+			if len(ids) > 1 && j.first != (Peer{}) && r.bulk() {
+				ids = r.fetchBulk(r.ctx, j.first, ids)
 			}
-			if err != nil && r.ctx.Err() == nil {
-				r.log.Debug("body not fetched yet", "id", j.id, "error", err)
-				signal(r.sweepSoon)
+			for _, id := range ids {
+				err := r.fetchBody(r.ctx, id, j.first)
+				if j.done != nil {
+					j.done(err)
+					continue
+				}
+				if err != nil && r.ctx.Err() == nil {
+					r.log.Debug("body not fetched yet", "id", id, "error", err)
+					signal(r.sweepSoon)
+				}
 			}
 		}
 	}
 }
+
+// bulk says whether several bodies may be asked for in one request (Config.Bulk).
+func (r *Replicator) bulk() bool { return r.cfg.Bulk != nil && r.cfg.Bulk() }

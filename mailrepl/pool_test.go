@@ -3,7 +3,6 @@ package mailrepl
 import (
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +18,13 @@ type inflight struct {
 	now, top int
 	gate     chan struct{} // nil: do not hold
 	lack     bool
+	// noBulk answers PathBodies 404, as a first-release node does.
+	noBulk bool
+	// singles and bulks count the requests of PathBody and of PathBodies.
+	singles, bulks int
+	// tail, when set, holds the end of every answer (after what the handler wrote,
+	// which is flushed) until it is closed.
+	tail chan struct{}
 }
 
 func (f *inflight) hold() {
@@ -42,19 +48,24 @@ func (f *inflight) lackBodies(on bool) {
 
 func (f *inflight) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, PathBody) {
+		if !isBodyPath(r.URL.Path) {
 			h.ServeHTTP(w, r)
 			return
 		}
 		f.mu.Lock()
-		if f.lack {
+		if r.URL.Path == PathBodies {
+			f.bulks++
+		} else {
+			f.singles++
+		}
+		if f.lack || f.noBulk && r.URL.Path == PathBodies {
 			f.mu.Unlock()
 			http.NotFound(w, r)
 			return
 		}
 		f.now++
 		f.top = max(f.top, f.now)
-		gate := f.gate
+		gate, tail := f.gate, f.tail
 		f.mu.Unlock()
 		defer func() {
 			f.mu.Lock()
@@ -69,7 +80,21 @@ func (f *inflight) wrap(h http.Handler) http.Handler {
 			}
 		}
 		h.ServeHTTP(w, r)
+		if tail != nil {
+			w.(http.Flusher).Flush()
+			select {
+			case <-tail:
+			case <-r.Context().Done():
+			}
+		}
 	})
+}
+
+// requests returns how many requests of PathBody and of PathBodies came in.
+func (f *inflight) requests() (singles, bulks int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.singles, f.bulks
 }
 
 func (f *inflight) counts() (now, top int) {

@@ -47,6 +47,10 @@ type Config struct {
 	// Fetchers is how many bodies are fetched at once (pool.go); FetchQueue how many
 	// IDs may wait for a fetcher before the peer loops and the sweeper wait.
 	Fetchers, FetchQueue int
+	// Bulk, when set and true, says every member serves PathBodies (feature level 2):
+	// the bodies of one events answer are then fetched several to a request. Nil or
+	// false: one request per body (PathBody), as every release serves.
+	Bulk func() bool
 	// StallTimeout cuts a body transfer that makes no progress this long.
 	StallTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait after a failed request.
@@ -397,8 +401,8 @@ func (r *Replicator) runPeer(ctx context.Context, p Peer, l *peerLoop) {
 			if err != nil {
 				log.Warn("cannot apply events from peer", "error", err)
 			}
-			for _, id := range need {
-				if !r.submit(ctx, fetchJob{id: id, first: p}) {
+			for _, ids := range r.jobsOf(need) {
+				if !r.submit(ctx, fetchJob{ids: ids, first: p}) {
 					return // the loop or the replicator ends; the sweeper finds the rest later
 				}
 			}
@@ -480,7 +484,7 @@ func (r *Replicator) sweep() (failed int) {
 	sent := 0
 	for _, m := range missing {
 		id := m.ID
-		if !r.submit(r.ctx, fetchJob{id: id, done: func(err error) {
+		if !r.submit(r.ctx, fetchJob{ids: []string{id}, done: func(err error) {
 			if err != nil {
 				r.log.Debug("missing body not fetched", "id", id, "error", err)
 			}

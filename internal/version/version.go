@@ -34,7 +34,9 @@ const (
 	LevelRelease010 = fsm.LevelRelease010
 	// LevelClusterVersion adds the cluster version: nodes report their version and
 	// level, the log carries the SetClusterVersion command, and a node stops applying
-	// at an entry it does not know instead of skipping it.
+	// at an entry it does not know instead of skipping it. Its wire features: batched
+	// forwarded writes (cluster/batch.go) and several mail bodies to a request
+	// (mailrepl.PathBodies).
 	LevelClusterVersion = fsm.LevelClusterVersion
 )
 

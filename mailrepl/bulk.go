@@ -1,0 +1,158 @@
+package mailrepl
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/pmgcm/pmgcm/mailstore"
+)
+
+// bulkMaxBody is the largest body fetched with others (PathBodies); a larger one is
+// fetched alone, where a transfer broken mid-body resumes at its offset.
+const bulkMaxBody = 1 << 20
+
+// fetchBulk fetches the bodies of ids from p in one request of PathBodies and returns
+// the IDs it did not settle, for the one-by-one path (fetchBody): those p lacks, those
+// a transfer begun before left partly received, those too large, and every one after a
+// failure. A body held, unknown, deleted or being fetched by another worker is settled.
+// Each received body commits on its own goroutine while the next one streams in, so
+// the commits of one answer share the store's batches.
+func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left []string) {
+	pctx, ok := r.loopContext(p)
+	if !ok {
+		return ids
+	}
+	pctx, cancel := context.WithCancel(pctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+
+	var ws []*mailstore.BodyWriter
+	for _, id := range ids {
+		w, off, err := r.store.BeginBody(id)
+		switch {
+		case errors.Is(err, mailstore.ErrExists), errors.Is(err, mailstore.ErrNotFound), errors.Is(err, mailstore.ErrBusy):
+		case err != nil:
+			left = append(left, id)
+		case off > 0 || w.Meta().Size > bulkMaxBody:
+			_ = w.Close() // keeps the partial file: fetchBody resumes it
+			left = append(left, id)
+		default:
+			ws = append(ws, w)
+		}
+	}
+	if len(ws) == 0 {
+		return left
+	}
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
+	settled := 0
+	err := r.streamBodies(pctx, p, ws, func(w *mailstore.BodyWriter) {
+		settled++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Commit(); err != nil && !errors.Is(err, mailstore.ErrExists) && !errors.Is(err, mailstore.ErrNotFound) {
+				if ctx.Err() == nil {
+					r.log.Warn("body from a bulk transfer not committed", "id", w.Meta().ID, "cid", p.CID, "error", err)
+				}
+				mu.Lock()
+				left = append(left, w.Meta().ID)
+				mu.Unlock()
+			}
+		}()
+	}, func(w *mailstore.BodyWriter) {
+		settled++
+		_ = w.Close()
+		mu.Lock()
+		left = append(left, w.Meta().ID)
+		mu.Unlock()
+	})
+	for _, w := range ws[settled:] {
+		_ = w.Close()
+	}
+	wg.Wait()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errNotHere) {
+		r.log.Debug("bulk body transfer failed, fetching the rest one by one", "cid", p.CID, "address", p.Addr, "bodies", len(ws)-settled, "error", err)
+	}
+	for _, w := range ws[settled:] {
+		left = append(left, w.Meta().ID)
+	}
+	return left
+}
+
+// streamBodies asks p for the bodies of ws and writes each into its writer in turn:
+// received is called with each whole one, lacking with each p does not hold. It stops
+// at the first error, leaving the writers not handed to either callback to the caller;
+// a whole answer of 404 (a node that does not serve PathBodies) is errNotHere. Like a
+// single transfer it is cut after StallTimeout without progress.
+func (r *Replicator) streamBodies(ctx context.Context, p Peer, ws []*mailstore.BodyWriter, received, lacking func(*mailstore.BodyWriter)) (err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
+			err = fmt.Errorf("%w after %s: %w", errStalled, r.cfg.StallTimeout, err)
+		}
+	}()
+	ids := make([]string, len(ws))
+	for i, w := range ws {
+		ids[i] = w.Meta().ID
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, bodiesURL(p.Addr, ids), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.cfg.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return errNotHere
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("%w: bodies: %s", ErrPeer, resp.Status)
+	}
+	br := bufio.NewReaderSize(&progressReader{r: resp.Body, progress: func() { watchdog.Reset(r.cfg.StallTimeout) }}, 4096)
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	for _, w := range ws {
+		meta := w.Meta()
+		h, err := readFrameHead(br)
+		switch {
+		case err != nil:
+			return err
+		case h.id != meta.ID:
+			return fmt.Errorf("%w: bodies: %s where %s was due", ErrPeer, h.id, meta.ID)
+		case !h.held:
+			lacking(w)
+			continue
+		case h.size != meta.Size || h.sha256 != meta.SHA256:
+			return fmt.Errorf("%w: body %s: size or sha256 differs from the event's", ErrPeer, meta.ID)
+		}
+		n, err := copyFull(w, io.LimitReader(br, h.size), *buf)
+		if err == nil && n != h.size {
+			err = fmt.Errorf("%w: body %s: short by %d bytes", ErrPeer, meta.ID, h.size-n)
+		}
+		if err != nil {
+			return err
+		}
+		received(w)
+	}
+	// Read to the answer's end, so that the connection is kept for the next fetch (a
+	// body not read to its end makes the client close it: a new TLS handshake).
+	if _, err := br.ReadByte(); err != io.EOF {
+		return fmt.Errorf("%w: bodies: more than was asked for", ErrPeer)
+	}
+	return nil
+}
