@@ -128,6 +128,10 @@ func FuzzFrameHead(f *testing.F) {
 	f.Add([]byte("01-1 5 x\n"))
 	f.Add([]byte(strings.Repeat("9", 300) + "\n"))
 	f.Add([]byte("1-1 5"))
+	// Forms serveFrame never writes, which the decoder refuses.
+	f.Add([]byte("1-1 05 " + strings.Repeat("ab", 32) + "\n"))
+	f.Add([]byte("1-1 +5 " + strings.Repeat("ab", 32) + "\n"))
+	f.Add([]byte("1-1 5 " + strings.Repeat("AB", 32) + "\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		br := bufio.NewReaderSize(bytes.NewReader(b), 4096)
 		h, err := readFrameHead(br)
@@ -139,6 +143,9 @@ func FuzzFrameHead(f *testing.F) {
 				t.Fatalf("error %v wraps no ErrPeer", err)
 			}
 			return
+		}
+		if h.held && h.sha256 != strings.ToLower(h.sha256) {
+			t.Fatalf("decoded a SHA-256 not in lower case (Meta.SHA256's form): %q", h.sha256)
 		}
 		line := h.id + " -\n"
 		if h.held {
