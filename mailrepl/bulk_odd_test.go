@@ -218,3 +218,27 @@ func TestBulkLeavesPartialToResume(t *testing.T) {
 		t.Fatalf("partial file: %v %v, want its 1000 bytes kept", st, err)
 	}
 }
+
+// TestHandlerBodiesCorrupt: a body that fails the serving node's check on the way out
+// cuts the PathBodies answer (the asker must not see it end well) and is moved aside
+// there, to be fetched again from a peer.
+func TestHandlerBodiesCorrupt(t *testing.T) {
+	c := newCluster(t, 1)
+	st := c.nodes[0].store
+	srv := httptest.NewServer(Handler(st))
+	t.Cleanup(srv.Close)
+	a, bad := c.accept(0, 3000), c.accept(0, 5000)
+	corrupt(t, st, bad.ID)
+	resp, err := http.Get(srv.URL + PathBodies + "?ids=" + a.ID + "," + bad.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("the answer with a corrupt body ended well")
+	}
+	missing, err := st.Missing()
+	if err != nil || len(missing) != 1 || missing[0].ID != bad.ID {
+		t.Fatalf("missing %v (%v), want %s moved aside", missing, err, bad.ID)
+	}
+}
