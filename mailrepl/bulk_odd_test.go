@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pmgcm/pmgcm/mailstore"
 )
@@ -25,7 +26,7 @@ type bulkPeer struct {
 	p      Peer
 	ms     []mailstore.Meta
 	bodies map[string][]byte
-	answer func(w http.ResponseWriter, ids []string)
+	answer func(w http.ResponseWriter, r *http.Request, ids []string)
 }
 
 func newBulkPeer(t *testing.T, n int) *bulkPeer {
@@ -54,7 +55,7 @@ func newBulkPeer(t *testing.T, n int) *bulkPeer {
 		t.Fatalf("need %v: %v", need, err)
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.answer(w, strings.Split(r.URL.Query().Get("ids"), ","))
+		b.answer(w, r, strings.Split(r.URL.Query().Get("ids"), ","))
 	}))
 	t.Cleanup(srv.Close)
 	b.p = Peer{CID: 9, Addr: strings.TrimPrefix(srv.URL, "http://")}
@@ -164,7 +165,7 @@ func TestBulkOddAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBulkPeer(t, 4)
-			b.answer = func(w http.ResponseWriter, ids []string) { tc.answer(b, w, ids) }
+			b.answer = func(w http.ResponseWriter, _ *http.Request, ids []string) { tc.answer(b, w, ids) }
 			left := b.r.fetchBulk(context.Background(), b.p, b.ids())
 			var held, want []string
 			for i, m := range b.ms {
@@ -198,9 +199,9 @@ func TestBulkLeavesPartialToResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = w.Close()
-	var asked []string
-	b.answer = func(w http.ResponseWriter, ids []string) {
-		asked = ids
+	asked := make(chan []string, 1)
+	b.answer = func(w http.ResponseWriter, _ *http.Request, ids []string) {
+		asked <- ids
 		for _, id := range ids {
 			for _, m := range b.ms {
 				if m.ID == id {
@@ -210,8 +211,8 @@ func TestBulkLeavesPartialToResume(t *testing.T) {
 		}
 	}
 	left := b.r.fetchBulk(context.Background(), b.p, b.ids())
-	if !slices.Equal(left, []string{part.ID}) || slices.Contains(asked, part.ID) {
-		t.Fatalf("left %v, asked for %v; want only %s left, not asked for", left, asked, part.ID)
+	if ids := <-asked; !slices.Equal(left, []string{part.ID}) || slices.Contains(ids, part.ID) {
+		t.Fatalf("left %v, asked for %v; want only %s left, not asked for", left, ids, part.ID)
 	}
 	b.check(t, b.ms[1].ID, b.ms[2].ID)
 	if st, err := os.Stat(b.dst.BodyPath(part.ID) + ".part"); err != nil || st.Size() != 1000 {
@@ -241,4 +242,49 @@ func TestHandlerBodiesCorrupt(t *testing.T) {
 	if err != nil || len(missing) != 1 || missing[0].ID != bad.ID {
 		t.Fatalf("missing %v (%v), want %s moved aside", missing, err, bad.ID)
 	}
+}
+
+// TestBulkStall: a peer that stops sending in the middle of an answer is cut after
+// StallTimeout without progress; what came whole is committed, the rest is left.
+func TestBulkStall(t *testing.T) {
+	b := newBulkPeer(t, 3)
+	b.r.cfg.StallTimeout = 300 * time.Millisecond
+	b.answer = func(w http.ResponseWriter, r *http.Request, _ []string) {
+		b.frame(w, b.ms[0])
+		m := b.ms[1]
+		fmt.Fprintf(w, "%s %d %s\n", m.ID, m.Size, m.SHA256)
+		_, _ = w.Write(b.bodies[m.ID][:100])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}
+	done := make(chan []string, 1)
+	go func() { done <- b.r.fetchBulk(context.Background(), b.p, b.ids()) }()
+	select {
+	case left := <-done:
+		if !slices.Equal(left, []string{b.ms[1].ID, b.ms[2].ID}) {
+			t.Fatalf("left %v", left)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stalled answer held fetchBulk for 10 s (StallTimeout 300 ms)")
+	}
+	b.check(t, b.ms[0].ID)
+}
+
+// TestBulkSlowButSteady: the stall watchdog counts from the last progress, not from the
+// request: an answer longer than StallTimeout in all, which never pauses that long, is
+// not cut.
+func TestBulkSlowButSteady(t *testing.T) {
+	b := newBulkPeer(t, 5)
+	b.r.cfg.StallTimeout = time.Second
+	b.answer = func(w http.ResponseWriter, _ *http.Request, _ []string) {
+		for _, m := range b.ms {
+			b.frame(w, m)
+			w.(http.Flusher).Flush()
+			time.Sleep(300 * time.Millisecond) // the peer's pace, 1.5 s in all
+		}
+	}
+	if left := b.r.fetchBulk(context.Background(), b.p, b.ids()); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+	b.check(t, b.ids()...)
 }
