@@ -12,7 +12,7 @@ import (
 // queue (Config.FetchQueue) and wait when it is full, so that a node far behind neither
 // holds an unbounded list nor runs ahead of its bodies by more than the queue; memory is
 // bounded by Fetchers transfers (each streams to the store through one copy buffer)
-// plus the queued jobs (each of at most MaxBulkIDs IDs). A worker asks PathBody for
+// plus the queued jobs (each of at most bulkChunk IDs). A worker asks PathBody for
 // each body, which every release serves, or, once every member serves it (Config.Bulk),
 // PathBodies for the bodies of one events answer at once (bulk.go).
 

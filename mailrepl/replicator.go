@@ -45,7 +45,8 @@ type Config struct {
 	// Batch is the most events asked for at once.
 	Batch int
 	// Fetchers is how many bodies are fetched at once (pool.go); FetchQueue how many
-	// IDs may wait for a fetcher before the peer loops and the sweeper wait.
+	// jobs may wait for a fetcher before the peer loops and the sweeper wait (a job is
+	// one ID, or with Bulk up to 32 of one events answer).
 	Fetchers, FetchQueue int
 	// Bulk, when set and true, says every member serves PathBodies (feature level 2):
 	// the bodies of one events answer are then fetched several to a request. Nil or
