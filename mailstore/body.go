@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -84,11 +85,15 @@ func (s *Store) markMissing(id string) error {
 }
 
 // BodyWriter receives a body from a peer into a partial file. Exactly one
-// writer may exist per message; Close it (or Commit) to let go.
+// writer may exist per message; Close it (or Commit) to let go. Its file is opened
+// by the first Write (or by Commit), not by BeginBody: a fetcher that begins the
+// writers of several bodies before their bytes arrive (mailrepl's bulk fetch) holds
+// no descriptor for those still waiting.
 type BodyWriter struct {
 	s      *Store
 	meta   Meta
-	f      *os.File
+	part   string   // the partial file's path
+	f      *os.File // nil until the first Write
 	h      hash.Hash
 	n      int64
 	bad    error
@@ -127,30 +132,56 @@ func (s *Store) BeginBody(id string) (*BodyWriter, int64, error) {
 		}
 		return nil, 0, fmt.Errorf("%w: %s", ErrExists, id)
 	}
-	f, err := os.OpenFile(final+".part", os.O_RDWR|os.O_CREATE, 0o640)
-	if err != nil {
-		s.release(id)
-		return nil, 0, fmt.Errorf("mailstore: begin body: %w", err)
-	}
-	w := &BodyWriter{s: s, meta: m, f: f, h: sha256.New()}
-	st, err := f.Stat()
-	if err == nil && st.Size() > m.Size {
-		err = f.Truncate(0)
-	}
-	if err == nil && st.Size() > 0 && st.Size() <= m.Size {
-		// Resuming: hash what arrived before (a new file has nothing to hash, and
-		// io.Copy would allocate its buffer for it).
-		w.n, err = io.Copy(w.h, io.NewSectionReader(f, 0, st.Size()))
-	}
-	if err == nil {
-		_, err = f.Seek(w.n, io.SeekStart)
-	}
-	if err != nil {
+	w := &BodyWriter{s: s, meta: m, part: final + ".part", h: sha256.New()}
+	if err := w.resume(); err != nil {
 		w.bad = err
 		_ = w.Close()
 		return nil, 0, fmt.Errorf("mailstore: begin body: %w", err)
 	}
 	return w, w.n, nil
+}
+
+// resume takes up what an earlier writer left in the partial file: it hashes it when
+// it is no longer than the body (the sender starts after it), and empties it when it
+// is longer. No partial file is nothing to resume.
+func (w *BodyWriter) resume() error {
+	st, err := os.Stat(w.part)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case st.Size() > w.meta.Size:
+		return os.Truncate(w.part, 0)
+	case st.Size() == 0:
+		return nil
+	}
+	f, err := os.Open(w.part)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w.n, err = io.Copy(w.h, io.NewSectionReader(f, 0, st.Size()))
+	return err
+}
+
+// open opens the partial file for writing after what it holds (w.n bytes).
+func (w *BodyWriter) open() error {
+	if w.f != nil {
+		return nil
+	}
+	f, err := os.OpenFile(w.part, os.O_WRONLY|os.O_CREATE, 0o640)
+	if err == nil {
+		_, err = f.Seek(w.n, io.SeekStart)
+		if err != nil {
+			_ = f.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("mailstore: body %s: %w", w.meta.ID, err)
+	}
+	w.f = f
+	return nil
 }
 
 // Meta returns the metadata the body is checked against.
@@ -168,6 +199,10 @@ func (w *BodyWriter) Write(p []byte) (int, error) {
 	if w.n+int64(len(p)) > w.meta.Size {
 		w.bad = fmt.Errorf("%w: %s: more than %d bytes", ErrChecksum, w.meta.ID, w.meta.Size)
 		return 0, w.bad
+	}
+	if err := w.open(); err != nil {
+		w.bad = err
+		return 0, err
 	}
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])
@@ -202,9 +237,12 @@ func (w *BodyWriter) Commit() error {
 	// the mark leaves a file the index does not know, which BeginBody re-hashes and
 	// adopts or replaces.
 	final := w.s.BodyPath(id)
-	err := w.f.Close()
+	err := w.open() // a body of no bytes, or one the partial file held whole, had no Write
 	if err == nil {
-		err = os.Rename(final+".part", final)
+		err = w.f.Close()
+	}
+	if err == nil {
+		err = os.Rename(w.part, final)
 	}
 	if err != nil {
 		return fmt.Errorf("mailstore: commit body: %w", err)
@@ -220,9 +258,12 @@ func (w *BodyWriter) Close() error {
 		return nil
 	}
 	w.closed = true
-	err := w.f.Close()
+	var err error
+	if w.f != nil {
+		err = w.f.Close()
+	}
 	if w.bad != nil {
-		_ = os.Remove(w.s.BodyPath(w.meta.ID) + ".part")
+		_ = os.Remove(w.part)
 	}
 	w.s.release(w.meta.ID)
 	return err

@@ -178,3 +178,81 @@ func commitFrom(t *testing.T, src, dst *Store, id string) error {
 	}
 	return w.Commit()
 }
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// TestBodyWriterOpensOnWrite: a BodyWriter holds no descriptor until its first Write, so
+// that a fetcher may begin the writers of a whole bulk answer at once (mailrepl) without
+// holding a file for each; a partial file that already holds the whole body commits with
+// no Write at all.
+func TestBodyWriterOpensOnWrite(t *testing.T) {
+	a, b := newStore(t, 1), newStore(t, 2)
+	raws := map[string][]byte{}
+	for k := 0; k < 20; k++ {
+		raw := message("opens on write", 2000+k)
+		raws[accept(t, a, raw).ID] = raw
+	}
+	ids := replicate(t, a, b)
+	// The source closes first: its journal's segments open and close in the background.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := openFDs(t)
+	var ws []*BodyWriter
+	for _, id := range ids {
+		w, off, err := b.BeginBody(id)
+		if err != nil || off != 0 {
+			t.Fatalf("begin %s: %d %v", id, off, err)
+		}
+		ws = append(ws, w)
+	}
+	if n := openFDs(t); n > before {
+		t.Fatalf("%d writers begun hold %d descriptors", len(ws), n-before)
+	}
+	for i, w := range ws {
+		raw := raws[ids[i]]
+		if i == 0 {
+			// The first: its partial file holds the whole body already (an earlier
+			// writer's), and it commits with no Write.
+			if _, err := w.Write(raw); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w2, off, err := b.BeginBody(ids[0])
+			if err != nil || off != int64(len(raw)) {
+				t.Fatalf("resume: %d %v", off, err)
+			}
+			if err := w2.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if _, err := w.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		if n := openFDs(t); n != before+1 {
+			t.Fatalf("one writer written to: %d descriptors more, want 1", n-before)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := openFDs(t); n > before {
+		t.Fatalf("%d descriptors left open", n-before)
+	}
+	for _, id := range ids {
+		if got := readBody(t, b, id); !bytes.Equal(got, raws[id]) {
+			t.Fatalf("body of %s: %d bytes, want %d", id, len(got), len(raws[id]))
+		}
+	}
+}
