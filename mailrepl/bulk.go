@@ -81,7 +81,13 @@ func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left 
 	}
 	wg.Wait()
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errNotHere) {
-		r.log.Debug("bulk body transfer failed, fetching the rest one by one", "cid", p.CID, "address", p.Addr, "bodies", len(ws)-settled, "error", err)
+		// The rest are fetched one by one at once; a stall (StallTimeout lost) is worth
+		// a warning, as in a single transfer.
+		log := r.log.Debug
+		if errors.Is(err, errStalled) {
+			log = r.log.Warn
+		}
+		log("bulk body transfer failed, fetching the rest one by one", "cid", p.CID, "address", p.Addr, "bodies", len(ws)-settled, "error", err)
 	}
 	for _, w := range ws[settled:] {
 		left = append(left, w.Meta().ID)

@@ -14,7 +14,10 @@ import (
 // bounded by Fetchers transfers (each streams to the store through one copy buffer)
 // plus the queued jobs (each of at most bulkChunk IDs). A worker asks PathBody for
 // each body, which every release serves, or, once every member serves it (Config.Bulk),
-// PathBodies for the bodies of one events answer at once (bulk.go).
+// PathBodies for the bodies of one events answer at once (bulk.go). Descriptors: a
+// worker holds the partial file of the body streaming in, and those of the bodies
+// before it until their commits have closed them; the writers of the bodies still to
+// come hold none (mailstore.BodyWriter opens its file at the first Write).
 
 // Defaults of Config.Fetchers and Config.FetchQueue. With 32 fetchers (16 before) a
 // joining node's body commits come about 9 to a batch instead of 4-5: a third fewer
