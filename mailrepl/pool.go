@@ -86,6 +86,9 @@ func (r *Replicator) fetchWorker() {
 				ids = r.fetchBulk(r.ctx, j.first, ids)
 			}
 			for _, id := range ids {
+				if r.ctx.Err() != nil {
+					return // closing: the rest is found missing at the next start
+				}
 				err := r.fetchBody(r.ctx, id, j.first)
 				if j.done != nil {
 					j.done(err)
