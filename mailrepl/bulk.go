@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/pmgcm/pmgcm/mailstore"
 )
@@ -101,15 +100,9 @@ func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left 
 // a whole answer of 404 (a node that does not serve PathBodies) is errNotHere. Like a
 // single transfer it is cut after StallTimeout without progress.
 func (r *Replicator) streamBodies(ctx context.Context, p Peer, ws []*mailstore.BodyWriter, received, lacking func(*mailstore.BodyWriter)) (err error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
-	defer watchdog.Stop()
-	defer func() {
-		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
-			err = fmt.Errorf("%w after %s: %w", errStalled, r.cfg.StallTimeout, err)
-		}
-	}()
+	sw := r.watchStall(ctx)
+	defer sw.stop(&err)
+	ctx = sw.ctx
 	ids := make([]string, len(ws))
 	for i, w := range ws {
 		ids[i] = w.Meta().ID
@@ -129,7 +122,7 @@ func (r *Replicator) streamBodies(ctx context.Context, p Peer, ws []*mailstore.B
 	case resp.StatusCode != http.StatusOK:
 		return fmt.Errorf("%w: bodies: %s", ErrPeer, resp.Status)
 	}
-	br := bufio.NewReaderSize(&progressReader{r: resp.Body, progress: func() { watchdog.Reset(r.cfg.StallTimeout) }}, 4096)
+	br := bufio.NewReaderSize(&progressReader{r: resp.Body, progress: sw.progress}, 4096)
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
 	for _, w := range ws {

@@ -95,20 +95,9 @@ func (r *Replicator) fetchFrom(ctx context.Context, p Peer, id string) error {
 // bytes arrived.
 func (r *Replicator) transfer(ctx context.Context, p Peer, w *mailstore.BodyWriter, off int64) (n int64, err error) {
 	meta := w.Meta()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	// A peer that stops (stopped process, dead link) must not hold the transfer forever:
-	// cut it after StallTimeout without progress. The watch starts before the request is
-	// sent, so that it bounds the dial, the request and the wait for the answer's head too
-	// (the client has no response-header timeout: NewHTTPClient), then each read of the
-	// body starts it again.
-	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
-	defer watchdog.Stop()
-	defer func() {
-		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
-			err = fmt.Errorf("%w after %s: %w", errStalled, r.cfg.StallTimeout, err)
-		}
-	}()
+	sw := r.watchStall(ctx)
+	defer sw.stop(&err)
+	ctx = sw.ctx
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, bodyURL(p.Addr, meta.ID, off), nil)
 	if err != nil {
 		return 0, err
@@ -128,11 +117,43 @@ func (r *Replicator) transfer(ctx context.Context, p Peer, w *mailstore.BodyWrit
 	}
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
-	n, err = copyFull(w, &progressReader{r: resp.Body, progress: func() { watchdog.Reset(r.cfg.StallTimeout) }}, *buf)
+	n, err = copyFull(w, &progressReader{r: resp.Body, progress: sw.progress}, *buf)
 	if err == nil && off+n != meta.Size {
 		err = fmt.Errorf("%w: body %s: short by %d bytes", ErrPeer, meta.ID, meta.Size-off-n)
 	}
 	return n, err
+}
+
+// stallWatch cuts a transfer that makes no progress for Config.StallTimeout: a peer that
+// stops (stopped process, dead link) must not hold it forever. The watch starts before the
+// request is sent, so that it bounds the dial, the request and the wait for the answer's
+// head too (the client has no response-header timeout: NewHTTPClient), then each read of
+// the body starts it again (progress).
+type stallWatch struct {
+	ctx     context.Context // the transfer's: cut with cause errStalled
+	cancel  context.CancelCauseFunc
+	timer   *time.Timer
+	timeout time.Duration
+}
+
+// watchStall starts a stallWatch over a transfer under ctx; stop it when the transfer ends.
+func (r *Replicator) watchStall(ctx context.Context) *stallWatch {
+	ctx, cancel := context.WithCancelCause(ctx)
+	sw := &stallWatch{ctx: ctx, cancel: cancel, timeout: r.cfg.StallTimeout}
+	sw.timer = time.AfterFunc(sw.timeout, func() { cancel(errStalled) })
+	return sw
+}
+
+// progress restarts the watch: bytes came in.
+func (sw *stallWatch) progress() { sw.timer.Reset(sw.timeout) }
+
+// stop ends the watch and its context; an error *err of a transfer the watch cut says so.
+func (sw *stallWatch) stop(err *error) {
+	sw.timer.Stop()
+	if *err != nil && errors.Is(context.Cause(sw.ctx), errStalled) {
+		*err = fmt.Errorf("%w after %s: %w", errStalled, sw.timeout, *err)
+	}
+	sw.cancel(nil)
 }
 
 // copyBuffers are the transfers' copy buffers: one per body in flight, reused, so that a
