@@ -16,9 +16,10 @@ import (
 // fetched alone, where a transfer broken mid-body resumes at its offset.
 const bulkMaxBody = 1 << 20
 
-// fetchBulk fetches the bodies of ids from p in one request of PathBodies and returns
-// the IDs it did not settle, for the one-by-one path (fetchBody): those p lacks, those
-// a transfer begun before left partly received, those too large, and every one after a
+// fetchBulk fetches the bodies of ids from p in one request of PathBodies, and those p
+// lacks from their origin in one more (fromOrigins). It returns the IDs it did not
+// settle, for the one-by-one path (fetchBody): those no node asked holds, those a
+// transfer begun before left partly received, those too large, and every one after a
 // failure. A body held, unknown, deleted or being fetched by another worker is settled.
 // Each received body commits on its own goroutine while the next one streams in, so
 // the commits of one answer share the store's batches.
@@ -54,6 +55,7 @@ func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left 
 		mu sync.Mutex
 	)
 	settled := 0
+	var lack []string // the bodies p does not hold
 	err := r.streamBodies(pctx, p, ws, func(w *mailstore.BodyWriter) {
 		settled++
 		wg.Add(1)
@@ -71,9 +73,7 @@ func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left 
 	}, func(w *mailstore.BodyWriter) {
 		settled++
 		_ = w.Close()
-		mu.Lock()
-		left = append(left, w.Meta().ID)
-		mu.Unlock()
+		lack = append(lack, w.Meta().ID) // on this goroutine, as settled
 	})
 	for _, w := range ws[settled:] {
 		_ = w.Close()
@@ -90,6 +90,31 @@ func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left 
 	}
 	for _, w := range ws[settled:] {
 		left = append(left, w.Meta().ID)
+	}
+	return append(left, r.fromOrigins(ctx, p, lack)...)
+}
+
+// fromOrigins fetches bodies that p, which sent their events, does not hold, in bulk from
+// their origins' nodes: p relayed another origin's events before it had their bodies
+// (replication is transitive). It returns the IDs still to fetch one by one: those whose
+// origin is p or has no running loop, and those the origin did not settle.
+func (r *Replicator) fromOrigins(ctx context.Context, p Peer, ids []string) (left []string) {
+	byOrigin := map[uint64][]string{}
+	for _, id := range ids {
+		origin, _, err := mailstore.ParseID(id)
+		if err != nil || origin == p.CID {
+			left = append(left, id)
+			continue
+		}
+		byOrigin[origin] = append(byOrigin[origin], id)
+	}
+	for origin, group := range byOrigin {
+		o, ok := r.originPeer(origin)
+		if !ok || ctx.Err() != nil {
+			left = append(left, group...)
+			continue
+		}
+		left = append(left, r.fetchBulk(ctx, o, group)...) // o is their origin: no further hop
 	}
 	return left
 }

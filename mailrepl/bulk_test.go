@@ -213,3 +213,35 @@ func TestBulkKeepsConnection(t *testing.T) {
 		t.Fatalf("3 answers took %d connections, want 1", n)
 	}
 }
+
+// TestBulkLackingFromOrigin: a peer that relays another origin's events before it holds
+// their bodies answers "-" for them; the asker then asks the origin for all of them in
+// one more bulk request, not each of them of the relay and then of the origin alone.
+func TestBulkLackingFromOrigin(t *testing.T) {
+	c := newCluster(t, 3)
+	c.bulk.Store(true)
+	var ms []mailstore.Meta
+	for k := 0; k < 10; k++ {
+		ms = append(ms, c.accept(0, 8_000))
+	}
+	// Node 1 has the events, not the bodies (its replicator does not run); node 2 can
+	// learn the events from node 1 only.
+	src, relay := c.nodes[0].store, c.nodes[1].store
+	evs, _, _, err := src.Feed(relay.FeedHeads(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.ApplyEvents(evs); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[0].fl.mu.Lock()
+	c.nodes[0].fl.noEvents = true
+	c.nodes[0].fl.mu.Unlock()
+	c.start(2)
+	testutil.Poll(t, "every body on node 2", settle, c.verified(2, ms...))
+	for i, want := range [][2]int{{0, 1}, {0, 1}} {
+		if singles, bulks := c.nodes[i].fl.requests(); singles != want[0] || bulks != want[1] {
+			t.Fatalf("node %d answered %d single and %d bulk requests, want %v", i, singles, bulks, want)
+		}
+	}
+}

@@ -22,6 +22,8 @@ type inflight struct {
 	noBulk bool
 	// singles and bulks count the requests of PathBody and of PathBodies.
 	singles, bulks int
+	// noEvents answers PathEvents 503: the node's events are learnt from others only.
+	noEvents bool
 	// tail, when set, holds the end of every answer (after what the handler wrote,
 	// which is flushed) until it is closed.
 	tail chan struct{}
@@ -49,6 +51,13 @@ func (f *inflight) lackBodies(on bool) {
 func (f *inflight) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isBodyPath(r.URL.Path) {
+			f.mu.Lock()
+			no := f.noEvents && r.URL.Path == PathEvents
+			f.mu.Unlock()
+			if no {
+				http.Error(w, "no events here", http.StatusServiceUnavailable)
+				return
+			}
 			h.ServeHTTP(w, r)
 			return
 		}

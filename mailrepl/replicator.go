@@ -342,6 +342,18 @@ func (r *Replicator) peers(first Peer, origin uint64) []Peer {
 	return out
 }
 
+// originPeer returns the peer with a running loop whose CID is origin.
+func (r *Replicator) originPeer(origin uint64) (Peer, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := range r.loops {
+		if p.CID == origin {
+			return p, true
+		}
+	}
+	return Peer{}, false
+}
+
 // loopContext returns the context of p's running loop, which ends when p stops being a
 // peer; false when p has no loop.
 func (r *Replicator) loopContext(p Peer) (context.Context, bool) {
