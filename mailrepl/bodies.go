@@ -66,25 +66,23 @@ func readFrameHead(br *bufio.Reader) (frameHead, error) {
 
 // parseFrameHead decodes a frame head without its newline.
 func parseFrameHead(s string) (frameHead, error) {
+	bad := func() (frameHead, error) { return frameHead{}, fmt.Errorf("%w: %w: %q", ErrPeer, errFrame, s) }
 	f := strings.Split(s, " ")
 	if len(f) < 2 {
-		return frameHead{}, fmt.Errorf("%w: %w: %q", ErrPeer, errFrame, s)
+		return bad()
 	}
 	if _, _, err := mailstore.ParseID(f[0]); err != nil {
-		return frameHead{}, fmt.Errorf("%w: %w: %q", ErrPeer, errFrame, s)
+		return bad()
 	}
 	h := frameHead{id: f[0]}
 	if len(f) == 2 && f[1] == "-" {
 		return h, nil
 	}
-	if len(f) != 3 {
-		return frameHead{}, fmt.Errorf("%w: %w: %q", ErrPeer, errFrame, s)
-	}
 	// Only the forms serveFrame writes: a size in decimal without sign or leading zero,
 	// and the SHA-256 in lower-case hex, as in the events (Meta.SHA256).
 	size, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil || size < 0 || strconv.FormatInt(size, 10) != f[1] || !isLowerHex(f[2], 2*sha256.Size) {
-		return frameHead{}, fmt.Errorf("%w: %w: %q", ErrPeer, errFrame, s)
+	if len(f) != 3 || err != nil || size < 0 || strconv.FormatInt(size, 10) != f[1] || !isLowerHex(f[2], 2*sha256.Size) {
+		return bad()
 	}
 	h.held, h.size, h.sha256 = true, size, f[2]
 	return h, nil

@@ -24,20 +24,17 @@ const bulkMaxBody = 1 << 20
 // Each received body commits on its own goroutine while the next one streams in, so
 // the commits of one answer share the store's batches.
 func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left []string) {
-	pctx, ok := r.loopContext(p)
+	pctx, done, ok := r.peerContext(ctx, p)
 	if !ok {
 		return ids
 	}
-	pctx, cancel := context.WithCancel(pctx)
-	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
+	defer done()
 
 	var ws []*mailstore.BodyWriter
 	for _, id := range ids {
 		w, off, err := r.store.BeginBody(id)
 		switch {
-		case errors.Is(err, mailstore.ErrExists), errors.Is(err, mailstore.ErrNotFound), errors.Is(err, mailstore.ErrBusy):
+		case bodySettled(err):
 		case err != nil:
 			left = append(left, id)
 		case off > 0 || w.Meta().Size > bulkMaxBody:
@@ -61,7 +58,7 @@ func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w.Commit(); err != nil && !errors.Is(err, mailstore.ErrExists) && !errors.Is(err, mailstore.ErrNotFound) {
+			if err := w.Commit(); err != nil && !bodySettled(err) {
 				if ctx.Err() == nil {
 					r.log.Warn("body from a bulk transfer not committed", "id", w.Meta().ID, "cid", p.CID, "error", err)
 				}

@@ -36,21 +36,15 @@ func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error
 	}
 	var errs []error
 	for _, p := range r.peers(first, origin) {
-		// A transfer from a peer that leaves the members (removed, fenced) ends with its loop.
-		pctx, ok := r.loopContext(p)
+		pctx, done, ok := r.peerContext(ctx, p)
 		if !ok {
 			continue
 		}
-		pctx, cancel := context.WithCancel(pctx)
-		stop := context.AfterFunc(ctx, cancel)
 		err := r.fetchFrom(pctx, p, id)
-		stop()
-		cancel()
+		done()
 		switch {
-		case err == nil, errors.Is(err, mailstore.ErrExists), errors.Is(err, mailstore.ErrNotFound):
+		case err == nil, bodySettled(err):
 			return nil
-		case errors.Is(err, mailstore.ErrBusy):
-			return nil // another loop is fetching it
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
@@ -65,6 +59,26 @@ func (r *Replicator) fetchBody(ctx context.Context, id string, first Peer) error
 		return fmt.Errorf("%w: %s: no peer to ask", ErrNoSource, id)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrNoSource, id, errors.Join(errs...))
+}
+
+// peerContext returns a context for a transfer from p under ctx: it ends with ctx, or
+// when p leaves the members (removed, fenced) and its loop stops. done releases it;
+// false when p has no loop.
+func (r *Replicator) peerContext(ctx context.Context, p Peer) (_ context.Context, done func(), ok bool) {
+	pctx, ok := r.loopContext(p)
+	if !ok {
+		return nil, nil, false
+	}
+	pctx, cancel := context.WithCancel(pctx)
+	stop := context.AfterFunc(ctx, cancel)
+	return pctx, func() { stop(); cancel() }, true
+}
+
+// bodySettled says a body needs no more fetching after err from the store: it is here
+// (ErrExists), no longer wanted (ErrNotFound: unknown, deleted or purged), or another
+// worker is fetching it (ErrBusy).
+func bodySettled(err error) bool {
+	return errors.Is(err, mailstore.ErrExists) || errors.Is(err, mailstore.ErrNotFound) || errors.Is(err, mailstore.ErrBusy)
 }
 
 // fetchFrom fetches the body of id from p, resuming a broken transfer.

@@ -82,7 +82,7 @@ func (r *Replicator) fetchWorker() {
 			return
 		case j := <-r.jobs:
 			ids := j.ids
-			if len(ids) > 1 && j.first != (Peer{}) && r.bulk() {
+			if len(ids) > 1 { // only jobsOf makes these, with Config.Bulk, for a peer loop
 				ids = r.fetchBulk(r.ctx, j.first, ids)
 			}
 			for _, id := range ids {
