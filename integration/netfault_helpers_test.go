@@ -19,11 +19,17 @@ func newNetnsCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	ns := netfault.New(t) // cleaned up after newCluster's cleanup has killed the nodes
 	c := newCluster(t, n)
+	c.inNetns(ns)
+	return c
+}
+
+// inNetns runs every node's daemon of c inside ns. Make ns before c, so that the
+// namespace goes after the nodes.
+func (c *Cluster) inNetns(ns *netfault.NS) {
 	c.NS = ns
 	for _, node := range c.Nodes {
 		node.Launcher = ns.Launcher()
 	}
-	return c
 }
 
 // formNodes is form for the first k nodes of c only.

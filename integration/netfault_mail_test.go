@@ -26,10 +26,7 @@ func newNetnsMailCluster(t testing.TB, n int) *mailCluster {
 	t.Helper()
 	ns := netfault.New(t) // cleaned up after the cluster's cleanup has killed the nodes
 	mc := newMailCluster(t, n, false)
-	mc.NS = ns
-	for _, node := range mc.Nodes {
-		node.Launcher = ns.Launcher()
-	}
+	mc.inNetns(ns)
 	return mc
 }
 
