@@ -66,8 +66,8 @@ type mailSystem struct {
 type mailHost interface {
 	self() nodeFile
 	checkServing() error
-	// clusterVersion is the cluster's feature level (version.Level of its lowest member).
-	clusterVersion() int
+	// atLevel says whether every member speaks the features of level (Daemon.atLevel).
+	atLevel(level int) bool
 }
 
 // openMail opens the mail store, serves replication on the mail channel, starts the
@@ -114,8 +114,7 @@ func (ms *mailSystem) startReplicator() error {
 		return ms.mux.Dial(ctx, addr, transport.ChanMail)
 	}, ms.mux.HTTPClient(transport.ChanMail).Transport, cfg.Fetchers)
 	cfg.Logger = ms.logger.Named("mailrepl")
-	// Several bodies to a request once every member serves them (feature level 2).
-	cfg.Bulk = func() bool { return ms.host.clusterVersion() >= version.LevelClusterVersion }
+	cfg.Bulk = ms.bulkBodies
 	r, err := mailrepl.New(cfg)
 	if err != nil {
 		return err
@@ -126,6 +125,10 @@ func (ms *mailSystem) startReplicator() error {
 	ms.mu.Unlock()
 	return nil
 }
+
+// bulkBodies says whether the replicator may ask for several bodies to a request
+// (mailrepl.PathBodies): once every member serves them, at feature level 2.
+func (ms *mailSystem) bulkBodies() bool { return ms.host.atLevel(version.LevelClusterVersion) }
 
 // replicator returns the running replicator.
 func (ms *mailSystem) replicator() *mailrepl.Replicator {

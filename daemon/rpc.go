@@ -94,7 +94,7 @@ func newWriter(d *Daemon) *writer {
 	w := &writer{
 		raft: d.rn, peer: func() *cluster.Client { return d.peer }, fwd: func() *cluster.Forwarder { return d.fwd },
 		metrics: d.metrics, drain: d.drain, checkServing: d.checkServing,
-		canBatch: func() bool { return d.fsm.ClusterVersion() >= version.LevelClusterVersion },
+		canBatch: func() bool { return d.atLevel(version.LevelClusterVersion) },
 	}
 	w.localReads = newReadBatch(readTimeout, func(ctx context.Context) (uint64, error) {
 		return w.raft().ReadIndex(ctx)

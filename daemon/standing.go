@@ -91,5 +91,6 @@ func (d *Daemon) standing() standing { return d.self().standing() }
 // or fenced by a forced promotion elsewhere.
 func (d *Daemon) checkServing() error { return d.standing().err() }
 
-// clusterVersion is the feature level the cluster runs at (fsm.ClusterVersion).
-func (d *Daemon) clusterVersion() int { return d.fsm.ClusterVersion() }
+// atLevel says whether the cluster runs at feature level level or above (the cluster
+// version, fsm.ClusterVersion): a feature of that level may be used with every member.
+func (d *Daemon) atLevel(level int) bool { return d.fsm.ClusterVersion() >= level }
