@@ -225,13 +225,11 @@ func TestBulkLeavesPartialToResume(t *testing.T) {
 // cuts the PathBodies answer (the asker must not see it end well) and is moved aside
 // there, to be fetched again from a peer.
 func TestHandlerBodiesCorrupt(t *testing.T) {
-	c := newCluster(t, 1)
+	c := newCluster(t, 1) // node 0 serves Handler on its address
 	st := c.nodes[0].store
-	srv := httptest.NewServer(Handler(st))
-	t.Cleanup(srv.Close)
 	a, bad := c.accept(0, 3000), c.accept(0, 5000)
 	corrupt(t, st, bad.ID)
-	resp, err := http.Get(srv.URL + PathBodies + "?ids=" + a.ID + "," + bad.ID)
+	resp, err := http.Get("http://" + c.nodes[0].addr + PathBodies + "?ids=" + a.ID + "," + bad.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

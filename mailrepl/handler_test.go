@@ -117,14 +117,11 @@ func TestHandler(t *testing.T) {
 // TestHandlerBodies: PathBodies answers the bodies asked for in order, a frame of their
 // own for those it does not hold, and 400 for a bad list of IDs.
 func TestHandlerBodies(t *testing.T) {
-	c := newCluster(t, 1)
-	st := c.nodes[0].store
-	srv := httptest.NewServer(Handler(st))
-	t.Cleanup(srv.Close)
+	c := newCluster(t, 1) // node 0 serves Handler on its address
 	a, b := c.accept(0, 3000), c.accept(0, 70_000)
 	get := func(ids string) (*http.Response, []byte) {
 		t.Helper()
-		resp, err := http.Get(srv.URL + PathBodies + "?ids=" + ids)
+		resp, err := http.Get("http://" + c.nodes[0].addr + PathBodies + "?ids=" + ids)
 		if err != nil {
 			t.Fatal(err)
 		}
