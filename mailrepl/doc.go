@@ -27,8 +27,9 @@
 // bounded pool of workers fetches several at once (pool.go), so that a node that
 // lacks thousands (a join) overlaps their round trips and commits. Once every member
 // serves it, a worker asks for the bodies of one events answer in one request
-// (bodies.go, bulk.go); a body of more than 1 MiB, one a broken transfer left partly
-// received, and any the answer did not bring whole, are asked for alone.
+// (bodies.go, bulk.go), and those the peer lacks (it relayed another origin's events)
+// of their origin in one more; a body of more than 1 MiB, one a broken transfer left
+// partly received, and any no answer brought whole, are asked for alone.
 // A node serves what its index has committed (mailstore's feed): a message it
 // acknowledged a moment ago shows in a later answer, once indexed. Nothing compares
 // clocks of different nodes.
