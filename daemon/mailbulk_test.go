@@ -2,15 +2,10 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
-	"io"
-	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/internal/version"
 )
@@ -21,14 +16,8 @@ import (
 // the master records level 2.
 func TestBulkBodiesWaitForClusterVersion(t *testing.T) {
 	var oldGone atomic.Bool
-	rt := roundTrip(func(r *http.Request) (*http.Response, error) {
-		n := api.Node{Name: r.URL.Host}
-		if r.URL.Host != "127.0.0.3:8006" || oldGone.Load() { // pmg3 runs release 0.1.0 until upgraded
-			n.Version, n.Level = version.Version, version.Level
-		}
-		b, _ := json.Marshal(n)
-		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
-			Body: io.NopCloser(strings.NewReader(string(b)))}, nil
+	rt := nodeLevels(func(host string) bool { // pmg3 runs release 0.1.0 until upgraded
+		return host == "127.0.0.3:8006" && !oldGone.Load()
 	})
 	me := testMember(1, fsm.Voter)
 	d := leaderDaemon(t, rt, me, testMember(2, fsm.Voter), testMember(3, fsm.Voter))

@@ -24,17 +24,11 @@ import (
 func TestClusterVersionCountsFencedMembers(t *testing.T) {
 	var mu sync.Mutex
 	asked := map[string]bool{}
-	rt := roundTrip(func(r *http.Request) (*http.Response, error) {
+	rt := nodeLevels(func(host string) bool {
 		mu.Lock()
-		asked[r.URL.Host] = true
+		asked[host] = true
 		mu.Unlock()
-		n := api.Node{Name: r.URL.Host}
-		if r.URL.Host != "127.0.0.3:8006" { // pmg3 runs release 0.1.0: no level
-			n.Version, n.Level = version.Version, version.Level
-		}
-		b, _ := json.Marshal(n)
-		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
-			Body: io.NopCloser(strings.NewReader(string(b)))}, nil
+		return host == "127.0.0.3:8006" // pmg3 runs release 0.1.0: no level
 	})
 	me := testMember(1, fsm.Voter)
 	d := leaderDaemon(t, rt, me, testMember(2, fsm.Voter), testMember(3, fsm.Voter))
@@ -67,5 +61,19 @@ func TestClusterVersionCountsFencedMembers(t *testing.T) {
 	defer mu.Unlock()
 	if !asked["127.0.0.3:8006"] {
 		t.Errorf("the fenced member was not asked for its level (asked %v)", asked)
+	}
+}
+
+// nodeLevels answers every member's node request (api.Node) with this build's version and
+// level, or with none (release 0.1.0) for the hosts ("ip:port") old says.
+func nodeLevels(old func(host string) bool) roundTrip {
+	return func(r *http.Request) (*http.Response, error) {
+		n := api.Node{Name: r.URL.Host}
+		if !old(r.URL.Host) {
+			n.Version, n.Level = version.Version, version.Level
+		}
+		b, _ := json.Marshal(n)
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: r,
+			Body: io.NopCloser(strings.NewReader(string(b)))}, nil
 	}
 }
