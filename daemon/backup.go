@@ -60,14 +60,15 @@ func (bk *backups) writeBackup(withMail bool, open func(estimate int64) io.Write
 		return nil, err
 	}
 	idx, entries := bk.fsm.EntriesAt()
+	defer entries.Close()
 	h := backup.Header{ClusterID: bk.trust.knownCluster(), Index: idx, Created: time.Now().UTC(),
-		Entries: len(entries), WithMail: withMail, Mail: mail.count()}
+		Entries: entries.Len(), WithMail: withMail, Mail: mail.count()}
 	bw, err := backup.NewWriter(open(backupEstimate(entries, mail.list)), h)
-	for _, e := range entries {
-		if err != nil {
-			break
+	for i := 0; i < entries.Len() && err == nil; i++ {
+		var e fsm.Entry
+		if e, err = entries.At(i); err == nil {
+			err = bw.WriteEntry(backup.Entry{Key: e.Key, Value: e.Value, Version: e.Version})
 		}
-		err = bw.WriteEntry(backup.Entry{Key: e.Key, Value: e.Value, Version: e.Version})
 	}
 	if err == nil {
 		err = mail.write(bw)

@@ -213,7 +213,11 @@ func (c *controlAPI) handleConfigGet(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	e, ok := c.fsm.Get(key)
+	e, ok, err := c.fsm.Get(key)
+	if err != nil {
+		writeErr(w, fmt.Errorf("key %q: %w", key, err))
+		return
+	}
 	if !ok {
 		writeErr(w, fmt.Errorf("%w: key %q", fsm.ErrNotFound, key))
 		return
@@ -319,11 +323,16 @@ func (c *controlAPI) handleConfigList(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	// Streamed (issue 16): the values are shared with the state, each entry is encoded
-	// on its own; the bytes are those of an api.ConfigList encoded whole.
+	// Streamed (issue 16): each entry is read and encoded on its own; the bytes are
+	// those of an api.ConfigList encoded whole. A value that cannot be read ends the
+	// answer short, so that the client's decoder fails instead of taking a part.
 	entries := c.fsm.ListShared(r.URL.Query().Get("prefix"))
-	streamJSON(w, `{"entries":[`, `]}`, len(entries), func(i int) any {
-		e := entries[i]
+	defer entries.Close()
+	streamJSON(w, `{"entries":[`, `]}`, entries.Len(), func(i int) any {
+		e, err := entries.At(i)
+		if err != nil {
+			return unencodable{err}
+		}
 		ce := api.ConfigEntry{Key: e.Key, Version: e.Version, Size: len(e.Value)}
 		ce.Value, ce.ValueBase64 = encodeValue(e.Value)
 		return ce
@@ -380,6 +389,9 @@ func writeErr(w http.ResponseWriter, err error) {
 		code, status = api.CodeFenced, http.StatusConflict
 	case errors.Is(err, ErrBehind):
 		code, status = api.CodeBehind, http.StatusConflict
+	case errors.Is(err, fsm.ErrValueUnreadable):
+		hint = "this node's disk failed a read under DATA/fsm-values (see the kernel log: dmesg); " +
+			"restart pmgclusterd to rebuild the values from the Raft log, or read from another member"
 	case errors.Is(err, ErrBusy):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 	case errors.Is(err, ErrPromotionPending):

@@ -173,6 +173,14 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.key = key
 	d.fsm = fsm.New()
+	// Values out of the heap (issue 16): a cache of the replicated state, rebuilt at each
+	// start from the Raft snapshot and log.
+	spill := d.dir.file("fsm-values")
+	if err := d.fsm.SpillTo(spill, func(err error) {
+		d.logger.Warn("cannot write configuration values to disk: they stay in memory", "dir", spill, "error", err)
+	}); err != nil {
+		return err
+	}
 	d.raft = newRaftSlot(d)
 	d.trust = newPeerTrust(d) // before the mux: it authorizes the mux's peers
 	d.guard = newForwardGuard(d)
@@ -432,6 +440,9 @@ func (d *Daemon) Close() error {
 		}
 		d.drain.answerControl()
 		d.bg.Wait()
+		if d.fsm != nil {
+			d.fsm.Close() // after Raft: nothing applies any more
+		}
 		d.limits.close()
 		errs = append(errs, d.dir.close())
 		d.closeErr = errors.Join(errs...)

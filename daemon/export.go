@@ -127,7 +127,10 @@ func (e *exporter) sync() error {
 	}
 	var changes []fsm.Change
 	for _, p := range e.prefixes {
-		cs, reset := f.Changes(p, from)
+		cs, reset, err := f.Changes(p, from)
+		if err != nil {
+			return err
+		}
 		full = full || reset
 		changes = append(changes, cs...)
 	}

@@ -59,7 +59,11 @@ func (p *intakePolicy) load() {
 func (p *intakePolicy) setting(key string) (string, bool) {
 	c := p.cache.Load()
 	if c == nil || p.fsm.AppliedIndex() >= c.Index {
-		e, ok := p.fsm.Get(key)
+		e, ok, err := p.fsm.Get(key)
+		if err != nil {
+			p.logger.Warn("cannot read a mail intake setting: using its default", "key", key, "error", err)
+			return "", false
+		}
 		return string(e.Value), ok
 	}
 	v, ok := c.Values[key]
@@ -74,7 +78,12 @@ func (p *intakePolicy) refresh() {
 	}
 	next := &intakeCache{Index: p.fsm.AppliedIndex(), Values: map[string]string{}}
 	for _, k := range intakeKeys {
-		if e, ok := p.fsm.Get(k); ok {
+		e, ok, err := p.fsm.Get(k)
+		if err != nil {
+			p.logger.Warn("cannot read a mail intake setting: the cache keeps the last values", "key", k, "error", err)
+			return
+		}
+		if ok {
 			next.Values[k] = string(e.Value)
 		}
 	}

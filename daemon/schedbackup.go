@@ -293,10 +293,10 @@ func (c Config) validateBackups() error {
 
 // backupEstimate is about the size of a backup of entries and messages (values are
 // base64 in it, bodies raw), for the progress of `pmgcm backup`.
-func backupEstimate(entries []fsm.Entry, mail []mailstore.Meta) int64 {
+func backupEstimate(entries *fsm.View, mail []mailstore.Meta) int64 {
 	n := int64(256)
-	for _, e := range entries {
-		n += int64(len(e.Key)) + int64(len(e.Value))*4/3 + 64
+	for i := range entries.Len() {
+		n += int64(len(entries.Key(i))) + entries.Size(i)*4/3 + 64
 	}
 	for _, m := range mail {
 		n += m.Size + 320 + int64(len(m.Subject)+len(m.From))

@@ -7,6 +7,12 @@ import (
 	"net/http"
 )
 
+// unencodable is an item that could not be had (a value that cannot be read): its
+// encoding fails, which ends a streamJSON answer short.
+type unencodable struct{ err error }
+
+func (u unencodable) MarshalJSON() ([]byte, error) { return nil, u.err }
+
 // streamFlushBytes is how much encoded answer a streaming handler buffers before it
 // writes it out.
 const streamFlushBytes = 32 << 10
@@ -30,8 +36,8 @@ func streamJSON(w http.ResponseWriter, head, tail string, n int, item func(i int
 			buf.WriteByte(',')
 		}
 		if err := enc.Encode(item(i)); err != nil {
-			// Only values that cannot be JSON fail here, never ours: end the answer
-			// short so that the client's decoder reports it instead of taking a part.
+			// An unencodable item (or a value that cannot be JSON, never ours): end the
+			// answer short so that the client's decoder reports it instead of taking a part.
 			return
 		}
 		b := buf.Bytes()

@@ -75,7 +75,10 @@ func (cw *watcher) watch(ctx context.Context, prefix string, from uint64, wait t
 		// idx is read before the query: every change the query misses has a version
 		// above both idx and the newest event, so Next leaves no gap.
 		idx := cw.fsm.AppliedIndex()
-		changes, reset := cw.fsm.Changes(prefix, from)
+		changes, reset, err := cw.fsm.Changes(prefix, from)
+		if err != nil {
+			return nil, err
+		}
 		if len(changes) > 0 || reset {
 			resp := &api.WatchResponse{Events: make([]api.WatchEvent, 0, len(changes)), Next: max(from, idx), Reset: reset}
 			for _, c := range changes {
@@ -85,7 +88,7 @@ func (cw *watcher) watch(ctx context.Context, prefix string, from uint64, wait t
 			return resp, nil
 		}
 		// Across Raft instances: one being replaced (join, sync) is waited out.
-		err := cw.waitApplied(ctx, idx+1)
+		err = cw.waitApplied(ctx, idx+1)
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:

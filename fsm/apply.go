@@ -3,13 +3,14 @@ package fsm
 import "fmt"
 
 // apply applies one decoded command at log index idx, filling res. It is
-// deterministic and all-or-nothing: every check runs before any change.
-func (s *state) apply(cmd Command, idx uint64, res *Result) {
+// deterministic and all-or-nothing: every check runs before any change. placed are the
+// slots of the values the command carries (FSM.place); nil keeps them in the heap.
+func (s *state) apply(cmd Command, idx uint64, res *Result, placed []slot) {
 	switch c := cmd.(type) {
 	case CreateCluster:
 		res.Err = s.createCluster(c)
 	case ConfigSet:
-		res.Version, res.Err = s.configSet(c, idx)
+		res.Version, res.Err = s.configSet(c, idx, placed)
 	case ConfigDelete:
 		res.Version, res.Err = s.configDelete(c, idx)
 	case AddMember:
@@ -25,13 +26,21 @@ func (s *state) apply(cmd Command, idx uint64, res *Result) {
 	case UpdateMember:
 		res.Err = s.updateMember(c)
 	case RestoreConfig:
-		res.Err = s.restoreConfig(c, idx)
+		res.Err = s.restoreConfig(c, idx, placed)
 	case SetClusterVersion:
 		res.Err = s.setClusterVersion(c)
 	default:
 		// Unreachable: Decode only returns the types above.
 		res.Err = fmt.Errorf("%w: %T has no apply rule", ErrUnknownCommand, cmd)
 	}
+}
+
+// placedAt is placed[i], or value's slot in the heap when nothing was placed.
+func placedAt(placed []slot, i int, value []byte, idx uint64) slot {
+	if i < len(placed) {
+		return placed[i]
+	}
+	return slot{version: idx, val: ownValue(value)} // an entry always has a non-nil value
 }
 
 func (s *state) createCluster(c CreateCluster) error {
@@ -79,14 +88,14 @@ func (s *state) createCluster(c CreateCluster) error {
 // checkVersion compares the entry's current version (0 if absent) with the
 // condition; it returns the current version and a conflict error, if any.
 func (s *state) checkVersion(key string, ifVersion *uint64) (uint64, error) {
-	cur := s.entries[key].Version // 0 when absent
+	cur := s.entries[key].version // 0 when absent
 	if ifVersion != nil && *ifVersion != cur {
 		return cur, fmt.Errorf("%w: key %q is at version %d, expected %d", ErrVersionConflict, key, cur, *ifVersion)
 	}
 	return cur, nil
 }
 
-func (s *state) configSet(c ConfigSet, idx uint64) (uint64, error) {
+func (s *state) configSet(c ConfigSet, idx uint64, placed []slot) (uint64, error) {
 	if err := ValidateKey(c.Key); err != nil {
 		return 0, err
 	}
@@ -98,7 +107,7 @@ func (s *state) configSet(c ConfigSet, idx uint64) (uint64, error) {
 	}
 	size := s.bytes + int64(len(c.Key)+len(c.Value))
 	if old, ok := s.entries[c.Key]; ok {
-		size -= int64(len(old.Key) + len(old.Value))
+		size -= int64(len(c.Key)) + old.size()
 	}
 	_, tombstoned := s.tombs.byKey[c.Key]
 	if tombstoned {
@@ -110,11 +119,10 @@ func (s *state) configSet(c ConfigSet, idx uint64) (uint64, error) {
 		return 0, fmt.Errorf("%w: configuration store would be %d bytes, the limit is %d: delete entries first",
 			ErrTooLarge, size, stateBytesLimit)
 	}
-	value := ownValue(c.Value) // an entry always has a non-nil value
 	if tombstoned {
 		s.tombs.remove(c.Key)
 	}
-	s.entries[c.Key] = Entry{Key: c.Key, Value: value, Version: idx}
+	s.setEntry(c.Key, placedAt(placed, 0, c.Value, idx))
 	s.bytes = size
 	return idx, nil
 }
@@ -133,9 +141,9 @@ func (s *state) configDelete(c ConfigDelete, idx uint64) (uint64, error) {
 	if !ok {
 		return 0, fmt.Errorf("%w: key %q", ErrNotFound, c.Key)
 	}
-	delete(s.entries, c.Key)
+	s.dropEntry(c.Key)
 	s.tombs.add(c.Key, idx)
-	s.bytes -= int64(len(e.Value)) // the key stays, in the tombstone
+	s.bytes -= e.size() // the key stays, in the tombstone
 	s.bytes -= s.tombs.trim(tombstoneLimit)
 	return idx, nil
 }
@@ -272,7 +280,7 @@ func (s *state) updateMember(c UpdateMember) error {
 }
 
 // restoreConfig loads entries on a standalone node; all or nothing.
-func (s *state) restoreConfig(c RestoreConfig, idx uint64) error {
+func (s *state) restoreConfig(c RestoreConfig, idx uint64, placed []slot) error {
 	if s.cluster != nil {
 		return fmt.Errorf("%w: cluster %s: a backup is restored only on a node in no cluster", ErrClusterExists, s.cluster.ID)
 	}
@@ -294,28 +302,29 @@ func (s *state) restoreConfig(c RestoreConfig, idx uint64) error {
 		seen[e.Key] = true
 		size += int64(len(e.Key) + len(e.Value))
 		if old, ok := s.entries[e.Key]; ok && !c.Reset {
-			size -= int64(len(old.Key) + len(old.Value))
+			size -= int64(len(e.Key)) + old.size()
 		}
 	}
 	if size > stateBytesLimit {
 		return fmt.Errorf("%w: configuration store would be %d bytes, the limit is %d", ErrTooLarge, size, stateBytesLimit)
 	}
 	if c.Reset {
-		s.entries = map[string]Entry{}
+		s.entries = map[string]slot{}
+		s.spilled = 0
 		s.tombs = newTombstones()
 		s.tombs.horizon = idx // every watcher starts over
 		s.bytes = 0
 	}
-	for _, e := range c.Entries {
+	for i, e := range c.Entries {
 		if s.tombs.remove(e.Key) {
 			s.bytes -= int64(len(e.Key))
 		}
 		if old, ok := s.entries[e.Key]; ok {
-			s.bytes -= int64(len(old.Key) + len(old.Value))
+			s.bytes -= int64(len(e.Key)) + old.size()
 		}
-		value := ownValue(e.Value)
-		s.entries[e.Key] = Entry{Key: e.Key, Value: value, Version: idx}
-		s.bytes += int64(len(e.Key) + len(value))
+		sl := placedAt(placed, i, e.Value, idx)
+		s.setEntry(e.Key, sl)
+		s.bytes += int64(len(e.Key)) + sl.size()
 	}
 	return nil
 }

@@ -32,37 +32,52 @@ type Change struct {
 // max(from, that index, the last change's version) as the next from: every
 // change at or below it has been seen. The answer is empty, not nil, when
 // nothing changed. Values are copies; the scan is linear in the number of
-// entries and tombstones and copies only the values it returns.
-func (f *FSM) Changes(prefix string, from uint64) (changes []Change, reset bool) {
+// entries and tombstones and copies only the values it returns. The error is a failed
+// read of a spilled value (see SpillTo).
+func (f *FSM) Changes(prefix string, from uint64) (changes []Change, reset bool, err error) {
+	type found struct {
+		c  Change
+		sl slot // of a live entry
+	}
 	f.mu.RLock()
 	reset = from < f.st.tombs.horizon
-	changes = []Change{}
+	var all []found
 	for k, e := range f.st.entries {
-		if (reset || e.Version > from) && strings.HasPrefix(k, prefix) {
-			// Shared for now: values are never changed in place.
-			changes = append(changes, Change{Key: k, Version: e.Version, Value: e.Value})
+		if (reset || e.version > from) && strings.HasPrefix(k, prefix) {
+			all = append(all, found{c: Change{Key: k, Version: e.version}, sl: e})
 		}
 	}
 	if !reset {
 		for k, v := range f.st.tombs.byKey {
 			if v > from && strings.HasPrefix(k, prefix) {
-				changes = append(changes, Change{Key: k, Version: v, Deleted: true})
+				all = append(all, found{c: Change{Key: k, Version: v, Deleted: true}})
 			}
 		}
 	}
+	seg := f.st.seg.pin()
 	f.mu.RUnlock()
+	defer seg.unpin()
 
-	slices.SortFunc(changes, func(a, b Change) int {
+	slices.SortFunc(all, func(a, b found) int {
 		// Versions are unique log indexes; the key only makes a corrupt state
 		// sort the same everywhere.
-		return cmp.Or(cmp.Compare(a.Version, b.Version), strings.Compare(a.Key, b.Key))
+		return cmp.Or(cmp.Compare(a.c.Version, b.c.Version), strings.Compare(a.c.Key, b.c.Key))
 	})
-	for i := range changes {
-		if !changes[i].Deleted {
-			changes[i].Value = bytes.Clone(changes[i].Value)
+	changes = make([]Change, 0, len(all))
+	for _, x := range all {
+		if !x.c.Deleted {
+			v, err := x.sl.value(seg)
+			if err != nil {
+				return nil, false, err
+			}
+			if !x.sl.spilled() {
+				v = bytes.Clone(v)
+			}
+			x.c.Value = v
 		}
+		changes = append(changes, x.c)
 	}
-	return changes, reset
+	return changes, reset, nil
 }
 
 // StateBytes returns the size of the configuration store as MaxStateBytes

@@ -73,7 +73,7 @@ func TestCreateKeepsConfig(t *testing.T) {
 	h := newHarness(t)
 	h.must(ConfigSet{Key: "mail/relay", Value: []byte("10.0.0.1")})
 	h.must(createCmd())
-	e, ok := h.f.Get("mail/relay")
+	e, ok := h.f.mustGet("mail/relay")
 	if !ok || string(e.Value) != "10.0.0.1" || e.Version != 1 {
 		t.Fatalf("config lost by create: %+v %v", e, ok)
 	}
@@ -382,10 +382,10 @@ func TestConcurrentReaders(t *testing.T) {
 					return
 				default:
 				}
-				h.f.List("")
+				h.f.mustList("")
 				h.f.Members()
 				h.f.Cluster()
-				h.f.Get("k")
+				h.f.mustGet("k")
 				h.f.MemberByFingerprint("x")
 				h.f.AppliedIndex()
 			}

@@ -85,7 +85,7 @@ func TestConfigSet(t *testing.T) {
 			if res.Version != tt.version {
 				t.Errorf("Result.Version = %d, want %d", res.Version, tt.version)
 			}
-			e, ok := h.f.Get(tt.cmd.Key)
+			e, ok := h.f.mustGet(tt.cmd.Key)
 			if tt.stored == 0 {
 				if ok && tt.cmd.Key != "k" {
 					t.Errorf("key %q exists after failed set", tt.cmd.Key)
@@ -102,7 +102,7 @@ func TestConfigSet(t *testing.T) {
 				t.Errorf("stored value is nil, want non-nil")
 			}
 			if tt.err != nil {
-				if e, _ := h.f.Get("k"); string(e.Value) != "v1" || e.Version != 1 {
+				if e, _ := h.f.mustGet("k"); string(e.Value) != "v1" || e.Version != 1 {
 					t.Errorf("failed set changed k: %+v", e)
 				}
 			}
@@ -137,7 +137,7 @@ func TestConfigDelete(t *testing.T) {
 			if res.Version != tt.version {
 				t.Errorf("Result.Version = %d, want %d", res.Version, tt.version)
 			}
-			_, ok := h.f.Get("k")
+			_, ok := h.f.mustGet("k")
 			if ok == tt.gone {
 				t.Errorf("k present = %v, want %v", ok, !tt.gone)
 			}
@@ -150,7 +150,7 @@ func TestConfigWorksWithoutAndWithCluster(t *testing.T) {
 	h.must(ConfigSet{Key: "before", Value: []byte("1")})
 	h.must(createCmd())
 	h.must(ConfigSet{Key: "after", Value: []byte("2")})
-	got := h.f.List("")
+	got := h.f.mustList("")
 	if len(got) != 2 || got[0].Key != "after" || got[1].Key != "before" {
 		t.Fatalf("List = %+v", got)
 	}
@@ -174,18 +174,18 @@ func TestListPrefixAndCopies(t *testing.T) {
 		"mail":  "mail/a,mail/b,mailx",
 		"none":  "",
 	} {
-		if got := keys(h.f.List(prefix)); got != want {
+		if got := keys(h.f.mustList(prefix)); got != want {
 			t.Errorf("List(%q) = %s, want %s", prefix, got, want)
 		}
 	}
-	if l := h.f.List("none"); l == nil {
+	if l := h.f.mustList("none"); l == nil {
 		t.Errorf("List of nothing is nil, want empty")
 	}
 	// Readers get copies: scribbling on them does not change the state.
-	e, _ := h.f.Get("mail/a")
+	e, _ := h.f.mustGet("mail/a")
 	e.Value[0] = 'X'
-	h.f.List("")[0].Value[0] = 'Y'
-	if e, _ := h.f.Get("mail/a"); string(e.Value) != "mail/a" {
+	h.f.mustList("")[0].Value[0] = 'Y'
+	if e, _ := h.f.mustGet("mail/a"); string(e.Value) != "mail/a" {
 		t.Fatalf("state changed through a reader's copy: %q", e.Value)
 	}
 }
@@ -199,7 +199,7 @@ func TestVersionIsLogIndex(t *testing.T) {
 	}
 	// A CAS chain: each write names the version it read.
 	for i := 0; i < 3; i++ {
-		e, _ := h.f.Get("k")
+		e, _ := h.f.mustGet("k")
 		res := h.must(ConfigSet{Key: "k", Value: []byte("v"), IfVersion: u64(e.Version)})
 		if res.Version != h.idx {
 			t.Fatalf("Version = %d, want %d", res.Version, h.idx)
@@ -215,7 +215,7 @@ func TestResetEmptiesState(t *testing.T) {
 	h.must(ConfigSet{Key: "a", Value: []byte("1")})
 	f := h.f
 	f.Reset()
-	if _, ok := f.Get("a"); ok || f.AppliedIndex() != 0 || f.Cluster() != nil || len(f.List("")) != 0 {
-		t.Fatalf("state after Reset: applied=%d list=%v", f.AppliedIndex(), f.List(""))
+	if _, ok := f.mustGet("a"); ok || f.AppliedIndex() != 0 || f.Cluster() != nil || len(f.mustList("")) != 0 {
+		t.Fatalf("state after Reset: applied=%d list=%v", f.AppliedIndex(), f.mustList(""))
 	}
 }

@@ -56,10 +56,18 @@
 //
 // # Snapshots
 //
-// [FSM.Snapshot] only copies the maps (values are immutable byte slices and are
-// shared); the snapshot is serialized in Persist, concurrently with Apply, as
+// [FSM.Snapshot] only copies the maps (values are immutable byte slices, or places in a
+// spill file that is only appended to, and are shared); the snapshot is serialized in Persist, concurrently with Apply, as
 // newline-delimited JSON: a header line, one record per line and a trailer
 // carrying counts and a SHA-256 of everything before it. [FSM.Restore] builds
 // the new state aside and swaps it in only if the whole stream checks out. It
 // reads every format from 1 to [SnapshotFormat].
+//
+// # Values out of the heap
+//
+// With [FSM.SpillTo] the values of 64 bytes or more live in append-only segment files
+// (a cache of the replicated state, never synced, emptied at each start) and the state
+// keeps their place; reads copy them back outside the lock, so a node's resident memory
+// follows the number of keys, not the size of the data (spill.go). The state, its
+// snapshots and its hash are the same whether values are spilled or not.
 package fsm

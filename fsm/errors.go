@@ -39,4 +39,8 @@ var (
 	// ErrBadSnapshot is returned by Restore for a truncated, corrupt or
 	// unknown-format snapshot.
 	ErrBadSnapshot = errors.New("bad snapshot")
+	// ErrValueUnreadable is returned by a read of a configuration value kept in a spill
+	// file (see FSM.SpillTo) that the file could not give back: a disk error. The
+	// entry exists; the replicated state (the Raft log and snapshots) still holds it.
+	ErrValueUnreadable = errors.New("configuration value unreadable")
 )

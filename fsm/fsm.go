@@ -25,6 +25,11 @@ type FSM struct {
 	// halted is set at the first entry this build cannot apply (see ErrHalted).
 	halted error
 	onHalt func(err error)
+	// sp spills values out of the heap (SpillTo; nil: they stay in it). pending is the
+	// segment it writes to, the live state's (st.seg) but for the moment between
+	// making one and storing it under the lock; only the applying goroutine uses both.
+	sp      *spiller
+	pending *segment
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -34,26 +39,34 @@ var _ raft.FSM = (*FSM)(nil)
 type state struct {
 	cluster *Cluster
 	members map[uint64]Member
-	entries map[string]Entry
+	entries map[string]slot
 	// tombs are the deletions remembered for watchers (see Changes).
 	tombs tombstones
 	// bytes is the store size MaxStateBytes bounds: len(key)+len(value) of
 	// every entry plus len(key) of every tombstone, kept up to date by Apply
 	// and recomputed by Restore.
 	bytes int64
+	// seg holds the entries' spilled values (nil when none is), with a reference
+	// for this state; spilled is the bytes of it they refer to.
+	seg     *segment
+	spilled int64
 }
 
 func newState() state {
-	return state{members: map[uint64]Member{}, entries: map[string]Entry{}, tombs: newTombstones()}
+	return state{members: map[uint64]Member{}, entries: map[string]slot{}, tombs: newTombstones()}
 }
 
-// clone copies the maps (sharing the immutable values) and the cluster.
+// clone copies the maps (sharing the immutable values) and the cluster, and pins the
+// segment: the clone's holder unpins it (s.seg.unpin) when done. Call it with the
+// FSM's lock held.
 func (s state) clone() state {
 	c := state{
 		members: make(map[uint64]Member, len(s.members)),
-		entries: make(map[string]Entry, len(s.entries)),
+		entries: make(map[string]slot, len(s.entries)),
 		tombs:   s.tombs.clone(),
 		bytes:   s.bytes,
+		seg:     s.seg.pin(),
+		spilled: s.spilled,
 	}
 	if s.cluster != nil {
 		cl := *s.cluster
@@ -78,19 +91,22 @@ func New() *FSM {
 // next, when a joining node's own state is replaced by the cluster's.
 func (f *FSM) Reset() {
 	f.mu.Lock()
+	old := f.st.seg
 	f.st = newState()
+	f.pending = nil
 	f.applied = 0
 	f.halted = nil
 	f.mu.Unlock()
+	old.unpin()
 }
 
-// EntriesAt returns every configuration entry, sorted by key, and the applied index they
-// are all at: one consistent point in time, for a backup. Values are shared, not copied:
-// they are never changed in place.
-func (f *FSM) EntriesAt() (uint64, []Entry) {
+// EntriesAt returns a view of every configuration entry, sorted by key, and the applied
+// index they are all at: one consistent point in time, for a backup. The caller must
+// Close the view.
+func (f *FSM) EntriesAt() (uint64, *View) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.applied, f.st.sortedEntries()
+	return f.applied, f.st.view("")
 }
 
 // Result is what Apply returns for every LogCommand entry (never nil); Raft
@@ -131,7 +147,14 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		res = &Result{Index: l.Index}
 		cmd, decodeErr = Decode(l.Data)
 	}
+	var placed []slot
+	if decodeErr == nil && cmd != nil {
+		placed = f.place(cmd, l.Index)
+	}
 	f.mu.Lock()
+	if f.st.seg == nil {
+		f.st.seg = f.pending // made by place
+	}
 	if f.halted != nil {
 		err := f.halted
 		f.mu.Unlock()
@@ -146,7 +169,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		if decodeErr != nil {
 			res.Err = decodeErr
 		} else {
-			f.st.apply(cmd, l.Index, res)
+			f.st.apply(cmd, l.Index, res, placed)
 		}
 		if errors.Is(res.Err, ErrUnknownCommand) {
 			return f.halt(l.Index, res) // unlocks
@@ -156,6 +179,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	f.serveHashesLocked(l.Index, true, false)
 	hook := f.onApply
 	f.mu.Unlock()
+	f.compactSpill()
 	if hook != nil {
 		hook(l.Index)
 	}
@@ -218,29 +242,46 @@ func (f *FSM) MemberByFingerprint(fp string) (Member, bool) {
 	return Member{}, false
 }
 
-// Get returns the configuration entry for key. The returned Value is a copy.
-func (f *FSM) Get(key string) (Entry, bool) {
+// Get returns the configuration entry for key. The returned Value is a copy. The error
+// is a failed read of a spilled value (see SpillTo): the entry exists, its value could
+// not be read.
+func (f *FSM) Get(key string) (Entry, bool, error) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	e, ok := f.st.entries[key]
-	e.Value = bytes.Clone(e.Value)
-	return e, ok
+	sl, ok := f.st.entries[key]
+	var seg *segment
+	if ok && sl.spilled() {
+		seg = f.st.seg.pin()
+	}
+	f.mu.RUnlock()
+	if !ok {
+		return Entry{}, false, nil
+	}
+	defer seg.unpin()
+	v, err := sl.value(seg)
+	if err != nil {
+		return Entry{}, true, err
+	}
+	if !sl.spilled() {
+		v = bytes.Clone(v)
+	}
+	return Entry{Key: key, Value: v, Version: sl.version}, true, nil
 }
 
 // List returns the entries whose key starts with prefix (a plain string
 // prefix: use "dir/" for a subtree), sorted by key. Values are copies.
-func (f *FSM) List(prefix string) []Entry {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := []Entry{}
-	for k, e := range f.st.entries {
-		if strings.HasPrefix(k, prefix) {
-			e.Value = bytes.Clone(e.Value)
-			out = append(out, e)
+func (f *FSM) List(prefix string) ([]Entry, error) {
+	v := f.ListShared(prefix)
+	defer v.Close()
+	out := make([]Entry, 0, v.Len())
+	for i := range v.Len() {
+		e, err := v.At(i)
+		if err != nil {
+			return nil, err
 		}
+		e.Value = bytes.Clone(e.Value)
+		out = append(out, e)
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
-	return out
+	return out, nil
 }
 
 func (s *state) sortedMembers() []Member {
@@ -252,11 +293,21 @@ func (s *state) sortedMembers() []Member {
 	return out
 }
 
-func (s *state) sortedEntries() []Entry {
-	out := make([]Entry, 0, len(s.entries))
-	for _, e := range s.entries {
-		out = append(out, e)
+// setEntry stores key's slot, keeping the spilled bytes' account.
+func (s *state) setEntry(key string, sl slot) {
+	s.dropEntry(key)
+	if sl.spilled() {
+		s.spilled += int64(sl.n)
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
-	return out
+	s.entries[key] = sl
+}
+
+// dropEntry removes key's entry, if any, keeping the spilled bytes' account.
+func (s *state) dropEntry(key string) {
+	if old, ok := s.entries[key]; ok {
+		if old.spilled() {
+			s.spilled -= int64(old.n)
+		}
+		delete(s.entries, key)
+	}
 }

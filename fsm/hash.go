@@ -75,6 +75,7 @@ func (f *FSM) HashAt(ctx context.Context, index uint64) (StateHash, error) {
 	if req.err != nil {
 		return StateHash{}, req.err
 	}
+	defer req.st.seg.unpin()
 	return hashState(req.st, index)
 }
 

@@ -115,7 +115,7 @@ func TestNoOpMarkKeepsTheHash(t *testing.T) {
 	if after.SHA256 != mid.SHA256 || after.Index != h.idx || h.f.AppliedIndex() != h.idx {
 		t.Fatalf("the mark changed the state: %+v -> %+v", mid, after)
 	}
-	if _, ok := h.f.Get("pmgcm/check-mark"); !ok {
+	if _, ok := h.f.mustGet("pmgcm/check-mark"); !ok {
 		t.Fatal("the mark deleted an entry")
 	}
 }

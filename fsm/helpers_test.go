@@ -76,8 +76,30 @@ type harness struct {
 	idx uint64
 }
 
+// newHarness applies to an FSM that spills every value but the empty one (SpillTo, with
+// the threshold lowered), so that every test of the apply rules also runs the spilled
+// slots; newHeapHarness keeps them in the heap.
 func newHarness(t *testing.T) *harness {
+	t.Helper()
+	return &harness{t: t, f: spillingFSM(t)}
+}
+
+func newHeapHarness(t *testing.T) *harness {
 	return &harness{t: t, f: New()}
+}
+
+// spillingFSM returns a new FSM that spills every non-empty value to a directory of the
+// test, and fails the test if a value cannot be written there. Its files are removed at
+// the test's end, once the FSM is closed.
+func spillingFSM(t testing.TB) *FSM {
+	t.Helper()
+	f := New()
+	if err := f.SpillTo(t.TempDir(), func(err error) { t.Errorf("spill: %v", err) }); err != nil {
+		t.Fatal(err)
+	}
+	f.sp.min = 1
+	t.Cleanup(f.Close)
+	return f
 }
 
 // apply encodes and applies c and returns the result.
@@ -135,4 +157,47 @@ func wantErr(t *testing.T, got, want error) {
 	if !errors.Is(got, want) {
 		t.Fatalf("err = %v, want %v", got, want)
 	}
+}
+
+// mustGet is Get for tests, which panic on a read error.
+func (f *FSM) mustGet(key string) (Entry, bool) {
+	e, ok, err := f.Get(key)
+	if err != nil {
+		panic(err)
+	}
+	return e, ok
+}
+
+// mustList is List for tests.
+func (f *FSM) mustList(prefix string) []Entry {
+	l, err := f.List(prefix)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
+
+// mustChanges is Changes for tests.
+func (f *FSM) mustChanges(prefix string, from uint64) ([]Change, bool) {
+	cs, reset, err := f.Changes(prefix, from)
+	if err != nil {
+		panic(err)
+	}
+	return cs, reset
+}
+
+// viewEntries reads a View whole (copying the values) and closes it.
+func viewEntries(t testing.TB, v *View) []Entry {
+	t.Helper()
+	defer v.Close()
+	var out []Entry
+	for i := range v.Len() {
+		e, err := v.At(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Value = bytes.Clone(e.Value)
+		out = append(out, e)
+	}
+	return out
 }

@@ -111,7 +111,7 @@ func TestDotSegmentsRefused(t *testing.T) {
 		if res := h.apply(del(k)); !errors.Is(res.Err, ErrNotFound) {
 			t.Errorf("delete %q: err = %v, want ErrNotFound", k, res.Err)
 		}
-		if len(h.f.List("")) != 0 || h.f.StateBytes() != 0 {
+		if len(h.f.mustList("")) != 0 || h.f.StateBytes() != 0 {
 			t.Errorf("%q: state changed", k)
 		}
 	}

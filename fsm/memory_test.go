@@ -36,7 +36,7 @@ func memData() int64 { return int64(memTestEntries * (len(memKey(0)) + memTestVa
 // delivers them.
 func fillForMemory(t *testing.T) *harness {
 	t.Helper()
-	h := newHarness(t)
+	h := newHeapHarness(t)
 	value := bytes.Repeat([]byte("v"), memTestValue)
 	for i := 0; i < memTestEntries; i++ {
 		h.must(ConfigSet{Key: memKey(i), Value: value})
@@ -120,7 +120,7 @@ func TestSnapshotSharesValues(t *testing.T) {
 		t.Fatalf("a restored state holds %d bytes of heap for %d bytes of data, want at most %d",
 			held, memData(), maxStateHeap())
 	}
-	if got := f.List("mem/"); len(got) != memTestEntries || !strings.HasPrefix(string(got[0].Value), "v") {
+	if got := f.mustList("mem/"); len(got) != memTestEntries || !strings.HasPrefix(string(got[0].Value), "v") {
 		t.Fatalf("restored %d entries, want %d", len(got), memTestEntries)
 	}
 }

@@ -112,8 +112,11 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-// Release implements raft.FSMSnapshot; there is nothing to release.
-func (s *fsmSnapshot) Release() {}
+// Release implements raft.FSMSnapshot: it lets go of the spilled values.
+func (s *fsmSnapshot) Release() {
+	s.st.seg.unpin()
+	s.st.seg = nil
+}
 
 func (s *fsmSnapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
@@ -136,7 +139,13 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		}
 		tr.Members++
 	}
-	for _, e := range s.st.sortedEntries() {
+	entries := s.st.view("")
+	defer entries.Close()
+	for i := range entries.Len() {
+		e, err := entries.At(i)
+		if err != nil {
+			return err
+		}
 		if err := enc.Encode(snapRecord{Entry: &e}); err != nil {
 			return err
 		}
@@ -162,17 +171,20 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 // unchanged. It closes rc.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, applied, err := readSnapshot(bufio.NewReaderSize(rc, 64<<10))
+	st, applied, err := readSnapshot(bufio.NewReaderSize(rc, 64<<10), f.sp)
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	f.mu.Lock()
+	old := f.st.seg
 	f.st = st
+	f.pending = st.seg
 	f.applied = applied
 	f.halted = nil // the snapshot holds what this node could not apply
 	f.serveHashesLocked(applied, true, true)
 	hook := f.onApply
 	f.mu.Unlock()
+	old.unpin()
 	if hook != nil {
 		hook(applied)
 	}
@@ -226,7 +238,18 @@ func strictUnmarshal(b []byte, v any) error {
 	return nil
 }
 
-func readSnapshot(r *bufio.Reader) (state, uint64, error) {
+func readSnapshot(r *bufio.Reader, sp *spiller) (state, uint64, error) {
+	rs := &restoring{st: newState(), sp: sp}
+	applied, err := rs.read(r)
+	if err != nil {
+		rs.st.seg.unpin()
+		return state{}, 0, err
+	}
+	return rs.st, applied, nil
+}
+
+// read reads the snapshot into rs.st and returns its applied index.
+func (rs *restoring) read(r *bufio.Reader) (uint64, error) {
 	sr := &snapReader{r: r, h: sha256.New()}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: line %d: %s", ErrBadSnapshot, sr.line, fmt.Sprintf(format, args...))
@@ -234,72 +257,73 @@ func readSnapshot(r *bufio.Reader) (state, uint64, error) {
 
 	line, err := sr.next()
 	if errors.Is(err, io.EOF) {
-		return state{}, 0, fmt.Errorf("%w: empty", ErrBadSnapshot)
+		return 0, fmt.Errorf("%w: empty", ErrBadSnapshot)
 	} else if err != nil {
-		return state{}, 0, err
+		return 0, err
 	}
 	var ver struct {
 		Format int `json:"format"`
 	}
 	if err := json.Unmarshal(line, &ver); err != nil {
-		return state{}, 0, bad("bad header: %v", err)
+		return 0, bad("bad header: %v", err)
 	}
 	if ver.Format < minSnapshotFormat || ver.Format > SnapshotFormat {
-		return state{}, 0, fmt.Errorf("%w: snapshot format %d unknown to this node (it reads formats %d-%d): upgrade pmgclusterd",
+		return 0, fmt.Errorf("%w: snapshot format %d unknown to this node (it reads formats %d-%d): upgrade pmgclusterd",
 			ErrBadSnapshot, ver.Format, minSnapshotFormat, SnapshotFormat)
 	}
 	var hdr snapHeader
 	if err := strictUnmarshal(line, &hdr); err != nil {
-		return state{}, 0, bad("bad header: %v", err)
+		return 0, bad("bad header: %v", err)
 	}
 	if hdr.Format < 2 && hdr.Horizon != 0 {
-		return state{}, 0, bad("tombstone horizon in a format %d snapshot", hdr.Format)
+		return 0, bad("tombstone horizon in a format %d snapshot", hdr.Format)
 	}
 	sr.h.Write(line)
 	sr.h.Write([]byte{'\n'})
 
-	rs := &restoring{st: newState(), hdr: hdr}
+	rs.hdr = hdr
 	rs.st.tombs.horizon = hdr.Horizon
 	st, got := &rs.st, &rs.got
 	for {
 		line, err := sr.next()
 		if errors.Is(err, io.EOF) {
-			return state{}, 0, fmt.Errorf("%w: truncated after line %d: no trailer", ErrBadSnapshot, sr.line)
+			return 0, fmt.Errorf("%w: truncated after line %d: no trailer", ErrBadSnapshot, sr.line)
 		} else if err != nil {
-			return state{}, 0, err
+			return 0, err
 		}
 		var rec snapRecord
 		if err := strictUnmarshal(line, &rec); err != nil {
-			return state{}, 0, bad("%v", err)
+			return 0, bad("%v", err)
 		}
 		if rec.fields() != 1 {
-			return state{}, 0, bad("record has %d kinds, want 1", rec.fields())
+			return 0, bad("record has %d kinds, want 1", rec.fields())
 		}
 		if rec.Trailer != nil {
 			got.SHA256 = hex.EncodeToString(sr.h.Sum(nil))
 			if *rec.Trailer != *got {
-				return state{}, 0, bad("trailer %+v does not match the content %+v", *rec.Trailer, *got)
+				return 0, bad("trailer %+v does not match the content %+v", *rec.Trailer, *got)
 			}
 			break
 		}
 		sr.h.Write(line)
 		sr.h.Write([]byte{'\n'})
 		if err := rs.record(rec); err != nil {
-			return state{}, 0, bad("%v", err)
+			return 0, bad("%v", err)
 		}
 	}
 	if _, err := sr.next(); !errors.Is(err, io.EOF) {
-		return state{}, 0, fmt.Errorf("%w: data after the trailer", ErrBadSnapshot)
+		return 0, fmt.Errorf("%w: data after the trailer", ErrBadSnapshot)
 	}
 	if len(st.members) > 0 && st.cluster == nil {
-		return state{}, 0, fmt.Errorf("%w: members without a cluster", ErrBadSnapshot)
+		return 0, fmt.Errorf("%w: members without a cluster", ErrBadSnapshot)
 	}
-	return *st, hdr.AppliedIndex, nil
+	return hdr.AppliedIndex, nil
 }
 
 // restoring is a state being rebuilt from snapshot records.
 type restoring struct {
 	st  state
+	sp  *spiller // where the values go (nil: the heap)
 	hdr snapHeader
 	got snapTrailer // the counts so far
 }
@@ -350,10 +374,10 @@ func (rs *restoring) record(rec snapRecord) error {
 		if _, dup := st.entries[e.Key]; dup {
 			return fmt.Errorf("key %q listed twice", e.Key)
 		}
-		e.Value = ownValue(e.Value)
 		got.Entries++
-		st.entries[e.Key] = e
-		st.bytes += int64(len(e.Key) + len(e.Value))
+		sl := rs.sp.put(&st.seg, e.Value, e.Version)
+		st.setEntry(e.Key, sl)
+		st.bytes += int64(len(e.Key)) + sl.size()
 		if st.bytes > stateBytesLimit {
 			return fmt.Errorf("the entries hold over %d bytes, the limit of the configuration store", stateBytesLimit)
 		}

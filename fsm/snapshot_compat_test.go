@@ -38,7 +38,7 @@ type fullView struct {
 
 func fullViewOf(f *FSM) fullView {
 	v := fullView{view: viewOf(f), Bytes: f.StateBytes()}
-	v.Changes, v.Reset = f.Changes("", 0)
+	v.Changes, v.Reset = f.mustChanges("", 0)
 	v.Tombs, v.Horizon = tombsOf(f)
 	return v
 }
@@ -96,7 +96,7 @@ func TestSnapshotRoundTripTombstones(t *testing.T) {
 	if tombs, hz := tombsOf(dst); tombs != "spam/x@11,mail/d@13" || hz != 10 {
 		t.Fatalf("after restore and delete: tombstones %q horizon %d", tombs, hz)
 	}
-	if cs, reset := dst.Changes("", 10); reset || renderChanges(cs) != "spam/x@11- mail/d@13-" {
+	if cs, reset := dst.mustChanges("", 10); reset || renderChanges(cs) != "spam/x@11- mail/d@13-" {
 		t.Fatalf("Changes from the horizon = %s reset=%v", renderChanges(cs), reset)
 	}
 }
@@ -158,7 +158,7 @@ func TestRestoreFormat1Golden(t *testing.T) {
 	h.must(del("legacy/./dot"))
 	wantErr(t, h.apply(set("legacy/./dot", "again")).Err, ErrInvalidKey)
 	wantErr(t, h.apply(set("legacy/..", "again")).Err, ErrInvalidKey)
-	if cs, reset := f.Changes("", 13); reset || renderChanges(cs) != "legacy/./dot@14-" {
+	if cs, reset := f.mustChanges("", 13); reset || renderChanges(cs) != "legacy/./dot@14-" {
 		t.Fatalf("Changes = %s, reset %v", renderChanges(cs), reset)
 	}
 
@@ -207,7 +207,7 @@ func TestRestoreHandWrittenSnapshots(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if e, ok := f.Get("a"); !ok || string(e.Value) != "x" || e.Version != 3 || f.AppliedIndex() != 5 || f.StateBytes() < 2 {
+				if e, ok := f.mustGet("a"); !ok || string(e.Value) != "x" || e.Version != 3 || f.AppliedIndex() != 5 || f.StateBytes() < 2 {
 					t.Fatalf("restored %+v", fullViewOf(f))
 				}
 				return
@@ -225,10 +225,10 @@ func TestRestoreHandWrittenSnapshots(t *testing.T) {
 // TestRestoreChecksTombstones feeds tombstone records that hash correctly but
 // break the state's invariants.
 func TestRestoreChecksTombstones(t *testing.T) {
-	entries := func(kv ...string) map[string]Entry {
-		m := map[string]Entry{}
+	entries := func(kv ...string) map[string]slot {
+		m := map[string]slot{}
 		for _, k := range kv {
-			m[k] = Entry{Key: k, Value: []byte{}, Version: 1}
+			m[k] = slot{val: []byte{}, version: 1}
 		}
 		return m
 	}
@@ -326,7 +326,7 @@ func TestDeterminism(t *testing.T) {
 		}
 	}
 	_, hz := tombsOf(a)
-	if _, reset := a.Changes("", 0); tooLarge == 0 || hz == 0 || !reset {
+	if _, reset := a.mustChanges("", 0); tooLarge == 0 || hz == 0 || !reset {
 		t.Fatalf("the log did not exercise the limits: %d ErrTooLarge, horizon %d", tooLarge, hz)
 	}
 	sa, sb, sc := persist(t, a), persist(t, b), persist(t, c)

@@ -43,7 +43,7 @@ type view struct {
 }
 
 func viewOf(f *FSM) view {
-	return view{f.Cluster(), f.Members(), f.List(""), f.AppliedIndex()}
+	return view{f.Cluster(), f.Members(), f.mustList(""), f.AppliedIndex()}
 }
 
 // bigFSM returns an FSM with a cluster, members and many entries, some with
@@ -126,7 +126,7 @@ func TestSnapshotIsolatedFromLaterApplies(t *testing.T) {
 	if err := restore(f, sink.String()); err != nil {
 		t.Fatal(err)
 	}
-	e, _ := f.Get("a")
+	e, _ := f.mustGet("a")
 	if string(e.Value) != "old" || len(f.Members()) != 2 || f.Cluster().NextCID != 3 || len(f.Cluster().JoinTokenHash) != 32 {
 		t.Fatalf("snapshot saw later applies: %+v", viewOf(f))
 	}
@@ -218,15 +218,15 @@ func TestRestoreBadSnapshots(t *testing.T) {
 // state's invariants.
 func TestRestoreChecksRecords(t *testing.T) {
 	bad := []state{
-		{members: map[uint64]Member{1: member(1)}, entries: map[string]Entry{}},                                // members without cluster
-		{cluster: &Cluster{NextCID: 2}, members: map[uint64]Member{2: member(2)}, entries: map[string]Entry{}}, // unissued CID
-		{members: map[uint64]Member{}, entries: map[string]Entry{"a//b": {Key: "a//b", Version: 1}}},           // invalid key
-		{members: map[uint64]Member{}, entries: map[string]Entry{"a": {Key: "a", Value: make([]byte, MaxValueLen+1), Version: 1}}},
+		{members: map[uint64]Member{1: member(1)}, entries: map[string]slot{}},                                // members without cluster
+		{cluster: &Cluster{NextCID: 2}, members: map[uint64]Member{2: member(2)}, entries: map[string]slot{}}, // unissued CID
+		{members: map[uint64]Member{}, entries: map[string]slot{"a//b": {val: []byte{}, version: 1}}},         // invalid key
+		{members: map[uint64]Member{}, entries: map[string]slot{"a": {val: make([]byte, MaxValueLen+1), version: 1}}},
 		{cluster: &Cluster{NextCID: 3}, members: map[uint64]Member{1: member(1), 2: func() Member {
 			m := member(2)
 			m.Name = member(1).Name
 			return m
-		}()}, entries: map[string]Entry{}},
+		}()}, entries: map[string]slot{}},
 	}
 	for i, st := range bad {
 		var buf bytes.Buffer

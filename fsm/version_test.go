@@ -78,7 +78,7 @@ func TestHaltOnUnknownCommand(t *testing.T) {
 	if out := h.f.Apply(&raft.Log{Type: raft.LogNoop, Index: h.idx + 1}); out != nil {
 		t.Fatalf("noop after the halt: %#v", out)
 	}
-	if _, ok := h.f.Get("b"); ok {
+	if _, ok := h.f.mustGet("b"); ok {
 		t.Fatal("an entry after the halt was applied")
 	}
 	if h.f.AppliedIndex() != at || applied != 0 {

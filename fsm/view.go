@@ -1,24 +1,76 @@
 package fsm
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 )
 
-// ListShared is List without the copies: the entries whose key starts with prefix, sorted
-// by key, at one point in time, whose Values share the state's byte slices (the state
-// replaces a value, never changes it in place). Callers must not modify the values. It
-// costs an Entry header per key, not a copy of the data: a streaming reader encodes from
-// it with no lock held.
-func (f *FSM) ListShared(prefix string) []Entry {
+// View is the configuration entries under a prefix at one point in time, sorted by
+// key, read one at a time: a streaming reader encodes each entry with no lock held and
+// holds one value at a time, not a copy of the data. It costs a key and a slot per
+// entry. Close it when done: it holds the segment of the spilled values (see SpillTo).
+// A View is used by one goroutine.
+type View struct {
+	keys  []string
+	slots []slot
+	seg   *segment
+	buf   []byte
+}
+
+// ListShared returns a View of the entries whose key starts with prefix.
+func (f *FSM) ListShared(prefix string) *View {
 	f.mu.RLock()
-	out := []Entry{}
-	for k, e := range f.st.entries {
+	defer f.mu.RUnlock()
+	return f.st.view(prefix)
+}
+
+// view returns the entries under prefix; call it with the FSM's lock held.
+func (s *state) view(prefix string) *View {
+	v := &View{}
+	for k := range s.entries {
 		if strings.HasPrefix(k, prefix) {
-			out = append(out, e)
+			v.keys = append(v.keys, k)
 		}
 	}
-	f.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
-	return out
+	slices.Sort(v.keys)
+	v.slots = make([]slot, len(v.keys))
+	for i, k := range v.keys {
+		v.slots[i] = s.entries[k]
+	}
+	v.seg = s.seg.pin()
+	return v
+}
+
+// Len is the number of entries.
+func (v *View) Len() int { return len(v.keys) }
+
+// Key is entry i's key, and Size the length of its value, both without a read.
+func (v *View) Key(i int) string { return v.keys[i] }
+
+func (v *View) Size(i int) int64 { return v.slots[i].size() }
+
+// At returns entry i. Its Value is valid until the next call of At and must not be
+// modified: a value kept in the heap is the state's own, a spilled one is read into a
+// buffer the View reuses. The error is a failed read of a spilled value.
+func (v *View) At(i int) (Entry, error) {
+	sl := v.slots[i]
+	val := sl.val
+	if sl.spilled() {
+		if v.seg == nil {
+			return Entry{}, fmt.Errorf("%w: its spill file is closed", ErrValueUnreadable)
+		}
+		var err error
+		if val, err = v.seg.read(v.buf, sl.off, sl.n); err != nil {
+			return Entry{}, err
+		}
+		v.buf = val
+	}
+	return Entry{Key: v.keys[i], Value: val, Version: sl.version}, nil
+}
+
+// Close releases the view's hold on the spilled values; At must not be called after.
+func (v *View) Close() {
+	v.seg.unpin()
+	v.seg = nil
 }

@@ -37,12 +37,21 @@ func checkInvariants(t *testing.T, f *FSM) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	st := &f.st
-	var size int64
+	var size, spilled int64
 	for k, e := range st.entries {
-		size += int64(len(k) + len(e.Value))
+		size += int64(len(k)) + e.size()
 		if _, ok := st.tombs.byKey[k]; ok {
 			t.Errorf("key %q is both live and tombstoned", k)
 		}
+		if e.spilled() {
+			spilled += int64(e.n)
+			if st.seg == nil || e.off+int64(e.n) > st.seg.end {
+				t.Errorf("key %q: spilled at %d+%d, past its segment", k, e.off, e.n)
+			}
+		}
+	}
+	if spilled != st.spilled {
+		t.Errorf("spilled bytes %d, the state counts %d", spilled, st.spilled)
 	}
 	last := st.tombs.horizon
 	for _, tb := range st.tombs.sorted() {
@@ -157,7 +166,7 @@ func TestChanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q from %d", tt.prefix, tt.from), func(t *testing.T) {
-			cs, reset := h.f.Changes(tt.prefix, tt.from)
+			cs, reset := h.f.mustChanges(tt.prefix, tt.from)
 			if reset {
 				t.Fatalf("reset with horizon 0")
 			}
@@ -170,9 +179,9 @@ func TestChanges(t *testing.T) {
 		})
 	}
 	// Values are copies.
-	cs, _ := h.f.Changes("mail/a", 0)
+	cs, _ := h.f.mustChanges("mail/a", 0)
 	cs[0].Value[0] = 'X'
-	if e, _ := h.f.Get("mail/a"); string(e.Value) != "4" {
+	if e, _ := h.f.mustGet("mail/a"); string(e.Value) != "4" {
 		t.Fatalf("state changed through a Changes value: %q", e.Value)
 	}
 }
@@ -204,7 +213,7 @@ func TestTombstoneOverflowAndReset(t *testing.T) {
 		{"", 11, "", false},
 	}
 	for _, tt := range tests {
-		cs, reset := h.f.Changes(tt.prefix, tt.from)
+		cs, reset := h.f.mustChanges(tt.prefix, tt.from)
 		if got := renderChanges(cs); got != tt.want || reset != tt.reset {
 			t.Errorf("Changes(%q, %d) = %s reset=%v, want %s reset=%v", tt.prefix, tt.from, got, reset, tt.want, tt.reset)
 		}
@@ -220,7 +229,7 @@ func TestTombstoneOverflowAndReset(t *testing.T) {
 	if tombs, hz := tombsOf(h.f); tombs != "k4@11,k5@13,k2@14" || hz != 10 {
 		t.Fatalf("tombstones %q horizon %d, want k4@11,k5@13,k2@14 horizon 10", tombs, hz)
 	}
-	if cs, reset := h.f.Changes("", 0); !reset || len(cs) != 0 {
+	if cs, reset := h.f.mustChanges("", 0); !reset || len(cs) != 0 {
 		t.Fatalf("Changes after deleting everything = %s reset=%v, want nothing, reset", renderChanges(cs), reset)
 	}
 	checkInvariants(t, h.f)
@@ -234,7 +243,7 @@ func TestTombstoneChurn(t *testing.T) {
 	lastDelete := map[string]uint64{}
 	for i := 0; i < 3000; i++ {
 		k := fmt.Sprintf("k%d", (i*7)%9)
-		if _, ok := h.f.Get(k); ok {
+		if _, ok := h.f.mustGet(k); ok {
 			h.must(del(k))
 			lastDelete[k] = h.idx
 		} else {
@@ -246,7 +255,7 @@ func TestTombstoneChurn(t *testing.T) {
 	// absent, and the horizon is below them.
 	var want []uint64
 	for k, v := range lastDelete {
-		if _, ok := h.f.Get(k); !ok {
+		if _, ok := h.f.mustGet(k); !ok {
 			want = append(want, v)
 		}
 	}
@@ -281,10 +290,10 @@ func TestMaxTombstones(t *testing.T) {
 	if n != MaxTombstones || hz != first {
 		t.Fatalf("%d tombstones, horizon %d; want %d, %d", n, hz, MaxTombstones, first)
 	}
-	if _, reset := h.f.Changes("", first); reset {
+	if _, reset := h.f.mustChanges("", first); reset {
 		t.Fatalf("reset from the horizon")
 	}
-	if _, reset := h.f.Changes("", first-1); !reset {
+	if _, reset := h.f.mustChanges("", first-1); !reset {
 		t.Fatalf("no reset from below the horizon")
 	}
 	checkInvariants(t, h.f)
@@ -298,7 +307,7 @@ func TestResetForgetsTombstones(t *testing.T) {
 	h.must(del("a"))
 	h.must(del("b"))
 	h.f.Reset()
-	if cs, reset := h.f.Changes("", 0); len(cs) != 0 || reset || h.f.StateBytes() != 0 {
+	if cs, reset := h.f.mustChanges("", 0); len(cs) != 0 || reset || h.f.StateBytes() != 0 {
 		t.Fatalf("after Reset: changes %s reset %v bytes %d", renderChanges(cs), reset, h.f.StateBytes())
 	}
 	if tombs, hz := tombsOf(h.f); tombs != "" || hz != 0 {
@@ -310,8 +319,8 @@ func TestResetForgetsTombstones(t *testing.T) {
 // version order.
 func TestChangesMatchesList(t *testing.T) {
 	f := bigFSM(t)
-	cs, reset := f.Changes("k/", 0)
-	list := f.List("k/")
+	cs, reset := f.mustChanges("k/", 0)
+	list := f.mustList("k/")
 	if reset || len(cs) != len(list) {
 		t.Fatalf("%d changes (reset %v), %d entries", len(cs), reset, len(list))
 	}
@@ -354,7 +363,7 @@ func TestChangesConcurrentWithApply(t *testing.T) {
 		default:
 		}
 		idx := h.f.AppliedIndex()
-		cs, reset := h.f.Changes("k", from)
+		cs, reset := h.f.mustChanges("k", from)
 		for i := 1; i < len(cs); i++ {
 			if cs[i].Version <= cs[i-1].Version {
 				t.Fatalf("changes out of order")
@@ -400,7 +409,7 @@ func BenchmarkChanges(b *testing.B) {
 	apply(set("mail/new", "x"))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if cs, _ := f.Changes("mail/", idx-1); len(cs) != 1 {
+		if cs, _ := f.mustChanges("mail/", idx-1); len(cs) != 1 {
 			b.Fatalf("%d changes", len(cs))
 		}
 	}

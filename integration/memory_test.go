@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -36,10 +37,10 @@ func procStatusBytes(t *testing.T, pid int, field string) float64 {
 // TestMemoryBoundedByData (issue 16): a node holding 24 MiB of configuration, after full
 // config and quarantine lists, keeps the Go runtime's memory within twice the data, and
 // its heap goal (where the next collection starts, whatever the moment of the scrape)
-// well under Go's default of twice the live heap: the memory limit policy
-// (internal/memlimit) and the compact state (fsm) at work. The runtime's figures do not
-// count the race detector's shadow memory; RssAnon is checked as well when the daemons
-// are built without it (PMGCM_TEST_NORACE=1).
+// under the data itself: the values are in the state machine's spill files, not in the
+// heap (fsm.SpillTo), and the memory limit policy (internal/memlimit) bounds the rest.
+// The runtime's figures do not count the race detector's shadow memory; RssAnon and
+// VmRSS are checked as well when the daemons are built without it (PMGCM_TEST_NORACE=1).
 func TestMemoryBoundedByData(t *testing.T) {
 	c := newCluster(t, 1)
 	urls := withMetrics(t, c)
@@ -110,14 +111,14 @@ func TestMemoryBoundedByData(t *testing.T) {
 	anon := procStatusBytes(t, pid, "RssAnon")
 	t.Logf("data %.1f MiB: heap goal %.1f MiB, Go memory in use %.1f MiB, RssAnon %.1f MiB, VmRSS %.1f MiB",
 		data/mib, goal/mib, inUse/mib, anon/mib, procStatusBytes(t, pid, "VmRSS")/mib)
-	// Go's default would put the goal at twice the live heap, over 2 x data; the policy
-	// at 1.25 x the live heap (the data, the entry map, buffers of a few MiB).
-	if limit := 1.5*data + 8*mib; goal > limit {
-		t.Errorf("heap goal %.1f MiB for %.1f MiB of data, want at most %.1f MiB", goal/mib, data/mib, limit/mib)
+	// With the values in the heap the goal was 1.25 x the live heap, over the data; with
+	// them spilled about 0.75 x (the raft log cache's last 512 entries, 4 MiB of 8 KiB
+	// values, the entry map, buffers of a few MiB, Go's doubling of that).
+	if limit := data; goal > limit {
+		t.Errorf("heap goal %.1f MiB for %.1f MiB of data, want at most %.1f MiB (the data)", goal/mib, data/mib, limit/mib)
 	}
-	// About 1.85 x the data with the policy (the raft log cache holds the last 512
-	// entries, 4 MiB of 8 KiB values), 3.1 x without; 4 MiB of slack over 2 x for what the
-	// moment of the scrape changes.
+	// About 1.1 x the data; 1.85 x with the values in the heap; 4 MiB of slack over 2 x
+	// for what the moment of the scrape changes.
 	if limit := 2*data + 4*mib; inUse > limit {
 		t.Errorf("Go memory in use %.1f MiB for %.1f MiB of data, want at most %.1f MiB (2x + 4 MiB)", inUse/mib, data/mib, limit/mib)
 	}
@@ -125,5 +126,55 @@ func TestMemoryBoundedByData(t *testing.T) {
 		if limit := 2*data + 4*mib; anon > limit {
 			t.Errorf("RssAnon %.1f MiB for %.1f MiB of data, want at most %.1f MiB (2x + 4 MiB)", anon/mib, data/mib, limit/mib)
 		}
+		// The target itself (issue 16): VmRSS, the binary's pages included (about 16 MiB),
+		// at most twice the data. 1.63 x when written; 2.4 x with the values in the heap.
+		if rss := procStatusBytes(t, pid, "VmRSS"); rss > 2*data {
+			t.Errorf("VmRSS %.1f MiB for %.1f MiB of data, want at most %.1f MiB (2x)", rss/mib, data/mib, 2*data/mib)
+		}
+	}
+}
+
+// TestSpilledValuesRebuiltAfterKill: the values kept in DATA/fsm-values are a cache of the
+// Raft state. A node killed with -9 and started again reads every value back as written,
+// and the files of the run before are gone (the new run writes its own from the
+// snapshot and the log).
+func TestSpilledValuesRebuiltAfterKill(t *testing.T) {
+	c := newCluster(t, 1)
+	n := c.Nodes[0]
+	n.Start()
+	n.CLI("create")
+	n.WaitMaster(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 2000+i) }
+	for i := range 100 {
+		if _, err := n.API().ConfigSet(ctx, fmt.Sprintf("spill/%03d", i), value(i), apiclient.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spill := filepath.Join(n.DataDir, "fsm-values")
+	before, err := filepath.Glob(filepath.Join(spill, "*.seg"))
+	if err != nil || len(before) == 0 {
+		t.Fatalf("no segment file under %s: %v %v", spill, before, err)
+	}
+	stale := filepath.Join(spill, "999.seg")
+	if err := os.WriteFile(stale, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Kill()
+	n.Start()
+	n.WaitMaster(20 * time.Second)
+	for i := range 100 {
+		key := fmt.Sprintf("spill/%03d", i)
+		v, err := n.API().ConfigGet(ctx, key, apiclient.ReadOptions{})
+		if err != nil {
+			t.Fatalf("%s after the restart: %v", key, err)
+		}
+		if !bytes.Equal(v.Value, value(i)) {
+			t.Fatalf("%s after the restart: %d bytes, want %d as written", key, len(v.Value), len(value(i)))
+		}
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("the stale segment %s survived the restart: %v", stale, err)
 	}
 }

@@ -72,7 +72,7 @@ func TestStopOpenInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLeader(t, n)
-	if e, ok := f.Get("a"); !ok || string(e.Value) != "1" {
+	if e, ok, _ := f.Get("a"); !ok || string(e.Value) != "1" {
 		t.Fatalf("after reopen entry = %+v %v", e, ok)
 	}
 	if _, err := n.Apply(ctx, fsm.ConfigSet{Key: "b", Value: []byte("2")}); err != nil {
@@ -163,7 +163,7 @@ func TestForceRecoverInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLeader(t, n)
-	if e, ok := f.Get("kept"); !ok || string(e.Value) != "yes" {
+	if e, ok, _ := f.Get("kept"); !ok || string(e.Value) != "yes" {
 		t.Fatalf("entry after recovery = %+v %v", e, ok)
 	}
 	cfg, err := n.Configuration()
@@ -186,7 +186,7 @@ func TestRestartAsJoiner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := f.Get("old"); ok {
+	if _, ok, _ := f.Get("old"); ok {
 		t.Fatal("the state machine kept the standalone node's entries")
 	}
 	if st := n.Stats(); st.State != "Follower" || st.Suffrage != "" || st.LastIndex != 0 {

@@ -113,7 +113,7 @@ func TestStandaloneBootstrapApplyRead(t *testing.T) {
 	if err != nil || idx < res.Index {
 		t.Fatalf("read index %d (%v), want >= %d", idx, err, res.Index)
 	}
-	if e, ok := f.Get("a/b"); !ok || string(e.Value) != "v" || e.Version != res.Index {
+	if e, ok, _ := f.Get("a/b"); !ok || string(e.Value) != "v" || e.Version != res.Index {
 		t.Fatalf("entry = %+v", e)
 	}
 	st := n.Stats()
@@ -135,7 +135,7 @@ func TestStandaloneBootstrapApplyRead(t *testing.T) {
 	if err := n2.WaitApplied(ctx, res.Index); err != nil {
 		t.Fatal(err)
 	}
-	if e, ok := f2.Get("a/b"); !ok || string(e.Value) != "v" {
+	if e, ok, _ := f2.Get("a/b"); !ok || string(e.Value) != "v" {
 		t.Fatalf("after reopen entry = %+v %v", e, ok)
 	}
 }
@@ -221,7 +221,7 @@ func TestRecoverSingleVoter(t *testing.T) {
 		_, err := n2.ReadIndex(ctx)
 		return err
 	})
-	if e, ok := f2.Get("kept"); !ok || string(e.Value) != "yes" {
+	if e, ok, _ := f2.Get("kept"); !ok || string(e.Value) != "yes" {
 		t.Fatalf("entry lost in recovery: %+v %v", e, ok)
 	}
 	c, err := n2.Configuration()

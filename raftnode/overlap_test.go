@@ -391,7 +391,7 @@ func TestDurableFSMWaits(t *testing.T) {
 	if res, ok := (<-applied).(*fsm.Result); !ok || res.Err != nil {
 		t.Fatalf("Apply once on disk = %#v", res)
 	}
-	if e, ok := f.Get("k"); !ok || string(e.Value) != "v" {
+	if e, ok, _ := f.Get("k"); !ok || string(e.Value) != "v" {
 		t.Fatalf("k = %q, %v after the apply", e.Value, ok)
 	}
 }
@@ -522,7 +522,7 @@ func TestNothingAppliedBeforeMasterDurable(t *testing.T) {
 		if err := n.WaitApplied(ctx, a.res.Index); err != nil {
 			t.Fatal(err)
 		}
-		if e, ok := n.fsm.Get("held"); !ok || string(e.Value) != "x" {
+		if e, ok, _ := n.fsm.Get("held"); !ok || string(e.Value) != "x" {
 			t.Fatalf("held = %q, %v on a node after the write", e.Value, ok)
 		}
 	}

@@ -113,7 +113,7 @@ func checkOldEntries(t *testing.T, dir string, term, last uint64) {
 		t.Fatalf("wait for the old entries to apply after migration: %v", err)
 	}
 	for i := 0; i < oldEntries; i++ {
-		e, ok := f.Get(fmt.Sprintf("k/%03d", i))
+		e, ok, _ := f.Get(fmt.Sprintf("k/%03d", i))
 		if !ok || !bytes.Equal(e.Value, oldValue(i)) {
 			t.Fatalf("entry %d after migration: ok=%v len=%d", i, ok, len(e.Value))
 		}
