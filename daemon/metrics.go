@@ -206,6 +206,11 @@ var (
 		"Bytes of mail bodies this node still has to receive from the other nodes.", nil, nil)
 	descPeerLag = prometheus.NewDesc("pmgcm_mail_replication_peer_lag_events",
 		"Per reachable peer: mail events it has that this node has not applied yet.", []string{"cid", "address"}, nil)
+	descConfigValues = prometheus.NewDesc("pmgcm_config_value_bytes",
+		"Bytes of configuration values on this node, by where they are kept: on disk in DATA/fsm-values, "+
+			"or in memory (values under 64 bytes, and any the disk could not take).", []string{"place"}, nil)
+	descSpillFile = prometheus.NewDesc("pmgcm_config_spill_file_bytes",
+		"Size of the live file under DATA/fsm-values: the values on disk plus those overwritten or deleted since it was last compacted.", nil, nil)
 	descCertExpiry = prometheus.NewDesc("pmgcm_node_certificate_expiry_timestamp_seconds",
 		"When this node's certificate expires (Unix time); renew with pmgcm update-fingerprints.", nil, nil)
 )
@@ -213,7 +218,8 @@ var (
 // Describe sends the descriptors of the state metrics.
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRaftState, descTerm, descCommit, descApplied, descLastIndex,
-		descLeaderChanges, descIsLeader, descLastContact, descBacklogMsgs, descBacklogBytes, descPeerLag, descCertExpiry} {
+		descLeaderChanges, descIsLeader, descLastContact, descBacklogMsgs, descBacklogBytes, descPeerLag, descCertExpiry,
+		descConfigValues, descSpillFile} {
 		ch <- d
 	}
 }
@@ -228,6 +234,10 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descCertExpiry, float64(id.Leaf.NotAfter.Unix()))
 	}
 	d.mail.collectMail(gauge)
+	sp := d.fsm.SpillStats()
+	gauge(descConfigValues, float64(sp.OnDisk), "disk")
+	gauge(descConfigValues, float64(sp.InMemory), "memory")
+	gauge(descSpillFile, float64(sp.FileBytes))
 	n := d.rn()
 	if n == nil {
 		return

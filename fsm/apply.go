@@ -310,7 +310,7 @@ func (s *state) restoreConfig(c RestoreConfig, idx uint64, placed []slot) error 
 	}
 	if c.Reset {
 		s.entries = map[string]slot{}
-		s.spilled = 0
+		s.spilled, s.inHeap = 0, 0
 		s.tombs = newTombstones()
 		s.tombs.horizon = idx // every watcher starts over
 		s.bytes = 0

@@ -47,9 +47,11 @@ type state struct {
 	// and recomputed by Restore.
 	bytes int64
 	// seg holds the entries' spilled values (nil when none is), with a reference
-	// for this state; spilled is the bytes of it they refer to.
+	// for this state; spilled is the bytes of it they refer to, inHeap those of the
+	// values kept in the heap.
 	seg     *segment
 	spilled int64
+	inHeap  int64
 }
 
 func newState() state {
@@ -67,6 +69,7 @@ func (s state) clone() state {
 		bytes:   s.bytes,
 		seg:     s.seg.pin(),
 		spilled: s.spilled,
+		inHeap:  s.inHeap,
 	}
 	if s.cluster != nil {
 		cl := *s.cluster
@@ -298,6 +301,8 @@ func (s *state) setEntry(key string, sl slot) {
 	s.dropEntry(key)
 	if sl.spilled() {
 		s.spilled += int64(sl.n)
+	} else {
+		s.inHeap += int64(len(sl.val))
 	}
 	s.entries[key] = sl
 }
@@ -307,6 +312,8 @@ func (s *state) dropEntry(key string) {
 	if old, ok := s.entries[key]; ok {
 		if old.spilled() {
 			s.spilled -= int64(old.n)
+		} else {
+			s.inHeap -= int64(len(old.val))
 		}
 		delete(s.entries, key)
 	}

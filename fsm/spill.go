@@ -49,8 +49,9 @@ type segment struct {
 	f    *os.File
 	path string
 	refs atomic.Int64
-	// end is where the next value goes; only the applying goroutine uses it.
-	end int64
+	// end is where the next value goes; only the applying goroutine moves it (atomic
+	// for SpillStats).
+	end atomic.Int64
 }
 
 // pin takes a reference for a holder of s (nil-safe). It is called with the FSM's lock
@@ -85,11 +86,11 @@ func (s *segment) read(buf []byte, off int64, n uint32) ([]byte, error) {
 
 // append writes v at the end and returns its offset.
 func (s *segment) append(v []byte) (int64, error) {
-	off := s.end
+	off := s.end.Load()
 	if _, err := s.f.WriteAt(v, off); err != nil {
 		return 0, err
 	}
-	s.end += int64(len(v))
+	s.end.Store(off + int64(len(v)))
 	return off, nil
 }
 
@@ -132,6 +133,26 @@ func (f *FSM) SpillTo(dir string, onErr func(error)) error {
 	}
 	f.sp = &spiller{dir: dir, min: spillMin, onErr: onErr}
 	return nil
+}
+
+// SpillStats is where the configuration values are (see SpillTo).
+type SpillStats struct {
+	// OnDisk and InMemory are the bytes of the values in the spill file and in the heap.
+	OnDisk, InMemory int64
+	// FileBytes is the size of the live spill file: OnDisk plus the values overwritten
+	// or deleted since its last compaction.
+	FileBytes int64
+}
+
+// SpillStats returns where the values are now.
+func (f *FSM) SpillStats() SpillStats {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := SpillStats{OnDisk: f.st.spilled, InMemory: f.st.inHeap}
+	if f.st.seg != nil {
+		st.FileBytes = f.st.seg.end.Load()
+	}
+	return st
 }
 
 // Close releases the live state's segment: its file is removed once no snapshot or
@@ -253,7 +274,7 @@ func (f *FSM) compactSpill() {
 	if f.sp == nil || seg == nil {
 		return
 	}
-	dead := seg.end - f.st.spilled
+	dead := seg.end.Load() - f.st.spilled
 	if dead < compactMinDead || dead < f.st.spilled || dead < f.sp.retryAt {
 		return
 	}

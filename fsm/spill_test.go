@@ -174,7 +174,7 @@ func TestSpillCompactionBoundsFiles(t *testing.T) {
 		for i := range 100 {
 			h.must(ConfigSet{Key: fmt.Sprintf("k/%d", i), Value: value(i + round)})
 		}
-		if end, live := h.f.st.seg.end, h.f.st.spilled; end > 2*live+minDead+1000 {
+		if end, live := h.f.st.seg.end.Load(), h.f.st.spilled; end > 2*live+minDead+1000 {
 			t.Fatalf("round %d: the segment holds %d bytes for %d live", round, end, live)
 		}
 	}
@@ -315,8 +315,8 @@ func TestSpillDiskFull(t *testing.T) {
 			t.Fatalf("k/%d lost its value", i)
 		}
 	}
-	if f.st.spilled != 0 {
-		t.Fatalf("%d bytes counted as spilled, none could be", f.st.spilled)
+	if st := f.SpillStats(); st.OnDisk != 0 || st.InMemory != 10*4096 {
+		t.Fatalf("SpillStats = %+v, want every value in memory", st)
 	}
 	checkInvariants(t, f)
 }
@@ -396,5 +396,8 @@ func TestSpilledHeapFollowsKeys(t *testing.T) {
 	}
 	if e, _ := f.mustGet(memKey(17)); !bytes.Equal(e.Value, value) {
 		t.Fatal("a spilled value reads back wrong")
+	}
+	if st := f.SpillStats(); st.OnDisk != memTestEntries*memTestValue || st.InMemory != 0 || st.FileBytes != st.OnDisk {
+		t.Fatalf("SpillStats = %+v, want all %d bytes of values on disk", st, memTestEntries*memTestValue)
 	}
 }

@@ -37,21 +37,24 @@ func checkInvariants(t *testing.T, f *FSM) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	st := &f.st
-	var size, spilled int64
+	var size, spilled, inHeap int64
 	for k, e := range st.entries {
 		size += int64(len(k)) + e.size()
+		if !e.spilled() {
+			inHeap += int64(len(e.val))
+		}
 		if _, ok := st.tombs.byKey[k]; ok {
 			t.Errorf("key %q is both live and tombstoned", k)
 		}
 		if e.spilled() {
 			spilled += int64(e.n)
-			if st.seg == nil || e.off+int64(e.n) > st.seg.end {
+			if st.seg == nil || e.off+int64(e.n) > st.seg.end.Load() {
 				t.Errorf("key %q: spilled at %d+%d, past its segment", k, e.off, e.n)
 			}
 		}
 	}
-	if spilled != st.spilled {
-		t.Errorf("spilled bytes %d, the state counts %d", spilled, st.spilled)
+	if spilled != st.spilled || inHeap != st.inHeap {
+		t.Errorf("spilled bytes %d and in the heap %d, the state counts %d and %d", spilled, inHeap, st.spilled, st.inHeap)
 	}
 	last := st.tombs.horizon
 	for _, tb := range st.tombs.sorted() {

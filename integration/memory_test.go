@@ -104,6 +104,14 @@ func TestMemoryBoundedByData(t *testing.T) {
 			return fmt.Errorf("missing go_memstats_next_gc_bytes, _sys_bytes or _heap_released_bytes")
 		}
 		inUse = sys - released
+		// Where the values are: all of them on disk, the file no smaller than they are.
+		onDisk, _ := sumOf(m, "pmgcm_config_value_bytes", `place="disk"`)
+		inMem, _ := sumOf(m, "pmgcm_config_value_bytes", `place="memory"`)
+		file, _ := sumOf(m, "pmgcm_config_spill_file_bytes")
+		if onDisk != memEntries*memValue || inMem != 0 || file < onDisk {
+			return fmt.Errorf("pmgcm_config_value_bytes disk %.0f, memory %.0f, spill file %.0f: want %d on disk, none in memory",
+				onDisk, inMem, file, memEntries*memValue)
+		}
 		return nil
 	})
 	const mib = 1 << 20

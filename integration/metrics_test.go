@@ -115,7 +115,7 @@ func TestMetrics(t *testing.T) {
 				for _, name := range []string{"pmgcm_raft_term", "pmgcm_raft_commit_index", "pmgcm_raft_applied_index",
 					"pmgcm_raft_leader_changes_total", "pmgcm_raft_apply_duration_seconds_count",
 					"pmgcm_mail_replication_backlog_messages", "pmgcm_mail_accepted_total", "pmgcm_mail_rejected_total",
-					"pmgcm_node_certificate_expiry_timestamp_seconds"} {
+					"pmgcm_node_certificate_expiry_timestamp_seconds", "pmgcm_config_value_bytes", "pmgcm_config_spill_file_bytes"} {
 					if _, ok := sumOf(s, name); !ok {
 						return fmt.Errorf("%s: no %s", n.Name, name)
 					}
