@@ -245,3 +245,39 @@ func TestBulkLackingFromOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepFetchesInBulk: bodies a node lacks without a peer loop to bring them (here its
+// index got the events before its replicator started, as after a restore or a repair)
+// are fetched by the sweeper from their origin, bulkChunk to a request with Config.Bulk.
+func TestSweepFetchesInBulk(t *testing.T) {
+	c, ms := bulkSource(t, true, 40, 3_000)
+	evs, err := c.nodes[0].store.EventsSince(mailstore.Cursors{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	need, err := c.nodes[1].store.ApplyEvents(evs)
+	if err != nil || len(need) != len(ms) {
+		t.Fatalf("ApplyEvents: %d bodies needed, %v; want %d", len(need), err, len(ms))
+	}
+	c.start(1)
+	testutil.Poll(t, "every body on node 1", settle, c.verified(1, ms...))
+	// 40 bodies: a request of 32 and one of 8, none alone.
+	if singles, bulks := c.nodes[0].fl.requests(); singles != 0 || bulks != 2 {
+		t.Fatalf("%d single and %d bulk requests, want 0 and 2", singles, bulks)
+	}
+	testutil.Poll(t, "backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(1) }))
+
+	// The sweep ended (every ID's outcome came back): the next one repairs a damaged body.
+	b := c.nodes[1].store
+	f, err := os.OpenFile(b.BodyPath(ms[5].ID), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteAt([]byte("bitrot"), 100)
+	_ = f.Close()
+	if err := b.Verify(ms[5].ID); !errors.Is(err, mailstore.ErrCorrupt) {
+		t.Fatalf("verify: %v", err)
+	}
+	c.nodes[1].repl.Kick()
+	testutil.Poll(t, "the damaged body repaired", settle, c.verified(1, ms[5]))
+}

@@ -14,7 +14,8 @@ import (
 // bounded by Fetchers transfers (each streams to the store through one copy buffer)
 // plus the queued jobs (each of at most bulkChunk IDs). A worker asks PathBody for
 // each body, which every release serves, or, once every member serves it (Config.Bulk),
-// PathBodies for the bodies of one events answer at once (bulk.go). Descriptors: a
+// PathBodies for the bodies of one events answer at once, or of one origin's missing
+// bodies in a sweep (bulk.go). Descriptors: a
 // worker holds the partial file of the body streaming in, and those of the bodies
 // before it until their commits have closed them; the writers of the bodies still to
 // come hold none (mailstore.BodyWriter opens its file at the first Write).
@@ -34,7 +35,8 @@ const (
 type fetchJob struct {
 	ids   []string
 	first Peer
-	// done, when set, receives the outcome of a job of one ID; it must not block.
+	// done, when set, receives the outcome of each ID (nil for one fetched or found
+	// settled); it must not block.
 	done func(error)
 }
 
@@ -82,8 +84,14 @@ func (r *Replicator) fetchWorker() {
 			return
 		case j := <-r.jobs:
 			ids := j.ids
-			if len(ids) > 1 { // only jobsOf makes these, with Config.Bulk, for a peer loop
-				ids = r.fetchBulk(r.ctx, j.first, ids)
+			if len(ids) > 1 { // only with Config.Bulk: jobsOf, sweepJobs
+				left := r.fetchBulk(r.ctx, j.first, ids)
+				if j.done != nil {
+					for range len(ids) - len(left) {
+						j.done(nil)
+					}
+				}
+				ids = left
 			}
 			for _, id := range ids {
 				if r.ctx.Err() != nil {

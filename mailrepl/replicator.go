@@ -486,6 +486,41 @@ func (r *Replicator) sweeper() {
 	}
 }
 
+// sweepJobs makes the fetch jobs of a sweep. With Config.Bulk the bodies whose origin
+// (the node that took the message) is a peer are asked of it, up to bulkChunk to a
+// request: it holds every body it took, and after a restore or a repair a node may lack
+// thousands. The others, and all of them without Bulk, go one by one to whichever peer
+// has them.
+func (r *Replicator) sweepJobs(missing []mailstore.Meta) []fetchJob {
+	var jobs []fetchJob
+	byOrigin := map[uint64][]string{}
+	var order []uint64 // of the origins, as first met: the jobs come in the index's order
+	for _, m := range missing {
+		origin, _, err := mailstore.ParseID(m.ID)
+		if !r.bulk() || err != nil {
+			jobs = append(jobs, fetchJob{ids: []string{m.ID}})
+			continue
+		}
+		if _, seen := byOrigin[origin]; !seen {
+			order = append(order, origin)
+		}
+		byOrigin[origin] = append(byOrigin[origin], m.ID)
+	}
+	for _, origin := range order {
+		p, ok := r.originPeer(origin)
+		for _, ids := range r.jobsOf(byOrigin[origin]) {
+			if !ok {
+				for _, id := range ids {
+					jobs = append(jobs, fetchJob{ids: []string{id}})
+				}
+				continue
+			}
+			jobs = append(jobs, fetchJob{ids: ids, first: p})
+		}
+	}
+	return jobs
+}
+
 // sweep has the fetchers fetch every missing body they can and returns how many they
 // could not.
 func (r *Replicator) sweep() (failed int) {
@@ -495,17 +530,18 @@ func (r *Replicator) sweep() (failed int) {
 	}
 	results := make(chan error, len(missing)) // never blocks a fetcher
 	sent := 0
-	for _, m := range missing {
-		id := m.ID
-		if !r.submit(r.ctx, fetchJob{ids: []string{id}, done: func(err error) {
+	for _, j := range r.sweepJobs(missing) {
+		ids := j.ids
+		j.done = func(err error) {
 			if err != nil {
-				r.log.Debug("missing body not fetched", "id", id, "error", err)
+				r.log.Debug("missing body not fetched", "ids", len(ids), "first", ids[0], "error", err)
 			}
 			results <- err
-		}}) {
+		}
+		if !r.submit(r.ctx, j) {
 			return failed
 		}
-		sent++
+		sent += len(ids)
 	}
 	for ; sent > 0; sent-- {
 		select {
