@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/pmgcm/pmgcm/internal/testutil"
 	"github.com/pmgcm/pmgcm/mailstore"
@@ -280,4 +283,46 @@ func TestSweepFetchesInBulk(t *testing.T) {
 	}
 	c.nodes[1].repl.Kick()
 	testutil.Poll(t, "the damaged body repaired", settle, c.verified(1, ms[5]))
+}
+
+// TestBulkLackingOriginDown: as TestBulkLackingFromOrigin, with the origin down (its
+// server closed: connections refused). The bodies the relay lacks stay missing without
+// a hang or a loss of the events, and come once the origin is back on its address.
+func TestBulkLackingOriginDown(t *testing.T) {
+	c := newCluster(t, 3)
+	c.bulk.Store(true)
+	var ms []mailstore.Meta
+	for k := 0; k < 10; k++ {
+		ms = append(ms, c.accept(0, 8_000))
+	}
+	src, relay := c.nodes[0].store, c.nodes[1].store
+	evs, _, _, err := src.Feed(relay.FeedHeads(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.ApplyEvents(evs); err != nil {
+		t.Fatal(err)
+	}
+	origin := c.nodes[0]
+	_ = origin.srv.Close()
+	c.start(2)
+	testutil.Poll(t, "node 2 knows every message, lacks every body, asked the relay", settle, func() error {
+		n, _ := c.nodes[2].store.Stats()
+		missing, _ := c.nodes[2].store.Missing()
+		_, bulks := c.nodes[1].fl.requests()
+		if n != int64(len(ms)) || len(missing) != len(ms) || bulks < 1 {
+			return fmt.Errorf("%d messages, %d bodies missing, %d bulk requests to the relay", n, len(missing), bulks)
+		}
+		return nil
+	})
+	ln, err := net.Listen("tcp", origin.addr)
+	if err != nil {
+		t.Fatalf("the origin's address again: %v", err)
+	}
+	srv := &http.Server{Handler: origin.fl.wrap(origin.cut.wrap(Handler(origin.store))), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	// Only the origin has them: the workers' retries or the sweeper get them there.
+	testutil.Poll(t, "every body on node 2 from the origin back up", settle, c.verified(2, ms...))
+	testutil.Poll(t, "backlog 0", settle, testutil.Cond(func() bool { return c.backlogZero(2) }))
 }
