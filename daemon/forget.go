@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 )
 
 // clusterWiper owns wiping a removed node's copy of the cluster's secrets (forget).
@@ -59,7 +60,7 @@ func (w *clusterWiper) forget() {
 			"dir", dir, "error", err)
 		return
 	}
-	if err := syncDir(w.dir.path); err != nil {
+	if err := dirsync.Sync(w.dir.path); err != nil {
 		w.logger.Warn("syncing the data directory after wiping the cluster's state", "error", err)
 	}
 	w.fsm.Reset()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 	"github.com/pmgcm/pmgcm/transport"
 )
 
@@ -89,7 +90,7 @@ func (d *dataDir) commitPendingIdentity() error {
 	if err := os.Rename(d.file("tls", certFile+pendingSufx), d.file("tls", certFile)); err != nil {
 		return err
 	}
-	return syncDir(d.file("tls"))
+	return dirsync.Sync(d.file("tls"))
 }
 
 // dropPendingIdentity removes pending files left by a command that did not commit.

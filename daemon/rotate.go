@@ -16,6 +16,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/cluster"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -232,7 +233,7 @@ func (c *certRenewer) install(id *transport.Identity, idx uint64) error {
 	if err := os.Rename(c.dir.file("tls", certFile+nextSufx), c.dir.file("tls", certFile)); err != nil {
 		return fmt.Errorf("install the renewed certificate: %w", err)
 	}
-	return syncDir(c.dir.file("tls"))
+	return dirsync.Sync(c.dir.file("tls"))
 }
 
 // record publishes member req.CID's renewed certificate, on the master (forwarded to

@@ -17,6 +17,7 @@ import (
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/backup"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 	"github.com/pmgcm/pmgcm/mailstore"
 )
 
@@ -172,7 +173,7 @@ func (bk *backups) backupToDir(ctx context.Context) (string, int64, error) {
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return "", 0, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := dirsync.Sync(dir); err != nil {
 		return "", 0, fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return final, fi.Size(), nil
@@ -229,7 +230,7 @@ func pruneBackups(dir string, keep int) error {
 		files = files[1:]
 	}
 	if len(errs) == 0 {
-		return syncDir(dir)
+		return dirsync.Sync(dir)
 	}
 	return errors.Join(errs...)
 }

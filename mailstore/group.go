@@ -7,6 +7,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 )
 
 // Group commit. Concurrent Accepts (one per SMTP connection) and body commits (one
@@ -383,7 +385,7 @@ const maxDirSyncs = 16
 func syncDirs(dirs map[string]struct{}) error {
 	if len(dirs) <= 1 {
 		for d := range dirs {
-			return syncDir(d)
+			return dirsync.Sync(d)
 		}
 		return nil
 	}
@@ -392,7 +394,7 @@ func syncDirs(dirs map[string]struct{}) error {
 	for d := range dirs {
 		slots <- struct{}{}
 		go func() {
-			errs <- syncDir(d)
+			errs <- dirsync.Sync(d)
 			<-slots
 		}()
 	}

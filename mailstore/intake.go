@@ -9,6 +9,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 )
 
 // The intake journal: one fdatasync per group of concurrent Accepts.
@@ -261,7 +263,7 @@ func (s *Store) appendGroup(batch []*intakeReq) {
 		}
 	}
 	if spooled {
-		if err := syncDir(filepath.Join(s.dir, "tmp")); err != nil {
+		if err := dirsync.Sync(filepath.Join(s.dir, "tmp")); err != nil {
 			failAll(live, err)
 			return
 		}
@@ -436,7 +438,7 @@ func (s *Store) openSegment() error {
 		err = fdatasync(f)
 	}
 	if err == nil {
-		err = syncDir(s.journalDir())
+		err = dirsync.Sync(s.journalDir())
 	}
 	if err != nil {
 		_ = f.Close()
@@ -496,7 +498,7 @@ func (s *Store) checkpoint() error {
 		// The removals made durable: a segment that came back after a power loss
 		// could replay messages into a store wiped since (Wipe checkpoints first).
 		if err == nil {
-			err = syncDir(s.journalDir())
+			err = dirsync.Sync(s.journalDir())
 		}
 	}
 	j.mu.Lock()

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 )
 
 // replayJournal finishes what a crash left in the intake journal (intake.go), at
@@ -60,7 +62,7 @@ func (s *Store) replayJournal(db *bolt.DB) error {
 	}
 	// Durable removals: a segment back after a power loss must not meet a store
 	// wiped since (intake.go, checkpoint).
-	return syncDir(s.journalDir())
+	return dirsync.Sync(s.journalDir())
 }
 
 // listSegments returns the segment files of dir in order.

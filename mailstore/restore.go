@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 )
 
 // A restore (from a backup) replaces a store's content whole, and a refused or failed
@@ -163,7 +165,7 @@ func (g *Staging) Commit() error {
 		_ = os.RemoveAll(g.st.dir)
 		return s.reopen(fmt.Errorf("mailstore: restore: %w", err))
 	}
-	if err := syncDir(filepath.Dir(s.dir)); err != nil {
+	if err := dirsync.Sync(filepath.Dir(s.dir)); err != nil {
 		return s.reopen(err)
 	}
 	if err := s.reopen(nil); err != nil {

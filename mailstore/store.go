@@ -15,6 +15,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 )
 
 // Message states, in merge order: a state event sets the maximum of the
@@ -227,7 +229,7 @@ func (s *Store) emptyTmp() error {
 		return fmt.Errorf("mailstore: %w", err)
 	}
 	// tmp/ is made again: its name durable before a spooled body relies on it.
-	return syncDir(s.dir)
+	return dirsync.Sync(s.dir)
 }
 
 // makeDirs empties tmp/ and creates the directory tree (Wipe: nothing spooled is
@@ -251,12 +253,12 @@ func (s *Store) ensureDirs() error {
 			return fmt.Errorf("mailstore: %w", err)
 		}
 	}
-	if err := syncDir(filepath.Join(s.dir, "bodies")); err != nil {
+	if err := dirsync.Sync(filepath.Join(s.dir, "bodies")); err != nil {
 		return err
 	}
 	// The names of tmp/, journal/ and bodies/ themselves: an Accept's durability
 	// rests on them (intake.go).
-	return syncDir(s.dir)
+	return dirsync.Sync(s.dir)
 }
 
 // Close closes the store. It is idempotent; it wakes every Changed waiter.
@@ -442,19 +444,6 @@ func MakeID(origin, seq uint64) string { return fmt.Sprintf("%d-%d", origin, seq
 func (s *Store) BodyPath(id string) string {
 	h := sha256.Sum256([]byte(id))
 	return filepath.Join(s.dir, "bodies", hex.EncodeToString(h[:1]), id)
-}
-
-// syncDir fsyncs a directory so that a rename or create in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("mailstore: sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("mailstore: sync dir: %w", err)
-	}
-	return nil
 }
 
 func u64(v uint64) []byte {

@@ -16,6 +16,8 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmgcm/pmgcm/internal/dirsync"
 )
 
 // The Raft log and stable store live in a write-ahead log (hashicorp/raft-wal) in
@@ -207,7 +209,7 @@ func migrateBolt(dir string, timeout time.Duration, logger hclog.Logger) (err er
 	if err := closeWAL(dst, meta); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := dirsync.Sync(tmp); err != nil {
 		return err
 	}
 	if err := stepDone("closed"); err != nil {
@@ -216,7 +218,7 @@ func migrateBolt(dir string, timeout time.Duration, logger hclog.Logger) (err er
 	if err := os.Rename(tmp, WALDir(dir)); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := dirsync.Sync(dir); err != nil {
 		return err
 	}
 	if err := stepDone("renamed"); err != nil {
@@ -303,7 +305,7 @@ func finishMigration(dir string) error {
 		if err := os.Rename(dbPath, PreWALPath(dir)); err != nil {
 			return fmt.Errorf("set %s aside: %w", dbPath, err)
 		}
-		if err := syncDir(dir); err != nil {
+		if err := dirsync.Sync(dir); err != nil {
 			return err
 		}
 		if err := stepDone("aside"); err != nil {
@@ -320,10 +322,10 @@ func finishMigration(dir string) error {
 	if err := os.WriteFile(note, []byte(fenceText), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", note, err)
 	}
-	if err := syncDir(dbPath); err != nil {
+	if err := dirsync.Sync(dbPath); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return dirsync.Sync(dir)
 }
 
 // segmentMagic opens every raft-wal segment file (little-endian uint32 at offset 0).
@@ -382,21 +384,6 @@ func isRegular(path string) (bool, error) {
 	default:
 		return false, fmt.Errorf("stat %s: %w", path, err)
 	}
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // lockFile takes an exclusive flock on path, trying until timeout as bbolt does with
