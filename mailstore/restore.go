@@ -29,6 +29,9 @@ import (
 func stagingDir(dir string) string { return dir + ".restore" }
 func swapOldDir(dir string) string { return dir + ".old" }
 
+// removeOldContent removes the content a restore replaced; tests watch it.
+var removeOldContent = os.RemoveAll
+
 // recoverSwap is Open's part of the swap protocol above.
 func recoverSwap(dir string) error {
 	old := swapOldDir(dir)
@@ -129,16 +132,33 @@ func (g *Staging) Commit() error {
 		return fmt.Errorf("mailstore: restore: %w", err)
 	}
 	defer s.releaseJournal()
+	old, err := g.swap()
+	if g.done {
+		if old != "" {
+			// The content replaced, with as many files as it held messages: removed
+			// after the lock is let go, so that the new content serves meanwhile, and
+			// before the next restore may begin (restoring), which would use the name.
+			_ = removeOldContent(old)
+		}
+		s.restoring.Store(false)
+	}
+	return err
+}
+
+// swap puts the staged content in place of the live one under the store's lock, and
+// returns the directory the live content was moved to once it is no longer needed
+// ("" while it may be: a failed swap puts it back).
+func (g *Staging) swap() (string, error) {
+	s := g.live
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.idleLocked(); err != nil {
-		return err
+		return "", err
 	}
 	if err := g.carryOver(); err != nil {
-		return fmt.Errorf("mailstore: restore: carry over the messages received meanwhile: %w", err)
+		return "", fmt.Errorf("mailstore: restore: carry over the messages received meanwhile: %w", err)
 	}
-	g.done = true
-	defer s.restoring.Store(false)
+	g.done = true // Commit ends the Staging (restoring) whatever happens next
 	// The live content is replaced (its messages received meanwhile were carried
 	// over): its pending spooled names are not flushed; reopen recovers whatever
 	// the directory it opens has in its bucket.
@@ -146,34 +166,33 @@ func (g *Staging) Commit() error {
 	defer s.bumpGen() // the swap's tmp/ in place (or the old one reopened): see accept
 	if err := g.st.Close(); err != nil {
 		_ = os.RemoveAll(g.st.dir)
-		return fmt.Errorf("mailstore: restore: %w", err)
+		return "", fmt.Errorf("mailstore: restore: %w", err)
 	}
 	if err := s.db.Close(); err != nil {
 		_ = os.RemoveAll(g.st.dir)
-		return s.reopen(fmt.Errorf("mailstore: restore: %w", err))
+		return "", s.reopen(fmt.Errorf("mailstore: restore: %w", err))
 	}
 	old := swapOldDir(s.dir)
 	if err := os.Rename(s.dir, old); err != nil {
 		_ = os.RemoveAll(g.st.dir)
-		return s.reopen(fmt.Errorf("mailstore: restore: %w", err))
+		return "", s.reopen(fmt.Errorf("mailstore: restore: %w", err))
 	}
 	if err := os.Rename(g.st.dir, s.dir); err != nil {
 		if uerr := os.Rename(old, s.dir); uerr != nil {
 			s.closed = true
-			return fmt.Errorf("mailstore: restore: %w; and putting the store back failed: %v: restart the daemon, which puts it back", err, uerr)
+			return "", fmt.Errorf("mailstore: restore: %w; and putting the store back failed: %v: restart the daemon, which puts it back", err, uerr)
 		}
 		_ = os.RemoveAll(g.st.dir)
-		return s.reopen(fmt.Errorf("mailstore: restore: %w", err))
+		return "", s.reopen(fmt.Errorf("mailstore: restore: %w", err))
 	}
 	if err := dirsync.Sync(filepath.Dir(s.dir)); err != nil {
-		return s.reopen(err)
+		return "", s.reopen(err)
 	}
 	if err := s.reopen(nil); err != nil {
-		return err
+		return "", err
 	}
-	_ = os.RemoveAll(old)
 	s.notify()
-	return nil
+	return old, nil
 }
 
 // reopen opens s.db again after a swap (or a failed one) and returns cause; if the

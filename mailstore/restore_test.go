@@ -209,3 +209,53 @@ func sha(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
 }
+
+// TestRestoreRemovesOldContentUnlocked: the replaced content (a file per message) is
+// removed with the store serving the new one, not under its lock; and no second
+// restore begins before it is gone.
+func TestRestoreRemovesOldContentUnlocked(t *testing.T) {
+	s, _ := restoreStore(t)
+	accept(t, s, message("old", 100))
+	g, err := s.BeginRestore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := g.Import("x@example.org", []string{"y@example.org"}, time.Unix(1e9, 0), bytes.NewReader(message("restored", 300)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := false
+	old := removeOldContent
+	t.Cleanup(func() { removeOldContent = old })
+	removeOldContent = func(path string) error {
+		got := make(chan error, 1)
+		go func() {
+			_, err := s.Get(m.ID)
+			got <- err
+		}()
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Errorf("Get of the restored message while the old content goes: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("a Get waited on the store while the old content was removed")
+		}
+		if _, err := s.BeginRestore(); !errors.Is(err, ErrBusy) {
+			t.Errorf("a restore began while the old content was removed: %v", err)
+		}
+		removed = true
+		return os.RemoveAll(path)
+	}
+	if err := g.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !removed {
+		t.Fatal("the old content was not removed")
+	}
+	g2, err := s.BeginRestore()
+	if err != nil {
+		t.Fatalf("a restore after the first one: %v", err)
+	}
+	_ = g2.Abort()
+}
