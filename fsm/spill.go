@@ -224,9 +224,12 @@ func (s slot) value(seg *segment) ([]byte, error) {
 // place returns the slots of the values cmd carries, in their order (one for a
 // ConfigSet, one per entry for a RestoreConfig, none for the others), written to the
 // live state's segment when sp spills. Apply calls it before it takes the lock, so that
-// no file is written under it; a refused command leaves its values as dead bytes.
+// no file is written under it; a refused command leaves its values as dead bytes. A
+// halted FSM refuses every entry and never compacts, so nothing is written then: else
+// the files would grow with the log for as long as the node waits for an upgrade.
+// (f.halted is read without the lock: only the applying goroutine, this one, sets it.)
 func (f *FSM) place(cmd Command, idx uint64) []slot {
-	if f.sp == nil {
+	if f.sp == nil || f.halted != nil {
 		return nil
 	}
 	switch c := cmd.(type) {
