@@ -194,3 +194,23 @@ func TestSpillRefsBalance(t *testing.T) {
 		t.Fatalf("first segment refs = %d, want 0", got)
 	}
 }
+
+// A SpillTo that fails (the daemon then goes on, values in the heap) leaves the FSM as
+// New made it: it applies and snapshots with every value in the heap.
+func TestSpillToFailureKeepsHeap(t *testing.T) {
+	file := t.TempDir() + "/not-a-dir"
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHeapHarness(t)
+	if err := h.f.SpillTo(file, nil); err == nil {
+		t.Fatal("SpillTo on a regular file succeeded")
+	}
+	h.must(ConfigSet{Key: "a", Value: bytes.Repeat([]byte("v"), 500)})
+	if h.f.sp != nil || h.f.st.seg != nil || h.f.st.entries["a"].spilled() {
+		t.Fatal("a failed SpillTo left the FSM spilling")
+	}
+	if e, ok := h.f.mustGet("a"); !ok || len(e.Value) != 500 {
+		t.Fatalf("Get after a failed SpillTo: %+v %v", e, ok)
+	}
+}
