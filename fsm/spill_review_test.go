@@ -214,3 +214,57 @@ func TestSpillToFailureKeepsHeap(t *testing.T) {
 		t.Fatalf("Get after a failed SpillTo: %+v %v", e, ok)
 	}
 }
+
+// A snapshot taken before compactions persists, after them, the same bytes as the same
+// state kept in the heap: its clone holds the old segment open after the live state has
+// moved on (no closed file read, no value lost), and Release then removes that file.
+func TestSpillSnapshotAcrossCompactions(t *testing.T) {
+	lowCompaction(t, 4<<10)
+	spill, heap := newHarness(t), newHeapHarness(t)
+	both := func(c Command) {
+		a, b := spill.apply(c), heap.apply(c)
+		if a.Err != nil || b.Err != nil {
+			t.Fatalf("%T: %v / %v", c, a.Err, b.Err)
+		}
+	}
+	for i := range 20 {
+		both(ConfigSet{Key: "k/x" + strings.Repeat("x", i), Value: bytes.Repeat([]byte{byte('a' + i)}, 300+i)})
+	}
+	snapS, err := spill.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapH, err := heap.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := spill.f.st.seg
+	seq := spill.f.sp.seq
+	for i := range 200 {
+		both(ConfigSet{Key: "k/x" + strings.Repeat("x", i%20), Value: bytes.Repeat([]byte{byte('A' + i%26)}, 400)})
+	}
+	if spill.f.sp.seq < seq+3 || spill.f.st.seg == first {
+		t.Fatalf("no compaction ran (segments %d -> %d)", seq, spill.f.sp.seq)
+	}
+	var a, b testSink
+	if err := snapS.Persist(&a); err != nil {
+		t.Fatalf("persist after compactions: %v", err)
+	}
+	if err := snapH.Persist(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("the snapshot of the spilling FSM differs from the heap one after compactions")
+	}
+	if _, err := os.Stat(first.path); err != nil {
+		t.Fatalf("the snapshot's segment is gone before Release: %v", err)
+	}
+	snapS.Release()
+	snapH.Release()
+	if _, err := os.Stat(first.path); !os.IsNotExist(err) {
+		t.Fatalf("the snapshot's segment outlives its Release: %v", err)
+	}
+	if n := len(segFiles(t, spill.f)); n != 1 {
+		t.Fatalf("%d segment files after Release, want 1 (the live one)", n)
+	}
+}
