@@ -103,8 +103,10 @@ type spiller struct {
 	// failing is set at a failed write and cleared at the next good one, so that a full
 	// disk is reported once, not per value.
 	failing bool
-	// retryAt is the dead bytes at which a compaction that failed is tried again.
-	retryAt int64
+	// retryAt is the dead bytes at which a compaction of retrySeg that failed is tried
+	// again; a state on another segment (after a Restore or Reset) starts afresh.
+	retryAt  int64
+	retrySeg *segment
 }
 
 // SpillTo makes f keep its configuration values of spillMin bytes or more in segment
@@ -257,15 +259,15 @@ func (f *FSM) compactSpill() {
 		return
 	}
 	dead := seg.end - f.st.spilled
-	if dead < compactMinDead || dead < f.st.spilled || dead < f.sp.retryAt {
+	if dead < compactMinDead || dead < f.st.spilled || (seg == f.sp.retrySeg && dead < f.sp.retryAt) {
 		return
 	}
 	if err := f.moveSpilled(seg); err != nil {
 		f.sp.failed(fmt.Errorf("compact the spilled values: %w", err))
-		f.sp.retryAt = dead + compactMinDead
+		f.sp.retryAt, f.sp.retrySeg = dead+compactMinDead, seg
 		return
 	}
-	f.sp.retryAt = 0
+	f.sp.retryAt, f.sp.retrySeg = 0, nil
 }
 
 // moved is a slot's new offset.

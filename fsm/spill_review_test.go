@@ -268,3 +268,55 @@ func TestSpillSnapshotAcrossCompactions(t *testing.T) {
 		t.Fatalf("%d segment files after Release, want 1 (the live one)", n)
 	}
 }
+
+// A compaction that failed is retried later on its own segment only: after a Restore
+// the new segment compacts at the usual threshold, not at the old one's retry point.
+func TestSpillRetryPointIsPerSegment(t *testing.T) {
+	lowCompaction(t, 1<<10)
+	dir := t.TempDir()
+	f := New()
+	var errs []error
+	if err := f.SpillTo(dir, func(err error) { errs = append(errs, err) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	h := &harness{t: t, f: f}
+	val := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 2<<10) }
+	h.must(ConfigSet{Key: "a", Value: val(0)})
+	// No new segment can be made: every compaction fails, pushing its retry point on.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		h.must(ConfigSet{Key: "a", Value: val(i)})
+	}
+	if len(errs) == 0 || f.sp.retryAt < 30<<10 {
+		t.Fatalf("compactions did not fail as set up: errs %v, retry at %d", errs, f.sp.retryAt)
+	}
+	var sink testSink
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	restored := f.st.seg
+	if restored == nil || !f.st.entries["a"].spilled() {
+		t.Fatal("the restored value was not spilled")
+	}
+	for i := 21; i <= 23; i++ { // 6 KiB dead over 2 KiB live: past the usual threshold
+		h.must(ConfigSet{Key: "a", Value: val(i)})
+	}
+	if f.st.seg == restored {
+		t.Fatalf("the restored segment was not compacted (%d dead bytes, old retry point %d)",
+			f.st.seg.end-f.st.spilled, f.sp.retryAt)
+	}
+}
