@@ -174,12 +174,15 @@ func (d *Daemon) Open() (err error) {
 	d.key = key
 	d.fsm = fsm.New()
 	// Values out of the heap (issue 16): a cache of the replicated state, rebuilt at each
-	// start from the Raft snapshot and log.
+	// start from the Raft snapshot and log. A directory that cannot be made or emptied
+	// (a full disk at the first start, a stray entry in it) costs memory, not the start:
+	// the values then stay in the heap, as when a write fails.
 	spill := d.dir.file("fsm-values")
 	if err := d.fsm.SpillTo(spill, func(err error) {
 		d.logger.Warn("cannot write configuration values to disk: they stay in memory", "dir", spill, "error", err)
 	}); err != nil {
-		return err
+		d.logger.Warn("configuration values stay in memory this run: free disk space, or remove what is in the directory, and restart pmgclusterd to keep them on disk",
+			"dir", spill, "error", err)
 	}
 	d.raft = newRaftSlot(d)
 	d.trust = newPeerTrust(d) // before the mux: it authorizes the mux's peers

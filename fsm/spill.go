@@ -104,8 +104,10 @@ type spiller struct {
 	// failing is set at a failed write and cleared at the next good one, so that a full
 	// disk is reported once, not per value.
 	failing bool
-	// retryAt is the dead bytes at which a compaction that failed is tried again.
-	retryAt int64
+	// retryAt is the dead bytes at which a compaction of retrySeg that failed is tried
+	// again; a state on another segment (after a Restore or Reset) starts afresh.
+	retryAt  int64
+	retrySeg *segment
 }
 
 // SpillTo makes f keep its configuration values of spillMin bytes or more in segment
@@ -245,9 +247,12 @@ func (s slot) value(seg *segment) ([]byte, error) {
 // place returns the slots of the values cmd carries, in their order (one for a
 // ConfigSet, one per entry for a RestoreConfig, none for the others), written to the
 // live state's segment when sp spills. Apply calls it before it takes the lock, so that
-// no file is written under it; a refused command leaves its values as dead bytes.
+// no file is written under it; a refused command leaves its values as dead bytes. A
+// halted FSM refuses every entry and never compacts, so nothing is written then: else
+// the files would grow with the log for as long as the node waits for an upgrade.
+// (f.halted is read without the lock: only the applying goroutine, this one, sets it.)
 func (f *FSM) place(cmd Command, idx uint64) []slot {
-	if f.sp == nil {
+	if f.sp == nil || f.halted != nil {
 		return nil
 	}
 	switch c := cmd.(type) {
@@ -275,15 +280,15 @@ func (f *FSM) compactSpill() {
 		return
 	}
 	dead := seg.end.Load() - f.st.spilled
-	if dead < compactMinDead || dead < f.st.spilled || dead < f.sp.retryAt {
+	if dead < compactMinDead || dead < f.st.spilled || (seg == f.sp.retrySeg && dead < f.sp.retryAt) {
 		return
 	}
 	if err := f.moveSpilled(seg); err != nil {
 		f.sp.failed(fmt.Errorf("compact the spilled values: %w", err))
-		f.sp.retryAt = dead + compactMinDead
+		f.sp.retryAt, f.sp.retrySeg = dead+compactMinDead, seg
 		return
 	}
-	f.sp.retryAt = 0
+	f.sp.retryAt, f.sp.retrySeg = 0, nil
 }
 
 // moved is a slot's new offset.
