@@ -60,11 +60,16 @@ func (p *intakePolicy) setting(key string) (string, bool) {
 	c := p.cache.Load()
 	if c == nil || p.fsm.AppliedIndex() >= c.Index {
 		e, ok, err := p.fsm.Get(key)
-		if err != nil {
-			p.logger.Warn("cannot read a mail intake setting: using its default", "key", key, "error", err)
+		if err == nil {
+			return string(e.Value), ok
+		}
+		if c == nil {
+			p.logger.Warn("cannot read a mail intake setting, and no cache of it: using its default", "key", key, "error", err)
 			return "", false
 		}
-		return string(e.Value), ok
+		// The last values cached (mail-policy.json): a disk that fails a read of the
+		// spill file must not turn the relay domains off.
+		p.logger.Warn("cannot read a mail intake setting: using its last cached value", "key", key, "error", err)
 	}
 	v, ok := c.Values[key]
 	return v, ok
