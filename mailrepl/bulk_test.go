@@ -217,18 +217,17 @@ func TestBulkKeepsConnection(t *testing.T) {
 	}
 }
 
-// TestBulkLackingFromOrigin: a peer that relays another origin's events before it holds
-// their bodies answers "-" for them; the asker then asks the origin for all of them in
-// one more bulk request, not each of them of the relay and then of the origin alone.
-func TestBulkLackingFromOrigin(t *testing.T) {
+// relayLacking is a 3-node cluster (bulk on, no replicator started) in which node 0
+// took 10 messages and node 1 has their events, not their bodies: a relay that lacks
+// them.
+func relayLacking(t *testing.T) (*cluster, []mailstore.Meta) {
+	t.Helper()
 	c := newCluster(t, 3)
 	c.bulk.Store(true)
 	var ms []mailstore.Meta
 	for k := 0; k < 10; k++ {
 		ms = append(ms, c.accept(0, 8_000))
 	}
-	// Node 1 has the events, not the bodies (its replicator does not run); node 2 can
-	// learn the events from node 1 only.
 	src, relay := c.nodes[0].store, c.nodes[1].store
 	evs, _, _, err := src.Feed(relay.FeedHeads(), 100)
 	if err != nil {
@@ -237,6 +236,14 @@ func TestBulkLackingFromOrigin(t *testing.T) {
 	if _, err := relay.ApplyEvents(evs); err != nil {
 		t.Fatal(err)
 	}
+	return c, ms
+}
+
+// TestBulkLackingFromOrigin: a peer that relays another origin's events before it holds
+// their bodies answers "-" for them; the asker then asks the origin for all of them in
+// one more bulk request, not each of them of the relay and then of the origin alone.
+func TestBulkLackingFromOrigin(t *testing.T) {
+	c, ms := relayLacking(t) // node 2 can learn the events from node 1 only:
 	c.nodes[0].fl.mu.Lock()
 	c.nodes[0].fl.noEvents = true
 	c.nodes[0].fl.mu.Unlock()
@@ -289,20 +296,7 @@ func TestSweepFetchesInBulk(t *testing.T) {
 // server closed: connections refused). The bodies the relay lacks stay missing without
 // a hang or a loss of the events, and come once the origin is back on its address.
 func TestBulkLackingOriginDown(t *testing.T) {
-	c := newCluster(t, 3)
-	c.bulk.Store(true)
-	var ms []mailstore.Meta
-	for k := 0; k < 10; k++ {
-		ms = append(ms, c.accept(0, 8_000))
-	}
-	src, relay := c.nodes[0].store, c.nodes[1].store
-	evs, _, _, err := src.Feed(relay.FeedHeads(), 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := relay.ApplyEvents(evs); err != nil {
-		t.Fatal(err)
-	}
+	c, ms := relayLacking(t)
 	origin := c.nodes[0]
 	_ = origin.srv.Close()
 	c.start(2)
