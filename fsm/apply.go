@@ -40,7 +40,7 @@ func placedAt(placed []slot, i int, value []byte, idx uint64) slot {
 	if i < len(placed) {
 		return placed[i]
 	}
-	return slot{version: idx, val: ownValue(value)} // an entry always has a non-nil value
+	return heapSlot(idx, value) // an entry always has a non-nil value
 }
 
 func (s *state) createCluster(c CreateCluster) error {

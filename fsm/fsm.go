@@ -300,9 +300,9 @@ func (s *state) sortedMembers() []Member {
 func (s *state) setEntry(key string, sl slot) {
 	s.dropEntry(key)
 	if sl.spilled() {
-		s.spilled += int64(sl.n)
+		s.spilled += sl.size()
 	} else {
-		s.inHeap += int64(len(sl.val))
+		s.inHeap += sl.size()
 	}
 	s.entries[key] = sl
 }
@@ -311,9 +311,9 @@ func (s *state) setEntry(key string, sl slot) {
 func (s *state) dropEntry(key string) {
 	if old, ok := s.entries[key]; ok {
 		if old.spilled() {
-			s.spilled -= int64(old.n)
+			s.spilled -= old.size()
 		} else {
-			s.inHeap -= int64(len(old.val))
+			s.inHeap -= old.size()
 		}
 		delete(s.entries, key)
 	}

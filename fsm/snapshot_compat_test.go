@@ -228,7 +228,7 @@ func TestRestoreChecksTombstones(t *testing.T) {
 	entries := func(kv ...string) map[string]slot {
 		m := map[string]slot{}
 		for _, k := range kv {
-			m[k] = slot{val: []byte{}, version: 1}
+			m[k] = heapSlot(1, []byte{})
 		}
 		return m
 	}

@@ -220,8 +220,8 @@ func TestRestoreChecksRecords(t *testing.T) {
 	bad := []state{
 		{members: map[uint64]Member{1: member(1)}, entries: map[string]slot{}},                                // members without cluster
 		{cluster: &Cluster{NextCID: 2}, members: map[uint64]Member{2: member(2)}, entries: map[string]slot{}}, // unissued CID
-		{members: map[uint64]Member{}, entries: map[string]slot{"a//b": {val: []byte{}, version: 1}}},         // invalid key
-		{members: map[uint64]Member{}, entries: map[string]slot{"a": {val: make([]byte, MaxValueLen+1), version: 1}}},
+		{members: map[uint64]Member{}, entries: map[string]slot{"a//b": heapSlot(1, []byte{})}},               // invalid key
+		{members: map[uint64]Member{}, entries: map[string]slot{"a": heapSlot(1, make([]byte, MaxValueLen+1))}},
 		{cluster: &Cluster{NextCID: 3}, members: map[uint64]Member{1: member(1), 2: func() Member {
 			m := member(2)
 			m.Name = member(1).Name

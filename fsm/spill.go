@@ -192,56 +192,28 @@ func (sp *spiller) failed(err error) {
 // when it is worth spilling; it makes the segment when there is none yet (the caller
 // stores *seg in the state). On any failure the value stays in the heap.
 func (sp *spiller) put(seg **segment, v []byte, version uint64) slot {
-	if sp == nil || len(v) < sp.min {
-		return slot{version: version, val: ownValue(v)}
+	if sp == nil || len(v) < sp.min || len(v) > MaxValueLen {
+		return heapSlot(version, v) // over MaxValueLen: a command Apply refuses anyway
 	}
 	if *seg == nil {
 		s, err := sp.newSegment()
 		if err != nil {
 			sp.failed(err)
-			return slot{version: version, val: ownValue(v)}
+			return heapSlot(version, v)
 		}
 		*seg = s
+	}
+	if (*seg).end.Load()+int64(len(v)) > maxSpillOffset {
+		sp.failed(fmt.Errorf("%s is full", (*seg).path)) // not before 8 TiB
+		return heapSlot(version, v)
 	}
 	off, err := (*seg).append(v)
 	if err != nil {
 		sp.failed(fmt.Errorf("write %s: %w", (*seg).path, err))
-		return slot{version: version, val: ownValue(v)}
+		return heapSlot(version, v)
 	}
 	sp.failing = false
-	return slot{version: version, off: off, n: uint32(len(v))}
-}
-
-// slot is an entry of the state: its version and its value, in the heap (val, never nil
-// then) or in the state's segment (n bytes at off).
-type slot struct {
-	version uint64
-	val     []byte
-	off     int64
-	n       uint32
-}
-
-// spilled reports whether the value is in the segment.
-func (s slot) spilled() bool { return s.val == nil }
-
-// size is the value's length.
-func (s slot) size() int64 {
-	if s.spilled() {
-		return int64(s.n)
-	}
-	return int64(len(s.val))
-}
-
-// value returns the value: shared when in the heap (never modified in place), a fresh
-// copy when read from seg.
-func (s slot) value(seg *segment) ([]byte, error) {
-	if !s.spilled() {
-		return s.val, nil
-	}
-	if seg == nil {
-		return nil, fmt.Errorf("%w: its spill file is closed", ErrValueUnreadable)
-	}
-	return seg.read(nil, s.off, s.n)
+	return diskSlot(version, off, len(v))
 }
 
 // place returns the slots of the values cmd carries, in their order (one for a
@@ -308,7 +280,7 @@ func (f *FSM) moveSpilled(seg *segment) error {
 		if !sl.spilled() {
 			continue
 		}
-		v, err := seg.read(buf, sl.off, sl.n)
+		v, err := seg.read(buf, sl.off(), sl.n())
 		if err == nil {
 			buf = v
 			var off int64
@@ -323,8 +295,7 @@ func (f *FSM) moveSpilled(seg *segment) error {
 	f.mu.Lock()
 	for _, m := range moves {
 		sl := f.st.entries[m.key]
-		sl.off = m.off
-		f.st.entries[m.key] = sl
+		f.st.entries[m.key] = diskSlot(sl.version, m.off, int(sl.n()))
 	}
 	f.st.seg = next
 	f.pending = next

@@ -55,13 +55,13 @@ func (v *View) Size(i int) int64 { return v.slots[i].size() }
 // buffer the View reuses. The error is a failed read of a spilled value.
 func (v *View) At(i int) (Entry, error) {
 	sl := v.slots[i]
-	val := sl.val
+	val := sl.heap()
 	if sl.spilled() {
 		if v.seg == nil {
 			return Entry{}, fmt.Errorf("%w: its spill file is closed", ErrValueUnreadable)
 		}
 		var err error
-		if val, err = v.seg.read(v.buf, sl.off, sl.n); err != nil {
+		if val, err = v.seg.read(v.buf, sl.off(), sl.n()); err != nil {
 			return Entry{}, err
 		}
 		v.buf = val

@@ -41,15 +41,15 @@ func checkInvariants(t *testing.T, f *FSM) {
 	for k, e := range st.entries {
 		size += int64(len(k)) + e.size()
 		if !e.spilled() {
-			inHeap += int64(len(e.val))
+			inHeap += int64(len(e.heap()))
 		}
 		if _, ok := st.tombs.byKey[k]; ok {
 			t.Errorf("key %q is both live and tombstoned", k)
 		}
 		if e.spilled() {
-			spilled += int64(e.n)
-			if st.seg == nil || e.off+int64(e.n) > st.seg.end.Load() {
-				t.Errorf("key %q: spilled at %d+%d, past its segment", k, e.off, e.n)
+			spilled += int64(e.n())
+			if st.seg == nil || e.off()+int64(e.n()) > st.seg.end.Load() {
+				t.Errorf("key %q: spilled at %d+%d, past its segment", k, e.off(), e.n())
 			}
 		}
 	}
