@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"bytes"
 	"cmp"
 	"slices"
 	"strings"
@@ -66,12 +65,9 @@ func (f *FSM) Changes(prefix string, from uint64) (changes []Change, reset bool,
 	changes = make([]Change, 0, len(all))
 	for _, x := range all {
 		if !x.c.Deleted {
-			v, err := x.sl.value(seg)
+			v, err := x.sl.copyOf(seg)
 			if err != nil {
 				return nil, false, err
-			}
-			if !x.sl.spilled() {
-				v = bytes.Clone(v)
 			}
 			x.c.Value = v
 		}

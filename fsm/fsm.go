@@ -260,12 +260,9 @@ func (f *FSM) Get(key string) (Entry, bool, error) {
 		return Entry{}, false, nil
 	}
 	defer seg.unpin()
-	v, err := sl.value(seg)
+	v, err := sl.copyOf(seg)
 	if err != nil {
 		return Entry{}, true, err
-	}
-	if !sl.spilled() {
-		v = bytes.Clone(v)
 	}
 	return Entry{Key: key, Value: v, Version: sl.version}, true, nil
 }

@@ -1,6 +1,9 @@
 package fsm
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+)
 
 // slot is an entry of the state, in 24 bytes (issue 16: a node's memory follows its
 // number of keys once the values are spilled, so the bytes per key count): its version,
@@ -41,14 +44,6 @@ func (s slot) off() int64 { return int64(s.pos >> lenBits) }
 
 func (s slot) n() uint32 { return uint32(s.pos & (1<<lenBits - 1)) }
 
-// heap is a value kept in the heap (nil when spilled).
-func (s slot) heap() []byte {
-	if s.val == nil {
-		return nil
-	}
-	return s.val.b
-}
-
 // size is the value's length.
 func (s slot) size() int64 {
 	if s.spilled() {
@@ -57,14 +52,23 @@ func (s slot) size() int64 {
 	return int64(len(s.val.b))
 }
 
-// value returns the value: shared when in the heap (never modified in place), a fresh
-// copy when read from seg.
-func (s slot) value(seg *segment) ([]byte, error) {
+// value returns the value: shared when in the heap (never modified in place), else
+// read from seg into buf's start (grown if short).
+func (s slot) value(seg *segment, buf []byte) ([]byte, error) {
 	if !s.spilled() {
 		return s.val.b, nil
 	}
 	if seg == nil {
 		return nil, fmt.Errorf("%w: its spill file is closed", ErrValueUnreadable)
 	}
-	return seg.read(nil, s.off(), s.n())
+	return seg.read(buf, s.off(), s.n())
+}
+
+// copyOf returns a copy of the value that the caller owns.
+func (s slot) copyOf(seg *segment) ([]byte, error) {
+	v, err := s.value(seg, nil)
+	if err == nil && !s.spilled() {
+		v = bytes.Clone(v)
+	}
+	return v, err
 }

@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 )
@@ -55,15 +54,11 @@ func (v *View) Size(i int) int64 { return v.slots[i].size() }
 // buffer the View reuses. The error is a failed read of a spilled value.
 func (v *View) At(i int) (Entry, error) {
 	sl := v.slots[i]
-	val := sl.heap()
+	val, err := sl.value(v.seg, v.buf)
+	if err != nil {
+		return Entry{}, err
+	}
 	if sl.spilled() {
-		if v.seg == nil {
-			return Entry{}, fmt.Errorf("%w: its spill file is closed", ErrValueUnreadable)
-		}
-		var err error
-		if val, err = v.seg.read(v.buf, sl.off(), sl.n()); err != nil {
-			return Entry{}, err
-		}
 		v.buf = val
 	}
 	return Entry{Key: v.keys[i], Value: val, Version: sl.version}, nil

@@ -41,7 +41,7 @@ func checkInvariants(t *testing.T, f *FSM) {
 	for k, e := range st.entries {
 		size += int64(len(k)) + e.size()
 		if !e.spilled() {
-			inHeap += int64(len(e.heap()))
+			inHeap += e.size()
 		}
 		if _, ok := st.tombs.byKey[k]; ok {
 			t.Errorf("key %q is both live and tombstoned", k)
