@@ -96,24 +96,43 @@ func (r *Replicator) fetchBulk(ctx context.Context, p Peer, ids []string) (left 
 // (replication is transitive). It returns the IDs still to fetch one by one: those whose
 // origin is p or has no running loop, and those the origin did not settle.
 func (r *Replicator) fromOrigins(ctx context.Context, p Peer, ids []string) (left []string) {
-	byOrigin := map[uint64][]string{}
-	for _, id := range ids {
-		origin, _, err := mailstore.ParseID(id)
-		if err != nil || origin == p.CID {
-			left = append(left, id)
+	groups, left := groupByOrigin(ids)
+	for _, g := range groups {
+		o, ok := r.originPeer(g.origin)
+		if g.origin == p.CID || !ok || ctx.Err() != nil {
+			left = append(left, g.ids...)
 			continue
 		}
-		byOrigin[origin] = append(byOrigin[origin], id)
-	}
-	for origin, group := range byOrigin {
-		o, ok := r.originPeer(origin)
-		if !ok || ctx.Err() != nil {
-			left = append(left, group...)
-			continue
-		}
-		left = append(left, r.fetchBulk(ctx, o, group)...) // o is their origin: no further hop
+		left = append(left, r.fetchBulk(ctx, o, g.ids)...) // o is their origin: no further hop
 	}
 	return left
+}
+
+// originGroup is the IDs of one origin's messages.
+type originGroup struct {
+	origin uint64
+	ids    []string
+}
+
+// groupByOrigin splits ids by the origin their ID names, the origins in the order first
+// met; unparsed are the IDs that name none.
+func groupByOrigin(ids []string) (groups []originGroup, unparsed []string) {
+	at := map[uint64]int{}
+	for _, id := range ids {
+		origin, _, err := mailstore.ParseID(id)
+		if err != nil {
+			unparsed = append(unparsed, id)
+			continue
+		}
+		i, seen := at[origin]
+		if !seen {
+			i = len(groups)
+			at[origin] = i
+			groups = append(groups, originGroup{origin: origin})
+		}
+		groups[i].ids = append(groups[i].ids, id)
+	}
+	return groups, unparsed
 }
 
 // streamBodies asks p for the bodies of ws and writes each into its writer in turn:

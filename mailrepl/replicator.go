@@ -493,29 +493,29 @@ func (r *Replicator) sweeper() {
 // has them.
 func (r *Replicator) sweepJobs(missing []mailstore.Meta) []fetchJob {
 	var jobs []fetchJob
-	byOrigin := map[uint64][]string{}
-	var order []uint64 // of the origins, as first met: the jobs come in the index's order
-	for _, m := range missing {
-		origin, _, err := mailstore.ParseID(m.ID)
-		if !r.bulk() || err != nil {
-			jobs = append(jobs, fetchJob{ids: []string{m.ID}})
+	alone := func(ids []string) {
+		for _, id := range ids {
+			jobs = append(jobs, fetchJob{ids: []string{id}})
+		}
+	}
+	ids := make([]string, len(missing))
+	for i, m := range missing {
+		ids[i] = m.ID
+	}
+	if !r.bulk() {
+		alone(ids)
+		return jobs
+	}
+	groups, unparsed := groupByOrigin(ids)
+	alone(unparsed)
+	for _, g := range groups {
+		p, ok := r.originPeer(g.origin)
+		if !ok {
+			alone(g.ids)
 			continue
 		}
-		if _, seen := byOrigin[origin]; !seen {
-			order = append(order, origin)
-		}
-		byOrigin[origin] = append(byOrigin[origin], m.ID)
-	}
-	for _, origin := range order {
-		p, ok := r.originPeer(origin)
-		for _, ids := range r.jobsOf(byOrigin[origin]) {
-			if !ok {
-				for _, id := range ids {
-					jobs = append(jobs, fetchJob{ids: []string{id}})
-				}
-				continue
-			}
-			jobs = append(jobs, fetchJob{ids: ids, first: p})
+		for _, chunk := range r.jobsOf(g.ids) {
+			jobs = append(jobs, fetchJob{ids: chunk, first: p})
 		}
 	}
 	return jobs
