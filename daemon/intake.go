@@ -32,6 +32,22 @@ type intakePolicy struct {
 	// path is mail-policy.json.
 	path  string
 	cache atomic.Pointer[intakeCache]
+	// unreadable is set while the state machine fails to read a setting back (a failing
+	// disk under its spill file), so that the failure is logged once, not per message.
+	unreadable atomic.Bool
+}
+
+// get reads setting key from the state machine, logging when reads start and stop
+// failing. why says what the caller does instead.
+func (p *intakePolicy) get(key, why string) (fsm.Entry, bool, error) {
+	e, ok, err := p.fsm.Get(key)
+	switch {
+	case err != nil && !p.unreadable.Swap(true):
+		p.logger.Warn("cannot read a mail intake setting: "+why, "key", key, "error", err)
+	case err == nil && p.unreadable.Swap(false):
+		p.logger.Info("mail intake settings read again", "key", key)
+	}
+	return e, ok, err
 }
 
 // newIntakePolicy returns the intake policy of d, whose fsm and data directory are made.
@@ -59,17 +75,15 @@ func (p *intakePolicy) load() {
 func (p *intakePolicy) setting(key string) (string, bool) {
 	c := p.cache.Load()
 	if c == nil || p.fsm.AppliedIndex() >= c.Index {
-		e, ok, err := p.fsm.Get(key)
+		// On a failed read, the last values cached (mail-policy.json): a disk that fails
+		// a read of the spill file must not turn the relay domains off.
+		e, ok, err := p.get(key, "using its last cached value (its default if none)")
 		if err == nil {
 			return string(e.Value), ok
 		}
 		if c == nil {
-			p.logger.Warn("cannot read a mail intake setting, and no cache of it: using its default", "key", key, "error", err)
 			return "", false
 		}
-		// The last values cached (mail-policy.json): a disk that fails a read of the
-		// spill file must not turn the relay domains off.
-		p.logger.Warn("cannot read a mail intake setting: using its last cached value", "key", key, "error", err)
 	}
 	v, ok := c.Values[key]
 	return v, ok
@@ -83,9 +97,8 @@ func (p *intakePolicy) refresh() {
 	}
 	next := &intakeCache{Index: p.fsm.AppliedIndex(), Values: map[string]string{}}
 	for _, k := range intakeKeys {
-		e, ok, err := p.fsm.Get(k)
+		e, ok, err := p.get(k, "the cache keeps the last values")
 		if err != nil {
-			p.logger.Warn("cannot read a mail intake setting: the cache keeps the last values", "key", k, "error", err)
 			return
 		}
 		if ok {
