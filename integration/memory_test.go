@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,4 +186,45 @@ func TestSpilledValuesRebuiltAfterKill(t *testing.T) {
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Fatalf("the stale segment %s survived the restart: %v", stale, err)
 	}
+}
+
+// TestSpillDirUnusableStillStarts: a DATA/fsm-values that cannot be made (here a plain
+// file stands in its place) does not stop pmgclusterd: it says what to do, keeps the
+// values in memory, and serves them (pmgcm_config_value_bytes shows where they are).
+func TestSpillDirUnusableStillStarts(t *testing.T) {
+	c := newCluster(t, 1)
+	urls := withMetrics(t, c)
+	n := c.Nodes[0]
+	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.DataDir, "fsm-values"), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	n.CLI("create")
+	n.WaitMaster(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	value := bytes.Repeat([]byte("u"), 4000)
+	if _, err := n.API().ConfigSet(ctx, "spill/unusable", value, apiclient.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := n.API().ConfigGet(ctx, "spill/unusable", apiclient.ReadOptions{})
+	if err != nil || !bytes.Equal(v.Value, value) {
+		t.Fatalf("ConfigGet: %v (%d bytes)", err, len(v.Value))
+	}
+	if !strings.Contains(n.Log(), "configuration values stay in memory this run") {
+		t.Fatalf("the log does not say the values stay in memory:\n%s", n.Log())
+	}
+	testutil.Poll(t, "the value counted in memory", 10*time.Second, func() error {
+		m, err := scrape(urls[n])
+		if err != nil {
+			return err
+		}
+		if inMem, _ := sumOf(m, "pmgcm_config_value_bytes", `place="memory"`); inMem < float64(len(value)) {
+			return fmt.Errorf("pmgcm_config_value_bytes{place=\"memory\"} = %.0f", inMem)
+		}
+		return nil
+	})
 }
