@@ -30,7 +30,8 @@ The token admits any node that can reach the master: keep it secret, like a pass
 --rotate replaces the token first, so that the old one no longer works (for instance when it
 may have leaked, or once the new nodes have joined). --ttl D replaces it with one that
 expires after D (e.g. 30m, 24h): after that the master refuses it, and join-cmd says to make
-a new one. pmgcm delete also replaces the token (keeping its expiry), since the deleted
+a new one. --ttl is refused while a member runs release 0.1.0, which as master would not
+look at the expiry: finish the upgrade first. pmgcm delete also replaces the token (keeping its expiry), since the deleted
 node knew it. With -o json, print the master, the fingerprint, the token, its expiry and
 the whole command as JSON.`,
 		Example: `  pmgcm join-cmd

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pmgcm/pmgcm/api"
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
 	"github.com/pmgcm/pmgcm/raftnode"
 	"github.com/pmgcm/pmgcm/transport"
 )
@@ -55,6 +56,8 @@ type creator struct {
 	tokens *tokenKeeper
 	// trust knows the cluster this node is in.
 	trust *peerTrust
+	// levels asks every member for its feature level (versionKeeper.lowestLevel).
+	levels func(ctx context.Context, members []fsm.Member) (int, string, error)
 }
 
 // createHost is what create and join-cmd need of the daemon.
@@ -68,6 +71,7 @@ func newCreator(d *Daemon) *creator {
 	return &creator{
 		writes: d.writes, fsm: d.fsm, logger: d.logger, stat: d.stat, host: d, raft: d.rn, mux: d.mux, key: d.key, dir: d.dir,
 		gate: &d.gate, self: d.self, members: d.members, tokens: d.tokens, trust: d.trust,
+		levels: d.versions.lowestLevel,
 	}
 }
 
@@ -228,6 +232,11 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 	if ttl < 0 {
 		return nil, fmt.Errorf("%w: --ttl %s is negative", ErrBadRequest, ttl)
 	}
+	if ttl > 0 {
+		if err := c.expiryEnforced(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if rotate || ttl > 0 {
 		var expires time.Time
 		if ttl > 0 {
@@ -263,6 +272,34 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 		Master: addr, Fingerprint: master.Fingerprint, Token: token, Expires: expires,
 		Command: api.JoinCommandLine(addr, master.Fingerprint, token),
 	}, nil
+}
+
+// expiryEnforced checks, before a token that expires is made, that every member
+// enforces the expiry: a master of release 0.1.0 admits with a token without looking at
+// it (jointoken.go), so in a cluster that has one, --ttl would promise what the cluster
+// does not keep. At the cluster version that says every member is of a later release,
+// nothing is asked (the version never goes down, and no older build is admitted at
+// it); below it, in a mixed cluster or a new one whose version is not recorded yet,
+// every member is asked for its level, and one that does not answer refuses the
+// token too.
+func (c *creator) expiryEnforced(ctx context.Context) error {
+	if c.fsm.ClusterVersion() >= version.LevelClusterVersion {
+		return nil
+	}
+	const advice = "or make a token that does not expire (pmgcm join-cmd --rotate, without --ttl) and rotate it once the new nodes have joined"
+	lowest, who, err := c.levels(ctx, c.fsm.Members())
+	if err != nil {
+		// Not wrapped: a member's RPC error is not this request's answer (writeErr).
+		return fmt.Errorf("%w: --ttl needs every member at release %s or later, which enforce a token's expiry, "+
+			"and this could not be checked: %v; try again once every member is up, %s",
+			ErrIncompatible, version.Releases[version.LevelClusterVersion], err, advice)
+	}
+	if lowest < version.LevelClusterVersion {
+		return fmt.Errorf("%w: --ttl needs every member at release %s or later: %s runs %s, which as master "+
+			"would admit a node with the token after it expired; upgrade it first (pmgcm status shows each node's version), %s",
+			ErrIncompatible, version.Releases[version.LevelClusterVersion], who, version.LevelName(lowest), advice)
+	}
+	return nil
 }
 
 // reconcileIdentity finishes a create that crashed between committing the Raft command

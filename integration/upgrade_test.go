@@ -259,6 +259,12 @@ func TestUpgradeMixedCluster(t *testing.T) {
 		t.Errorf("no warning of the mixed cluster: %q", st.Cluster.Warnings)
 	}
 
+	// A token that expires is refused while a member runs the old release, which as
+	// master would admit with it after its expiry; one that does not expire is made.
+	msg := mc.Nodes[2].CLIFail("join-cmd", "--ttl", "30m")
+	mustContain(t, "join-cmd --ttl in the mixed cluster", msg, "release 0.1.0", "upgrade it first", "without --ttl")
+	mc.Nodes[2].CLI("join-cmd", "--rotate")
+
 	want := map[string]string{}
 	mail := map[string]string{}
 	writeAll := func(round int, nodes []*Node) {
