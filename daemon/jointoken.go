@@ -24,7 +24,8 @@ import (
 // member can show it, and neither the command nor the state format changes. A 1ca55cd
 // node reads such a salt as it reads any other, prints the same token for it, and, as
 // master, admits with it without looking at the expiry: expiry is enforced by masters of
-// this build and later.
+// this build and later, so join-cmd makes such a token only when no member runs 0.1.0
+// (creator.expiryEnforced).
 const (
 	saltRandLen   = 16
 	saltExpiryLen = saltRandLen + 8
