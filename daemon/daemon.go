@@ -184,6 +184,13 @@ func (d *Daemon) Open() (err error) {
 		d.logger.Warn("configuration values stay in memory this run: free disk space, or remove what is in the directory, and restart pmgclusterd to keep them on disk",
 			"dir", spill, "error", err)
 	}
+	d.fsm.OnSpillFault(func(err error) {
+		d.logger.Error("a configuration value cannot be read back from this node's disk: reads of it and Raft snapshots fail "+
+			"until pmgclusterd is restarted, which rebuilds the values from the Raft log and snapshot; restart it, and check the disk (dmesg)",
+			"dir", spill, "error", err)
+	}, func() {
+		d.logger.Info("configuration values read back again: a snapshot read every one", "dir", spill)
+	})
 	d.raft = newRaftSlot(d)
 	d.trust = newPeerTrust(d) // before the mux: it authorizes the mux's peers
 	d.guard = newForwardGuard(d)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pmgcm/pmgcm/api"
+	"github.com/pmgcm/pmgcm/fsm"
 	"github.com/pmgcm/pmgcm/raftnode"
 )
 
@@ -27,6 +28,7 @@ type health struct {
 	trust *peerTrust
 	// host is what the checks read of the rest of the daemon.
 	host healthHost
+	fsm  *fsm.FSM
 }
 
 // healthHost is what the health checks read of the daemon.
@@ -40,6 +42,7 @@ func newHealth(d *Daemon) *health {
 	return &health{
 		ops: d.ops, drain: d.drain, dir: d.dir, dataDir: d.cfg.DataDir, smtpPort: d.cfg.SMTPPort,
 		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, stat: d.stat, host: d,
+		fsm: d.fsm,
 	}
 }
 
@@ -171,6 +174,9 @@ func (h *health) clusterHealth() []string {
 	}
 	if on, why := h.ops.inMaintenance(); on {
 		reasons = append(reasons, "state M: in maintenance: "+why)
+	}
+	if f, ok, _ := h.fsm.SpillFault(); ok {
+		reasons = append(reasons, spillFaultAdvice(f))
 	}
 	return reasons
 }

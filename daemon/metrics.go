@@ -211,6 +211,11 @@ var (
 			"or in memory (values under 64 bytes, and any the disk could not take).", []string{"place"}, nil)
 	descSpillFile = prometheus.NewDesc("pmgcm_config_spill_file_bytes",
 		"Size of the live file under DATA/fsm-values: the values on disk plus those overwritten or deleted since it was last compacted.", nil, nil)
+	descSpillReadErrors = prometheus.NewDesc("pmgcm_config_value_read_errors_total",
+		"Reads of configuration values from DATA/fsm-values that failed since the daemon started (a disk error: "+
+			"snapshots fail until they read again; a restart of pmgclusterd rebuilds the files).", nil, nil)
+	descSpillFault = prometheus.NewDesc("pmgcm_config_value_unreadable",
+		"1 while a configuration value could not be read back from DATA/fsm-values and no snapshot has read every value since.", nil, nil)
 	descCertExpiry = prometheus.NewDesc("pmgcm_node_certificate_expiry_timestamp_seconds",
 		"When this node's certificate expires (Unix time); renew with pmgcm update-fingerprints.", nil, nil)
 )
@@ -219,7 +224,7 @@ var (
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRaftState, descTerm, descCommit, descApplied, descLastIndex,
 		descLeaderChanges, descIsLeader, descLastContact, descBacklogMsgs, descBacklogBytes, descPeerLag, descCertExpiry,
-		descConfigValues, descSpillFile} {
+		descConfigValues, descSpillFile, descSpillReadErrors, descSpillFault} {
 		ch <- d
 	}
 }
@@ -238,6 +243,13 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descConfigValues, float64(sp.OnDisk), "disk")
 	gauge(descConfigValues, float64(sp.InMemory), "memory")
 	gauge(descSpillFile, float64(sp.FileBytes))
+	_, faulty, failedReads := d.fsm.SpillFault()
+	ch <- prometheus.MustNewConstMetric(descSpillReadErrors, prometheus.CounterValue, float64(failedReads))
+	unreadable := 0.0
+	if faulty {
+		unreadable = 1
+	}
+	gauge(descSpillFault, unreadable)
 	n := d.rn()
 	if n == nil {
 		return

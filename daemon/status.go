@@ -134,8 +134,20 @@ func (sr *statusReporter) status(ctx context.Context) api.Status {
 	if leaderID == "" {
 		st.Cluster.Warnings = append(st.Cluster.Warnings, "no master: configuration writes are unavailable: "+sr.quorumSummary()+" (see pmgcm promote)")
 	}
+	if f, ok, _ := sr.fsm.SpillFault(); ok {
+		st.Cluster.Warnings = append(st.Cluster.Warnings, "this node: "+spillFaultAdvice(f))
+	}
 	sr.versions.status(&st)
 	return st
+}
+
+// spillFaultAdvice says what a configuration value this node's disk did not give back
+// means (fsm.SpillFault) and what to do.
+func spillFaultAdvice(f fsm.SpillFault) string {
+	return fmt.Sprintf("a configuration value could not be read back from DATA/fsm-values since %s (%d failed reads: %v): "+
+		"reads of it fail and Raft snapshots fail, so the Raft log grows; restart pmgclusterd on this node, which rebuilds "+
+		"the values from its Raft log and snapshot, and check the disk (dmesg)",
+		f.Since.UTC().Format(time.RFC3339), f.Reads, f.Err)
 }
 
 // remoteNode asks member m for its own row.

@@ -28,7 +28,9 @@ type FSM struct {
 	// sp spills values out of the heap (SpillTo; nil: they stay in it). pending is the
 	// segment it writes to, the live state's (st.seg) but for the moment between
 	// making one and storing it under the lock; only the applying goroutine uses both.
-	sp      *spiller
+	sp *spiller
+	// faults is sp's record of failed reads (nil without SpillTo).
+	faults  *readFaults
 	pending *segment
 }
 

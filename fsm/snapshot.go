@@ -86,6 +86,8 @@ func (r snapRecord) fields() int {
 type fsmSnapshot struct {
 	st      state
 	applied uint64
+	// faults is the FSM's record of failed reads, which a written snapshot ends.
+	faults *readFaults
 }
 
 // Snapshot returns a point-in-time snapshot of the state. It only copies the
@@ -99,7 +101,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if f.halted != nil {
 		return nil, fmt.Errorf("snapshot: %w", f.halted)
 	}
-	return &fsmSnapshot{st: f.st.clone(), applied: f.applied}, nil
+	return &fsmSnapshot{st: f.st.clone(), applied: f.applied, faults: f.faults}, nil
 }
 
 // Persist writes the snapshot to sink in SnapshotFormat, then closes the
@@ -109,6 +111,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot at index %d: %w", s.applied, err)
 	}
+	s.faults.cleared() // every value was read
 	return sink.Close()
 }
 

@@ -52,6 +52,8 @@ type segment struct {
 	// end is where the next value goes; only the applying goroutine moves it (atomic
 	// for SpillStats).
 	end atomic.Int64
+	// faults records the reads that fail (spillfault.go).
+	faults *readFaults
 }
 
 // pin takes a reference for a holder of s (nil-safe). It is called with the FSM's lock
@@ -79,7 +81,9 @@ func (s *segment) read(buf []byte, off int64, n uint32) ([]byte, error) {
 	}
 	b := buf[:n]
 	if _, err := s.f.ReadAt(b, off); err != nil {
-		return nil, fmt.Errorf("%w: read %s at %d: %w", ErrValueUnreadable, s.path, off, err)
+		err = fmt.Errorf("%w: read %s at %d: %w", ErrValueUnreadable, s.path, off, err)
+		s.faults.failed(err)
+		return nil, err
 	}
 	return b, nil
 }
@@ -108,6 +112,8 @@ type spiller struct {
 	// again; a state on another segment (after a Restore or Reset) starts afresh.
 	retryAt  int64
 	retrySeg *segment
+	// faults is given to every segment (spillfault.go).
+	faults *readFaults
 }
 
 // SpillTo makes f keep its configuration values of spillMin bytes or more in segment
@@ -133,7 +139,8 @@ func (f *FSM) SpillTo(dir string, onErr func(error)) error {
 			return fmt.Errorf("spill directory: empty it: %w", err)
 		}
 	}
-	f.sp = &spiller{dir: dir, min: spillMin, onErr: onErr}
+	f.sp = &spiller{dir: dir, min: spillMin, onErr: onErr, faults: &readFaults{}}
+	f.faults = f.sp.faults
 	return nil
 }
 
@@ -175,7 +182,7 @@ func (sp *spiller) newSegment() (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &segment{f: file, path: path}
+	s := &segment{f: file, path: path, faults: sp.faults}
 	s.refs.Store(1)
 	return s, nil
 }
