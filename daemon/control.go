@@ -394,6 +394,9 @@ func writeErr(w http.ResponseWriter, err error) {
 			"restart pmgclusterd to rebuild the values from the Raft log, or read from another member"
 	case errors.Is(err, ErrBusy):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
+	case errors.Is(err, ErrMemberUnreachable):
+		code, status = api.CodeUnreachable, http.StatusServiceUnavailable
+		hint = "pmgcm status shows which members are down"
 	case errors.Is(err, ErrPromotionPending):
 		code, status = api.CodeUnavailable, http.StatusServiceUnavailable
 		hint = "restart pmgclusterd on this node (systemctl restart pmgclusterd) to finish the promotion"

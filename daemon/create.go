@@ -291,8 +291,9 @@ func (c *creator) expiryEnforced(ctx context.Context) error {
 	if err != nil {
 		// Not wrapped: a member's RPC error is not this request's answer (writeErr).
 		return fmt.Errorf("%w: --ttl needs every member at release %s or later, which enforce a token's expiry, "+
-			"and this could not be checked: %v; try again once every member is up, %s",
-			ErrIncompatible, version.Releases[version.LevelClusterVersion], err, advice)
+			"and this could not be checked: %v; try again once every member is up (a fenced member answers once "+
+			"it is re-admitted with pmgcm sync, or deleted), %s",
+			ErrMemberUnreachable, version.Releases[version.LevelClusterVersion], err, advice)
 	}
 	if lowest < version.LevelClusterVersion {
 		return fmt.Errorf("%w: --ttl needs every member at release %s or later: %s runs %s, which as master "+

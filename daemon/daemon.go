@@ -186,7 +186,8 @@ func (d *Daemon) Open() (err error) {
 	}
 	d.fsm.OnSpillFault(func(err error) {
 		d.logger.Error("a configuration value cannot be read back from this node's disk: reads of it and Raft snapshots fail "+
-			"until pmgclusterd is restarted, which rebuilds the values from the Raft log and snapshot; restart it, and check the disk (dmesg)",
+			"until they read again or pmgclusterd is restarted, which rebuilds the values from the Raft log and snapshot; "+
+			"restart it, and check the disk (dmesg)",
 			"dir", spill, "error", err)
 	}, func() {
 		d.logger.Info("configuration values read back again: a snapshot read every one", "dir", spill)

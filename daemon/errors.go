@@ -51,6 +51,9 @@ var (
 	// or, on the master, that a membership change gave up waiting for the one before it
 	// (memberTurn); nothing was changed, and it may be tried again.
 	ErrBusy = errors.New("this node is busy")
+	// ErrMemberUnreachable means an operation that needs an answer from every member did
+	// not get one.
+	ErrMemberUnreachable = errors.New("a member did not answer")
 	// ErrPromotionPending means a forced promotion made this node the only voter but
 	// could not commit its new epoch before the deadline; the pending epoch is recorded
 	// and a restart of pmgclusterd finishes it (finishPendingEpoch): HTTP 503.

@@ -99,7 +99,7 @@ func TestJoinCmdTTLMemberUnreachable(t *testing.T) {
 	defer cancel()
 	salt := d.fsm.Cluster().JoinTokenSalt
 	_, err := d.creator.joinCmd(ctx, false, 30*time.Minute)
-	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "cid 2 (pmg2) did not say its version") ||
+	if !errors.Is(err, ErrMemberUnreachable) || !strings.Contains(err.Error(), "cid 2 (pmg2) did not say its version") ||
 		!strings.Contains(err.Error(), "try again once every member is up") {
 		t.Fatalf("--ttl with a member down: %v", err)
 	}

@@ -59,3 +59,35 @@ func TestNodeLevelAndMembers(t *testing.T) {
 		t.Fatal("sameMembers")
 	}
 }
+
+// TestCheckJoinLevelExpiringToken: while the cluster's join token expires, a node of
+// release 0.1.0 is refused even at cluster version 1 (as master it would admit with the
+// token after its expiry), with what to do; this build's nodes join, and an old node
+// joins again once the token no longer expires.
+func TestCheckJoinLevelExpiringToken(t *testing.T) {
+	k := &versionKeeper{fsm: fsm.New()}
+	salt, err := newTokenSalt(time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyTo(t, k.fsm, 1, fsm.CreateCluster{ClusterID: "c", CreatedAt: time.Now(), JoinTokenSalt: salt,
+		JoinTokenHash: make([]byte, 32), Founder: fsm.Member{CID: 1, Name: "pmg1", IP: "127.0.0.1", Port: 8006,
+			Fingerprint: "AA:BB", Suffrage: fsm.Voter}})
+	old := cluster.AdmitRequest{Name: "old"}
+	err = k.checkJoinLevel(old)
+	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "would not enforce the join token's expiry") ||
+		!strings.Contains(err.Error(), "without --ttl") {
+		t.Fatalf("release 0.1.0 node with an expiring token: %v", err)
+	}
+	if err := k.checkJoinLevel(cluster.AdmitRequest{Name: "new", Version: version.Version, Level: version.Level}); err != nil {
+		t.Fatalf("a node of this build refused: %v", err)
+	}
+	plain, err := newTokenSalt(time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyTo(t, k.fsm, 2, fsm.SetJoinToken{Hash: make([]byte, 32), Salt: plain})
+	if err := k.checkJoinLevel(old); err != nil {
+		t.Fatalf("release 0.1.0 node with a token that does not expire: %v", err)
+	}
+}

@@ -86,8 +86,10 @@ func (r snapRecord) fields() int {
 type fsmSnapshot struct {
 	st      state
 	applied uint64
-	// faults is the FSM's record of failed reads, which a written snapshot ends.
+	// faults is the FSM's record of failed reads, and mark its count when the snapshot
+	// was taken: a written snapshot ends a fault that no later read renewed.
 	faults *readFaults
+	mark   uint64
 }
 
 // Snapshot returns a point-in-time snapshot of the state. It only copies the
@@ -101,7 +103,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if f.halted != nil {
 		return nil, fmt.Errorf("snapshot: %w", f.halted)
 	}
-	return &fsmSnapshot{st: f.st.clone(), applied: f.applied, faults: f.faults}, nil
+	return &fsmSnapshot{st: f.st.clone(), applied: f.applied, faults: f.faults, mark: f.faults.mark()}, nil
 }
 
 // Persist writes the snapshot to sink in SnapshotFormat, then closes the
@@ -111,8 +113,11 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot at index %d: %w", s.applied, err)
 	}
-	s.faults.cleared() // every value was read
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.faults.snapshotRead(s.mark) // every value of the snapshot was read
+	return nil
 }
 
 // Release implements raft.FSMSnapshot: it lets go of the spilled values.

@@ -72,6 +72,7 @@ func (s *segment) unpin() {
 	}
 	_ = s.f.Close()
 	_ = os.Remove(s.path)
+	s.faults.released(s)
 }
 
 // read copies n bytes at off into buf's start (grown if short) and returns them.
@@ -82,7 +83,7 @@ func (s *segment) read(buf []byte, off int64, n uint32) ([]byte, error) {
 	b := buf[:n]
 	if _, err := s.f.ReadAt(b, off); err != nil {
 		err = fmt.Errorf("%w: read %s at %d: %w", ErrValueUnreadable, s.path, off, err)
-		s.faults.failed(err)
+		s.faults.failed(err, s)
 		return nil, err
 	}
 	return b, nil

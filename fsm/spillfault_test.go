@@ -77,12 +77,62 @@ func TestSpillFaultUntilSnapshot(t *testing.T) {
 	}
 }
 
-// TestSpillFaultNoneInHeap: an FSM that keeps its values in the heap has no fault to tell.
-func TestSpillFaultNoneInHeap(t *testing.T) {
-	h := newHeapHarness(t)
-	h.f.OnSpillFault(func(error) { t.Error("told a fault") }, nil)
-	h.must(ConfigSet{Key: "a", Value: []byte("v")})
-	if _, ok, n := h.f.SpillFault(); ok || n != 0 {
-		t.Fatal("a heap FSM reports a fault")
+// TestSpillFaultOutlivesOlderSnapshot: a snapshot taken before a read failed does not end
+// the fault, even when it is written afterwards.
+func TestSpillFaultOutlivesOlderSnapshot(t *testing.T) {
+	h := newHarness(t)
+	h.must(ConfigSet{Key: "a", Value: []byte("some value")})
+	older, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer older.Release()
+	path := h.f.st.seg.path
+	saved, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.f.Get("a"); !errors.Is(err, ErrValueUnreadable) {
+		t.Fatalf("Get: %v", err)
+	}
+	if err := os.WriteFile(path, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := older.Persist(&testSink{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := h.f.SpillFault(); !ok {
+		t.Fatal("a snapshot taken before the failed read ended the fault")
+	}
+}
+
+// TestSpillFaultEndsWithItsFile: a fault ends once the segment its reads failed in is
+// gone (here after a Reset; a Restore and a compaction let go of it the same way), not
+// while a snapshot still holds the segment.
+func TestSpillFaultEndsWithItsFile(t *testing.T) {
+	h := newHarness(t)
+	clears := 0
+	h.f.OnSpillFault(nil, func() { clears++ })
+	h.must(ConfigSet{Key: "a", Value: []byte("some value")})
+	if err := os.Truncate(h.f.st.seg.path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.f.Get("a"); !errors.Is(err, ErrValueUnreadable) {
+		t.Fatalf("Get: %v", err)
+	}
+	snap, err := h.f.Snapshot() // holds the bad segment
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.f.Reset()
+	if _, ok, _ := h.f.SpillFault(); !ok || clears != 0 {
+		t.Fatalf("the fault ended while a snapshot holds its file (ok=%v, %d clears)", ok, clears)
+	}
+	snap.Release()
+	if _, ok, total := h.f.SpillFault(); ok || total != 1 || clears != 1 {
+		t.Fatalf("after the last holder let go: fault %v, %d failed reads in all, %d clears; want none, 1, 1", ok, total, clears)
 	}
 }
