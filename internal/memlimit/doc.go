@@ -6,7 +6,7 @@
 //
 // After every garbage collection the limit is set to the memory outside the heap (stacks,
 // runtime metadata) plus the live heap that collection found, grown by the headroom
-// (Policy.Headroom, 25% by default), and never below Policy.Floor (20 MiB by default), so
+// (Policy.Headroom, 25% by default), and never below Policy.Floor (24 MiB by default), so
 // that a small node keeps Go's default pacing. Because the limit follows the live heap
 // up, it can never make the collector run without end on a big configuration (it is
 // always a headroom above what is live), and because it follows it down, the runtime
