@@ -29,10 +29,7 @@ func TestJoinCmdTTLNeedsEveryMemberToEnforce(t *testing.T) {
 		asked++
 		return host == oldHost
 	})
-	me := testMember(1, fsm.Voter)
-	d := leaderDaemon(t, rt, me, testMember(2, fsm.Voter), testMember(3, fsm.Voter))
-	d.node.Store(&nodeFile{Name: me.Name, IP: me.IP, Port: me.Port, CID: me.CID, Joined: true})
-	withJoinCmd(d)
+	d := joinCmdDaemon(t, rt, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -91,10 +88,7 @@ func TestJoinCmdTTLNeedsEveryMemberToEnforce(t *testing.T) {
 // (the expiry might not be enforced), with the way forward; no token is rotated.
 func TestJoinCmdTTLMemberUnreachable(t *testing.T) {
 	rt := roundTrip(func(*http.Request) (*http.Response, error) { return nil, errors.New("connection refused") })
-	me := testMember(1, fsm.Voter)
-	d := leaderDaemon(t, rt, me, testMember(2, fsm.Voter))
-	d.node.Store(&nodeFile{Name: me.Name, IP: me.IP, Port: me.Port, CID: me.CID, Joined: true})
-	withJoinCmd(d)
+	d := joinCmdDaemon(t, rt, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	salt := d.fsm.Cluster().JoinTokenSalt
@@ -108,12 +102,22 @@ func TestJoinCmdTTLMemberUnreachable(t *testing.T) {
 	}
 }
 
-// withJoinCmd gives a leaderDaemon what join-cmd needs: the version and token keepers, a
-// forwarder (the master's rotation runs locally) and the creator.
-func withJoinCmd(d *Daemon) {
+// joinCmdDaemon is a leaderDaemon of n voters (this node cid 1) with what join-cmd needs:
+// the version and token keepers, a forwarder (the master's rotation runs locally) and the
+// creator.
+func joinCmdDaemon(t *testing.T, rt http.RoundTripper, n int) *Daemon {
+	t.Helper()
+	members := make([]fsm.Member, n)
+	for i := range members {
+		members[i] = testMember(uint64(i+1), fsm.Voter)
+	}
+	me := members[0]
+	d := leaderDaemon(t, rt, members...)
+	d.node.Store(&nodeFile{Name: me.Name, IP: me.IP, Port: me.Port, CID: me.CID, Joined: true})
 	d.versions = newVersionKeeper(d)
 	d.fwd = cluster.NewForwarder(cluster.ForwarderConfig{Self: d.cfg.Addr(), Raft: leadership{d}, Client: d.peer,
 		HeartbeatTimeout: d.cfg.Raft.HeartbeatTimeout, ElectionWait: electionWait(d.cfg.Raft)})
 	d.tokens = newTokenKeeper(d)
 	d.creator = newCreator(d)
+	return d
 }

@@ -20,14 +20,7 @@ func TestSpillFaultUntilSnapshot(t *testing.T) {
 	if _, ok, n := h.f.SpillFault(); ok || n != 0 {
 		t.Fatalf("a fault before any failed read (%d reads)", n)
 	}
-	path := h.f.st.seg.path
-	saved, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, 0); err != nil {
-		t.Fatal(err)
-	}
+	path, repair := cutSegment(t, h.f)
 	for range 3 {
 		if _, _, err := h.f.Get("b"); !errors.Is(err, ErrValueUnreadable) {
 			t.Fatalf("Get of a value cut off: %v, want ErrValueUnreadable", err)
@@ -54,9 +47,7 @@ func TestSpillFaultUntilSnapshot(t *testing.T) {
 		t.Fatalf("told %d faults and %d clears, want 1 and 0", len(faults), len(clears))
 	}
 
-	if err := os.WriteFile(path, saved, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	repair()
 	snap, err := h.f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -87,20 +78,11 @@ func TestSpillFaultOutlivesOlderSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer older.Release()
-	path := h.f.st.seg.path
-	saved, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, 0); err != nil {
-		t.Fatal(err)
-	}
+	_, repair := cutSegment(t, h.f)
 	if _, _, err := h.f.Get("a"); !errors.Is(err, ErrValueUnreadable) {
 		t.Fatalf("Get: %v", err)
 	}
-	if err := os.WriteFile(path, saved, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	repair()
 	if err := older.Persist(&testSink{}); err != nil {
 		t.Fatal(err)
 	}
@@ -117,9 +99,7 @@ func TestSpillFaultEndsWithItsFile(t *testing.T) {
 	clears := 0
 	h.f.OnSpillFault(nil, func() { clears++ })
 	h.must(ConfigSet{Key: "a", Value: []byte("some value")})
-	if err := os.Truncate(h.f.st.seg.path, 0); err != nil {
-		t.Fatal(err)
-	}
+	cutSegment(t, h.f)
 	if _, _, err := h.f.Get("a"); !errors.Is(err, ErrValueUnreadable) {
 		t.Fatalf("Get: %v", err)
 	}
@@ -134,5 +114,25 @@ func TestSpillFaultEndsWithItsFile(t *testing.T) {
 	snap.Release()
 	if _, ok, total := h.f.SpillFault(); ok || total != 1 || clears != 1 {
 		t.Fatalf("after the last holder let go: fault %v, %d failed reads in all, %d clears; want none, 1, 1", ok, total, clears)
+	}
+}
+
+// cutSegment cuts f's live segment file short, as a bad block reads, and returns its path
+// and a func that writes its bytes back.
+func cutSegment(t *testing.T, f *FSM) (string, func()) {
+	t.Helper()
+	path := f.st.seg.path
+	saved, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() {
+		t.Helper()
+		if err := os.WriteFile(path, saved, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
