@@ -27,10 +27,10 @@ type FSM struct {
 	onHalt func(err error)
 	// sp spills values out of the heap (SpillTo; nil: they stay in it). pending is the
 	// segment it writes to, the live state's (st.seg) but for the moment between
-	// making one and storing it under the lock; only the applying goroutine uses both.
-	sp *spiller
-	// faults is sp's record of failed reads (nil without SpillTo).
-	faults  *readFaults
+	// making one and storing it under the lock; only the applying goroutine uses both,
+	// but for sp's record of failed reads (readFaults), which has its own lock: sp is set
+	// once, by SpillTo, before Raft starts.
+	sp      *spiller
 	pending *segment
 }
 

@@ -103,7 +103,8 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if f.halted != nil {
 		return nil, fmt.Errorf("snapshot: %w", f.halted)
 	}
-	return &fsmSnapshot{st: f.st.clone(), applied: f.applied, faults: f.faults, mark: f.faults.mark()}, nil
+	faults := f.readFaults()
+	return &fsmSnapshot{st: f.st.clone(), applied: f.applied, faults: faults, mark: faults.mark()}, nil
 }
 
 // Persist writes the snapshot to sink in SnapshotFormat, then closes the

@@ -141,7 +141,6 @@ func (f *FSM) SpillTo(dir string, onErr func(error)) error {
 		}
 	}
 	f.sp = &spiller{dir: dir, min: spillMin, onErr: onErr, faults: &readFaults{}}
-	f.faults = f.sp.faults
 	return nil
 }
 

@@ -107,10 +107,19 @@ func (r *readFaults) endLocked(end bool) {
 	}
 }
 
+// readFaults returns the spiller's record of failed reads, nil without SpillTo (f.sp is
+// set once, before Raft starts, so any goroutine may read it).
+func (f *FSM) readFaults() *readFaults {
+	if f.sp == nil {
+		return nil
+	}
+	return f.sp.faults
+}
+
 // SpillFault returns the current fault of the spilled values (false: none since the last
 // snapshot that read every value) and the failed reads of this run in all.
 func (f *FSM) SpillFault() (SpillFault, bool, uint64) {
-	r := f.faults
+	r := f.readFaults()
 	if r == nil {
 		return SpillFault{}, false, 0
 	}
@@ -126,10 +135,11 @@ func (f *FSM) SpillFault() (SpillFault, bool, uint64) {
 // value that failed, and clear of the snapshot that ended it (call it after SpillTo,
 // before Raft starts; neither may block).
 func (f *FSM) OnSpillFault(fault func(error), clear func()) {
-	if f.faults == nil {
+	r := f.readFaults()
+	if r == nil {
 		return
 	}
-	f.faults.mu.Lock()
-	f.faults.onFault, f.faults.onClear = fault, clear
-	f.faults.mu.Unlock()
+	r.mu.Lock()
+	r.onFault, r.onClear = fault, clear
+	r.mu.Unlock()
 }
