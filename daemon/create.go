@@ -283,22 +283,23 @@ func (c *creator) joinCmd(ctx context.Context, rotate bool, ttl time.Duration) (
 // every member is asked for its level, and one that does not answer refuses the
 // token too.
 func (c *creator) expiryEnforced(ctx context.Context) error {
-	if c.fsm.ClusterVersion() >= version.LevelClusterVersion {
+	if c.fsm.ClusterVersion() >= levelEnforcesExpiry {
 		return nil
 	}
-	const advice = "or make a token that does not expire (pmgcm join-cmd --rotate, without --ttl) and rotate it once the new nodes have joined"
+	release := version.Releases[levelEnforcesExpiry]
 	lowest, who, err := c.levels(ctx, c.fsm.Members())
 	if err != nil {
 		// Not wrapped: a member's RPC error is not this request's answer (writeErr).
 		return fmt.Errorf("%w: --ttl needs every member at release %s or later, which enforce a token's expiry, "+
 			"and this could not be checked: %v; try again once every member is up (a fenced member answers once "+
-			"it is re-admitted with pmgcm sync, or deleted), %s",
-			ErrMemberUnreachable, version.Releases[version.LevelClusterVersion], err, advice)
+			"it is re-admitted with pmgcm sync, or deleted), or %s and rotate it once the new nodes have joined",
+			ErrMemberUnreachable, release, err, noExpiryAdvice)
 	}
-	if lowest < version.LevelClusterVersion {
+	if lowest < levelEnforcesExpiry {
 		return fmt.Errorf("%w: --ttl needs every member at release %s or later: %s runs %s, which as master "+
-			"would admit a node with the token after it expired; upgrade it first (pmgcm status shows each node's version), %s",
-			ErrIncompatible, version.Releases[version.LevelClusterVersion], who, version.LevelName(lowest), advice)
+			"would admit a node with the token after it expired; upgrade it first (pmgcm status shows each node's version), "+
+			"or %s and rotate it once the new nodes have joined",
+			ErrIncompatible, release, who, version.LevelName(lowest), noExpiryAdvice)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pmgcm/pmgcm/fsm"
+	"github.com/pmgcm/pmgcm/internal/version"
 )
 
 // The join token's salt and its expiry.
@@ -30,6 +31,14 @@ const (
 	saltRandLen   = 16
 	saltExpiryLen = saltRandLen + 8
 )
+
+// levelEnforcesExpiry is the lowest feature level whose masters refuse an expired
+// token: a token that expires is made (creator.expiryEnforced), and a node joins while
+// one is set (versionKeeper.checkJoinLevel), only with every member at it or above.
+const levelEnforcesExpiry = version.LevelClusterVersion
+
+// noExpiryAdvice is the way forward where a token that expires cannot be used.
+const noExpiryAdvice = "make a token that does not expire on a member (pmgcm join-cmd --rotate, without --ttl)"
 
 // newTokenSalt returns a fresh salt, carrying expires unless it is zero.
 func newTokenSalt(expires time.Time) ([]byte, error) {

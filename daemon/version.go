@@ -131,15 +131,14 @@ func (k *versionKeeper) checkJoinLevel(req cluster.AdmitRequest) error {
 		return fmt.Errorf("%w: the cluster runs at cluster version %s, the joining node %s (%s, %s) is older: upgrade pmgclusterd on it to this cluster's release or newer (this node runs %s)",
 			ErrIncompatible, version.LevelName(cv), req.Name, v, version.LevelName(level), version.Version)
 	}
-	// A token that expires was made once every member enforced expiry (join-cmd --ttl,
-	// creator.expiryEnforced), maybe before the cluster version said so: a node of release
-	// 0.1.0 would, as master, admit with it after it expired.
-	if cl := k.fsm.Cluster(); cl != nil && level < version.LevelClusterVersion {
+	// A token that expires was made once every member enforced expiry, maybe before the
+	// cluster version said so (levelEnforcesExpiry): an older node would, as master,
+	// admit with it after it expired.
+	if cl := k.fsm.Cluster(); cl != nil && level < levelEnforcesExpiry {
 		if _, expires := tokenExpiry(cl.JoinTokenSalt); expires {
 			return fmt.Errorf("%w: the joining node %s (%s, %s) would not enforce the join token's expiry as master: "+
-				"upgrade pmgclusterd on it to release %s or newer, or make a token that does not expire on a member "+
-				"(pmgcm join-cmd --rotate, without --ttl) and join with that (this node runs %s)",
-				ErrIncompatible, req.Name, v, version.LevelName(level), version.Releases[version.LevelClusterVersion], version.Version)
+				"upgrade pmgclusterd on it to release %s or newer, or %s and join with that (this node runs %s)",
+				ErrIncompatible, req.Name, v, version.LevelName(level), version.Releases[levelEnforcesExpiry], noExpiryAdvice, version.Version)
 		}
 	}
 	return nil
