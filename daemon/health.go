@@ -28,7 +28,8 @@ type health struct {
 	trust *peerTrust
 	// host is what the checks read of the rest of the daemon.
 	host healthHost
-	fsm  *fsm.FSM
+	// fsm says whether a spilled configuration value could not be read back.
+	fsm *fsm.FSM
 }
 
 // healthHost is what the health checks read of the daemon.

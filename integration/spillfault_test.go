@@ -23,9 +23,7 @@ func TestSpillValueUnreadable(t *testing.T) {
 	c := newCluster(t, 1)
 	urls := withMetrics(t, c)
 	n := c.Nodes[0]
-	n.Start()
-	n.CLI("create")
-	n.WaitMaster(10 * time.Second)
+	c.form()
 	big := strings.Repeat("v", 300) // spilled: 64 bytes or more
 	n.CLI("config", "set", "spill/big", big)
 	n.CLI("config", "set", "spill/small", "s")
