@@ -31,9 +31,9 @@ The token admits any node that can reach the master: keep it secret, like a pass
 may have leaked, or once the new nodes have joined). --ttl D replaces it with one that
 expires after D (e.g. 30m, 24h): after that the master refuses it, and join-cmd says to make
 a new one. --ttl is refused while a member runs release 0.1.0, which as master would not
-look at the expiry: finish the upgrade first. pmgcm delete also replaces the token (keeping its expiry), since the deleted
-node knew it. With -o json, print the master, the fingerprint, the token, its expiry and
-the whole command as JSON.`,
+look at the expiry: finish the upgrade first. pmgcm delete also replaces the token
+(keeping its expiry), since the deleted node knew it. With -o json, print the master, the
+fingerprint, the token, its expiry and the whole command as JSON.`,
 		Example: `  pmgcm join-cmd
   pmgcm join-cmd --ttl 1h`,
 		Args: posArgs(),
