@@ -132,6 +132,9 @@ type Daemon struct {
 	closeErr  error
 	bg        sync.WaitGroup
 	stop      chan struct{}
+	// opened is closed when Open has opened everything: the mail system opens after
+	// Raft, whose leader duties may start before it (afterOpen).
+	opened chan struct{}
 	// drain stops without losing or hanging a write (drain.go).
 	drain *stopDrain
 }
@@ -145,7 +148,7 @@ func New(cfg Config) (*Daemon, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), opened: make(chan struct{}), kick: make(chan struct{}, 1)}
 	d.drain = newStopDrain(d)
 	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
@@ -297,6 +300,7 @@ func (d *Daemon) Open() (err error) {
 		d.bg.Add(1)
 		go newExporter(d).run()
 	}
+	close(d.opened)
 	d.logger.Info("pmgclusterd started", "name", d.self().Name, "cid", d.self().CID,
 		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
 	return nil
@@ -327,7 +331,7 @@ func (d *Daemon) openRaft(start bool) error {
 	n.OnLeader(d.voters.duty)
 	n.OnLeader(d.versions.duty)
 	for _, duty := range d.leaderDuties() { // maintenance.go
-		n.OnLeader(duty)
+		n.OnLeader(afterOpen(d.opened, duty))
 	}
 	if start {
 		if err := n.Open(); err != nil {
@@ -403,6 +407,19 @@ func (d *Daemon) updateSelf(change func(*nodeFile)) error {
 	}
 	d.node.Store(&nf)
 	return nil
+}
+
+// afterOpen returns duty run once opened is closed: a node that wins an election while
+// Open is still opening the mail system runs its backup and maintenance duties only when
+// what they use is there. It returns without running duty if the term ends first.
+func afterOpen(opened <-chan struct{}, duty raftnode.LeaderDuty) raftnode.LeaderDuty {
+	return func(ctx context.Context) {
+		select {
+		case <-opened:
+			duty(ctx)
+		case <-ctx.Done():
+		}
+	}
 }
 
 // stopContext returns a context that ends when the daemon closes.
