@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/smtp"
@@ -280,6 +281,49 @@ func TestLongLineInData(t *testing.T) {
 		t.Error("stored a message with an over-long line")
 	}
 	ts.wantOutcomes(t, map[Outcome]int{RefusedLongLine: 1})
+}
+
+// A line of data at the limit is taken; a command line over it gets 500 and the
+// connection closes, before the server buffers more of it.
+func TestLongCommandLine(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c", 250)
+	rc.expect("MAIL FROM:<a@example.net>", 250)
+	rc.expect("RCPT TO:<b@example.com>", 250)
+	rc.expect("DATA", 354)
+	body := "Subject: x\r\n\r\n" + strings.Repeat("y", maxLineLength-2) + "\r\n.\r\n"
+	if _, err := rc.conn.Write([]byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := rc.reply(); code != 250 {
+		t.Fatalf("line of %d bytes: %d %s, want 250", maxLineLength-1, code, msg)
+	}
+	if code, msg := rc.cmd("NOOP " + strings.Repeat("z", 2*maxLineLength)); code != 500 || !strings.HasPrefix(msg, "5.4.0") {
+		t.Errorf("command line of %d bytes: %d %s, want 500 5.4.0", 2*maxLineLength, code, msg)
+	}
+	if _, err := rc.tp.ReadLine(); err == nil {
+		t.Error("the connection stayed open after a too-long command line")
+	}
+}
+
+// The limit holds inside BDAT chunks: the intake offers no BINARYMIME.
+func TestLongLineInBDAT(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c", 250)
+	rc.expect("MAIL FROM:<a@example.net>", 250)
+	rc.expect("RCPT TO:<b@example.com>", 250)
+	chunk := "Subject: x\r\n\r\n" + strings.Repeat("x", 3*maxLineLength) + "\r\n"
+	if _, err := fmt.Fprintf(rc.conn, "BDAT %d LAST\r\n%s", len(chunk), chunk); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := rc.reply(); code/100 != 5 {
+		t.Errorf("BDAT with a line of %d bytes: %d %s, want 5xx", 3*maxLineLength, code, msg)
+	}
+	if ts.store.count() != 0 {
+		t.Error("stored a message with an over-long line")
+	}
 }
 
 func TestMaxRecipients(t *testing.T) {

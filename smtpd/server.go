@@ -249,6 +249,7 @@ func New(cfg Config) (*Server, error) {
 	srv.ReadTimeout = cfg.ReadTimeout
 	srv.WriteTimeout = cfg.WriteTimeout
 	srv.MaxRecipients = cfg.MaxRecipients
+	srv.MaxLineLength = 0 // trackedConn enforces maxLineLength (linelimit.go)
 	// No MaxMessageBytes: the limit is the Policy's, checked per transaction (see doc.go).
 	srv.ErrorLog = errorLog{s.log}
 	s.srv = srv
@@ -406,9 +407,26 @@ type trackedConn struct {
 	bye sync.Once
 	// closed is closed by Close.
 	closed chan struct{}
+	// lines bounds the length of the lines read.
+	lines lineLimit
 }
 
+// Read reads for go-smtp, within maxLineLength: a read that ends a line too long returns
+// no bytes and smtp.ErrTooLongLine, as go-smtp's own check did.
 func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.lines.over {
+		return 0, smtp.ErrTooLongLine
+	}
+	n, err := c.read(p)
+	if n > 0 {
+		if lerr := c.lines.check(p[:n]); lerr != nil {
+			return 0, lerr
+		}
+	}
+	return n, err
+}
+
+func (c *trackedConn) read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
