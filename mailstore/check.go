@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -119,7 +118,7 @@ func (s *Store) Check(ctx context.Context, opts CheckOptions) (CheckDigest, erro
 					continue
 				}
 				var r record
-				if err := json.Unmarshal(v, &r); err != nil {
+				if err := decodeRecord(v, &r); err != nil {
 					return fmt.Errorf("mailstore: decode %s: %w", k, err)
 				}
 				if !r.counted() {

@@ -3,7 +3,6 @@ package mailstore
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -125,7 +124,7 @@ func dropOldest(tx *bolt.Tx, origin uint64, max int, take func(*Event) (bool, er
 	c := tx.Bucket(bktEvents).Cursor()
 	for k, v := c.Seek(eventKey(origin, floorOf(tx, origin)+1)); k != nil && bytes.HasPrefix(k, prefix) && (max <= 0 || len(keys) < max); k, v = c.Next() {
 		var ev Event
-		if err := json.Unmarshal(v, &ev); err != nil {
+		if err := DecodeEventJSON(v, &ev); err != nil {
 			return 0, fmt.Errorf("decode event: %w", err)
 		}
 		if ok, err := take(&ev); err != nil || !ok {

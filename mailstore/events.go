@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -319,7 +318,7 @@ func eventsFromTx(tx *bolt.Tx, c Cursors, limit int) ([]Event, Cursors, error) {
 				return nil
 			}
 			var e Event
-			if err := json.Unmarshal(ev, &e); err != nil {
+			if err := DecodeEventJSON(ev, &e); err != nil {
 				return fmt.Errorf("mailstore: decode event: %w", err)
 			}
 			out = append(out, e)

@@ -3,7 +3,6 @@ package mailstore
 import (
 	"bufio"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -62,7 +61,7 @@ var errTorn = errors.New("damaged or incomplete record")
 
 // appendRecord appends r's encoding to buf.
 func appendRecord(buf []byte, r *jrecord) ([]byte, error) {
-	meta, err := json.Marshal(r.meta)
+	meta, err := marshalMeta(&r.meta)
 	if err != nil {
 		return buf, err
 	}
@@ -99,7 +98,7 @@ func decodePayload(p []byte) (*jrecord, error) {
 	if ml > maxJournalMeta || ml > len(p) {
 		return nil, errTorn
 	}
-	if err := json.Unmarshal(p[:ml], &r.meta); err != nil {
+	if err := decodeMeta(p[:ml], &r.meta); err != nil {
 		return nil, errTorn
 	}
 	p = p[ml:]

@@ -2,7 +2,6 @@ package mailstore
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -227,7 +226,7 @@ func (g *Staging) carryOver() error {
 		c := tx.Bucket(bktEvents).Cursor()
 		for k, v := c.Seek(eventKey(g.origin, g.mark+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var ev Event
-			if err := json.Unmarshal(v, &ev); err != nil {
+			if err := DecodeEventJSON(v, &ev); err != nil {
 				return fmt.Errorf("decode event: %w", err)
 			}
 			if ev.Kind != KindNew {

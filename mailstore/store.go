@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -469,7 +468,7 @@ func getRecord(tx *bolt.Tx, id string) (*record, error) {
 		return nil, nil
 	}
 	var r record
-	if err := json.Unmarshal(v, &r); err != nil {
+	if err := decodeRecord(v, &r); err != nil {
 		return nil, fmt.Errorf("mailstore: decode %s: %w", id, err)
 	}
 	return &r, nil
@@ -505,7 +504,7 @@ func putRecord(tx *bolt.Tx, old, nw *record) error {
 	if err != nil {
 		return err
 	}
-	v, err := json.Marshal(nw)
+	v, err := marshalRecord(nw)
 	if err != nil {
 		return err
 	}
@@ -522,7 +521,7 @@ func dropRecord(tx *bolt.Tx, old *record) error {
 
 // putEvent appends ev to its origin's log and advances the cursor.
 func putEvent(tx *bolt.Tx, ev Event) error {
-	v, err := json.Marshal(ev)
+	v, err := AppendEventJSON(make([]byte, 0, 512), &ev)
 	if err != nil {
 		return err
 	}
