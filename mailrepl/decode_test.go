@@ -1,10 +1,12 @@
 package mailrepl
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -102,5 +104,36 @@ func TestReplicatorShrinksBatch(t *testing.T) {
 	full, _ := json.Marshal(EventsResponse{Events: evs})
 	if int64(len(full)) <= maxEventsResponse || maxLimit.Load() != int64(DefaultPullBatch) {
 		t.Fatalf("the test does not exercise the bound: %d bytes, largest limit asked %d", len(full), maxLimit.Load())
+	}
+}
+
+// The events answer is the bytes json.Encoder wrote, whatever the order of the cursors.
+func TestEncodeEventsMatchesEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 12, 3, 8, 0, 0, 1, time.UTC)
+	m := mailstore.Meta{ID: "10-1", Origin: 10, Seq: 1, From: "<a&b>@example.org", To: []string{"c@example.net"},
+		Subject: "ünï", Size: 12, SHA256: "ff", State: mailstore.StateQuarantined, Received: at}
+	for _, resp := range []EventsResponse{
+		{Events: []mailstore.Event{}, Heads: mailstore.Cursors{}},
+		{Heads: nil},
+		{Events: []mailstore.Event{{Origin: 10, Seq: 1, Kind: "new", MsgID: m.ID, Msg: &m, At: at},
+			{Origin: 10, Seq: 2, Kind: "state", MsgID: m.ID, State: mailstore.StateReleased, At: at}},
+			Heads: mailstore.Cursors{1: 5, 2: 7, 10: 2, 100: 1}, Skip: mailstore.Cursors{10: 1, 9: 3}},
+	} {
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(resp); err != nil {
+			t.Fatal(err)
+		}
+		got, err := encodeEvents(&resp)
+		if err != nil || !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("got %s (%v)\nwant %s", got, err, want.Bytes())
+		}
+		back, err := DecodeEvents(bytes.NewReader(got))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again EventsResponse
+		if err := json.Unmarshal(got, &again); err != nil || !reflect.DeepEqual(*back, again) {
+			t.Fatalf("decoded %+v, json.Unmarshal %+v (%v)", *back, again, err)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,13 @@ func FuzzDecodeEvents(f *testing.F) {
 	dst := fuzzStore(f, 2)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		resp, err := DecodeEvents(strings.NewReader(string(b)))
+		// It reads what json.Unmarshal read, and refuses what it refused.
+		var want EventsResponse
+		if werr := json.Unmarshal(b, &want); (err != nil) != (werr != nil) {
+			t.Fatalf("DecodeEvents error %v, json.Unmarshal's %v", err, werr)
+		} else if err == nil && !reflect.DeepEqual(*resp, want) {
+			t.Fatalf("DecodeEvents read %+v, json.Unmarshal %+v", *resp, want)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrPeer) {
 				t.Fatalf("DecodeEvents error %v wraps no ErrPeer", err)

@@ -60,7 +60,7 @@ func DecodeEvents(r io.Reader) (*EventsResponse, error) {
 		return nil, fmt.Errorf("%w: %w: over %d bytes", ErrPeer, errTooLarge, maxEventsResponse)
 	}
 	var out EventsResponse
-	if err := json.Unmarshal(b, &out); err != nil {
+	if err := decodeEvents(b, &out); err != nil {
 		return nil, fmt.Errorf("%w: events: %v", ErrPeer, err)
 	}
 	return &out, nil
@@ -149,8 +149,13 @@ func writeEvents(w http.ResponseWriter, resp EventsResponse) {
 	if len(resp.Skip) == 0 {
 		resp.Skip = nil
 	}
+	b, err := encodeEvents(&resp)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "encode events: %v", err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
+	_, _ = w.Write(b)
 }
 
 func serveBody(store *mailstore.Store, w http.ResponseWriter, r *http.Request) {
