@@ -152,10 +152,10 @@ func appendTime(b []byte, t time.Time) ([]byte, error) {
 // decodeRecord is json.Unmarshal(v, r) for a zero r.
 func decodeRecord(v []byte, r *record) error {
 	d := decoder{b: v}
-	if d.top(func(key string) bool {
-		if key == "purged" {
+	if d.top(func(key []byte) int {
+		if string(key) == "purged" {
 			r.Purged = d.boolean()
-			return true
+			return 12
 		}
 		return d.metaField(key, &r.Meta)
 	}) {
@@ -168,7 +168,7 @@ func decodeRecord(v []byte, r *record) error {
 // decodeMeta is json.Unmarshal(v, m) for a zero m.
 func decodeMeta(v []byte, m *Meta) error {
 	d := decoder{b: v}
-	if d.top(func(key string) bool { return d.metaField(key, m) }) {
+	if d.top(func(key []byte) int { return d.metaField(key, m) }) {
 		return nil
 	}
 	*m = Meta{}
@@ -178,7 +178,7 @@ func decodeMeta(v []byte, m *Meta) error {
 // DecodeEventJSON is json.Unmarshal(v, e) for a zero e.
 func DecodeEventJSON(v []byte, e *Event) error {
 	d := decoder{b: v}
-	if d.top(func(key string) bool { return d.eventField(key, e) }) {
+	if d.top(func(key []byte) int { return d.eventField(key, e) }) {
 		return nil
 	}
 	*e = Event{}
@@ -197,7 +197,6 @@ func DecodeEventsJSON(v []byte) ([]Event, error) {
 
 func decodeEventArray(v []byte) ([]Event, bool) {
 	d := decoder{b: v, ok: true}
-	d.seen = d.buf[:0]
 	d.expect('[')
 	out := []Event{}
 	if d.ok && d.peek() == ']' {
@@ -205,7 +204,7 @@ func decodeEventArray(v []byte) ([]Event, bool) {
 	} else {
 		for d.ok {
 			var e Event
-			d.object(func(key string) bool { return d.eventField(key, &e) })
+			d.object(func(key []byte) int { return d.eventField(key, &e) })
 			out = append(out, e)
 			c := d.peek()
 			if c == ']' {
@@ -228,14 +227,11 @@ type decoder struct {
 	b  []byte
 	i  int
 	ok bool
-	// seen are the keys of each object being read, to catch a repeated one.
-	seen []string
-	buf  [24]string
 }
 
 // top reads one object, its fields by field, then the end of the input.
-func (d *decoder) top(field func(key string) bool) bool {
-	d.ok, d.seen = true, d.buf[:0]
+func (d *decoder) top(field func(key []byte) int) bool {
+	d.ok = true
 	d.object(field)
 	d.ws()
 	return d.ok && d.i == len(d.b)
@@ -269,35 +265,30 @@ func (d *decoder) expect(c byte) {
 	d.i++
 }
 
-// object reads {"key":value,...}; field reads each value, false for an unknown key.
-func (d *decoder) object(field func(key string) bool) {
+// object reads {"key":value,...}; field reads each value and returns the key's number
+// (1-63), 0 for an unknown key.
+func (d *decoder) object(field func(key []byte) int) {
 	d.expect('{')
 	if !d.ok {
 		return
 	}
-	mark := len(d.seen)
-	defer func() { d.seen = d.seen[:mark] }()
 	if d.peek() == '}' {
 		d.i++
 		return
 	}
+	var seen uint64
 	for d.ok {
-		key := d.str()
+		key := d.rawStr()
 		d.expect(':')
 		if !d.ok {
 			return
 		}
-		for _, k := range d.seen[mark:] {
-			if k == key {
-				d.ok = false // json.Unmarshal merges a repeated key: let it
-				return
-			}
-		}
-		d.seen = append(d.seen, key)
-		if !field(key) {
-			d.ok = false
+		n := field(key[1 : len(key)-1])
+		if n == 0 || seen&(1<<n) != 0 {
+			d.ok = false // unknown, or repeated: json.Unmarshal merges a repeated key
 			return
 		}
+		seen |= 1 << n
 		switch d.peek() {
 		case ',':
 			d.i++
@@ -339,10 +330,26 @@ func (d *decoder) rawStr() []byte {
 }
 
 func (d *decoder) str() string {
-	if s := d.rawStr(); d.ok {
-		return string(s[1 : len(s)-1])
+	s := d.rawStr()
+	if !d.ok {
+		return ""
 	}
-	return ""
+	switch s := s[1 : len(s)-1]; string(s) {
+	case "": // the states and kinds of every event and record, without an allocation
+		return ""
+	case StateQuarantined:
+		return StateQuarantined
+	case StateReleased:
+		return StateReleased
+	case StateDeleted:
+		return StateDeleted
+	case "new":
+		return "new"
+	case "state":
+		return "state"
+	default:
+		return string(s)
+	}
 }
 
 // digits returns a run of digits as JSON writes an integer: no leading zero.
@@ -450,59 +457,72 @@ func (d *decoder) strings() []string {
 	return nil
 }
 
-func (d *decoder) metaField(key string, m *Meta) bool {
-	switch key {
+func (d *decoder) metaField(key []byte, m *Meta) int {
+	switch string(key) {
 	case "id":
 		m.ID = d.str()
+		return 1
 	case "origin_cid":
 		m.Origin = d.uint()
+		return 2
 	case "seq":
 		m.Seq = d.uint()
+		return 3
 	case "from":
 		m.From = d.str()
+		return 4
 	case "to":
 		m.To = d.strings()
+		return 5
 	case "subject":
 		m.Subject = d.str()
+		return 6
 	case "size":
 		m.Size = d.int()
+		return 7
 	case "sha256":
 		m.SHA256 = d.str()
+		return 8
 	case "state":
 		m.State = d.str()
+		return 9
 	case "received":
 		m.Received = d.time()
+		return 10
 	case "have_body":
 		m.HaveBody = d.boolean()
-	default:
-		return false
+		return 11
 	}
-	return true
+	return 0
 }
 
-func (d *decoder) eventField(key string, e *Event) bool {
-	switch key {
+func (d *decoder) eventField(key []byte, e *Event) int {
+	switch string(key) {
 	case "origin":
 		e.Origin = d.uint()
+		return 1
 	case "seq":
 		e.Seq = d.uint()
+		return 2
 	case "kind":
 		e.Kind = d.str()
+		return 3
 	case "msg_id":
 		e.MsgID = d.str()
+		return 4
 	case "msg":
-		if d.literal("null") {
-			return true
+		if !d.literal("null") {
+			m := new(Meta)
+			d.object(func(key []byte) int { return d.metaField(key, m) })
+			e.Msg = m
 		}
-		m := new(Meta)
-		d.object(func(key string) bool { return d.metaField(key, m) })
-		e.Msg = m
+		return 5
 	case "state":
 		e.State = d.str()
+		return 6
 	case "at":
 		e.At = d.time()
-	default:
-		return false
+		return 7
 	}
-	return true
+	return 0
 }

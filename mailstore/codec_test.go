@@ -41,10 +41,10 @@ func TestCodecFastPathReadsItsOwnOutput(t *testing.T) {
 		}
 		var got record
 		d := decoder{b: v}
-		if !d.top(func(key string) bool {
-			if key == "purged" {
+		if !d.top(func(key []byte) int {
+			if string(key) == "purged" {
 				got.Purged = d.boolean()
-				return true
+				return 12
 			}
 			return d.metaField(key, &got.Meta)
 		}) && utf8Clean(r) {
