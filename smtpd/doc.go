@@ -25,8 +25,8 @@
 //     SessionTimeout in all.
 //   - A line, of a command or of message data, is at most 2,000 bytes (go-smtp's default,
 //     checked by this package on the connection: linelimit.go), BDAT chunks included: no
-//     BINARYMIME is offered. A message with a longer line gets 554 5.6.0, a command line
-//     500 5.4.0, and the connection is closed.
+//     BINARYMIME is offered. A longer line gets 554 5.6.0 in DATA, 500 5.4.0 in a command
+//     line or a BDAT chunk, and the connection is closed.
 //
 // Out of scope: AUTH and STARTTLS (the intake is the inbound MX of the relay domains, not a
 // submission service; TLS termination, if wanted, belongs in front of it), delivery, and
