@@ -159,3 +159,31 @@ func FuzzCodec(f *testing.F) {
 		checkEventCodec(t, Event{Origin: n, Seq: uint64(size), Kind: s1, MsgID: s2, Msg: &m, State: s2, At: at})
 	})
 }
+
+// BenchmarkRecordCodec compares the codec with encoding/json on an ordinary record.
+func BenchmarkRecordCodec(b *testing.B) {
+	r := codecSamples()[1]
+	v, _ := json.Marshal(&r)
+	b.Run("encode/json", func(b *testing.B) {
+		for range b.N {
+			_, _ = json.Marshal(&r)
+		}
+	})
+	b.Run("encode/codec", func(b *testing.B) {
+		for range b.N {
+			_, _ = marshalRecord(&r)
+		}
+	})
+	b.Run("decode/json", func(b *testing.B) {
+		for range b.N {
+			var x record
+			_ = json.Unmarshal(v, &x)
+		}
+	})
+	b.Run("decode/codec", func(b *testing.B) {
+		for range b.N {
+			var x record
+			_ = decodeRecord(v, &x)
+		}
+	})
+}
