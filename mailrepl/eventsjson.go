@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/pmgcm/pmgcm/mailstore"
 )
@@ -46,30 +47,45 @@ func appendCursors(b []byte, c mailstore.Cursors) []byte {
 	if c == nil {
 		return append(b, "null"...)
 	}
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, strconv.FormatUint(k, 10))
+	type entry struct {
+		key string
+		val uint64
 	}
-	slices.Sort(keys)
+	list := make([]entry, 0, len(c))
+	for k, v := range c {
+		list = append(list, entry{strconv.FormatUint(k, 10), v})
+	}
+	slices.SortFunc(list, func(a, b entry) int { return strings.Compare(a.key, b.key) })
 	b = append(b, '{')
-	for i, k := range keys {
+	for i, e := range list {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		n, _ := strconv.ParseUint(k, 10, 64)
 		b = append(b, '"')
-		b = append(b, k...)
+		b = append(b, e.key...)
 		b = append(b, `":`...)
-		b = strconv.AppendUint(b, c[n], 10)
+		b = strconv.AppendUint(b, e.val, 10)
 	}
 	return append(b, '}')
 }
 
 // eventsEnvelope is EventsResponse with its events left for mailstore's decoder.
 type eventsEnvelope struct {
-	Events json.RawMessage   `json:"events"`
+	Events rawEvents         `json:"events"`
 	Heads  mailstore.Cursors `json:"heads"`
 	Skip   mailstore.Cursors `json:"skip,omitempty"`
+}
+
+// rawEvents keeps the events' JSON and counts the keys that brought it: json.Unmarshal
+// merges a repeated key ("events", "Events", ...) into one slice, which a raw value cannot.
+type rawEvents struct {
+	raw json.RawMessage
+	n   int
+}
+
+func (r *rawEvents) UnmarshalJSON(b []byte) error {
+	r.n++
+	return r.raw.UnmarshalJSON(b)
 }
 
 // decodeEvents is json.Unmarshal(b, out).
@@ -78,11 +94,14 @@ func decodeEvents(b []byte, out *EventsResponse) error {
 	if err := json.Unmarshal(b, &env); err != nil {
 		return err
 	}
+	if env.Events.n > 1 {
+		return json.Unmarshal(b, out)
+	}
 	out.Heads, out.Skip = env.Heads, env.Skip
-	if env.Events == nil {
+	if env.Events.raw == nil {
 		return nil
 	}
-	evs, err := mailstore.DecodeEventsJSON(env.Events)
+	evs, err := mailstore.DecodeEventsJSON(env.Events.raw)
 	out.Events = evs
 	return err
 }

@@ -63,6 +63,9 @@ func FuzzDecodeEvents(f *testing.F) {
 	}
 	f.Add([]byte(`{"events":[{"origin":1,"seq":1,"kind":"new","msg_id":"1-1","msg":{"id":"1-1","origin_cid":1,"seq":1,"size":-1}}]}`))
 	f.Add([]byte(`{"events":[{"origin":1,"seq":1,"kind":"state","msg_id":"1-1","state":"bogus"}]}`))
+	// A repeated key json.Unmarshal merges, or refuses for its first value.
+	f.Add([]byte(`{"events":[{"origin":1,"kind":"x"}],"Events":[{"seq":2}],"heads":{}}`))
+	f.Add([]byte(`{"events":5,"events":[],"heads":{}}`))
 	dst := fuzzStore(f, 2)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		resp, err := DecodeEvents(strings.NewReader(string(b)))
