@@ -39,6 +39,6 @@ type backupHost interface {
 func newBackups(d *Daemon) *backups {
 	return &backups{
 		fsm: d.fsm, logger: d.logger, dir: d.dir, backupDir: d.cfg.BackupDir, interval: d.cfg.BackupInterval, keep: d.cfg.BackupKeep,
-		state: &d.tools.backup, gate: &d.gate, trust: d.trust, writes: d.writes, mail: func() *mailSystem { return d.mail }, host: d,
+		state: &d.tools.backup, gate: &d.gate, trust: d.trust, writes: d.writes, mail: d.mailSys, host: d,
 	}
 }

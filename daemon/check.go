@@ -64,7 +64,7 @@ type checkHost interface {
 func newChecker(d *Daemon) *checker {
 	return &checker{
 		fsm: d.fsm, logger: d.logger, rpcTimeout: d.cfg.RPCTimeout, intake: d.intake, members: d.members, writes: d.writes,
-		peer: func() *cluster.Client { return d.peer }, mail: func() *mailSystem { return d.mail }, stat: d.stat, host: d,
+		peer: func() *cluster.Client { return d.peer }, mail: d.mailSys, stat: d.stat, host: d,
 	}
 }
 
@@ -93,6 +93,9 @@ func (c *checker) checkStateLocal(ctx context.Context, index uint64) (cluster.St
 
 // CheckMail implements cluster.OpsHandler.
 func (h rpcHandler) CheckMail(ctx context.Context, req cluster.MailCheckRequest) (cluster.MailCheck, error) {
+	if err := h.d.whenOpened(ctx); err != nil {
+		return cluster.MailCheck{}, err
+	}
 	return h.d.checker.checkMailLocal(ctx, req, nil)
 }
 

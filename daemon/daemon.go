@@ -422,6 +422,34 @@ func afterOpen(opened <-chan struct{}, duty raftnode.LeaderDuty) raftnode.Leader
 	}
 }
 
+// errStarting refuses a peer's request that needs what Open has not opened yet.
+var errStarting = errors.New("this node is still starting: its mail store is not open yet; try again in a moment")
+
+// whenOpened waits until Open has opened everything, for a request served before that
+// (RPC is served before the mail system opens). It returns errStarting if ctx ends or the
+// daemon closes first.
+func (d *Daemon) whenOpened(ctx context.Context) error {
+	select {
+	case <-d.opened:
+		return nil
+	case <-d.stop:
+	case <-ctx.Done():
+	}
+	return errStarting
+}
+
+// mailSys returns the mail system once Open has opened everything, nil before: a status
+// asked over RPC while the node starts reports no mail rather than reading d.mail while
+// openMail sets it.
+func (d *Daemon) mailSys() *mailSystem {
+	select {
+	case <-d.opened:
+		return d.mail
+	default:
+		return nil
+	}
+}
+
 // stopContext returns a context that ends when the daemon closes.
 func (d *Daemon) stopContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -42,7 +42,7 @@ type healthHost interface {
 func newHealth(d *Daemon) *health {
 	return &health{
 		ops: d.ops, drain: d.drain, dir: d.dir, dataDir: d.cfg.DataDir, smtpPort: d.cfg.SMTPPort,
-		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: func() *mailSystem { return d.mail }, trust: d.trust, stat: d.stat, host: d,
+		heartbeat: d.cfg.Raft.HeartbeatTimeout, mail: d.mailSys, trust: d.trust, stat: d.stat, host: d,
 		fsm: d.fsm,
 	}
 }
@@ -82,7 +82,7 @@ func (h *health) mailHealth() []string {
 	switch {
 	case h.smtpPort == 0:
 		reasons = append(reasons, "SMTP intake is off (--smtp-port 0)")
-	case h.mail().smtpServer() == nil || !h.mail().smtpServer().Listening():
+	case mail.smtpServer() == nil || !mail.smtpServer().Listening():
 		reasons = append(reasons, fmt.Sprintf("SMTP listener on port %d is not accepting connections", h.smtpPort))
 	}
 	if on, why := h.ops.inMaintenance(); on {

@@ -62,7 +62,7 @@ func newJoiner(d *Daemon) *joiner {
 	return &joiner{
 		fsm: d.fsm, logger: d.logger, dir: d.dir, mux: d.mux, gate: &d.gate, raft: d.rn,
 		self: d.self, updateSelf: d.updateSelf, ip: d.cfg.IP, port: d.cfg.Port,
-		configured: d.cfg.ProtocolVersion, trust: d.trust, mail: func() *mailSystem { return d.mail }, host: d,
+		configured: d.cfg.ProtocolVersion, trust: d.trust, mail: d.mailSys, host: d,
 	}
 }
 

@@ -152,6 +152,9 @@ func (h rpcHandler) SetMaintenance(ctx context.Context, on bool) (api.Maintenanc
 	if err := h.d.checkServing(); err != nil {
 		return api.MaintenanceResponse{}, err
 	}
+	if err := h.d.whenOpened(ctx); err != nil {
+		return api.MaintenanceResponse{}, err
+	}
 	return h.d.maint.setMaintenance(ctx, on)
 }
 

@@ -48,7 +48,7 @@ func newStatusReporter(d *Daemon) *statusReporter {
 	return &statusReporter{
 		cfg: &d.cfg, logger: d.logger, started: d.started, fsm: d.fsm, mux: d.mux, peers: &d.peers, trust: d.trust,
 		members: d.members, ops: d.ops, honesty: d.honesty, diskW: d.diskW, versions: d.versions, backups: d.backups,
-		peer: func() *cluster.Client { return d.peer }, mail: func() *mailSystem { return d.mail },
+		peer: func() *cluster.Client { return d.peer }, mail: d.mailSys,
 		inMaintenance: func() bool { return d.maint.maintenanceOn() }, host: d,
 	}
 }
