@@ -322,5 +322,19 @@ func (rc *rawClient) expect(line string, want int) string {
 	return msg
 }
 
+// begin opens a transaction from a@example.net to rcpts (b@example.com when none),
+// each command answered 250.
+func (rc *rawClient) begin(rcpts ...string) {
+	rc.t.Helper()
+	if len(rcpts) == 0 {
+		rcpts = []string{"b@example.com"}
+	}
+	rc.expect("EHLO c", 250)
+	rc.expect("MAIL FROM:<a@example.net>", 250)
+	for _, r := range rcpts {
+		rc.expect("RCPT TO:<"+r+">", 250)
+	}
+}
+
 // crlf turns LF line ends into CRLF.
 func crlf(s string) []byte { return []byte(strings.ReplaceAll(s, "\n", "\r\n")) }

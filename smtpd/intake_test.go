@@ -267,9 +267,7 @@ func TestGarbageCommands(t *testing.T) {
 func TestLongLineInData(t *testing.T) {
 	ts := startServer(t, nil)
 	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c", 250)
-	rc.expect("MAIL FROM:<a@example.net>", 250)
-	rc.expect("RCPT TO:<b@example.com>", 250)
+	rc.begin()
 	rc.expect("DATA", 354)
 	if _, err := rc.conn.Write([]byte(strings.Repeat("x", 5000) + "\r\n.\r\n")); err != nil {
 		t.Fatal(err)
@@ -288,9 +286,7 @@ func TestLongLineInData(t *testing.T) {
 func TestLongCommandLine(t *testing.T) {
 	ts := startServer(t, nil)
 	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c", 250)
-	rc.expect("MAIL FROM:<a@example.net>", 250)
-	rc.expect("RCPT TO:<b@example.com>", 250)
+	rc.begin()
 	rc.expect("DATA", 354)
 	body := "Subject: x\r\n\r\n" + strings.Repeat("y", maxLineLength-2) + "\r\n.\r\n"
 	if _, err := rc.conn.Write([]byte(body)); err != nil {
@@ -311,9 +307,7 @@ func TestLongCommandLine(t *testing.T) {
 func TestLongLineInBDAT(t *testing.T) {
 	ts := startServer(t, nil)
 	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c", 250)
-	rc.expect("MAIL FROM:<a@example.net>", 250)
-	rc.expect("RCPT TO:<b@example.com>", 250)
+	rc.begin()
 	chunk := "Subject: x\r\n\r\n" + strings.Repeat("x", 3*maxLineLength) + "\r\n"
 	if _, err := fmt.Fprintf(rc.conn, "BDAT %d LAST\r\n%s", len(chunk), chunk); err != nil {
 		t.Fatal(err)
@@ -329,10 +323,7 @@ func TestLongLineInBDAT(t *testing.T) {
 func TestMaxRecipients(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.MaxRecipients = 2 })
 	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c", 250)
-	rc.expect("MAIL FROM:<a@example.net>", 250)
-	rc.expect("RCPT TO:<a@example.com>", 250)
-	rc.expect("RCPT TO:<b@example.com>", 250)
+	rc.begin("a@example.com", "b@example.com")
 	if code, _ := rc.cmd("RCPT TO:<c@example.com>"); code != 452 {
 		t.Errorf("third recipient: %d, want 452", code)
 	}
@@ -343,9 +334,7 @@ func TestMaxRecipients(t *testing.T) {
 func TestSlowSender(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.ReadTimeout = 300 * time.Millisecond })
 	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c", 250)
-	rc.expect("MAIL FROM:<a@example.net>", 250)
-	rc.expect("RCPT TO:<b@example.com>", 250)
+	rc.begin()
 	rc.expect("DATA", 354)
 	for range 8 {
 		if _, err := rc.conn.Write([]byte("a slow line\r\n")); err != nil {

@@ -88,9 +88,7 @@ func TestOpenErrors(t *testing.T) {
 func startData(t *testing.T, addr string) *rawClient {
 	t.Helper()
 	rc := dialRaw(t, addr)
-	rc.expect("EHLO c", 250)
-	rc.expect("MAIL FROM:<a@example.net>", 250)
-	rc.expect("RCPT TO:<b@example.com>", 250)
+	rc.begin()
 	rc.expect("DATA", 354)
 	if _, err := rc.conn.Write([]byte("Subject: half\r\n\r\nthe first half of the body\r\n")); err != nil {
 		t.Fatal(err)
