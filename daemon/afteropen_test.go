@@ -31,12 +31,13 @@ func TestAfterOpenWaitsForOpen(t *testing.T) {
 
 // A peer's mail check or maintenance request that arrives while Open is still opening
 // the mail system (RPC is served before it) waits for it, and is refused with
-// errStarting if the request ends or the daemon closes first: it never reads a mail
-// system that is not there.
+// errStarting if the request ends first, or as shutting down if the daemon closes: it
+// never reads a mail system that is not there.
 func TestRPCBeforeMailOpens(t *testing.T) {
-	d := &Daemon{stop: make(chan struct{}), opened: make(chan struct{})}
+	d := &Daemon{stop: make(chan struct{}), mailOpen: make(chan struct{})}
+	d.drain = newStopDrain(d)
 	if d.mailSys() != nil {
-		t.Fatal("mailSys returned a mail system before Open finished")
+		t.Fatal("mailSys returned a mail system before openMail")
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -48,22 +49,24 @@ func TestRPCBeforeMailOpens(t *testing.T) {
 		t.Fatalf("SetMaintenance before the mail store opened: %v, want errStarting", err)
 	}
 
-	// Open finishing wakes a request that waits.
+	// The mail system opening wakes a request that waits.
 	done := make(chan error, 1)
-	go func() { done <- d.whenOpened(context.Background()) }()
+	go func() { done <- d.whenMailOpen(context.Background()) }()
 	d.mail = &mailSystem{}
-	close(d.opened)
+	close(d.mailOpen)
 	if err := <-done; err != nil {
-		t.Fatalf("whenOpened once Open finished: %v", err)
+		t.Fatalf("whenMailOpen once the mail system opened: %v", err)
 	}
 	if d.mailSys() != d.mail {
-		t.Fatal("mailSys did not return the mail system once Open finished")
+		t.Fatal("mailSys did not return the mail system once it opened")
 	}
 
-	// A daemon closing before Open finished refuses the waiting request.
-	d2 := &Daemon{stop: make(chan struct{}), opened: make(chan struct{})}
+	// A daemon closing before the mail system opened refuses the waiting request as
+	// shutting down (retry on another node), not as starting.
+	d2 := &Daemon{stop: make(chan struct{}), mailOpen: make(chan struct{})}
+	d2.drain = newStopDrain(d2)
 	close(d2.stop)
-	if err := d2.whenOpened(context.Background()); !errors.Is(err, errStarting) {
-		t.Fatalf("whenOpened on a closed daemon: %v, want errStarting", err)
+	if err := d2.whenMailOpen(context.Background()); !errors.Is(err, cluster.ErrShuttingDown) {
+		t.Fatalf("whenMailOpen on a closed daemon: %v, want ErrShuttingDown", err)
 	}
 }

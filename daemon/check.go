@@ -93,7 +93,7 @@ func (c *checker) checkStateLocal(ctx context.Context, index uint64) (cluster.St
 
 // CheckMail implements cluster.OpsHandler.
 func (h rpcHandler) CheckMail(ctx context.Context, req cluster.MailCheckRequest) (cluster.MailCheck, error) {
-	if err := h.d.whenOpened(ctx); err != nil {
+	if err := h.d.whenMailOpen(ctx); err != nil {
 		return cluster.MailCheck{}, err
 	}
 	return h.d.checker.checkMailLocal(ctx, req, nil)

@@ -135,6 +135,9 @@ type Daemon struct {
 	// opened is closed when Open has opened everything: the mail system opens after
 	// Raft, whose leader duties may start before it (afterOpen).
 	opened chan struct{}
+	// mailOpen is closed once openMail has opened the mail system (d.mail): peers'
+	// requests (RPC opens before it) and the control socket read it only then (mailSys).
+	mailOpen chan struct{}
 	// drain stops without losing or hanging a write (drain.go).
 	drain *stopDrain
 }
@@ -148,7 +151,7 @@ func New(cfg Config) (*Daemon, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), opened: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), opened: make(chan struct{}), mailOpen: make(chan struct{}), kick: make(chan struct{}, 1)}
 	d.drain = newStopDrain(d)
 	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
@@ -270,6 +273,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMail(); err != nil {
 		return err
 	}
+	close(d.mailOpen)
 	if err := d.openControl(); err != nil {
 		return err
 	}
@@ -422,28 +426,34 @@ func afterOpen(opened <-chan struct{}, duty raftnode.LeaderDuty) raftnode.Leader
 	}
 }
 
-// errStarting refuses a peer's request that needs what Open has not opened yet.
+// errStarting refuses a peer's request that needs the mail system before it is open.
 var errStarting = errors.New("this node is still starting: its mail store is not open yet; try again in a moment")
 
-// whenOpened waits until Open has opened everything, for a request served before that
-// (RPC is served before the mail system opens). It returns errStarting if ctx ends or the
-// daemon closes first.
-func (d *Daemon) whenOpened(ctx context.Context) error {
+// whenMailOpen waits until openMail has opened the mail system, for a peer's request
+// served before that (RPC is served before the mail system opens). It returns
+// errStarting if ctx ends first, and the shutting-down refusal if the daemon closes.
+func (d *Daemon) whenMailOpen(ctx context.Context) error {
 	select {
-	case <-d.opened:
+	case <-d.mailOpen:
+		return nil
+	default:
+	}
+	select {
+	case <-d.mailOpen:
 		return nil
 	case <-d.stop:
+		return d.drain.errShuttingDown()
 	case <-ctx.Done():
+		return errStarting
 	}
-	return errStarting
 }
 
-// mailSys returns the mail system once Open has opened everything, nil before: a status
-// asked over RPC while the node starts reports no mail rather than reading d.mail while
-// openMail sets it.
+// mailSys returns the mail system once openMail has opened it, nil before: a status or
+// a metrics scrape asked by a peer while the node starts reports no mail rather than
+// reading d.mail while openMail sets it.
 func (d *Daemon) mailSys() *mailSystem {
 	select {
-	case <-d.opened:
+	case <-d.mailOpen:
 		return d.mail
 	default:
 		return nil

@@ -152,7 +152,7 @@ func (h rpcHandler) SetMaintenance(ctx context.Context, on bool) (api.Maintenanc
 	if err := h.d.checkServing(); err != nil {
 		return api.MaintenanceResponse{}, err
 	}
-	if err := h.d.whenOpened(ctx); err != nil {
+	if err := h.d.whenMailOpen(ctx); err != nil {
 		return api.MaintenanceResponse{}, err
 	}
 	return h.d.maint.setMaintenance(ctx, on)

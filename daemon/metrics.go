@@ -238,7 +238,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if id := d.mux.Identity(); id != nil && id.Leaf != nil {
 		gauge(descCertExpiry, float64(id.Leaf.NotAfter.Unix()))
 	}
-	d.mail.collectMail(gauge)
+	d.mailSys().collectMail(gauge) // a peer's report may scrape before openMail
 	sp := d.fsm.SpillStats()
 	gauge(descConfigValues, float64(sp.OnDisk), "disk")
 	gauge(descConfigValues, float64(sp.InMemory), "memory")
