@@ -34,7 +34,7 @@ func TestAfterOpenWaitsForOpen(t *testing.T) {
 // errStarting if the request ends first, or as shutting down if the daemon closes: it
 // never reads a mail system that is not there.
 func TestRPCBeforeMailOpens(t *testing.T) {
-	d := &Daemon{stop: make(chan struct{}), mailOpen: make(chan struct{})}
+	d := &Daemon{stop: make(chan struct{}), opened: make(chan struct{})}
 	d.drain = newStopDrain(d)
 	if d.mailSys() != nil {
 		t.Fatal("mailSys returned a mail system before openMail")
@@ -53,7 +53,7 @@ func TestRPCBeforeMailOpens(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- d.whenMailOpen(context.Background()) }()
 	d.mail = &mailSystem{}
-	close(d.mailOpen)
+	close(d.opened)
 	if err := <-done; err != nil {
 		t.Fatalf("whenMailOpen once the mail system opened: %v", err)
 	}
@@ -63,7 +63,7 @@ func TestRPCBeforeMailOpens(t *testing.T) {
 
 	// A daemon closing before the mail system opened refuses the waiting request as
 	// shutting down (retry on another node), not as starting.
-	d2 := &Daemon{stop: make(chan struct{}), mailOpen: make(chan struct{})}
+	d2 := &Daemon{stop: make(chan struct{}), opened: make(chan struct{})}
 	d2.drain = newStopDrain(d2)
 	close(d2.stop)
 	if err := d2.whenMailOpen(context.Background()); !errors.Is(err, cluster.ErrShuttingDown) {

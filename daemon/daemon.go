@@ -132,12 +132,10 @@ type Daemon struct {
 	closeErr  error
 	bg        sync.WaitGroup
 	stop      chan struct{}
-	// opened is closed when Open has opened everything: the mail system opens after
-	// Raft, whose leader duties may start before it (afterOpen).
+	// opened is closed once openMail has opened the mail system (d.mail), the last part
+	// that Raft's leader duties (afterOpen), peers' requests (whenMailOpen; RPC is served
+	// before it) and the control socket need; they read d.mail only then (mailSys).
 	opened chan struct{}
-	// mailOpen is closed once openMail has opened the mail system (d.mail): peers'
-	// requests (RPC opens before it) and the control socket read it only then (mailSys).
-	mailOpen chan struct{}
 	// drain stops without losing or hanging a write (drain.go).
 	drain *stopDrain
 }
@@ -151,7 +149,7 @@ func New(cfg Config) (*Daemon, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), opened: make(chan struct{}), mailOpen: make(chan struct{}), kick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, logger: logger, stop: make(chan struct{}), opened: make(chan struct{}), kick: make(chan struct{}, 1)}
 	d.drain = newStopDrain(d)
 	d.ops = newOpsState(cfg, logger)
 	d.metrics = newMetrics(d)
@@ -273,7 +271,7 @@ func (d *Daemon) Open() (err error) {
 	if err := d.openMail(); err != nil {
 		return err
 	}
-	close(d.mailOpen)
+	close(d.opened)
 	if err := d.openControl(); err != nil {
 		return err
 	}
@@ -304,7 +302,6 @@ func (d *Daemon) Open() (err error) {
 		d.bg.Add(1)
 		go newExporter(d).run()
 	}
-	close(d.opened)
 	d.logger.Info("pmgclusterd started", "name", d.self().Name, "cid", d.self().CID,
 		"address", d.cfg.Addr(), "socket", d.cfg.Socket, "data-dir", d.cfg.DataDir)
 	return nil
@@ -414,8 +411,8 @@ func (d *Daemon) updateSelf(change func(*nodeFile)) error {
 }
 
 // afterOpen returns duty run once opened is closed: a node that wins an election while
-// Open is still opening the mail system runs its backup and maintenance duties only when
-// what they use is there. It returns without running duty if the term ends first.
+// Open is still opening the mail system runs its backup and maintenance duties only once
+// it is open. It returns without running duty if the term ends first.
 func afterOpen(opened <-chan struct{}, duty raftnode.LeaderDuty) raftnode.LeaderDuty {
 	return func(ctx context.Context) {
 		select {
@@ -434,12 +431,12 @@ var errStarting = errors.New("this node is still starting: its mail store is not
 // errStarting if ctx ends first, and the shutting-down refusal if the daemon closes.
 func (d *Daemon) whenMailOpen(ctx context.Context) error {
 	select {
-	case <-d.mailOpen:
+	case <-d.opened:
 		return nil
 	default:
 	}
 	select {
-	case <-d.mailOpen:
+	case <-d.opened:
 		return nil
 	case <-d.stop:
 		return d.drain.errShuttingDown()
@@ -453,7 +450,7 @@ func (d *Daemon) whenMailOpen(ctx context.Context) error {
 // reading d.mail while openMail sets it.
 func (d *Daemon) mailSys() *mailSystem {
 	select {
-	case <-d.mailOpen:
+	case <-d.opened:
 		return d.mail
 	default:
 		return nil

@@ -79,10 +79,11 @@ func (h *health) mailHealth() []string {
 		reasons = append(reasons, "shutting down: SMTP intake is draining")
 	}
 	mail := h.mail()
+	srv := mail.smtpServer()
 	switch {
 	case h.smtpPort == 0:
 		reasons = append(reasons, "SMTP intake is off (--smtp-port 0)")
-	case mail.smtpServer() == nil || !mail.smtpServer().Listening():
+	case srv == nil || !srv.Listening():
 		reasons = append(reasons, fmt.Sprintf("SMTP listener on port %d is not accepting connections", h.smtpPort))
 	}
 	if on, why := h.ops.inMaintenance(); on {

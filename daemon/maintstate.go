@@ -47,6 +47,7 @@ type maintenanceHost interface {
 func newMaintenance(d *Daemon) *maintenance {
 	return &maintenance{
 		cfg: &d.cfg, fsm: d.fsm, logger: d.logger, dir: d.dir, tools: &d.tools, ops: d.ops, metrics: d.metrics, limits: d.limits,
+		// d.mail, not d.mailSys: openMail opens SMTP intake (setSMTP) before d.opened closes.
 		stop: d.stop, mail: func() *mailSystem { return d.mail }, peer: func() *cluster.Client { return d.peer }, policy: mailPolicy{d},
 		transferTo: func(ctx context.Context, cid uint64) error { return d.promoter.transferTo(ctx, cid) }, stat: d.stat, host: d,
 	}
