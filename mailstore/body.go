@@ -235,19 +235,23 @@ func (w *BodyWriter) Commit() error {
 	// The body is checked: it takes its final name, not synced, and its batch marks
 	// it held once a syncfs made it and its name durable (recv.go). A crash before
 	// the mark leaves a file the index does not know, which BeginBody re-hashes and
-	// adopts or replaces.
+	// adopts or replaces. The file stays open past its rename and its batch: once the
+	// batch has made it durable, its pages leave the page cache through it
+	// (pagecache.go).
 	final := w.s.BodyPath(id)
-	err := w.open() // a body of no bytes, or one the partial file held whole, had no Write
-	if err == nil {
-		err = w.f.Close()
-	}
-	if err == nil {
-		err = os.Rename(w.part, final)
-	}
-	if err != nil {
+	if err := w.open(); err != nil { // a body of no bytes, or one the partial file held whole, had no Write
 		return fmt.Errorf("mailstore: commit body: %w", err)
 	}
-	return w.s.commitReceived(id)
+	// A write error the close could report is the batch's syncfs's to report too.
+	defer w.f.Close()
+	if err := os.Rename(w.part, final); err != nil {
+		return fmt.Errorf("mailstore: commit body: %w", err)
+	}
+	if err := w.s.commitReceived(id); err != nil {
+		return err
+	}
+	dropCached(w.f)
+	return nil
 }
 
 // Close ends the writer without committing. The partial file is kept, so a

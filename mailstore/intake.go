@@ -76,7 +76,8 @@ type intakeReq struct {
 // segment is a closed segment waiting for its checkpoint.
 type segment struct {
 	path string
-	last uint64 // the journal counter of its last record
+	last uint64   // the journal counter of its last record
+	ids  []string // the IDs of its records: their bodies leave the page cache after the checkpoint
 }
 
 // journal is a store's intake journal. mu guards every field; it is never held
@@ -111,6 +112,7 @@ type journal struct {
 	f      *os.File
 	seg    uint64 // the current segment's number
 	size   int64
+	ids    []string // the IDs of the current segment's records
 	segs   []segment
 	cpBusy bool
 
@@ -309,6 +311,7 @@ func (s *Store) appendGroup(batch []*intakeReq) {
 	j.mu.Lock()
 	for _, r := range live {
 		j.assigned++
+		j.ids = append(j.ids, r.rec.meta.ID)
 		r.rec.body = nil // written; the buffer goes back to its Accept
 		j.unindexed = append(j.unindexed, indexItem{r: r, n: j.assigned})
 	}
@@ -457,8 +460,9 @@ func (s *Store) closeSegment() {
 	f := j.f
 	j.f = nil
 	if f != nil {
-		j.segs = append(j.segs, segment{path: f.Name(), last: j.assigned})
+		j.segs = append(j.segs, segment{path: f.Name(), last: j.assigned, ids: j.ids})
 	}
+	j.ids = nil
 	j.mu.Unlock()
 	if f != nil {
 		_ = f.Close() // every group in it was fdatasynced
@@ -510,6 +514,10 @@ func (s *Store) checkpoint() error {
 	j.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("mailstore: intake journal checkpoint: %w", err)
+	}
+	// The syncfs made the segments' bodies durable (clean): their pages can go.
+	for _, g := range segs {
+		s.dropCachedBodies(g.ids)
 	}
 	return nil
 }
