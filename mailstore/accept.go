@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"mime"
 	"net/mail"
@@ -20,9 +21,10 @@ import (
 // maxHeader bounds how much of a message is kept in memory to find its Subject.
 const maxHeader = 64 << 10
 
-// Accept stores a message received by SMTP on this node: it streams r to disk
-// (bounded memory) computing its size and SHA-256 and appends its record to the
-// intake journal (intake.go), which is fdatasynced with the group of Accepts of the
+// Accept stores a message received by SMTP on this node: it receives r into memory
+// within a process-wide budget, or streams it to a file beyond that (inline.go),
+// computing its size and SHA-256, and appends its record to the intake journal
+// (intake.go), which is fdatasynced with the group of Accepts of the
 // moment. When Accept returns without error the message is durable and the caller
 // may answer 250; every later read of the store sees it.
 func (s *Store) Accept(from string, to []string, r io.Reader) (Meta, error) {
@@ -51,16 +53,40 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	if closed {
 		return Meta{}, ErrClosed
 	}
+	h := sha256.New()
+	head := &prefixBuffer{max: maxHeader}
+	also := io.MultiWriter(h, head)
+	mem, ended, err := readInline(r, also)
+	if err != nil {
+		mem.release()
+		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
+	}
+	if ended {
+		return s.acceptMem(from, to, received, gen, mem, h, head)
+	}
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "accept-*")
 	if err != nil {
+		mem.release()
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
 	tmp := f.Name()
-	h := sha256.New()
-	head := &prefixBuffer{max: maxHeader}
-	buf := copyBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(io.MultiWriter(f, h, head), r, *buf)
-	copyBufs.Put(buf)
+	var n int64
+	if mem != nil {
+		// What memory took first goes to the file ahead of the rest.
+		_, err = f.Write(mem.b)
+		if err == nil {
+			_, err = f.Write(mem.tail)
+		}
+		n = int64(len(mem.b) + len(mem.tail))
+		mem.release()
+	}
+	if err == nil {
+		buf := copyBufs.Get().(*[]byte)
+		var k int64
+		k, err = io.CopyBuffer(io.MultiWriter(f, also), r, *buf)
+		copyBufs.Put(buf)
+		n += k
+	}
 	if err != nil {
 		_ = f.Close()
 		_ = os.Remove(tmp)
@@ -70,62 +96,87 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 	if received.IsZero() {
 		received = now
 	}
+	// Too large for memory (or the budget of bodies held in memory is spent): the
+	// body's own fsync makes it durable, and the record names its file. It runs
+	// while the message waits for its group.
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	var syncErr error
+	waited := false
 	req := &intakeReq{
 		rec: jrecord{
-			kind: recInline,
-			meta: Meta{
-				From:     from,
-				To:       append([]string(nil), to...),
-				Subject:  parseSubject(head.Bytes()),
-				Size:     n,
-				SHA256:   hex.EncodeToString(h.Sum(nil)),
-				State:    StateQuarantined,
-				Received: received.UTC(),
-			},
+			kind:    recSpooled,
+			meta:    newMeta(from, to, received, n, h, head),
 			at:      now,
 			spooled: filepath.Base(tmp),
 		},
 		gen: gen,
 		tmp: tmp,
-	}
-	body, done := inlineBody(f, n)
-	if done != nil {
-		defer done() // after appendIntake: the record was written or failed
-	}
-	if body == nil {
-		// Too large for the journal (or the budget of bodies held for it is spent):
-		// the body's own fsync makes it durable, and the record names its file. It
-		// runs while the message waits for its group.
-		synced := make(chan error, 1)
-		go func() { synced <- f.Sync() }()
-		var syncErr error
-		waited := false
-		req.rec.kind = recSpooled
-		req.ready = func() error {
+		ready: func() error {
 			if !waited {
 				syncErr, waited = <-synced, true
 			}
 			return syncErr
-		}
-		defer func() { _ = req.ready() }()
-	} else {
-		req.rec.body = body
+		},
 	}
-	// The record (with the body, or naming its synced file) is durable in the
-	// intake journal when appendIntake returns; the index and the final name
+	defer func() { _ = req.ready() }()
+	// The record, naming the synced file, is durable in the intake journal when
+	// appendIntake returns; the index and the final name
 	// follow in the background, before any read sees the store (intake.go).
 	err = s.appendIntake(req)
-	_ = f.Close() // the body is in the record, or was fsynced: a close error undoes neither
+	_ = f.Close() // the body was fsynced: a close error does not undo it
 	if err != nil {
 		// With the journal stopped the record may be on disk: a spooled body stays
 		// for Open's replay (which then keeps the message, unacknowledged: the
 		// client's retry makes it a duplicate, never a loss).
-		if !errors.Is(err, errBroken) || req.rec.kind != recSpooled {
+		if !errors.Is(err, errBroken) {
 			_ = os.Remove(tmp)
 		}
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
 	return req.rec.meta, nil
+}
+
+// acceptMem stores a message whose whole body was received into memory: its record
+// in the journal carries the body, and the index writes its final file from mem,
+// which it releases once the message is indexed (intake.go).
+func (s *Store) acceptMem(from string, to []string, received time.Time, gen uint64, mem *memBody,
+	h hash.Hash, head *prefixBuffer) (Meta, error) {
+	now := s.opts.Now().UTC()
+	if received.IsZero() {
+		received = now
+	}
+	req := &intakeReq{
+		rec: jrecord{
+			kind: recInline,
+			meta: newMeta(from, to, received, int64(len(mem.b)), h, head),
+			at:   now,
+			body: mem.b,
+		},
+		gen: gen,
+		mem: mem,
+	}
+	if err := s.appendIntake(req); err != nil {
+		// Not handed to the index: nothing else holds mem. With the journal stopped
+		// the record may be on disk; Open's replay writes the body from it.
+		mem.release()
+		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
+	}
+	return req.rec.meta, nil
+}
+
+// newMeta is the metadata of a message just received: n bytes hashed by h, whose
+// header head kept.
+func newMeta(from string, to []string, received time.Time, n int64, h hash.Hash, head *prefixBuffer) Meta {
+	return Meta{
+		From:     from,
+		To:       append([]string(nil), to...),
+		Subject:  parseSubject(head.Bytes()),
+		Size:     n,
+		SHA256:   hex.EncodeToString(h.Sum(nil)),
+		State:    StateQuarantined,
+		Received: received.UTC(),
+	}
 }
 
 // wireMeta is the copy of m that travels in an event: no local fields.

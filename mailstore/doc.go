@@ -10,9 +10,10 @@
 //	journal/<n>.seg       the intake journal: accepted messages not yet checkpointed (intake.go)
 //	bodies/xx/<id>        message bodies, sharded by the first byte of SHA-256(<id>)
 //	bodies/xx/<id>.part   a body being received from a peer (resumable)
-//	tmp/                  SMTP intake in progress (removed at Open: never acknowledged),
-//	                      and the spooled names of bodies whose final name is not synced yet
-//	                      (spool.go, recv.go: recorded in the index, linked back at Open)
+//	tmp/                  SMTP intake of a body too large for memory (inline.go; removed at
+//	                      Open: never acknowledged), and the spooled names of such bodies
+//	                      whose final name is not synced yet (spool.go: recorded in the
+//	                      index, linked back at Open)
 //	corrupt/<id>          a body that failed verification, moved aside for forensics
 //
 // Beside it, during a restore from a backup: <dir>.restore, the staging store a restore
@@ -49,13 +50,14 @@
 // # Durability
 //
 // Accept returns only after the message's record is in the intake journal, fdatasynced
-// (intake.go): its metadata, its ID and, for a body of at most 256 KiB, the body itself;
-// a larger body is fsynced in its spooled file in tmp/ and tmp/ fsynced first, and the
-// record names it. Concurrent Accepts share that fdatasync (one per group). The caller
+// (intake.go): its metadata, its ID and, for a body of at most 256 KiB received into
+// memory (inline.go), the body itself; a larger body is fsynced in its spooled file in
+// tmp/ and tmp/ fsynced first, and the record names it. Concurrent Accepts share that fdatasync (one per group). The caller
 // may answer SMTP 250 after that. The message is then indexed in the background, within
-// milliseconds: its metadata, its "new" event and its spooled name committed in bbolt
-// (bbolt fsyncs on commit) and the spooled file linked to its final name, in batches
-// with the body commits of the moment (group commit, group.go). Every read and write of
+// milliseconds: its metadata and its "new" event committed in bbolt (bbolt fsyncs on
+// commit) and its final file written from memory (or, for a spooled body, its spooled
+// name recorded and the file linked to its final name), in batches with the body
+// commits of the moment (group commit, group.go). Every read and write of
 // the index first waits for the indexing of every message already acknowledged, so no
 // caller sees the store without them; only the replication feed (feed.go: what peers
 // read, and BeginBody) reads what the index has committed without waiting. Once a

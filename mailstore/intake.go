@@ -15,10 +15,10 @@ import (
 
 // The intake journal: one fdatasync per group of concurrent Accepts.
 //
-// An Accept writes its body to its spooled file in tmp/ (as before) without an fsync
-// of its own and hands the message to the journal, with the body read back for its
-// record (inline.go: within a process-wide budget; beyond it, or above maxInline, the
-// body is fsynced on its own and the record names its file). One goroutine at a time (the
+// An Accept receives its body into memory and hands the message to the journal with
+// the body for its record (inline.go: within a process-wide budget; beyond it, or above
+// maxInline, the body goes to a spooled file in tmp/, fsynced on its own, and the
+// record names its file). One goroutine at a time (the
 // appender) takes every queued Accept, gives each its ID (the next sequence number
 // of this node's origin, in queue order), appends one record per message to the
 // current segment in journal/ (the metadata and, for a body of at most maxInline
@@ -29,9 +29,10 @@ import (
 //
 // Right after its fdatasync the appender hands the group's records, in sequence
 // order, to the index's group commit (group.go) without waiting: each is recorded
-// in bbolt (metadata, "new" event, spooled name) and linked to its final name as
-// an Accept's batch did before, with no directory fsync (the journal holds what a
-// crash could lose). Every read and write of the index (view, update) first waits
+// in bbolt (metadata, "new" event) and its final file written from memory (a spooled
+// body: its spooled name recorded and the file linked to its final name, as an
+// Accept's batch did before), with no fsync (the journal holds what a crash could
+// lose). The memory goes back to the budget once the record is indexed. Every read and write of the index (view, update) first waits
 // until every acknowledged message is indexed, so a caller sees what it was told
 // is stored; a writer of this node's own events (update: a state change) also holds
 // the appender off while it runs, so sequence numbers stay contiguous.
@@ -67,7 +68,8 @@ var errBroken = errors.New("mailstore: intake journal stopped")
 type intakeReq struct {
 	rec   jrecord
 	gen   uint64       // the content generation the spooled file belongs to
-	tmp   string       // the spooled file's path
+	tmp   string       // the spooled file's path ("" for a body received into memory)
+	mem   *memBody     // a body received into memory: the index writes its file from it
 	ready func() error // recSpooled: waits for the body's fsync
 	err   error
 	done  chan struct{}
@@ -669,6 +671,9 @@ func (s *Store) localTurn() (func(), error) {
 // indexReq is the group-commit request that indexes a journaled message n (its
 // journal counter): as an Accept's batch did, without the directory fsync.
 func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
+	if r.mem != nil {
+		return s.indexMemReq(r, n)
+	}
 	meta := r.rec.meta
 	at := r.rec.at
 	tmp := r.tmp
@@ -706,6 +711,50 @@ func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
 		},
 		after: func() {
 			s.spoolAdd(spooledBody{id: meta.ID, name: name, dir: filepath.Dir(final)})
+		},
+		onDone: func(err error) { s.indexed(n, err) },
+		linger: true, // the record is durable in the journal: readers hurry it (waitIndexedLocked)
+	}
+}
+
+// indexMemReq is indexReq for a body received into memory (inline.go): its final
+// file is written from memory, not synced (the journal's record holds the body until
+// the checkpoint's syncfs, and a replay writes it again from there), and no spooled
+// name is recorded: there is none.
+func (s *Store) indexMemReq(r *intakeReq, n uint64) *commitReq {
+	meta := r.rec.meta
+	at := r.rec.at
+	body := r.mem.b // released only once the record is indexed (indexed), after every place of it
+	final := s.BodyPath(meta.ID)
+	written := false
+	return &commitReq{
+		apply: func(tx *bolt.Tx) error {
+			if s.jr.failIndex != nil {
+				if err := s.jr.failIndex(); err != nil {
+					return err
+				}
+			}
+			return indexTx(tx, meta, "", at, false)
+		},
+		place: func() (string, error) {
+			if err := writeBody(final, body); err != nil {
+				return "", err
+			}
+			written = true
+			return "", nil
+		},
+		unplace: func() error {
+			if err := os.Remove(final); err != nil {
+				return err
+			}
+			written = false
+			return nil
+		},
+		drop: func() {
+			if written {
+				_ = os.Remove(final)
+				written = false
+			}
 		},
 		onDone: func(err error) { s.indexed(n, err) },
 		linger: true, // the record is durable in the journal: readers hurry it (waitIndexedLocked)

@@ -42,6 +42,8 @@ func (s *Store) indexed(n uint64, err error) {
 		j.indexed = n
 		k := 0
 		for k < len(j.unindexed) && j.unindexed[k].n <= n {
+			j.unindexed[k].r.mem.release() // indexed: no index commit of it runs again
+			j.unindexed[k].r.mem = nil
 			k++
 		}
 		j.unindexed = j.unindexed[k:]

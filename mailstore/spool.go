@@ -14,9 +14,10 @@ import (
 
 // Spooled names of accepted bodies.
 //
-// An accepted message's body is written to a spooled name in tmp/; its durability is
-// the intake journal's until a checkpoint (intake.go): its file is not fsynced, and
-// the final name's directory fsync below only makes the name durable. (Earlier
+// An accepted body too large for memory (inline.go: above maxInline, or received while
+// the budget of bodies in memory is spent) is written to a spooled name in tmp/ and
+// fsynced there before the journal's record names it (intake.go); the final name's
+// directory fsync below makes the final name durable. (Earlier
 // builds gave a body received from a peer a spooled name too; its batch now syncs the
 // file system instead, recv.go. Open still recovers the entries they left.)
 //

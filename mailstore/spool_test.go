@@ -75,9 +75,9 @@ func TestSpoolCrashStates(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.spool.noFlush = true // every entry stays pending, as at a crash
-			raw := message("acked", 3000)
+			raw := message("acked", maxInline+3000)
 			acked := accept(t, s, raw)
-			gone := accept(t, s, message("deleted while spooled", 900))
+			gone := accept(t, s, message("deleted while spooled", maxInline+900))
 			if _, err := s.SetState(gone.ID, StateDeleted); err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +144,7 @@ func TestSpoolFlush(t *testing.T) {
 	var ids []string
 	var raws [][]byte
 	for i := 0; i < 5; i++ {
-		raw := message("flush", 700+i)
+		raw := message("flush", maxInline+700+i)
 		m := accept(t, s, raw)
 		ids, raws = append(ids, m.ID), append(raws, raw)
 		if got := readBody(t, s, m.ID); !bytes.Equal(got, raw) {

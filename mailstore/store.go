@@ -277,6 +277,14 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	// With the journal stopped, records may be left unindexed (Open replays them):
+	// no batch runs now (each holds s.mu), so their bodies in memory can go.
+	s.jr.mu.Lock()
+	for _, it := range s.jr.unindexed {
+		it.r.mem.release()
+		it.r.mem = nil
+	}
+	s.jr.mu.Unlock()
 	s.chMu.Lock()
 	if !s.chDone {
 		s.chDone = true
