@@ -148,10 +148,11 @@ func (s *Store) acceptMem(from string, to []string, received time.Time, gen uint
 	}
 	req := &intakeReq{
 		rec: jrecord{
-			kind: recInline,
-			meta: newMeta(from, to, received, int64(len(mem.b)), h, head),
-			at:   now,
-			body: mem.b,
+			kind:    recInline,
+			meta:    newMeta(from, to, received, int64(len(mem.b)), h, head),
+			at:      now,
+			spooled: memSpooledName,
+			body:    mem.b,
 		},
 		gen: gen,
 		mem: mem,
@@ -164,6 +165,12 @@ func (s *Store) acceptMem(from string, to []string, received time.Time, gen uint
 	}
 	return req.rec.meta, nil
 }
+
+// memSpooledName is the spooled name in the record of a body received into memory: no
+// file has it (spooled files are "accept-*"). The name of an inline record is never
+// opened (a replay writes the body from the record), and every build with the journal
+// requires one, so such records read the same in the builds before this one.
+const memSpooledName = "in-memory"
 
 // newMeta is the metadata of a message just received: n bytes hashed by h, whose
 // header head kept.

@@ -51,7 +51,8 @@
 //
 // Accept returns only after the message's record is in the intake journal, fdatasynced
 // (intake.go): its metadata, its ID and, for a body of at most 256 KiB received into
-// memory (inline.go), the body itself; a larger body is fsynced in its spooled file in
+// memory (inline.go), the body itself; a larger body (or one received while the budget
+// of bodies in memory is spent) is fsynced in its spooled file in
 // tmp/ and tmp/ fsynced first, and the record names it. Concurrent Accepts share that fdatasync (one per group). The caller
 // may answer SMTP 250 after that. The message is then indexed in the background, within
 // milliseconds: its metadata and its "new" event committed in bbolt (bbolt fsyncs on

@@ -73,7 +73,7 @@ func FuzzReadSegment(f *testing.F) {
 	for i, r := range []jrecord{
 		{kind: recInline, meta: Meta{ID: "1-1", Origin: 1, Seq: 1, Size: 4, To: []string{"b@example.net"}}, spooled: "accept-1", body: []byte("body")},
 		{kind: recSpooled, meta: Meta{ID: "1-2", Origin: 1, Seq: 2, Size: 1 << 20}, spooled: "accept-2"},
-		{kind: recInline, meta: Meta{ID: "1-3", Origin: 1, Seq: 3, Size: 2}, body: []byte("in")}, // received into memory
+		{kind: recInline, meta: Meta{ID: "1-3", Origin: 1, Seq: 3, Size: 2}, spooled: memSpooledName, body: []byte("in")}, // received into memory
 	} {
 		r.at = time.Unix(int64(i), 0).UTC()
 		enc, err := appendRecord(nil, &r)

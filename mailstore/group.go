@@ -19,9 +19,9 @@ import (
 //  1. in one bbolt read-write transaction, apply runs for every member, in queue
 //     order (an Accept takes its sequence number here, so IDs and events stay
 //     contiguous per origin, as with one transaction each);
-//  2. place runs for every member (an Accept hard-links its spooled body to the
-//     final path of the ID it just got and names tmp/ to sync, spool.go), still
-//     inside the transaction;
+//  2. place runs for every member (an accepted body is written to the final path of
+//     the ID it got from its record in memory, not synced (intake.go), or a spooled
+//     one hard-linked there, spool.go), still inside the transaction;
 //  3. every distinct directory the members named is fsynced, once per batch (all at
 //     once, so that the file system can serve them with one journal commit), and
 //     each member's own fsync (an Accept's body, started before it queued) is

@@ -83,20 +83,26 @@ func readInline(r io.Reader, also io.Writer) (m *memBody, ended bool, err error)
 	m = &memBody{buf: buf, b: (*buf.bp)[:0]}
 	for {
 		if len(m.b) == cap(m.b) {
-			if m.buf.class == 1 || !m.grow() {
-				// Full: one more read tells whether the body ends here.
-				var probe [512]byte
-				k, rerr := readSome(r, probe[:])
-				if k == 0 && rerr == io.EOF {
+			// Full: one more read tells whether the body ends here, before a larger
+			// buffer is taken for it.
+			var probe [512]byte
+			k, rerr := readSome(r, probe[:])
+			if rerr != nil && rerr != io.EOF {
+				return m, false, rerr
+			}
+			if k == 0 {
+				return m, true, nil
+			}
+			_, _ = also.Write(probe[:k])
+			if m.buf.class == 0 && m.grow() {
+				m.b = append(m.b, probe[:k]...)
+				if rerr == io.EOF {
 					return m, true, nil
 				}
-				if rerr != nil && rerr != io.EOF {
-					return m, false, rerr
-				}
-				_, _ = also.Write(probe[:k])
-				m.tail = append([]byte(nil), probe[:k]...)
-				return m, false, nil
+				continue
 			}
+			m.tail = append([]byte(nil), probe[:k]...)
+			return m, false, nil
 		}
 		k, rerr := r.Read(m.b[len(m.b):cap(m.b)])
 		_, _ = also.Write(m.b[len(m.b) : len(m.b)+k])

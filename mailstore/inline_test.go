@@ -128,8 +128,8 @@ func TestAcceptMemoryAndFile(t *testing.T) {
 		}
 		_ = f.Close()
 	}
-	if len(kinds) != 2 || kinds[0] != recInline || names[0] != "" || kinds[1] != recSpooled || names[1] == "" {
-		t.Fatalf("records %v naming %q; want an inline one naming no file, then one naming its file", kinds, names)
+	if len(kinds) != 2 || kinds[0] != recInline || names[0] != memSpooledName || kinds[1] != recSpooled || names[1] == memSpooledName {
+		t.Fatalf("records %v naming %q; want an inline one naming no file (%q), then one naming its file", kinds, names, memSpooledName)
 	}
 	checkBody(t, s, ms, small)
 	checkBody(t, s, ml, large)
@@ -174,4 +174,45 @@ func TestAcceptMemoryReleasedAtClose(t *testing.T) {
 	}
 	s2 := openStore(t, dir, &cid, nil)
 	checkBody(t, s2, m, raw)
+}
+
+// TestIndexMemCopyAfterRelease: an index request of a body in memory whose record was
+// indexed meanwhile (its memory released: a retry's late copy) places nothing, even
+// when its sequence number fits the cursor (as after a Wipe).
+func TestIndexMemCopyAfterRelease(t *testing.T) {
+	s := newStore(t, 23)
+	mem, ended, err := readInline(bytes.NewReader([]byte("a body")), io.Discard)
+	if err != nil || !ended {
+		t.Fatalf("readInline: ended %v, %v", ended, err)
+	}
+	m := Meta{ID: MakeID(23, 1), Origin: 23, Seq: 1, Size: int64(len(mem.b)), State: StateQuarantined, HaveBody: true}
+	r := &intakeReq{rec: jrecord{kind: recInline, meta: m, spooled: memSpooledName}, mem: mem}
+	req := s.indexMemReq(r, 1)
+	req.onDone = nil // not a journal record of this store
+	s.jr.mu.Lock()
+	r.mem.release()
+	r.mem = nil
+	s.jr.mu.Unlock()
+	if err := s.groupCommit(req); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("index of a released body: %v, want it refused", err)
+	}
+	if _, err := os.Stat(s.BodyPath(m.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the released memory was placed: %v", err)
+	}
+	if _, err := s.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the message was indexed: %v", err)
+	}
+}
+
+// TestReadInlineExactBuffer: a body that fills its buffer exactly keeps that buffer (the
+// read that finds the end comes before a larger one is taken).
+func TestReadInlineExactBuffer(t *testing.T) {
+	for class, size := range inlineClassSize {
+		raw := bytes.Repeat([]byte("x"), int(size))
+		m, ended, err := readInline(bytes.NewReader(raw), io.Discard)
+		if err != nil || !ended || m.buf.class != class || !bytes.Equal(m.b, raw) {
+			t.Fatalf("%d bytes: ended %v, %v, in class %d; want it whole in class %d", size, ended, err, m.buf.class, class)
+		}
+		m.release()
+	}
 }

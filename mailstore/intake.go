@@ -22,7 +22,8 @@ import (
 // appender) takes every queued Accept, gives each its ID (the next sequence number
 // of this node's origin, in queue order), appends one record per message to the
 // current segment in journal/ (the metadata and, for a body of at most maxInline
-// bytes, the body itself; a larger body is fsynced in its spooled file, tmp/ is
+// bytes, the body itself; a larger body, or one received while the budget of bodies
+// in memory is spent, is fsynced in its spooled file, tmp/ is
 // fsynced once for the group, and the record names the file) and fdatasyncs the
 // segment once. Only then are the Accepts woken: a 250 is sent for a message whose
 // record is on disk, with the body in it or in a synced file.
@@ -67,7 +68,7 @@ var errBroken = errors.New("mailstore: intake journal stopped")
 // intakeReq is one Accept waiting for its record to be durable.
 type intakeReq struct {
 	rec   jrecord
-	gen   uint64       // the content generation the spooled file belongs to
+	gen   uint64       // the content generation the body (in memory or its spooled file) belongs to
 	tmp   string       // the spooled file's path ("" for a body received into memory)
 	mem   *memBody     // a body received into memory: the index writes its file from it
 	ready func() error // recSpooled: waits for the body's fsync
@@ -314,7 +315,7 @@ func (s *Store) appendGroup(batch []*intakeReq) {
 	for _, r := range live {
 		j.assigned++
 		j.ids = append(j.ids, r.rec.meta.ID)
-		r.rec.body = nil // written; the buffer goes back to its Accept
+		r.rec.body = nil // written (a body in memory stays in r.mem until indexed)
 		j.unindexed = append(j.unindexed, indexItem{r: r, n: j.assigned})
 	}
 	if j.indexTimer == nil {
@@ -733,6 +734,16 @@ func (s *Store) indexMemReq(r *intakeReq, n uint64) *commitReq {
 				if err := s.jr.failIndex(); err != nil {
 					return err
 				}
+			}
+			// A copy a retry queued, coming after the record was indexed (and its body
+			// released) must not place that memory: after a Wipe or a restore's swap
+			// its sequence number could fit the new content's cursor. Until this batch
+			// ends nothing releases it (only a committed index of the record does).
+			s.jr.mu.Lock()
+			released := r.mem == nil
+			s.jr.mu.Unlock()
+			if released {
+				return fmt.Errorf("%w: journal record %d is indexed already", ErrInvalid, n)
 			}
 			return indexTx(tx, meta, "", at, false)
 		},

@@ -22,8 +22,8 @@ import (
 //	          file tmp/<spooled>)
 //	  at      int64, big-endian: the "new" event's time, Unix nanoseconds
 //	  metaLen uint32, big-endian, then the message's Meta as JSON (ID, origin, seq set)
-//	  nameLen uint16, big-endian, then the spooled name in tmp/ (none, length 0, for
-//	          a recInline body received into memory)
+//	  nameLen uint16, big-endian, then the spooled name in tmp/ (memSpooledName, which
+//	          no file has, for a recInline body received into memory)
 //	  body    the rest: the message body (recInline only)
 //
 // A record is only ever appended whole and then fdatasynced with its group; a crash
@@ -122,9 +122,7 @@ func decodePayload(p []byte) (*jrecord, error) {
 	if _, _, err := ParseID(r.meta.ID); err != nil || MakeID(r.meta.Origin, r.meta.Seq) != r.meta.ID {
 		return nil, errTorn
 	}
-	// A body received into memory has no spooled file (inline.go): an inline record
-	// may name none.
-	if !(r.kind == recInline && r.spooled == "") && !validSpooledName(r.spooled) {
+	if !validSpooledName(r.spooled) {
 		return nil, errTorn
 	}
 	if r.kind == recInline && int64(len(r.body)) != r.meta.Size {

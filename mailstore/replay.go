@@ -181,7 +181,8 @@ func bodyMatches(p string, m Meta) bool {
 	return err == nil && n == m.Size && hex.EncodeToString(h.Sum(nil)) == m.SHA256
 }
 
-// writeBody replaces the file at p with body (not synced: the replay's syncfs is).
+// writeBody replaces the file at p with body, not synced: the replay's syncfs, or for
+// an accepted body indexed from memory the journal's checkpoint, syncs it.
 func writeBody(p string, body []byte) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
