@@ -13,6 +13,15 @@ import (
 	"time"
 )
 
+// storeIn opens a fresh store of local CID id and returns it, its directory and its CID.
+func storeIn(t *testing.T, id uint64) (*Store, string, *atomic.Uint64) {
+	t.Helper()
+	dir := t.TempDir()
+	cid := new(atomic.Uint64)
+	cid.Store(id)
+	return openStore(t, dir, cid, nil), dir, cid
+}
+
 // TestReadInline: a body that fits (up to maxInline, with the budget) ends in memory
 // whole; a larger one leaves what was read in m.b and m.tail, nothing lost and nothing
 // read twice; the writer beside sees every byte once; the budget comes back whole on
@@ -100,10 +109,7 @@ func TestReadInlineBudget(t *testing.T) {
 // comes back once they are indexed.
 func TestAcceptMemoryAndFile(t *testing.T) {
 	start := inlineBytes.Load()
-	dir := t.TempDir()
-	var cid atomic.Uint64
-	cid.Store(21)
-	s := openStore(t, dir, &cid, nil)
+	s, dir, cid := storeIn(t, 21)
 	let := holdIndex(t, s)
 	small, large := message("small", 3000), message("large", maxInline+100)
 	ms := accept(t, s, small)
@@ -133,7 +139,7 @@ func TestAcceptMemoryAndFile(t *testing.T) {
 	}
 	checkBody(t, s, ms, small)
 	checkBody(t, s, ml, large)
-	s2 := openStore(t, crashed, &cid, nil)
+	s2 := openStore(t, crashed, cid, nil)
 	checkBody(t, s2, ms, small)
 	checkBody(t, s2, ml, large)
 	if got := inlineBytes.Load(); got != start {
@@ -152,10 +158,7 @@ func TestAcceptMemoryAndFile(t *testing.T) {
 // the journal.
 func TestAcceptMemoryReleasedAtClose(t *testing.T) {
 	start := inlineBytes.Load()
-	dir := t.TempDir()
-	var cid atomic.Uint64
-	cid.Store(22)
-	s := openStore(t, dir, &cid, nil)
+	s, dir, cid := storeIn(t, 22)
 	stuck := errors.New("index stuck")
 	s.jr.mu.Lock()
 	s.jr.failIndex = func() error { return stuck }
@@ -172,7 +175,7 @@ func TestAcceptMemoryReleasedAtClose(t *testing.T) {
 	if got := inlineBytes.Load(); got != start {
 		t.Fatalf("budget in use %d after Close, want %d", got, start)
 	}
-	s2 := openStore(t, dir, &cid, nil)
+	s2 := openStore(t, dir, cid, nil)
 	checkBody(t, s2, m, raw)
 }
 

@@ -670,52 +670,19 @@ func (s *Store) localTurn() (func(), error) {
 }
 
 // indexReq is the group-commit request that indexes a journaled message n (its
-// journal counter): as an Accept's batch did, without the directory fsync.
+// journal counter): as an Accept's batch did, without the directory fsync. A spooled
+// body is linked from its spooled name, recorded in bucket "spool" and handed to the
+// spool's flush (spool.go).
 func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
 	if r.mem != nil {
 		return s.indexMemReq(r, n)
 	}
-	meta := r.rec.meta
-	at := r.rec.at
 	tmp := r.tmp
 	name := filepath.Base(tmp)
-	final := s.BodyPath(meta.ID)
-	linked := false
-	return &commitReq{
-		apply: func(tx *bolt.Tx) error {
-			if s.jr.failIndex != nil {
-				if err := s.jr.failIndex(); err != nil {
-					return err
-				}
-			}
-			return indexTx(tx, meta, name, at, true)
-		},
-		place: func() (string, error) {
-			if err := linkNew(tmp, final); err != nil {
-				return "", err
-			}
-			linked = true
-			return "", nil
-		},
-		unplace: func() error {
-			if err := os.Remove(final); err != nil {
-				return err
-			}
-			linked = false
-			return nil
-		},
-		drop: func() {
-			if linked {
-				_ = os.Remove(final)
-				linked = false
-			}
-		},
-		after: func() {
-			s.spoolAdd(spooledBody{id: meta.ID, name: name, dir: filepath.Dir(final)})
-		},
-		onDone: func(err error) { s.indexed(n, err) },
-		linger: true, // the record is durable in the journal: readers hurry it (waitIndexedLocked)
-	}
+	req := s.placedIndexReq(r, n, name, nil, func(final string) error { return linkNew(tmp, final) })
+	id, dir := r.rec.meta.ID, filepath.Dir(s.BodyPath(r.rec.meta.ID))
+	req.after = func() { s.spoolAdd(spooledBody{id: id, name: name, dir: dir}) }
+	return req
 }
 
 // indexMemReq is indexReq for a body received into memory (inline.go): its final
@@ -723,11 +690,31 @@ func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
 // the checkpoint's syncfs, and a replay writes it again from there), and no spooled
 // name is recorded: there is none.
 func (s *Store) indexMemReq(r *intakeReq, n uint64) *commitReq {
+	body := r.mem.b // released only once the record is indexed (indexed), after every place of it
+	// A copy a retry queued, coming after the record was indexed (and its body
+	// released), must not place that memory: after a Wipe or a restore's swap its
+	// sequence number could fit the new content's cursor. Until the batch that checks
+	// it ends nothing releases it (only a committed index of the record does).
+	check := func() error {
+		s.jr.mu.Lock()
+		released := r.mem == nil
+		s.jr.mu.Unlock()
+		if released {
+			return fmt.Errorf("%w: journal record %d is indexed already", ErrInvalid, n)
+		}
+		return nil
+	}
+	return s.placedIndexReq(r, n, "", check, func(final string) error { return writeBody(final, body) })
+}
+
+// placedIndexReq is the index request of journal record n of r: apply runs check, when
+// set, and indexes the message (with its spooled name, when name is set); place puts
+// the body at its final name with put, which unplace and drop remove again.
+func (s *Store) placedIndexReq(r *intakeReq, n uint64, name string, check func() error, put func(final string) error) *commitReq {
 	meta := r.rec.meta
 	at := r.rec.at
-	body := r.mem.b // released only once the record is indexed (indexed), after every place of it
 	final := s.BodyPath(meta.ID)
-	written := false
+	placed := false
 	return &commitReq{
 		apply: func(tx *bolt.Tx) error {
 			if s.jr.failIndex != nil {
@@ -735,36 +722,31 @@ func (s *Store) indexMemReq(r *intakeReq, n uint64) *commitReq {
 					return err
 				}
 			}
-			// A copy a retry queued, coming after the record was indexed (and its body
-			// released) must not place that memory: after a Wipe or a restore's swap
-			// its sequence number could fit the new content's cursor. Until this batch
-			// ends nothing releases it (only a committed index of the record does).
-			s.jr.mu.Lock()
-			released := r.mem == nil
-			s.jr.mu.Unlock()
-			if released {
-				return fmt.Errorf("%w: journal record %d is indexed already", ErrInvalid, n)
+			if check != nil {
+				if err := check(); err != nil {
+					return err
+				}
 			}
-			return indexTx(tx, meta, "", at, false)
+			return indexTx(tx, meta, name, at, name != "")
 		},
 		place: func() (string, error) {
-			if err := writeBody(final, body); err != nil {
+			if err := put(final); err != nil {
 				return "", err
 			}
-			written = true
+			placed = true
 			return "", nil
 		},
 		unplace: func() error {
 			if err := os.Remove(final); err != nil {
 				return err
 			}
-			written = false
+			placed = false
 			return nil
 		},
 		drop: func() {
-			if written {
+			if placed {
 				_ = os.Remove(final)
-				written = false
+				placed = false
 			}
 		},
 		onDone: func(err error) { s.indexed(n, err) },
