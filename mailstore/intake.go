@@ -679,7 +679,7 @@ func (s *Store) indexReq(r *intakeReq, n uint64) *commitReq {
 	}
 	tmp := r.tmp
 	name := filepath.Base(tmp)
-	req := s.placedIndexReq(r, n, name, nil, func(final string) error { return linkNew(tmp, final) })
+	req := s.placedIndexReq(r, n, name, true, nil, func(final string) error { return linkNew(tmp, final) })
 	id, dir := r.rec.meta.ID, filepath.Dir(s.BodyPath(r.rec.meta.ID))
 	req.after = func() { s.spoolAdd(spooledBody{id: id, name: name, dir: dir}) }
 	return req
@@ -704,13 +704,14 @@ func (s *Store) indexMemReq(r *intakeReq, n uint64) *commitReq {
 		}
 		return nil
 	}
-	return s.placedIndexReq(r, n, "", check, func(final string) error { return writeBody(final, body) })
+	return s.placedIndexReq(r, n, "", false, check, func(final string) error { return writeBody(final, body) })
 }
 
 // placedIndexReq is the index request of journal record n of r: apply runs check, when
-// set, and indexes the message (with its spooled name, when name is set); place puts
-// the body at its final name with put, which unplace and drop remove again.
-func (s *Store) placedIndexReq(r *intakeReq, n uint64, name string, check func() error, put func(final string) error) *commitReq {
+// set, and indexes the message (recording its spooled name when spool is set); place
+// puts the body at its final name with put, which unplace and drop remove again.
+func (s *Store) placedIndexReq(r *intakeReq, n uint64, name string, spool bool, check func() error,
+	put func(final string) error) *commitReq {
 	meta := r.rec.meta
 	at := r.rec.at
 	final := s.BodyPath(meta.ID)
@@ -727,7 +728,7 @@ func (s *Store) placedIndexReq(r *intakeReq, n uint64, name string, check func()
 					return err
 				}
 			}
-			return indexTx(tx, meta, name, at, name != "")
+			return indexTx(tx, meta, name, at, spool)
 		},
 		place: func() (string, error) {
 			if err := put(final); err != nil {
