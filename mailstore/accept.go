@@ -92,10 +92,7 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 		_ = os.Remove(tmp)
 		return Meta{}, fmt.Errorf("mailstore: accept: %w", err)
 	}
-	now := s.opts.Now().UTC()
-	if received.IsZero() {
-		received = now
-	}
+	now, received := s.stamp(received)
 	// Too large for memory (or the budget of bodies held in memory is spent): the
 	// body's own fsync makes it durable, and the record names its file. It runs
 	// while the message waits for its group.
@@ -142,10 +139,7 @@ func (s *Store) accept(from string, to []string, r io.Reader, received time.Time
 // which it releases once the message is indexed (intake.go).
 func (s *Store) acceptMem(from string, to []string, received time.Time, gen uint64, mem *memBody,
 	h hash.Hash, head *prefixBuffer) (Meta, error) {
-	now := s.opts.Now().UTC()
-	if received.IsZero() {
-		received = now
-	}
+	now, received := s.stamp(received)
 	req := &intakeReq{
 		rec: jrecord{
 			kind:    recInline,
@@ -171,6 +165,16 @@ func (s *Store) acceptMem(from string, to []string, received time.Time, gen uint
 // opened (a replay writes the body from the record), and every build with the journal
 // requires one, so such records read the same in the builds before this one.
 const memSpooledName = "in-memory"
+
+// stamp returns the time of a message's "new" event, now, and the time it was received:
+// received, or now when that is zero (an SMTP intake rather than an import).
+func (s *Store) stamp(received time.Time) (now, at time.Time) {
+	now = s.opts.Now().UTC()
+	if received.IsZero() {
+		return now, now
+	}
+	return now, received
+}
 
 // newMeta is the metadata of a message just received: n bytes hashed by h, whose
 // header head kept.

@@ -74,7 +74,8 @@ func (m *memBody) release() {
 // readInline reads r into memory, passing every byte to also, while the body fits.
 // With ended set the whole body is in m.b; without it m.b and m.tail hold what was
 // read so far (the caller writes them to a file and goes on from r), and m is nil
-// when the budget did not allow even the first buffer. m is to be released by the caller in every case.
+// when the budget did not allow even the first buffer. The caller releases m in every
+// case.
 func readInline(r io.Reader, also io.Writer) (m *memBody, ended bool, err error) {
 	buf := takeInline(0)
 	if buf == nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/pmgcm/pmgcm/internal/testutil"
 )
 
 // storeIn opens a fresh store of local CID id and returns it, its directory and its CID.
@@ -193,8 +195,7 @@ func TestIndexMemCopyAfterRelease(t *testing.T) {
 	req := s.indexMemReq(r, 1)
 	req.onDone = nil // not a journal record of this store
 	s.jr.mu.Lock()
-	r.mem.release()
-	r.mem = nil
+	r.releaseMemLocked()
 	s.jr.mu.Unlock()
 	if err := s.groupCommit(req); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("index of a released body: %v, want it refused", err)
@@ -218,4 +219,38 @@ func TestReadInlineExactBuffer(t *testing.T) {
 		}
 		m.release()
 	}
+}
+
+// TestAcceptMemoryFileUnwritable: the final file of a body in memory is written at
+// indexing, after the 250; when it cannot be (a full disk; here the final name is taken
+// by a directory that is not empty), the index is tried again, then the journal stops
+// and refuses intake, and once the cause is gone Open writes the body from the journal.
+func TestAcceptMemoryFileUnwritable(t *testing.T) {
+	old := indexRetryBase
+	indexRetryBase = time.Millisecond
+	t.Cleanup(func() { indexRetryBase = old })
+	start := inlineBytes.Load()
+	s, dir, cid := storeIn(t, 24)
+	blocker := s.BodyPath(MakeID(24, 1))
+	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	raw := message("unwritable", 4000)
+	m := accept(t, s, raw)
+	testutil.Poll(t, "the journal stopped", 10*time.Second, func() error {
+		_, err := s.Accept("a@example.org", []string{"b@example.net"}, bytes.NewReader(message("refused", 100)))
+		if !errors.Is(err, errBroken) {
+			return fmt.Errorf("accept: %v, want the journal stopped", err)
+		}
+		return nil
+	})
+	_ = s.Close()
+	if got := inlineBytes.Load(); got != start {
+		t.Fatalf("budget in use %d after Close, want %d", got, start)
+	}
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, dir, cid, nil)
+	checkBody(t, s2, m, raw)
 }

@@ -18,14 +18,13 @@ import (
 // An Accept receives its body into memory and hands the message to the journal with
 // the body for its record (inline.go: within a process-wide budget; beyond it, or above
 // maxInline, the body goes to a spooled file in tmp/, fsynced on its own, and the
-// record names its file). One goroutine at a time (the
-// appender) takes every queued Accept, gives each its ID (the next sequence number
-// of this node's origin, in queue order), appends one record per message to the
-// current segment in journal/ (the metadata and, for a body of at most maxInline
-// bytes, the body itself; a larger body, or one received while the budget of bodies
-// in memory is spent, is fsynced in its spooled file, tmp/ is
-// fsynced once for the group, and the record names the file) and fdatasyncs the
-// segment once. Only then are the Accepts woken: a 250 is sent for a message whose
+// record names its file). One goroutine at a time (the appender) takes every queued
+// Accept, gives each its ID (the next sequence number of this node's origin, in queue
+// order), appends one record per message to the current segment in journal/ (the
+// metadata and, for a body of at most maxInline bytes, the body itself; a larger body,
+// or one received while the budget of bodies in memory is spent, is fsynced in its
+// spooled file, tmp/ is fsynced once for the group, and the record names the file)
+// and fdatasyncs the segment once. Only then are the Accepts woken: a 250 is sent for a message whose
 // record is on disk, with the body in it or in a synced file.
 //
 // Right after its fdatasync the appender hands the group's records, in sequence
@@ -33,8 +32,9 @@ import (
 // in bbolt (metadata, "new" event) and its final file written from memory (a spooled
 // body: its spooled name recorded and the file linked to its final name, as an
 // Accept's batch did before), with no fsync (the journal holds what a crash could
-// lose). The memory goes back to the budget once the record is indexed. Every read and write of the index (view, update) first waits
-// until every acknowledged message is indexed, so a caller sees what it was told
+// lose). The memory goes back to the budget once the record is indexed. Every read
+// and write of the index (view, update) first waits until every acknowledged message
+// is indexed, so a caller sees what it was told
 // is stored; a writer of this node's own events (update: a state change) also holds
 // the appender off while it runs, so sequence numbers stay contiguous.
 //
@@ -74,6 +74,13 @@ type intakeReq struct {
 	ready func() error // recSpooled: waits for the body's fsync
 	err   error
 	done  chan struct{}
+}
+
+// releaseMemLocked gives back the body in memory of a record no index commit will
+// place any more (indexed, or the store closed); the journal's mu is held.
+func (r *intakeReq) releaseMemLocked() {
+	r.mem.release()
+	r.mem = nil
 }
 
 // segment is a closed segment waiting for its checkpoint.

@@ -42,8 +42,7 @@ func (s *Store) indexed(n uint64, err error) {
 		j.indexed = n
 		k := 0
 		for k < len(j.unindexed) && j.unindexed[k].n <= n {
-			j.unindexed[k].r.mem.release() // indexed: no index commit of it runs again
-			j.unindexed[k].r.mem = nil
+			j.unindexed[k].r.releaseMemLocked() // indexed: no index commit of it runs again
 			k++
 		}
 		j.unindexed = j.unindexed[k:]

@@ -281,8 +281,7 @@ func (s *Store) Close() error {
 	// no batch runs now (each holds s.mu), so their bodies in memory can go.
 	s.jr.mu.Lock()
 	for _, it := range s.jr.unindexed {
-		it.r.mem.release()
-		it.r.mem = nil
+		it.r.releaseMemLocked()
 	}
 	s.jr.mu.Unlock()
 	s.chMu.Lock()
