@@ -119,6 +119,7 @@ type Replicator struct {
 	kick                 chan struct{} // wakes the supervisor
 	sweepNow             chan struct{} // wakes the missing-body sweeper
 	sweepSoon            chan struct{} // asks the sweeper to retry within a second
+	peersRead            chan struct{} // closed once the supervisor has read the peers the first time
 	jobs                 chan fetchJob // bodies to fetch, for the fetch workers (pool.go)
 	backlog              backlogCache  // the last BacklogState (backlog.go)
 
@@ -148,8 +149,9 @@ func New(cfg Config) (*Replicator, error) {
 		cfg: cfg, store: cfg.Store, log: cfg.Logger.Named("mailrepl"),
 		ctx: ctx, cancel: cancel,
 		kick: make(chan struct{}, 1), sweepNow: make(chan struct{}, 1), sweepSoon: make(chan struct{}, 1),
-		jobs:  make(chan fetchJob, cfg.FetchQueue),
-		loops: map[Peer]*peerLoop{}, heads: map[Peer]mailstore.Cursors{},
+		peersRead: make(chan struct{}),
+		jobs:      make(chan fetchJob, cfg.FetchQueue),
+		loops:     map[Peer]*peerLoop{}, heads: map[Peer]mailstore.Cursors{},
 	}, nil
 }
 
@@ -267,8 +269,13 @@ func (r *Replicator) supervise() {
 	defer r.wg.Done()
 	t := time.NewTicker(r.cfg.PeerRefresh)
 	defer t.Stop()
+	first := true
 	for {
 		r.refreshPeers()
+		if first {
+			close(r.peersRead)
+			first = false
+		}
 		select {
 		case <-r.ctx.Done():
 			r.mu.Lock()
@@ -456,9 +463,16 @@ func (r *Replicator) pollEvents(ctx context.Context, p Peer, batch int, wait tim
 }
 
 // sweeper looks for missing bodies at start, every MissingInterval, on Kick,
-// and sooner (1 s doubling) while some could not be fetched.
+// and sooner (1 s doubling) while some could not be fetched. The first sweep waits
+// until the supervisor has read the peers: before, no peer loop runs, so no body can
+// be asked of its origin in bulk, and every job would fail or go alone.
 func (r *Replicator) sweeper() {
 	defer r.wg.Done()
+	select {
+	case <-r.peersRead:
+	case <-r.ctx.Done():
+		return
+	}
 	var retry time.Duration
 	next := time.Now()
 	for {
